@@ -1,0 +1,291 @@
+"""The policy file as typed models: who may request which target, for how long, approved by whom."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bot.access.durations import format_duration, parse_duration
+from bot.access.errors import PolicyError
+
+# Prefixes wider than these are as good as public: refuse them where a principal's source is meant.
+MIN_IPV4_PREFIX = 8
+MIN_IPV6_PREFIX = 32
+
+SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+SLACK_USERGROUP = re.compile(r"^S[A-Z0-9]{2,}$")
+SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"`{value}` is not a duration (use e.g. 90s, 30m, 1h, 1h30m)")
+    return parse_duration(value.strip())
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+def source_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse a principal's source CIDR, refusing anything as wide as the internet."""
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as err:
+        raise ValueError(f"`{text}` is not a network in CIDR form ({err})") from None
+    floor = MIN_IPV4_PREFIX if network.version == 4 else MIN_IPV6_PREFIX
+    if network.prefixlen < floor:
+        raise ValueError(f"`{text}` is open to the whole internet or close to it; use /{floor} or narrower")
+    return network
+
+
+def host_address(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse a single host address named with `--ip` into its /32 or /128 network."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(f"`{text}` is not a single IPv4 or IPv6 host address") from None
+    if address.is_unspecified or address.is_multicast or str(address) == "255.255.255.255":
+        raise ValueError(f"`{text}` is not a host address a grant can be for")
+    return ipaddress.ip_network(address)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Principal(_Model):
+    """Who a Slack user is at the load balancer."""
+
+    source_cidr: str | None = None
+    aws_role_name: str | None = Field(default=None, pattern=r"^[\w+=,.@-]{1,64}$")
+
+    @field_validator("source_cidr")
+    @classmethod
+    def _check_cidr(cls, value: str | None) -> str | None:
+        return None if value is None else str(source_network(value))
+
+
+class SecurityGroupGrant(_Model):
+    """An ingress rule per port on a security group for the principal's CIDR."""
+
+    kind: Literal["aws_security_group"]
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    security_group_id: str = Field(pattern=r"^sg-[0-9a-f]{1,32}$")
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, value: list[int]) -> list[int]:
+        return sorted(set(value))
+
+
+class ListenerRuleGrant(_Model):
+    """A forwarding rule on an ALB listener with a source-ip condition for the principal's CIDR."""
+
+    kind: Literal["aws_alb_listener_rule"]
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    listener_arn: str = Field(pattern=r"^arn:aws[\w-]*:elasticloadbalancing:[\w-]+:\d{12}:listener/app/")
+    target_group_arn: str = Field(pattern=r"^arn:aws[\w-]*:elasticloadbalancing:[\w-]+:\d{12}:targetgroup/")
+    path_patterns: list[str] = Field(default_factory=list, max_length=5)
+    host_headers: list[str] = Field(default_factory=list, max_length=5)
+    priority_range: tuple[int, int] = (49000, 50000)
+
+    @field_validator("priority_range")
+    @classmethod
+    def _check_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1 <= low <= high <= 50000:
+            raise ValueError("must be two priorities [low, high] with 1 <= low <= high <= 50000")
+        return value
+
+
+class IamPolicyGrant(_Model):
+    """An inline policy on the principal's role allowing actions on one load balancer until the end."""
+
+    kind: Literal["aws_iam_policy"]
+    load_balancer_arn: str = Field(
+        pattern=r"^arn:aws[\w-]*:elasticloadbalancing:[\w-]+:\d{12}:loadbalancer/(app|net|gwy)/[\w-]+/[0-9a-f]+$"
+    )
+    actions: list[str] = Field(default_factory=lambda: ["elasticloadbalancing:*"], min_length=1)
+    require_mfa: bool = False
+
+    @field_validator("actions")
+    @classmethod
+    def _check_actions(cls, value: list[str]) -> list[str]:
+        for action in value:
+            if not re.fullmatch(r"elasticloadbalancing:[A-Za-z*]+", action):
+                raise ValueError(f"`{action}` is not an elasticloadbalancing action")
+        return value
+
+
+class HaproxyAclGrant(_Model):
+    """An entry in an HAProxy ACL file, set over the runtime API."""
+
+    kind: Literal["haproxy_acl"]
+    runtime_api: str = Field(pattern=r"^(unix:/.+|tcp:[^:]+:\d{1,5})$")
+    acl: str = Field(min_length=1)
+
+
+GrantSpec = Annotated[
+    SecurityGroupGrant | ListenerRuleGrant | IamPolicyGrant | HaproxyAclGrant,
+    Field(discriminator="kind"),
+]
+
+NETWORK_KINDS = frozenset({"aws_security_group", "aws_alb_listener_rule", "haproxy_acl"})
+
+
+class Target(_Model):
+    """One load balancer access that can be requested."""
+
+    description: str = ""
+    default_duration: Duration
+    min_duration: Duration = timedelta(minutes=1)
+    max_duration: Duration
+    approvers: list[str] = Field(min_length=1)
+    approvals_required: int = Field(default=1, ge=1)
+    requesters: list[str] | None = None
+    allow_requester_ip: bool = False
+    approver_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
+    grant: GrantSpec
+
+    @field_validator("approvers")
+    @classmethod
+    def _check_approvers(cls, value: list[str]) -> list[str]:
+        for who in value:
+            if not (SLACK_USER.match(who) or SLACK_USERGROUP.match(who)):
+                raise ValueError(f"`{who}` is neither a Slack user id (U…) nor a usergroup id (S…)")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Target:
+        if not self.min_duration <= self.default_duration <= self.max_duration:
+            raise ValueError(
+                f"durations must satisfy min_duration ({format_duration(self.min_duration)}) <= "
+                f"default_duration ({format_duration(self.default_duration)}) <= "
+                f"max_duration ({format_duration(self.max_duration)})"
+            )
+        users = [who for who in self.approvers if SLACK_USER.match(who)]
+        has_groups = len(users) < len(self.approvers)
+        if not has_groups and self.approvals_required > len(users):
+            raise ValueError(
+                f"approvals_required is {self.approvals_required} but only {len(users)} approver(s) are named"
+            )
+        return self
+
+    @property
+    def is_network(self) -> bool:
+        return self.grant.kind in NETWORK_KINDS
+
+
+class Policy(_Model):
+    """The whole policy file."""
+
+    approver_channel: str = Field(pattern=SLACK_CHANNEL.pattern)
+    audit_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
+    pending_ttl: Duration = timedelta(minutes=15)
+    principals: dict[str, Principal] = Field(default_factory=dict)
+    targets: dict[str, Target] = Field(min_length=1)
+
+    @field_validator("principals")
+    @classmethod
+    def _check_principal_ids(cls, value: dict[str, Principal]) -> dict[str, Principal]:
+        for who in value:
+            if not SLACK_USER.match(who):
+                raise ValueError(f"`{who}` is not a Slack user id (U…)")
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _check_target_names(cls, value: dict[str, Target]) -> dict[str, Target]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", name):
+                raise ValueError(f"`{name}` is not a target name (lower case letters, digits, - _ .)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_requesters(self) -> Policy:
+        for name, target in self.targets.items():
+            for who in target.requesters or []:
+                principal = self.principals.get(who)
+                if principal is None:
+                    raise ValueError(f"targets.{name}.requesters: `{who}` is not listed under principals")
+                if not _principal_fits(principal, target):
+                    raise ValueError(f"targets.{name}.requesters: `{who}` has no {_needed_field(target)}")
+        return self
+
+    def target_for(self, name: str) -> Target | None:
+        return self.targets.get(name)
+
+    def channel_for(self, target: Target) -> str:
+        return target.approver_channel or self.approver_channel
+
+    def may_request(self, user_id: str, target: Target) -> bool:
+        principal = self.principals.get(user_id)
+        if principal is None or not _principal_fits(principal, target):
+            return False
+        return target.requesters is None or user_id in target.requesters
+
+    def targets_for(self, user_id: str) -> dict[str, Target]:
+        return {name: t for name, t in self.targets.items() if self.may_request(user_id, t)}
+
+
+def _needed_field(target: Target) -> str:
+    return "source_cidr" if target.is_network else "aws_role_name"
+
+
+def _principal_fits(principal: Principal, target: Target) -> bool:
+    return (principal.source_cidr if target.is_network else principal.aws_role_name) is not None
+
+
+def parse_policy(data: Any, source: str = "policy") -> Policy:
+    """Validate already-loaded policy data; raise PolicyError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the policy must be a mapping with approver_channel, principals and targets")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        if first["type"] == "union_tag_invalid":
+            message = f"unknown grant kind `{first['input'].get('kind') if isinstance(first['input'], dict) else ''}`"
+        count = err.error_count()
+        more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+        raise PolicyError(f"{source}: {where or 'policy'}: {message}{more}") from None
+
+
+def _is_union_tag(part: int | str) -> bool:
+    return part in {"aws_security_group", "aws_alb_listener_rule", "aws_iam_policy", "haproxy_acl"}
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file; raise PolicyError with the file and the field at fault."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PolicyError(f"{path}: cannot read the policy file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise PolicyError(f"{path}: not valid YAML ({err})") from None
+    return parse_policy(data, str(path))

@@ -1,0 +1,97 @@
+"""What every load balancer provider does: apply a grant, list what it manages, drop leases.
+
+An object a provider creates (a rule, a policy, an ACL entry) carries one *lease* per request
+that needs it: the request id and that request's end time. Overlapping grants that come down to
+the same object add leases to it; dropping the last lease deletes the object. Where the load
+balancer can hold them (AWS tags, an IAM condition), the leases live on the object itself, so
+that the sweep can judge it without Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from bot.access.policy import GrantSpec
+
+MARKER_PREFIX = "jit-lb"
+
+
+class ProviderError(Exception):
+    """A load balancer call failed; the message says what, where, and what a person can do."""
+
+
+@dataclass(frozen=True)
+class GrantOrder:
+    """What one request asks of a load balancer."""
+
+    request_id: str
+    target: str
+    spec: GrantSpec
+    ends_at: datetime
+    cidr: str | None = None
+    role_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One request's claim on an object, until its end."""
+
+    request_id: str
+    ends_at: datetime
+
+
+@dataclass(frozen=True)
+class ManagedObject:
+    """An object at the load balancer that jit-lb created and still holds leases on."""
+
+    kind: str
+    ref: str
+    description: str
+    leases: tuple[Lease, ...] = field(default_factory=tuple)
+
+    @property
+    def ends_at(self) -> datetime | None:
+        return max((lease.ends_at for lease in self.leases), default=None)
+
+    def request_ids(self) -> set[str]:
+        return {lease.request_id for lease in self.leases}
+
+    def expired_leases(self, now: datetime) -> set[str]:
+        return {lease.request_id for lease in self.leases if lease.ends_at <= now}
+
+
+class Provider(Protocol):
+    """A load balancer seen through one target's grant spec."""
+
+    def scope(self, order: GrantOrder) -> str:
+        """A key naming the object(s) `order` comes down to; grants sharing it are serialised."""
+        ...
+
+    def apply(self, order: GrantOrder) -> list[ManagedObject]:
+        """Make the order's objects exist with its lease; idempotent; return them as read back."""
+        ...
+
+    def list_managed(self) -> list[ManagedObject]:
+        """Every object this provider manages within its spec, as the load balancer has it now."""
+        ...
+
+    def drop(self, obj: ManagedObject, request_ids: set[str]) -> bool:
+        """Remove those leases from `obj`; delete it when none is left. True when it was deleted."""
+        ...
+
+
+def format_time(moment: datetime) -> str:
+    """The marker form of a time: ISO 8601, UTC, whole seconds, `Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Read a marker time back; raise ValueError when it is not one."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def objects_of(provider: Provider, request_id: str) -> list[ManagedObject]:
+    """The objects that hold a lease for `request_id`."""
+    return [obj for obj in provider.list_managed() if request_id in obj.request_ids()]
