@@ -1,0 +1,53 @@
+"""`python -m bot` runs the web process; `python -m bot check-policy FILE` validates a policy file."""
+
+from __future__ import annotations
+
+import sys
+
+from bot.access.durations import format_duration
+from bot.access.errors import JitError
+from bot.access.policy import load_policy
+from bot.logs import configure_logging
+
+
+def check_policy(path: str) -> int:
+    """Validate a policy file and print its targets; exit 1 naming the field when it is invalid."""
+    try:
+        policy = load_policy(path)
+    except JitError as err:
+        print(f"invalid policy: {err}", file=sys.stderr)
+        return 1
+    print(f"{path}: valid; {len(policy.targets)} target(s), {len(policy.principals)} principal(s)")
+    for name, target in sorted(policy.targets.items()):
+        print(
+            f"  {name}: {target.grant.kind}, {format_duration(target.min_duration)}.."
+            f"{format_duration(target.max_duration)} (default {format_duration(target.default_duration)}), "
+            f"{target.approvals_required} of {', '.join(target.approvers)}"
+        )
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["check-policy"]:
+        if len(argv) != 2:
+            print("usage: python -m bot check-policy FILE", file=sys.stderr)
+            return 2
+        return check_policy(argv[1])
+    if argv:
+        print("usage: python -m bot [check-policy FILE]", file=sys.stderr)
+        return 2
+    configure_logging()
+    from bot.app import serve
+    from bot.settings import load_settings
+
+    try:
+        settings = load_settings(web=True)
+        serve(settings)
+    except JitError as err:
+        print(f"jit-lb web: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,187 @@
+"""The `/jit` grammar (CONTRACT §3): command text in, a typed command or a CommandError out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.access.durations import format_duration, parse_duration
+from bot.access.errors import CommandError
+from bot.access.policy import Policy, Target, host_address
+from bot.access.requests import ID_PATTERN, AccessRequest
+
+MAX_REASON = 500
+
+
+@dataclass(frozen=True)
+class RequestCommand:
+    target: str
+    duration: timedelta | None
+    ip: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class ListCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class TargetsCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    unknown: str | None = None
+
+
+@dataclass(frozen=True)
+class RevokeCommand:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ExtendCommand:
+    request_id: str
+    duration: timedelta
+    reason: str
+
+
+Command = RequestCommand | ListCommand | TargetsCommand | HelpCommand | RevokeCommand | ExtendCommand
+
+USAGE = (
+    "`/jit request <target> [<duration>] [--ip <address>] <reason…>`  ask for access\n"
+    "`/jit list`  pending and active requests you can see\n"
+    "`/jit revoke <request-id>`  end a grant now\n"
+    "`/jit extend <request-id> <duration> <reason…>`  ask for more time (needs approval again)\n"
+    "`/jit targets`  what you may request, with its limits\n"
+    "`/jit help`  this text\n"
+    "Durations: `90s`, `30m`, `1h`, `1h30m`."
+)
+
+
+def parse_command(text: str) -> Command:
+    """Parse the text after `/jit`; raise CommandError naming what is wrong."""
+    words = text.split()
+    if not words:
+        return HelpCommand()
+    verb, rest = words[0].lower(), words[1:]
+    if verb == "request":
+        return _parse_request(rest)
+    if verb in {"list", "targets", "help"}:
+        if rest:
+            raise CommandError(f"`/jit {verb}` takes no arguments")
+        return {"list": ListCommand(), "targets": TargetsCommand(), "help": HelpCommand()}[verb]
+    if verb == "revoke":
+        if len(rest) != 1:
+            raise CommandError("usage: `/jit revoke <request-id>`")
+        return RevokeCommand(_request_id(rest[0]))
+    if verb == "extend":
+        if len(rest) < 2:
+            raise CommandError("usage: `/jit extend <request-id> <duration> <reason…>`")
+        reason = _reason(rest[2:])
+        return ExtendCommand(_request_id(rest[0]), _duration(rest[1]), reason)
+    return HelpCommand(unknown=verb)
+
+
+def _parse_request(words: list[str]) -> RequestCommand:
+    if not words:
+        raise CommandError("name a target: `/jit request <target> [<duration>] <reason…>` (see `/jit targets`)")
+    target, rest = words[0].lower(), words[1:]
+    duration = None
+    ip = None
+    while rest and (rest[0][:1].isdigit() or rest[0] == "--ip"):
+        if rest[0] == "--ip":
+            if ip is not None:
+                raise CommandError("`--ip` is given twice")
+            if len(rest) < 2:
+                raise CommandError("`--ip` needs an address, e.g. `--ip 203.0.113.7`")
+            ip, rest = rest[1], rest[2:]
+        else:
+            if duration is not None:
+                # The reason may well start with a number ("2 users see 502s"), once the duration is read.
+                break
+            duration, rest = _duration(rest[0]), rest[1:]
+    if rest and rest[0].startswith("--"):
+        raise CommandError(f"unknown option `{rest[0]}` (only `--ip <address>` is known)")
+    return RequestCommand(target=target, duration=duration, ip=ip, reason=_reason(rest))
+
+
+def _duration(word: str) -> timedelta:
+    try:
+        return parse_duration(word.lower())
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+
+
+def _request_id(word: str) -> str:
+    if not re.fullmatch(ID_PATTERN, word.lower()):
+        raise CommandError(f"`{word}` is not a request id (they look like `jit-4k7m2q`)")
+    return word.lower()
+
+
+def _reason(words: list[str]) -> str:
+    reason = " ".join(words).strip()
+    if not reason:
+        raise CommandError("a reason is required: say why you need access")
+    if len(reason) > MAX_REASON:
+        raise CommandError(f"the reason is {len(reason)} characters; keep it under {MAX_REASON}")
+    return reason
+
+
+def build_request(
+    policy: Policy, user: str, command: RequestCommand, now: datetime, channel: str | None = None
+) -> Callable[[str], AccessRequest]:
+    """Check a request against the policy; return a builder taking the new id, or raise CommandError."""
+    target = policy.target_for(command.target)
+    if target is None:
+        known = ", ".join(f"`{name}`" for name in policy.targets_for(user)) or "none"
+        raise CommandError(f"unknown target `{command.target}`; targets you may request: {known}")
+    if not policy.may_request(user, target):
+        raise CommandError(f"you are not allowed to request `{command.target}`")
+    duration = command.duration or target.default_duration
+    check_duration(command.target, target, duration)
+    principal = policy.principals[user]
+    cidr = principal.source_cidr if target.is_network else None
+    if command.ip is not None:
+        if not target.allow_requester_ip:
+            raise CommandError(f"`{command.target}` does not let requesters name an address with `--ip`")
+        if not target.is_network:
+            raise CommandError(f"`--ip` means nothing for `{command.target}`, which grants an IAM policy")
+        try:
+            cidr = str(host_address(command.ip))
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+
+    def build(request_id: str) -> AccessRequest:
+        return AccessRequest(
+            id=request_id,
+            target=command.target,
+            requester=user,
+            reason=command.reason,
+            duration_seconds=int(duration.total_seconds()),
+            cidr=cidr,
+            role_name=None if target.is_network else principal.aws_role_name,
+            created_at=now,
+            pending_until=now + policy.pending_ttl,
+            approvals_required=target.approvals_required,
+            origin_channel=channel,
+        )
+
+    return build
+
+
+def check_duration(name: str, target: Target, duration: timedelta) -> None:
+    """Raise CommandError when `duration` is outside the target's limits."""
+    if duration > target.max_duration:
+        raise CommandError(
+            f"{format_duration(duration)} is longer than `{name}` allows (at most {format_duration(target.max_duration)})"
+        )
+    if duration < target.min_duration:
+        raise CommandError(
+            f"{format_duration(duration)} is shorter than `{name}` allows (at least {format_duration(target.min_duration)})"
+        )
+

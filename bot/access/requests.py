@@ -1,0 +1,186 @@
+"""Access requests and their life cycle, as pure functions of the request, the actor and `now`."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.access.durations import format_duration
+from bot.access.errors import ApprovalError, TransitionError
+
+# Request ids are short and easy to read aloud: no 0/o, 1/l/i.
+_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+ID_PREFIX = "jit-"
+ID_PATTERN = r"^jit-[23456789abcdefghjkmnpqrstuvwxyz]{6}$"
+
+
+class Status(StrEnum):
+    """Where a request stands; see CONTRACT §6."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    GRANTED = "granted"
+    REVOKED = "revoked"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        return self in {Status.PENDING, Status.APPROVED, Status.GRANTED}
+
+
+class EndReason(StrEnum):
+    """Why a grant ended: its time ran out, a person ended it, or the sweep found it past its end."""
+
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    SWEEP = "sweep"
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    user: str
+    at: datetime
+
+
+class AccessRequest(BaseModel):
+    """One `/jit request` from creation to its end."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=ID_PATTERN)
+    target: str
+    requester: str
+    reason: str
+    duration_seconds: int
+    cidr: str | None = None
+    role_name: str | None = None
+    status: Status = Status.PENDING
+    created_at: datetime
+    pending_until: datetime
+    approvals_required: int = 1
+    approvals: tuple[Approval, ...] = ()
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    granted_at: datetime | None = None
+    ends_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: EndReason | None = None
+    ended_by: str | None = None
+    failure: str | None = None
+    created_objects: tuple[str, ...] = ()
+    removed_objects: tuple[str, ...] = ()
+    verified: bool | None = None
+    # Where Slack shows the request: the card, the audit thread, and where it was asked for.
+    origin_channel: str | None = None
+    card_channel: str | None = None
+    card_ts: str | None = None
+    thread_channel: str | None = None
+    thread_ts: str | None = None
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(seconds=self.duration_seconds)
+
+    @property
+    def duration_text(self) -> str:
+        return format_duration(self.duration)
+
+    @property
+    def approvers(self) -> list[str]:
+        return [approval.user for approval in self.approvals]
+
+    def lasted(self) -> timedelta | None:
+        if self.granted_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.granted_at
+
+
+def new_request_id() -> str:
+    return ID_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+
+
+def approve(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
+    """Count `who`'s approval; the request turns `approved` once enough distinct approvers agree.
+
+    The caller has already checked that `who` is an approver of the target.
+    """
+    if who == request.requester:
+        raise ApprovalError("you cannot approve your own request")
+    if request.status is not Status.PENDING:
+        raise TransitionError(f"request {request.id} is already {request.status}")
+    if now >= request.pending_until:
+        raise TransitionError(f"request {request.id} expired before it was approved")
+    if who in request.approvers:
+        raise ApprovalError(f"you have already approved {request.id}; it needs another approver")
+    approvals = (*request.approvals, Approval(user=who, at=now))
+    if len(approvals) < request.approvals_required:
+        return request.model_copy(update={"approvals": approvals})
+    return request.model_copy(
+        update={"approvals": approvals, "status": Status.APPROVED, "decided_by": who, "decided_at": now}
+    )
+
+
+def deny(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
+    if request.status is not Status.PENDING:
+        raise TransitionError(f"request {request.id} is already {request.status}")
+    return request.model_copy(update={"status": Status.DENIED, "decided_by": who, "decided_at": now})
+
+
+def expire(request: AccessRequest, now: datetime) -> AccessRequest:
+    if request.status is not Status.PENDING:
+        raise TransitionError(f"request {request.id} is already {request.status}")
+    if now < request.pending_until:
+        raise TransitionError(f"request {request.id} is still within its approval window")
+    return request.model_copy(update={"status": Status.EXPIRED, "decided_by": "system", "decided_at": now})
+
+
+def cancel(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
+    if request.status is not Status.PENDING:
+        raise TransitionError(f"request {request.id} is already {request.status}")
+    return request.model_copy(
+        update={"status": Status.CANCELLED, "decided_by": "system", "decided_at": now, "failure": why}
+    )
+
+
+def grant(request: AccessRequest, now: datetime, ends_at: datetime, objects: list[str], verified: bool) -> AccessRequest:
+    if request.status is not Status.APPROVED:
+        raise TransitionError(f"request {request.id} is {request.status}, not approved")
+    return request.model_copy(
+        update={
+            "status": Status.GRANTED,
+            "granted_at": now,
+            "ends_at": ends_at,
+            "created_objects": tuple(objects),
+            "verified": verified,
+        }
+    )
+
+
+def fail(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
+    if request.status is not Status.APPROVED:
+        raise TransitionError(f"request {request.id} is {request.status}, not approved")
+    return request.model_copy(update={"status": Status.FAILED, "failure": why, "ended_at": now})
+
+
+def end(
+    request: AccessRequest, now: datetime, reason: EndReason, by: str, removed: list[str], verified: bool
+) -> AccessRequest:
+    if request.status is not Status.GRANTED:
+        raise TransitionError(f"request {request.id} is {request.status}, not granted")
+    return request.model_copy(
+        update={
+            "status": Status.REVOKED,
+            "ended_at": now,
+            "end_reason": reason,
+            "ended_by": by,
+            "removed_objects": tuple(removed),
+            "verified": verified,
+        }
+    )

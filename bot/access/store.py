@@ -1,0 +1,147 @@
+"""Requests in Redis, changed only by atomic compare-and-set transitions."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from bot.access.errors import NotFoundError, StoreUnavailableError, TransitionError
+from bot.access.requests import AccessRequest, Status, new_request_id
+
+PREFIX = "jit:"
+_REQUEST = PREFIX + "req:"
+_INDEX = PREFIX + "index"  # every request id, scored by creation time
+_OPEN = PREFIX + "open"  # pending, approved and granted ids
+_PENDING = PREFIX + "pending"  # pending ids, scored by when they expire
+_GRANTED = PREFIX + "granted"  # granted ids, scored by when they end
+_HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
+
+Transition = Callable[[AccessRequest], AccessRequest]
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast when Redis is away, instead of hanging a Slack request."""
+    return redis.Redis.from_url(
+        url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=30, retry_on_timeout=True
+    )
+
+
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as err:
+        raise StoreUnavailableError(f"Redis could not be reached ({err})") from err
+
+
+class RequestStore:
+    """Persistence of AccessRequests; every status change goes through `transition`."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def create(self, build: Callable[[str], AccessRequest]) -> AccessRequest:
+        """Store a new request under a fresh id that no other request has."""
+        with _reachable():
+            for _ in range(20):
+                request = build(new_request_id())
+                if self.redis.set(_REQUEST + request.id, request.model_dump_json(), nx=True):
+                    self._index(self.redis, request)
+                    return request
+        raise StoreUnavailableError("could not find a free request id")
+
+    def get(self, request_id: str) -> AccessRequest:
+        with _reachable():
+            raw = self.redis.get(_REQUEST + request_id)
+        if raw is None:
+            raise NotFoundError(f"there is no request {request_id}")
+        return AccessRequest.model_validate_json(raw)
+
+    def find(self, request_id: str) -> AccessRequest | None:
+        try:
+            return self.get(request_id)
+        except NotFoundError:
+            return None
+
+    def transition(self, request_id: str, change: Transition) -> tuple[AccessRequest, AccessRequest]:
+        """Apply `change` atomically: it sees the current request and its result replaces it.
+
+        Returns (before, after). If another process changed the request meanwhile, `change` runs
+        again on the new state, so two clicks at once are judged one after the other.
+        """
+        key = _REQUEST + request_id
+        with _reachable(), self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise NotFoundError(f"there is no request {request_id}")
+                    before = AccessRequest.model_validate_json(raw)
+                    after = change(before)
+                    if after.id != before.id:
+                        raise TransitionError("a transition cannot change a request's id")
+                    pipe.multi()
+                    pipe.set(key, after.model_dump_json())
+                    self._index(pipe, after)
+                    pipe.execute()
+                    return before, after
+                except WatchError:
+                    continue
+
+    def update(self, request_id: str, **fields: Any) -> AccessRequest:
+        """Change fields that are not the status (where the card is, say)."""
+        return self.transition(request_id, lambda request: request.model_copy(update=fields))[1]
+
+    def open_requests(self) -> list[AccessRequest]:
+        with _reachable():
+            ids = sorted(member.decode() for member in self.redis.smembers(_OPEN))  # type: ignore[union-attr]
+        return [request for request in map(self.find, ids) if request is not None]
+
+    def recent(self, limit: int = 200) -> list[AccessRequest]:
+        with _reachable():
+            ids = [member.decode() for member in self.redis.zrevrange(_INDEX, 0, limit - 1)]
+        return [request for request in map(self.find, ids) if request is not None]
+
+    def granted_until(self, moment: datetime) -> list[str]:
+        """Ids of granted requests whose end is at or before `moment`."""
+        with _reachable():
+            return [m.decode() for m in self.redis.zrangebyscore(_GRANTED, "-inf", moment.timestamp())]
+
+    def pending_until(self, moment: datetime) -> list[str]:
+        """Ids of pending requests whose approval window closed at or before `moment`."""
+        with _reachable():
+            return [m.decode() for m in self.redis.zrangebyscore(_PENDING, "-inf", moment.timestamp())]
+
+    def ids_with_status(self, *statuses: Status) -> list[str]:
+        return [request.id for request in self.open_requests() if request.status in statuses]
+
+    @contextlib.contextmanager
+    def lock(self, scope: str, timeout: float = 120.0) -> Iterator[None]:
+        """Serialise work on one object at the load balancer across every worker."""
+        with _reachable(), self.redis.lock(PREFIX + "lock:" + scope, timeout=timeout, blocking_timeout=timeout):
+            yield
+
+    @staticmethod
+    def _index(pipe: Any, request: AccessRequest) -> None:
+        pipe.zadd(_INDEX, {request.id: request.created_at.timestamp()})
+        if request.status.is_open:
+            pipe.sadd(_OPEN, request.id)
+        else:
+            pipe.srem(_OPEN, request.id)
+            pipe.expire(_REQUEST + request.id, _HISTORY_SECONDS)
+        if request.status is Status.PENDING:
+            pipe.zadd(_PENDING, {request.id: request.pending_until.timestamp()})
+        else:
+            pipe.zrem(_PENDING, request.id)
+        if request.status is Status.GRANTED and request.ends_at is not None:
+            pipe.zadd(_GRANTED, {request.id: request.ends_at.timestamp()})
+        else:
+            pipe.zrem(_GRANTED, request.id)

@@ -1,0 +1,78 @@
+"""The Slack app: build_app(settings, ...) and the `web` process (HTTP or Socket Mode, plus /healthz)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import structlog
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.listeners import actions, commands
+from bot.runtime import Runtime, build_runtime
+from bot.service import AccessService
+from bot.settings import Settings
+
+log = structlog.get_logger("jit_lb.web")
+
+
+def build_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
+    """The Bolt app with every listener wired; no I/O happens until a request arrives."""
+    runtime = runtime or build_runtime(settings)
+    service = AccessService(runtime.policy, runtime.store, runtime.audit, runtime.notifier, runtime.queue)
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    app = AsyncApp(
+        client=AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url),
+        signing_secret=secret,
+        # Socket Mode has no signatures to check; HTTP mode always checks them.
+        request_verification_enabled=not settings.socket_mode,
+        logger=logging.getLogger("jit_lb.bolt"),
+    )
+    commands.register(app, service)
+    actions.register(app, service)
+    return app
+
+
+def healthz_handler(runtime: Runtime) -> web.RequestHandler:
+    async def handle_healthz(_: web.Request) -> web.Response:
+        try:
+            ok = await asyncio.wait_for(asyncio.to_thread(runtime.store.redis.ping), timeout=3)
+        except Exception as err:  # noqa: BLE001 - any failure to reach Redis means unhealthy, and is said so
+            return web.json_response({"ok": False, "redis": f"unreachable: {err}"}, status=503)
+        return web.json_response({"ok": bool(ok), "redis": "ok"}, status=200 if ok else 503)
+
+    return handle_healthz
+
+
+def web_application(settings: Settings, runtime: Runtime) -> tuple[AsyncApp, web.Application]:
+    app = build_app(settings, runtime)
+    if settings.socket_mode:
+        server = web.Application()
+    else:
+        server = app.web_app(path="/slack/events", port=settings.port)
+    server.router.add_get("/healthz", healthz_handler(runtime))
+    return app, server
+
+
+def serve(settings: Settings) -> None:
+    """Run the `web` process until SIGTERM or SIGINT."""
+    runtime = build_runtime(settings)
+    app, server = web_application(settings, runtime)
+    if settings.socket_mode:
+        from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+        assert settings.slack_app_token is not None
+        handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+
+        async def start_socket_mode(_: web.Application) -> None:
+            await handler.connect_async()
+
+        async def stop_socket_mode(_: web.Application) -> None:
+            await handler.close_async()
+
+        server.on_startup.append(start_socket_mode)
+        server.on_cleanup.append(stop_socket_mode)
+    log.info("jit-lb web starting", port=settings.port, socket_mode=settings.socket_mode)
+    web.run_app(server, host="0.0.0.0", port=settings.port, print=None)  # noqa: S104 - CONTRACT §1 serves on all interfaces

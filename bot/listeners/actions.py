@@ -1,0 +1,25 @@
+"""The Approve and Deny buttons of an approval card."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.ids import ActionId
+from bot.service import AccessService
+
+
+def register(app: AsyncApp, service: AccessService) -> None:
+    async def handle_action_decision(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        container = body.get("container") or {}
+        channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
+        await asyncio.to_thread(
+            service.decide, body["user"]["id"], action["action_id"], str(action.get("value", "")),
+            channel, container.get("message_ts", ""),
+        )
+
+    app.action(ActionId.APPROVE.value)(handle_action_decision)
+    app.action(ActionId.DENY.value)(handle_action_decision)

@@ -1,0 +1,22 @@
+"""The `/jit` slash command: ack with the answer within Slack's 3 seconds, then post what follows."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.service import AccessService
+
+
+def register(app: AsyncApp, service: AccessService) -> None:
+    async def handle_command_jit(ack: AsyncAck, command: dict[str, Any]) -> None:
+        reply = await asyncio.to_thread(
+            service.command, command["user_id"], command.get("text", ""), command.get("channel_id")
+        )
+        await ack(text=reply.text)
+        if reply.then is not None:
+            await asyncio.to_thread(reply.then)
+
+    app.command("/jit")(handle_command_jit)

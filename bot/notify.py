@@ -1,0 +1,98 @@
+"""Posting to Slack from any process: cards, audit-thread replies, DMs; a failed post never loses state."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import structlog
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
+
+from bot import blocks
+from bot.access.policy import Policy
+from bot.access.requests import AccessRequest
+
+log = structlog.get_logger("jit_lb.notify")
+
+_USERGROUP_TTL = 60.0
+
+
+class Notifier:
+    """Every message jit-lb sends, through one WebClient that retries 429s and 5xx."""
+
+    def __init__(self, token: str, base_url: str, policy: Policy) -> None:
+        self.client = WebClient(token=token, base_url=base_url, timeout=10)
+        self.client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=5))
+        self.client.retry_handlers.append(ServerErrorRetryHandler(max_retry_count=3))
+        self.policy = policy
+        self._groups: dict[str, tuple[float, list[str]]] = {}
+        self._groups_lock = threading.Lock()
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
+        """Call the Web API; on failure log it and return None, so the caller's state change stands."""
+        try:
+            response = self.client.api_call(method, json=kwargs)
+        except (SlackApiError, SlackClientError, OSError) as err:
+            log.error("slack call failed", method=method, channel=kwargs.get("channel"), error=str(err))
+            return None
+        return dict(response.data) if isinstance(response.data, dict) else None
+
+    def post_card(self, request: AccessRequest, channel: str) -> str | None:
+        target = self.policy.target_for(request.target)
+        answer = self._call(
+            "chat.postMessage", channel=channel, text=blocks.card_text(request),
+            blocks=blocks.approval_card(request, target),
+        )
+        return str(answer["ts"]) if answer else None
+
+    def update_card(self, request: AccessRequest) -> None:
+        if request.card_channel is None or request.card_ts is None:
+            return
+        target = self.policy.target_for(request.target)
+        self._call(
+            "chat.update", channel=request.card_channel, ts=request.card_ts, text=blocks.card_text(request),
+            blocks=blocks.approval_card(request, target),
+        )
+
+    def post_parent(self, request: AccessRequest, channel: str) -> str | None:
+        answer = self._call("chat.postMessage", channel=channel, text=blocks.thread_parent_text(request))
+        return str(answer["ts"]) if answer else None
+
+    def thread(self, request: AccessRequest, text: str, summary: list[dict[str, Any]] | None = None) -> None:
+        """A reply in the request's audit thread."""
+        if request.thread_channel is None or request.thread_ts is None:
+            log.warning("no audit thread for request", request_id=request.id)
+            return
+        extra: dict[str, Any] = {"blocks": summary} if summary else {}
+        self._call("chat.postMessage", channel=request.thread_channel, thread_ts=request.thread_ts, text=text, **extra)
+
+    def dm(self, user: str, text: str) -> None:
+        """A direct message: chat.postMessage to the user id opens the DM with the app."""
+        self._call("chat.postMessage", channel=user, text=text)
+
+    def ephemeral(self, channel: str, user: str, text: str) -> None:
+        self._call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    def expand(self, approvers: list[str]) -> set[str]:
+        """Approver user ids, with usergroups (S…) expanded through usergroups.users.list."""
+        users: set[str] = set()
+        for who in approvers:
+            users.update(self._members(who) if who.startswith("S") else [who])
+        return users
+
+    def _members(self, group: str) -> list[str]:
+        with self._groups_lock:
+            cached = self._groups.get(group)
+        if cached and time.monotonic() - cached[0] < _USERGROUP_TTL:
+            return cached[1]
+        answer = self._call("usergroups.users.list", usergroup=group)
+        if answer is None:
+            # Fail closed: members of a group we cannot read cannot approve.
+            return cached[1] if cached else []
+        members = [str(user) for user in answer.get("users", [])]
+        with self._groups_lock:
+            self._groups[group] = (time.monotonic(), members)
+        return members

@@ -1,0 +1,200 @@
+"""What the Slack side does with a command or a click: check, store, audit, enqueue, tell people."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from rq import Queue
+
+from bot import blocks
+from bot.access import commands, requests
+from bot.access.audit import AuditLog
+from bot.access.commands import (
+    ExtendCommand,
+    HelpCommand,
+    ListCommand,
+    RequestCommand,
+    RevokeCommand,
+    TargetsCommand,
+)
+from bot.access.errors import ApprovalError, CommandError, JitError, NotFoundError, StoreUnavailableError, TransitionError
+from bot.access.policy import Policy
+from bot.access.requests import AccessRequest, Status
+from bot.access.store import RequestStore
+from bot.ids import ActionId
+from bot.notify import Notifier
+
+JOBS = "workers.jobs."
+UNAVAILABLE = (
+    "jit-lb cannot reach its state store (Redis) right now, so nothing was requested or changed. "
+    "Try again in a minute; if it persists, tell your platform team."
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The ephemeral answer to a command, and what to do once Slack has it."""
+
+    text: str
+    then: Callable[[], None] | None = None
+
+
+class AccessService:
+    """The Slack side's one entry point into the core; every method is synchronous and quick."""
+
+    def __init__(
+        self, policy: Policy, store: RequestStore, audit: AuditLog, notifier: Notifier, queue: Queue,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.policy = policy
+        self.store = store
+        self.audit = audit
+        self.notifier = notifier
+        self.queue = queue
+        self.clock = clock
+
+    # --- /jit -------------------------------------------------------------------------------
+
+    def command(self, user: str, text: str, channel: str | None) -> Reply:
+        """Answer one `/jit` command; refusals are audited and change nothing."""
+        try:
+            parsed = commands.parse_command(text)
+            if isinstance(parsed, RequestCommand):
+                return self._request(user, parsed, channel)
+            if isinstance(parsed, RevokeCommand):
+                return self._revoke(user, parsed.request_id)
+            if isinstance(parsed, ExtendCommand):
+                raise CommandError("`/jit extend` is not available yet; request the target again when access ends")
+            if isinstance(parsed, ListCommand):
+                return Reply(blocks.list_text(self._visible(user)))
+            if isinstance(parsed, TargetsCommand):
+                return Reply(blocks.targets_text(self.policy, user))
+            assert isinstance(parsed, HelpCommand)
+            return Reply(blocks.help_text(parsed.unknown))
+        except StoreUnavailableError:
+            return Reply(UNAVAILABLE)
+        except (CommandError, NotFoundError) as err:
+            self.audit.record("request.refused", actor=user, target=_target_word(text), text=text[:500], why=str(err))
+            return Reply(blocks.refusal_text(str(err)))
+
+    def _request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
+        build = commands.build_request(self.policy, user, parsed, self.clock(), channel)
+        request = self.store.create(build)
+        target = self.policy.targets[request.target]
+        card_channel = self.policy.channel_for(target)
+        self.audit.request_event("request.created", request, actor=user, pending_until=request.pending_until)
+        self.queue.enqueue_at(request.pending_until, JOBS + "expire_request", request.id,
+                              job_id=f"expire-{request.id}")
+        return Reply(blocks.submitted_reply(request, card_channel), lambda: self._post_request(request, card_channel))
+
+    def _post_request(self, request: AccessRequest, card_channel: str) -> None:
+        card_ts = self.notifier.post_card(request, card_channel)
+        if card_ts is None:
+            _, request = self.store.transition(
+                request.id, lambda r: requests.cancel(r, "the approval card could not be posted to Slack", self.clock())
+            )
+            self.audit.request_event("request.cancelled", request, actor="system", why=request.failure)
+            self.notifier.dm(request.requester, blocks.outcome_line(request) + f" (`{request.id}`)")
+            return
+        audit_channel = self.policy.audit_channel
+        thread_channel, thread_ts = card_channel, card_ts
+        if audit_channel:
+            parent = self.notifier.post_parent(request, audit_channel)
+            if parent is not None:
+                thread_channel, thread_ts = audit_channel, parent
+        request = self.store.update(
+            request.id, card_channel=card_channel, card_ts=card_ts, thread_channel=thread_channel, thread_ts=thread_ts
+        )
+        self.notifier.thread(request, blocks.created_text(request, card_channel))
+
+    def _revoke(self, user: str, request_id: str) -> Reply:
+        request = self.store.get(request_id)
+        target = self.policy.target_for(request.target)
+        allowed = {request.requester} | (self.notifier.expand(target.approvers) if target else set())
+        if user not in allowed:
+            raise CommandError(f"only the requester or an approver of `{request.target}` can revoke {request_id}")
+        if request.status is not Status.GRANTED:
+            raise CommandError(f"{request_id} is {request.status}, not granted; there is nothing to revoke")
+        self.queue.enqueue(JOBS + "revoke_access", request_id, "revoked", user, job_id=f"revoke-now-{request_id}")
+        return Reply(f"Revoking `{request_id}` on `{request.target}` now; the thread will say when it is done.")
+
+    def _visible(self, user: str) -> list[AccessRequest]:
+        def sees(request: AccessRequest) -> bool:
+            target = self.policy.target_for(request.target)
+            return request.requester == user or (target is not None and user in self.notifier.expand(target.approvers))
+
+        return [request for request in self.store.open_requests() if sees(request)]
+
+    # --- buttons ----------------------------------------------------------------------------
+
+    def decide(self, user: str, action_id: str, value: str, channel: str, message_ts: str) -> None:
+        """Judge one click on an approval card; a click that does not count is refused and audited."""
+        try:
+            request = self._card_request(value, channel, message_ts)
+            target = self.policy.target_for(request.target)
+            if user == request.requester:
+                raise ApprovalError("you cannot approve or deny your own request")
+            if target is None or user not in self.notifier.expand(target.approvers):
+                raise ApprovalError(f"you are not an approver of `{request.target}`")
+            if action_id == ActionId.APPROVE:
+                self._approve(user, request)
+            elif action_id == ActionId.DENY:
+                self._deny(user, request)
+            else:
+                raise ApprovalError(f"unknown action `{action_id[:40]}`")
+        except StoreUnavailableError:
+            self.notifier.ephemeral(channel, user, UNAVAILABLE)
+        except (ApprovalError, TransitionError, NotFoundError) as err:
+            known = self.store.find(value) if _looks_like_id(value) else None
+            self.audit.record(
+                "approval.refused", actor=user, request_id=known.id if known else None,
+                target=known.target if known else None, action=action_id[:40], value=value[:64], why=str(err),
+            )
+            self.notifier.ephemeral(channel, user, blocks.refusal_text(str(err)))
+
+    def _card_request(self, value: str, channel: str, message_ts: str) -> AccessRequest:
+        if not _looks_like_id(value):
+            raise ApprovalError("this button does not name a request")
+        request = self.store.get(value)
+        if (request.card_channel, request.card_ts) != (channel, message_ts):
+            raise ApprovalError(f"this card is not the approval card of {request.id}")
+        return request
+
+    def _approve(self, user: str, request: AccessRequest) -> None:
+        _, after = self.store.transition(request.id, lambda r: requests.approve(r, user, self.clock()))
+        self.audit.request_event(
+            "request.approved", after, actor=user, approvals=len(after.approvals), required=after.approvals_required,
+        )
+        if after.status is Status.APPROVED:
+            self.queue.enqueue(JOBS + "grant_access", after.id, job_id=f"grant-{after.id}")
+            self.notifier.dm(after.requester, f":white_check_mark: `{after.id}` was approved by "
+                             f"{', '.join(f'<@{u}>' for u in after.approvers)}; access is being granted.")
+        self.notifier.update_card(after)
+        self.notifier.thread(after, blocks.approval_text(after, user))
+
+    def _deny(self, user: str, request: AccessRequest) -> None:
+        _, after = self.store.transition(request.id, lambda r: requests.deny(r, user, self.clock()))
+        self.audit.request_event("request.denied", after, actor=user)
+        self.notifier.update_card(after)
+        self.notifier.thread(after, blocks.denied_text(after))
+        self.notifier.dm(after.requester, blocks.denied_text(after))
+
+
+def _looks_like_id(value: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(requests.ID_PATTERN, value))
+
+
+def _target_word(text: str) -> str | None:
+    words = text.split()
+    return words[1].lower()[:64] if len(words) > 1 and words[0].lower() == "request" else None
+
+
+__all__ = ["AccessService", "JitError", "Reply"]

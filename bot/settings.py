@@ -1,0 +1,84 @@
+"""Process settings from the environment (CONTRACT §2), validated once at start."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.access.errors import JitError
+
+
+class SettingsError(JitError):
+    """An environment variable is missing or invalid."""
+
+
+class Settings(BaseSettings):
+    """Every variable of CONTRACT §2; names are the variables' own, case-insensitive."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    redis_url: str = "redis://localhost:6379/0"
+    jit_policy_file: str = "policy.yml"
+    jit_audit_log: str = "-"
+    jit_sweep_interval: float = Field(default=60.0, gt=0, le=3600)
+    port: int = Field(default=3000, ge=1, le=65535)
+    jit_queue: str = "jit"
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+
+def load_settings(web: bool = False) -> Settings:
+    """Read the environment; raise SettingsError naming the first bad variable.
+
+    `web` adds what only the web process needs: the signing secret, in HTTP mode.
+    """
+    try:
+        settings = Settings()  # type: ignore[call-arg]
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else ""
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            message = "is required"
+        prefix = f"{name}: " if name else ""
+        raise SettingsError(f"{prefix}{message}") from None
+    secret = settings.slack_signing_secret
+    if web and not settings.socket_mode and not (secret and secret.get_secret_value()):
+        raise SettingsError("SLACK_SIGNING_SECRET: is required in HTTP mode (when SLACK_APP_TOKEN is not set)")
+    return settings

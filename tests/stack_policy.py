@@ -1,0 +1,53 @@
+"""The policy the end-to-end tests and the demo run with: short durations so that grants end within seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from devtools.moto_server import Network
+
+APPROVALS = "C0APPROVALS"
+DEVS = "C0DEVS"
+DEV1_CIDR = "203.0.113.7/32"
+DEV2_CIDR = "198.51.100.0/28"
+
+
+def stack_policy(network: Network) -> dict[str, Any]:
+    sg = {"kind": "aws_security_group", "region": "us-east-1", "security_group_id": network.security_group_id,
+          "ports": [443, 8443]}
+    return {
+        "approver_channel": APPROVALS,
+        "pending_ttl": "15m",
+        "principals": {
+            "U0DEV1": {"source_cidr": DEV1_CIDR, "aws_role_name": "dev1-admin"},
+            "U0DEV2": {"source_cidr": DEV2_CIDR},
+            "U0APPROVER1": {"source_cidr": "192.0.2.10/32"},
+        },
+        "targets": {
+            "lb-prod": {
+                "description": "Production public ALB",
+                "default_duration": "30m",
+                "min_duration": "1s",
+                "max_duration": "1h",
+                "approvers": ["U0APPROVER1", "U0APPROVER2", "S0NETOPS"],
+                "allow_requester_ip": True,
+                "grant": sg,
+            },
+            "lb-two": {
+                "default_duration": "30m",
+                "min_duration": "1s",
+                "max_duration": "1h",
+                "approvers": ["U0APPROVER1", "U0APPROVER2"],
+                "approvals_required": 2,
+                "requesters": ["U0DEV1"],
+                "grant": sg,
+            },
+            "lb-broken": {
+                "default_duration": "30m",
+                "min_duration": "1s",
+                "max_duration": "1h",
+                "approvers": ["U0APPROVER1"],
+                "grant": {**sg, "security_group_id": "sg-0123456789abcdef0"},
+            },
+        },
+    }

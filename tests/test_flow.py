@@ -1,0 +1,250 @@
+"""The product's main flow, end to end: real processes, signed HTTP, Redis, moto and the Slack stand-in."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from devtools.stack import Stack
+from tests.stack_policy import APPROVALS, DEV1_CIDR, DEVS, stack_policy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(name="stack", scope="module")
+def fixture_stack() -> Iterator[Stack]:
+    with Stack(policy=stack_policy, sweep_interval=2.0, usergroups={"S0NETOPS": ["U0NETOPS1"]}) as stack:
+        yield stack
+
+
+def request_id_of(text: str) -> str:
+    match = re.search(r"jit-[a-z0-9]{6}", text)
+    assert match, f"no request id in {text!r}"
+    return match.group(0)
+
+
+def ask(stack: Stack, user: str, text: str) -> tuple[str, dict[str, Any]]:
+    """Run `/jit <text>` and wait for its card; return the request id and the card message."""
+    answer = stack.client().command(user, text, channel=DEVS)
+    assert answer.status == 200, answer.body
+    request_id = request_id_of(answer.json()["text"])
+    card = stack.slack.wait_for(
+        lambda: next((m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "")), None)
+    )
+    return request_id, card
+
+
+def card_ts(stack: Stack, request_id: str) -> str:
+    return stack.wait_for(
+        lambda: next((c.response.get("ts") for c in stack.slack.calls("chat.postMessage")
+                      if request_id in c.args.get("text", "") and c.args.get("channel") == APPROVALS), None),
+        what=f"the card of {request_id}",
+    )
+
+
+def click(stack: Stack, user: str, action: str, request_id: str) -> int:
+    return stack.client().click(user, action, request_id, APPROVALS, card_ts(stack, request_id)).status
+
+
+def rules_of(stack: Stack, request_id: str) -> list[dict[str, Any]]:
+    return [r for r in stack.sg_rules() if any(t["Key"] == f"jit-lb:lease:{request_id}" for t in r.get("Tags", []))]
+
+
+def test_whole_life_of_a_grant(stack: Stack) -> None:
+    """Request → card → refused clicks → approve → rules with markers → end → rules gone, summary, audit."""
+    before = stack.sg_rules()
+    request_id, card = ask(stack, "U0DEV1", "request lb-prod 6s debugging 502s from eu-west")
+
+    buttons = [b for b in card["blocks"] if b["type"] == "actions"][0]["elements"]
+    assert [b["action_id"] for b in buttons] == ["jit_approve", "jit_deny"]
+    assert {b["value"] for b in buttons} == {request_id}
+    card_text = str(card["blocks"])
+    assert "U0DEV1" in card_text and "lb-prod" in card_text and "6s" in card_text
+    assert "debugging 502s from eu-west" in card_text and DEV1_CIDR in card_text
+
+    assert click(stack, "U0DEV1", "jit_approve", request_id) == 200
+    assert click(stack, "U0INTRUDER", "jit_approve", request_id) == 200
+    refusals = stack.wait_for(lambda: len([e for e in stack.events(request_id) if e == "approval.refused"]) == 2
+                              and stack.audit(request_id))
+    assert rules_of(stack, request_id) == []
+    ephemerals = [c.args for c in stack.slack.calls("chat.postEphemeral")]
+    assert any(e["user"] == "U0DEV1" and "own request" in e["text"] for e in ephemerals)
+    assert any(e["user"] == "U0INTRUDER" and "not an approver" in e["text"] for e in ephemerals)
+    assert refusals
+
+    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
+    rules = stack.wait_for(lambda: len(rules_of(stack, request_id)) == 2 and rules_of(stack, request_id),
+                           what="two rules at moto")
+    assert sorted(r["FromPort"] for r in rules) == [443, 8443]
+    for rule in rules:
+        assert rule["CidrIpv4"] == DEV1_CIDR
+        assert request_id in rule["Description"] and "until" in rule["Description"]
+        tags = {t["Key"]: t["Value"] for t in rule["Tags"]}
+        assert tags["jit-lb:managed"] == "true"
+        assert datetime.fromisoformat(tags[f"jit-lb:lease:{request_id}"].replace("Z", "+00:00"))
+
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=20, what="the revoke")
+    assert rules_of(stack, request_id) == []
+    assert len(stack.sg_rules()) == len(before)
+
+    events = stack.events(request_id)
+    assert events[:1] == ["request.created"]
+    assert events.count("approval.refused") == 2
+    for expected in ["request.approved", "grant.applied", "grant.revoked"]:
+        assert expected in events
+    revoked = [r for r in stack.audit(request_id) if r["event"] == "grant.revoked"][0]
+    assert revoked["reason"] == "expired" and revoked["actor"] == "system" and revoked["verified"] is True
+    applied = [r for r in stack.audit(request_id) if r["event"] == "grant.applied"][0]
+    assert applied["target"] == "lb-prod" and applied["requester"] == "U0DEV1"
+    assert applied["approvers"] == ["U0APPROVER1"] and len(applied["objects"]) == 2
+    for record in stack.audit(request_id):
+        assert record["ts"].endswith("Z") and record["actor"]
+
+    ts = card_ts(stack, request_id)
+    final_card = stack.slack.updates(APPROVALS, ts)[-1]
+    assert not [b for b in final_card["blocks"] if b["type"] == "actions"]
+    assert "U0APPROVER1" in str(final_card["blocks"])
+    thread = stack.slack.thread(APPROVALS, ts)
+    summary = str(thread[-1])
+    for fact in ["U0DEV1", "U0APPROVER1", "debugging 502s", "Granted at", "Ended at", "Lasted", "expired", "sgr-"]:
+        assert fact in summary, fact
+    dms = " ".join(str(m.get("text", "")) for m in stack.slack.dms("U0DEV1"))
+    assert "approved" in dms and "granted" in dms and "ended" in dms
+
+
+def test_deny_changes_nothing_at_the_load_balancer(stack: Stack) -> None:
+    """A denied request edits the card, tells the requester, and creates nothing; approving later counts for nothing."""
+    request_id, _ = ask(stack, "U0DEV2", "request lb-prod 10m checking headers")
+    assert click(stack, "U0APPROVER2", "jit_deny", request_id) == 200
+    stack.wait_for(lambda: "request.denied" in stack.events(request_id))
+    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
+    stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
+    assert "request.approved" not in stack.events(request_id)
+    assert rules_of(stack, request_id) == []
+    update = stack.slack.updates(APPROVALS, card_ts(stack, request_id))[-1]
+    assert "Denied" in str(update["blocks"]) and "U0APPROVER2" in str(update["blocks"])
+    assert any("denied" in str(m.get("text", "")) for m in stack.slack.dms("U0DEV2"))
+
+
+def test_usergroup_member_may_approve(stack: Stack) -> None:
+    """An approver named through a usergroup (S…) is expanded with usergroups.users.list and counts."""
+    request_id, _ = ask(stack, "U0DEV2", "request lb-prod 1m usergroup path")
+    assert click(stack, "U0NETOPS1", "jit_approve", request_id) == 200
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    assert stack.slack.calls("usergroups.users.list")
+
+
+def test_simultaneous_approvals_count_once(stack: Stack) -> None:
+    """Two approve clicks at the same instant approve once and grant once."""
+    request_id, _ = ask(stack, "U0DEV1", "request lb-prod 1m two clicks at once")
+    ts = card_ts(stack, request_id)
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def press(user: str) -> None:
+        barrier.wait()
+        statuses.append(stack.client().click(user, "jit_approve", request_id, APPROVALS, ts).status)
+
+    threads = [threading.Thread(target=press, args=(user,)) for user in ("U0APPROVER1", "U0APPROVER2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200, 200]
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    stack.wait_for(lambda: len(rules_of(stack, request_id)) == 2)
+    events = stack.events(request_id)
+    assert events.count("request.approved") == 1
+    assert events.count("approval.refused") == 1
+    assert events.count("grant.applied") == 1
+
+
+def test_two_approvals_required(stack: Stack) -> None:
+    """With approvals_required 2, one approval leaves the request pending; a second distinct approver grants."""
+    request_id, _ = ask(stack, "U0DEV1", "request lb-two 1m needs two")
+    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
+    stack.wait_for(lambda: "request.approved" in stack.events(request_id))
+    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
+    stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
+    assert "grant.applied" not in stack.events(request_id)
+    assert click(stack, "U0APPROVER2", "jit_approve", request_id) == 200
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    assert stack.events(request_id).count("request.approved") == 2
+
+
+def test_failed_grant_leaves_nothing_and_says_why(stack: Stack) -> None:
+    """A grant on a missing security group ends `failed`, leaves no rule, and the thread names the group."""
+    before = len(stack.sg_rules())
+    request_id, _ = ask(stack, "U0DEV1", "request lb-broken 1m this group does not exist")
+    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
+    stack.wait_for(lambda: "grant.failed" in stack.events(request_id))
+    failed = [r for r in stack.audit(request_id) if r["event"] == "grant.failed"][0]
+    assert "sg-0123456789abcdef0" in failed["error"] and "not found" in failed["error"]
+    assert len(stack.sg_rules()) == before
+    thread = stack.slack.thread(APPROVALS, card_ts(stack, request_id))
+    assert any("sg-0123456789abcdef0" in str(m.get("text")) for m in thread)
+    assert any("sg-0123456789abcdef0" in str(m.get("text", "")) for m in stack.slack.dms("U0DEV1"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("request lb-nope 30m why", "unknown target `lb-nope`"),
+        ("request lb-prod 2h too long", "longer than `lb-prod` allows"),
+        ("request lb-prod 30n typo", "`30n` is not a duration"),
+        ("request lb-prod 30m", "a reason is required"),
+        ("request lb-prod 30m --ip 0.0.0.0 why", "not a host address"),
+        ("request lb-prod 30m --ip 10.0.0.0/8 why", "not a single IPv4 or IPv6 host address"),
+        ("request lb-two 30m not on the list", "not allowed to request `lb-two`"),
+        ("request", "name a target"),
+    ],
+)
+def test_refused_commands_store_and_post_nothing(stack: Stack, text: str, expected: str) -> None:
+    """Each bad command gets an ephemeral reply naming the problem, a request.refused record, and nothing else."""
+    posts_before = len(stack.slack.calls("chat.postMessage"))
+    answer = stack.client().command("U0DEV2", text, channel=DEVS)
+    assert answer.status == 200
+    assert expected in answer.json()["text"]
+    assert answer.json().get("response_type", "ephemeral") == "ephemeral"
+    refused = [r for r in stack.audit() if r["event"] == "request.refused" and r.get("text") == text]
+    assert refused and refused[-1]["actor"] == "U0DEV2"
+    assert len(stack.slack.calls("chat.postMessage")) == posts_before
+    assert not re.search(r"jit-[a-z0-9]{6}", answer.json()["text"])
+
+
+def test_bad_signature_is_401_and_changes_nothing(stack: Stack) -> None:
+    """A forged or stale signature is refused with 401 and no request is made."""
+    from devtools.slack_client import command_body, signed_headers
+
+    body = command_body("U0DEV1", "request lb-prod 30m forged")
+    forged = signed_headers("not-the-secret", body)
+    stale = signed_headers("8f742231b10e8888abcd99yyyzzz85a5", body, timestamp=int(datetime.now().timestamp()) - 600)
+    posts_before = len(stack.slack.calls("chat.postMessage"))
+    assert stack.client().post(body, forged).status == 401
+    assert stack.client().post(body, stale).status == 401
+    assert len(stack.slack.calls("chat.postMessage")) == posts_before
+    assert not [r for r in stack.audit() if r.get("reason") == "forged"]
+
+
+def test_help_targets_and_list(stack: Stack) -> None:
+    """`/jit help`, `/jit targets` and `/jit list` answer the requester privately."""
+    assert "/jit request" in stack.client().command("U0DEV2", "").json()["text"]
+    assert "/jit request" in stack.client().command("U0DEV2", "frobnicate").json()["text"]
+    targets = stack.client().command("U0DEV2", "targets").json()["text"]
+    assert "lb-prod" in targets and "lb-two" not in targets
+    request_id, _ = ask(stack, "U0DEV2", "request lb-prod 5m to see it listed")
+    assert request_id in stack.client().command("U0DEV2", "list").json()["text"]
+    assert request_id not in stack.client().command("U0DEV1", "list").json()["text"]
+
+
+def test_healthz(stack: Stack) -> None:
+    """/healthz answers 200 while Redis is up."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.web_ports[0]}/healthz") as answer:
+        assert answer.status == 200

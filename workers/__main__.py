@@ -1,0 +1,74 @@
+"""`python -m workers`: an RQ worker (with RQ's scheduler) plus the sweep loop that any live worker runs."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+
+import structlog
+from rq import SimpleWorker
+
+from bot.access.errors import JitError
+from bot.logs import configure_logging
+from bot.runtime import Runtime, build_runtime
+from bot.settings import load_settings
+from workers import jobs
+
+log = structlog.get_logger("jit_lb.worker")
+
+SWEEP_KEY = "jit:sweep:next"
+DUE_CHECK_SECONDS = 1.0
+
+
+class SweepLoop(threading.Thread):
+    """Every second: enqueue due revokes. Every JIT_SWEEP_INTERVAL across all workers: one sweep.
+
+    The sweep's turn is a Redis key with the interval as its TTL: whichever live worker sets it
+    sweeps, so the interval holds whichever process dies.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(name="jit-sweep", daemon=True)
+        self.rt = rt
+        self.name_token = uuid.uuid4().hex
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        interval_ms = int(self.rt.settings.jit_sweep_interval * 1000)
+        while not self.stopping.wait(DUE_CHECK_SECONDS):
+            try:
+                jobs.enqueue_due()
+                if self.rt.store.redis.set(SWEEP_KEY, self.name_token, nx=True, px=interval_ms):
+                    started = time.monotonic()
+                    removed = jobs.sweep()
+                    log.info("sweep done", removed=removed, seconds=round(time.monotonic() - started, 3))
+            except Exception:  # noqa: BLE001 - Redis or a load balancer may be away; the loop must outlive it
+                log.exception("sweep loop iteration failed; retrying next tick")
+
+
+def main() -> int:
+    configure_logging()
+    try:
+        settings = load_settings()
+        rt = build_runtime(settings)
+    except JitError as err:
+        print(f"jit-lb worker: {err}", file=sys.stderr)
+        return 2
+    jobs.use_runtime(rt)
+    SweepLoop(rt).start()
+    # SimpleWorker runs jobs in this process: no fork per job, and boto3 clients stay warm between jobs.
+    worker = SimpleWorker([rt.queue], connection=rt.store.redis)
+    worker.work(with_scheduler=True, logging_level=settings_level())
+    return 0
+
+
+def settings_level() -> str:
+    import os
+
+    return os.environ.get("JIT_LOG_LEVEL", "INFO").upper()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""RQ jobs: ids in, idempotent, so that a retry, a duplicate or a sweep that races a job is harmless."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from rq import Retry, get_current_job
+
+from bot import blocks
+from bot.access import requests
+from bot.access.errors import TransitionError
+from bot.access.requests import AccessRequest, EndReason, Status
+from bot.runtime import Runtime, build_runtime
+from bot.settings import load_settings
+from workers.providers.base import GrantOrder, ManagedObject, Provider, ProviderError, objects_of
+from workers.providers.registry import provider_for, specs_of
+
+log = structlog.get_logger("jit_lb.jobs")
+
+GRACE = timedelta(seconds=2)  # the sweep leaves a just-ended grant to its own revoke job this long
+STUCK_APPROVED = timedelta(seconds=60)  # an approved request not granted by then lost its job
+REVOKE_RETRY = Retry(max=5, interval=[1, 2, 5, 10, 30])
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """The worker's shared runtime, built from the environment on first use."""
+    global _runtime  # noqa: PLW0603 - one runtime per worker process, built lazily
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = build_runtime(load_settings())
+        return _runtime
+
+
+def use_runtime(value: Runtime | None) -> None:
+    """Install a runtime (the worker's entry point does this once at start)."""
+    global _runtime  # noqa: PLW0603
+    with _runtime_lock:
+        _runtime = value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- grant --------------------------------------------------------------------------------------
+
+
+def grant_access(request_id: str) -> str:
+    """Apply an approved request at the load balancer and schedule its end."""
+    rt = runtime()
+    request = rt.store.find(request_id)
+    if request is None:
+        return "unknown request"
+    if request.status is Status.GRANTED:
+        schedule_revoke(request)
+        return "already granted"
+    if request.status is not Status.APPROVED:
+        return f"request is {request.status}"
+    target = rt.policy.target_for(request.target)
+    if target is None:
+        _fail(rt, request, f"target `{request.target}` is no longer in the policy")
+        return "failed"
+    now = utcnow()
+    order = _order(request, now + request.duration, target.grant)
+    provider = provider_for(target.grant, rt.store.redis, rt.policy)
+    try:
+        with rt.store.lock(provider.scope(order)):
+            objects = provider.apply(order)
+        verified = _holds_lease(objects, order)
+    except ProviderError as err:
+        _rollback(rt, provider, order)
+        _fail(rt, request, str(err))
+        return "failed"
+    created = [obj.description for obj in objects]
+    try:
+        _, granted = rt.store.transition(
+            request_id, lambda r: requests.grant(r, now, order.ends_at, created, verified)
+        )
+    except TransitionError:
+        current = rt.store.get(request_id)
+        if current.status is not Status.GRANTED:
+            # Cancelled or failed meanwhile: take back the lease this job just added.
+            _rollback(rt, provider, order)
+        return f"request is {current.status}"
+    schedule_revoke(granted)
+    rt.audit.request_event(
+        "grant.applied", granted, actor="system", granted_at=now, ends_at=order.ends_at,
+        objects=[obj.ref for obj in objects], created=created, verified=verified, kind=target.grant.kind,
+    )
+    rt.notifier.update_card(granted)
+    rt.notifier.thread(granted, blocks.granted_text(granted, created, verified))
+    rt.notifier.dm(granted.requester, blocks.granted_text(granted, created, verified))
+    return "granted"
+
+
+def schedule_revoke(request: AccessRequest) -> None:
+    """Enqueue the revoke at the grant's end (RQ's scheduler); the sweep covers a lost schedule."""
+    assert request.ends_at is not None
+    runtime().queue.enqueue_at(
+        request.ends_at, revoke_access, request.id, EndReason.EXPIRED.value, "system",
+        job_id=f"revoke-{request.id}", retry=REVOKE_RETRY,
+    )
+
+
+def _order(request: AccessRequest, ends_at: datetime, spec: object) -> GrantOrder:
+    return GrantOrder(
+        request_id=request.id, target=request.target, spec=spec,  # type: ignore[arg-type]
+        ends_at=ends_at, cidr=request.cidr, role_name=request.role_name,
+    )
+
+
+def _holds_lease(objects: list[ManagedObject], order: GrantOrder) -> bool:
+    return all(order.request_id in obj.request_ids() for obj in objects)
+
+
+def _rollback(rt: Runtime, provider: Provider, order: GrantOrder) -> None:
+    """Take back whatever part of a grant was applied; what cannot be taken back the sweep removes."""
+    try:
+        with rt.store.lock(provider.scope(order)):
+            for obj in objects_of(provider, order.request_id):
+                provider.drop(obj, {order.request_id})
+    except ProviderError as err:
+        log.error("rollback failed; the sweep will remove the leftovers", request_id=order.request_id, error=str(err))
+
+
+def _fail(rt: Runtime, request: AccessRequest, why: str) -> None:
+    try:
+        _, failed = rt.store.transition(request.id, lambda r: requests.fail(r, why, utcnow()))
+    except TransitionError:
+        return
+    rt.audit.request_event("grant.failed", failed, actor="system", error=why)
+    rt.notifier.update_card(failed)
+    rt.notifier.thread(failed, blocks.failed_text(failed))
+    rt.notifier.dm(failed.requester, blocks.failed_text(failed))
+
+
+# --- revoke -------------------------------------------------------------------------------------
+
+
+def revoke_access(request_id: str, reason: str = EndReason.EXPIRED.value, actor: str = "system") -> str:
+    """End a grant: drop its leases at the load balancer, verify, record, tell everyone."""
+    rt = runtime()
+    request = rt.store.find(request_id)
+    if request is None or request.status is not Status.GRANTED:
+        return "not granted"
+    assert request.ends_at is not None
+    now = utcnow()
+    if reason == EndReason.EXPIRED and request.ends_at > now + GRACE:
+        schedule_revoke(request)  # extended since this job was scheduled
+        return "not yet"
+    target = rt.policy.target_for(request.target)
+    if target is None:
+        log.error("granted request's target left the policy; the sweep cannot find it", request_id=request_id)
+        return "target gone"
+    provider = provider_for(target.grant, rt.store.redis, rt.policy)
+    order = _order(request, request.ends_at, target.grant)
+    try:
+        removed, verified = _release(rt, provider, order)
+    except ProviderError as err:
+        _revoke_failed(rt, request, str(err))
+        raise
+    finish_revoke(rt, request_id, EndReason(reason), actor, removed, verified)
+    return "revoked"
+
+
+def _release(rt: Runtime, provider: Provider, order: GrantOrder) -> tuple[list[str], bool]:
+    with rt.store.lock(provider.scope(order)):
+        removed = []
+        for obj in objects_of(provider, order.request_id):
+            deleted = provider.drop(obj, {order.request_id})
+            removed.append(obj.description + ("" if deleted else " (kept: still leased by another grant)"))
+        verified = not objects_of(provider, order.request_id)
+    return removed, verified
+
+
+def finish_revoke(
+    rt: Runtime, request_id: str, reason: EndReason, actor: str, removed: list[str], verified: bool
+) -> None:
+    """Record a grant's end once its leases are gone; a second caller finds it ended and does nothing."""
+    try:
+        _, ended = rt.store.transition(
+            request_id, lambda r: requests.end(r, utcnow(), reason, actor, removed, verified)
+        )
+    except TransitionError:
+        return
+    rt.audit.request_event(
+        "grant.revoked", ended, actor=actor, reason=reason, granted_at=ended.granted_at, ended_at=ended.ended_at,
+        ends_at=ended.ends_at, lasted_seconds=ended.lasted(), removed=removed, verified=verified,
+    )
+    rt.notifier.update_card(ended)
+    rt.notifier.thread(ended, blocks.summary_text(ended), blocks.summary_blocks(ended))
+    rt.notifier.dm(ended.requester, blocks.summary_text(ended))
+
+
+def _revoke_failed(rt: Runtime, request: AccessRequest, error: str) -> None:
+    job = get_current_job()
+    retries_left = job.retries_left if job is not None and job.retries_left is not None else 0
+    rt.audit.request_event("grant.revoke_failed", request, actor="system", error=error, retries_left=retries_left)
+    if retries_left == 0:
+        target = rt.policy.target_for(request.target)
+        approvers = sorted(rt.notifier.expand(target.approvers)) if target else []
+        rt.notifier.thread(request, blocks.revoke_failed_text(request, error, approvers))
+
+
+# --- pending expiry -----------------------------------------------------------------------------
+
+
+def expire_request(request_id: str) -> str:
+    """Close a request nobody decided within `pending_ttl`."""
+    rt = runtime()
+    try:
+        _, expired = rt.store.transition(request_id, lambda r: requests.expire(r, utcnow()))
+    except TransitionError as err:
+        return str(err)
+    rt.audit.request_event("request.expired", expired, actor="system")
+    rt.notifier.update_card(expired)
+    rt.notifier.thread(expired, blocks.expired_text(expired))
+    rt.notifier.dm(expired.requester, blocks.expired_text(expired))
+    return "expired"
+
+
+# --- sweep --------------------------------------------------------------------------------------
+
+
+def enqueue_due(now: datetime | None = None) -> int:
+    """Enqueue revokes for grants past their end, without waiting for RQ's scheduler; cheap, run often."""
+    rt = runtime()
+    now = now or utcnow()
+    due = rt.store.granted_until(now - GRACE)
+    for request_id in due:
+        _enqueue_once(rt, f"revoke-due-{request_id}", revoke_access, request_id, EndReason.EXPIRED.value, "system")
+    for request_id in rt.store.pending_until(now):
+        _enqueue_once(rt, f"expire-due-{request_id}", expire_request, request_id)
+    return len(due)
+
+
+def _enqueue_once(rt: Runtime, job_id: str, func: object, *args: str, hold: int = 30) -> None:
+    """Enqueue unless the same job was enqueued within `hold` seconds, so that a loop does not pile up jobs."""
+    if rt.store.redis.set(f"jit:enqueued:{job_id}", 1, nx=True, ex=hold):
+        retry = REVOKE_RETRY if func is revoke_access else None
+        rt.queue.enqueue(func, *args, job_id=job_id, retry=retry)
+
+
+def sweep(now: datetime | None = None) -> int:
+    """Judge every object at the load balancer by its leases, and bring Redis in line; returns objects removed.
+
+    A lease is dropped when its end has passed, or when Redis knows its request is over. A lease
+    whose request Redis does not know (its data was lost) is judged by its end alone.
+    """
+    rt = runtime()
+    now = now or utcnow()
+    removed = 0
+    for spec in specs_of(rt.policy):
+        provider = provider_for(spec, rt.store.redis, rt.policy)
+        restore = getattr(provider, "restore", None)
+        if restore is not None:
+            restore(now)
+        for obj in provider.list_managed():
+            stale = {rid for rid in obj.request_ids() if _lease_over(rt, rid, obj, now)}
+            if obj.leases and not stale:
+                continue
+            with rt.store.lock(f"{spec.kind}:sweep:{obj.ref}"):
+                deleted = provider.drop(obj, stale)
+            removed += int(deleted)
+            rt.audit.record(
+                "sweep.removed", actor="system", target=None, kind=spec.kind, object=obj.ref,
+                description=obj.description, leases_dropped=sorted(stale), deleted=deleted,
+            )
+            for request_id in stale:
+                _sweep_request(rt, request_id, obj)
+    _reconcile(rt, now)
+    return removed
+
+
+def _lease_over(rt: Runtime, request_id: str, obj: ManagedObject, now: datetime) -> bool:
+    lease_end = max(lease.ends_at for lease in obj.leases if lease.request_id == request_id)
+    if lease_end <= now:
+        return True
+    request = rt.store.find(request_id)
+    # APPROVED means a grant job may be applying it right now; leave it to that job.
+    return request is not None and request.status not in {Status.GRANTED, Status.APPROVED}
+
+
+def _sweep_request(rt: Runtime, request_id: str, obj: ManagedObject) -> None:
+    request = rt.store.find(request_id)
+    if request is not None and request.status is Status.GRANTED:
+        finish_revoke(rt, request_id, EndReason.SWEEP, "system", [obj.description], True)
+    elif request is None:
+        rt.audit.record(
+            "grant.revoked", actor="system", request_id=request_id, target=None, reason=EndReason.SWEEP,
+            removed=[obj.description], note="request unknown to Redis; judged by the marker at the load balancer",
+        )
+
+
+def _reconcile(rt: Runtime, now: datetime) -> None:
+    """Grants past their end whose objects are already gone, and approvals whose grant job was lost."""
+    for request_id in rt.store.granted_until(now - GRACE):
+        _enqueue_once(rt, f"revoke-sweep-{request_id}", revoke_access, request_id, EndReason.SWEEP.value, "system")
+    for request in rt.store.open_requests():
+        if request.status is Status.APPROVED and request.decided_at and now - request.decided_at > STUCK_APPROVED:
+            _enqueue_once(rt, f"grant-again-{request.id}", grant_access, request.id)

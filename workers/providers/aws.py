@@ -1,0 +1,36 @@
+"""What the AWS providers share: clients in botocore's `standard` retry mode, and errors in words."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from workers.providers.base import ProviderError
+
+RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=20)
+
+
+@functools.cache
+def client(service: str, region: str | None = None) -> Any:
+    """A shared boto3 client (clients are thread-safe); endpoint and credentials from the environment."""
+    return boto3.session.Session().client(service, region_name=region, config=RETRY_CONFIG)
+
+
+def error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def provider_error(err: ClientError | BotoCoreError, action: str, what: str) -> ProviderError:
+    """Turn a botocore error into a sentence: the AWS code, the action, and the object it was about."""
+    if isinstance(err, ClientError):
+        code = error_code(err)
+        message = str(err.response.get("Error", {}).get("Message", "")).strip()
+        if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
+            return ProviderError(f"AccessDenied on {action} for {what}: the worker's AWS role lacks this permission")
+        detail = f": {message}" if message else ""
+        return ProviderError(f"{code} on {action} for {what}{detail}")
+    return ProviderError(f"{action} for {what} failed: {err}")
