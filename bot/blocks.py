@@ -240,7 +240,7 @@ def help_text(unknown: str | None = None) -> str:
 
 
 def refusal_text(reason: str) -> str:
-    return f":no_entry_sign: {reason[:1].upper()}{reason[1:]}."if not reason.endswith(".") else f":no_entry_sign: {reason}"
+    return f":no_entry_sign: Refused: {reason}"
 
 
 def _context(text: str) -> dict[str, Any]:

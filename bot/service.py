@@ -19,7 +19,14 @@ from bot.access.commands import (
     RevokeCommand,
     TargetsCommand,
 )
-from bot.access.errors import ApprovalError, CommandError, JitError, NotFoundError, StoreUnavailableError, TransitionError
+from bot.access.errors import (
+    ApprovalError,
+    CommandError,
+    JitError,
+    NotFoundError,
+    StoreUnavailableError,
+    TransitionError,
+)
 from bot.access.policy import Policy
 from bot.access.requests import AccessRequest, Status
 from bot.access.store import RequestStore

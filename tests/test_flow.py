@@ -33,18 +33,20 @@ def ask(stack: Stack, user: str, text: str) -> tuple[str, dict[str, Any]]:
     answer = stack.client().command(user, text, channel=DEVS)
     assert answer.status == 200, answer.body
     request_id = request_id_of(answer.json()["text"])
-    card = stack.slack.wait_for(
-        lambda: next((m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "")), None)
+    return request_id, card_of(stack, request_id)
+
+
+def card_of(stack: Stack, request_id: str) -> dict[str, Any]:
+    """The approval card as first posted (thread replies mention the id too, so they are left out)."""
+    return stack.wait_for(
+        lambda: next((m for m in stack.slack.messages(APPROVALS)
+                      if request_id in m.get("text", "") and "thread_ts" not in m), None),
+        what=f"the card of {request_id}",
     )
-    return request_id, card
 
 
 def card_ts(stack: Stack, request_id: str) -> str:
-    return stack.wait_for(
-        lambda: next((c.response.get("ts") for c in stack.slack.calls("chat.postMessage")
-                      if request_id in c.args.get("text", "") and c.args.get("channel") == APPROVALS), None),
-        what=f"the card of {request_id}",
-    )
+    return str(card_of(stack, request_id)["ts"])
 
 
 def click(stack: Stack, user: str, action: str, request_id: str) -> int:
@@ -69,13 +71,10 @@ def test_whole_life_of_a_grant(stack: Stack) -> None:
 
     assert click(stack, "U0DEV1", "jit_approve", request_id) == 200
     assert click(stack, "U0INTRUDER", "jit_approve", request_id) == 200
-    refusals = stack.wait_for(lambda: len([e for e in stack.events(request_id) if e == "approval.refused"]) == 2
-                              and stack.audit(request_id))
+    stack.wait_for(lambda: stack.events(request_id).count("approval.refused") == 2)
     assert rules_of(stack, request_id) == []
-    ephemerals = [c.args for c in stack.slack.calls("chat.postEphemeral")]
-    assert any(e["user"] == "U0DEV1" and "own request" in e["text"] for e in ephemerals)
-    assert any(e["user"] == "U0INTRUDER" and "not an approver" in e["text"] for e in ephemerals)
-    assert refusals
+    stack.wait_for(lambda: any("own request" in str(m.get("text")) for m in stack.slack.dms("U0DEV1")))
+    stack.wait_for(lambda: any("not an approver" in str(m.get("text")) for m in stack.slack.dms("U0INTRUDER")))
 
     assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
     rules = stack.wait_for(lambda: len(rules_of(stack, request_id)) == 2 and rules_of(stack, request_id),

@@ -15,6 +15,7 @@ from bot.logs import configure_logging
 from bot.runtime import Runtime, build_runtime
 from bot.settings import load_settings
 from workers import jobs
+from workers.providers.registry import provider_for, specs_of
 
 log = structlog.get_logger("jit_lb.worker")
 
@@ -44,7 +45,7 @@ class SweepLoop(threading.Thread):
                     started = time.monotonic()
                     removed = jobs.sweep()
                     log.info("sweep done", removed=removed, seconds=round(time.monotonic() - started, 3))
-            except Exception:  # noqa: BLE001 - Redis or a load balancer may be away; the loop must outlive it
+            except Exception:
                 log.exception("sweep loop iteration failed; retrying next tick")
 
 
@@ -57,6 +58,9 @@ def main() -> int:
         print(f"jit-lb worker: {err}", file=sys.stderr)
         return 2
     jobs.use_runtime(rt)
+    for spec in specs_of(rt.policy):
+        # Made now, not in the first job: creating a boto3 client costs most of a second.
+        provider_for(spec, rt.store.redis, rt.policy)
     SweepLoop(rt).start()
     # SimpleWorker runs jobs in this process: no fork per job, and boto3 clients stay warm between jobs.
     worker = SimpleWorker([rt.queue], connection=rt.store.redis)

@@ -257,23 +257,33 @@ def sweep(now: datetime | None = None) -> int:
     removed = 0
     for spec in specs_of(rt.policy):
         provider = provider_for(spec, rt.store.redis, rt.policy)
-        restore = getattr(provider, "restore", None)
-        if restore is not None:
-            restore(now)
-        for obj in provider.list_managed():
-            stale = {rid for rid in obj.request_ids() if _lease_over(rt, rid, obj, now)}
-            if obj.leases and not stale:
-                continue
-            with rt.store.lock(f"{spec.kind}:sweep:{obj.ref}"):
-                deleted = provider.drop(obj, stale)
-            removed += int(deleted)
-            rt.audit.record(
-                "sweep.removed", actor="system", target=None, kind=spec.kind, object=obj.ref,
-                description=obj.description, leases_dropped=sorted(stale), deleted=deleted,
-            )
-            for request_id in stale:
-                _sweep_request(rt, request_id, obj)
+        try:
+            removed += _sweep_provider(rt, spec.kind, provider, now)
+        except ProviderError as err:
+            # One unreachable load balancer must not stop the sweep of the others.
+            log.error("sweep of one grant spec failed", kind=spec.kind, error=str(err))
     _reconcile(rt, now)
+    return removed
+
+
+def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -> int:
+    removed = 0
+    restore = getattr(provider, "restore", None)
+    if restore is not None:
+        restore(now)
+    for obj in provider.list_managed():
+        stale = {rid for rid in obj.request_ids() if _lease_over(rt, rid, obj, now)}
+        if obj.leases and not stale:
+            continue
+        with rt.store.lock(f"{kind}:sweep:{obj.ref}"):
+            deleted = provider.drop(obj, stale)
+        removed += int(deleted)
+        rt.audit.record(
+            "sweep.removed", actor="system", target=None, kind=kind, object=obj.ref,
+            description=obj.description, leases_dropped=sorted(stale), deleted=deleted,
+        )
+        for request_id in stale:
+            _sweep_request(rt, request_id, obj)
     return removed
 
 

@@ -61,7 +61,7 @@ class AuditLog:
         """`-` is stdout; anything else a file opened for appending, line-buffered."""
         if destination == "-":
             return cls(sys.stdout)
-        return cls(open(destination, "a", encoding="utf-8", buffering=1))  # noqa: SIM115 - lives as long as the process
+        return cls(open(destination, "a", encoding="utf-8", buffering=1))
 
     def record(
         self,
@@ -88,7 +88,7 @@ class AuditLog:
             request_id=request.id,
             requester=request.requester,
             status=request.status,
-            reason=request.reason,
+            request_reason=request.reason,
             duration_seconds=request.duration_seconds,
             source_cidr=request.cidr,
             role_name=request.role_name,

@@ -15,7 +15,7 @@ def register(app: AsyncApp, service: AccessService) -> None:
         reply = await asyncio.to_thread(
             service.command, command["user_id"], command.get("text", ""), command.get("channel_id")
         )
-        await ack(text=reply.text)
+        await ack(text=reply.text, response_type="ephemeral")
         if reply.then is not None:
             await asyncio.to_thread(reply.then)
 

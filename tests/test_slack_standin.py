@@ -1,0 +1,112 @@
+"""The Slack stand-in answers the real slack_sdk client as Slack would, and records what it was sent."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from devtools.slack_standin import TEST_TOKEN, SlackStandin
+
+
+@pytest.fixture(name="standin")
+def fixture_standin() -> Iterator[SlackStandin]:
+    with SlackStandin() as standin:
+        yield standin
+
+
+@pytest.fixture(name="client")
+def fixture_client(standin: SlackStandin) -> WebClient:
+    return WebClient(token=TEST_TOKEN, base_url=standin.api_url)
+
+
+def test_post_message_returns_a_ts_and_is_recorded(standin: SlackStandin, client: WebClient) -> None:
+    """chat.postMessage answers channel and a fresh ts, and the message shows in messages()."""
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "hello"}}]
+    first = client.chat_postMessage(channel="C0APPROVALS", text="hello", blocks=blocks)
+    second = client.chat_postMessage(channel="C0APPROVALS", text="again")
+
+    assert first["channel"] == "C0APPROVALS"
+    assert float(first["ts"]) < float(second["ts"])
+    assert [("hello", first["ts"]), ("again", second["ts"])] == [
+        (m["text"], m["ts"]) for m in standin.messages("C0APPROVALS")
+    ]
+    assert blocks == standin.messages("C0APPROVALS")[0]["blocks"]
+
+
+def test_threaded_reply_shows_in_thread(standin: SlackStandin, client: WebClient) -> None:
+    """A reply posted with thread_ts is listed by thread(), and the parent is not."""
+    parent = client.chat_postMessage(channel="C0AUDIT", text="request jit-abc123")
+    client.chat_postMessage(channel="C0AUDIT", text="approved", thread_ts=parent["ts"])
+    client.chat_postMessage(channel="C0AUDIT", text="granted", thread_ts=parent["ts"])
+
+    assert [m["text"] for m in standin.thread("C0AUDIT", parent["ts"])] == ["approved", "granted"]
+
+
+def test_update_of_unknown_message_fails(standin: SlackStandin, client: WebClient) -> None:
+    """chat.update of a ts never posted fails with message_not_found; a known one is recorded by updates()."""
+    with pytest.raises(SlackApiError) as error:
+        client.chat_update(channel="C0APPROVALS", ts="1.000001", text="nope")
+    assert error.value.response["error"] == "message_not_found"
+
+    posted = client.chat_postMessage(channel="C0APPROVALS", text="pending")
+    client.chat_update(channel="C0APPROVALS", ts=posted["ts"], text="approved")
+    assert [u["text"] for u in standin.updates("C0APPROVALS", posted["ts"])] == ["approved"]
+
+
+def test_usergroup_members_are_the_configured_ones(standin: SlackStandin, client: WebClient) -> None:
+    """usergroups.users.list answers the members set with set_usergroup, and no_such_subteam otherwise."""
+    standin.set_usergroup("S0NETOPS", ["U0NETOPS1", "U0NETOPS2"])
+
+    assert client.usergroups_users_list(usergroup="S0NETOPS")["users"] == ["U0NETOPS1", "U0NETOPS2"]
+    with pytest.raises(SlackApiError) as error:
+        client.usergroups_users_list(usergroup="S0NOBODY")
+    assert error.value.response["error"] == "no_such_subteam"
+
+
+def test_rate_limited_post_is_retried_past(standin: SlackStandin) -> None:
+    """A 429 from fail_next is retried by RateLimitErrorRetryHandler and the post then succeeds."""
+    client = WebClient(token=TEST_TOKEN, base_url=standin.api_url, retry_handlers=[RateLimitErrorRetryHandler()])
+    standin.fail_next("chat.postMessage", status=429, retry_after=0)
+
+    answer = client.chat_postMessage(channel="C0APPROVALS", text="eventually")
+
+    assert answer["ok"]
+    assert [c.response["ok"] for c in standin.calls("chat.postMessage")] == [False, True]
+    assert [m["text"] for m in standin.messages("C0APPROVALS")] == ["eventually"]
+
+
+def test_bad_token_is_refused(standin: SlackStandin) -> None:
+    """A token that is not a bot token gets invalid_auth and nothing is stored."""
+    with pytest.raises(SlackApiError) as error:
+        WebClient(token="xoxp-user", base_url=standin.api_url).chat_postMessage(channel="C0X", text="hi")
+    assert error.value.response["error"] == "invalid_auth"
+    assert standin.messages() == []
+
+
+def test_response_url_post_is_recorded(standin: SlackStandin) -> None:
+    """A JSON post to response_url(name) answers 200 and is recorded with its name and body."""
+    body = json.dumps({"text": "approved", "replace_original": True}).encode()
+    request = urllib.request.Request(  # noqa: S310 - a loopback http URL the stand-in made
+        standin.response_url("cmd-1"), data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+        assert (answer.status, answer.read()) == (200, b"ok")
+
+    assert [
+        c.args for c in standin.calls("response_url")
+    ] == [{"name": "cmd-1", "text": "approved", "replace_original": True}]
+
+
+def test_dm_to_a_user_id_lands_in_dms(standin: SlackStandin, client: WebClient) -> None:
+    """A post to a user id answers a D-channel and shows in dms(), as does an ephemeral to that user."""
+    posted = client.chat_postMessage(channel="U0DEV1", text="approved")
+    client.chat_postEphemeral(channel="C0DEVS", user="U0DEV1", text="not yours")
+
+    assert posted["channel"] == "D0U0DEV1"
+    assert [m["text"] for m in standin.dms("U0DEV1")] == ["approved", "not yours"]
