@@ -107,14 +107,15 @@ def outcome_line(request: AccessRequest) -> str:
     """One line saying where the request stands and who decided."""
     status = request.status
     line = _OUTCOME[status]
-    if status in {Status.APPROVED, Status.GRANTED, Status.REVOKED}:
+    if status is Status.REVOKED:
+        ended_by = f" by <@{request.ended_by}>" if request.ended_by and request.ended_by != "system" else ""
+        line += f" at {when(request.ended_at)} ({request.end_reason}){ended_by} · approved by {_who(request.approvers)}"
+    elif status in {Status.APPROVED, Status.GRANTED}:
         line += f" by {_who(request.approvers)}"
     elif status is Status.DENIED:
         line += f" by <@{request.decided_by}>"
     if status is Status.GRANTED:
         line += f" · until {when(request.ends_at)}"
-    if status is Status.REVOKED:
-        line += f" at {when(request.ended_at)} ({request.end_reason})"
     if status in {Status.FAILED, Status.CANCELLED} and request.failure:
         line += f": {request.failure}"
     return line

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import logging
+
 import boto3
 from moto.server import ThreadedMotoServer
 
@@ -44,6 +46,8 @@ class MotoServer:
         )
 
     def start(self) -> MotoServer:
+        # werkzeug logs every request moto serves; that drowns the demo's and the tests' own output.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
         wait_for_port(self.port)
         return self

@@ -66,7 +66,7 @@ def grant_access(request_id: str) -> str:
         _fail(rt, request, f"target `{request.target}` is no longer in the policy")
         return "failed"
     now = utcnow()
-    order = _order(request, now + request.duration, target.grant)
+    order = _order(request, _whole_second(now + request.duration), target.grant)
     provider = provider_for(target.grant, rt.store.redis, rt.policy)
     try:
         with rt.store.lock(provider.scope(order)):
@@ -105,6 +105,11 @@ def schedule_revoke(request: AccessRequest) -> None:
         request.ends_at, revoke_access, request.id, EndReason.EXPIRED.value, "system",
         job_id=f"revoke-{request.id}", retry=REVOKE_RETRY,
     )
+
+
+def _whole_second(moment: datetime) -> datetime:
+    """Round up to the second: the markers at the load balancer carry whole seconds, and must not end early."""
+    return moment.replace(microsecond=0) + (timedelta(seconds=1) if moment.microsecond else timedelta(0))
 
 
 def _order(request: AccessRequest, ends_at: datetime, spec: object) -> GrantOrder:

@@ -43,6 +43,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_LEADING = ("ts", "event", "request_id", "target", "actor")
+
+
+def _leading_fields(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Put the fields every record has first, so that a person can scan the log."""
+    ordered = {key: event_dict.pop(key) for key in _LEADING if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
 class AuditLog:
     """Appends events to a file (or stdout) as single JSON lines, safe across threads."""
 
@@ -52,6 +62,7 @@ class AuditLog:
             structlog.WriteLogger(stream),
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+                _leading_fields,
                 structlog.processors.JSONRenderer(default=_jsonable, sort_keys=False),
             ],
         )
