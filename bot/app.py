@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -35,7 +36,7 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
     return app
 
 
-def healthz_handler(runtime: Runtime) -> web.RequestHandler:
+def healthz_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle_healthz(_: web.Request) -> web.Response:
         try:
             ok = await asyncio.wait_for(asyncio.to_thread(runtime.store.redis.ping), timeout=3)
@@ -48,10 +49,7 @@ def healthz_handler(runtime: Runtime) -> web.RequestHandler:
 
 def web_application(settings: Settings, runtime: Runtime) -> tuple[AsyncApp, web.Application]:
     app = build_app(settings, runtime)
-    if settings.socket_mode:
-        server = web.Application()
-    else:
-        server = app.web_app(path="/slack/events", port=settings.port)
+    server = web.Application() if settings.socket_mode else app.web_app(path="/slack/events", port=settings.port)
     server.router.add_get("/healthz", healthz_handler(runtime))
     return app, server
 
@@ -67,10 +65,10 @@ def serve(settings: Settings) -> None:
         handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
 
         async def start_socket_mode(_: web.Application) -> None:
-            await handler.connect_async()
+            await handler.connect_async()  # type: ignore[no-untyped-call]
 
         async def stop_socket_mode(_: web.Application) -> None:
-            await handler.close_async()
+            await handler.close_async()  # type: ignore[no-untyped-call]
 
         server.on_startup.append(start_socket_mode)
         server.on_cleanup.append(stop_socket_mode)

@@ -71,8 +71,9 @@ def approval_card(request: AccessRequest, target: Target | None = None) -> Block
         blocks.append(_decision_buttons(request))
         blocks.append(_context(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request)))
     else:
-        blocks.append({"type": "section", "block_id": BlockId.DECISION,
-                       "text": {"type": "mrkdwn", "text": outcome_line(request)}})
+        blocks.append(
+            {"type": "section", "block_id": BlockId.DECISION, "text": {"type": "mrkdwn", "text": outcome_line(request)}}
+        )
     return blocks
 
 
@@ -190,10 +191,11 @@ def summary_blocks(request: AccessRequest) -> Blocks:
         f"Target: `{request.target}`  ·  Reason: {request.reason}",
         f"Granted at: {when(request.granted_at)}  ·  Ended at: {when(request.ended_at)}",
         f"Lasted: {format_duration(lasted) if lasted is not None else '—'} of {request.duration_text} requested",
-        f"How it ended: {request.end_reason}" + (f" by <@{request.ended_by}>" if request.ended_by not in {None, "system"}
-                                                   else ""),
+        f"How it ended: {request.end_reason}"
+        + (f" by <@{request.ended_by}>" if request.ended_by not in {None, "system"} else ""),
         "Created: " + ("; ".join(request.created_objects) or "—"),
-        "Removed: " + ("; ".join(request.removed_objects) or "—")
+        "Removed: "
+        + ("; ".join(request.removed_objects) or "—")
         + ("" if request.verified else "  :warning: removal NOT verified"),
     ]
     return [{"type": "section", "block_id": BlockId.SUMMARY, "text": {"type": "mrkdwn", "text": "\n".join(lines)}}]
@@ -226,10 +228,13 @@ def list_text(requests: list[AccessRequest]) -> str:
         if request.status is Status.GRANTED:
             state = f"granted until {when(request.ends_at)}"
         elif request.status is Status.PENDING:
-            state = f"pending ({len(request.approvals)} of {request.approvals_required}), expires {when(request.pending_until)}"
+            approvals = f"{len(request.approvals)} of {request.approvals_required}"
+            state = f"pending ({approvals}), expires {when(request.pending_until)}"
         else:
             state = str(request.status)
-        lines.append(f"• `{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}")
+        lines.append(
+            f"• `{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
+        )
     return "\n".join(lines)
 
 

@@ -43,7 +43,9 @@ class Notifier:
     def post_card(self, request: AccessRequest, channel: str) -> str | None:
         target = self.policy.target_for(request.target)
         answer = self._call(
-            "chat.postMessage", channel=channel, text=blocks.card_text(request),
+            "chat.postMessage",
+            channel=channel,
+            text=blocks.card_text(request),
             blocks=blocks.approval_card(request, target),
         )
         return str(answer["ts"]) if answer else None
@@ -53,7 +55,10 @@ class Notifier:
             return
         target = self.policy.target_for(request.target)
         self._call(
-            "chat.update", channel=request.card_channel, ts=request.card_ts, text=blocks.card_text(request),
+            "chat.update",
+            channel=request.card_channel,
+            ts=request.card_ts,
+            text=blocks.card_text(request),
             blocks=blocks.approval_card(request, target),
         )
 

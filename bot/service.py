@@ -56,7 +56,12 @@ class AccessService:
     """The Slack side's one entry point into the core; every method is synchronous and quick."""
 
     def __init__(
-        self, policy: Policy, store: RequestStore, audit: AuditLog, notifier: Notifier, queue: Queue,
+        self,
+        policy: Policy,
+        store: RequestStore,
+        audit: AuditLog,
+        notifier: Notifier,
+        queue: Queue,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.policy = policy
@@ -96,8 +101,7 @@ class AccessService:
         target = self.policy.targets[request.target]
         card_channel = self.policy.channel_for(target)
         self.audit.request_event("request.created", request, actor=user, pending_until=request.pending_until)
-        self.queue.enqueue_at(request.pending_until, JOBS + "expire_request", request.id,
-                              job_id=f"expire-{request.id}")
+        self.queue.enqueue_at(request.pending_until, JOBS + "expire_request", request.id, job_id=f"expire-{request.id}")
         return Reply(blocks.submitted_reply(request, card_channel), lambda: self._post_request(request, card_channel))
 
     def _post_request(self, request: AccessRequest, card_channel: str) -> None:
@@ -160,8 +164,13 @@ class AccessService:
         except (ApprovalError, TransitionError, NotFoundError) as err:
             known = self.store.find(value) if _looks_like_id(value) else None
             self.audit.record(
-                "approval.refused", actor=user, request_id=known.id if known else None,
-                target=known.target if known else None, action=action_id[:40], value=value[:64], why=str(err),
+                "approval.refused",
+                actor=user,
+                request_id=known.id if known else None,
+                target=known.target if known else None,
+                action=action_id[:40],
+                value=value[:64],
+                why=str(err),
             )
             self.notifier.ephemeral(channel, user, blocks.refusal_text(str(err)))
 
@@ -176,12 +185,19 @@ class AccessService:
     def _approve(self, user: str, request: AccessRequest) -> None:
         _, after = self.store.transition(request.id, lambda r: requests.approve(r, user, self.clock()))
         self.audit.request_event(
-            "request.approved", after, actor=user, approvals=len(after.approvals), required=after.approvals_required,
+            "request.approved",
+            after,
+            actor=user,
+            approvals=len(after.approvals),
+            required=after.approvals_required,
         )
         if after.status is Status.APPROVED:
             self.queue.enqueue(JOBS + "grant_access", after.id, job_id=f"grant-{after.id}")
-            self.notifier.dm(after.requester, f":white_check_mark: `{after.id}` was approved by "
-                             f"{', '.join(f'<@{u}>' for u in after.approvers)}; access is being granted.")
+            self.notifier.dm(
+                after.requester,
+                f":white_check_mark: `{after.id}` was approved by "
+                f"{', '.join(f'<@{u}>' for u in after.approvers)}; access is being granted.",
+            )
         self.notifier.update_card(after)
         self.notifier.thread(after, blocks.approval_text(after, user))
 

@@ -69,7 +69,7 @@ def load_settings(web: bool = False) -> Settings:
     `web` adds what only the web process needs: the signing secret, in HTTP mode.
     """
     try:
-        settings = Settings()  # type: ignore[call-arg]
+        settings = Settings()
     except ValidationError as err:
         first = err.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else ""

@@ -29,8 +29,12 @@ def demo_policy(network: Network) -> dict[str, Any]:
                 "min_duration": "5s",
                 "max_duration": "1h",
                 "approvers": ["U0APPROVER1", "S0NETOPS"],
-                "grant": {"kind": "aws_security_group", "region": "us-east-1",
-                          "security_group_id": network.security_group_id, "ports": [443]},
+                "grant": {
+                    "kind": "aws_security_group",
+                    "region": "us-east-1",
+                    "security_group_id": network.security_group_id,
+                    "ports": [443],
+                },
             }
         },
     }
@@ -46,8 +50,10 @@ def show_rules(stack: Stack) -> None:
         print("  (no ingress rules)")
     for rule in rules:
         tags = {t["Key"]: t["Value"] for t in rule.get("Tags", [])}
-        print(f"  {rule['SecurityGroupRuleId']}  {rule['IpProtocol']}/{rule['FromPort']}  from {rule.get('CidrIpv4')}"
-              f"  \"{rule.get('Description', '')}\"  tags={tags}")
+        print(
+            f"  {rule['SecurityGroupRuleId']}  {rule['IpProtocol']}/{rule['FromPort']}  from {rule.get('CidrIpv4')}"
+            f'  "{rule.get("Description", "")}"  tags={tags}'
+        )
 
 
 def slack_text(message: dict[str, Any]) -> str:
@@ -57,8 +63,11 @@ def slack_text(message: dict[str, Any]) -> str:
         if block.get("text"):
             texts.append(block["text"]["text"])
         texts.extend(field["text"] for field in block.get("fields", []))
-        texts.extend(f"[{element['text']['text']}]" for element in block.get("elements", []) if "text" in element
-                     and isinstance(element["text"], dict))
+        texts.extend(
+            f"[{element['text']['text']}]"
+            for element in block.get("elements", [])
+            if "text" in element and isinstance(element["text"], dict)
+        )
         texts.extend(element.get("text", "") for element in block.get("elements", []) if block["type"] == "context")
     body = "\n".join(texts) or message.get("text", "")
     return re.sub(r"<!date\^\d+\^[^|]*\|([^>]*)>", r"\1", body)
@@ -76,9 +85,16 @@ def main() -> int:
         answer = stack.client().command("U0DEV1", f"request lb-prod {GRANT_SECONDS}s debugging 502s from eu-west")
         print(f"  HTTP {answer.status}, ephemeral reply: {answer.json()['text']}")
         request_id = re.search(r"jit-[a-z0-9]{6}", answer.json()["text"]).group(0)  # type: ignore[union-attr]
-        card = stack.slack.wait_for(lambda: next(
-            (m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m),
-            None))
+        card = stack.slack.wait_for(
+            lambda: next(
+                (
+                    m
+                    for m in stack.slack.messages(APPROVALS)
+                    if request_id in m.get("text", "") and "thread_ts" not in m
+                ),
+                None,
+            )
+        )
         section(f"Approval card in #{APPROVALS}")
         print("  " + slack_text(card).replace("\n", "\n  "))
 
@@ -90,8 +106,9 @@ def main() -> int:
         show_rules(stack)
 
         print(f"\n  ... waiting for the grant's end ({GRANT_SECONDS}s) ...")
-        stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=GRANT_SECONDS + 20,
-                       what="the revoke")
+        stack.wait_for(
+            lambda: "grant.revoked" in stack.events(request_id), timeout=GRANT_SECONDS + 20, what="the revoke"
+        )
         section("Security group after")
         show_rules(stack)
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-
-import logging
 
 import boto3
 from moto.server import ThreadedMotoServer

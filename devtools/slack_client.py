@@ -55,9 +55,7 @@ def command_body(user: str, text: str, channel: str = "C0DEVS", response_url: st
     return urllib.parse.urlencode(fields)
 
 
-def click_body(
-    user: str, action_id: str, value: str, channel: str, message_ts: str, response_url: str = ""
-) -> str:
+def click_body(user: str, action_id: str, value: str, channel: str, message_ts: str, response_url: str = "") -> str:
     """A `block_actions` payload for a click on a message's button."""
     payload = {
         "type": "block_actions",

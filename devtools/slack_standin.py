@@ -17,7 +17,7 @@ from aiohttp import web
 
 from devtools.ports import free_port
 
-TEST_TOKEN = "xoxb-test-token"  # noqa: S105 - a made-up token that only this stand-in accepts
+TEST_TOKEN = "xoxb-test-token"
 T = TypeVar("T")
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 Message = dict[str, Any]

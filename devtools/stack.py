@@ -27,8 +27,8 @@ from devtools.slack_client import SlackClient
 from devtools.slack_standin import SlackStandin
 
 ROOT = Path(__file__).resolve().parent.parent
-SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 - the local stand-in's, not a real one
-BOT_TOKEN = "xoxb-test-token"  # noqa: S105
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BOT_TOKEN = "xoxb-test-token"
 
 
 def procfile(path: Path = ROOT / "Procfile") -> dict[str, list[str]]:
@@ -161,8 +161,9 @@ class Stack:
         raise RuntimeError(f"web on port {port} did not become healthy:\n{self.logs()}")
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.log_path.name}\n{p.log_path.read_text()[-4000:]}" for p in self.processes
-                         if p.log_path.exists())
+        return "\n".join(
+            f"--- {p.log_path.name}\n{p.log_path.read_text()[-4000:]}" for p in self.processes if p.log_path.exists()
+        )
 
     def stop(self) -> None:
         for process in self.processes:

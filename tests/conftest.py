@@ -25,7 +25,7 @@ def fixture_redis_url(redis_server: RedisServer) -> Iterator[str]:
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture(name="redis_client")

@@ -13,8 +13,12 @@ DEV2_CIDR = "198.51.100.0/28"
 
 
 def stack_policy(network: Network) -> dict[str, Any]:
-    sg = {"kind": "aws_security_group", "region": "us-east-1", "security_group_id": network.security_group_id,
-          "ports": [443, 8443]}
+    sg = {
+        "kind": "aws_security_group",
+        "region": "us-east-1",
+        "security_group_id": network.security_group_id,
+        "ports": [443, 8443],
+    }
     return {
         "approver_channel": APPROVALS,
         "pending_ttl": "15m",

@@ -26,12 +26,21 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("request lb-prod 30m debugging 502s", RequestCommand("lb-prod", timedelta(minutes=30), None, "debugging 502s")),
+        (
+            "request lb-prod 30m debugging 502s",
+            RequestCommand("lb-prod", timedelta(minutes=30), None, "debugging 502s"),
+        ),
         ("request lb-prod 1h30m why", RequestCommand("lb-prod", timedelta(minutes=90), None, "why")),
         ("request lb-prod why not", RequestCommand("lb-prod", None, None, "why not")),
-        ("request lb-prod 90s --ip 203.0.113.9 x", RequestCommand("lb-prod", timedelta(seconds=90), "203.0.113.9", "x")),
+        (
+            "request lb-prod 90s --ip 203.0.113.9 x",
+            RequestCommand("lb-prod", timedelta(seconds=90), "203.0.113.9", "x"),
+        ),
         ("request lb-prod --ip 2001:db8::1 x", RequestCommand("lb-prod", None, "2001:db8::1", "x")),
-        ("request lb-prod 5m 2 users see 502s", RequestCommand("lb-prod", timedelta(minutes=5), None, "2 users see 502s")),
+        (
+            "request lb-prod 5m 2 users see 502s",
+            RequestCommand("lb-prod", timedelta(minutes=5), None, "2 users see 502s"),
+        ),
         ("list", ListCommand()),
         ("targets", TargetsCommand()),
         ("", HelpCommand()),
@@ -73,8 +82,11 @@ def test_request_built_from_policy() -> None:
     """A request takes the target's default duration, the principal's CIDR, and the pending TTL."""
     policy = parse_policy(valid())
     request = build_request(policy, "U0DEV1", RequestCommand("lb-prod", None, None, "why"), NOW)("jit-abcdef")
-    assert (request.duration_seconds, request.cidr, request.pending_until) == (1800, "203.0.113.7/32",
-                                                                               NOW + timedelta(minutes=15))
+    assert (request.duration_seconds, request.cidr, request.pending_until) == (
+        1800,
+        "203.0.113.7/32",
+        NOW + timedelta(minutes=15),
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -39,8 +39,10 @@ def ask(stack: Stack, user: str, text: str) -> tuple[str, dict[str, Any]]:
 def card_of(stack: Stack, request_id: str) -> dict[str, Any]:
     """The approval card as first posted (thread replies mention the id too, so they are left out)."""
     return stack.wait_for(
-        lambda: next((m for m in stack.slack.messages(APPROVALS)
-                      if request_id in m.get("text", "") and "thread_ts" not in m), None),
+        lambda: next(
+            (m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m),
+            None,
+        ),
         what=f"the card of {request_id}",
     )
 
@@ -62,7 +64,7 @@ def test_whole_life_of_a_grant(stack: Stack) -> None:
     before = stack.sg_rules()
     request_id, card = ask(stack, "U0DEV1", "request lb-prod 6s debugging 502s from eu-west")
 
-    buttons = [b for b in card["blocks"] if b["type"] == "actions"][0]["elements"]
+    buttons = next(b for b in card["blocks"] if b["type"] == "actions")["elements"]
     assert [b["action_id"] for b in buttons] == ["jit_approve", "jit_deny"]
     assert {b["value"] for b in buttons} == {request_id}
     card_text = str(card["blocks"])
@@ -77,8 +79,9 @@ def test_whole_life_of_a_grant(stack: Stack) -> None:
     stack.wait_for(lambda: any("not an approver" in str(m.get("text")) for m in stack.slack.dms("U0INTRUDER")))
 
     assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
-    rules = stack.wait_for(lambda: len(rules_of(stack, request_id)) == 2 and rules_of(stack, request_id),
-                           what="two rules at moto")
+    rules = stack.wait_for(
+        lambda: len(rules_of(stack, request_id)) == 2 and rules_of(stack, request_id), what="two rules at moto"
+    )
     assert sorted(r["FromPort"] for r in rules) == [443, 8443]
     for rule in rules:
         assert rule["CidrIpv4"] == DEV1_CIDR
@@ -96,9 +99,9 @@ def test_whole_life_of_a_grant(stack: Stack) -> None:
     assert events.count("approval.refused") == 2
     for expected in ["request.approved", "grant.applied", "grant.revoked"]:
         assert expected in events
-    revoked = [r for r in stack.audit(request_id) if r["event"] == "grant.revoked"][0]
+    revoked = next(r for r in stack.audit(request_id) if r["event"] == "grant.revoked")
     assert revoked["reason"] == "expired" and revoked["actor"] == "system" and revoked["verified"] is True
-    applied = [r for r in stack.audit(request_id) if r["event"] == "grant.applied"][0]
+    applied = next(r for r in stack.audit(request_id) if r["event"] == "grant.applied")
     assert applied["target"] == "lb-prod" and applied["requester"] == "U0DEV1"
     assert applied["approvers"] == ["U0APPROVER1"] and len(applied["objects"]) == 2
     for record in stack.audit(request_id):
@@ -182,7 +185,7 @@ def test_failed_grant_leaves_nothing_and_says_why(stack: Stack) -> None:
     request_id, _ = ask(stack, "U0DEV1", "request lb-broken 1m this group does not exist")
     assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
     stack.wait_for(lambda: "grant.failed" in stack.events(request_id))
-    failed = [r for r in stack.audit(request_id) if r["event"] == "grant.failed"][0]
+    failed = next(r for r in stack.audit(request_id) if r["event"] == "grant.failed")
     assert "sg-0123456789abcdef0" in failed["error"] and "not found" in failed["error"]
     assert len(stack.sg_rules()) == before
     thread = stack.slack.thread(APPROVALS, card_ts(stack, request_id))
@@ -222,7 +225,7 @@ def test_bad_signature_is_401_and_changes_nothing(stack: Stack) -> None:
 
     body = command_body("U0DEV1", "request lb-prod 30m forged")
     forged = signed_headers("not-the-secret", body)
-    stale = signed_headers("8f742231b10e8888abcd99yyyzzz85a5", body, timestamp=int(datetime.now().timestamp()) - 600)
+    stale = signed_headers("8f742231b10e8888abcd99yyyzzz85a5", body, timestamp=int(datetime.now(UTC).timestamp()) - 600)
     posts_before = len(stack.slack.calls("chat.postMessage"))
     assert stack.client().post(body, forged).status == 401
     assert stack.client().post(body, stale).status == 401

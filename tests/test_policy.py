@@ -26,8 +26,12 @@ def valid() -> dict[str, Any]:
                 "default_duration": "30m",
                 "max_duration": "1h",
                 "approvers": ["U0APPROVER1", "S0NETOPS"],
-                "grant": {"kind": "aws_security_group", "region": "us-east-1", "security_group_id": "sg-0abc",
-                          "ports": [443]},
+                "grant": {
+                    "kind": "aws_security_group",
+                    "region": "us-east-1",
+                    "security_group_id": "sg-0abc",
+                    "ports": [443],
+                },
             }
         },
     }
@@ -38,7 +42,10 @@ def test_valid_policy_loads_with_defaults() -> None:
     policy = parse_policy(valid())
     target = policy.targets["lb-prod"]
     assert (target.min_duration, target.approvals_required, policy.pending_ttl) == (
-        timedelta(minutes=1), 1, timedelta(minutes=15))
+        timedelta(minutes=1),
+        1,
+        timedelta(minutes=15),
+    )
     assert target.grant.kind == "aws_security_group" and target.grant.protocol == "tcp"
 
 
@@ -50,8 +57,10 @@ def test_valid_policy_loads_with_defaults() -> None:
         (lambda p: p["principals"]["U0DEV1"].update(source_cidr="0.0.0.0/0"), "principals.U0DEV1.source_cidr"),
         (lambda p: p["principals"]["U0DEV1"].update(source_cidr="::/0"), "open to the whole internet"),
         (lambda p: p["targets"]["lb-prod"].update(max_duration="1x"), "targets.lb-prod.max_duration: `1x`"),
-        (lambda p: p["targets"]["lb-prod"].update(approvers=["U0A"], approvals_required=2),
-         "approvals_required is 2 but only 1 approver"),
+        (
+            lambda p: p["targets"]["lb-prod"].update(approvers=["U0A"], approvals_required=2),
+            "approvals_required is 2 but only 1 approver",
+        ),
         (lambda p: p["targets"]["lb-prod"].update(default_duration="2h"), "default_duration (2h)"),
         (lambda p: p["targets"]["lb-prod"]["grant"].update(ports=[]), "targets.lb-prod.grant.ports"),
         (lambda p: p["targets"]["lb-prod"].update(requesters=["U0GHOST"]), "`U0GHOST` is not listed under principals"),
@@ -83,15 +92,17 @@ def test_check_policy_command(tmp_path: Path) -> None:
     """`python -m bot check-policy` prints the targets of a valid file and exits 1 naming the field of a bad one."""
     good = tmp_path / "good.yml"
     good.write_text(yaml.safe_dump(valid()))
-    ok = subprocess.run([sys.executable, "-m", "bot", "check-policy", str(good)], capture_output=True, text=True,
-                        cwd=ROOT, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "bot", "check-policy", str(good)], capture_output=True, text=True, cwd=ROOT, check=False
+    )
     assert ok.returncode == 0 and "lb-prod: aws_security_group" in ok.stdout
     data = valid()
     data["targets"]["lb-prod"]["grant"]["kind"] = "nope"
     bad = tmp_path / "bad.yml"
     bad.write_text(yaml.safe_dump(data))
-    refused = subprocess.run([sys.executable, "-m", "bot", "check-policy", str(bad)], capture_output=True, text=True,
-                             cwd=ROOT, check=False)
+    refused = subprocess.run(
+        [sys.executable, "-m", "bot", "check-policy", str(bad)], capture_output=True, text=True, cwd=ROOT, check=False
+    )
     assert refused.returncode == 1 and "unknown grant kind `nope`" in refused.stderr
 
 

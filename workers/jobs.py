@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -78,9 +79,7 @@ def grant_access(request_id: str) -> str:
         return "failed"
     created = [obj.description for obj in objects]
     try:
-        _, granted = rt.store.transition(
-            request_id, lambda r: requests.grant(r, now, order.ends_at, created, verified)
-        )
+        _, granted = rt.store.transition(request_id, lambda r: requests.grant(r, now, order.ends_at, created, verified))
     except TransitionError:
         current = rt.store.get(request_id)
         if current.status is not Status.GRANTED:
@@ -89,8 +88,15 @@ def grant_access(request_id: str) -> str:
         return f"request is {current.status}"
     schedule_revoke(granted)
     rt.audit.request_event(
-        "grant.applied", granted, actor="system", granted_at=now, ends_at=order.ends_at,
-        objects=[obj.ref for obj in objects], created=created, verified=verified, kind=target.grant.kind,
+        "grant.applied",
+        granted,
+        actor="system",
+        granted_at=now,
+        ends_at=order.ends_at,
+        objects=[obj.ref for obj in objects],
+        created=created,
+        verified=verified,
+        kind=target.grant.kind,
     )
     rt.notifier.update_card(granted)
     rt.notifier.thread(granted, blocks.granted_text(granted, created, verified))
@@ -102,8 +108,13 @@ def schedule_revoke(request: AccessRequest) -> None:
     """Enqueue the revoke at the grant's end (RQ's scheduler); the sweep covers a lost schedule."""
     assert request.ends_at is not None
     runtime().queue.enqueue_at(
-        request.ends_at, revoke_access, request.id, EndReason.EXPIRED.value, "system",
-        job_id=f"revoke-{request.id}", retry=REVOKE_RETRY,
+        request.ends_at,
+        revoke_access,
+        request.id,
+        EndReason.EXPIRED.value,
+        "system",
+        job_id=f"revoke-{request.id}",
+        retry=REVOKE_RETRY,
     )
 
 
@@ -114,8 +125,12 @@ def _whole_second(moment: datetime) -> datetime:
 
 def _order(request: AccessRequest, ends_at: datetime, spec: object) -> GrantOrder:
     return GrantOrder(
-        request_id=request.id, target=request.target, spec=spec,  # type: ignore[arg-type]
-        ends_at=ends_at, cidr=request.cidr, role_name=request.role_name,
+        request_id=request.id,
+        target=request.target,
+        spec=spec,  # type: ignore[arg-type]
+        ends_at=ends_at,
+        cidr=request.cidr,
+        role_name=request.role_name,
     )
 
 
@@ -194,8 +209,16 @@ def finish_revoke(
     except TransitionError:
         return
     rt.audit.request_event(
-        "grant.revoked", ended, actor=actor, reason=reason, granted_at=ended.granted_at, ended_at=ended.ended_at,
-        ends_at=ended.ends_at, lasted_seconds=ended.lasted(), removed=removed, verified=verified,
+        "grant.revoked",
+        ended,
+        actor=actor,
+        reason=reason,
+        granted_at=ended.granted_at,
+        ended_at=ended.ended_at,
+        ends_at=ended.ends_at,
+        lasted_seconds=ended.lasted(),
+        removed=removed,
+        verified=verified,
     )
     rt.notifier.update_card(ended)
     rt.notifier.thread(ended, blocks.summary_text(ended), blocks.summary_blocks(ended))
@@ -244,7 +267,7 @@ def enqueue_due(now: datetime | None = None) -> int:
     return len(due)
 
 
-def _enqueue_once(rt: Runtime, job_id: str, func: object, *args: str, hold: int = 30) -> None:
+def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 30) -> None:
     """Enqueue unless the same job was enqueued within `hold` seconds, so that a loop does not pile up jobs."""
     if rt.store.redis.set(f"jit:enqueued:{job_id}", 1, nx=True, ex=hold):
         retry = REVOKE_RETRY if func is revoke_access else None
@@ -284,8 +307,14 @@ def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -
             deleted = provider.drop(obj, stale)
         removed += int(deleted)
         rt.audit.record(
-            "sweep.removed", actor="system", target=None, kind=kind, object=obj.ref,
-            description=obj.description, leases_dropped=sorted(stale), deleted=deleted,
+            "sweep.removed",
+            actor="system",
+            target=None,
+            kind=kind,
+            object=obj.ref,
+            description=obj.description,
+            leases_dropped=sorted(stale),
+            deleted=deleted,
         )
         for request_id in stale:
             _sweep_request(rt, request_id, obj)
@@ -307,8 +336,13 @@ def _sweep_request(rt: Runtime, request_id: str, obj: ManagedObject) -> None:
         finish_revoke(rt, request_id, EndReason.SWEEP, "system", [obj.description], True)
     elif request is None:
         rt.audit.record(
-            "grant.revoked", actor="system", request_id=request_id, target=None, reason=EndReason.SWEEP,
-            removed=[obj.description], note="request unknown to Redis; judged by the marker at the load balancer",
+            "grant.revoked",
+            actor="system",
+            request_id=request_id,
+            target=None,
+            reason=EndReason.SWEEP,
+            removed=[obj.description],
+            note="request unknown to Redis; judged by the marker at the load balancer",
         )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import MutableMapping
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -46,7 +47,7 @@ def _jsonable(value: Any) -> Any:
 _LEADING = ("ts", "event", "request_id", "target", "actor")
 
 
-def _leading_fields(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _leading_fields(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Put the fields every record has first, so that a person can scan the log."""
     ordered = {key: event_dict.pop(key) for key in _LEADING if key in event_dict}
     ordered.update(event_dict)
@@ -56,7 +57,7 @@ def _leading_fields(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, An
 class AuditLog:
     """Appends events to a file (or stdout) as single JSON lines, safe across threads."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._lock = threading.Lock()
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream),

@@ -74,7 +74,8 @@ def parse_command(text: str) -> Command:
     if verb in {"list", "targets", "help"}:
         if rest:
             raise CommandError(f"`/jit {verb}` takes no arguments")
-        return {"list": ListCommand(), "targets": TargetsCommand(), "help": HelpCommand()}[verb]
+        simple: dict[str, Command] = {"list": ListCommand(), "targets": TargetsCommand(), "help": HelpCommand()}
+        return simple[verb]
     if verb == "revoke":
         if len(rest) != 1:
             raise CommandError("usage: `/jit revoke <request-id>`")
@@ -178,10 +179,11 @@ def check_duration(name: str, target: Target, duration: timedelta) -> None:
     """Raise CommandError when `duration` is outside the target's limits."""
     if duration > target.max_duration:
         raise CommandError(
-            f"{format_duration(duration)} is longer than `{name}` allows (at most {format_duration(target.max_duration)})"
+            f"{format_duration(duration)} is longer than `{name}` allows "
+            f"(at most {format_duration(target.max_duration)})"
         )
     if duration < target.min_duration:
         raise CommandError(
-            f"{format_duration(duration)} is shorter than `{name}` allows (at least {format_duration(target.min_duration)})"
+            f"{format_duration(duration)} is shorter than `{name}` allows "
+            f"(at least {format_duration(target.min_duration)})"
         )
-

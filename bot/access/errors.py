@@ -1,12 +1,12 @@
 """The domain's error tree: every refusal and failure the core can name.
 
-    JitError                   base; its message is meant for a person
-    ├── PolicyError            the policy file is invalid (raised at start)
-    ├── CommandError           a `/jit` command was refused (bad text, not allowed, out of range)
-    ├── ApprovalError          a button click did not count
-    ├── TransitionError        a request is not in a state that allows the change
-    ├── NotFoundError          no such request
-    └── StoreUnavailableError  Redis could not be reached
+JitError                   base; its message is meant for a person
+├── PolicyError            the policy file is invalid (raised at start)
+├── CommandError           a `/jit` command was refused (bad text, not allowed, out of range)
+├── ApprovalError          a button click did not count
+├── TransitionError        a request is not in a state that allows the change
+├── NotFoundError          no such request
+└── StoreUnavailableError  Redis could not be reached
 """
 
 from __future__ import annotations

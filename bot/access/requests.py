@@ -149,7 +149,9 @@ def cancel(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
     )
 
 
-def grant(request: AccessRequest, now: datetime, ends_at: datetime, objects: list[str], verified: bool) -> AccessRequest:
+def grant(
+    request: AccessRequest, now: datetime, ends_at: datetime, objects: list[str], verified: bool
+) -> AccessRequest:
     if request.status is not Status.APPROVED:
         raise TransitionError(f"request {request.id} is {request.status}, not approved")
     return request.model_copy(

@@ -33,6 +33,10 @@ def connect(url: str) -> redis.Redis:
     )
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @contextlib.contextmanager
 def _reachable() -> Iterator[None]:
     try:
@@ -80,7 +84,7 @@ class RequestStore:
         with _reachable(), self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.get(key)
                     if raw is None:
                         raise NotFoundError(f"there is no request {request_id}")
@@ -102,23 +106,23 @@ class RequestStore:
 
     def open_requests(self) -> list[AccessRequest]:
         with _reachable():
-            ids = sorted(member.decode() for member in self.redis.smembers(_OPEN))  # type: ignore[union-attr]
+            ids = sorted(_text(member) for member in self.redis.smembers(_OPEN))
         return [request for request in map(self.find, ids) if request is not None]
 
     def recent(self, limit: int = 200) -> list[AccessRequest]:
         with _reachable():
-            ids = [member.decode() for member in self.redis.zrevrange(_INDEX, 0, limit - 1)]
+            ids = [_text(member) for member in self.redis.zrevrange(_INDEX, 0, limit - 1)]
         return [request for request in map(self.find, ids) if request is not None]
 
     def granted_until(self, moment: datetime) -> list[str]:
         """Ids of granted requests whose end is at or before `moment`."""
         with _reachable():
-            return [m.decode() for m in self.redis.zrangebyscore(_GRANTED, "-inf", moment.timestamp())]
+            return [_text(m) for m in self.redis.zrangebyscore(_GRANTED, "-inf", moment.timestamp())]
 
     def pending_until(self, moment: datetime) -> list[str]:
         """Ids of pending requests whose approval window closed at or before `moment`."""
         with _reachable():
-            return [m.decode() for m in self.redis.zrangebyscore(_PENDING, "-inf", moment.timestamp())]
+            return [_text(m) for m in self.redis.zrangebyscore(_PENDING, "-inf", moment.timestamp())]
 
     def ids_with_status(self, *statuses: Status) -> list[str]:
         return [request.id for request in self.open_requests() if request.status in statuses]

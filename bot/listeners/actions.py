@@ -17,8 +17,12 @@ def register(app: AsyncApp, service: AccessService) -> None:
         container = body.get("container") or {}
         channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
         await asyncio.to_thread(
-            service.decide, body["user"]["id"], action["action_id"], str(action.get("value", "")),
-            channel, container.get("message_ts", ""),
+            service.decide,
+            body["user"]["id"],
+            action["action_id"],
+            str(action.get("value", "")),
+            channel,
+            container.get("message_ts", ""),
         )
 
     app.action(ActionId.APPROVE.value)(handle_action_decision)

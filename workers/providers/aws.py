@@ -17,7 +17,7 @@ RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_t
 @functools.cache
 def client(service: str, region: str | None = None) -> Any:
     """A shared boto3 client (clients are thread-safe); endpoint and credentials from the environment."""
-    return boto3.session.Session().client(service, region_name=region, config=RETRY_CONFIG)
+    return boto3.session.Session().client(service, region_name=region, config=RETRY_CONFIG)  # type: ignore[call-overload]
 
 
 def error_code(err: ClientError) -> str:

@@ -48,7 +48,7 @@ class SecurityGroupProvider:
             self._call(
                 "ec2:CreateTags", self.ec2.create_tags, Resources=[rule["SecurityGroupRuleId"]], Tags=[lease_tag]
             )
-            self._describe(rule["SecurityGroupRuleId"], cidr, port, _leases(rule) + [_lease_of(lease_tag)])
+            self._describe(rule["SecurityGroupRuleId"], cidr, port, [*_leases(rule), _lease_of(lease_tag)])
         return [obj for obj in self.list_managed() if order.request_id in obj.request_ids()]
 
     def list_managed(self) -> list[ManagedObject]:
@@ -131,8 +131,9 @@ class SecurityGroupProvider:
         return next((rule for rule in self._rules() if rule["SecurityGroupRuleId"] == rule_id), None)
 
     def _ensure_group_exists(self) -> None:
-        self._call("ec2:DescribeSecurityGroups", self.ec2.describe_security_groups,
-                   GroupIds=[self.spec.security_group_id])
+        self._call(
+            "ec2:DescribeSecurityGroups", self.ec2.describe_security_groups, GroupIds=[self.spec.security_group_id]
+        )
 
     def _call(self, action: str, method: Any, **kwargs: Any) -> Any:
         try:
@@ -196,7 +197,7 @@ def _managed(rule: dict[str, Any], spec: SecurityGroupGrant) -> ManagedObject:
     return ManagedObject(
         kind="aws_security_group",
         ref=rule["SecurityGroupRuleId"],
-        description=f"{rule['SecurityGroupRuleId']} on {spec.security_group_id}: {rule['IpProtocol']}/{rule['FromPort']}"
-        f" from {cidr}",
+        description=f"{rule['SecurityGroupRuleId']} on {spec.security_group_id}: "
+        f"{rule['IpProtocol']}/{rule['FromPort']} from {cidr}",
         leases=tuple(_leases(rule)),
     )
