@@ -18,9 +18,10 @@ def test_pending_card_has_approve_and_deny_carrying_the_request_id() -> None:
     """A pending card has the two buttons, each with the request id as its value."""
     card = blocks.approval_card(pending())
     (actions,) = actions_of(card)
-    assert [("jit_approve", "jit-abcdef"), ("jit_deny", "jit-abcdef")] == [
-        (button["action_id"], button["value"]) for button in actions["elements"]  # type: ignore[index]
-    ]
+    assert [
+        (button["action_id"], button["value"])
+        for button in actions["elements"]  # type: ignore[index]
+    ] == [("jit_approve", "jit-abcdef"), ("jit_deny", "jit-abcdef")]
     text = str(card)
     for fact in ("U0DEV1", "lb-prod", "10m", "203.0.113.7/32", "why"):
         assert fact in text
@@ -29,7 +30,7 @@ def test_pending_card_has_approve_and_deny_carrying_the_request_id() -> None:
 def test_decided_card_has_no_buttons_and_says_who_decided() -> None:
     """Once denied, the card shows no buttons, the outcome and the person who decided."""
     card = blocks.approval_card(requests.deny(pending(), "U0APPROVER2", NOW))
-    assert [] == actions_of(card)
+    assert actions_of(card) == []
     assert "Denied" in str(card)
     assert "<@U0APPROVER2>" in str(card)
 

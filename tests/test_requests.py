@@ -18,15 +18,22 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 def pending(request_id: str = "jit-abcdef", required: int = 1) -> AccessRequest:
     return AccessRequest(
-        id=request_id, target="lb-prod", requester="U0DEV1", reason="why", duration_seconds=600,
-        cidr="203.0.113.7/32", created_at=NOW, pending_until=NOW + timedelta(minutes=15), approvals_required=required,
+        id=request_id,
+        target="lb-prod",
+        requester="U0DEV1",
+        reason="why",
+        duration_seconds=600,
+        cidr="203.0.113.7/32",
+        created_at=NOW,
+        pending_until=NOW + timedelta(minutes=15),
+        approvals_required=required,
     )
 
 
 def test_one_approval_approves_when_one_is_required() -> None:
     """With approvals_required 1, the first approver's click approves and records who decided."""
     after = requests.approve(pending(), "U0APPROVER1", NOW)
-    assert (Status.APPROVED, "U0APPROVER1", ["U0APPROVER1"]) == (after.status, after.decided_by, after.approvers)
+    assert (after.status, after.decided_by, after.approvers) == (Status.APPROVED, "U0APPROVER1", ["U0APPROVER1"])
 
 
 def test_two_required_needs_two_distinct_approvers() -> None:
@@ -81,7 +88,7 @@ def test_expire_only_after_the_window() -> None:
 def test_concurrent_approvals_in_redis_count_once(redis_client: redis.Redis) -> None:
     """Twenty threads approving the same request at once: exactly one transition approves it."""
     store = RequestStore(redis_client)
-    request = store.create(lambda request_id: pending(request_id))
+    request = store.create(pending)
     barrier = threading.Barrier(20)
     outcomes: list[str] = []
     lock = threading.Lock()
@@ -101,7 +108,7 @@ def test_concurrent_approvals_in_redis_count_once(redis_client: redis.Redis) -> 
         thread.start()
     for thread in threads:
         thread.join()
-    assert (1, 19) == (outcomes.count("approved"), outcomes.count("refused"))
+    assert (outcomes.count("approved"), outcomes.count("refused")) == (1, 19)
     stored = store.get(request.id)
     assert stored.status is Status.APPROVED
     assert len(stored.approvals) == 1
@@ -110,19 +117,19 @@ def test_concurrent_approvals_in_redis_count_once(redis_client: redis.Redis) -> 
 def test_store_indexes_follow_the_status(redis_client: redis.Redis) -> None:
     """Open requests are listed; pending ones are found when their window closes; granted ones at their end."""
     store = RequestStore(redis_client)
-    request = store.create(lambda request_id: pending(request_id))
+    request = store.create(pending)
     assert [request.id] == [r.id for r in store.open_requests()]
     assert [request.id] == store.pending_until(NOW + timedelta(minutes=15))
     store.transition(request.id, lambda r: requests.approve(r, "U0APPROVER1", NOW))
-    assert [] == store.pending_until(NOW + timedelta(minutes=15))
+    assert store.pending_until(NOW + timedelta(minutes=15)) == []
     store.transition(request.id, lambda r: requests.grant(r, NOW, NOW + timedelta(minutes=10), [], verified=True))
     assert [request.id] == store.granted_until(NOW + timedelta(minutes=10))
-    assert [] == store.granted_until(NOW + timedelta(minutes=9))
+    assert store.granted_until(NOW + timedelta(minutes=9)) == []
 
 
 def test_ids_are_short_and_unique(redis_client: redis.Redis) -> None:
     """A thousand new requests get a thousand distinct ids of the readable form."""
     store = RequestStore(redis_client)
-    ids = {store.create(lambda request_id: pending(request_id)).id for _ in range(1000)}
+    ids = {store.create(pending).id for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(request_id) == 10 and request_id.startswith("jit-") for request_id in ids)

@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(module: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     base = {key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "JIT_", "REDIS_"))}
     return subprocess.run(
-        [sys.executable, "-m", module], env={**base, **env}, capture_output=True, text=True, cwd=ROOT,
-        timeout=timeout, check=False,
+        [sys.executable, "-m", module],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -42,8 +47,11 @@ def fixture_policy_file(tmp_path: Path) -> Path:
         ("bot", {"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_SIGNING_SECRET: is required in HTTP mode"),
         ("bot", {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xoxb-2"}, "SLACK_APP_TOKEN: must be an app-level"),
         ("bot", {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "PORT": "http"}, "PORT: "),
-        ("bot", {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "REDIS_URL": "localhost:6379"},
-         "REDIS_URL: must be a redis://"),
+        (
+            "bot",
+            {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "REDIS_URL": "localhost:6379"},
+            "REDIS_URL: must be a redis://",
+        ),
         ("workers", {"SLACK_BOT_TOKEN": "xoxb-1", "JIT_SWEEP_INTERVAL": "0"}, "JIT_SWEEP_INTERVAL: "),
     ],
 )
@@ -72,17 +80,24 @@ def test_healthz_is_503_without_redis(policy_file: Path) -> None:
     """/healthz says 503 when Redis cannot be reached, and the web process keeps running."""
     port = free_port()
     base = {key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "JIT_", "REDIS_"))}
-    env = {**base, "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "JIT_POLICY_FILE": str(policy_file),
-           "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    process = subprocess.Popen([sys.executable, "-m", "bot"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    env = {
+        **base,
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_SIGNING_SECRET": "s",
+        "JIT_POLICY_FILE": str(policy_file),
+        "PORT": str(port),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         status = None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and status is None:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)  # noqa: S310
-                status = 200
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:  # noqa: S310
+                    status = answer.status
             except urllib.error.HTTPError as err:
                 status = err.code
             except (urllib.error.URLError, OSError):
