@@ -96,7 +96,7 @@ def test_healthz_is_503_without_redis(policy_file: Path) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and status is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
                     status = answer.status
             except urllib.error.HTTPError as err:
                 status = err.code
