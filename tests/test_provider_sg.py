@@ -1,0 +1,127 @@
+"""The security-group provider against moto: rules, leases in tags, overlap, idempotence, errors in words."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bot.access.policy import SecurityGroupGrant
+from devtools.moto_server import MotoServer, seed_security_group
+from workers.providers.aws_sg import SecurityGroupProvider
+from workers.providers.base import GrantOrder, ProviderError, objects_of
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+CIDR = "203.0.113.7/32"
+
+
+@pytest.fixture(name="spec")
+def fixture_spec(moto: MotoServer) -> Iterator[SecurityGroupGrant]:
+    network = seed_security_group(moto, name=f"sg-test-{datetime.now(UTC).timestamp()}")
+    yield SecurityGroupGrant(
+        kind="aws_security_group", region="us-east-1", security_group_id=network.security_group_id, ports=[443, 8443]
+    )
+
+
+def order(spec: SecurityGroupGrant, request_id: str, minutes: int = 10, cidr: str = CIDR) -> GrantOrder:
+    return GrantOrder(request_id, "lb-prod", spec, NOW + timedelta(minutes=minutes), cidr=cidr)
+
+
+def ingress(moto: MotoServer, spec: SecurityGroupGrant) -> list[dict[str, Any]]:
+    rules = moto.client("ec2").describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [spec.security_group_id]}]
+    )["SecurityGroupRules"]
+    return [rule for rule in rules if not rule["IsEgress"]]
+
+
+def test_apply_creates_one_tagged_rule_per_port(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """Applying creates one ingress rule per port, each marked with the request id and its end."""
+    objects = SecurityGroupProvider(spec).apply(order(spec, "jit-aaaaaa"))
+    rules = ingress(moto, spec)
+    assert sorted(rule["FromPort"] for rule in rules) == [443, 8443]
+    for rule in rules:
+        tags = {tag["Key"]: tag["Value"] for tag in rule["Tags"]}
+        assert (NOW + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ") == tags["jit-lb:lease:jit-aaaaaa"]
+        assert "jit-lb jit-aaaaaa until" in rule["Description"]
+    assert {rule["SecurityGroupRuleId"] for rule in rules} == {obj.ref for obj in objects}
+
+
+def test_apply_twice_makes_one_set_of_rules(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """A retried grant job does not duplicate rules."""
+    provider = SecurityGroupProvider(spec)
+    provider.apply(order(spec, "jit-aaaaaa"))
+    provider.apply(order(spec, "jit-aaaaaa"))
+    assert len(ingress(moto, spec)) == 2
+
+
+def test_overlapping_grants_share_rules_until_the_last_ends(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """Two grants for the same CIDR share the rules; the first to end leaves access for the other."""
+    provider = SecurityGroupProvider(spec)
+    provider.apply(order(spec, "jit-aaaaaa", minutes=5))
+    provider.apply(order(spec, "jit-bbbbbb", minutes=20))
+    assert len(ingress(moto, spec)) == 2
+    for obj in objects_of(provider, "jit-aaaaaa"):
+        assert provider.drop(obj, {"jit-aaaaaa"}) is False
+    rules = ingress(moto, spec)
+    assert len(rules) == 2
+    assert all("jit-bbbbbb" in rule["Description"] for rule in rules)
+    for obj in objects_of(provider, "jit-bbbbbb"):
+        assert provider.drop(obj, {"jit-bbbbbb"}) is True
+    assert ingress(moto, spec) == []
+
+
+def test_dropping_what_is_gone_succeeds(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """Removing a rule someone already deleted by hand is a success, not an error."""
+    provider = SecurityGroupProvider(spec)
+    objects = provider.apply(order(spec, "jit-aaaaaa"))
+    moto.client("ec2").revoke_security_group_ingress(
+        GroupId=spec.security_group_id, SecurityGroupRuleIds=[obj.ref for obj in objects]
+    )
+    assert all(provider.drop(obj, {"jit-aaaaaa"}) for obj in objects)
+
+
+def test_permanent_rule_is_neither_tagged_nor_removed(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """A hand-made rule for the same CIDR and port is not ours: the grant leaves it alone."""
+    moto.client("ec2").authorize_security_group_ingress(
+        GroupId=spec.security_group_id,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": CIDR}]}],
+    )
+    provider = SecurityGroupProvider(spec)
+    provider.apply(order(spec, "jit-aaaaaa"))
+    for obj in objects_of(provider, "jit-aaaaaa"):
+        provider.drop(obj, {"jit-aaaaaa"})
+    rules = ingress(moto, spec)
+    assert [rule["FromPort"] for rule in rules] == [443]
+    assert "Tags" not in rules[0] or not rules[0]["Tags"]
+
+
+def test_missing_group_is_a_sentence(moto: MotoServer) -> None:
+    """A security group that does not exist is named in the error, in words."""
+    spec = SecurityGroupGrant(kind="aws_security_group", region="us-east-1", security_group_id="sg-0ffff", ports=[443])
+    with pytest.raises(ProviderError, match=r"Security group sg-0ffff in us-east-1 not found"):
+        SecurityGroupProvider(spec).apply(order(spec, "jit-aaaaaa"))
+
+
+def test_partial_apply_is_visible_for_rollback(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """When AWS refuses the second port (rule limit), the rule it did add carries our lease, so it can be rolled back."""
+    ec2 = moto.client("ec2")
+    for index in range(59):  # one short of the 60 ingress rules a VPC security group may hold
+        ec2.authorize_security_group_ingress(
+            GroupId=spec.security_group_id,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 10000 + index,
+                    "ToPort": 10000 + index,
+                    "IpRanges": [{"CidrIp": "192.0.2.0/24"}],
+                }
+            ],
+        )
+    provider = SecurityGroupProvider(spec)
+    with pytest.raises(ProviderError, match="RulesPerSecurityGroupLimitExceeded"):
+        provider.apply(order(spec, "jit-aaaaaa"))
+    for obj in objects_of(provider, "jit-aaaaaa"):
+        provider.drop(obj, {"jit-aaaaaa"})
+    assert [rule for rule in ingress(moto, spec) if rule.get("CidrIpv4") == CIDR] == []
