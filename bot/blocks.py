@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.access.durations import format_duration
 from bot.access.policy import Policy, Target
-from bot.access.requests import AccessRequest, Status
+from bot.access.requests import AccessRequest, Extension, Status
 from bot.ids import ActionId, BlockId
 
 Blocks = list[dict[str, Any]]
@@ -71,9 +71,7 @@ def approval_card(request: AccessRequest, target: Target | None = None) -> Block
         blocks.append(_decision_buttons(request))
         blocks.append(_context(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request)))
     else:
-        blocks.append(
-            {"type": "section", "block_id": BlockId.DECISION, "text": {"type": "mrkdwn", "text": outcome_line(request)}}
-        )
+        blocks.append(_outcome(outcome_line(request)))
     return blocks
 
 
@@ -236,6 +234,69 @@ def list_text(requests: list[AccessRequest]) -> str:
             f"• `{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
         )
     return "\n".join(lines)
+
+
+def extension_card_text(request: AccessRequest, extension: Extension) -> str:
+    return (
+        f"Extension of {request.id}: <@{request.requester}> asks for {extension.duration_text} more on "
+        f"{request.target} — {extension.outcome}"
+    )
+
+
+def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
+    """The approval card of an extension: same buttons, same value, its own message."""
+    lines = (
+        f"*Extension of* `{request.id}`: <@{request.requester}> asks for *{extension.duration_text}* more on "
+        f"`{request.target}` (now until {when(request.ends_at)})\n*Reason*\n>{_quote(extension.reason)}"
+    )
+    blocks: Blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": lines}}]
+    if extension.outcome == "pending":
+        blocks.append(_decision_buttons(request))
+        if extension.approvals:
+            blocks.append(_context(f"Approved so far by {_who(extension.approvers)}"))
+    elif extension.outcome == "approved":
+        blocks.append(
+            _outcome(f":white_check_mark: Extended by {_who(extension.approvers)} · now until {when(request.ends_at)}")
+        )
+    else:
+        blocks.append(_outcome(f":no_entry: Extension denied by <@{extension.decided_by}>"))
+    return blocks
+
+
+def _outcome(text: str) -> dict[str, Any]:
+    return {"type": "section", "block_id": BlockId.DECISION, "text": {"type": "mrkdwn", "text": text}}
+
+
+def extension_requested_text(request: AccessRequest) -> str:
+    extension = request.extension
+    more = extension.duration_text if extension else "more time"
+    reason = extension.reason if extension else ""
+    return f":hourglass: <@{request.requester}> asked to extend `{request.id}` by {more}. Reason: {reason}"
+
+
+def extension_approval_text(request: AccessRequest, who: str, done: bool) -> str:
+    if done:
+        return (
+            f":white_check_mark: <@{who}> approved the extension of `{request.id}`; "
+            f"moving its end to {when(request.ends_at)}."
+        )
+    return f":ballot_box_with_check: <@{who}> approved the extension of `{request.id}`; waiting for another approver."
+
+
+def extension_denied_text(request: AccessRequest, who: str) -> str:
+    return f":no_entry: <@{who}> denied the extension of `{request.id}`; it still ends {when(request.ends_at)}."
+
+
+def extended_text(request: AccessRequest, verified: bool) -> str:
+    check = "markers at the load balancer moved and verified" if verified else ":warning: markers NOT verified"
+    return f":hourglass_flowing_sand: `{request.id}` on `{request.target}` now ends {when(request.ends_at)} ({check})."
+
+
+def warning_text(request: AccessRequest, minutes: int) -> str:
+    return (
+        f":alarm_clock: Your access `{request.id}` on `{request.target}` ends in about {minutes} minutes "
+        f"({when(request.ends_at)}). Need more? `/jit extend {request.id} 30m <reason>`"
+    )
 
 
 def help_text(unknown: str | None = None) -> str:

@@ -13,7 +13,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, Se
 
 from bot import blocks
 from bot.access.policy import Policy
-from bot.access.requests import AccessRequest
+from bot.access.requests import AccessRequest, Extension
 
 log = structlog.get_logger("jit_lb.notify")
 
@@ -60,6 +60,28 @@ class Notifier:
             ts=request.card_ts,
             text=blocks.card_text(request),
             blocks=blocks.approval_card(request, target),
+        )
+
+    def post_extension_card(self, request: AccessRequest, channel: str) -> str | None:
+        if request.extension is None:
+            return None
+        answer = self._call(
+            "chat.postMessage",
+            channel=channel,
+            text=blocks.extension_card_text(request, request.extension),
+            blocks=blocks.extension_card(request, request.extension),
+        )
+        return str(answer["ts"]) if answer else None
+
+    def update_extension_card(self, request: AccessRequest, extension: Extension | None) -> None:
+        if extension is None or extension.card_channel is None or extension.card_ts is None:
+            return
+        self._call(
+            "chat.update",
+            channel=extension.card_channel,
+            ts=extension.card_ts,
+            text=blocks.extension_card_text(request, extension),
+            blocks=blocks.extension_card(request, extension),
         )
 
     def post_parent(self, request: AccessRequest, channel: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,10 +20,10 @@ from bot.access.commands import (
     RevokeCommand,
     TargetsCommand,
 )
+from bot.access.durations import format_duration
 from bot.access.errors import (
     ApprovalError,
     CommandError,
-    JitError,
     NotFoundError,
     StoreUnavailableError,
     TransitionError,
@@ -82,7 +83,7 @@ class AccessService:
             if isinstance(parsed, RevokeCommand):
                 return self._revoke(user, parsed.request_id)
             if isinstance(parsed, ExtendCommand):
-                raise CommandError("`/jit extend` is not available yet; request the target again when access ends")
+                return self._extend(user, parsed)
             if isinstance(parsed, ListCommand):
                 return Reply(blocks.list_text(self._visible(user)))
             if isinstance(parsed, TargetsCommand):
@@ -135,6 +136,44 @@ class AccessService:
         self.queue.enqueue(JOBS + "revoke_access", request_id, "revoked", user, job_id=f"revoke-now-{request_id}")
         return Reply(f"Revoking `{request_id}` on `{request.target}` now; the thread will say when it is done.")
 
+    def _extend(self, user: str, parsed: ExtendCommand) -> Reply:
+        request = self.store.get(parsed.request_id)
+        if user != request.requester:
+            raise CommandError(f"only <@{request.requester}>, who asked for {request.id}, can extend it")
+        target = self.policy.target_for(request.target)
+        if target is None or request.ends_at is None or request.status is not Status.GRANTED:
+            raise CommandError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
+        commands.check_duration(request.target, target, parsed.duration)
+        new_end = request.ends_at + parsed.duration
+        if new_end - self.clock() > target.max_duration:
+            raise CommandError(
+                f"that would end {request.id} more than {format_duration(target.max_duration)} from now, "
+                f"the most `{request.target}` allows"
+            )
+        try:
+            _, after = self.store.transition(
+                request.id, lambda r: requests.request_extension(r, parsed.duration, parsed.reason, self.clock())
+            )
+        except TransitionError as err:
+            raise CommandError(str(err)) from None
+        self.audit.request_event(
+            "extension.requested", after, actor=user, extra_seconds=parsed.duration, extension_reason=parsed.reason
+        )
+        channel = self.policy.channel_for(target)
+        return Reply(
+            f"Asked to extend `{request.id}` by {format_duration(parsed.duration)}; "
+            f"waiting for approval in <#{channel}>.",
+            lambda: self._post_extension(after, channel),
+        )
+
+    def _post_extension(self, request: AccessRequest, channel: str) -> None:
+        card_ts = self.notifier.post_extension_card(request, channel)
+        if card_ts is None or request.extension is None:
+            return
+        extension = request.extension.model_copy(update={"card_channel": channel, "card_ts": card_ts})
+        after = self.store.update(request.id, extension=extension)
+        self.notifier.thread(after, blocks.extension_requested_text(after))
+
     def _visible(self, user: str) -> list[AccessRequest]:
         def sees(request: AccessRequest) -> bool:
             target = self.policy.target_for(request.target)
@@ -147,18 +186,19 @@ class AccessService:
     def decide(self, user: str, action_id: str, value: str, channel: str, message_ts: str) -> None:
         """Judge one click on an approval card; a click that does not count is refused and audited."""
         try:
-            request = self._card_request(value, channel, message_ts)
+            request, is_extension = self._card_request(value, channel, message_ts)
             target = self.policy.target_for(request.target)
             if user == request.requester:
                 raise ApprovalError("you cannot approve or deny your own request")
             if target is None or user not in self.notifier.expand(target.approvers):
                 raise ApprovalError(f"you are not an approver of `{request.target}`")
-            if action_id == ActionId.APPROVE:
-                self._approve(user, request)
-            elif action_id == ActionId.DENY:
-                self._deny(user, request)
-            else:
+            if action_id not in {ActionId.APPROVE, ActionId.DENY}:
                 raise ApprovalError(f"unknown action `{action_id[:40]}`")
+            approve = action_id == ActionId.APPROVE
+            if is_extension:
+                (self._approve_extension if approve else self._deny_extension)(user, request)
+            else:
+                (self._approve if approve else self._deny)(user, request)
         except StoreUnavailableError:
             self.notifier.ephemeral(channel, user, UNAVAILABLE)
         except (ApprovalError, TransitionError, NotFoundError) as err:
@@ -174,13 +214,19 @@ class AccessService:
             )
             self.notifier.ephemeral(channel, user, blocks.refusal_text(str(err)))
 
-    def _card_request(self, value: str, channel: str, message_ts: str) -> AccessRequest:
+    def _card_request(self, value: str, channel: str, message_ts: str) -> tuple[AccessRequest, bool]:
+        """The request a card's button names, and whether the card is its extension card."""
         if not _looks_like_id(value):
             raise ApprovalError("this button does not name a request")
         request = self.store.get(value)
-        if (request.card_channel, request.card_ts) != (channel, message_ts):
-            raise ApprovalError(f"this card is not the approval card of {request.id}")
-        return request
+        if (request.card_channel, request.card_ts) == (channel, message_ts):
+            return request, False
+        extension = request.extension
+        if extension is not None and (extension.card_channel, extension.card_ts) == (channel, message_ts):
+            return request, True
+        if any((done.card_channel, done.card_ts) == (channel, message_ts) for done in request.extensions):
+            raise TransitionError(f"this extension of {request.id} was already decided")
+        raise ApprovalError(f"this card is not an approval card of {request.id}")
 
     def _approve(self, user: str, request: AccessRequest) -> None:
         _, after = self.store.transition(request.id, lambda r: requests.approve(r, user, self.clock()))
@@ -201,6 +247,30 @@ class AccessService:
         self.notifier.update_card(after)
         self.notifier.thread(after, blocks.approval_text(after, user))
 
+    def _approve_extension(self, user: str, request: AccessRequest) -> None:
+        pending = request.extension
+        _, after = self.store.transition(request.id, lambda r: requests.approve_extension(r, user, self.clock()))
+        decided = after.extensions[-1] if after.extension is None else None
+        self.audit.request_event(
+            "extension.approved",
+            after,
+            actor=user,
+            extra_seconds=pending.duration_seconds if pending else None,
+            done=decided is not None,
+        )
+        if decided is not None:
+            self.queue.enqueue(JOBS + "extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
+        self.notifier.update_extension_card(after, decided or after.extension)
+        self.notifier.thread(after, blocks.extension_approval_text(after, user, decided is not None))
+
+    def _deny_extension(self, user: str, request: AccessRequest) -> None:
+        _, after = self.store.transition(request.id, lambda r: requests.deny_extension(r, user, self.clock()))
+        self.audit.request_event("extension.denied", after, actor=user)
+        self.notifier.update_extension_card(after, after.extensions[-1])
+        text = blocks.extension_denied_text(after, user)
+        self.notifier.thread(after, text)
+        self.notifier.dm(after.requester, text)
+
     def _deny(self, user: str, request: AccessRequest) -> None:
         _, after = self.store.transition(request.id, lambda r: requests.deny(r, user, self.clock()))
         self.audit.request_event("request.denied", after, actor=user)
@@ -210,14 +280,9 @@ class AccessService:
 
 
 def _looks_like_id(value: str) -> bool:
-    import re
-
     return bool(re.fullmatch(requests.ID_PATTERN, value))
 
 
 def _target_word(text: str) -> str | None:
     words = text.split()
     return words[1].lower()[:64] if len(words) > 1 and words[0].lower() == "request" else None
-
-
-__all__ = ["AccessService", "JitError", "Reply"]

@@ -250,3 +250,68 @@ def test_healthz(stack: Stack) -> None:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.web_ports[0]}/healthz") as answer:
         assert answer.status == 200
+
+
+def granted(stack: Stack, user: str, text: str, approver: str = "U0APPROVER1") -> str:
+    """Run a request through approval to `grant.applied`; return its id."""
+    request_id, _ = ask(stack, user, text)
+    assert click(stack, approver, "jit_approve", request_id) == 200
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="grant.applied")
+    return request_id
+
+
+def lease_end(stack: Stack, request_id: str) -> set[str]:
+    return {t["Value"] for r in rules_of(stack, request_id) for t in r["Tags"] if t["Key"].endswith(request_id)}
+
+
+def test_revoke_now_by_the_requester(stack: Stack) -> None:
+    """`/jit revoke` by the requester ends the grant at once; another engineer may not revoke it."""
+    request_id = granted(stack, "U0DEV1", "request lb-prod 10m done early")
+    refused = stack.client().command("U0DEV2", f"revoke {request_id}").json()["text"]
+    assert "only the requester or an approver" in refused
+    answer = stack.client().command("U0DEV1", f"revoke {request_id}").json()["text"]
+    assert f"Revoking `{request_id}`" in answer
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
+    revoked = next(r for r in stack.audit(request_id) if r["event"] == "grant.revoked")
+    assert (revoked["reason"], revoked["actor"]) == ("revoked", "U0DEV1")
+    assert rules_of(stack, request_id) == []
+
+
+def test_extend_moves_the_end_after_approval(stack: Stack) -> None:
+    """`/jit extend` posts a new card; once approved, the markers at the load balancer carry the new end."""
+    request_id = granted(stack, "U0DEV1", "request lb-prod 20s needs more later")
+    (before,) = lease_end(stack, request_id)
+    answer = stack.client().command("U0DEV1", f"extend {request_id} 1m still digging").json()["text"]
+    assert "waiting for approval" in answer
+    card = stack.wait_for(
+        lambda: next(
+            (m for m in stack.slack.messages(APPROVALS) if m.get("text", "").startswith(f"Extension of {request_id}")),
+            None,
+        ),
+        what="the extension card",
+    )
+    assert click_on(stack, "U0DEV1", request_id, card["ts"]) == 200
+    stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
+    assert click_on(stack, "U0APPROVER2", request_id, card["ts"]) == 200
+    stack.wait_for(lambda: "grant.extended" in stack.events(request_id), what="grant.extended")
+    (after,) = lease_end(stack, request_id)
+    moved = datetime.fromisoformat(after.replace("Z", "+00:00")) - datetime.fromisoformat(before.replace("Z", "+00:00"))
+    assert moved.total_seconds() == 60
+    extended = next(r for r in stack.audit(request_id) if r["event"] == "grant.extended")
+    assert extended["actor"] == "U0APPROVER2" and extended["verified"] is True
+    stack.client().command("U0DEV1", f"revoke {request_id}")
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
+
+
+def click_on(stack: Stack, user: str, request_id: str, ts: str) -> int:
+    return stack.client().click(user, "jit_approve", request_id, APPROVALS, ts).status
+
+
+def test_extend_refusals(stack: Stack) -> None:
+    """Extending someone else's grant, a request that is not granted, or past the target's limit is refused."""
+    request_id = granted(stack, "U0DEV1", "request lb-prod 50m long one")
+    assert "only <@U0DEV1>" in stack.client().command("U0DEV2", f"extend {request_id} 5m mine").json()["text"]
+    assert "the most `lb-prod` allows" in stack.client().command("U0DEV1", f"extend {request_id} 30m x").json()["text"]
+    assert "there is no request" in stack.client().command("U0DEV1", "extend jit-222222 5m x").json()["text"]
+    stack.client().command("U0DEV1", f"revoke {request_id}")
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")

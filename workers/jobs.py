@@ -23,6 +23,7 @@ log = structlog.get_logger("jit_lb.jobs")
 GRACE = timedelta(seconds=2)  # the sweep leaves a just-ended grant to its own revoke job this long
 STUCK_APPROVED = timedelta(seconds=60)  # an approved request not granted by then lost its job
 REVOKE_RETRY = Retry(max=5, interval=[1, 2, 5, 10, 30])
+WARN_BEFORE = timedelta(minutes=5)
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
@@ -105,9 +106,10 @@ def grant_access(request_id: str) -> str:
 
 
 def schedule_revoke(request: AccessRequest) -> None:
-    """Enqueue the revoke at the grant's end (RQ's scheduler); the sweep covers a lost schedule."""
+    """Enqueue the revoke at the grant's end (RQ's scheduler; the sweep covers a lost schedule), and a warning."""
     assert request.ends_at is not None
-    runtime().queue.enqueue_at(
+    queue = runtime().queue
+    queue.enqueue_at(
         request.ends_at,
         revoke_access,
         request.id,
@@ -116,6 +118,57 @@ def schedule_revoke(request: AccessRequest) -> None:
         job_id=f"revoke-{request.id}",
         retry=REVOKE_RETRY,
     )
+    if request.duration >= 2 * WARN_BEFORE:
+        stamp = int(request.ends_at.timestamp())
+        queue.enqueue_at(
+            request.ends_at - WARN_BEFORE, warn_expiry, request.id, stamp, job_id=f"warn-{request.id}-{stamp}"
+        )
+
+
+def warn_expiry(request_id: str, ends_at: int) -> str:
+    """Tell the requester their access ends soon, with the command that extends it."""
+    rt = runtime()
+    request = rt.store.find(request_id)
+    if request is None or request.status is not Status.GRANTED or request.ends_at is None:
+        return "not granted"
+    if int(request.ends_at.timestamp()) != ends_at:
+        return "extended since"
+    minutes = max(1, round((request.ends_at - utcnow()).total_seconds() / 60))
+    rt.notifier.dm(request.requester, blocks.warning_text(request, minutes))
+    rt.audit.request_event("grant.warned", request, actor="system", ends_at=request.ends_at)
+    return "warned"
+
+
+def extend_access(request_id: str) -> str:
+    """Move an extended grant's markers at the load balancer to its new end, and its revoke with them."""
+    rt = runtime()
+    request = rt.store.find(request_id)
+    if request is None or request.status is not Status.GRANTED or request.ends_at is None:
+        return "not granted"
+    target = rt.policy.target_for(request.target)
+    if target is None:
+        return "target gone"
+    provider = provider_for(target.grant, rt.store.redis, rt.policy)
+    order = _order(request, request.ends_at, target.grant)
+    with rt.store.lock(provider.scope(order)):
+        objects = provider.apply(order)
+    verified = _holds_lease(objects, order) and all(
+        lease.ends_at >= order.ends_at for obj in objects for lease in obj.leases if lease.request_id == request_id
+    )
+    schedule_revoke(request)
+    approver = request.extensions[-1].decided_by if request.extensions else None
+    rt.audit.request_event(
+        "grant.extended",
+        request,
+        actor=approver or "system",
+        ends_at=request.ends_at,
+        objects=[obj.ref for obj in objects],
+        verified=verified,
+    )
+    rt.notifier.update_card(request)
+    rt.notifier.thread(request, blocks.extended_text(request, verified))
+    rt.notifier.dm(request.requester, blocks.extended_text(request, verified))
+    return "extended"
 
 
 def _whole_second(moment: datetime) -> datetime:

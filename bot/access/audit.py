@@ -27,6 +27,10 @@ EVENTS = frozenset(
         "grant.revoked",
         "grant.revoke_failed",
         "grant.extended",
+        "grant.warned",
+        "extension.requested",
+        "extension.approved",
+        "extension.denied",
         "sweep.removed",
     }
 )

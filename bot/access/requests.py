@@ -49,6 +49,29 @@ class Approval(BaseModel):
     at: datetime
 
 
+class Extension(BaseModel):
+    """A request for more time on a granted request; it needs approval again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    duration_seconds: int
+    reason: str
+    requested_at: datetime
+    approvals: tuple[Approval, ...] = ()
+    outcome: str = "pending"  # pending, approved, denied
+    decided_by: str | None = None
+    card_channel: str | None = None
+    card_ts: str | None = None
+
+    @property
+    def duration_text(self) -> str:
+        return format_duration(timedelta(seconds=self.duration_seconds))
+
+    @property
+    def approvers(self) -> list[str]:
+        return [approval.user for approval in self.approvals]
+
+
 class AccessRequest(BaseModel):
     """One `/jit request` from creation to its end."""
 
@@ -77,6 +100,8 @@ class AccessRequest(BaseModel):
     created_objects: tuple[str, ...] = ()
     removed_objects: tuple[str, ...] = ()
     verified: bool | None = None
+    extension: Extension | None = None  # the one awaiting approval, if any
+    extensions: tuple[Extension, ...] = ()  # decided ones, for the record
     # Where Slack shows the request: the card, the audit thread, and where it was asked for.
     origin_channel: str | None = None
     card_channel: str | None = None
@@ -186,3 +211,44 @@ def end(
             "verified": verified,
         }
     )
+
+
+def request_extension(request: AccessRequest, extra: timedelta, reason: str, now: datetime) -> AccessRequest:
+    if request.status is not Status.GRANTED:
+        raise TransitionError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
+    if request.extension is not None:
+        raise TransitionError(f"{request.id} already has an extension waiting for approval")
+    extension = Extension(duration_seconds=int(extra.total_seconds()), reason=reason, requested_at=now)
+    return request.model_copy(update={"extension": extension})
+
+
+def approve_extension(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
+    """Count an approval of the pending extension; once enough agree, the grant's end moves."""
+    extension = request.extension
+    if who == request.requester:
+        raise ApprovalError("you cannot approve your own extension")
+    if extension is None or request.status is not Status.GRANTED:
+        raise TransitionError(f"{request.id} has no extension waiting for approval")
+    if who in extension.approvers:
+        raise ApprovalError(f"you have already approved this extension of {request.id}")
+    approvals = (*extension.approvals, Approval(user=who, at=now))
+    if len(approvals) < request.approvals_required:
+        return request.model_copy(update={"extension": extension.model_copy(update={"approvals": approvals})})
+    assert request.ends_at is not None
+    done = extension.model_copy(update={"approvals": approvals, "outcome": "approved", "decided_by": who})
+    return request.model_copy(
+        update={
+            "extension": None,
+            "extensions": (*request.extensions, done),
+            "ends_at": request.ends_at + timedelta(seconds=extension.duration_seconds),
+            "duration_seconds": request.duration_seconds + extension.duration_seconds,
+        }
+    )
+
+
+def deny_extension(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
+    extension = request.extension
+    if extension is None:
+        raise TransitionError(f"{request.id} has no extension waiting for approval")
+    done = extension.model_copy(update={"outcome": "denied", "decided_by": who})
+    return request.model_copy(update={"extension": None, "extensions": (*request.extensions, done)})
