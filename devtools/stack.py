@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,7 @@ class Stack:
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jitlb-stack-")))
     extra_env: dict[str, str] = field(default_factory=dict)
+    keep_workdir: bool = False
 
     def __post_init__(self) -> None:
         self.redis = RedisServer()
@@ -171,6 +173,8 @@ class Stack:
         self.slack.stop()
         self.moto.stop()
         self.redis.close()
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Stack:
         try:

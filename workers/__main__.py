@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 import uuid
 
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
 
 from bot.access.errors import JitError
@@ -21,6 +24,7 @@ log = structlog.get_logger("jit_lb.worker")
 
 SWEEP_KEY = "jit:sweep:next"
 DUE_CHECK_SECONDS = 1.0
+REDIS_RETRY_SECONDS = 1.0
 
 
 class SweepLoop(threading.Thread):
@@ -62,15 +66,31 @@ def main() -> int:
         # Made now, not in the first job: creating a boto3 client costs most of a second.
         provider_for(spec, rt.store.redis, rt.policy)
     SweepLoop(rt).start()
-    # SimpleWorker runs jobs in this process: no fork per job, and boto3 clients stay warm between jobs.
-    worker = SimpleWorker([rt.queue], connection=rt.store.redis)
-    worker.work(with_scheduler=True, logging_level=settings_level())
-    return 0
+    return work(rt)
+
+
+def work(rt: Runtime) -> int:
+    """Run RQ's worker until SIGTERM; when it gives up because Redis went away, start it again."""
+    while True:
+        # SimpleWorker runs jobs in this process: no fork per job, and boto3 clients stay warm between jobs.
+        worker = SimpleWorker([rt.queue], connection=rt.store.redis)
+        try:
+            worker.work(with_scheduler=True, logging_level=settings_level())
+        except (RedisConnectionError, RedisTimeoutError) as err:
+            log.warning("Redis unreachable; the worker waits for it", error=str(err))
+        if _asked_to_stop(worker):
+            return 0
+        time.sleep(REDIS_RETRY_SECONDS)
+        if _asked_to_stop(worker):
+            return 0
+
+
+def _asked_to_stop(worker: SimpleWorker) -> bool:
+    """RQ notes SIGTERM/SIGINT only in its private state; anything else that ends work() is Redis going away."""
+    return bool(worker._stop_requested or worker._shutdown_requested_date)
 
 
 def settings_level() -> str:
-    import os
-
     return os.environ.get("JIT_LOG_LEVEL", "INFO").upper()
 
 

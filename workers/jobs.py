@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +23,7 @@ from workers.providers.registry import provider_for, specs_of
 log = structlog.get_logger("jit_lb.jobs")
 
 GRACE = timedelta(seconds=2)  # the sweep leaves a just-ended grant to its own revoke job this long
-STUCK_APPROVED = timedelta(seconds=60)  # an approved request not granted by then lost its job
+STUCK_APPROVED = timedelta(seconds=15)  # an approved request not granted by then lost its job
 REVOKE_RETRY = Retry(max=5, interval=[1, 2, 5, 10, 30])
 WARN_BEFORE = timedelta(minutes=5)
 
@@ -68,12 +70,20 @@ def grant_access(request_id: str) -> str:
         _fail(rt, request, f"target `{request.target}` is no longer in the policy")
         return "failed"
     now = utcnow()
-    order = _order(request, _whole_second(now + request.duration), target.grant)
+    _, request = rt.store.transition(request_id, lambda r: requests.fix_end(r, _whole_second(now + r.duration)))
+    assert request.ends_at is not None
+    order = _order(request, request.ends_at, target.grant)
     provider = provider_for(target.grant, rt.store.redis, rt.policy)
+    if order.ends_at <= now:
+        # A grant interrupted (worker killed) and retried after its end: the approved time is over.
+        _rollback(rt, provider, order)
+        _fail(rt, request, "the grant was interrupted and its approved time ran out before it could be applied")
+        return "failed"
     try:
         with rt.store.lock(provider.scope(order)):
             objects = provider.apply(order)
         verified = _holds_lease(objects, order)
+        _fault_pause()
     except ProviderError as err:
         _rollback(rt, provider, order)
         _fail(rt, request, str(err))
@@ -169,6 +179,13 @@ def extend_access(request_id: str) -> str:
     rt.notifier.thread(request, blocks.extended_text(request, verified))
     rt.notifier.dm(request.requester, blocks.extended_text(request, verified))
     return "extended"
+
+
+def _fault_pause() -> None:
+    """Test hook: JIT_FAULT_PAUSE_AFTER_APPLY seconds between applying and recording, to kill a worker there."""
+    pause = float(os.environ.get("JIT_FAULT_PAUSE_AFTER_APPLY", "0"))
+    if pause > 0:
+        time.sleep(pause)
 
 
 def _whole_second(moment: datetime) -> datetime:

@@ -174,6 +174,15 @@ def cancel(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
     )
 
 
+def fix_end(request: AccessRequest, ends_at: datetime) -> AccessRequest:
+    """Set an approved request's end once, before anything is applied, so that a retried grant keeps it."""
+    if request.status is not Status.APPROVED:
+        raise TransitionError(f"request {request.id} is {request.status}, not approved")
+    if request.ends_at is not None:
+        return request
+    return request.model_copy(update={"ends_at": ends_at})
+
+
 def grant(
     request: AccessRequest, now: datetime, ends_at: datetime, objects: list[str], verified: bool
 ) -> AccessRequest:

@@ -1,0 +1,119 @@
+"""Access ends on time when a job, a worker or Redis's data is lost: real processes, real faults."""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from devtools.stack import Stack
+from tests.stack_policy import stack_policy
+from tests.test_flow import ask, click, rules_of
+
+pytestmark = pytest.mark.slow
+
+SWEEP = 3.0
+NORMAL_BOUND = 5.0
+FAULT_BOUND = SWEEP + 5.0
+
+
+@pytest.fixture(name="stack")
+def fixture_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    extra = getattr(request, "param", {})
+    with Stack(policy=stack_policy, sweep_interval=SWEEP, extra_env=extra) as stack:
+        yield stack
+
+
+def approve(stack: Stack, text: str) -> str:
+    request_id, _ = ask(stack, "U0DEV1", text)
+    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
+    stack.wait_for(lambda: rules_of(stack, request_id), what="the rules at moto")
+    return request_id
+
+
+def lease_end(stack: Stack, request_id: str) -> datetime:
+    (value,) = {t["Value"] for r in rules_of(stack, request_id) for t in r["Tags"] if t["Key"].endswith(request_id)}
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def seconds_past_end(stack: Stack, request_id: str, end: datetime, timeout: float = 60.0) -> float:
+    """Wait until the request's rules are gone from the security group; how long after `end` that was."""
+    stack.wait_for(lambda: not rules_of(stack, request_id), timeout=timeout, what=f"the rules of {request_id} gone")
+    return (datetime.now(UTC) - end).total_seconds()
+
+
+def test_normal_path_ends_within_five_seconds(stack: Stack) -> None:
+    """With nothing broken, the rules are gone within 5 s of the grant's end."""
+    request_id = approve(stack, "request lb-prod 4s normal path")
+    end = lease_end(stack, request_id)
+    assert seconds_past_end(stack, request_id, end) <= NORMAL_BOUND
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id))
+
+
+@pytest.mark.parametrize("stack", [{"JIT_FAULT_PAUSE_AFTER_APPLY": "4"}], indirect=True)
+def test_worker_killed_mid_grant(stack: Stack) -> None:
+    """SIGKILL while a grant is half-recorded, then a new worker: the rules still go within the sweep bound."""
+    request_id, _ = ask(stack, "U0DEV1", "request lb-prod 6s killed mid grant")
+    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
+    stack.wait_for(lambda: rules_of(stack, request_id), what="the rules applied before the pause")
+    end = lease_end(stack, request_id)
+    (worker,) = stack.by_prefix("worker")
+    worker.stop(signal.SIGKILL)
+    assert "grant.applied" not in stack.events(request_id)
+    stack.start_worker()
+    assert seconds_past_end(stack, request_id, end) <= FAULT_BOUND
+    stack.wait_for(lambda: "grant.failed" in stack.events(request_id), timeout=40, what="the request closed")
+
+
+def test_every_worker_down_at_the_end(stack: Stack) -> None:
+    """No worker alive when the grant ends; one started later removes the access within the bound of its start."""
+    request_id = approve(stack, "request lb-prod 8s workers down")
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    end = lease_end(stack, request_id)
+    for worker in stack.by_prefix("worker"):
+        worker.stop()
+    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 2)
+    assert rules_of(stack, request_id)
+    started = datetime.now(UTC)
+    stack.start_worker()
+    assert seconds_past_end(stack, request_id, started) <= FAULT_BOUND
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id))
+
+
+def test_redis_flushed_while_granted(stack: Stack) -> None:
+    """FLUSHALL while a grant is active: the sweep judges the rules by their markers and removes them on time."""
+    request_id = approve(stack, "request lb-prod 5s flushed")
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    end = lease_end(stack, request_id)
+    client = redis.Redis.from_url(stack.redis.url)
+    client.flushall()
+    client.close()
+    assert seconds_past_end(stack, request_id, end) <= FAULT_BOUND
+    swept = stack.wait_for(lambda: [r for r in stack.audit(request_id) if r["event"] == "grant.revoked"])
+    assert swept[-1]["reason"] == "sweep"
+
+
+def test_redis_restarted_while_granted(stack: Stack) -> None:
+    """redis-server stopped and started (empty): commands say so meanwhile, nothing crashes, access still ends."""
+    request_id = approve(stack, "request lb-prod 6s redis restart")
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    end = lease_end(stack, request_id)
+    stack.redis.stop()
+    answer = stack.client().command("U0DEV2", "request lb-prod 5m while redis is down").json()["text"]
+    assert "cannot reach its state store" in answer
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"http://127.0.0.1:{stack.web_ports[0]}/healthz", timeout=10)
+    assert caught.value.code == 503
+    caught.value.close()
+    time.sleep(2)
+    stack.redis.start()
+    assert seconds_past_end(stack, request_id, end) <= FAULT_BOUND
+    assert all(process.alive() for process in stack.processes)
+    after, _ = ask(stack, "U0DEV2", "request lb-prod 5m after redis is back")
+    assert "request.created" in stack.events(after)
