@@ -11,6 +11,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.http import MAX_BODY, slack_events_handler
 from bot.listeners import actions, commands
 from bot.runtime import Runtime, build_runtime
 from bot.service import AccessService
@@ -49,7 +50,11 @@ def healthz_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.R
 
 def web_application(settings: Settings, runtime: Runtime) -> tuple[AsyncApp, web.Application]:
     app = build_app(settings, runtime)
-    server = web.Application() if settings.socket_mode else app.web_app(path="/slack/events", port=settings.port)
+    server = web.Application(client_max_size=MAX_BODY)
+    if not settings.socket_mode:
+        assert settings.slack_signing_secret is not None
+        handler = slack_events_handler(app, settings.slack_signing_secret.get_secret_value())
+        server.router.add_post("/slack/events", handler)
     server.router.add_get("/healthz", healthz_handler(runtime))
     return app, server
 

@@ -315,3 +315,53 @@ def test_extend_refusals(stack: Stack) -> None:
     assert "there is no request" in stack.client().command("U0DEV1", "extend jit-222222 5m x").json()["text"]
     stack.client().command("U0DEV1", f"revoke {request_id}")
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "payload=notjson",
+        "payload=%5B1%2C2%5D",
+        "payload=%7B%7D",
+        'payload={"type":"block_actions","actions":[{"action_id":"jit_approve","value":"x"}]}',
+        "command=%2Fjit&text=request%20lb-prod%205m%20x",
+        "garbage&&==",
+        "",
+    ],
+)
+def test_malformed_bodies_are_4xx(stack: Stack, body: str) -> None:
+    """A correctly signed but malformed body gets a 4xx, never a 500, and the web process lives on."""
+    posts_before = len(stack.slack.calls("chat.postMessage"))
+    assert 400 <= stack.client().post(body).status < 500
+    assert len(stack.slack.calls("chat.postMessage")) == posts_before
+    assert all(process.alive() for process in stack.processes)
+
+
+def test_tampered_buttons_are_refused_and_audited(stack: Stack) -> None:
+    """A click naming an unknown request, or another request's card, is refused and audited; nothing changes."""
+    first, _ = ask(stack, "U0DEV1", "request lb-prod 5m first card")
+    second, _ = ask(stack, "U0DEV2", "request lb-prod 5m second card")
+    client = stack.client()
+    assert client.click("U0APPROVER1", "jit_approve", "jit-zzzzzz", APPROVALS, card_ts(stack, first)).status == 200
+    assert client.click("U0APPROVER1", "jit_approve", "'; DROP TABLE", APPROVALS, card_ts(stack, first)).status == 200
+    assert client.click("U0APPROVER1", "jit_approve", second, APPROVALS, card_ts(stack, first)).status == 200
+    refused = stack.wait_for(
+        lambda: (
+            len(
+                [
+                    r
+                    for r in stack.audit()
+                    if r["event"] == "approval.refused" and r.get("value") in {"jit-zzzzzz", "'; DROP TABLE", second}
+                ]
+            )
+            == 3
+            and [r for r in stack.audit() if r["event"] == "approval.refused"]
+        ),
+        what="three refusals",
+    )
+    whys = " | ".join(r["why"] for r in refused)
+    assert "there is no request jit-zzzzzz" in whys
+    assert "does not name a request" in whys
+    assert f"not an approval card of {second}" in whys
+    for request_id in (first, second):
+        assert "request.approved" not in stack.events(request_id)

@@ -1,0 +1,103 @@
+"""The HTTP edge of `/slack/events`: signature first, then shape; only well-formed requests reach Bolt."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
+
+MAX_BODY = 256 * 1024  # Slack's payloads are a few kilobytes; anything near this is not from Slack
+MAX_SKEW = 60 * 5
+
+
+class MalformedError(ValueError):
+    """The body is signed correctly but is not something Slack sends."""
+
+
+def slack_events_handler(app: AsyncApp, secret: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """401 for a bad or stale signature, 400 for a malformed body, else Bolt's answer."""
+    verifier = SignatureVerifier(secret)
+
+    async def handle_slack_events(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        if len(raw) > MAX_BODY:
+            return web.json_response({"error": "body too large"}, status=413)
+        if not _signed(
+            verifier,
+            raw,
+            request.headers.get("X-Slack-Request-Timestamp", ""),
+            request.headers.get("X-Slack-Signature", ""),
+        ):
+            return web.json_response({"error": "invalid signature"}, status=401)
+        try:
+            body = raw.decode("utf-8")
+            check_shape(body, request.content_type)
+        except (UnicodeDecodeError, MalformedError) as err:
+            return web.json_response({"error": f"malformed request: {err}"}, status=400)
+        bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)  # type: ignore[arg-type]
+        return await to_aiohttp_response(await app.async_dispatch(bolt_request))
+
+    return handle_slack_events
+
+
+def _signed(verifier: SignatureVerifier, raw: bytes, timestamp: str, signature: str) -> bool:
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_SKEW:
+        return False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return verifier.is_valid(body=text, timestamp=timestamp, signature=signature)
+
+
+def check_shape(body: str, content_type: str) -> None:
+    """Raise MalformedError unless the body is a slash command, a block action, or an event, as Slack sends them."""
+    if content_type == "application/json":
+        _json_object(body)
+        return
+    form = urllib.parse.parse_qs(body, keep_blank_values=True, strict_parsing=False)
+    if "payload" in form:
+        payload = _json_object(form["payload"][0])
+        if not isinstance(payload.get("type"), str):
+            raise MalformedError("the payload has no type")
+        if payload["type"] == "block_actions":
+            _check_block_actions(payload)
+        return
+    if "command" in form:
+        for field in ("command", "user_id"):
+            if not form.get(field, [""])[0]:
+                raise MalformedError(f"the slash command has no {field}")
+        return
+    raise MalformedError("neither a slash command nor an interaction payload")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise MalformedError("the payload is not JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedError("the payload is not a JSON object")
+    return value
+
+
+def _check_block_actions(payload: dict[str, Any]) -> None:
+    user = payload.get("user")
+    if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+        raise MalformedError("the block action has no user id")
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or not actions or not all(isinstance(a, dict) for a in actions):
+        raise MalformedError("the block action has no actions")
+    if not all(isinstance(a.get("action_id"), str) for a in actions):
+        raise MalformedError("an action has no action_id")
+    container = payload.get("container")
+    if not isinstance(container, dict):
+        raise MalformedError("the block action has no container")
