@@ -1,0 +1,74 @@
+"""Two web and three worker processes on one Redis: a burst with concurrent clicks grants each request once."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from devtools.stack import Stack
+from tests.stack_policy import APPROVALS, stack_policy
+
+pytestmark = pytest.mark.slow
+
+REQUESTS = 30
+
+
+@pytest.fixture(name="stack", scope="module")
+def fixture_stack() -> Iterator[Stack]:
+    with Stack(policy=stack_policy, sweep_interval=2.0, webs=2, workers=3) as stack:
+        yield stack
+
+
+def test_burst_through_two_webs_and_three_workers(stack: Stack) -> None:
+    """30 requests through both webs, each approved by two approvers at once through both webs: one grant each."""
+    users = ["U0DEV1", "U0DEV2"]
+
+    def submit(index: int) -> str:
+        answer = stack.client(index % 2).command(users[index % 2], f"request lb-prod 6s burst {index}")
+        assert answer.status == 200
+        match = re.search(r"jit-[a-z0-9]{6}", answer.json()["text"])
+        assert match, answer.body
+        return match.group(0)
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        ids = list(pool.map(submit, range(REQUESTS)))
+    assert len(set(ids)) == REQUESTS
+
+    def card_ts(request_id: str) -> str:
+        card = stack.wait_for(
+            lambda: next(
+                (
+                    m
+                    for m in stack.slack.messages(APPROVALS)
+                    if request_id in m.get("text", "") and "thread_ts" not in m
+                ),
+                None,
+            )
+        )
+        return str(card["ts"])
+
+    cards = {request_id: card_ts(request_id) for request_id in ids}
+    barrier = threading.Barrier(2 * REQUESTS)
+
+    def press(job: tuple[int, str, str]) -> int:
+        web, user, request_id = job
+        barrier.wait()
+        return stack.client(web).click(user, "jit_approve", request_id, APPROVALS, cards[request_id]).status
+
+    jobs = [(0, "U0APPROVER1", rid) for rid in ids] + [(1, "U0APPROVER2", rid) for rid in ids]
+    with ThreadPoolExecutor(max_workers=2 * REQUESTS) as pool:
+        assert set(pool.map(press, jobs)) == {200}
+
+    stack.wait_for(lambda: all("grant.revoked" in stack.events(rid) for rid in ids), timeout=90, what="all revoked")
+    for request_id in ids:
+        counts = Counter(stack.events(request_id))
+        assert counts["request.approved"] == 1, (request_id, counts)
+        assert counts["approval.refused"] == 1, (request_id, counts)
+        assert counts["grant.applied"] == 1, (request_id, counts)
+        assert counts["grant.revoked"] == 1, (request_id, counts)
+    assert stack.sg_rules() == []
