@@ -54,6 +54,11 @@ class MotoServer:
     def stop(self) -> None:
         self._server.stop()
 
+    def restart(self) -> None:
+        """Serve again on the same port after stop(): AWS back after an outage (moto's state lives in this process)."""
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.start()
+
     def __enter__(self) -> MotoServer:
         return self.start()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,9 +17,9 @@ CIDR = "203.0.113.7/32"
 
 
 @pytest.fixture(name="spec")
-def fixture_spec(moto: MotoServer) -> Iterator[SecurityGroupGrant]:
+def fixture_spec(moto: MotoServer) -> SecurityGroupGrant:
     network = seed_security_group(moto, name=f"sg-test-{datetime.now(UTC).timestamp()}")
-    yield SecurityGroupGrant(
+    return SecurityGroupGrant(
         kind="aws_security_group", region="us-east-1", security_group_id=network.security_group_id, ports=[443, 8443]
     )
 
@@ -105,7 +104,7 @@ def test_missing_group_is_a_sentence(moto: MotoServer) -> None:
 
 
 def test_partial_apply_is_visible_for_rollback(moto: MotoServer, spec: SecurityGroupGrant) -> None:
-    """When AWS refuses the second port (rule limit), the rule it did add carries our lease, so it can be rolled back."""
+    """When AWS refuses the second port (rule limit), the rule it did add carries our lease for the rollback."""
     ec2 = moto.client("ec2")
     for index in range(59):  # one short of the 60 ingress rules a VPC security group may hold
         ec2.authorize_security_group_ingress(

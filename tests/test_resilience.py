@@ -14,7 +14,7 @@ import redis
 
 from devtools.stack import Stack
 from tests.stack_policy import stack_policy
-from tests.test_flow import ask, click, rules_of
+from tests.test_flow import ask, card_ts, click, rules_of
 
 pytestmark = pytest.mark.slow
 
@@ -117,3 +117,30 @@ def test_redis_restarted_while_granted(stack: Stack) -> None:
     assert all(process.alive() for process in stack.processes)
     after, _ = ask(stack, "U0DEV2", "request lb-prod 5m after redis is back")
     assert "request.created" in stack.events(after)
+
+
+@pytest.mark.parametrize("stack", [{"JIT_REVOKE_RETRY_INTERVALS": "1,1"}], indirect=True)
+def test_revoke_failures_are_retried_then_raised_with_the_approvers(stack: Stack) -> None:
+    """AWS unreachable at the end: the revoke retries, then tells the approvers in the thread; it ends once AWS is back."""
+    request_id = approve(stack, "request lb-prod 4s aws goes away")
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    stack.moto.stop()
+    try:
+        stack.wait_for(
+            lambda: stack.events(request_id).count("grant.revoke_failed") >= 3,
+            timeout=60,
+            what="three failed revoke attempts",
+        )
+        failed = [r for r in stack.audit(request_id) if r["event"] == "grant.revoke_failed"]
+        assert "EndpointConnectionError" in failed[-1]["error"] or "Could not connect" in failed[-1]["error"]
+        alarm = stack.wait_for(
+            lambda: [
+                m
+                for m in stack.slack.thread("C0APPROVALS", card_ts(stack, request_id))
+                if "Revoking" in str(m.get("text")) and "failed" in str(m.get("text"))
+            ]
+        )
+        assert "<@U0APPROVER1>" in alarm[-1]["text"] and "<@U0APPROVER2>" in alarm[-1]["text"]
+    finally:
+        stack.moto.restart()
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=40, what="the revoke after AWS is back")

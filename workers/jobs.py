@@ -24,7 +24,15 @@ log = structlog.get_logger("jit_lb.jobs")
 
 GRACE = timedelta(seconds=2)  # the sweep leaves a just-ended grant to its own revoke job this long
 STUCK_APPROVED = timedelta(seconds=15)  # an approved request not granted by then lost its job
-REVOKE_RETRY = Retry(max=5, interval=[1, 2, 5, 10, 30])
+
+
+def _retry_intervals() -> list[int]:
+    """JIT_REVOKE_RETRY_INTERVALS, seconds between a failed revoke's retries; the sweep keeps trying after them."""
+    text = os.environ.get("JIT_REVOKE_RETRY_INTERVALS", "1,2,5,10,30")
+    return [max(1, int(part)) for part in text.split(",") if part.strip()]
+
+
+REVOKE_RETRY = Retry(max=len(_retry_intervals()), interval=_retry_intervals())
 WARN_BEFORE = timedelta(minutes=5)
 
 _runtime: Runtime | None = None
@@ -337,7 +345,7 @@ def enqueue_due(now: datetime | None = None) -> int:
     return len(due)
 
 
-def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 30) -> None:
+def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10) -> None:
     """Enqueue unless the same job was enqueued within `hold` seconds, so that a loop does not pile up jobs."""
     if rt.store.redis.set(f"jit:enqueued:{job_id}", 1, nx=True, ex=hold):
         retry = REVOKE_RETRY if func is revoke_access else None
