@@ -121,7 +121,7 @@ def test_redis_restarted_while_granted(stack: Stack) -> None:
 
 @pytest.mark.parametrize("stack", [{"JIT_REVOKE_RETRY_INTERVALS": "1,1"}], indirect=True)
 def test_revoke_failures_are_retried_then_raised_with_the_approvers(stack: Stack) -> None:
-    """AWS unreachable at the end: the revoke retries, then alerts the approvers in the thread; ends once AWS is back."""
+    """AWS unreachable at the end: the revoke retries, then alerts the approvers; it ends once AWS is back."""
     request_id = approve(stack, "request lb-prod 4s aws goes away")
     stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
     stack.moto.stop()
