@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -67,15 +67,17 @@ def serve(settings: Settings) -> None:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
         assert settings.slack_app_token is not None
-        handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+        app_token = settings.slack_app_token.get_secret_value()
 
-        async def start_socket_mode(_: web.Application) -> None:
-            await handler.connect_async()  # type: ignore[no-untyped-call]
-
-        async def stop_socket_mode(_: web.Application) -> None:
+        async def socket_mode(_: web.Application) -> AsyncIterator[None]:
+            # Built here, not above: the handler opens an aiohttp session and a task, so it needs the running loop.
+            handler = AsyncSocketModeHandler(app, app_token)
+            # Connect in the background: /healthz answers from the start, even while Slack is out of reach.
+            connecting = asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
+            yield
+            connecting.cancel()
             await handler.close_async()  # type: ignore[no-untyped-call]
 
-        server.on_startup.append(start_socket_mode)
-        server.on_cleanup.append(stop_socket_mode)
+        server.cleanup_ctx.append(socket_mode)
     log.info("jit-lb web starting", port=settings.port, socket_mode=settings.socket_mode)
     web.run_app(server, host="0.0.0.0", port=settings.port, print=None)  # noqa: S104 - CONTRACT §1 serves on all interfaces

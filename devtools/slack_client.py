@@ -35,9 +35,9 @@ def signed_headers(secret: str, body: str, timestamp: int | None = None) -> dict
     }
 
 
-def command_body(user: str, text: str, channel: str = "C0DEVS", response_url: str = "") -> str:
-    """A `/jit` slash-command body, every field as Slack sends it."""
-    fields = {
+def command_payload(user: str, text: str, channel: str = "C0DEVS", response_url: str = "") -> dict[str, str]:
+    """A `/jit` slash command's fields as Slack sends them: the HTTP form, or a Socket Mode envelope's payload."""
+    return {
         "token": "gIkuvaNzQIHg97ATvDxqgjtO",
         "team_id": TEAM["id"],
         "team_domain": TEAM["domain"],
@@ -52,12 +52,18 @@ def command_body(user: str, text: str, channel: str = "C0DEVS", response_url: st
         "response_url": response_url or "https://hooks.slack.com/commands/1234/5678",
         "trigger_id": "13345224609.738474920.8088930838d88f008e0",
     }
-    return urllib.parse.urlencode(fields)
 
 
-def click_body(user: str, action_id: str, value: str, channel: str, message_ts: str, response_url: str = "") -> str:
-    """A `block_actions` payload for a click on a message's button."""
-    payload = {
+def command_body(user: str, text: str, channel: str = "C0DEVS", response_url: str = "") -> str:
+    """A `/jit` slash-command body, every field as Slack sends it."""
+    return urllib.parse.urlencode(command_payload(user, text, channel, response_url))
+
+
+def click_payload(
+    user: str, action_id: str, value: str, channel: str, message_ts: str, response_url: str = ""
+) -> dict[str, Any]:
+    """A `block_actions` payload for a click on a message's button (the form's `payload`, or an envelope's)."""
+    return {
         "type": "block_actions",
         "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM["id"]},
         "api_app_id": "A123456",
@@ -82,6 +88,11 @@ def click_body(user: str, action_id: str, value: str, channel: str, message_ts: 
         ],
         "state": {"values": {}},
     }
+
+
+def click_body(user: str, action_id: str, value: str, channel: str, message_ts: str, response_url: str = "") -> str:
+    """A `block_actions` click as Slack posts it: one form field `payload` holding the JSON."""
+    payload = click_payload(user, action_id, value, channel, message_ts, response_url)
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
 

@@ -1,4 +1,4 @@
-"""A loopback stand-in for the Slack Web API and response_url that records every call for tests and demos."""
+"""A loopback stand-in for Slack (Web API, response_url, Socket Mode) that records every call for tests and demos."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from devtools.ports import free_port
 
 TEST_TOKEN = "xoxb-test-token"
+APP_ID = "A123456"
+# Web API methods that take the app-level token (xapp-…) rather than the bot token.
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 T = TypeVar("T")
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 Message = dict[str, Any]
@@ -72,7 +76,12 @@ class SlackStandin:
         self._last_ts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._tickets: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._envelopes_sent = 0
         self._handlers: dict[str, Handler] = {
+            "apps.connections.open": self._connections_open,
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
@@ -92,6 +101,11 @@ class SlackStandin:
     @property
     def response_url_base(self) -> str:
         return f"http://127.0.0.1:{self.port}/response/"
+
+    @property
+    def socket_url(self) -> str:
+        """Where Socket Mode clients connect; apps.connections.open adds a ticket, as Slack does."""
+        return f"ws://127.0.0.1:{self.port}/socket-mode"
 
     def response_url(self, name: str) -> str:
         """The response_url to put into a payload; posts to it are recorded under `name`."""
@@ -125,6 +139,8 @@ class SlackStandin:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response)
+        app.router.add_get("/socket-mode", self._socket)
+        app.on_shutdown.append(self._close_sockets)
         runner = web.AppRunner(app, access_log=None)
         try:
             loop.run_until_complete(runner.setup())
@@ -182,7 +198,7 @@ class SlackStandin:
         with self._lock:
             if not token:
                 answer: dict[str, Any] = {"ok": False, "error": "not_authed"}
-            elif token != self.token and (self.strict_token or not token.startswith("xoxb-")):
+            elif not self._token_fits(method, token):
                 answer = {"ok": False, "error": "invalid_auth"}
             elif self._faults.get(method):
                 status, retry_after = self._faults[method].pop(0)
@@ -204,6 +220,105 @@ class SlackStandin:
             self._calls.append(Call("response_url", args, time.time(), {"ok": True}))
         return web.Response(text="ok")
 
+    def _token_fits(self, method: str, token: str) -> bool:
+        if method in APP_TOKEN_METHODS:
+            return token.startswith("xapp-")
+        return token == self.token or (not self.strict_token and token.startswith("xoxb-"))
+
+    # --- Socket Mode --------------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            known = request.query.get("ticket") in self._tickets
+        if not known:
+            return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        with self._lock:
+            self._sockets.append(socket)
+            count = len(self._sockets)
+        try:
+            await socket.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": count,
+                    "debug_info": {"host": "slack-standin", "build_number": 1, "approximate_connection_time": 18060},
+                    "connection_info": {"app_id": APP_ID},
+                }
+            )
+            async for message in socket:
+                if message.type == WSMsgType.TEXT:
+                    self._receive(message.data)
+        finally:
+            with self._lock:
+                self._sockets.remove(socket)
+        return socket
+
+    def _receive(self, text: str) -> None:
+        """Record what the app sent over the socket; an ack completes the envelope it names."""
+        try:
+            message = json.loads(text)
+        except ValueError:
+            message = {"raw": text}
+        if not isinstance(message, dict):
+            message = {"raw": message}
+        with self._lock:
+            self._calls.append(
+                Call("socket_mode.ack" if "envelope_id" in message else "socket_mode.message", message, time.time())
+            )
+        acked = self._acks.get(str(message.get("envelope_id")))
+        if acked is not None and not acked.done():
+            acked.set_result(message)
+
+    async def _deliver(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            sockets = [socket for socket in self._sockets if not socket.closed]
+            if not sockets:
+                raise AssertionError("no Socket Mode connection is open")
+            self._calls.append(Call("socket_mode.envelope", envelope, time.time()))
+            self._envelopes_sent += 1
+            turn = self._envelopes_sent
+        acked = asyncio.get_running_loop().create_future()
+        self._acks[envelope["envelope_id"]] = acked
+        try:
+            # Slack spreads envelopes over an app's open connections.
+            await sockets[turn % len(sockets)].send_json(envelope)
+            return await acked
+        finally:
+            del self._acks[envelope["envelope_id"]]
+
+    async def _close_sockets(self, _: web.Application) -> None:
+        with self._lock:
+            sockets = list(self._sockets)
+        for socket in sockets:
+            await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    def socket_connected(self) -> bool:
+        """Whether an app holds a Socket Mode connection open right now."""
+        with self._lock:
+            return any(not socket.closed for socket in self._sockets)
+
+    def send_envelope(self, kind: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send `payload` as a Socket Mode envelope of type `kind` and return the app's ack.
+
+        `kind` is "slash_commands" or "interactive"; an ack of a slash command may carry a
+        `payload`, the reply shown to the user. No ack within `timeout` raises AssertionError.
+        """
+        if self._loop is None:
+            raise RuntimeError("the Slack stand-in is not running")
+        envelope = {
+            "envelope_id": str(uuid.uuid4()),
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind == "slash_commands",
+        }
+        delivery = asyncio.run_coroutine_threadsafe(self._deliver(envelope), self._loop)
+        try:
+            return delivery.result(timeout)
+        except TimeoutError:
+            delivery.cancel()
+            raise AssertionError(f"no ack within {timeout}s for {kind} envelope {envelope['envelope_id']}") from None
+
     # --- Web API methods (called with the lock held) -------------------------------------------
 
     def _too_fast(self, channel: str) -> bool:
@@ -220,9 +335,21 @@ class SlackStandin:
     def _unknown(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "unknown_method"}
 
+    def _connections_open(self, _: dict[str, Any]) -> dict[str, Any]:
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        return {"ok": True, "url": f"{self.socket_url}?ticket={ticket}&app_id={APP_ID}"}
+
     def _auth_test(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "url": "https://example.slack.com/", "team": "example", "user": "jit-lb",
-                "team_id": "T0001", "user_id": "U0BOT", "bot_id": "B0BOT"}
+        return {
+            "ok": True,
+            "url": "https://example.slack.com/",
+            "team": "example",
+            "user": "jit-lb",
+            "team_id": "T0001",
+            "user_id": "U0BOT",
+            "bot_id": "B0BOT",
+        }
 
     def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("channel"):
@@ -265,8 +392,16 @@ class SlackStandin:
         if not user:
             return {"ok": False, "error": "user_not_found"}
         name = user.lower()
-        return {"ok": True, "user": {"id": user, "name": name, "real_name": name.title(), "tz": "UTC",
-                                     "profile": {"display_name": name, "real_name": name.title()}}}
+        return {
+            "ok": True,
+            "user": {
+                "id": user,
+                "name": name,
+                "real_name": name.title(),
+                "tz": "UTC",
+                "profile": {"display_name": name, "real_name": name.title()},
+            },
+        }
 
     def _usergroup_users(self, args: dict[str, Any]) -> dict[str, Any]:
         users = self._usergroups.get(str(args.get("usergroup", "")))
@@ -280,8 +415,11 @@ class SlackStandin:
 
     def _sent(self, keep: Callable[[Call], bool], methods: Sequence[str] = ("chat.postMessage",)) -> list[Message]:
         """Accepted calls of `methods` that `keep` selects, as their fields plus the `ts` Slack gave them."""
-        return [{**call.args, "ts": call.response.get("ts", call.response.get("message_ts"))}
-                for call in self.calls() if call.method in methods and call.response.get("ok") and keep(call)]
+        return [
+            {**call.args, "ts": call.response.get("ts", call.response.get("message_ts"))}
+            for call in self.calls()
+            if call.method in methods and call.response.get("ok") and keep(call)
+        ]
 
     def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Messages as posted (fields plus `ts`), to `channel` (a user id and its D-channel are one) or anywhere."""
@@ -298,14 +436,18 @@ class SlackStandin:
 
     def dms(self, user_id: str) -> list[dict[str, Any]]:
         """Messages to the user's DM channel and ephemerals shown to the user, in the order sent."""
+
         def to_user(call: Call) -> bool:
             return call.response.get("channel") == dm_channel(user_id) or call.args.get("user") == user_id
 
         return self._sent(to_user, ("chat.postMessage", "chat.postEphemeral"))
 
     def updates(self, channel: str, ts: str) -> list[dict[str, Any]]:
-        return [call.args for call in self.calls("chat.update") if call.response.get("ok")
-                and call.response["channel"] == dm_channel(channel) and call.response["ts"] == ts]
+        return [
+            call.args
+            for call in self.calls("chat.update")
+            if call.response.get("ok") and call.response["channel"] == dm_channel(channel) and call.response["ts"] == ts
+        ]
 
     def responses(self, name: str | None = None) -> list[dict[str, Any]]:
         """Bodies posted to response_url(name), or to any response_url."""
@@ -319,8 +461,11 @@ class SlackStandin:
             if value:
                 return value
             if time.monotonic() > deadline:
-                dump = "\n".join(f"  {call.method} {json.dumps(call.args, default=str)[:300]} -> "
-                                 f"{json.dumps(call.response, default=str)[:120]}" for call in self.calls()[-30:])
+                dump = "\n".join(
+                    f"  {call.method} {json.dumps(call.args, default=str)[:300]} -> "
+                    f"{json.dumps(call.response, default=str)[:120]}"
+                    for call in self.calls()[-30:]
+                )
                 raise AssertionError(f"not true within {timeout}s; the last Slack calls were:\n{dump or '  (none)'}")
             time.sleep(0.05)
 

@@ -30,6 +30,7 @@ from devtools.slack_standin import SlackStandin
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-1-test"
 
 
 def procfile(path: Path = ROOT / "Procfile") -> dict[str, list[str]]:
@@ -84,6 +85,7 @@ class Stack:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jitlb-stack-")))
     extra_env: dict[str, str] = field(default_factory=dict)
     keep_workdir: bool = False
+    socket_mode: bool = False
 
     def __post_init__(self) -> None:
         self.redis = RedisServer()
@@ -117,6 +119,8 @@ class Stack:
                 self._spawn(f"{name}.1", command)
         for port in self.web_ports:
             self.wait_healthy(port)
+        if self.socket_mode:
+            self.wait_for(self.slack.socket_connected, what="the web process's Socket Mode connection")
         return self
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -132,6 +136,8 @@ class Stack:
             JIT_SWEEP_INTERVAL=str(self.sweep_interval),
             PYTHONUNBUFFERED="1",
         )
+        if self.socket_mode:
+            env["SLACK_APP_TOKEN"] = APP_TOKEN
         env.update(self.extra_env)
         env.update(extra or {})
         return env

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
 
+from devtools.slack_client import click_payload, command_payload
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
+
+APP_TOKEN = "xapp-1-test"
 
 
 @pytest.fixture(name="standin")
@@ -98,9 +107,9 @@ def test_response_url_post_is_recorded(standin: SlackStandin) -> None:
     with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
         assert (answer.status, answer.read()) == (200, b"ok")
 
-    assert [
-        c.args for c in standin.calls("response_url")
-    ] == [{"name": "cmd-1", "text": "approved", "replace_original": True}]
+    assert [c.args for c in standin.calls("response_url")] == [
+        {"name": "cmd-1", "text": "approved", "replace_original": True}
+    ]
 
 
 def test_dm_to_a_user_id_lands_in_dms(standin: SlackStandin, client: WebClient) -> None:
@@ -110,3 +119,65 @@ def test_dm_to_a_user_id_lands_in_dms(standin: SlackStandin, client: WebClient) 
 
     assert posted["channel"] == "D0U0DEV1"
     assert [m["text"] for m in standin.dms("U0DEV1")] == ["approved", "not yours"]
+
+
+@pytest.fixture(name="socket_client")
+async def fixture_socket_client(standin: SlackStandin) -> AsyncIterator[SocketModeClient]:
+    """slack_sdk's aiohttp Socket Mode client (what Bolt's adapter runs) for the stand-in, not yet connected."""
+    client = SocketModeClient(app_token=APP_TOKEN, web_client=AsyncWebClient(base_url=standin.api_url))
+    yield client
+    await client.close()
+
+
+def test_connections_open_needs_an_app_token(standin: SlackStandin) -> None:
+    """apps.connections.open answers a websocket URL for an xapp- token and invalid_auth for a bot token."""
+    answer = WebClient(base_url=standin.api_url).apps_connections_open(app_token=APP_TOKEN)
+    assert answer["url"].startswith(standin.socket_url + "?ticket=")
+
+    with pytest.raises(SlackApiError) as error:
+        WebClient(base_url=standin.api_url).apps_connections_open(app_token=TEST_TOKEN)
+    assert error.value.response["error"] == "invalid_auth"
+
+
+async def test_socket_mode_client_is_greeted_and_its_acks_return(
+    standin: SlackStandin, socket_client: SocketModeClient
+) -> None:
+    """The SDK client gets hello on connect, and send_envelope returns its acks, with a payload for a command."""
+    received: list[dict[str, Any]] = []
+
+    async def record(_: Any, message: dict[str, Any], __: str | None) -> None:
+        received.append(message)
+
+    async def ack(client: Any, request: SocketModeRequest) -> None:
+        reply = {"text": f"heard {request.payload['text']}"} if request.accepts_response_payload else None
+        await client.send_socket_mode_response(SocketModeResponse(request.envelope_id, payload=reply))
+
+    socket_client.message_listeners.append(record)
+    socket_client.socket_mode_request_listeners.append(ack)
+    await socket_client.connect()
+
+    command = await asyncio.to_thread(standin.send_envelope, "slash_commands", command_payload("U0DEV1", "help"))
+    click = click_payload("U0APPROVER1", "jit_approve", "jit-abc123", "C0APPROVALS", "1700000000.000100")
+    clicked = await asyncio.to_thread(standin.send_envelope, "interactive", click)
+
+    assert standin.socket_connected()
+    hello = received[0]
+    assert (hello["type"], hello["num_connections"], hello["connection_info"]) == ("hello", 1, {"app_id": "A123456"})
+    envelopes = [(m["type"], m["accepts_response_payload"]) for m in received[1:]]
+    assert envelopes == [("slash_commands", True), ("interactive", False)]
+    assert command["payload"] == {"text": "heard help"}
+    assert clicked == {"envelope_id": received[2]["envelope_id"]}
+    await socket_client.close()
+    await asyncio.to_thread(standin.wait_for, lambda: not standin.socket_connected())
+
+
+async def test_envelope_without_a_connection_or_an_ack_fails(
+    standin: SlackStandin, socket_client: SocketModeClient
+) -> None:
+    """send_envelope raises AssertionError when no app is connected, and when the connected app never acks."""
+    with pytest.raises(AssertionError, match="no Socket Mode connection"):
+        await asyncio.to_thread(standin.send_envelope, "slash_commands", command_payload("U0DEV1", "help"))
+
+    await socket_client.connect()
+    with pytest.raises(AssertionError, match="no ack within"):
+        await asyncio.to_thread(standin.send_envelope, "slash_commands", command_payload("U0DEV1", "help"), 0.5)
