@@ -1,0 +1,388 @@
+"""ALB listener-rule grants: one forwarding rule per source CIDR, its leases in the rule's tags."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bot.access.policy import ListenerRuleGrant
+from workers.providers import aws
+from workers.providers.base import (
+    MARKER_PREFIX,
+    GrantOrder,
+    Lease,
+    ManagedObject,
+    ProviderError,
+    format_time,
+    parse_time,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
+    from mypy_boto3_elbv2.type_defs import RuleConditionTypeDef, RuleTypeDef, TagDescriptionTypeDef, TagTypeDef
+
+KIND = "aws_alb_listener_rule"
+MANAGED_TAG = f"{MARKER_PREFIX}:managed"
+LEASE_TAG = f"{MARKER_PREFIX}:lease:"
+
+# ALB quotas (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-limits.html).
+MAX_VALUES_PER_CONDITION = 3
+MAX_VALUES_PER_RULE = 5
+MAX_WILDCARDS_PER_RULE = 5
+MAX_RULES_PER_LISTENER = 100
+MAX_TAGS_PER_RULE = 50
+# Concurrent workers may pick the same free priority; each retry re-reads the listener first.
+PRIORITY_ATTEMPTS = 8
+# describe_tags takes at most 20 ARNs per call.
+TAGS_BATCH = 20
+# A lease whose end cannot be read has ended: fail closed.
+_UNREADABLE_END = parse_time("1970-01-01T00:00:00Z")
+
+_GONE = frozenset({"RuleNotFound", "ListenerNotFound", "LoadBalancerNotFound"})
+_CONFIG_KEYS = {
+    "source-ip": "SourceIpConfig",
+    "path-pattern": "PathPatternConfig",
+    "host-header": "HostHeaderConfig",
+    "http-header": "HttpHeaderConfig",
+    "http-request-method": "HttpRequestMethodConfig",
+    "query-string": "QueryStringConfig",
+}
+
+ConditionKey = frozenset[tuple[str, tuple[str, ...]]]
+
+
+@dataclass
+class _Passed:
+    """The expected error code a call ended with, if any."""
+
+    code: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.code is not None
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """A listener rule as read back, with its tags."""
+
+    arn: str
+    priority: int | None
+    conditions: ConditionKey
+    target_groups: tuple[str, ...]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def managed(self) -> bool:
+        return self.tags.get(MANAGED_TAG) == "true"
+
+    @property
+    def leases(self) -> list[Lease]:
+        leases = []
+        for key, value in self.tags.items():
+            if key.startswith(LEASE_TAG):
+                try:
+                    ends_at = parse_time(value)
+                except ValueError:
+                    ends_at = _UNREADABLE_END
+                leases.append(Lease(request_id=key.removeprefix(LEASE_TAG), ends_at=ends_at))
+        return sorted(leases, key=lambda lease: (lease.ends_at, lease.request_id))
+
+
+class ListenerRuleProvider:
+    """Forwarding rules on one ALB listener; each rule's tags hold a lease per request it serves."""
+
+    def __init__(self, spec: ListenerRuleGrant) -> None:
+        self.spec = spec
+        self.elbv2: ElasticLoadBalancingv2Client = aws.client("elbv2", spec.region)
+        self._where = f"listener {spec.listener_arn} in {spec.region}"
+        self._listener_name = spec.listener_arn.partition(":listener/")[2]
+        self._target_group_name = spec.target_group_arn.partition(":targetgroup/")[2].split("/")[0]
+
+    def scope(self, order: GrantOrder) -> str:
+        return f"{KIND}:{self.spec.listener_arn}:{_require_cidr(order)}"
+
+    def apply(self, order: GrantOrder) -> list[ManagedObject]:
+        cidr = _require_cidr(order)
+        # Refuse what AWS would refuse, before anything is created.
+        conditions = self._conditions(cidr)
+        wanted = _condition_key(conditions)
+        lease: TagTypeDef = {"Key": LEASE_TAG + order.request_id, "Value": format_time(order.ends_at)}
+        rules = self._rules()
+        existing = self._match(rules, wanted)
+        arn = self._add_lease(existing, lease) if existing else self._create(conditions, wanted, lease, rules)
+        rule = self._rule(arn)
+        if rule is None:
+            raise ProviderError(f"rule {arn} on {self._where} vanished right after the grant; retry the request")
+        return [self._managed(rule)]
+
+    def list_managed(self) -> list[ManagedObject]:
+        return [self._managed(rule) for rule in self._rules() if rule.managed]
+
+    def drop(self, obj: ManagedObject, request_ids: set[str]) -> bool:
+        rule = self._rule(obj.ref)
+        if rule is None:
+            return True
+        if not rule.managed:
+            # Someone took our marker off: the rule is theirs now, not ours to remove.
+            return False
+        remaining = [lease for lease in rule.leases if lease.request_id not in request_ids]
+        if remaining:
+            gone = [LEASE_TAG + lease.request_id for lease in rule.leases if lease.request_id in request_ids]
+            if gone:
+                with self._errors("elasticloadbalancing:RemoveTags", passing=_GONE) as passed:
+                    self.elbv2.remove_tags(ResourceArns=[obj.ref], TagKeys=gone)
+                if passed:
+                    return True
+            return False
+        with self._errors("elasticloadbalancing:DeleteRule", passing=_GONE):
+            self.elbv2.delete_rule(RuleArn=obj.ref)
+        return True
+
+    def _conditions(self, cidr: str) -> list[RuleConditionTypeDef]:
+        spec = self.spec
+        for name, values in (("path_patterns", spec.path_patterns), ("host_headers", spec.host_headers)):
+            if len(values) > MAX_VALUES_PER_CONDITION:
+                raise ProviderError(
+                    f"{name} has {len(values)} values; an ALB rule condition takes at most "
+                    f"{MAX_VALUES_PER_CONDITION}: shorten the grant in the policy file"
+                )
+        total = 1 + len(spec.path_patterns) + len(spec.host_headers)
+        if total > MAX_VALUES_PER_RULE:
+            raise ProviderError(
+                f"the rule would have {total} condition values (1 source-ip, {len(spec.path_patterns)} path, "
+                f"{len(spec.host_headers)} host); an ALB rule takes at most {MAX_VALUES_PER_RULE}: "
+                "shorten path_patterns or host_headers in the policy file"
+            )
+        wildcards = sum(value.count("*") + value.count("?") for value in [*spec.path_patterns, *spec.host_headers])
+        if wildcards > MAX_WILDCARDS_PER_RULE:
+            raise ProviderError(
+                f"path_patterns and host_headers hold {wildcards} wildcards; an ALB rule takes at most "
+                f"{MAX_WILDCARDS_PER_RULE}: simplify them in the policy file"
+            )
+        conditions: list[RuleConditionTypeDef] = [{"Field": "source-ip", "SourceIpConfig": {"Values": [cidr]}}]
+        if spec.path_patterns:
+            conditions.append({"Field": "path-pattern", "PathPatternConfig": {"Values": list(spec.path_patterns)}})
+        if spec.host_headers:
+            conditions.append({"Field": "host-header", "HostHeaderConfig": {"Values": list(spec.host_headers)}})
+        return conditions
+
+    def _match(self, rules: list[_Rule], wanted: ConditionKey) -> _Rule | None:
+        return next(
+            (
+                rule
+                for rule in rules
+                if rule.managed and rule.conditions == wanted and rule.target_groups == (self.spec.target_group_arn,)
+            ),
+            None,
+        )
+
+    def _add_lease(self, rule: _Rule, lease: TagTypeDef) -> str:
+        if lease["Key"] not in rule.tags and len(rule.tags) >= MAX_TAGS_PER_RULE:
+            raise ProviderError(
+                f"rule {rule.priority} on {self._where} already holds {len(rule.leases)} overlapping grants, "
+                f"the most its {MAX_TAGS_PER_RULE} tags can record; wait for one to end"
+            )
+        with self._errors("elasticloadbalancing:AddTags"):
+            self.elbv2.add_tags(ResourceArns=[rule.arn], Tags=[lease])
+        return rule.arn
+
+    def _create(
+        self, conditions: list[RuleConditionTypeDef], wanted: ConditionKey, lease: TagTypeDef, rules: list[_Rule]
+    ) -> str:
+        low, high = self.spec.priority_range
+        for attempt in range(PRIORITY_ATTEMPTS):
+            if len(rules) >= MAX_RULES_PER_LISTENER:
+                raise ProviderError(
+                    f"the {self._where} already has {MAX_RULES_PER_LISTENER} rules, the most an ALB "
+                    "allows; remove unused rules or ask AWS to raise the quota"
+                )
+            used = {rule.priority for rule in rules}
+            free = [priority for priority in range(low, high + 1) if priority not in used]
+            if not free:
+                raise ProviderError(
+                    f"priority range {low}-{high} on {self._where} is full ({high - low + 1} rules); "
+                    "widen priority_range in the policy file or wait for grants to end"
+                )
+            # The lowest free priority first, for people reading the console; a random one after a
+            # collision, so that workers racing for the same slot spread out.
+            priority = free[0] if attempt == 0 else secrets.choice(free)
+            with self._errors("elasticloadbalancing:CreateRule", passing={"PriorityInUse"}) as passed:
+                response = self.elbv2.create_rule(
+                    ListenerArn=self.spec.listener_arn,
+                    Priority=priority,
+                    Conditions=conditions,
+                    Actions=[{"Type": "forward", "TargetGroupArn": self.spec.target_group_arn}],
+                    Tags=[{"Key": MANAGED_TAG, "Value": "true"}, lease],
+                )
+            if not passed:
+                return response["Rules"][0]["RuleArn"]
+            rules = self._rules()
+            # Our own create may have landed before its response was lost and botocore retried it.
+            existing = self._match(rules, wanted)
+            if existing is not None:
+                return existing.arn if lease["Key"] in existing.tags else self._add_lease(existing, lease)
+        raise ProviderError(
+            f"no free priority in {low}-{high} on {self._where} after {PRIORITY_ATTEMPTS} attempts: "
+            "other rules keep taking them; retry the request"
+        )
+
+    def _rules(self) -> list[_Rule]:
+        described: list[RuleTypeDef] = []
+        marker: str | None = None
+        while True:
+            with self._errors("elasticloadbalancing:DescribeRules"):
+                if marker is None:
+                    page = self.elbv2.describe_rules(ListenerArn=self.spec.listener_arn)
+                else:
+                    page = self.elbv2.describe_rules(ListenerArn=self.spec.listener_arn, Marker=marker)
+            described.extend(page["Rules"])
+            marker = page.get("NextMarker")
+            if not marker:
+                break
+        tags = self._tags([rule["RuleArn"] for rule in described if not rule.get("IsDefault")])
+        return [_read(rule, tags.get(rule["RuleArn"], {})) for rule in described if not rule.get("IsDefault")]
+
+    def _rule(self, arn: str) -> _Rule | None:
+        with self._errors("elasticloadbalancing:DescribeRules", passing=_GONE) as passed:
+            page = self.elbv2.describe_rules(RuleArns=[arn])
+        if passed or not page["Rules"]:
+            return None
+        tags = self._tags([arn])
+        if arn not in tags:
+            return None
+        return _read(page["Rules"][0], tags[arn])
+
+    def _tags(self, arns: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Each rule's tags; a rule deleted while we read is left out."""
+        found: dict[str, dict[str, str]] = {}
+        for start in range(0, len(arns), TAGS_BATCH):
+            batch = arns[start : start + TAGS_BATCH]
+            with self._errors("elasticloadbalancing:DescribeTags", passing=_GONE) as passed:
+                page = self.elbv2.describe_tags(ResourceArns=batch)
+            if passed:
+                # One rule of the batch went away meanwhile; ask for each alone to keep the others.
+                for arn in batch:
+                    with self._errors("elasticloadbalancing:DescribeTags", passing=_GONE) as gone:
+                        single = self.elbv2.describe_tags(ResourceArns=[arn])
+                    if not gone:
+                        found.update(_tag_dicts(single["TagDescriptions"]))
+                continue
+            found.update(_tag_dicts(page["TagDescriptions"]))
+        return found
+
+    def _managed(self, rule: _Rule) -> ManagedObject:
+        values = dict(rule.conditions)
+        sources = ", ".join(values.get("source-ip", ()))
+        paths = " ".join(values.get("path-pattern", ()))
+        hosts = " ".join(values.get("host-header", ()))
+        where = "".join([f" host {hosts}" if hosts else "", f" path {paths}" if paths else ""])
+        target = (
+            self._target_group_name
+            if rule.target_groups == (self.spec.target_group_arn,)
+            else ", ".join(arn.partition(":targetgroup/")[2].split("/")[0] for arn in rule.target_groups)
+        )
+        return ManagedObject(
+            kind=KIND,
+            ref=rule.arn,
+            description=f"rule {rule.priority} on listener {self._listener_name} from {sources}{where} → {target}",
+            leases=tuple(rule.leases),
+        )
+
+    @contextmanager
+    def _errors(self, action: str, passing: Iterable[str] = ()) -> Iterator[_Passed]:
+        """Turn botocore errors into sentences; codes in `passing` are expected and recorded instead."""
+        passed = _Passed()
+        try:
+            yield passed
+        except ClientError as err:
+            code = aws.error_code(err)
+            if code in passing:
+                passed.code = code
+                return
+            raise self._error(err, code, action) from None
+        except BotoCoreError as err:
+            raise aws.provider_error(err, action, self._where) from None
+
+    def _error(self, err: ClientError, code: str, action: str) -> ProviderError:
+        spec = self.spec
+        if code == "ListenerNotFound":
+            return ProviderError(f"listener {spec.listener_arn} not found in {spec.region}; check the policy file")
+        if code == "TargetGroupNotFound":
+            return ProviderError(
+                f"target group {spec.target_group_arn} not found in {spec.region}; check the policy file"
+            )
+        if code == "TooManyRules":
+            return ProviderError(
+                f"the load balancer of {self._where} has reached its rule quota (TooManyRules); "
+                "remove unused rules or ask AWS to raise the quota"
+            )
+        if code == "TooManyTags":
+            return ProviderError(
+                f"a rule on {self._where} has no room for another lease tag (TooManyTags); wait for a grant to end"
+            )
+        return aws.provider_error(err, action, self._where)
+
+
+def _require_cidr(order: GrantOrder) -> str:
+    if not order.cidr:
+        raise ProviderError(f"request {order.request_id} has no source CIDR for a listener-rule grant")
+    try:
+        return str(ipaddress.ip_network(order.cidr, strict=False))
+    except ValueError:
+        raise ProviderError(f"request {order.request_id} has `{order.cidr}` as its source, not a CIDR") from None
+
+
+def _condition_key(conditions: Iterable[Mapping[str, Any]]) -> ConditionKey:
+    """Conditions as a comparable set, whichever form (`Values` or `…Config`) AWS reports them in."""
+    key: set[tuple[str, tuple[str, ...]]] = set()
+    for condition in conditions:
+        name = str(condition.get("Field", ""))
+        config = condition.get(_CONFIG_KEYS.get(name, ""), {})
+        if name == "http-header":
+            name = f"http-header:{config.get('HttpHeaderName', '')}"
+        values = config.get("Values") or condition.get("Values") or []
+        key.add((name, tuple(sorted(_normal(name, str(value)) for value in values))))
+    return frozenset(key)
+
+
+def _normal(name: str, value: str) -> str:
+    if name == "source-ip":
+        try:
+            return str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            return value
+    # Host names match case-insensitively at the ALB.
+    return value.lower() if name == "host-header" else value
+
+
+def _read(rule: RuleTypeDef, tags: dict[str, str]) -> _Rule:
+    priority = rule.get("Priority", "default")
+    groups: list[str] = []
+    for action in rule.get("Actions", []):
+        if action.get("Type") != "forward":
+            continue
+        if "TargetGroupArn" in action:
+            groups.append(action["TargetGroupArn"])
+        else:
+            groups.extend(group["TargetGroupArn"] for group in action.get("ForwardConfig", {}).get("TargetGroups", []))
+    return _Rule(
+        arn=rule["RuleArn"],
+        priority=int(priority) if priority.isdigit() else None,
+        conditions=_condition_key(rule.get("Conditions", [])),
+        target_groups=tuple(dict.fromkeys(groups)),
+        tags=tags,
+    )
+
+
+def _tag_dicts(descriptions: Iterable[TagDescriptionTypeDef]) -> dict[str, dict[str, str]]:
+    return {
+        description["ResourceArn"]: {tag["Key"]: tag.get("Value", "") for tag in description.get("Tags", [])}
+        for description in descriptions
+        if "ResourceArn" in description
+    }
