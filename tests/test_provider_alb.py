@@ -127,6 +127,7 @@ def test_path_and_host_conditions_join_the_source_ip(moto: MotoServer, alb: Alb)
         {"Field": "host-header", "HostHeaderConfig": {"Values": ["admin.example.com"]}},
     ]
     assert "host admin.example.com path /admin/*" in obj.description
+    assert obj.scope == ListenerRuleProvider(spec).scope(order(spec, "jit-aaaaaa"))
 
 
 def test_apply_twice_makes_one_rule(moto: MotoServer, alb: Alb, spec: ListenerRuleGrant) -> None:

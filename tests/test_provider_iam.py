@@ -65,6 +65,7 @@ def test_apply_puts_one_policy_ending_at_the_grant_end(moto: MotoServer, role: s
     """The inline policy allows the actions on the load balancer's resources until the end, marked with the request."""
     spec = grant(actions=["elasticloadbalancing:Describe*", "elasticloadbalancing:ModifyListener"])
     [obj] = IamPolicyProvider(spec).apply(order(spec, role))
+    assert obj.scope == IamPolicyProvider(spec).scope(order(spec, role))
     assert inline_policies(moto, role) == {
         "jit-ab12cd": {
             "Version": "2012-10-17",

@@ -124,3 +124,11 @@ def test_partial_apply_is_visible_for_rollback(moto: MotoServer, spec: SecurityG
     for obj in objects_of(provider, "jit-aaaaaa"):
         provider.drop(obj, {"jit-aaaaaa"})
     assert [rule for rule in ingress(moto, spec) if rule.get("CidrIpv4") == CIDR] == []
+
+
+def test_objects_name_the_scope_grants_lock(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """A rule as listed names the same lock scope as the grant that made it, so the sweep and grants serialise."""
+    provider = SecurityGroupProvider(spec)
+    grant = order(spec, "jit-aaaaaa")
+    objects = provider.apply(grant)
+    assert {provider.scope(grant)} == {obj.scope for obj in objects}

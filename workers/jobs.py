@@ -381,7 +381,7 @@ def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -
         stale = {rid for rid in obj.request_ids() if _lease_over(rt, rid, obj, now)}
         if obj.leases and not stale:
             continue
-        with rt.store.lock(f"{kind}:sweep:{obj.ref}"):
+        with rt.store.lock(obj.scope or f"{kind}:{obj.ref}"):
             deleted = provider.drop(obj, stale)
         removed += int(deleted)
         rt.audit.record(

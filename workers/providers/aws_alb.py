@@ -292,6 +292,7 @@ class ListenerRuleProvider:
             ref=rule.arn,
             description=f"rule {rule.priority} on listener {self._listener_name} from {sources}{where} → {target}",
             leases=tuple(rule.leases),
+            scope=f"{KIND}:{self.spec.listener_arn}:{sources}",
         )
 
     @contextmanager

@@ -153,6 +153,7 @@ class IamPolicyProvider:
         return ManagedObject(
             kind=KIND,
             ref=f"{role}/{name}",
+            scope=f"{KIND}:{role}:{request_id}",
             description=f"policy {name} on IAM role {role}: {', '.join(self.spec.actions)} "
             f"on {self.spec.load_balancer_arn.partition(':loadbalancer/')[2]} until {format_time(ends_at)}",
             leases=(Lease(request_id=request_id, ends_at=ends_at),),

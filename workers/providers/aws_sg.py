@@ -32,7 +32,7 @@ class SecurityGroupProvider:
         self._where = f"security group {spec.security_group_id} in {spec.region}"
 
     def scope(self, order: GrantOrder) -> str:
-        return f"aws_security_group:{self.spec.region}:{self.spec.security_group_id}:{order.cidr}"
+        return f"aws_security_group:{self.spec.region}:{self.spec.security_group_id}:{_require_cidr(order)}"
 
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
         cidr = _require_cidr(order)
@@ -200,4 +200,5 @@ def _managed(rule: dict[str, Any], spec: SecurityGroupGrant) -> ManagedObject:
         description=f"{rule['SecurityGroupRuleId']} on {spec.security_group_id}: "
         f"{rule['IpProtocol']}/{rule['FromPort']} from {cidr}",
         leases=tuple(_leases(rule)),
+        scope=f"aws_security_group:{spec.region}:{spec.security_group_id}:{cidr}",
     )

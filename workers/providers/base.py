@@ -50,6 +50,8 @@ class ManagedObject:
     ref: str
     description: str
     leases: tuple[Lease, ...] = field(default_factory=tuple)
+    # The same key as Provider.scope() of the orders it serves, so that the sweep and grants lock alike.
+    scope: str = ""
 
     @property
     def ends_at(self) -> datetime | None:
