@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -68,10 +70,23 @@ class MotoServer:
 
 @dataclass(frozen=True)
 class Network:
-    """A VPC with one security group, as seeded into moto."""
+    """What a demo or a test grants access to, as seeded into moto."""
 
     vpc_id: str
     security_group_id: str
+    load_balancer_arn: str = ""
+    listener_arn: str = ""
+    target_group_arn: str = ""
+    role_name: str = ""
+
+
+@dataclass(frozen=True)
+class Alb:
+    """An ALB with one HTTP listener (default: 403) and one target group."""
+
+    load_balancer_arn: str
+    listener_arn: str
+    target_group_arn: str
 
 
 def seed_security_group(moto: MotoServer, name: str = "jit-lb-demo") -> Network:
@@ -80,3 +95,48 @@ def seed_security_group(moto: MotoServer, name: str = "jit-lb-demo") -> Network:
     vpc_id = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     group_id = ec2.create_security_group(GroupName=name, Description="jit-lb grants", VpcId=vpc_id)["GroupId"]
     return Network(vpc_id=vpc_id, security_group_id=group_id)
+
+
+def seed_load_balancer(moto: MotoServer, unique: str | None = None) -> Alb:
+    """An ALB in a VPC of its own with two subnets, an HTTP listener and a target group; names made unique."""
+    unique = unique or uuid.uuid4().hex[:12]
+    ec2 = moto.client("ec2")
+    vpc_id = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.30.{index}.0/24", AvailabilityZone=f"{REGION}{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for index, zone in enumerate("ab", start=1)
+    ]
+    elbv2 = moto.client("elbv2")
+    balancer = elbv2.create_load_balancer(Name=f"lb-{unique}", Subnets=subnets)["LoadBalancers"][0]
+    group = elbv2.create_target_group(Name=f"tg-{unique}", Protocol="HTTP", Port=8080, VpcId=vpc_id)["TargetGroups"][0]
+    listener = elbv2.create_listener(
+        LoadBalancerArn=balancer["LoadBalancerArn"],
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "403"}}],
+    )["Listeners"][0]
+    return Alb(balancer["LoadBalancerArn"], listener["ListenerArn"], group["TargetGroupArn"])
+
+
+def seed_role(moto: MotoServer, name: str) -> str:
+    """An IAM role that IAM grants put their inline policies on."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    moto.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    return name
+
+
+def seed_network(moto: MotoServer) -> Network:
+    """Everything the demo and the end-to-end tests grant on: a security group, an ALB and an IAM role."""
+    group = seed_security_group(moto)
+    alb = seed_load_balancer(moto, "jitlb")
+    role = seed_role(moto, "dev1-admin")
+    return Network(
+        group.vpc_id, group.security_group_id, alb.load_balancer_arn, alb.listener_arn, alb.target_group_arn, role
+    )

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from devtools.moto_server import MotoServer, Network, seed_security_group
+from devtools.moto_server import MotoServer, Network, seed_network
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
 from devtools.slack_client import SlackClient
@@ -105,7 +105,7 @@ class Stack:
         self.slack.start()
         for group, members in self.usergroups.items():
             self.slack.set_usergroup(group, members)
-        self.network = seed_security_group(self.moto)
+        self.network = seed_network(self.moto)
         self.policy_path.write_text(yaml.safe_dump(self.policy(self.network), sort_keys=False))
         commands = procfile()
         for index in range(self.webs):

@@ -365,3 +365,40 @@ def test_tampered_buttons_are_refused_and_audited(stack: Stack) -> None:
     assert f"not an approval card of {second}" in whys
     for request_id in (first, second):
         assert "request.approved" not in stack.events(request_id)
+
+
+def listener_rules_of(stack: Stack, request_id: str) -> list[dict[str, Any]]:
+    assert stack.network is not None
+    elbv2 = stack.moto.client("elbv2")
+    rules = [r for r in elbv2.describe_rules(ListenerArn=stack.network.listener_arn)["Rules"] if not r["IsDefault"]]
+    if not rules:
+        return []
+    tags = elbv2.describe_tags(ResourceArns=[r["RuleArn"] for r in rules])["TagDescriptions"]
+    ours = {t["ResourceArn"] for t in tags if any(tag["Key"] == f"jit-lb:lease:{request_id}" for tag in t["Tags"])}
+    return [rule for rule in rules if rule["RuleArn"] in ours]
+
+
+def test_alb_listener_rule_grant_end_to_end(stack: Stack) -> None:
+    """An ALB grant puts a source-ip rule on the listener for the grant's life, and removes it at the end."""
+    request_id = granted(stack, "U0DEV2", "request lb-alb 5s admin page is broken")
+    (rule,) = listener_rules_of(stack, request_id)
+    conditions = {c["Field"]: c for c in rule["Conditions"]}
+    assert conditions["source-ip"]["SourceIpConfig"]["Values"] == ["198.51.100.0/28"]
+    assert conditions["path-pattern"]["PathPatternConfig"]["Values"] == ["/admin/*"]
+    assert 100 <= int(rule["Priority"]) <= 199
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=20, what="the revoke")
+    assert listener_rules_of(stack, request_id) == []
+
+
+def test_iam_policy_grant_end_to_end(stack: Stack) -> None:
+    """An IAM grant puts a jit- inline policy on the role, its end an AWS condition, and deletes it at the end."""
+    request_id = granted(stack, "U0DEV1", "request lb-iam 5s rotate the listener certificate")
+    iam = stack.moto.client("iam")
+    assert request_id in iam.list_role_policies(RoleName="dev1-admin")["PolicyNames"]
+    document = iam.get_role_policy(RoleName="dev1-admin", PolicyName=request_id)["PolicyDocument"]
+    (statement,) = document["Statement"]
+    ends = next(r for r in stack.audit(request_id) if r["event"] == "grant.applied")["ends_at"]
+    assert statement["Condition"]["DateLessThan"]["aws:CurrentTime"] == ends.replace("+00:00", "Z")
+    assert statement["Condition"]["Bool"]["aws:MultiFactorAuthPresent"] == "true"
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=20, what="the revoke")
+    assert request_id not in iam.list_role_policies(RoleName="dev1-admin")["PolicyNames"]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 from botocore.config import Config
 
 from bot.access.policy import ListenerRuleGrant
-from devtools.moto_server import MotoServer
+from devtools.moto_server import Alb, MotoServer, seed_load_balancer
 from devtools.ports import free_port
 from workers.providers.aws_alb import ListenerRuleProvider
 from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError, format_time, objects_of
@@ -24,37 +22,10 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 CIDR = "203.0.113.7/32"
 
 
-@dataclass(frozen=True)
-class Alb:
-    """An ALB with one HTTP listener and one target group, as created in moto."""
-
-    load_balancer_arn: str
-    listener_arn: str
-    target_group_arn: str
-
-
 @pytest.fixture(name="alb")
 def fixture_alb(moto: MotoServer) -> Alb:
     """A fresh ALB per test, named uniquely, so that tests sharing the moto server do not see each other's rules."""
-    unique = uuid.uuid4().hex[:12]
-    ec2 = moto.client("ec2")
-    vpc_id = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.30.{index}.0/24", AvailabilityZone=f"us-east-1{zone}")["Subnet"][
-            "SubnetId"
-        ]
-        for index, zone in enumerate("ab", start=1)
-    ]
-    elbv2 = moto.client("elbv2")
-    balancer = elbv2.create_load_balancer(Name=f"lb-{unique}", Subnets=subnets)["LoadBalancers"][0]
-    group = elbv2.create_target_group(Name=f"tg-{unique}", Protocol="HTTP", Port=8080, VpcId=vpc_id)["TargetGroups"][0]
-    listener = elbv2.create_listener(
-        LoadBalancerArn=balancer["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "403"}}],
-    )["Listeners"][0]
-    return Alb(balancer["LoadBalancerArn"], listener["ListenerArn"], group["TargetGroupArn"])
+    return seed_load_balancer(moto)
 
 
 def grant(alb: Alb, **fields: Any) -> ListenerRuleGrant:

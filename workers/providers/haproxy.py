@@ -1,0 +1,365 @@
+"""HAProxy ACL grants: the principal's CIDR in an ACL over the runtime API, its leases in a Redis lease book.
+
+An HAProxy ACL entry is a bare pattern: it cannot carry a request id or an end time. So the leases
+live in Redis, one hash per entry (`<book>:lease:<pattern>`, request id -> end time) and one set of
+the entries the book knows (`<book>:entries`), where `<book>` is `jit:haproxy:<runtime_api>:<acl>`.
+The ACL itself belongs to jit-lb: an entry the book holds no lease for is listed with none, and the
+sweep removes it (fail closed). Entries HAProxy lost (a reload keeps only the file's) but the book
+still leases are put back by `restore`.
+
+HAProxy 2.6's runtime API, as this module relies on it (one command per connection, the answer
+ends with an empty line):
+
+- `show acl <acl>` lists `0x<ref> <pattern>` per entry, patterns spelled exactly as added;
+  an unknown name answers `Unknown ACL identifier. Please use #<id> or <file>.`
+- `add acl <acl> <pattern>` answers nothing; it adds duplicates; a bad address is refused in words.
+- `del acl <acl> <pattern>` compares the pattern as a string and answers nothing, or `Key not found.`
+- `show sess` lists `0x<id>: proto=tcpv4 src=<ip>:<port> fe=<frontend> …` per stream; an idle
+  keep-alive HTTP connection has no stream between requests (HAProxy re-checks `http-request`
+  rules on its next request), but a request in flight, a tunnel or a TCP-mode connection does.
+- `shutdown session 0x<id>` answers nothing, or `No such session (use 'show sess').`; it needs
+  `level admin` (`Permission denied` otherwise).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+
+from redis import Redis
+from redis.exceptions import LockNotOwnedError, RedisError
+
+from bot.access.policy import HaproxyAclGrant
+from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError, format_time, parse_time
+
+KIND = "haproxy_acl"
+TIMEOUT_SECONDS = 5.0
+LOCK_SECONDS = 60.0
+# `del acl` removes every duplicate of a pattern at once in 2.6; a few more tries cover other versions.
+MAX_DELETES = 5
+# The CLI splits a line on blanks and `;` and reads `\` as an escape: such a name would run other commands.
+UNSAFE_ARGUMENT = re.compile(r"[\s;\\]")
+SESSION_LINE = re.compile(r"^(?P<id>0x[0-9a-f]+): proto=\S+ src=(?P<src>\S+) fe=(?P<fe>\S+)")
+ACL_LIST_LINE = re.compile(r"^\d+ \((?P<file>[^)]*)\)")
+# A lease whose end cannot be read has ended: fail closed.
+LONG_AGO = parse_time("1970-01-01T00:00:00Z")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class RuntimeApi:
+    """HAProxy's runtime API at `unix:/path` or `tcp:host:port`, one command per connection."""
+
+    def __init__(self, address: str, timeout: float = TIMEOUT_SECONDS) -> None:
+        self.address = address
+        self.timeout = timeout
+        kind, _, rest = address.partition(":")
+        if kind == "unix" and rest.startswith("/"):
+            self._path: str | None = rest
+            self._host_port: tuple[str, int] | None = None
+            self._socket_line = f"stats socket {rest} mode 660 level admin"
+        elif kind == "tcp" and ":" in rest:
+            host, _, port = rest.rpartition(":")
+            self._path = None
+            self._host_port = (host, int(port))
+            self._socket_line = f"stats socket ipv4@{host}:{port} level admin"
+        else:
+            raise ProviderError(f"HAProxy runtime API `{address}` is neither unix:/path nor tcp:host:port")
+
+    def run(self, command: str) -> str:
+        """Send one command and return HAProxy's answer, without the empty line that ends it."""
+        chunks: list[bytes] = []
+        try:
+            with self._connect() as sock:
+                sock.sendall(command.encode() + b"\n")
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as err:
+            raise ProviderError(self._explain(err)) from None
+        return b"".join(chunks).decode("utf-8", errors="replace").rstrip("\n")
+
+    def command(self, command: str, harmless: tuple[str, ...] = ()) -> str:
+        """Run a command that answers nothing when it works; an answer not in `harmless` is an error."""
+        answer = self.run(command)
+        if answer and not answer.startswith(harmless):
+            raise self.refused(command, answer)
+        return answer
+
+    def refused(self, command: str, answer: str) -> ProviderError:
+        first = answer.splitlines()[0].strip() if answer.strip() else "an unexpected answer"
+        hint = ""
+        if first.startswith("Permission denied"):
+            hint = f": the socket's level is too low; HAProxy's global section needs `{self._socket_line}`"
+        return ProviderError(f"HAProxy runtime API {self.address} refused `{command}`: {first}{hint}")
+
+    def _connect(self) -> socket.socket:
+        if self._host_port is not None:
+            return socket.create_connection(self._host_port, timeout=self.timeout)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _explain(self, err: OSError) -> str:
+        where = f"HAProxy runtime API {self.address}"
+        setup = f"is HAProxy running, and does its global section have `{self._socket_line}`?"
+        if isinstance(err, ConnectionRefusedError):
+            return f"{where} refused the connection: {setup}"
+        if isinstance(err, FileNotFoundError):
+            return f"{where}: there is no socket at {self._path}: {setup}"
+        if isinstance(err, PermissionError):
+            return (
+                f"{where}: permission denied on {self._path}: run the worker as a user the socket admits "
+                "(`stats socket … mode 660 group <group>`)"
+            )
+        if isinstance(err, TimeoutError):
+            return f"{where} did not answer within {self.timeout:g}s: check the address and that HAProxy is healthy"
+        if isinstance(err, socket.gaierror):
+            return f"{where}: the host name does not resolve ({err.strerror})"
+        return f"{where} failed: {err.strerror or err}; {setup}"
+
+
+class HaproxyAclProvider:
+    """Entries of one HAProxy ACL; each entry's leases live in the Redis lease book."""
+
+    def __init__(self, spec: HaproxyAclGrant, redis: Redis) -> None:
+        self.spec = spec
+        self.redis = redis
+        self.api = RuntimeApi(spec.runtime_api)
+        self._book = f"jit:haproxy:{spec.runtime_api}:{spec.acl}"
+        self._where = f"ACL {spec.acl} at HAProxy {spec.runtime_api}"
+
+    @property
+    def acl(self) -> str:
+        """The ACL's name as a command argument; checked per command so that a bad name fails a job, not a sweep."""
+        return _argument(self.spec.acl, "ACL name")
+
+    def scope(self, order: GrantOrder) -> str:
+        return self._scope(_require_cidr(order))
+
+    def _scope(self, pattern: str) -> str:
+        return f"{KIND}:{self.spec.runtime_api}:{self.spec.acl}:{pattern}"
+
+    def apply(self, order: GrantOrder) -> list[ManagedObject]:
+        pattern = _require_cidr(order)
+        with self._entry_lock(pattern):
+            if pattern not in self._patterns():
+                self.api.command(f"add acl {self.acl} {pattern}")
+                if pattern not in self._patterns():
+                    raise ProviderError(f"HAProxy took `add acl` but {self._where} does not list {pattern} after it")
+            # The lease is booked after the entry exists: a failure in between leaves an unleased entry,
+            # which the sweep removes, never a lease that grants nothing.
+            with self._book_errors():
+                pipe = self.redis.pipeline()
+                pipe.hset(self._lease_key(pattern), order.request_id, format_time(order.ends_at))
+                pipe.sadd(self._entries_key, pattern)
+                pipe.execute()
+        return [self._managed(pattern, present=True)]
+
+    def list_managed(self) -> list[ManagedObject]:
+        """Every entry in the ACL, leased or not; then booked entries HAProxy lost, so a revoke can clear them."""
+        present = list(dict.fromkeys(self._patterns()))
+        objects = [self._managed(pattern, present=True) for pattern in present]
+        for pattern in sorted(self._booked() - set(present)):
+            lost = self._managed(pattern, present=False)
+            if lost.leases:
+                objects.append(lost)
+        return objects
+
+    def drop(self, obj: ManagedObject, request_ids: set[str]) -> bool:
+        pattern = _argument(obj.ref, "ACL pattern")
+        with self._entry_lock(pattern):
+            with self._book_errors():
+                if request_ids:
+                    self.redis.hdel(self._lease_key(pattern), *request_ids)
+                if self.redis.hlen(self._lease_key(pattern)):
+                    return False
+            self._delete(pattern)
+            with self._book_errors():
+                self.redis.srem(self._entries_key, pattern)
+        # Removing the entry stops new requests; a stream already open from that source runs on until shut.
+        self._shut_sessions(pattern)
+        return True
+
+    def restore(self, now: datetime) -> list[str]:
+        """Re-add every booked entry with a lease still running that the ACL lacks; return those patterns."""
+        present = set(self._patterns())
+        restored: list[str] = []
+        for pattern in sorted(self._booked() - present):
+            with self._entry_lock(pattern):
+                leases = self._leases(pattern)
+                if not leases:
+                    with self._book_errors():
+                        self.redis.srem(self._entries_key, pattern)
+                    continue
+                if all(lease.ends_at <= now for lease in leases) or pattern in self._patterns():
+                    continue
+                self.api.command(f"add acl {self.acl} {_argument(pattern, 'ACL pattern')}")
+                restored.append(pattern)
+        missing = set(restored) - set(self._patterns())
+        if missing:
+            raise ProviderError(f"HAProxy took `add acl` but {self._where} does not list {', '.join(sorted(missing))}")
+        return restored
+
+    def _shut_sessions(self, pattern: str) -> list[str]:
+        network = _network(pattern)
+        if network is None:
+            return []
+        # A source still admitted by another entry (a wider CIDR someone else holds) keeps its sessions.
+        others = [net for net in map(_network, self._patterns()) if net is not None]
+        shut = []
+        for session_id, source in self._sessions():
+            if _inside(source, network) and not any(_inside(source, other) for other in others):
+                self.api.command(f"shutdown session {session_id}", harmless=("No such session",))
+                shut.append(session_id)
+        return shut
+
+    def _sessions(self) -> list[tuple[str, Address]]:
+        """Id and source of every stream from an IP address, leaving out the runtime API's own."""
+        answer = self.api.run("show sess")
+        sessions = []
+        for line in answer.splitlines():
+            match = SESSION_LINE.match(line)
+            if match is None:
+                if line.strip() and not line.startswith("0x"):
+                    raise self.api.refused("show sess", answer)
+                continue
+            source = _source_address(match["src"])
+            # fe=GLOBAL is the runtime API itself: another worker's command must not be cut short.
+            if source is not None and match["fe"] != "GLOBAL":
+                sessions.append((match["id"], source))
+        return sessions
+
+    def _delete(self, pattern: str) -> None:
+        for _ in range(MAX_DELETES):
+            self.api.command(f"del acl {self.acl} {pattern}", harmless=("Key not found",))
+            if pattern not in self._patterns():
+                return
+        raise ProviderError(f"{self._where} still lists {pattern} after {MAX_DELETES} `del acl` commands")
+
+    def _patterns(self) -> list[str]:
+        """The ACL's patterns as HAProxy lists them, duplicates included."""
+        answer = self.api.run(f"show acl {self.acl}")
+        patterns = []
+        for line in answer.splitlines():
+            ref, _, pattern = line.partition(" ")
+            if not ref.startswith("0x") or not pattern:
+                raise self._acl_error(answer)
+            patterns.append(pattern.strip())
+        return patterns
+
+    def _acl_error(self, answer: str) -> ProviderError:
+        if not answer.startswith("Unknown ACL identifier"):
+            return self.api.refused(f"show acl {self.acl}", answer)
+        known = [m["file"] for m in map(ACL_LIST_LINE.match, self.api.run("show acl").splitlines()) if m and m["file"]]
+        loaded = f"it loaded {', '.join(known)}" if known else "it loaded no ACL from a file"
+        return ProviderError(
+            f"HAProxy at {self.spec.runtime_api} has no ACL `{self.spec.acl}`: name the file exactly as HAProxy's "
+            f"configuration does (`acl … -f <file>`); {loaded}"
+        )
+
+    def _managed(self, pattern: str, *, present: bool) -> ManagedObject:
+        lost = "" if present else " (lost by HAProxy, as after a reload; restore puts it back)"
+        return ManagedObject(
+            kind=KIND,
+            ref=pattern,
+            description=f"{pattern} in {self._where}{lost}",
+            leases=tuple(self._leases(pattern)),
+            scope=self._scope(pattern),
+        )
+
+    def _leases(self, pattern: str) -> list[Lease]:
+        with self._book_errors():
+            book = self.redis.hgetall(self._lease_key(pattern))
+        return [_lease(_text(request_id), _text(end)) for request_id, end in book.items()]
+
+    def _booked(self) -> set[str]:
+        with self._book_errors():
+            return {_text(member) for member in self.redis.smembers(self._entries_key)}
+
+    @property
+    def _entries_key(self) -> str:
+        return f"{self._book}:entries"
+
+    def _lease_key(self, pattern: str) -> str:
+        return f"{self._book}:lease:{pattern}"
+
+    @contextmanager
+    def _book_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except RedisError as err:
+            raise ProviderError(f"the lease book in Redis for {self._where} could not be used ({err})") from err
+
+    @contextmanager
+    def _entry_lock(self, pattern: str) -> Iterator[None]:
+        """Serialise work on one entry: a sweep's drop and a grant's apply use different job locks."""
+        with self._book_errors():
+            lock = self.redis.lock(f"{self._book}:lock:{pattern}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS)
+            acquired = lock.acquire()
+        if not acquired:
+            raise ProviderError(f"{pattern} in {self._where} stayed locked by another worker for {LOCK_SECONDS:g}s")
+        try:
+            yield
+        finally:
+            # The lock may have outlived its timeout and belong to another worker now: theirs to release.
+            with suppress(LockNotOwnedError):
+                lock.release()
+
+
+def _require_cidr(order: GrantOrder) -> str:
+    if not order.cidr:
+        raise ProviderError(f"request {order.request_id} has no source CIDR for an HAProxy ACL grant")
+    try:
+        return str(ipaddress.ip_network(order.cidr.strip(), strict=False))
+    except ValueError:
+        raise ProviderError(f"request {order.request_id}: `{order.cidr}` is not a CIDR") from None
+
+
+def _argument(text: str, what: str) -> str:
+    if not text or UNSAFE_ARGUMENT.search(text):
+        raise ProviderError(f"{what} `{text}` cannot be sent to HAProxy's runtime API (blank, `;` or `\\` in it)")
+    return text
+
+
+def _network(pattern: str) -> Network | None:
+    """The network an ACL pattern admits; None for a pattern that is not an address (a hand-made oddity)."""
+    try:
+        return ipaddress.ip_network(pattern, strict=False)
+    except ValueError:
+        return None
+
+
+def _source_address(src: str) -> Address | None:
+    """The address of `show sess`'s `src=` (`127.0.0.7:51234`, `::1:51234`); None for `unix:1` and the like."""
+    host, _, _port = src.rpartition(":")
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _inside(address: Address, network: Network) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.version == network.version and address in network
+
+
+def _lease(request_id: str, end: str) -> Lease:
+    try:
+        return Lease(request_id=request_id, ends_at=parse_time(end))
+    except ValueError:
+        return Lease(request_id=request_id, ends_at=LONG_AGO)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
