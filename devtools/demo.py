@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import shutil
 import sys
 import time
 from typing import Any
@@ -14,29 +16,63 @@ from devtools.stack import Stack
 APPROVALS = "C0APPROVALS"
 AUDIT = "C0AUDIT"
 GRANT_SECONDS = 8
+HAPROXY_SOURCE = "127.0.0.7"
 
 
 def demo_policy(network: Network) -> dict[str, Any]:
+    """One target per grant kind; HAProxy's only when this machine has HAProxy."""
+    window = {"default_duration": "30m", "min_duration": "5s", "max_duration": "1h"}
+    targets: dict[str, Any] = {
+        "lb-prod": {
+            "description": "Production public ALB (demo security group)",
+            **window,
+            "approvers": ["U0APPROVER1", "S0NETOPS"],
+            "grant": {
+                "kind": "aws_security_group",
+                "region": "us-east-1",
+                "security_group_id": network.security_group_id,
+                "ports": [443],
+            },
+        },
+        "lb-admin": {
+            "description": "/admin on the ALB, by listener rule",
+            **window,
+            "approvers": ["U0APPROVER1"],
+            "grant": {
+                "kind": "aws_alb_listener_rule",
+                "region": "us-east-1",
+                "listener_arn": network.listener_arn,
+                "target_group_arn": network.target_group_arn,
+                "path_patterns": ["/admin/*"],
+            },
+        },
+        "lb-config": {
+            "description": "Change the ALB through the AWS API",
+            **window,
+            "approvers": ["U0APPROVER1"],
+            "grant": {
+                "kind": "aws_iam_policy",
+                "load_balancer_arn": network.load_balancer_arn,
+                "actions": ["elasticloadbalancing:Describe*", "elasticloadbalancing:ModifyListener"],
+            },
+        },
+    }
+    if network.haproxy_acl:
+        targets["edge-haproxy"] = {
+            "description": "The edge HAProxy",
+            **window,
+            "approvers": ["U0APPROVER1"],
+            "grant": {"kind": "haproxy_acl", "runtime_api": network.haproxy_runtime_api, "acl": network.haproxy_acl},
+        }
     return {
         "approver_channel": APPROVALS,
         "audit_channel": AUDIT,
         "pending_ttl": "15m",
-        "principals": {"U0DEV1": {"source_cidr": "203.0.113.7/32"}},
-        "targets": {
-            "lb-prod": {
-                "description": "Production public ALB (demo security group)",
-                "default_duration": "30m",
-                "min_duration": "5s",
-                "max_duration": "1h",
-                "approvers": ["U0APPROVER1", "S0NETOPS"],
-                "grant": {
-                    "kind": "aws_security_group",
-                    "region": "us-east-1",
-                    "security_group_id": network.security_group_id,
-                    "ports": [443],
-                },
-            }
+        "principals": {
+            "U0DEV1": {"source_cidr": "203.0.113.7/32", "aws_role_name": network.role_name},
+            "U0DEV3": {"source_cidr": f"{HAPROXY_SOURCE}/32"},
         },
+        "targets": targets,
     }
 
 
@@ -73,59 +109,143 @@ def slack_text(message: dict[str, Any]) -> str:
     return re.sub(r"<!date\^\d+\^[^|]*\|([^>]*)>", r"\1", body)
 
 
+def ask_and_approve(stack: Stack, user: str, text: str) -> tuple[str, str]:
+    """`/jit <text>` as `user`, then Approve by U0APPROVER1; returns the request id and the card's ts."""
+    answer = stack.client().command(user, text)
+    match = re.search(r"jit-[a-z0-9]{6}", answer.json()["text"])
+    if match is None:
+        raise RuntimeError(f"the request was refused: {answer.body}")
+    request_id = match.group(0)
+    card = stack.slack.wait_for(
+        lambda: next(
+            (m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m),
+            None,
+        )
+    )
+    stack.client().click("U0APPROVER1", "jit_approve", request_id, APPROVALS, card["ts"])
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what=f"the grant of {request_id}")
+    return request_id, str(card["ts"])
+
+
 def main() -> int:
     started = time.monotonic()
-    with Stack(policy=demo_policy, sweep_interval=5.0, usergroups={"S0NETOPS": ["U0NETOPS1"]}) as stack:
+    haproxy = shutil.which("haproxy") is not None
+    with Stack(
+        policy=demo_policy, sweep_interval=5.0, usergroups={"S0NETOPS": ["U0NETOPS1"]}, with_haproxy=haproxy
+    ) as stack:
         print(f"Started: redis {stack.redis.url}, moto {stack.moto.endpoint}, Slack stand-in {stack.slack.api_url},")
-        print(f"         web on :{stack.web_ports[0]} and one worker, as the Procfile says. Logs in {stack.workdir}")
-        section("Security group before")
-        show_rules(stack)
-
-        section(f"U0DEV1 types: /jit request lb-prod {GRANT_SECONDS}s debugging 502s from eu-west")
-        answer = stack.client().command("U0DEV1", f"request lb-prod {GRANT_SECONDS}s debugging 502s from eu-west")
-        print(f"  HTTP {answer.status}, ephemeral reply: {answer.json()['text']}")
-        request_id = re.search(r"jit-[a-z0-9]{6}", answer.json()["text"]).group(0)  # type: ignore[union-attr]
-        card = stack.slack.wait_for(
-            lambda: next(
-                (
-                    m
-                    for m in stack.slack.messages(APPROVALS)
-                    if request_id in m.get("text", "") and "thread_ts" not in m
-                ),
-                None,
-            )
-        )
-        section(f"Approval card in #{APPROVALS}")
-        print("  " + slack_text(card).replace("\n", "\n  "))
-
-        section("U0APPROVER1 clicks Approve")
-        ts = card["ts"]
-        print(f"  HTTP {stack.client().click('U0APPROVER1', 'jit_approve', request_id, APPROVALS, ts).status}")
-        stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="the grant")
-        section("Security group during the grant")
-        show_rules(stack)
-
-        print(f"\n  ... waiting for the grant's end ({GRANT_SECONDS}s) ...")
-        stack.wait_for(
-            lambda: "grant.revoked" in stack.events(request_id), timeout=GRANT_SECONDS + 20, what="the revoke"
-        )
-        section("Security group after")
-        show_rules(stack)
-
-        section("Card, as edited in place")
-        print("  " + slack_text(stack.slack.updates(APPROVALS, ts)[-1]).replace("\n", "\n  "))
-        parent = next(m for m in stack.slack.messages(AUDIT) if request_id in m.get("text", ""))
-        section(f"Audit thread in #{AUDIT}")
-        for reply in stack.slack.thread(AUDIT, parent["ts"]):
-            print("  • " + slack_text(reply).replace("\n", "\n    "))
-        section("Direct messages to U0DEV1")
-        for message in stack.slack.dms("U0DEV1"):
-            print("  • " + slack_text(message).replace("\n", "\n    "))
-        section(f"Audit log ({stack.audit_path})")
-        for record in stack.audit(request_id):
-            print("  " + json.dumps(record))
+        print("         the Procfile's web and worker" + (", and a real HAProxy" if haproxy else "") + ".")
+        main_flow(stack)
+        other_kinds(stack, haproxy)
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; everything it started is stopped.")
     return 0
+
+
+def main_flow(stack: Stack) -> None:
+    """The security-group grant, every step shown as Slack and the load balancer see it."""
+    section("Security group before")
+    show_rules(stack)
+
+    section(f"U0DEV1 types: /jit request lb-prod {GRANT_SECONDS}s debugging 502s from eu-west")
+    answer = stack.client().command("U0DEV1", f"request lb-prod {GRANT_SECONDS}s debugging 502s from eu-west")
+    print(f"  HTTP {answer.status}, ephemeral reply: {answer.json()['text']}")
+    request_id = re.search(r"jit-[a-z0-9]{6}", answer.json()["text"]).group(0)  # type: ignore[union-attr]
+    card = stack.slack.wait_for(
+        lambda: next(
+            (m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m),
+            None,
+        )
+    )
+    section(f"Approval card in #{APPROVALS}")
+    print("  " + slack_text(card).replace("\n", "\n  "))
+
+    section("U0APPROVER1 clicks Approve")
+    ts = card["ts"]
+    print(f"  HTTP {stack.client().click('U0APPROVER1', 'jit_approve', request_id, APPROVALS, ts).status}")
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="the grant")
+    section("Security group during the grant")
+    show_rules(stack)
+
+    print(f"\n  ... waiting for the grant's end ({GRANT_SECONDS}s) ...")
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=GRANT_SECONDS + 20, what="the revoke")
+    section("Security group after")
+    show_rules(stack)
+
+    section("Card, as edited in place")
+    print("  " + slack_text(stack.slack.updates(APPROVALS, ts)[-1]).replace("\n", "\n  "))
+    parent = next(m for m in stack.slack.messages(AUDIT) if request_id in m.get("text", ""))
+    section(f"Audit thread in #{AUDIT}")
+    for reply in stack.slack.thread(AUDIT, parent["ts"]):
+        print("  • " + slack_text(reply).replace("\n", "\n    "))
+    section("Direct messages to U0DEV1")
+    for message in stack.slack.dms("U0DEV1"):
+        print("  • " + slack_text(message).replace("\n", "\n    "))
+    section(f"Audit log ({stack.audit_path})")
+    for record in stack.audit(request_id):
+        print("  " + json.dumps(record))
+
+
+def other_kinds(stack: Stack, haproxy: bool) -> None:
+    """The other grant kinds, granted together and ended with `/jit revoke`: what each puts at the load balancer."""
+    assert stack.network is not None
+    network = stack.network
+    elbv2, iam = stack.moto.client("elbv2"), stack.moto.client("iam")
+
+    def listener_rules() -> list[str]:
+        rules = [r for r in elbv2.describe_rules(ListenerArn=network.listener_arn)["Rules"] if not r["IsDefault"]]
+        return [f"priority {r['Priority']}: " + ", ".join(map(condition_text, r["Conditions"])) for r in rules]
+
+    def role_policies() -> list[str]:
+        names = iam.list_role_policies(RoleName=network.role_name)["PolicyNames"]
+        return [
+            f"{name}: "
+            + json.dumps(
+                iam.get_role_policy(RoleName=network.role_name, PolicyName=name)["PolicyDocument"]["Statement"][0][
+                    "Condition"
+                ]
+            )
+            for name in names
+        ]
+
+    def haproxy_view() -> list[str]:
+        return [f"GET {stack.haproxy.url if stack.haproxy else ''} from {HAPROXY_SOURCE}: HTTP {http_status(stack)}"]
+
+    views: list[tuple[str, str, str, Any]] = [
+        ("lb-admin", "U0DEV1", "ALB listener rules", listener_rules),
+        ("lb-config", "U0DEV1", f"inline policies on IAM role {network.role_name}", role_policies),
+    ]
+    if haproxy:
+        views.append(("edge-haproxy", "U0DEV3", "HAProxy", haproxy_view))
+    for target, user, what, view in views:
+        section(f"{target}: {what}, before / during / after")
+        print("  before: " + ("; ".join(view()) or "(none)"))
+        request_id, _ = ask_and_approve(stack, user, f"request {target} 10m demo of {target}")
+        print("  during: " + ("; ".join(view()) or "(none)"))
+        stack.client().command(user, f"revoke {request_id}")
+        stack.wait_for(lambda rid=request_id: "grant.revoked" in stack.events(rid), what="the revoke")
+        print("  after:  " + ("; ".join(view()) or "(none)"))
+        ended = next(r for r in stack.audit(request_id) if r["event"] == "grant.revoked")
+        print(f"  audit:  grant.revoked reason={ended['reason']} actor={ended['actor']} verified={ended['verified']}")
+
+
+def condition_text(condition: dict[str, Any]) -> str:
+    """`source-ip=['203.0.113.7/32']` from a listener rule condition, whichever *Config key holds the values."""
+    values = next((v["Values"] for k, v in condition.items() if k.endswith("Config")), condition.get("Values"))
+    return f"{condition['Field']}={values}"
+
+
+def http_status(stack: Stack) -> int:
+    assert stack.haproxy is not None
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", stack.haproxy.port, timeout=5, source_address=(HAPROXY_SOURCE, 0)
+    )
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
 
 
 if __name__ == "__main__":

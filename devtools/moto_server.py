@@ -78,6 +78,8 @@ class Network:
     listener_arn: str = ""
     target_group_arn: str = ""
     role_name: str = ""
+    haproxy_runtime_api: str = ""  # set when the stack runs a real HAProxy
+    haproxy_acl: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from devtools.haproxy import HaproxyServer
 from devtools.moto_server import MotoServer, Network, seed_network
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
@@ -85,12 +87,14 @@ class Stack:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="jitlb-stack-")))
     extra_env: dict[str, str] = field(default_factory=dict)
     keep_workdir: bool = False
+    with_haproxy: bool = False
     socket_mode: bool = False
 
     def __post_init__(self) -> None:
         self.redis = RedisServer()
         self.moto = MotoServer()
         self.slack = SlackStandin()
+        self.haproxy = HaproxyServer() if self.with_haproxy else None
         self.processes: list[Process] = []
         self.network: Network | None = None
         self.audit_path = self.workdir / "audit.log"
@@ -106,6 +110,11 @@ class Stack:
         for group, members in self.usergroups.items():
             self.slack.set_usergroup(group, members)
         self.network = seed_network(self.moto)
+        if self.haproxy is not None:
+            self.haproxy.start()
+            self.network = dataclasses.replace(
+                self.network, haproxy_runtime_api=self.haproxy.runtime_api_unix, haproxy_acl=self.haproxy.acl_file
+            )
         self.policy_path.write_text(yaml.safe_dump(self.policy(self.network), sort_keys=False))
         commands = procfile()
         for index in range(self.webs):
@@ -177,6 +186,8 @@ class Stack:
         for process in self.processes:
             process.stop()
         self.slack.stop()
+        if self.haproxy is not None:
+            self.haproxy.close()
         self.moto.stop()
         self.redis.close()
         if not self.keep_workdir:

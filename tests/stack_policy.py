@@ -10,9 +10,26 @@ APPROVALS = "C0APPROVALS"
 DEVS = "C0DEVS"
 DEV1_CIDR = "203.0.113.7/32"
 DEV2_CIDR = "198.51.100.0/28"
+LOOPBACK_SOURCE = "127.0.0.7/32"  # a distinct loopback source, for real HTTP through a real HAProxy
 
 
 def stack_policy(network: Network) -> dict[str, Any]:
+    """Every grant kind the stack can serve; the HAProxy target only when the stack runs HAProxy."""
+    policy = _policy(network)
+    if network.haproxy_acl:
+        policy["targets"]["edge-haproxy"] = {
+            "description": "The edge HAProxy",
+            "default_duration": "30m",
+            "min_duration": "1s",
+            "max_duration": "1h",
+            "approvers": ["U0APPROVER1"],
+            "requesters": ["U0DEV3"],
+            "grant": {"kind": "haproxy_acl", "runtime_api": network.haproxy_runtime_api, "acl": network.haproxy_acl},
+        }
+    return policy
+
+
+def _policy(network: Network) -> dict[str, Any]:
     sg = {
         "kind": "aws_security_group",
         "region": "us-east-1",
@@ -26,6 +43,7 @@ def stack_policy(network: Network) -> dict[str, Any]:
             "U0DEV1": {"source_cidr": DEV1_CIDR, "aws_role_name": "dev1-admin"},
             "U0DEV2": {"source_cidr": DEV2_CIDR},
             "U0APPROVER1": {"source_cidr": "192.0.2.10/32"},
+            "U0DEV3": {"source_cidr": LOOPBACK_SOURCE},
         },
         "targets": {
             "lb-prod": {

@@ -197,8 +197,8 @@ def _fault_pause() -> None:
 
 
 def _whole_second(moment: datetime) -> datetime:
-    """Round up to the second: the markers at the load balancer carry whole seconds, and must not end early."""
-    return moment.replace(microsecond=0) + (timedelta(seconds=1) if moment.microsecond else timedelta(0))
+    """Round down to the second: markers carry whole seconds, and a grant never lasts longer than approved."""
+    return moment.replace(microsecond=0)
 
 
 def _order(request: AccessRequest, ends_at: datetime, spec: object) -> GrantOrder:
