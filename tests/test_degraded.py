@@ -58,3 +58,15 @@ def test_unanswered_request_expires(stack: Stack) -> None:
     assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
     stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
     assert "request.approved" not in stack.events(request_id)
+
+
+def test_requester_is_warned_before_the_end() -> None:
+    """JIT_WARN_BEFORE before the end, the requester gets a DM naming the extend command; the audit says so."""
+    with Stack(policy=stack_policy, sweep_interval=2.0, extra_env={"JIT_WARN_BEFORE": "3"}) as stack:
+        request_id, _ = ask(stack, "U0DEV1", "request lb-prod 7s warn me")
+        assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
+        stack.wait_for(lambda: "grant.warned" in stack.events(request_id), timeout=20, what="grant.warned")
+        warning = next(m for m in stack.slack.dms("U0DEV1") if "ends in about" in str(m.get("text")))
+        assert f"/jit extend {request_id} 30m" in warning["text"]
+        events = stack.wait_for(lambda: "grant.revoked" in stack.events(request_id) and stack.events(request_id))
+        assert events.index("grant.warned") < events.index("grant.revoked")

@@ -33,7 +33,8 @@ def _retry_intervals() -> list[int]:
 
 
 REVOKE_RETRY = Retry(max=len(_retry_intervals()), interval=_retry_intervals())
-WARN_BEFORE = timedelta(minutes=5)
+# How long before the end the requester is warned (JIT_WARN_BEFORE seconds); only grants twice as long get one.
+WARN_BEFORE = timedelta(seconds=float(os.environ.get("JIT_WARN_BEFORE", "300")))
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
