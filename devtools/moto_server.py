@@ -130,14 +130,18 @@ def seed_role(moto: MotoServer, name: str) -> str:
             {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}
         ],
     }
-    moto.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam = moto.client("iam")
+    try:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass  # moto's state is per process: an earlier stack in the same test run made it
     return name
 
 
 def seed_network(moto: MotoServer) -> Network:
     """Everything the demo and the end-to-end tests grant on: a security group, an ALB and an IAM role."""
     group = seed_security_group(moto)
-    alb = seed_load_balancer(moto, "jitlb")
+    alb = seed_load_balancer(moto)
     role = seed_role(moto, "dev1-admin")
     return Network(
         group.vpc_id, group.security_group_id, alb.load_balancer_arn, alb.listener_arn, alb.target_group_arn, role
