@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -131,10 +132,9 @@ def seed_role(moto: MotoServer, name: str) -> str:
         ],
     }
     iam = moto.client("iam")
-    try:
+    # moto's state is per process: an earlier stack in the same test run may have made it.
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
         iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass  # moto's state is per process: an earlier stack in the same test run made it
     return name
 
 
