@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
+from redis.exceptions import RedisError
 from rq import Queue
 
 from bot import blocks
@@ -33,6 +35,8 @@ from bot.access.requests import AccessRequest, Status
 from bot.access.store import RequestStore
 from bot.ids import ActionId
 from bot.notify import Notifier
+
+log = structlog.get_logger("jit_lb.service")
 
 JOBS = "workers.jobs."
 UNAVAILABLE = (
@@ -102,7 +106,8 @@ class AccessService:
         target = self.policy.targets[request.target]
         card_channel = self.policy.channel_for(target)
         self.audit.request_event("request.created", request, actor=user, pending_until=request.pending_until)
-        self.queue.enqueue_at(request.pending_until, JOBS + "expire_request", request.id, job_id=f"expire-{request.id}")
+        # Lost if Redis fails right here: the workers' due-check expires pending requests by their index anyway.
+        self._enqueue(request.pending_until, "expire_request", request.id, job_id=f"expire-{request.id}")
         return Reply(blocks.submitted_reply(request, card_channel), lambda: self._post_request(request, card_channel))
 
     def _post_request(self, request: AccessRequest, card_channel: str) -> None:
@@ -133,7 +138,8 @@ class AccessService:
             raise CommandError(f"only the requester or an approver of `{request.target}` can revoke {request_id}")
         if request.status is not Status.GRANTED:
             raise CommandError(f"{request_id} is {request.status}, not granted; there is nothing to revoke")
-        self.queue.enqueue(JOBS + "revoke_access", request_id, "revoked", user, job_id=f"revoke-now-{request_id}")
+        if not self._enqueue(None, "revoke_access", request_id, "revoked", user, job_id=f"revoke-now-{request_id}"):
+            raise StoreUnavailableError("the revoke could not be queued")
         return Reply(f"Revoking `{request_id}` on `{request.target}` now; the thread will say when it is done.")
 
     def _extend(self, user: str, parsed: ExtendCommand) -> Reply:
@@ -173,6 +179,18 @@ class AccessService:
         extension = request.extension.model_copy(update={"card_channel": channel, "card_ts": card_ts})
         after = self.store.update(request.id, extension=extension)
         self.notifier.thread(after, blocks.extension_requested_text(after))
+
+    def _enqueue(self, at: datetime | None, job: str, *args: str, job_id: str) -> bool:
+        """Queue a worker job (at a time, or now); False when Redis refused, which the caller's fallback covers."""
+        try:
+            if at is None:
+                self.queue.enqueue(JOBS + job, *args, job_id=job_id)
+            else:
+                self.queue.enqueue_at(at, JOBS + job, *args, job_id=job_id)
+        except RedisError as err:
+            log.error("could not queue a job", job=job, job_id=job_id, error=str(err))
+            return False
+        return True
 
     def _visible(self, user: str) -> list[AccessRequest]:
         def sees(request: AccessRequest) -> bool:
@@ -238,7 +256,8 @@ class AccessService:
             required=after.approvals_required,
         )
         if after.status is Status.APPROVED:
-            self.queue.enqueue(JOBS + "grant_access", after.id, job_id=f"grant-{after.id}")
+            # If this is lost, the sweep re-enqueues approved requests that were not granted in time.
+            self._enqueue(None, "grant_access", after.id, job_id=f"grant-{after.id}")
             self.notifier.dm(
                 after.requester,
                 f":white_check_mark: `{after.id}` was approved by "
@@ -259,7 +278,8 @@ class AccessService:
             done=decided is not None,
         )
         if decided is not None:
-            self.queue.enqueue(JOBS + "extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
+            # If this is lost, the sweep sees the markers behind Redis's end and moves them.
+            self._enqueue(None, "extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
         self.notifier.update_extension_card(after, decided or after.extension)
         self.notifier.thread(after, blocks.extension_approval_text(after, user, decided is not None))
 

@@ -401,12 +401,19 @@ def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -
 
 
 def _lease_over(rt: Runtime, request_id: str, obj: ManagedObject, now: datetime) -> bool:
+    """Whether a lease has ended: by Redis's word for a granted request, by the marker when Redis lost it."""
     lease_end = max(lease.ends_at for lease in obj.leases if lease.request_id == request_id)
-    if lease_end <= now:
-        return True
     request = rt.store.find(request_id)
-    # APPROVED means a grant job may be applying it right now; leave it to that job.
-    return request is not None and request.status not in {Status.GRANTED, Status.APPROVED}
+    if request is None or request.status is Status.APPROVED:
+        # Unknown (Redis lost it) or being applied right now: the marker alone decides.
+        return lease_end <= now
+    if request.status is not Status.GRANTED or request.ends_at is None:
+        return True
+    if request.ends_at > lease_end:
+        # Extended, but the markers have not moved yet (its extend job was lost or is late).
+        _enqueue_once(rt, f"extend-markers-{request_id}", extend_access, request_id)
+    # Past its end plus GRACE the grant's own revoke job has had its turn; the sweep takes over.
+    return request.ends_at + GRACE <= now
 
 
 def _sweep_request(rt: Runtime, request_id: str, obj: ManagedObject) -> None:

@@ -16,9 +16,12 @@ def register(app: AsyncApp, service: AccessService) -> None:
         await ack()
         container = body.get("container") or {}
         channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
+        user = (body.get("user") or {}).get("id")
+        if not user:
+            return  # not something Slack sends; the HTTP edge already answers such bodies with 400
         await asyncio.to_thread(
             service.decide,
-            body["user"]["id"],
+            user,
             action["action_id"],
             str(action.get("value", "")),
             channel,

@@ -13,7 +13,7 @@ from bot.service import AccessService
 def register(app: AsyncApp, service: AccessService) -> None:
     async def handle_command_jit(ack: AsyncAck, command: dict[str, Any]) -> None:
         reply = await asyncio.to_thread(
-            service.command, command["user_id"], command.get("text", ""), command.get("channel_id")
+            service.command, str(command.get("user_id", "")), str(command.get("text", "")), command.get("channel_id")
         )
         await ack(text=reply.text, response_type="ephemeral")
         if reply.then is not None:
