@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -34,3 +37,41 @@ def provider_error(err: ClientError | BotoCoreError, action: str, what: str) -> 
         detail = f": {message}" if message else ""
         return ProviderError(f"{code} on {action} for {what}{detail}")
     return ProviderError(f"{action} for {what} failed: {err}")
+
+
+@dataclass
+class Passed:
+    """The expected error code a call ended with, if any."""
+
+    code: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.code is not None
+
+
+def _no_explanation(_: str) -> ProviderError | None:
+    return None
+
+
+@contextmanager
+def translated(
+    action: str,
+    where: str,
+    passing: Iterable[str] = (),
+    explain: Callable[[str], ProviderError | None] = _no_explanation,
+) -> Iterator[Passed]:
+    """Turn botocore errors into ProviderErrors in words; codes in `passing` are expected and recorded instead.
+
+    `explain(code)` may give a provider's own sentence for a code; otherwise the generic one is used.
+    """
+    passed = Passed()
+    try:
+        yield passed
+    except ClientError as err:
+        code = error_code(err)
+        if code in passing:
+            passed.code = code
+            return
+        raise (explain(code) or provider_error(err, action, where)) from None
+    except BotoCoreError as err:
+        raise provider_error(err, action, where) from None

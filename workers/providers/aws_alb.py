@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from bot.access.policy import ListenerRuleGrant
 from workers.providers import aws
@@ -55,16 +53,6 @@ _CONFIG_KEYS = {
 }
 
 ConditionKey = frozenset[tuple[str, tuple[str, ...]]]
-
-
-@dataclass
-class _Passed:
-    """The expected error code a call ended with, if any."""
-
-    code: str | None = None
-
-    def __bool__(self) -> bool:
-        return self.code is not None
 
 
 @dataclass(frozen=True)
@@ -295,22 +283,11 @@ class ListenerRuleProvider:
             scope=f"{KIND}:{self.spec.listener_arn}:{sources}",
         )
 
-    @contextmanager
-    def _errors(self, action: str, passing: Iterable[str] = ()) -> Iterator[_Passed]:
+    def _errors(self, action: str, passing: Iterable[str] = ()) -> AbstractContextManager[aws.Passed]:
         """Turn botocore errors into sentences; codes in `passing` are expected and recorded instead."""
-        passed = _Passed()
-        try:
-            yield passed
-        except ClientError as err:
-            code = aws.error_code(err)
-            if code in passing:
-                passed.code = code
-                return
-            raise self._error(err, code, action) from None
-        except BotoCoreError as err:
-            raise aws.provider_error(err, action, self._where) from None
+        return aws.translated(action, self._where, passing, self._explain)
 
-    def _error(self, err: ClientError, code: str, action: str) -> ProviderError:
+    def _explain(self, code: str) -> ProviderError | None:
         spec = self.spec
         if code == "ListenerNotFound":
             return ProviderError(f"listener {spec.listener_arn} not found in {spec.region}; check the policy file")
@@ -327,7 +304,7 @@ class ListenerRuleProvider:
             return ProviderError(
                 f"a rule on {self._where} has no room for another lease tag (TooManyTags); wait for a grant to end"
             )
-        return aws.provider_error(err, action, self._where)
+        return None
 
 
 def _require_cidr(order: GrantOrder) -> str:

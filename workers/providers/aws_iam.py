@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from bot.access.policy import IamPolicyGrant
 from workers.providers import aws
@@ -27,16 +24,6 @@ SID_PREFIX = "JitLb"
 POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 # A lease whose end cannot be read has ended: fail closed.
 _UNREADABLE_END = parse_time("1970-01-01T00:00:00Z")
-
-
-@dataclass
-class _Passed:
-    """The expected error code a call ended with, if any."""
-
-    code: str | None = None
-
-    def __bool__(self) -> bool:
-        return self.code is not None
 
 
 def resources_for(load_balancer_arn: str) -> list[str]:
@@ -172,30 +159,22 @@ class IamPolicyProvider:
                 return statement
         return None
 
-    @contextmanager
-    def _errors(self, action: str, role: str, passing: Iterable[str] = ()) -> Iterator[_Passed]:
+    def _errors(self, action: str, role: str, passing: Iterable[str] = ()) -> AbstractContextManager[aws.Passed]:
         """Turn botocore errors into sentences; codes in `passing` are expected and recorded instead."""
-        passed = _Passed()
-        where = f"IAM role {role}"
-        try:
-            yield passed
-        except ClientError as err:
-            code = aws.error_code(err)
-            if code in passing:
-                passed.code = code
-                return
+
+        def explain(code: str) -> ProviderError | None:
             if code == "NoSuchEntity":
-                raise ProviderError(
+                return ProviderError(
                     f"IAM role {role} not found; check the principal's aws_role_name in the policy file"
-                ) from None
+                )
             if code == "LimitExceeded":
-                raise ProviderError(
-                    f"{where} has no room for another inline policy (LimitExceeded); "
+                return ProviderError(
+                    f"IAM role {role} has no room for another inline policy (LimitExceeded); "
                     "wait for a grant to end or remove unused inline policies"
-                ) from None
-            raise aws.provider_error(err, action, where) from None
-        except BotoCoreError as err:
-            raise aws.provider_error(err, action, where) from None
+                )
+            return None
+
+        return aws.translated(action, f"IAM role {role}", passing, explain)
 
 
 def _require_role(order: GrantOrder) -> str:
