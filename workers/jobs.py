@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from rq import Retry, get_current_job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from bot import blocks
 from bot.access import requests
@@ -340,10 +342,21 @@ def enqueue_due(now: datetime | None = None) -> int:
     now = now or utcnow()
     due = rt.store.granted_until(now - GRACE)
     for request_id in due:
+        if _waiting_in_queue(rt, f"revoke-{request_id}"):
+            continue  # its scheduled revoke is in the queue already, only behind others
         _enqueue_once(rt, f"revoke-due-{request_id}", revoke_access, request_id, EndReason.EXPIRED.value, "system")
     for request_id in rt.store.pending_until(now):
         _enqueue_once(rt, f"expire-due-{request_id}", expire_request, request_id)
     return len(due)
+
+
+def _waiting_in_queue(rt: Runtime, job_id: str) -> bool:
+    """Whether that job is queued or running now (a job still `scheduled` past its time lost its scheduler)."""
+    try:
+        status = Job.fetch(job_id, connection=rt.store.redis).get_status(refresh=False)
+    except NoSuchJobError:
+        return False
+    return status in {JobStatus.QUEUED, JobStatus.STARTED}
 
 
 def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10) -> None:
@@ -378,8 +391,10 @@ def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -
     restore = getattr(provider, "restore", None)
     if restore is not None:
         restore(now)
-    for obj in provider.list_managed():
-        stale = {rid for rid in obj.request_ids() if _lease_over(rt, rid, obj, now)}
+    objects = provider.list_managed()
+    known = rt.store.find_many({rid for obj in objects for rid in obj.request_ids()})
+    for obj in objects:
+        stale = {rid for rid in obj.request_ids() if _lease_over(rt, rid, obj, now, known.get(rid))}
         if obj.leases and not stale:
             continue
         with rt.store.lock(obj.scope or f"{kind}:{obj.ref}"):
@@ -400,10 +415,11 @@ def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -
     return removed
 
 
-def _lease_over(rt: Runtime, request_id: str, obj: ManagedObject, now: datetime) -> bool:
+def _lease_over(
+    rt: Runtime, request_id: str, obj: ManagedObject, now: datetime, request: AccessRequest | None
+) -> bool:
     """Whether a lease has ended: by Redis's word for a granted request, by the marker when Redis lost it."""
     lease_end = max(lease.ends_at for lease in obj.leases if lease.request_id == request_id)
-    request = rt.store.find(request_id)
     if request is None or request.status is Status.APPROVED:
         # Unknown (Redis lost it) or being applied right now: the marker alone decides.
         return lease_end <= now

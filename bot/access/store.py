@@ -74,6 +74,15 @@ class RequestStore:
         except NotFoundError:
             return None
 
+    def find_many(self, request_ids: set[str]) -> dict[str, AccessRequest]:
+        """The requests Redis knows among `request_ids`, in one round trip."""
+        ordered = sorted(request_ids)
+        if not ordered:
+            return {}
+        with _reachable():
+            raws = self.redis.mget([_REQUEST + request_id for request_id in ordered])
+        return {rid: AccessRequest.model_validate_json(raw) for rid, raw in zip(ordered, raws, strict=True) if raw}
+
     def transition(self, request_id: str, change: Transition) -> tuple[AccessRequest, AccessRequest]:
         """Apply `change` atomically: it sees the current request and its result replaces it.
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.service import AccessService
+
+# Posting cards to Slack (with its retries on 429) runs here, so it never delays the next command's answer.
+_FOLLOW_UPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="jit-slack")
 
 
 def register(app: AsyncApp, service: AccessService) -> None:
@@ -17,6 +21,6 @@ def register(app: AsyncApp, service: AccessService) -> None:
         )
         await ack(text=reply.text, response_type="ephemeral")
         if reply.then is not None:
-            await asyncio.to_thread(reply.then)
+            await asyncio.get_running_loop().run_in_executor(_FOLLOW_UPS, reply.then)
 
     app.command("/jit")(handle_command_jit)

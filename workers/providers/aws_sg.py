@@ -128,7 +128,16 @@ class SecurityGroupProvider:
         return rules
 
     def _rule(self, rule_id: str) -> dict[str, Any] | None:
-        return next((rule for rule in self._rules() if rule["SecurityGroupRuleId"] == rule_id), None)
+        """One rule by its id, or None when it is gone."""
+        try:
+            page = self.ec2.describe_security_group_rules(SecurityGroupRuleIds=[rule_id])
+        except ClientError as err:
+            if aws.error_code(err) in {"InvalidSecurityGroupRuleId.NotFound", "InvalidSecurityGroupRuleId.Malformed"}:
+                return None
+            raise aws.provider_error(err, "ec2:DescribeSecurityGroupRules", self._where) from None
+        except BotoCoreError as err:
+            raise aws.provider_error(err, "ec2:DescribeSecurityGroupRules", self._where) from None
+        return next((r for r in page["SecurityGroupRules"] if r["GroupId"] == self.spec.security_group_id), None)
 
     def _ensure_group_exists(self) -> None:
         self._call(
