@@ -1,0 +1,68 @@
+"""The floor for slash-command latency: a Bolt AsyncApp whose `/jit` handler only acks, served by aiohttp."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from devtools.ports import free_port, wait_for_port
+
+
+def build_bare_app(signing_secret: str, token: str, api_url: str) -> AsyncApp:
+    """Bolt's own request verification, and its one cached auth.test against `api_url` (as jit-lb's web does)."""
+    # AsyncApp has no token_verification_enabled (only the sync App does): its auth.test runs once, then is cached.
+    app = AsyncApp(
+        client=AsyncWebClient(token=token, base_url=api_url),
+        signing_secret=signing_secret,
+        request_verification_enabled=True,
+    )
+
+    async def handle_command_jit(ack: AsyncAck) -> None:
+        await ack()
+
+    app.command("/jit")(handle_command_jit)
+    return app
+
+
+@contextlib.contextmanager
+def bare_app_process(signing_secret: str, token: str, api_url: str) -> Iterator[str]:
+    """Run the bare app in a subprocess on a free loopback port; yield its /slack/events URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--secret", signing_secret]
+    command += ["--token", token, "--api-url", api_url]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}/slack/events"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bare_app")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--api-url", required=True)
+    args = parser.parse_args(argv)
+    app = build_bare_app(args.secret, args.token, args.api_url)
+    web.run_app(app.web_app(), host="127.0.0.1", port=args.port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

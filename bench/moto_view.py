@@ -1,0 +1,157 @@
+"""Reading moto's state in this process, and two fixes that make moto's cost per call grow like AWS's."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.base_backend import BackendDict
+from moto.core.responses import BaseResponse
+from moto.ec2.exceptions import InvalidGroupIdMalformedError
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.core import TaggedEC2Resource
+from moto.ec2.models.security_groups import SecurityGroupBackend
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, is_valid_security_group_id
+
+from workers.providers.base import parse_time
+
+LEASE_PREFIX = "jit-lb:lease:"
+REGION = "us-east-1"
+
+
+def _get_tags(self: Any) -> list[dict[str, str]]:
+    resource_id = self.id
+    if not resource_id:
+        return []
+    kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+    tags = dict(self.ec2_backend.tags.get(resource_id, {}))
+    return [{"resource_id": resource_id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
+
+
+_stock_describe_rules = SecurityGroupBackend.describe_security_group_rules
+
+
+def _describe_security_group_rules(self: Any, sg_rule_ids: list[str], filters: dict[str, list[str]]) -> list[Any]:
+    wanted = set(filters.get("group-id", []))
+    if sg_rule_ids or not wanted:
+        return _stock_describe_rules(self, sg_rule_ids, filters)  # type: ignore[no-any-return]
+    for group_id in wanted:
+        if not is_valid_security_group_id(group_id):
+            raise InvalidGroupIdMalformedError(group_id)
+    rules = [
+        copy.copy(rule)
+        for vpc_groups in list(self.groups.values())
+        for group_id, group in list(vpc_groups.items())
+        if group_id in wanted
+        for rule in list(itertools.chain(group.egress_rules, group.ingress_rules))
+    ]
+    for rule in rules:
+        if rule.from_port is None:
+            rule.from_port = -1
+        if rule.to_port is None:
+            rule.to_port = -1
+    return [rule for rule in rules if rule.matches_filters(filters)]
+
+
+def install_speedups() -> None:
+    """Replace moto's two region-wide scans with lookups that give the same answers.
+
+    Stock moto 5 does two things whose cost grows with every rule in the region, not with the
+    answer: `get_tags` scans every tag of every resource for each rule it renders, and
+    `describe_security_group_rules` copies every rule of every group before filtering by group.
+    At 5,000 tagged rules one describe of a 50-rule group takes ~470 ms (~105 ms with these
+    fixes), so without them the figures would measure moto. `python -m bench --stock-moto`
+    leaves moto as it is.
+    """
+    TaggedEC2Resource.get_tags = _get_tags  # type: ignore[method-assign]
+    SecurityGroupBackend.describe_security_group_rules = _describe_security_group_rules  # type: ignore[method-assign]
+
+
+class MotoMeter:
+    """CPU seconds moto's threads spend in each API action (handling and rendering), counted while installed."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stock: Callable[..., Any] | None = None
+
+    def __enter__(self) -> MotoMeter:
+        self._stock = stock = BaseResponse.call_action
+        meter = self
+
+        def call_action(response: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return stock(response)
+            finally:
+                with meter._lock:
+                    meter.seconds[response._get_action()] += time.thread_time() - started
+                    meter.calls[response._get_action()] += 1
+
+        BaseResponse.call_action = call_action  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        BaseResponse.call_action = self._stock  # type: ignore[method-assign]
+
+    def text(self, per: int, what: str) -> str:
+        """Per `what` (a grant, a revoke): moto's CPU ms, and the calls, by action."""
+        total = sum(self.seconds.values())
+        parts = ", ".join(
+            f"{action} {self.calls[action] / per:.1f}x {self.seconds[action] / per * 1000:.0f} ms"
+            for action, _ in self.seconds.most_common(4)
+        )
+        return f"moto CPU per {what}: {total / per * 1000:.0f} ms ({parts})"
+
+
+def reset_moto() -> None:
+    """Forget every resource moto holds (its state is global to this process, across Stacks)."""
+    BackendDict.reset()
+
+
+@dataclass(frozen=True)
+class LeaseRule:
+    """An ingress rule at moto holding a request's lease."""
+
+    rule_id: str
+    group_id: str
+    cidr: str
+    ends_at: datetime
+
+
+class MotoView:
+    """Ingress rules with jit-lb leases, read straight from moto's memory.
+
+    moto serves from this process (ThreadedMotoServer), so its state can be read without HTTP:
+    cheap enough to poll every 10 ms, where one DescribeSecurityGroupRules costs moto tens of
+    milliseconds of this process's GIL, which the workers' own calls to moto need.
+    """
+
+    def __init__(self, group_ids: set[str], region: str = REGION) -> None:
+        self.group_ids = group_ids
+        self.region = region
+
+    def leases(self) -> dict[str, LeaseRule]:
+        """Each request id with a lease on a rule of the watched groups, and that rule."""
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID][self.region]
+        found: dict[str, LeaseRule] = {}
+        for vpc_groups in list(backend.groups.values()):
+            for group_id, group in list(vpc_groups.items()):
+                if group_id not in self.group_ids:
+                    continue
+                for rule in list(group.ingress_rules):
+                    for key, value in dict(backend.tags.get(rule.id, {})).items():
+                        if key.startswith(LEASE_PREFIX):
+                            found[key.removeprefix(LEASE_PREFIX)] = LeaseRule(
+                                rule.id, group_id, str(rule.ip_range.get("CidrIp", "")), parse_time(value)
+                            )
+        return found

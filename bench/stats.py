@@ -1,0 +1,65 @@
+"""Latency summaries (p50 / p99 / max in ms) and the table the benchmark prints."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Summary:
+    """p50, p99 and max of a sample, in milliseconds, with its size."""
+
+    count: int
+    p50: float
+    p99: float
+    max: float
+
+    def text(self) -> str:
+        if self.count == 0:
+            return "no samples"
+        return f"{self.p50:8.1f} / {self.p99:8.1f} / {self.max:8.1f}"
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of an ascending sample."""
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(samples_ms: Sequence[float]) -> Summary:
+    ordered = sorted(samples_ms)
+    if not ordered:
+        return Summary(0, math.nan, math.nan, math.nan)
+    return Summary(len(ordered), percentile(ordered, 0.50), percentile(ordered, 0.99), ordered[-1])
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a latency summary or a plain figure, the goal, and a note."""
+
+    name: str
+    value: str
+    goal: str = ""
+    note: str = ""
+
+
+def latency_row(name: str, samples_ms: Sequence[float], goal: str = "", note: str = "") -> Row:
+    summary = summarize(samples_ms)
+    return Row(name, f"{summary.text()}  (n={summary.count})", goal, note)
+
+
+def render(title: str, rows: Sequence[Row]) -> str:
+    """The rows as an aligned text table under `title`."""
+    header = Row("figure", "p50 / p99 / max ms, or value", "goal", "note")
+    widths = [max(len(getattr(row, key)) for row in [header, *rows]) for key in ("name", "value", "goal")]
+    lines = [title, ""]
+    for index, row in enumerate([header, *rows]):
+        cells = [row.name.ljust(widths[0]), row.value.ljust(widths[1]), row.goal.ljust(widths[2]), row.note]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in [*widths, 4]))
+    return "\n".join(lines)
