@@ -81,7 +81,10 @@ def grant_access(request_id: str) -> str:
         _fail(rt, request, f"target `{request.target}` is no longer in the policy")
         return "failed"
     now = utcnow()
-    _, request = rt.store.transition(request_id, lambda r: requests.fix_end(r, _whole_second(now + r.duration)))
+    try:
+        _, request = rt.store.transition(request_id, lambda r: requests.fix_end(r, _whole_second(now + r.duration)))
+    except TransitionError as err:
+        return str(err)  # a twin job granted it, or it was closed, since we looked
     assert request.ends_at is not None
     order = _order(request, request.ends_at, target.grant)
     provider = provider_for(target.grant, rt.store.redis, rt.policy)
