@@ -31,8 +31,9 @@ def fixture_stack() -> Iterator[Stack]:
 def status(stack: Stack, connection: http.client.HTTPConnection | None = None) -> int:
     """GET / through HAProxy from 127.0.0.7; a fresh connection unless one is given."""
     assert stack.haproxy is not None
-    conn = connection or http.client.HTTPConnection("127.0.0.1", stack.haproxy.port, timeout=5,
-                                                     source_address=(SOURCE, 0))
+    conn = connection or http.client.HTTPConnection(
+        "127.0.0.1", stack.haproxy.port, timeout=5, source_address=(SOURCE, 0)
+    )
     try:
         conn.request("GET", "/")
         response = conn.getresponse()
@@ -48,8 +49,9 @@ def test_haproxy_grant_opens_and_closes_real_access(stack: Stack) -> None:
     assert status(stack) == 403
     request_id = granted(stack, "U0DEV3", "request edge-haproxy 5s check the edge")
     assert status(stack) == 200
-    keep_alive = http.client.HTTPConnection("127.0.0.1", stack.haproxy.port if stack.haproxy else 0, timeout=5,
-                                            source_address=(SOURCE, 0))
+    keep_alive = http.client.HTTPConnection(
+        "127.0.0.1", stack.haproxy.port if stack.haproxy else 0, timeout=5, source_address=(SOURCE, 0)
+    )
     try:
         assert status(stack, keep_alive) == 200
         stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=20, what="the revoke")

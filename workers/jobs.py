@@ -418,9 +418,7 @@ def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -
     return removed
 
 
-def _lease_over(
-    rt: Runtime, request_id: str, obj: ManagedObject, now: datetime, request: AccessRequest | None
-) -> bool:
+def _lease_over(rt: Runtime, request_id: str, obj: ManagedObject, now: datetime, request: AccessRequest | None) -> bool:
     """Whether a lease has ended: by Redis's word for a granted request, by the marker when Redis lost it."""
     lease_end = max(lease.ends_at for lease in obj.leases if lease.request_id == request_id)
     if request is None or request.status is Status.APPROVED:
