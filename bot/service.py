@@ -106,11 +106,17 @@ class AccessService:
         target = self.policy.targets[request.target]
         card_channel = self.policy.channel_for(target)
         self.audit.request_event("request.created", request, actor=user, pending_until=request.pending_until)
-        # Lost if Redis fails right here: the workers' due-check expires pending requests by their index anyway.
-        self._enqueue(request.pending_until, "expire_request", request.id, job_id=f"expire-{request.id}")
-        return Reply(blocks.submitted_reply(request, card_channel), lambda: self._post_request(request, card_channel))
+        # The card is posted by a worker (the store queued the id with the request), and pending requests are
+        # expired by every worker's due-check: the web answers the command and does no more.
+        return Reply(blocks.submitted_reply(request, card_channel))
 
-    def _post_request(self, request: AccessRequest, card_channel: str) -> None:
+    def announce(self, request_id: str) -> None:
+        """Post a new request's approval card, its audit-thread parent and first reply (a worker does this)."""
+        request = self.store.get(request_id)
+        target = self.policy.target_for(request.target)
+        if request.status is not Status.PENDING or request.card_ts is not None or target is None:
+            return
+        card_channel = self.policy.channel_for(target)
         card_ts = self.notifier.post_card(request, card_channel)
         if card_ts is None:
             _, request = self.store.transition(
@@ -138,7 +144,7 @@ class AccessService:
             raise CommandError(f"only the requester or an approver of `{request.target}` can revoke {request_id}")
         if request.status is not Status.GRANTED:
             raise CommandError(f"{request_id} is {request.status}, not granted; there is nothing to revoke")
-        if not self._enqueue(None, "revoke_access", request_id, "revoked", user, job_id=f"revoke-now-{request_id}"):
+        if not self._enqueue("revoke_access", request_id, "revoked", user, job_id=f"revoke-now-{request_id}"):
             raise StoreUnavailableError("the revoke could not be queued")
         return Reply(f"Revoking `{request_id}` on `{request.target}` now; the thread will say when it is done.")
 
@@ -180,13 +186,10 @@ class AccessService:
         after = self.store.update(request.id, extension=extension)
         self.notifier.thread(after, blocks.extension_requested_text(after))
 
-    def _enqueue(self, at: datetime | None, job: str, *args: str, job_id: str) -> bool:
-        """Queue a worker job (at a time, or now); False when Redis refused, which the caller's fallback covers."""
+    def _enqueue(self, job: str, *args: str, job_id: str) -> bool:
+        """Queue a worker job; False when Redis refused, which the caller's fallback covers."""
         try:
-            if at is None:
-                self.queue.enqueue(JOBS + job, *args, job_id=job_id)
-            else:
-                self.queue.enqueue_at(at, JOBS + job, *args, job_id=job_id)
+            self.queue.enqueue(JOBS + job, *args, job_id=job_id)
         except RedisError as err:
             log.error("could not queue a job", job=job, job_id=job_id, error=str(err))
             return False
@@ -257,7 +260,7 @@ class AccessService:
         )
         if after.status is Status.APPROVED:
             # If this is lost, the sweep re-enqueues approved requests that were not granted in time.
-            self._enqueue(None, "grant_access", after.id, job_id=f"grant-{after.id}")
+            self._enqueue("grant_access", after.id, job_id=f"grant-{after.id}")
             self.notifier.dm(
                 after.requester,
                 f":white_check_mark: `{after.id}` was approved by "
@@ -279,7 +282,7 @@ class AccessService:
         )
         if decided is not None:
             # If this is lost, the sweep sees the markers behind Redis's end and moves them.
-            self._enqueue(None, "extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
+            self._enqueue("extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
         self.notifier.update_extension_card(after, decided or after.extension)
         self.notifier.thread(after, blocks.extension_approval_text(after, user, decided is not None))
 

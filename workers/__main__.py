@@ -13,9 +13,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
 
-from bot.access.errors import JitError
+from bot.access.errors import JitError, StoreUnavailableError
 from bot.logs import configure_logging
 from bot.runtime import Runtime, build_runtime
+from bot.service import AccessService
 from bot.settings import load_settings
 from workers import jobs
 from workers.providers.registry import provider_for, specs_of
@@ -53,6 +54,25 @@ class SweepLoop(threading.Thread):
                 log.exception("sweep loop iteration failed; retrying next tick")
 
 
+class CardPoster(threading.Thread):
+    """Posts the approval cards of new requests, so that the web process only answers commands."""
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(name="jit-cards", daemon=True)
+        self.service = AccessService(rt.policy, rt.store, rt.audit, rt.notifier, rt.queue)
+
+    def run(self) -> None:
+        while True:
+            try:
+                request_id = self.service.store.next_to_announce(timeout=1.0)
+                if request_id is not None:
+                    self.service.announce(request_id)
+            except StoreUnavailableError:
+                time.sleep(REDIS_RETRY_SECONDS)
+            except Exception:
+                log.exception("posting an approval card failed; the request expires unanswered if it stays unposted")
+
+
 def main() -> int:
     configure_logging()
     try:
@@ -66,6 +86,7 @@ def main() -> int:
         # Made now, not in the first job: creating a boto3 client costs most of a second.
         provider_for(spec, rt.store.redis, rt.policy)
     SweepLoop(rt).start()
+    CardPoster(rt).start()
     return work(rt)
 
 

@@ -21,6 +21,7 @@ _INDEX = PREFIX + "index"  # every request id, scored by creation time
 _OPEN = PREFIX + "open"  # pending, approved and granted ids
 _PENDING = PREFIX + "pending"  # pending ids, scored by when they expire
 _GRANTED = PREFIX + "granted"  # granted ids, scored by when they end
+_OUTBOX = PREFIX + "outbox"  # new request ids whose approval card a worker is to post
 _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
 
 Transition = Callable[[AccessRequest], AccessRequest]
@@ -57,9 +58,18 @@ class RequestStore:
             for _ in range(20):
                 request = build(new_request_id())
                 if self.redis.set(_REQUEST + request.id, request.model_dump_json(), nx=True):
-                    self._index(self.redis, request)
+                    with self.redis.pipeline() as pipe:
+                        self._index(pipe, request)
+                        pipe.lpush(_OUTBOX, request.id)
+                        pipe.execute()
                     return request
         raise StoreUnavailableError("could not find a free request id")
+
+    def next_to_announce(self, timeout: float) -> str | None:
+        """The oldest new request whose card is still to be posted, waiting up to `timeout` seconds for one."""
+        with _reachable():
+            item = self.redis.brpop([_OUTBOX], timeout=timeout)
+        return _text(item[1]) if item else None
 
     def get(self, request_id: str) -> AccessRequest:
         with _reachable():
