@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from bot.notify import Notifier
 log = structlog.get_logger("jit_lb.service")
 
 JOBS = "workers.jobs."
+CARD_RECORD_WAIT = 2.0  # seconds a click may wait for the card's position to be recorded
 UNAVAILABLE = (
     "jit-lb cannot reach its state store (Redis) right now, so nothing was requested or changed. "
     "Try again in a minute; if it persists, tell your platform team."
@@ -125,15 +127,15 @@ class AccessService:
             self.audit.request_event("request.cancelled", request, actor="system", why=request.failure)
             self.notifier.dm(request.requester, blocks.outcome_line(request) + f" (`{request.id}`)")
             return
+        # Recorded at once: a click on the card is judged against it.
+        request = self.store.update(
+            request.id, card_channel=card_channel, card_ts=card_ts, thread_channel=card_channel, thread_ts=card_ts
+        )
         audit_channel = self.policy.audit_channel
-        thread_channel, thread_ts = card_channel, card_ts
         if audit_channel:
             parent = self.notifier.post_parent(request, audit_channel)
             if parent is not None:
-                thread_channel, thread_ts = audit_channel, parent
-        request = self.store.update(
-            request.id, card_channel=card_channel, card_ts=card_ts, thread_channel=thread_channel, thread_ts=thread_ts
-        )
+                request = self.store.update(request.id, thread_channel=audit_channel, thread_ts=parent)
         self.notifier.thread(request, blocks.created_text(request, card_channel))
 
     def _revoke(self, user: str, request_id: str) -> Reply:
@@ -240,6 +242,11 @@ class AccessService:
         if not _looks_like_id(value):
             raise ApprovalError("this button does not name a request")
         request = self.store.get(value)
+        deadline = time.monotonic() + CARD_RECORD_WAIT
+        while request.card_ts is None and request.status is Status.PENDING and time.monotonic() < deadline:
+            # The worker that posted the card records where it is a moment after Slack shows it.
+            time.sleep(0.05)
+            request = self.store.get(value)
         if (request.card_channel, request.card_ts) == (channel, message_ts):
             return request, False
         extension = request.extension
