@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import shutil
@@ -10,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from devtools.haproxy import http_status as haproxy_status
 from devtools.moto_server import Network
 from devtools.stack import Stack
 
@@ -236,16 +236,7 @@ def condition_text(condition: dict[str, Any]) -> str:
 
 def http_status(stack: Stack) -> int:
     assert stack.haproxy is not None
-    connection = http.client.HTTPConnection(
-        "127.0.0.1", stack.haproxy.port, timeout=5, source_address=(HAPROXY_SOURCE, 0)
-    )
-    try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
+    return haproxy_status(stack.haproxy.port, HAPROXY_SOURCE)
 
 
 if __name__ == "__main__":

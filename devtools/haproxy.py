@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import subprocess
 import tempfile
@@ -210,3 +211,16 @@ class HaproxyServer:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.close()
+
+
+def http_status(port: int, source: str, connection: http.client.HTTPConnection | None = None) -> int:
+    """GET / on 127.0.0.1:port from the loopback address `source`; a fresh connection unless one is given."""
+    conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        if connection is None:
+            conn.close()

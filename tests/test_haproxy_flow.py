@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from devtools.haproxy import http_status
 from devtools.stack import Stack
 from tests.stack_policy import stack_policy
 from tests.test_flow import granted
@@ -31,17 +32,7 @@ def fixture_stack() -> Iterator[Stack]:
 def status(stack: Stack, connection: http.client.HTTPConnection | None = None) -> int:
     """GET / through HAProxy from 127.0.0.7; a fresh connection unless one is given."""
     assert stack.haproxy is not None
-    conn = connection or http.client.HTTPConnection(
-        "127.0.0.1", stack.haproxy.port, timeout=5, source_address=(SOURCE, 0)
-    )
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        if connection is None:
-            conn.close()
+    return http_status(stack.haproxy.port, SOURCE, connection)
 
 
 def test_haproxy_grant_opens_and_closes_real_access(stack: Stack) -> None:
