@@ -54,7 +54,7 @@ def test_unanswered_request_expires(stack: Stack) -> None:
     stack.wait_for(lambda: "request.expired" in stack.events(request_id), timeout=20, what="request.expired")
     update = stack.wait_for(lambda: stack.slack.updates(APPROVALS, card_ts(stack, request_id)))
     assert "Expired" in str(update[-1]["blocks"])
-    assert any("expired" in str(m.get("text", "")) for m in stack.slack.dms("U0DEV2"))
+    stack.wait_for(lambda: any("expired" in str(m.get("text", "")) for m in stack.slack.dms("U0DEV2")))
     assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
     stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
     assert "request.approved" not in stack.events(request_id)

@@ -47,6 +47,10 @@ def card_of(stack: Stack, request_id: str) -> dict[str, Any]:
     )
 
 
+def dm_text(stack: Stack, user: str) -> str:
+    return " ".join(str(m.get("text", "")) for m in stack.slack.dms(user))
+
+
 def web_decisions(stack: Stack) -> dict[str, int]:
     """How many requests the web has stored and judged; it records each before it answers Slack.
 
@@ -116,16 +120,24 @@ def test_whole_life_of_a_grant(stack: Stack) -> None:
     for record in stack.audit(request_id):
         assert record["ts"].endswith("Z") and record["actor"]
 
+    # The worker posts to Slack after it records the end: wait for each message rather than race it.
     ts = card_ts(stack, request_id)
-    final_card = stack.slack.updates(APPROVALS, ts)[-1]
+    final_card = stack.wait_for(
+        lambda: next((u for u in reversed(stack.slack.updates(APPROVALS, ts)) if "Ended" in str(u["blocks"])), None),
+        what="the card edited to Ended",
+    )
     assert not [b for b in final_card["blocks"] if b["type"] == "actions"]
     assert "U0APPROVER1" in str(final_card["blocks"])
-    thread = stack.slack.thread(APPROVALS, ts)
-    summary = str(thread[-1])
+    summary = str(
+        stack.wait_for(
+            lambda: next((m for m in stack.slack.thread(APPROVALS, ts) if "Summary of" in str(m)), None),
+            what="the summary in the thread",
+        )
+    )
     for fact in ["U0DEV1", "U0APPROVER1", "debugging 502s", "Granted at", "Ended at", "Lasted", "expired", "sgr-"]:
         assert fact in summary, fact
-    dms = " ".join(str(m.get("text", "")) for m in stack.slack.dms("U0DEV1"))
-    assert "approved" in dms and "granted" in dms and "ended" in dms
+    stack.wait_for(lambda: "ended" in dm_text(stack, "U0DEV1"), what="the DM that access ended")
+    assert "approved" in dm_text(stack, "U0DEV1") and "granted" in dm_text(stack, "U0DEV1")
 
 
 def test_deny_changes_nothing_at_the_load_balancer(stack: Stack) -> None:
@@ -137,9 +149,14 @@ def test_deny_changes_nothing_at_the_load_balancer(stack: Stack) -> None:
     stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
     assert "request.approved" not in stack.events(request_id)
     assert rules_of(stack, request_id) == []
-    update = stack.slack.updates(APPROVALS, card_ts(stack, request_id))[-1]
+    update = stack.wait_for(
+        lambda: next(
+            (u for u in stack.slack.updates(APPROVALS, card_ts(stack, request_id)) if "Denied" in str(u)), None
+        ),
+        what="the card edited to Denied",
+    )
     assert "Denied" in str(update["blocks"]) and "U0APPROVER2" in str(update["blocks"])
-    assert any("denied" in str(m.get("text", "")) for m in stack.slack.dms("U0DEV2"))
+    stack.wait_for(lambda: any("denied" in str(m.get("text", "")) for m in stack.slack.dms("U0DEV2")))
 
 
 def test_usergroup_member_may_approve(stack: Stack) -> None:
@@ -197,9 +214,9 @@ def test_failed_grant_leaves_nothing_and_says_why(stack: Stack) -> None:
     failed = next(r for r in stack.audit(request_id) if r["event"] == "grant.failed")
     assert "sg-0123456789abcdef0" in failed["error"] and "not found" in failed["error"]
     assert len(stack.sg_rules()) == before
-    thread = stack.slack.thread(APPROVALS, card_ts(stack, request_id))
-    assert any("sg-0123456789abcdef0" in str(m.get("text")) for m in thread)
-    assert any("sg-0123456789abcdef0" in str(m.get("text", "")) for m in stack.slack.dms("U0DEV1"))
+    ts = card_ts(stack, request_id)
+    stack.wait_for(lambda: any("sg-0123456789abcdef0" in str(m.get("text")) for m in stack.slack.thread(APPROVALS, ts)))
+    stack.wait_for(lambda: any("sg-0123456789abcdef0" in str(m.get("text", "")) for m in stack.slack.dms("U0DEV1")))
 
 
 @pytest.mark.parametrize(
