@@ -414,7 +414,7 @@ def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -
             deleted=deleted,
         )
         for request_id in stale:
-            _sweep_request(rt, request_id, obj)
+            _sweep_request(rt, request_id, obj, known.get(request_id))
     return removed
 
 
@@ -433,8 +433,8 @@ def _lease_over(rt: Runtime, request_id: str, obj: ManagedObject, now: datetime,
     return request.ends_at + GRACE <= now
 
 
-def _sweep_request(rt: Runtime, request_id: str, obj: ManagedObject) -> None:
-    request = rt.store.find(request_id)
+def _sweep_request(rt: Runtime, request_id: str, obj: ManagedObject, request: AccessRequest | None) -> None:
+    """Close in Redis what the sweep removed; finish_revoke's own transition makes a race with the revoke job safe."""
     if request is not None and request.status is Status.GRANTED:
         finish_revoke(rt, request_id, EndReason.SWEEP, "system", [obj.description], True)
     elif request is None:

@@ -128,11 +128,6 @@ class RequestStore:
             ids = sorted(_text(member) for member in self.redis.smembers(_OPEN))
         return [request for request in map(self.find, ids) if request is not None]
 
-    def recent(self, limit: int = 200) -> list[AccessRequest]:
-        with _reachable():
-            ids = [_text(member) for member in self.redis.zrevrange(_INDEX, 0, limit - 1)]
-        return [request for request in map(self.find, ids) if request is not None]
-
     def granted_until(self, moment: datetime) -> list[str]:
         """Ids of granted requests whose end is at or before `moment`."""
         with _reachable():
@@ -142,9 +137,6 @@ class RequestStore:
         """Ids of pending requests whose approval window closed at or before `moment`."""
         with _reachable():
             return [_text(m) for m in self.redis.zrangebyscore(_PENDING, "-inf", moment.timestamp())]
-
-    def ids_with_status(self, *statuses: Status) -> list[str]:
-        return [request.id for request in self.open_requests() if request.status in statuses]
 
     @contextlib.contextmanager
     def lock(self, scope: str, timeout: float = 120.0) -> Iterator[None]:
