@@ -30,6 +30,8 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
         signing_secret=secret,
         # bot/http.py checks every HTTP request's signature before Bolt sees it; Socket Mode has none to check.
         request_verification_enabled=False,
+        # Listeners run before the answer is sent (no 10 ms polling for ack); they hand slow work to threads.
+        process_before_response=True,
         logger=logging.getLogger("jit_lb.bolt"),
     )
     commands.register(app, service)
@@ -80,4 +82,5 @@ def serve(settings: Settings) -> None:
 
         server.cleanup_ctx.append(socket_mode)
     log.info("jit-lb web starting", port=settings.port, socket_mode=settings.socket_mode)
-    web.run_app(server, host="0.0.0.0", port=settings.port, print=None)  # noqa: S104 - CONTRACT §1 serves on all interfaces
+    # No access log: bot/http.py logs each refusal, and the audit log records each command and click.
+    web.run_app(server, host="0.0.0.0", port=settings.port, print=None, access_log=None)  # noqa: S104 - CONTRACT §1 serves on all interfaces

@@ -8,6 +8,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
@@ -16,6 +17,8 @@ from slack_sdk.signature import SignatureVerifier
 
 MAX_BODY = 256 * 1024  # Slack's payloads are a few kilobytes; anything near this is not from Slack
 MAX_SKEW = 60 * 5
+
+log = structlog.get_logger("jit_lb.web")
 
 
 class MalformedError(ValueError):
@@ -29,23 +32,29 @@ def slack_events_handler(app: AsyncApp, secret: str) -> Callable[[web.Request], 
     async def handle_slack_events(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         if len(raw) > MAX_BODY:
-            return web.json_response({"error": "body too large"}, status=413)
+            return _refused(request, 413, "body too large")
         if not _signed(
             verifier,
             raw,
             request.headers.get("X-Slack-Request-Timestamp", ""),
             request.headers.get("X-Slack-Signature", ""),
         ):
-            return web.json_response({"error": "invalid signature"}, status=401)
+            return _refused(request, 401, "invalid signature")
         try:
             body = raw.decode("utf-8")
             check_shape(body, request.content_type)
         except (UnicodeDecodeError, MalformedError) as err:
-            return web.json_response({"error": f"malformed request: {err}"}, status=400)
+            return _refused(request, 400, f"malformed request: {err}")
         bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)  # type: ignore[arg-type]
         return await to_aiohttp_response(await app.async_dispatch(bolt_request))
 
     return handle_slack_events
+
+
+def _refused(request: web.Request, status: int, error: str) -> web.Response:
+    """Answer a request that never reaches Bolt, and log it (the web process keeps no access log)."""
+    log.warning("slack request refused", status=status, error=error, remote=request.remote, path=request.path)
+    return web.json_response({"error": error}, status=status)
 
 
 def _signed(verifier: SignatureVerifier, raw: bytes, timestamp: str, signature: str) -> bool:

@@ -32,7 +32,7 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
         policy=policy,
-        store=RequestStore(client),
+        store=RequestStore(client, settings.redis_url),
         audit=AuditLog.open(settings.jit_audit_log),
         notifier=Notifier(settings.slack_bot_token.get_secret_value(), settings.slack_api_url, policy),
         queue=Queue(settings.jit_queue, connection=client),

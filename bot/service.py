@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -80,6 +81,19 @@ class AccessService:
 
     # --- /jit -------------------------------------------------------------------------------
 
+    async def command_async(self, user: str, text: str, channel: str | None) -> Reply:
+        """`command` for the web's event loop: `request`, the busy one, stores through asyncio; the rest in a thread."""
+        try:
+            parsed = commands.parse_command(text)
+            if not isinstance(parsed, RequestCommand):
+                return await asyncio.to_thread(self.command, user, text, channel)
+            build = commands.build_request(self.policy, user, parsed, self.clock(), channel)
+            return self._requested(await self.store.create_async(build), user)
+        except StoreUnavailableError:
+            return Reply(UNAVAILABLE)
+        except (CommandError, NotFoundError) as err:
+            return self._refused(user, text, err)
+
     def command(self, user: str, text: str, channel: str | None) -> Reply:
         """Answer one `/jit` command; refusals are audited and change nothing."""
         try:
@@ -99,12 +113,18 @@ class AccessService:
         except StoreUnavailableError:
             return Reply(UNAVAILABLE)
         except (CommandError, NotFoundError) as err:
-            self.audit.record("request.refused", actor=user, target=_target_word(text), text=text[:500], why=str(err))
-            return Reply(blocks.refusal_text(str(err)))
+            return self._refused(user, text, err)
+
+    def _refused(self, user: str, text: str, err: Exception) -> Reply:
+        self.audit.record("request.refused", actor=user, target=_target_word(text), text=text[:500], why=str(err))
+        return Reply(blocks.refusal_text(str(err)))
 
     def _request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
         build = commands.build_request(self.policy, user, parsed, self.clock(), channel)
-        request = self.store.create(build)
+        return self._requested(self.store.create(build), user)
+
+    def _requested(self, request: AccessRequest, user: str) -> Reply:
+        """Audit a stored request and answer its requester."""
         target = self.policy.targets[request.target]
         card_channel = self.policy.channel_for(target)
         self.audit.request_event("request.created", request, actor=user, pending_until=request.pending_until)

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 import redis
+import redis.asyncio
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
@@ -26,12 +28,44 @@ _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the au
 
 Transition = Callable[[AccessRequest], AccessRequest]
 
+# A new request, its indexes and its place in the card outbox, in one round trip, only if the id is free.
+_CREATE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
+redis.call('LPUSH', KEYS[5], ARGV[2])
+return 1
+"""
+_CREATE_KEYS = (_INDEX, _OPEN, _PENDING, _OUTBOX)
+_ID_ATTEMPTS = 20
+
 
 def connect(url: str) -> redis.Redis:
     """A client that fails fast when Redis is away, instead of hanging a Slack request."""
     return redis.Redis.from_url(
         url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=30, retry_on_timeout=True
     )
+
+
+def connect_async(url: str) -> redis.asyncio.Redis:
+    """`connect`'s asyncio twin, for the web process's event loop."""
+    return redis.asyncio.Redis.from_url(
+        url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=30, retry_on_timeout=True
+    )
+
+
+def _create_call(request: AccessRequest) -> tuple[list[str], list[str | float]]:
+    """KEYS and ARGV of the _CREATE script for a new (pending) request."""
+    assert request.status is Status.PENDING, "only a pending request is created"
+    keys = [_REQUEST + request.id, *_CREATE_KEYS]
+    args: list[str | float] = [
+        request.model_dump_json(),
+        request.id,
+        request.created_at.timestamp(),
+        request.pending_until.timestamp(),
+    ]
+    return keys, args
 
 
 def _text(value: object) -> str:
@@ -49,19 +83,33 @@ def _reachable() -> Iterator[None]:
 class RequestStore:
     """Persistence of AccessRequests; every status change goes through `transition`."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, url: str | None = None) -> None:
         self.redis = client
+        self._create = client.register_script(_CREATE)
+        # The web process's event loop stores new requests through an asyncio client, made in that loop on first use.
+        self._url = url
+        self._async_create: AsyncScript | None = None
 
     def create(self, build: Callable[[str], AccessRequest]) -> AccessRequest:
         """Store a new request under a fresh id that no other request has."""
         with _reachable():
-            for _ in range(20):
+            for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
-                if self.redis.set(_REQUEST + request.id, request.model_dump_json(), nx=True):
-                    with self.redis.pipeline() as pipe:
-                        self._index(pipe, request)
-                        pipe.lpush(_OUTBOX, request.id)
-                        pipe.execute()
+                if self._create(*_create_call(request)):
+                    return request
+        raise StoreUnavailableError("could not find a free request id")
+
+    async def create_async(self, build: Callable[[str], AccessRequest]) -> AccessRequest:
+        """`create` for an event loop: the same script, through an asyncio client, so the loop never blocks."""
+        if self._url is None:
+            return self.create(build)  # a store made from a client alone has no asyncio twin
+        if self._async_create is None:
+            self._async_create = connect_async(self._url).register_script(_CREATE)
+        script = self._async_create
+        with _reachable():
+            for _ in range(_ID_ATTEMPTS):
+                request = build(new_request_id())
+                if await script(*_create_call(request)):
                     return request
         raise StoreUnavailableError("could not find a free request id")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.ids import ActionId
+from bot.listeners.background import after_answer
 from bot.service import AccessService
 
 
@@ -19,7 +19,7 @@ def register(app: AsyncApp, service: AccessService) -> None:
         user = (body.get("user") or {}).get("id")
         if not user:
             return  # not something Slack sends; the HTTP edge already answers such bodies with 400
-        await asyncio.to_thread(
+        after_answer(
             service.decide,
             user,
             action["action_id"],
