@@ -84,7 +84,7 @@ def approve_to_granted(stack: Stack, world: World, count: int) -> list[Row]:
         ),
         latency_row("   grant job waits in queue", queued),
         latency_row("   job started → rule at moto", applying, note="worker: redis, lock, describe, authorize"),
-        latency_row("   rule at moto → job ended", after, note="worker: describe, record, audit, 3 Slack calls"),
+        latency_row("   rule at moto → job ended", after, note="worker: describe, record, audit, queue the notice"),
     ]
 
 
@@ -146,9 +146,11 @@ def revoke_lag(stack: Stack, world: World, count: int, duration_s: int) -> list[
         note += f"; {count - len(granted)} never granted, {left} never removed"
     return [
         latency_row("3. revoke lag (rule gone - lease end)", lags, "p99 < 2000", note),
-        latency_row("   lease end → revoke job enqueued", to_enqueue, note="RQ scheduler (polls every 1 s)"),
+        latency_row("   lease end → revoke job enqueued", to_enqueue, note="workers look for ended grants every 0.1 s"),
         latency_row("   revoke job waits in queue", queued),
-        latency_row("   job started → rule gone", working, note="worker: 2 describes, 1 revoke; 100 ms polls"),
+        latency_row(
+            "   job started → rule gone", working, note="worker: lock, describe by lease tag, revoke; 100 ms polls"
+        ),
         Row(
             "   duplicate revoke-due jobs queued",
             str(duplicates),

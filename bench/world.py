@@ -212,11 +212,10 @@ def settle(stack: Stack, timeout: float = 60.0) -> bool:
     from rq.registry import StartedJobRegistry
 
     client = redis.Redis.from_url(stack.redis.url)
-    queue = Queue("jit", connection=client)
-    running = StartedJobRegistry(queue=queue)
+    queues = [Queue(name, connection=client) for name in ("jit", "jit-notices")]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if queue.count == 0 and running.count == 0:
+        if all(queue.count == 0 and StartedJobRegistry(queue=queue).count == 0 for queue in queues):
             return True
         time.sleep(0.2)
     return False

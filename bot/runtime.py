@@ -23,6 +23,7 @@ class Runtime:
     audit: AuditLog
     notifier: Notifier
     queue: Queue
+    notices: Queue  # Slack posts of outcomes; workers take them when `queue` is empty
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -36,4 +37,5 @@ def build_runtime(settings: Settings) -> Runtime:
         audit=AuditLog.open(settings.jit_audit_log),
         notifier=Notifier(settings.slack_bot_token.get_secret_value(), settings.slack_api_url, policy),
         queue=Queue(settings.jit_queue, connection=client),
+        notices=Queue(f"{settings.jit_queue}-notices", connection=client),
     )

@@ -24,12 +24,14 @@ from workers.providers.registry import provider_for, specs_of
 log = structlog.get_logger("jit_lb.worker")
 
 SWEEP_KEY = "jit:sweep:next"
+ENDED_CHECK_SECONDS = 0.1  # how often ended grants are looked for: at most this late, a revoke is queued
 DUE_CHECK_SECONDS = 1.0
 REDIS_RETRY_SECONDS = 1.0
 
 
 class SweepLoop(threading.Thread):
-    """Every second: enqueue due revokes. Every JIT_SWEEP_INTERVAL across all workers: one sweep.
+    """Every 0.1 s: queue the revokes of ended grants. Every second: requeue lost revokes, expire pending
+    requests. Every JIT_SWEEP_INTERVAL across all workers: one sweep.
 
     The sweep's turn is a Redis key with the interval as its TTL: whichever live worker sets it
     sweeps, so the interval holds whichever process dies.
@@ -43,8 +45,13 @@ class SweepLoop(threading.Thread):
 
     def run(self) -> None:
         interval_ms = int(self.rt.settings.jit_sweep_interval * 1000)
-        while not self.stopping.wait(DUE_CHECK_SECONDS):
+        next_due = time.monotonic()
+        while not self.stopping.wait(ENDED_CHECK_SECONDS):
             try:
+                jobs.enqueue_ended()
+                if time.monotonic() < next_due:
+                    continue
+                next_due = time.monotonic() + DUE_CHECK_SECONDS
                 jobs.enqueue_due()
                 if self.rt.store.redis.set(SWEEP_KEY, self.name_token, nx=True, px=interval_ms):
                     started = time.monotonic()
@@ -94,7 +101,8 @@ def work(rt: Runtime) -> int:
     """Run RQ's worker until SIGTERM; when it gives up because Redis went away, start it again."""
     while True:
         # SimpleWorker runs jobs in this process: no fork per job, and boto3 clients stay warm between jobs.
-        worker = SimpleWorker([rt.queue], connection=rt.store.redis)
+        # Queues in order of priority: grants and revokes first, then the Slack posts of their outcomes.
+        worker = SimpleWorker([rt.queue, rt.notices], connection=rt.store.redis)
         try:
             worker.work(with_scheduler=True, logging_level=settings_level())
         except (RedisConnectionError, RedisTimeoutError) as err:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from rq import Retry, get_current_job
@@ -26,6 +27,7 @@ log = structlog.get_logger("jit_lb.jobs")
 
 GRACE = timedelta(seconds=2)  # the sweep leaves a just-ended grant to its own revoke job this long
 STUCK_APPROVED = timedelta(seconds=15)  # an approved request not granted by then lost its job
+ENDED_HOLD = 3600  # seconds one end's revoke is not queued again; enqueue_due retries a lost or failed one sooner
 
 
 def _retry_intervals() -> list[int]:
@@ -123,25 +125,18 @@ def grant_access(request_id: str) -> str:
         verified=verified,
         kind=target.grant.kind,
     )
-    rt.notifier.update_card(granted)
-    rt.notifier.thread(granted, blocks.granted_text(granted, created, verified))
-    rt.notifier.dm(granted.requester, blocks.granted_text(granted, created, verified))
+    _tell(rt, granted, blocks.granted_text(granted, created, verified))
     return "granted"
 
 
 def schedule_revoke(request: AccessRequest) -> None:
-    """Enqueue the revoke at the grant's end (RQ's scheduler; the sweep covers a lost schedule), and a warning."""
+    """Schedule the warning before a grant's end; the revoke itself is queued by `enqueue_ended` when the end comes.
+
+    The end is the grant's score in the store's granted index, which every worker checks every
+    tenth of a second (RQ's scheduler polls once a second); the sweep covers a lost index.
+    """
     assert request.ends_at is not None
     queue = runtime().queue
-    queue.enqueue_at(
-        request.ends_at,
-        revoke_access,
-        request.id,
-        EndReason.EXPIRED.value,
-        "system",
-        job_id=f"revoke-{request.id}",
-        retry=REVOKE_RETRY,
-    )
     if request.duration >= 2 * WARN_BEFORE:
         stamp = int(request.ends_at.timestamp())
         queue.enqueue_at(
@@ -189,9 +184,7 @@ def extend_access(request_id: str) -> str:
         objects=[obj.ref for obj in objects],
         verified=verified,
     )
-    rt.notifier.update_card(request)
-    rt.notifier.thread(request, blocks.extended_text(request, verified))
-    rt.notifier.dm(request.requester, blocks.extended_text(request, verified))
+    _tell(rt, request, blocks.extended_text(request, verified))
     return "extended"
 
 
@@ -227,7 +220,7 @@ def _rollback(rt: Runtime, provider: Provider, order: GrantOrder) -> None:
     try:
         with rt.store.lock(provider.scope(order)):
             for obj in objects_of(provider, order.request_id):
-                provider.drop(obj, {order.request_id})
+                provider.drop(obj, {order.request_id}, fresh=True)
     except ProviderError as err:
         log.error("rollback failed; the sweep will remove the leftovers", request_id=order.request_id, error=str(err))
 
@@ -238,9 +231,32 @@ def _fail(rt: Runtime, request: AccessRequest, why: str) -> None:
     except TransitionError:
         return
     rt.audit.request_event("grant.failed", failed, actor="system", error=why)
-    rt.notifier.update_card(failed)
-    rt.notifier.thread(failed, blocks.failed_text(failed))
-    rt.notifier.dm(failed.requester, blocks.failed_text(failed))
+    _tell(rt, failed, blocks.failed_text(failed))
+
+
+# --- telling people -----------------------------------------------------------------------------
+
+
+def _tell(rt: Runtime, request: AccessRequest, text: str, summary: list[dict[str, Any]] | None = None) -> None:
+    """Queue an outcome's Slack posts on the notices queue, which workers take only when no grant or revoke waits.
+
+    The state change and its audit record come first and stand alone; the posts (card edit,
+    thread reply, DM) are an RQ job of their own, so they survive this worker and never hold
+    up the next grant or revoke.
+    """
+    rt.notices.enqueue(tell, request.id, text, summary)
+
+
+def tell(request_id: str, text: str, summary: list[dict[str, Any]] | None = None) -> str:
+    """Edit the request's card to its state now, reply `text` in its thread, and DM the requester."""
+    rt = runtime()
+    request = rt.store.find(request_id)
+    if request is None:
+        return "unknown request"
+    rt.notifier.update_card(request)
+    rt.notifier.thread(request, text, summary)
+    rt.notifier.dm(request.requester, text)
+    return "told"
 
 
 # --- revoke -------------------------------------------------------------------------------------
@@ -255,8 +271,7 @@ def revoke_access(request_id: str, reason: str = EndReason.EXPIRED.value, actor:
     assert request.ends_at is not None
     now = utcnow()
     if reason == EndReason.EXPIRED and request.ends_at > now + GRACE:
-        schedule_revoke(request)  # extended since this job was scheduled
-        return "not yet"
+        return "not yet"  # extended since this job was queued; enqueue_ended queues it again at the new end
     target = rt.policy.target_for(request.target)
     if target is None:
         log.error("granted request's target left the policy; the sweep cannot find it", request_id=request_id)
@@ -273,12 +288,19 @@ def revoke_access(request_id: str, reason: str = EndReason.EXPIRED.value, actor:
 
 
 def _release(rt: Runtime, provider: Provider, order: GrantOrder) -> tuple[list[str], bool]:
+    """Drop the request's leases; verified when each object it held, read back, is gone or holds no lease of it.
+
+    Under the scope lock no grant adds a lease of this request elsewhere, so reading back the
+    objects it held answers what a second full listing would, at one lookup per object.
+    """
     with rt.store.lock(provider.scope(order)):
         removed = []
-        for obj in objects_of(provider, order.request_id):
-            deleted = provider.drop(obj, {order.request_id})
+        held = objects_of(provider, order.request_id)
+        for obj in held:
+            deleted = provider.drop(obj, {order.request_id}, fresh=True)
             removed.append(obj.description + ("" if deleted else " (kept: still leased by another grant)"))
-        verified = not objects_of(provider, order.request_id)
+        after = [provider.read(obj.ref) for obj in held]
+        verified = all(obj is None or order.request_id not in obj.request_ids() for obj in after)
     return removed, verified
 
 
@@ -304,9 +326,7 @@ def finish_revoke(
         removed=removed,
         verified=verified,
     )
-    rt.notifier.update_card(ended)
-    rt.notifier.thread(ended, blocks.summary_text(ended), blocks.summary_blocks(ended))
-    rt.notifier.dm(ended.requester, blocks.summary_text(ended))
+    _tell(rt, ended, blocks.summary_text(ended), blocks.summary_blocks(ended))
 
 
 def _revoke_failed(rt: Runtime, request: AccessRequest, error: str) -> None:
@@ -330,17 +350,34 @@ def expire_request(request_id: str) -> str:
     except TransitionError as err:
         return str(err)
     rt.audit.request_event("request.expired", expired, actor="system")
-    rt.notifier.update_card(expired)
-    rt.notifier.thread(expired, blocks.expired_text(expired))
-    rt.notifier.dm(expired.requester, blocks.expired_text(expired))
+    _tell(rt, expired, blocks.expired_text(expired))
     return "expired"
 
 
 # --- sweep --------------------------------------------------------------------------------------
 
 
+def enqueue_ended(now: datetime | None = None) -> int:
+    """Queue the revoke of each grant whose end has come, once per end; one Redis read, run every 0.1 s."""
+    rt = runtime()
+    ended = rt.store.grants_ended(now or utcnow())
+    for request_id, end in ended.items():
+        _enqueue_once(
+            rt,
+            f"revoke-{request_id}",
+            revoke_access,
+            request_id,
+            EndReason.EXPIRED.value,
+            "system",
+            hold=ENDED_HOLD,
+            once_key=f"revoke-{request_id}-{end}",
+        )
+    return len(ended)
+
+
 def enqueue_due(now: datetime | None = None) -> int:
-    """Enqueue revokes for grants past their end, without waiting for RQ's scheduler; cheap, run often."""
+    """Enqueue revokes for grants past their end plus GRACE whose revoke is not queued or running (it was lost,
+    or failed and waits for a retry), and expire pending requests nobody decided; run every second."""
     rt = runtime()
     now = now or utcnow()
     due = rt.store.granted_until(now - GRACE)
@@ -362,9 +399,11 @@ def _waiting_in_queue(rt: Runtime, job_id: str) -> bool:
     return status in {JobStatus.QUEUED, JobStatus.STARTED}
 
 
-def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10) -> None:
-    """Enqueue unless the same job was enqueued within `hold` seconds, so that a loop does not pile up jobs."""
-    if rt.store.redis.set(f"jit:enqueued:{job_id}", 1, nx=True, ex=hold):
+def _enqueue_once(
+    rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10, once_key: str | None = None
+) -> None:
+    """Enqueue unless the same job (or `once_key`) was enqueued within `hold` seconds, so a loop piles up no jobs."""
+    if rt.store.redis.set(f"jit:enqueued:{once_key or job_id}", 1, nx=True, ex=hold):
         retry = REVOKE_RETRY if func is revoke_access else None
         rt.queue.enqueue(func, *args, job_id=job_id, retry=retry)
 

@@ -181,6 +181,14 @@ class RequestStore:
         with _reachable():
             return [_text(m) for m in self.redis.zrangebyscore(_GRANTED, "-inf", moment.timestamp())]
 
+    def grants_ended(self, moment: datetime) -> dict[str, int]:
+        """Granted requests whose end is at or before `moment`, each with its end (whole epoch seconds)."""
+        with _reachable():
+            pairs: list[tuple[bytes, float]] = self.redis.zrangebyscore(  # type: ignore[assignment]
+                _GRANTED, "-inf", moment.timestamp(), withscores=True
+            )
+        return {_text(member): int(score) for member, score in pairs}
+
     def pending_until(self, moment: datetime) -> list[str]:
         """Ids of pending requests whose approval window closed at or before `moment`."""
         with _reachable():

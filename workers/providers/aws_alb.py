@@ -112,7 +112,11 @@ class ListenerRuleProvider:
     def list_managed(self) -> list[ManagedObject]:
         return [self._managed(rule) for rule in self._rules() if rule.managed]
 
-    def drop(self, obj: ManagedObject, request_ids: set[str]) -> bool:
+    def read(self, ref: str) -> ManagedObject | None:
+        rule = self._rule(ref)
+        return self._managed(rule) if rule is not None and rule.managed else None
+
+    def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         rule = self._rule(obj.ref)
         if rule is None:
             return True

@@ -109,7 +109,11 @@ class IamPolicyProvider:
                     found.append(managed)
         return found
 
-    def drop(self, obj: ManagedObject, request_ids: set[str]) -> bool:
+    def read(self, ref: str) -> ManagedObject | None:
+        role, _, name = ref.partition("/")
+        return self._read(role, name)
+
+    def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         if obj.request_ids() - request_ids:
             # One policy serves one request: another request's lease keeps it.
             return False

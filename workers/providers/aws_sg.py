@@ -54,27 +54,43 @@ class SecurityGroupProvider:
     def list_managed(self) -> list[ManagedObject]:
         return [_managed(rule, self.spec) for rule in self._rules() if _is_managed(rule) and not rule["IsEgress"]]
 
-    def drop(self, obj: ManagedObject, request_ids: set[str]) -> bool:
+    def objects_for(self, request_id: str) -> list[ManagedObject]:
+        """The rules holding one request's lease: a tag filter, so AWS sends those rules and not the whole group."""
+        lease_filter = {"Name": f"tag:{LEASE_TAG}{request_id}", "Values": ["*"]}
+        rules = self._rules(extra_filters=[lease_filter])
+        return [_managed(rule, self.spec) for rule in rules if _is_managed(rule) and not rule["IsEgress"]]
+
+    def read(self, ref: str) -> ManagedObject | None:
+        rule = self._rule(ref)
+        return _managed(rule, self.spec) if rule is not None and _is_managed(rule) else None
+
+    def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
+        if fresh and not obj.request_ids() - request_ids:
+            # Read under the lock just now and no other lease on it: delete without reading it again.
+            self._revoke(obj.ref)
+            return True
         rule = self._rule(obj.ref)
         if rule is None:
             return True
         remaining = [lease for lease in _leases(rule) if lease.request_id not in request_ids]
         if not remaining:
-            try:
-                self.ec2.revoke_security_group_ingress(
-                    GroupId=self.spec.security_group_id, SecurityGroupRuleIds=[obj.ref]
-                )
-            except ClientError as err:
-                if aws.error_code(err) not in {"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"}:
-                    raise aws.provider_error(err, "ec2:RevokeSecurityGroupIngress", self._where) from None
-            except BotoCoreError as err:
-                raise aws.provider_error(err, "ec2:RevokeSecurityGroupIngress", self._where) from None
+            self._revoke(obj.ref)
             return True
         gone = [{"Key": LEASE_TAG + rid} for rid in request_ids if rid in {lease.request_id for lease in _leases(rule)}]
         if gone:
             self._call("ec2:DeleteTags", self.ec2.delete_tags, Resources=[obj.ref], Tags=gone)
         self._describe(obj.ref, rule["CidrIpv4"] or rule["CidrIpv6"], rule["FromPort"], remaining)
         return False
+
+    def _revoke(self, rule_id: str) -> None:
+        """Delete one ingress rule by id; a rule already gone counts as deleted."""
+        try:
+            self.ec2.revoke_security_group_ingress(GroupId=self.spec.security_group_id, SecurityGroupRuleIds=[rule_id])
+        except ClientError as err:
+            if aws.error_code(err) not in {"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"}:
+                raise aws.provider_error(err, "ec2:RevokeSecurityGroupIngress", self._where) from None
+        except BotoCoreError as err:
+            raise aws.provider_error(err, "ec2:RevokeSecurityGroupIngress", self._where) from None
 
     def _authorize(self, cidr: str, ports: list[int], order: GrantOrder, lease_tag: dict[str, str]) -> None:
         description = _description([_lease_of(lease_tag)])
@@ -114,9 +130,11 @@ class SecurityGroupProvider:
             SecurityGroupRules=[{"SecurityGroupRuleId": rule_id, "SecurityGroupRule": rule}],
         )
 
-    def _rules(self) -> list[dict[str, Any]]:
+    def _rules(self, extra_filters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The group's rules (those matching `extra_filters` too); with none found, check that the group exists."""
         rules: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"Filters": [{"Name": "group-id", "Values": [self.spec.security_group_id]}]}
+        filters = [{"Name": "group-id", "Values": [self.spec.security_group_id]}, *(extra_filters or [])]
+        kwargs: dict[str, Any] = {"Filters": filters}
         while True:
             page = self._call("ec2:DescribeSecurityGroupRules", self.ec2.describe_security_group_rules, **kwargs)
             rules.extend(r for r in page["SecurityGroupRules"] if r["GroupId"] == self.spec.security_group_id)

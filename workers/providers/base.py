@@ -79,8 +79,16 @@ class Provider(Protocol):
         """Every object this provider manages within its spec, as the load balancer has it now."""
         ...
 
-    def drop(self, obj: ManagedObject, request_ids: set[str]) -> bool:
-        """Remove those leases from `obj`; delete it when none is left. True when it was deleted."""
+    def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
+        """Remove those leases from `obj`; delete it when none is left. True when it was deleted.
+
+        `fresh`: the caller read `obj` under its scope lock just now, so a provider may act on its
+        leases without reading it again; otherwise (the sweep lists before it locks) it reads first.
+        """
+        ...
+
+    def read(self, ref: str) -> ManagedObject | None:
+        """One managed object as the load balancer has it now, by its ref; None when it is gone or not ours."""
         ...
 
 
@@ -95,5 +103,7 @@ def parse_time(text: str) -> datetime:
 
 
 def objects_of(provider: Provider, request_id: str) -> list[ManagedObject]:
-    """The objects that hold a lease for `request_id`."""
-    return [obj for obj in provider.list_managed() if request_id in obj.request_ids()]
+    """The objects that hold a lease for `request_id`: by the provider's own query where it has one."""
+    query = getattr(provider, "objects_for", None)
+    found: list[ManagedObject] = query(request_id) if query is not None else provider.list_managed()
+    return [obj for obj in found if request_id in obj.request_ids()]

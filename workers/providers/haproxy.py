@@ -175,7 +175,12 @@ class HaproxyAclProvider:
                 objects.append(lost)
         return objects
 
-    def drop(self, obj: ManagedObject, request_ids: set[str]) -> bool:
+    def read(self, ref: str) -> ManagedObject | None:
+        present = ref in self._patterns()
+        obj = self._managed(ref, present=present)
+        return obj if present or obj.leases else None
+
+    def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         pattern = _argument(obj.ref, "ACL pattern")
         with self._entry_lock(pattern):
             with self._book_errors():
