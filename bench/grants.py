@@ -199,7 +199,9 @@ def burst(stack: Stack, world: World, count: int) -> list[Row]:
             f"{count / max(last - first_click, 1e-9):.1f} grants/s; {bad_clicks} clicks not 200",
         ),
         latency_row("   burst: click answered", clicks.latencies_ms, note=f"{count} concurrent clicks"),
-        latency_row("   burst: click sent → request.approved", to_approved, note="web: decide() in 6 threads"),
+        latency_row(
+            "   burst: click sent → request.approved", to_approved, note="web: decide() on 4 threads after each answer"
+        ),
         latency_row("   burst: click sent → its grant.applied", per_request),
         Row("   burst: moto CPU", f"{sum(meter.seconds.values()):.1f} s", "", meter.text(count, "grant")),
         Row("   burst: lost (approved, never granted)", str(lost), "0"),

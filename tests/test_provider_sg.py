@@ -10,7 +10,7 @@ import pytest
 from bot.access.policy import SecurityGroupGrant
 from devtools.moto_server import MotoServer, seed_security_group
 from workers.providers.aws_sg import SecurityGroupProvider
-from workers.providers.base import GrantOrder, ProviderError, objects_of
+from workers.providers.base import GrantOrder, ManagedObject, ProviderError, objects_of
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CIDR = "203.0.113.7/32"
@@ -55,20 +55,65 @@ def test_apply_twice_makes_one_set_of_rules(moto: MotoServer, spec: SecurityGrou
     assert len(ingress(moto, spec)) == 2
 
 
-def test_overlapping_grants_share_rules_until_the_last_ends(moto: MotoServer, spec: SecurityGroupGrant) -> None:
-    """Two grants for the same CIDR share the rules; the first to end leaves access for the other."""
+@pytest.mark.parametrize("fresh", [False, True])
+def test_overlapping_grants_share_rules_until_the_last_ends(
+    moto: MotoServer, spec: SecurityGroupGrant, fresh: bool
+) -> None:
+    """Two grants for the same CIDR share the rules; the first to end leaves access for the other.
+
+    `fresh` is how a revoke drops (objects read under its lock just now): the other lease still counts.
+    """
     provider = SecurityGroupProvider(spec)
     provider.apply(order(spec, "jit-aaaaaa", minutes=5))
     provider.apply(order(spec, "jit-bbbbbb", minutes=20))
     assert len(ingress(moto, spec)) == 2
     for obj in objects_of(provider, "jit-aaaaaa"):
-        assert provider.drop(obj, {"jit-aaaaaa"}) is False
+        assert provider.drop(obj, {"jit-aaaaaa"}, fresh=fresh) is False
     rules = ingress(moto, spec)
     assert len(rules) == 2
     assert all("jit-bbbbbb" in rule["Description"] for rule in rules)
+    assert all("jit-lb:lease:jit-aaaaaa" not in {tag["Key"] for tag in rule["Tags"]} for rule in rules)
     for obj in objects_of(provider, "jit-bbbbbb"):
-        assert provider.drop(obj, {"jit-bbbbbb"}) is True
+        assert provider.drop(obj, {"jit-bbbbbb"}, fresh=fresh) is True
     assert ingress(moto, spec) == []
+
+
+def test_a_requests_rules_are_found_by_its_lease_tag(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """A revoke asks AWS for the rules carrying its lease tag: exactly that request's rules, no other's."""
+    provider = SecurityGroupProvider(spec)
+    mine = provider.apply(order(spec, "jit-aaaaaa"))
+    provider.apply(order(spec, "jit-bbbbbb", cidr="198.51.100.9/32"))
+    found = objects_of(provider, "jit-aaaaaa")
+    assert sorted(obj.ref for obj in found) == sorted(obj.ref for obj in mine)
+    listed = [obj for obj in provider.list_managed() if "jit-aaaaaa" in obj.request_ids()]
+    assert sorted(obj.ref for obj in found) == sorted(obj.ref for obj in listed)
+    assert objects_of(provider, "jit-cccccc") == []
+
+
+class _BlindQuery(SecurityGroupProvider):
+    """A load balancer that reads the lease-tag filter differently and answers it with nothing."""
+
+    def objects_for(self, request_id: str) -> list[ManagedObject]:
+        return []
+
+
+def test_a_query_that_finds_nothing_falls_back_to_the_listing(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """If the tag filter ever came back empty, the revoke still finds the rules by listing the group."""
+    mine = SecurityGroupProvider(spec).apply(order(spec, "jit-aaaaaa"))
+    found = objects_of(_BlindQuery(spec), "jit-aaaaaa")
+    assert sorted(obj.ref for obj in found) == sorted(obj.ref for obj in mine)
+
+
+def test_read_back_after_a_fresh_drop_finds_nothing(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """The revoke's verification: each rule it deleted, read back by id, is gone; the other grant's is not."""
+    provider = SecurityGroupProvider(spec)
+    mine = provider.apply(order(spec, "jit-aaaaaa"))
+    theirs = provider.apply(order(spec, "jit-bbbbbb", cidr="198.51.100.9/32"))
+    assert all(provider.drop(obj, {"jit-aaaaaa"}, fresh=True) for obj in mine)
+    assert [provider.read(obj.ref) for obj in mine] == [None, None]
+    still = [provider.read(obj.ref) for obj in theirs]
+    assert all(obj is not None and obj.request_ids() == {"jit-bbbbbb"} for obj in still)
+    assert len(ingress(moto, spec)) == 2
 
 
 def test_dropping_what_is_gone_succeeds(moto: MotoServer, spec: SecurityGroupGrant) -> None:

@@ -103,7 +103,15 @@ def parse_time(text: str) -> datetime:
 
 
 def objects_of(provider: Provider, request_id: str) -> list[ManagedObject]:
-    """The objects that hold a lease for `request_id`: by the provider's own query where it has one."""
+    """The objects that hold a lease for `request_id`.
+
+    A provider with a query of its own (`objects_for`) asks the load balancer for just those; when
+    that finds nothing, the full listing decides, so a query the load balancer reads differently
+    can cost a listing but never hide an object from a revoke.
+    """
     query = getattr(provider, "objects_for", None)
-    found: list[ManagedObject] = query(request_id) if query is not None else provider.list_managed()
-    return [obj for obj in found if request_id in obj.request_ids()]
+    if query is not None:
+        found = [obj for obj in query(request_id) if request_id in obj.request_ids()]
+        if found:
+            return found
+    return [obj for obj in provider.list_managed() if request_id in obj.request_ids()]
