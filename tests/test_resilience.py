@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+from rq.job import Job
 
 from devtools.stack import Stack
 from tests.stack_policy import stack_policy
@@ -54,6 +55,10 @@ def test_normal_path_ends_within_five_seconds(stack: Stack) -> None:
     end = lease_end(stack, request_id)
     assert seconds_past_end(stack, request_id, end) <= NORMAL_BOUND
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id))
+    # The revoke the workers queue when the end comes did it; the overdue fallback never had to.
+    client = redis.Redis.from_url(stack.redis.url)
+    assert Job.fetch(f"revoke-{request_id}", connection=client).return_value() == "revoked"
+    assert client.exists(f"rq:job:revoke-due-{request_id}") == 0
 
 
 @pytest.mark.parametrize("stack", [{"JIT_FAULT_PAUSE_AFTER_APPLY": "4"}], indirect=True)

@@ -358,20 +358,26 @@ def expire_request(request_id: str) -> str:
 
 
 def enqueue_ended(now: datetime | None = None) -> int:
-    """Queue the revoke of each grant whose end has come, once per end; one Redis read, run every 0.1 s."""
+    """Queue the revoke of each grant whose end has come, once per end; two Redis round trips, run every 0.1 s."""
     rt = runtime()
-    ended = rt.store.grants_ended(now or utcnow())
-    for request_id, end in ended.items():
-        _enqueue_once(
-            rt,
-            f"revoke-{request_id}",
-            revoke_access,
-            request_id,
-            EndReason.EXPIRED.value,
-            "system",
-            hold=ENDED_HOLD,
-            once_key=f"revoke-{request_id}-{end}",
-        )
+    ended = list(rt.store.grants_ended(now or utcnow()).items())
+    if not ended:
+        return 0
+    # One claim per (request, end) across every worker's loop; an extension's new end is claimed anew.
+    with rt.store.redis.pipeline(transaction=False) as pipe:
+        for request_id, end in ended:
+            pipe.set(f"jit:enqueued:revoke-{request_id}-{end}", 1, nx=True, ex=ENDED_HOLD)
+        claimed = pipe.execute()
+    for (request_id, _), won in zip(ended, claimed, strict=True):
+        if won:
+            rt.queue.enqueue(
+                revoke_access,
+                request_id,
+                EndReason.EXPIRED.value,
+                "system",
+                job_id=f"revoke-{request_id}",
+                retry=REVOKE_RETRY,
+            )
     return len(ended)
 
 
@@ -399,11 +405,9 @@ def _waiting_in_queue(rt: Runtime, job_id: str) -> bool:
     return status in {JobStatus.QUEUED, JobStatus.STARTED}
 
 
-def _enqueue_once(
-    rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10, once_key: str | None = None
-) -> None:
-    """Enqueue unless the same job (or `once_key`) was enqueued within `hold` seconds, so a loop piles up no jobs."""
-    if rt.store.redis.set(f"jit:enqueued:{once_key or job_id}", 1, nx=True, ex=hold):
+def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10) -> None:
+    """Enqueue unless the same job was enqueued within `hold` seconds, so that a loop does not pile up jobs."""
+    if rt.store.redis.set(f"jit:enqueued:{job_id}", 1, nx=True, ex=hold):
         retry = REVOKE_RETRY if func is revoke_access else None
         rt.queue.enqueue(func, *args, job_id=job_id, retry=retry)
 
