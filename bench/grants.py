@@ -80,7 +80,7 @@ def approve_to_granted(stack: Stack, world: World, count: int) -> list[Row]:
             "2. approve → rule at moto", latencies, "p50 < 300", f"{missing} never appeared" if missing else ""
         ),
         latency_row(
-            "   click answered → grant job enqueued", to_enqueue, note="< 0: Bolt sends the ack at its next 10 ms poll"
+            "   click answered → grant job enqueued", to_enqueue, note="web, after the answer: decide(), audit, enqueue"
         ),
         latency_row("   grant job waits in queue", queued),
         latency_row("   job started → rule at moto", applying, note="worker: redis, lock, describe, authorize"),

@@ -270,6 +270,14 @@ def test_help_targets_and_list(stack: Stack) -> None:
     assert request_id not in stack.client().command("U0DEV1", "list").json()["text"]
 
 
+def test_a_reason_that_says_payload_is_still_a_request(stack: Stack) -> None:
+    """Bolt reads any form body containing `payload` as an interaction; the web keeps a command's text whole."""
+    request_id, card = ask(stack, "U0DEV1", "request lb-prod 30m bad payload from eu-west")
+    assert request_id in card["text"]
+    (created,) = [r for r in stack.audit() if r["event"] == "request.created" and r["request_id"] == request_id]
+    assert created["request_reason"] == "bad payload from eu-west"
+
+
 def test_healthz(stack: Stack) -> None:
     """/healthz answers 200 while Redis is up."""
     import urllib.request
