@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -92,6 +93,7 @@ def main() -> int:
     for spec in specs_of(rt.policy):
         # Made now, not in the first job: creating a boto3 client costs most of a second.
         provider_for(spec, rt.store.redis, rt.policy)
+    gc.freeze()  # start-up's objects (boto3's models above all) stay for good: full collections skip them
     SweepLoop(rt).start()
     CardPoster(rt).start()
     return work(rt)
