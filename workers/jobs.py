@@ -74,7 +74,7 @@ def grant_access(request_id: str) -> str:
     if request is None:
         return "unknown request"
     if request.status is Status.GRANTED:
-        schedule_revoke(request)
+        schedule_warning(request)
         return "already granted"
     if request.status is not Status.APPROVED:
         return f"request is {request.status}"
@@ -113,7 +113,7 @@ def grant_access(request_id: str) -> str:
             # Cancelled or failed meanwhile: take back the lease this job just added.
             _rollback(rt, provider, order)
         return f"request is {current.status}"
-    schedule_revoke(granted)
+    schedule_warning(granted)
     rt.audit.request_event(
         "grant.applied",
         granted,
@@ -129,8 +129,8 @@ def grant_access(request_id: str) -> str:
     return "granted"
 
 
-def schedule_revoke(request: AccessRequest) -> None:
-    """Schedule the warning before a grant's end; the revoke itself is queued by `enqueue_ended` when the end comes.
+def schedule_warning(request: AccessRequest) -> None:
+    """Schedule the warning before a grant's end; its revoke is queued by `enqueue_ended` when the end comes.
 
     The end is the grant's score in the store's granted index, which every worker checks every
     tenth of a second (RQ's scheduler polls once a second); the sweep covers a lost index.
@@ -174,7 +174,7 @@ def extend_access(request_id: str) -> str:
     verified = _holds_lease(objects, order) and all(
         lease.ends_at >= order.ends_at for obj in objects for lease in obj.leases if lease.request_id == request_id
     )
-    schedule_revoke(request)
+    schedule_warning(request)
     approver = request.extensions[-1].decided_by if request.extensions else None
     rt.audit.request_event(
         "grant.extended",

@@ -28,7 +28,8 @@ _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the au
 
 Transition = Callable[[AccessRequest], AccessRequest]
 
-# A new request, its indexes and its place in the card outbox, in one round trip, only if the id is free.
+# A new request, its indexes (what _index writes for a pending one) and its place in the card outbox,
+# in one round trip, only if the id is free.
 _CREATE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
