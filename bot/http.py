@@ -76,9 +76,9 @@ def check_shape(body: str, content_type: str) -> None:
     if content_type == "application/json":
         _json_object(body)
         return
-    form = urllib.parse.parse_qs(body, keep_blank_values=True, strict_parsing=False)
+    form = _raw_form(body)
     if "payload" in form:
-        payload = _json_object(form["payload"][0])
+        payload = _json_object(urllib.parse.unquote_plus(form["payload"]))
         if not isinstance(payload.get("type"), str):
             raise MalformedError("the payload has no type")
         if payload["type"] == "block_actions":
@@ -86,10 +86,22 @@ def check_shape(body: str, content_type: str) -> None:
         return
     if "command" in form:
         for field in ("command", "user_id"):
-            if not form.get(field, [""])[0]:
+            if not form.get(field):
                 raise MalformedError(f"the slash command has no {field}")
         return
     raise MalformedError("neither a slash command nor an interaction payload")
+
+
+def _raw_form(body: str) -> dict[str, str]:
+    """A form body's fields, still percent-encoded (a field is empty encoded iff empty decoded); first one wins.
+
+    Only `payload` needs decoding here, so the rest (Bolt decodes them all anyway) is not decoded twice.
+    """
+    form: dict[str, str] = {}
+    for pair in body.split("&"):
+        key, _, value = pair.partition("=")
+        form.setdefault(urllib.parse.unquote_plus(key) if "%" in key or "+" in key else key, value)
+    return form
 
 
 def _for_bolt(body: str, content_type: str) -> str:
