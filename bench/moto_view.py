@@ -8,7 +8,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,41 +51,36 @@ def _describe_security_group_rules(self: Any, sg_rule_ids: list[str], filters: d
     for group_id in wanted:
         if not is_valid_security_group_id(group_id):
             raise InvalidGroupIdMalformedError(group_id)
-    rules = [
-        copy.copy(rule)
-        for vpc_groups in list(self.groups.values())
-        for group_id, group in list(vpc_groups.items())
-        if group_id in wanted
-        for rule in list(itertools.chain(group.egress_rules, group.ingress_rules))
-    ]
-    for rule in rules:
-        if rule.from_port is None:
-            rule.from_port = -1
-        if rule.to_port is None:
-            rule.to_port = -1
-    return [rule for rule in rules if rule.matches_filters(filters)]
+    return _described([rule for group_id, rule in _region_rules(self) if group_id in wanted], filters)
 
 
 def _rules_by_id(self: Any, sg_rule_ids: list[str], filters: dict[str, list[str]]) -> list[Any]:
     """Stock moto's answer for rules named by id, copying only those rules instead of every rule in the region."""
     ids = set(sg_rule_ids)
-    found = {
-        rule.id: copy.copy(rule)
-        for vpc_groups in list(self.groups.values())
-        for group in list(vpc_groups.values())
-        for rule in list(itertools.chain(group.egress_rules, group.ingress_rules))
-        if rule.id in ids
-    }
+    found = {rule.id: rule for _, rule in _region_rules(self) if rule.id in ids}
     for rule_id in sg_rule_ids:
         if rule_id not in found:
             raise InvalidSecurityGroupRuleIdNotFoundError(rule_id)
-    rules = list(found.values())
-    for rule in rules:
+    return _described(list(found.values()), filters)
+
+
+def _region_rules(self: Any) -> Iterator[tuple[str, Any]]:
+    """(group id, rule) for every rule of every group in the region, as moto holds them."""
+    for vpc_groups in list(self.groups.values()):
+        for group_id, group in list(vpc_groups.items()):
+            for rule in list(itertools.chain(group.egress_rules, group.ingress_rules)):
+                yield group_id, rule
+
+
+def _described(rules: list[Any], filters: dict[str, list[str]]) -> list[Any]:
+    """Copies of `rules` as stock moto describes them (no port is -1), those that match `filters`."""
+    copies = [copy.copy(rule) for rule in rules]
+    for rule in copies:
         if rule.from_port is None:
             rule.from_port = -1
         if rule.to_port is None:
             rule.to_port = -1
-    return [rule for rule in rules if rule.matches_filters(filters)] if filters else rules
+    return [rule for rule in copies if rule.matches_filters(filters)]
 
 
 def install_speedups() -> None:
