@@ -48,6 +48,10 @@ UNAVAILABLE = (
 )
 
 
+# What a command may fail with and still be answered: Redis away, or a refusal.
+_FAILURES = (StoreUnavailableError, CommandError, NotFoundError)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -85,14 +89,12 @@ class AccessService:
         """`command` for the web's event loop: `request`, the busy one, stores through asyncio; the rest in a thread."""
         try:
             parsed = commands.parse_command(text)
-            if not isinstance(parsed, RequestCommand):
-                return await asyncio.to_thread(self.command, user, text, channel)
-            build = commands.build_request(self.policy, user, parsed, self.clock(), channel)
-            return self._requested(await self.store.create_async(build), user)
-        except StoreUnavailableError:
-            return Reply(UNAVAILABLE)
-        except (CommandError, NotFoundError) as err:
-            return self._refused(user, text, err)
+            if isinstance(parsed, RequestCommand):
+                build = commands.build_request(self.policy, user, parsed, self.clock(), channel)
+                return self._requested(await self.store.create_async(build), user)
+        except _FAILURES as err:
+            return self._failed(user, text, err)
+        return await asyncio.to_thread(self.command, user, text, channel)
 
     def command(self, user: str, text: str, channel: str | None) -> Reply:
         """Answer one `/jit` command; refusals are audited and change nothing."""
@@ -110,12 +112,13 @@ class AccessService:
                 return Reply(blocks.targets_text(self.policy, user))
             assert isinstance(parsed, HelpCommand)
             return Reply(blocks.help_text(parsed.unknown))
-        except StoreUnavailableError:
-            return Reply(UNAVAILABLE)
-        except (CommandError, NotFoundError) as err:
-            return self._refused(user, text, err)
+        except _FAILURES as err:
+            return self._failed(user, text, err)
 
-    def _refused(self, user: str, text: str, err: Exception) -> Reply:
+    def _failed(self, user: str, text: str, err: Exception) -> Reply:
+        """The answer to a command that changed nothing: Redis away, or a refusal (audited)."""
+        if isinstance(err, StoreUnavailableError):
+            return Reply(UNAVAILABLE)
         self.audit.record("request.refused", actor=user, target=_target_word(text), text=text[:500], why=str(err))
         return Reply(blocks.refusal_text(str(err)))
 
