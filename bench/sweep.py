@@ -1,4 +1,4 @@
-"""Time of one `workers.jobs.sweep()`, run in this process, over thousands of managed rules seeded into moto."""
+"""Time of one `workers.reconcile.sweep()`, run in this process, over thousands of managed rules seeded into moto."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import yaml
 from bench.moto_view import MotoMeter
 from bench.stats import Row
 from bench.world import RULES_PER_GROUP, create_groups, group_count, policy_document
-from bot.runtime import build_runtime
-from bot.settings import load_settings
+from bot.messages.notify import connect
 from devtools.moto_server import Network
 from devtools.stack import Stack
-from workers import jobs
+from jit_lb.settings import load_settings
+from workers import context, reconcile
 from workers.providers import aws
-from workers.providers.base import format_time
+from workers.providers.leases import format_time
 from workers.providers.registry import provider_for, specs_of
 
 
@@ -127,17 +127,17 @@ class CallClock:
 def timed_sweep(stack: Stack, policy_path: str) -> tuple[float, int, CallClock, MotoMeter]:
     """One sweep with a runtime built as the worker builds it; seconds, objects removed, AWS calls."""
     with environment(stack.env({"JIT_POLICY_FILE": policy_path})):
-        runtime = build_runtime(load_settings())
-        jobs.use_runtime(runtime)
+        runtime, notifier = connect(load_settings())
+        context.install(context.WorkerContext(runtime, notifier))
         try:
             for spec in specs_of(runtime.policy):
                 provider_for(spec, runtime.store.redis, runtime.policy)  # as the worker does at start
             with CallClock(aws.client("ec2", "us-east-1")) as clock, MotoMeter() as meter:
                 started = time.perf_counter()
-                removed = jobs.sweep()
+                removed = reconcile.sweep()
                 return time.perf_counter() - started, removed, clock, meter
         finally:
-            jobs.use_runtime(None)
+            context.install(None)
 
 
 def sweeps(sizes: list[int], expired: int) -> list[Row]:

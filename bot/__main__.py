@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from bot.access.durations import format_duration
-from bot.access.errors import JitError
-from bot.access.policy import load_policy
-from bot.logs import configure_logging
+from jit_lb.access.durations import format_duration
+from jit_lb.access.errors import JitError
+from jit_lb.access.policy import load_policy
+from jit_lb.logs import configure_logging
 
 
 def check_policy(path: str) -> int:
@@ -36,12 +36,12 @@ def main(argv: list[str]) -> int:
     if argv:
         print("usage: python -m bot [check-policy FILE]", file=sys.stderr)
         return 2
-    configure_logging()
     from bot.app import serve
-    from bot.settings import load_settings
+    from jit_lb.settings import load_settings
 
     try:
         settings = load_settings(web=True)
+        configure_logging(settings.jit_log_level)
         serve(settings)
     except JitError as err:
         print(f"jit-lb web: {err}", file=sys.stderr)

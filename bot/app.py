@@ -14,17 +14,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.http import MAX_BODY, slack_events_handler
 from bot.listeners import actions, commands
-from bot.runtime import Runtime, build_runtime
-from bot.service import AccessService
-from bot.settings import Settings
+from bot.messages.notify import Notifier, connect
+from bot.service.commands import CommandService
+from bot.service.decisions import DecisionService
+from jit_lb.runtime import Runtime
+from jit_lb.settings import Settings
 
 log = structlog.get_logger("jit_lb.web")
 
 
-def build_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
+def build_app(settings: Settings, runtime: Runtime, notifier: Notifier) -> AsyncApp:
     """The Bolt app with every listener wired; no I/O happens until a request arrives."""
-    runtime = runtime or build_runtime(settings)
-    service = AccessService(runtime.policy, runtime.store, runtime.audit, runtime.notifier, runtime.queue)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     app = AsyncApp(
         client=AsyncWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url),
@@ -35,8 +35,8 @@ def build_app(settings: Settings, runtime: Runtime | None = None) -> AsyncApp:
         process_before_response=True,
         logger=logging.getLogger("jit_lb.bolt"),
     )
-    commands.register(app, service)
-    actions.register(app, service)
+    commands.register(app, CommandService(runtime))
+    actions.register(app, DecisionService(runtime, notifier))
     return app
 
 
@@ -51,8 +51,8 @@ def healthz_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.R
     return handle_healthz
 
 
-def web_application(settings: Settings, runtime: Runtime) -> tuple[AsyncApp, web.Application]:
-    app = build_app(settings, runtime)
+def web_application(settings: Settings, runtime: Runtime, notifier: Notifier) -> tuple[AsyncApp, web.Application]:
+    app = build_app(settings, runtime, notifier)
     server = web.Application(client_max_size=MAX_BODY)
     if not settings.socket_mode:
         assert settings.slack_signing_secret is not None
@@ -64,8 +64,8 @@ def web_application(settings: Settings, runtime: Runtime) -> tuple[AsyncApp, web
 
 def serve(settings: Settings) -> None:
     """Run the `web` process until SIGTERM or SIGINT."""
-    runtime = build_runtime(settings)
-    app, server = web_application(settings, runtime)
+    runtime, notifier = connect(settings)
+    app, server = web_application(settings, runtime, notifier)
     if settings.socket_mode:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot import blocks
-from bot.access import requests
-from bot.access.requests import EndReason
+from bot.messages import blocks
+from jit_lb.access import requests
+from jit_lb.access.requests import EndReason
 from tests.test_requests import NOW, pending
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.access.commands import (
+from jit_lb.access.commands import (
     ExtendCommand,
     HelpCommand,
     ListCommand,
@@ -16,8 +16,8 @@ from bot.access.commands import (
     build_request,
     parse_command,
 )
-from bot.access.errors import CommandError
-from bot.access.policy import parse_policy
+from jit_lb.access.errors import CommandError
+from jit_lb.access.policy import parse_policy
 from tests.test_policy import valid
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

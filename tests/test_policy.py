@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.access.errors import PolicyError
-from bot.access.policy import load_policy, parse_policy
+from jit_lb.access.errors import PolicyError
+from jit_lb.access.policy import load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

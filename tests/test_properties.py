@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.access.commands import RequestCommand, build_request, parse_command
-from bot.access.errors import CommandError, PolicyError
-from bot.access.policy import host_address, parse_policy
+from jit_lb.access.commands import RequestCommand, build_request, parse_command
+from jit_lb.access.errors import CommandError, PolicyError
+from jit_lb.access.policy import host_address, parse_policy
 from tests.test_policy import valid
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -12,11 +12,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from bot.access.policy import ListenerRuleGrant
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer
 from devtools.ports import free_port
+from jit_lb.access.policy import ListenerRuleGrant
 from workers.providers.aws_alb import ListenerRuleProvider
-from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError, format_time, objects_of
+from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError, objects_of
+from workers.providers.leases import format_time
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CIDR = "203.0.113.7/32"

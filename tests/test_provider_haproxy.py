@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from bot.access.policy import HaproxyAclGrant
 from devtools.haproxy import HaproxyServer
 from devtools.ports import free_port
+from jit_lb.access.policy import HaproxyAclGrant
 from workers.providers.base import GrantOrder, ManagedObject, ProviderError, objects_of
 from workers.providers.haproxy import HaproxyAclProvider, RuntimeApi
 

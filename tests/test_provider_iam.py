@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bot.access.policy import IamPolicyGrant
 from devtools.moto_server import MotoServer
+from jit_lb.access.policy import IamPolicyGrant
 from workers.providers.aws_iam import IamPolicyProvider, resources_for
 from workers.providers.base import GrantOrder, Lease, ProviderError
 

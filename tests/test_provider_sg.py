@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.access.policy import SecurityGroupGrant
 from devtools.moto_server import MotoServer, seed_security_group
+from jit_lb.access.policy import SecurityGroupGrant
 from workers.providers.aws_sg import SecurityGroupProvider
 from workers.providers.base import GrantOrder, ManagedObject, ProviderError, objects_of
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from bot.access import requests
-from bot.access.errors import ApprovalError, TransitionError
-from bot.access.requests import AccessRequest, EndReason, Status
-from bot.access.store import RequestStore
+from jit_lb.access import requests
+from jit_lb.access.errors import ApprovalError, TransitionError
+from jit_lb.access.requests import AccessRequest, EndReason, Status
+from jit_lb.access.store import RequestStore
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

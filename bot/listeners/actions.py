@@ -6,12 +6,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.ids import ActionId
 from bot.listeners.background import after_answer
-from bot.service import AccessService
+from bot.messages.ids import ActionId
+from bot.service.decisions import DecisionService
 
 
-def register(app: AsyncApp, service: AccessService) -> None:
+def register(app: AsyncApp, service: DecisionService) -> None:
     async def handle_action_decision(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
         container = body.get("container") or {}

@@ -1,4 +1,4 @@
-"""The `/jit` slash command: ack with the answer within Slack's 3 seconds, then post what follows."""
+"""The `/jit` slash command: answered within Slack's 3 seconds; whatever follows is a worker's."""
 
 from __future__ import annotations
 
@@ -6,17 +6,14 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.listeners.background import after_answer
-from bot.service import AccessService
+from bot.service.commands import CommandService
 
 
-def register(app: AsyncApp, service: AccessService) -> None:
+def register(app: AsyncApp, service: CommandService) -> None:
     async def handle_command_jit(ack: AsyncAck, command: dict[str, Any]) -> None:
-        reply = await service.command_async(
+        reply = await service.command(
             str(command.get("user_id", "")), str(command.get("text", "")), command.get("channel_id")
         )
         await ack(text=reply.text, response_type="ephemeral")
-        if reply.then is not None:
-            after_answer(reply.then)
 
     app.command("/jit")(handle_command_jit)

@@ -1,9 +1,9 @@
-"""What the AWS providers share: clients in botocore's `standard` retry mode, and errors in words."""
+"""What the AWS providers share: clients in botocore's `standard` retry mode, tags as a dict, and errors in words."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +23,19 @@ def client(service: str, region: str | None = None) -> Any:
     return boto3.session.Session().client(service, region_name=region, config=RETRY_CONFIG)  # type: ignore[call-overload]
 
 
-def error_code(err: ClientError) -> str:
+def tag_map(tags: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """AWS's tag list (`[{"Key": …, "Value": …}]`) as key -> value."""
+    return {str(tag["Key"]): str(tag.get("Value", "")) for tag in tags}
+
+
+def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
 
-def provider_error(err: ClientError | BotoCoreError, action: str, what: str) -> ProviderError:
+def _provider_error(err: ClientError | BotoCoreError, action: str, what: str) -> ProviderError:
     """Turn a botocore error into a sentence: the AWS code, the action, and the object it was about."""
     if isinstance(err, ClientError):
-        code = error_code(err)
+        code = _error_code(err)
         message = str(err.response.get("Error", {}).get("Message", "")).strip()
         if code in {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}:
             return ProviderError(f"AccessDenied on {action} for {what}: the worker's AWS role lacks this permission")
@@ -68,10 +73,10 @@ def translated(
     try:
         yield passed
     except ClientError as err:
-        code = error_code(err)
+        code = _error_code(err)
         if code in passing:
             passed.code = code
             return
-        raise (explain(code) or provider_error(err, action, where)) from None
+        raise (explain(code) or _provider_error(err, action, where)) from None
     except BotoCoreError as err:
-        raise provider_error(err, action, where) from None
+        raise _provider_error(err, action, where) from None

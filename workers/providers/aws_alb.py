@@ -7,27 +7,18 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.access.policy import ListenerRuleGrant
-from workers.providers import aws
-from workers.providers.base import (
-    MARKER_PREFIX,
-    GrantOrder,
-    Lease,
-    ManagedObject,
-    ProviderError,
-    format_time,
-    parse_time,
-)
+from jit_lb.access.policy import ListenerRuleGrant
+from workers.providers import aws, leases
+from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
     from mypy_boto3_elbv2.type_defs import RuleConditionTypeDef, RuleTypeDef, TagDescriptionTypeDef, TagTypeDef
 
 KIND = "aws_alb_listener_rule"
-MANAGED_TAG = f"{MARKER_PREFIX}:managed"
-LEASE_TAG = f"{MARKER_PREFIX}:lease:"
 
 # ALB quotas (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-limits.html).
 MAX_VALUES_PER_CONDITION = 3
@@ -39,8 +30,6 @@ MAX_TAGS_PER_RULE = 50
 PRIORITY_ATTEMPTS = 8
 # describe_tags takes at most 20 ARNs per call.
 TAGS_BATCH = 20
-# A lease whose end cannot be read has ended: fail closed.
-_UNREADABLE_END = parse_time("1970-01-01T00:00:00Z")
 
 _GONE = frozenset({"RuleNotFound", "ListenerNotFound", "LoadBalancerNotFound"})
 _CONFIG_KEYS = {
@@ -67,19 +56,11 @@ class _Rule:
 
     @property
     def managed(self) -> bool:
-        return self.tags.get(MANAGED_TAG) == "true"
+        return leases.is_managed(self.tags)
 
     @property
     def leases(self) -> list[Lease]:
-        leases = []
-        for key, value in self.tags.items():
-            if key.startswith(LEASE_TAG):
-                try:
-                    ends_at = parse_time(value)
-                except ValueError:
-                    ends_at = _UNREADABLE_END
-                leases.append(Lease(request_id=key.removeprefix(LEASE_TAG), ends_at=ends_at))
-        return sorted(leases, key=lambda lease: (lease.ends_at, lease.request_id))
+        return sorted(leases.read_leases(self.tags), key=lambda lease: (lease.ends_at, lease.request_id))
 
 
 class ListenerRuleProvider:
@@ -93,14 +74,14 @@ class ListenerRuleProvider:
         self._target_group_name = spec.target_group_arn.partition(":targetgroup/")[2].split("/")[0]
 
     def scope(self, order: GrantOrder) -> str:
-        return f"{KIND}:{self.spec.listener_arn}:{_require_cidr(order)}"
+        return f"{KIND}:{self.spec.listener_arn}:{leases.require_cidr(order)}"
 
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
-        cidr = _require_cidr(order)
+        cidr = leases.require_cidr(order)
         # Refuse what AWS would refuse, before anything is created.
         conditions = self._conditions(cidr)
         wanted = _condition_key(conditions)
-        lease: TagTypeDef = {"Key": LEASE_TAG + order.request_id, "Value": format_time(order.ends_at)}
+        lease: TagTypeDef = {"Key": leases.lease_key(order.request_id), "Value": leases.format_time(order.ends_at)}
         rules = self._rules()
         existing = self._match(rules, wanted)
         arn = self._add_lease(existing, lease) if existing else self._create(conditions, wanted, lease, rules)
@@ -116,6 +97,14 @@ class ListenerRuleProvider:
         rule = self._rule(ref)
         return self._managed(rule) if rule is not None and rule.managed else None
 
+    def objects_for(self, request_id: str) -> list[ManagedObject] | None:
+        """No query of its own: ELBv2 cannot filter rules by tag, so the listing decides."""
+        return None
+
+    def restore(self, now: datetime) -> list[str]:
+        """Nothing to restore: the leases live on the rules themselves."""
+        return []
+
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         rule = self._rule(obj.ref)
         if rule is None:
@@ -125,7 +114,7 @@ class ListenerRuleProvider:
             return False
         remaining = [lease for lease in rule.leases if lease.request_id not in request_ids]
         if remaining:
-            gone = [LEASE_TAG + lease.request_id for lease in rule.leases if lease.request_id in request_ids]
+            gone = [leases.lease_key(lease.request_id) for lease in rule.leases if lease.request_id in request_ids]
             if gone:
                 with self._errors("elasticloadbalancing:RemoveTags", passing=_GONE) as passed:
                     self.elbv2.remove_tags(ResourceArns=[obj.ref], TagKeys=gone)
@@ -210,7 +199,7 @@ class ListenerRuleProvider:
                     Priority=priority,
                     Conditions=conditions,
                     Actions=[{"Type": "forward", "TargetGroupArn": self.spec.target_group_arn}],
-                    Tags=[{"Key": MANAGED_TAG, "Value": "true"}, lease],
+                    Tags=[{"Key": leases.MANAGED_TAG, "Value": leases.MANAGED_VALUE}, lease],
                 )
             if not passed:
                 return response["Rules"][0]["RuleArn"]
@@ -311,15 +300,6 @@ class ListenerRuleProvider:
         return None
 
 
-def _require_cidr(order: GrantOrder) -> str:
-    if not order.cidr:
-        raise ProviderError(f"request {order.request_id} has no source CIDR for a listener-rule grant")
-    try:
-        return str(ipaddress.ip_network(order.cidr, strict=False))
-    except ValueError:
-        raise ProviderError(f"request {order.request_id} has `{order.cidr}` as its source, not a CIDR") from None
-
-
 def _condition_key(conditions: Iterable[Mapping[str, Any]]) -> ConditionKey:
     """Conditions as a comparable set, whichever form (`Values` or `…Config`) AWS reports them in."""
     key: set[tuple[str, tuple[str, ...]]] = set()
@@ -364,7 +344,7 @@ def _read(rule: RuleTypeDef, tags: dict[str, str]) -> _Rule:
 
 def _tag_dicts(descriptions: Iterable[TagDescriptionTypeDef]) -> dict[str, dict[str, str]]:
     return {
-        description["ResourceArn"]: {tag["Key"]: tag.get("Value", "") for tag in description.get("Tags", [])}
+        description["ResourceArn"]: aws.tag_map(description.get("Tags", []))
         for description in descriptions
         if "ResourceArn" in description
     }

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from bot.access.policy import IamPolicyGrant
-from workers.providers import aws
-from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError, format_time, parse_time
+from jit_lb.access.policy import IamPolicyGrant
+from workers.providers import aws, leases
+from workers.providers.base import GrantOrder, ManagedObject, ProviderError
 
 if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
@@ -22,8 +22,6 @@ POLICY_PREFIX = "jit-"
 # Statement ids allow letters and digits only; this one marks a statement as ours.
 SID_PREFIX = "JitLb"
 POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
-# A lease whose end cannot be read has ended: fail closed.
-_UNREADABLE_END = parse_time("1970-01-01T00:00:00Z")
 
 
 def resources_for(load_balancer_arn: str) -> list[str]:
@@ -46,7 +44,7 @@ def policy_name(request_id: str) -> str:
 
 def statement_id(request_id: str, ends_at: datetime) -> str:
     """`JitLb<request id>Until<end>`, letters and digits only, e.g. JitLbJitab12cdUntil20261123T210000Z."""
-    return f"{_sid_marker(request_id)}Until{format_time(ends_at).replace('-', '').replace(':', '')}"
+    return f"{_sid_marker(request_id)}Until{leases.format_time(ends_at).replace('-', '').replace(':', '')}"
 
 
 def _sid_marker(request_id: str) -> str:
@@ -70,7 +68,7 @@ class IamPolicyProvider:
 
     def document(self, request_id: str, ends_at: datetime) -> dict[str, Any]:
         """The policy for one request: the spec's actions on the load balancer, until `ends_at`."""
-        condition: dict[str, dict[str, str]] = {"DateLessThan": {"aws:CurrentTime": format_time(ends_at)}}
+        condition: dict[str, dict[str, str]] = {"DateLessThan": {"aws:CurrentTime": leases.format_time(ends_at)}}
         if self.spec.require_mfa:
             condition["Bool"] = {"aws:MultiFactorAuthPresent": "true"}
         return {
@@ -113,6 +111,14 @@ class IamPolicyProvider:
         role, _, name = ref.partition("/")
         return self._read(role, name)
 
+    def objects_for(self, request_id: str) -> list[ManagedObject] | None:
+        """No query of its own: which role holds a request's policy is known only by listing them."""
+        return None
+
+    def restore(self, now: datetime) -> list[str]:
+        """Nothing to restore: each lease lives in its policy's condition."""
+        return []
+
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         if obj.request_ids() - request_ids:
             # One policy serves one request: another request's lease keeps it.
@@ -140,14 +146,14 @@ class IamPolicyProvider:
         statement = self._our_statement(_document(response["PolicyDocument"]), request_id)
         if statement is None:
             return None
-        ends_at = _end_of(statement)
+        lease = leases.read_lease(request_id, _end_of(statement))
         return ManagedObject(
             kind=KIND,
             ref=f"{role}/{name}",
             scope=f"{KIND}:{role}:{request_id}",
-            description=f"policy {name} on IAM role {role}: {', '.join(self.spec.actions)} "
-            f"on {self.spec.load_balancer_arn.partition(':loadbalancer/')[2]} until {format_time(ends_at)}",
-            leases=(Lease(request_id=request_id, ends_at=ends_at),),
+            description=f"policy {name} on IAM role {role}: {', '.join(self.spec.actions)} on "
+            f"{self.spec.load_balancer_arn.partition(':loadbalancer/')[2]} until {leases.format_time(lease.ends_at)}",
+            leases=(lease,),
         )
 
     def _our_statement(self, document: dict[str, Any], request_id: str) -> dict[str, Any] | None:
@@ -200,12 +206,8 @@ def _document(raw: object) -> dict[str, Any]:
     return {}
 
 
-def _end_of(statement: dict[str, Any]) -> datetime:
+def _end_of(statement: dict[str, Any]) -> str:
     """The statement's DateLessThan on aws:CurrentTime: the end AWS enforces, so the lease's end."""
     condition = statement.get("Condition", {})
     date = condition.get("DateLessThan", {}) if isinstance(condition, dict) else {}
-    value = date.get("aws:CurrentTime") if isinstance(date, dict) else None
-    try:
-        return parse_time(str(value))
-    except ValueError:
-        return _UNREADABLE_END
+    return str(date.get("aws:CurrentTime") if isinstance(date, dict) else None)

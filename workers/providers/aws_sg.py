@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
+from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from jit_lb.access.policy import SecurityGroupGrant
+from workers.providers import aws, leases
+from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError
 
-from bot.access.policy import SecurityGroupGrant
-from workers.providers import aws
-from workers.providers.base import (
-    MARKER_PREFIX,
-    GrantOrder,
-    Lease,
-    ManagedObject,
-    ProviderError,
-    format_time,
-    parse_time,
-)
-
-MANAGED_TAG = f"{MARKER_PREFIX}:managed"
-LEASE_TAG = f"{MARKER_PREFIX}:lease:"
+KIND = "aws_security_group"
+# A rule already gone counts as deleted.
+_REVOKED = frozenset({"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"})
+# Asked for by an id that is gone (or never was one): no such rule.
+_NO_RULE = frozenset({"InvalidSecurityGroupRuleId.NotFound", "InvalidSecurityGroupRuleId.Malformed"})
+_NO_GROUP = frozenset({"InvalidGroup.NotFound", "InvalidGroupId.Malformed"})
 
 
 class SecurityGroupProvider:
@@ -32,11 +26,11 @@ class SecurityGroupProvider:
         self._where = f"security group {spec.security_group_id} in {spec.region}"
 
     def scope(self, order: GrantOrder) -> str:
-        return f"aws_security_group:{self.spec.region}:{self.spec.security_group_id}:{_require_cidr(order)}"
+        return _scope(self.spec, leases.require_cidr(order))
 
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
-        cidr = _require_cidr(order)
-        lease_tag = {"Key": LEASE_TAG + order.request_id, "Value": format_time(order.ends_at)}
+        cidr = leases.require_cidr(order)
+        lease_tag = {"Key": leases.lease_key(order.request_id), "Value": leases.format_time(order.ends_at)}
         existing = {rule["FromPort"]: rule for rule in self._rules() if _matches(rule, self.spec, cidr)}
         missing = [port for port in self.spec.ports if port not in existing]
         if missing:
@@ -52,17 +46,20 @@ class SecurityGroupProvider:
         return [obj for obj in self.list_managed() if order.request_id in obj.request_ids()]
 
     def list_managed(self) -> list[ManagedObject]:
-        return [_managed(rule, self.spec) for rule in self._rules() if _is_managed(rule) and not rule["IsEgress"]]
+        return _ingress_managed(self._rules(), self.spec)
 
     def objects_for(self, request_id: str) -> list[ManagedObject]:
         """The rules holding one request's lease: a tag filter, so AWS sends those rules and not the whole group."""
-        lease_filter = {"Name": f"tag:{LEASE_TAG}{request_id}", "Values": ["*"]}
-        rules = self._rules(extra_filters=[lease_filter])
-        return [_managed(rule, self.spec) for rule in rules if _is_managed(rule) and not rule["IsEgress"]]
+        lease_filter = {"Name": f"tag:{leases.lease_key(request_id)}", "Values": ["*"]}
+        return _ingress_managed(self._rules(extra_filters=[lease_filter]), self.spec)
 
     def read(self, ref: str) -> ManagedObject | None:
         rule = self._rule(ref)
         return _managed(rule, self.spec) if rule is not None and _is_managed(rule) else None
+
+    def restore(self, now: datetime) -> list[str]:
+        """Nothing to restore: the leases live on the rules themselves."""
+        return []
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         if fresh and not obj.request_ids() - request_ids:
@@ -76,7 +73,11 @@ class SecurityGroupProvider:
         if not remaining:
             self._revoke(obj.ref)
             return True
-        gone = [{"Key": LEASE_TAG + rid} for rid in request_ids if rid in {lease.request_id for lease in _leases(rule)}]
+        gone = [
+            {"Key": leases.lease_key(rid)}
+            for rid in request_ids
+            if rid in {lease.request_id for lease in _leases(rule)}
+        ]
         if gone:
             self._call("ec2:DeleteTags", self.ec2.delete_tags, Resources=[obj.ref], Tags=gone)
         self._describe(obj.ref, rule["CidrIpv4"] or rule["CidrIpv6"], rule["FromPort"], remaining)
@@ -84,13 +85,8 @@ class SecurityGroupProvider:
 
     def _revoke(self, rule_id: str) -> None:
         """Delete one ingress rule by id; a rule already gone counts as deleted."""
-        try:
+        with aws.translated("ec2:RevokeSecurityGroupIngress", self._where, passing=_REVOKED):
             self.ec2.revoke_security_group_ingress(GroupId=self.spec.security_group_id, SecurityGroupRuleIds=[rule_id])
-        except ClientError as err:
-            if aws.error_code(err) not in {"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"}:
-                raise aws.provider_error(err, "ec2:RevokeSecurityGroupIngress", self._where) from None
-        except BotoCoreError as err:
-            raise aws.provider_error(err, "ec2:RevokeSecurityGroupIngress", self._where) from None
 
     def _authorize(self, cidr: str, ports: list[int], order: GrantOrder, lease_tag: dict[str, str]) -> None:
         description = _description([_lease_of(lease_tag)])
@@ -104,7 +100,7 @@ class SecurityGroupProvider:
             }
             for port in ports
         ]
-        tags = [{"Key": MANAGED_TAG, "Value": "true"}, lease_tag]
+        tags = [{"Key": leases.MANAGED_TAG, "Value": leases.MANAGED_VALUE}, lease_tag]
         self._call(
             "ec2:AuthorizeSecurityGroupIngress",
             self.ec2.authorize_security_group_ingress,
@@ -147,14 +143,10 @@ class SecurityGroupProvider:
 
     def _rule(self, rule_id: str) -> dict[str, Any] | None:
         """One rule by its id, or None when it is gone."""
-        try:
+        with aws.translated("ec2:DescribeSecurityGroupRules", self._where, passing=_NO_RULE) as passed:
             page = self.ec2.describe_security_group_rules(SecurityGroupRuleIds=[rule_id])
-        except ClientError as err:
-            if aws.error_code(err) in {"InvalidSecurityGroupRuleId.NotFound", "InvalidSecurityGroupRuleId.Malformed"}:
-                return None
-            raise aws.provider_error(err, "ec2:DescribeSecurityGroupRules", self._where) from None
-        except BotoCoreError as err:
-            raise aws.provider_error(err, "ec2:DescribeSecurityGroupRules", self._where) from None
+        if passed:
+            return None
         return next((r for r in page["SecurityGroupRules"] if r["GroupId"] == self.spec.security_group_id), None)
 
     def _ensure_group_exists(self) -> None:
@@ -163,20 +155,16 @@ class SecurityGroupProvider:
         )
 
     def _call(self, action: str, method: Any, **kwargs: Any) -> Any:
-        try:
+        """Call the EC2 API with errors in words, naming the group when it is missing."""
+        with aws.translated(action, self._where, explain=self._explain):
             return method(**kwargs)
-        except ClientError as err:
-            if aws.error_code(err) in {"InvalidGroup.NotFound", "InvalidGroupId.Malformed"}:
-                raise ProviderError(f"{self._where.capitalize()} not found") from None
-            raise aws.provider_error(err, action, self._where) from None
-        except BotoCoreError as err:
-            raise aws.provider_error(err, action, self._where) from None
+
+    def _explain(self, code: str) -> ProviderError | None:
+        return ProviderError(f"{self._where.capitalize()} not found") if code in _NO_GROUP else None
 
 
-def _require_cidr(order: GrantOrder) -> str:
-    if not order.cidr:
-        raise ProviderError(f"request {order.request_id} has no source CIDR for a security-group grant")
-    return str(ipaddress.ip_network(order.cidr))
+def _scope(spec: SecurityGroupGrant, cidr: str | None) -> str:
+    return f"{KIND}:{spec.region}:{spec.security_group_id}:{cidr}"
 
 
 def _matches(rule: dict[str, Any], spec: SecurityGroupGrant, cidr: str) -> bool:
@@ -189,43 +177,35 @@ def _matches(rule: dict[str, Any], spec: SecurityGroupGrant, cidr: str) -> bool:
     )
 
 
-def _tags(rule: dict[str, Any]) -> dict[str, str]:
-    return {tag["Key"]: tag["Value"] for tag in rule.get("Tags", [])}
-
-
 def _is_managed(rule: dict[str, Any]) -> bool:
-    return _tags(rule).get(MANAGED_TAG) == "true"
+    return leases.is_managed(aws.tag_map(rule.get("Tags", [])))
 
 
 def _lease_of(tag: dict[str, str]) -> Lease:
-    return Lease(request_id=tag["Key"].removeprefix(LEASE_TAG), ends_at=parse_time(tag["Value"]))
+    return leases.read_lease(tag["Key"].removeprefix(leases.LEASE_TAG), tag["Value"])
 
 
 def _leases(rule: dict[str, Any]) -> list[Lease]:
-    leases = []
-    for key, value in _tags(rule).items():
-        if key.startswith(LEASE_TAG):
-            try:
-                leases.append(Lease(request_id=key.removeprefix(LEASE_TAG), ends_at=parse_time(value)))
-            except ValueError:
-                # A lease whose end cannot be read has ended: fail closed.
-                leases.append(Lease(request_id=key.removeprefix(LEASE_TAG), ends_at=parse_time("1970-01-01T00:00:00Z")))
-    return leases
+    return leases.read_leases(aws.tag_map(rule.get("Tags", [])))
 
 
-def _description(leases: list[Lease]) -> str:
-    last = max(leases, key=lambda lease: lease.ends_at)
-    more = f" +{len(leases) - 1}" if len(leases) > 1 else ""
-    return f"{MARKER_PREFIX} {last.request_id}{more} until {format_time(last.ends_at)}"
+def _description(held: list[Lease]) -> str:
+    last = max(held, key=lambda lease: lease.ends_at)
+    more = f" +{len(held) - 1}" if len(held) > 1 else ""
+    return f"{leases.MARKER_PREFIX} {last.request_id}{more} until {leases.format_time(last.ends_at)}"
 
 
 def _managed(rule: dict[str, Any], spec: SecurityGroupGrant) -> ManagedObject:
     cidr = rule.get("CidrIpv4") or rule.get("CidrIpv6")
     return ManagedObject(
-        kind="aws_security_group",
+        kind=KIND,
         ref=rule["SecurityGroupRuleId"],
         description=f"{rule['SecurityGroupRuleId']} on {spec.security_group_id}: "
         f"{rule['IpProtocol']}/{rule['FromPort']} from {cidr}",
         leases=tuple(_leases(rule)),
-        scope=f"aws_security_group:{spec.region}:{spec.security_group_id}:{cidr}",
+        scope=_scope(spec, cidr),
     )
+
+
+def _ingress_managed(rules: list[dict[str, Any]], spec: SecurityGroupGrant) -> list[ManagedObject]:
+    return [_managed(rule, spec) for rule in rules if _is_managed(rule) and not rule["IsEgress"]]

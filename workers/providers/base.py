@@ -10,12 +10,10 @@ that the sweep can judge it without Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
-from bot.access.policy import GrantSpec
-
-MARKER_PREFIX = "jit-lb"
+from jit_lb.access.policy import GrantSpec
 
 
 class ProviderError(Exception):
@@ -91,27 +89,27 @@ class Provider(Protocol):
         """One managed object as the load balancer has it now, by its ref; None when it is gone or not ours."""
         ...
 
+    def objects_for(self, request_id: str) -> list[ManagedObject] | None:
+        """The objects holding a lease for that request by a query of the provider's own, or None without one."""
+        ...
 
-def format_time(moment: datetime) -> str:
-    """The marker form of a time: ISO 8601, UTC, whole seconds, `Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def restore(self, now: datetime) -> list[str]:
+        """Bring the load balancer back in line with what the provider's own book says; return the refs it put back.
 
-
-def parse_time(text: str) -> datetime:
-    """Read a marker time back; raise ValueError when it is not one."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        A no-op (nothing put back) for providers whose markers live on the objects.
+        """
+        ...
 
 
 def objects_of(provider: Provider, request_id: str) -> list[ManagedObject]:
     """The objects that hold a lease for `request_id`.
 
     A provider with a query of its own (`objects_for`) asks the load balancer for just those; when
-    that finds nothing, the full listing decides, so a query the load balancer reads differently
-    can cost a listing but never hide an object from a revoke.
+    it has none or that finds nothing, the full listing decides, so a query the load balancer reads
+    differently can cost a listing but never hide an object from a revoke.
     """
-    query = getattr(provider, "objects_for", None)
-    if query is not None:
-        found = [obj for obj in query(request_id) if request_id in obj.request_ids()]
-        if found:
-            return found
+    queried = provider.objects_for(request_id)
+    found = [obj for obj in queried or () if request_id in obj.request_ids()]
+    if found:
+        return found
     return [obj for obj in provider.list_managed() if request_id in obj.request_ids()]

@@ -2,7 +2,8 @@
 
 An HAProxy ACL entry is a bare pattern: it cannot carry a request id or an end time. So the leases
 live in Redis, one hash per entry (`<book>:lease:<pattern>`, request id -> end time) and one set of
-the entries the book knows (`<book>:entries`), where `<book>` is `jit:haproxy:<runtime_api>:<acl>`.
+the entries the book knows (`<book>:entries`), where `<book>` is `jit:haproxy:<runtime_api>:<acl>`
+(`haproxy_book_key` in the store).
 The ACL itself belongs to jit-lb: an entry the book holds no lease for is listed with none, and the
 sweep removes it (fail closed). Entries HAProxy lost (a reload keeps only the file's) but the book
 still leases are put back by `restore`.
@@ -33,8 +34,10 @@ from datetime import datetime
 from redis import Redis
 from redis.exceptions import LockNotOwnedError, RedisError
 
-from bot.access.policy import HaproxyAclGrant
-from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError, format_time, parse_time
+from jit_lb.access.policy import HaproxyAclGrant
+from jit_lb.access.store import haproxy_book_key
+from workers.providers import leases
+from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError
 
 KIND = "haproxy_acl"
 TIMEOUT_SECONDS = 5.0
@@ -45,8 +48,6 @@ MAX_DELETES = 5
 UNSAFE_ARGUMENT = re.compile(r"[\s;\\]")
 SESSION_LINE = re.compile(r"^(?P<id>0x[0-9a-f]+): proto=\S+ src=(?P<src>\S+) fe=(?P<fe>\S+)")
 ACL_LIST_LINE = re.compile(r"^\d+ \((?P<file>[^)]*)\)")
-# A lease whose end cannot be read has ended: fail closed.
-LONG_AGO = parse_time("1970-01-01T00:00:00Z")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -135,7 +136,7 @@ class HaproxyAclProvider:
         self.spec = spec
         self.redis = redis
         self.api = RuntimeApi(spec.runtime_api)
-        self._book = f"jit:haproxy:{spec.runtime_api}:{spec.acl}"
+        self._book = haproxy_book_key(spec.runtime_api, spec.acl)
         self._where = f"ACL {spec.acl} at HAProxy {spec.runtime_api}"
 
     @property
@@ -144,13 +145,13 @@ class HaproxyAclProvider:
         return _argument(self.spec.acl, "ACL name")
 
     def scope(self, order: GrantOrder) -> str:
-        return self._scope(_require_cidr(order))
+        return self._scope(leases.require_cidr(order))
 
     def _scope(self, pattern: str) -> str:
         return f"{KIND}:{self.spec.runtime_api}:{self.spec.acl}:{pattern}"
 
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
-        pattern = _require_cidr(order)
+        pattern = leases.require_cidr(order)
         with self._entry_lock(pattern):
             if pattern not in self._patterns():
                 self.api.command(f"add acl {self.acl} {pattern}")
@@ -160,7 +161,7 @@ class HaproxyAclProvider:
             # which the sweep removes, never a lease that grants nothing.
             with self._book_errors():
                 pipe = self.redis.pipeline()
-                pipe.hset(self._lease_key(pattern), order.request_id, format_time(order.ends_at))
+                pipe.hset(self._lease_key(pattern), order.request_id, leases.format_time(order.ends_at))
                 pipe.sadd(self._entries_key, pattern)
                 pipe.execute()
         return [self._managed(pattern, present=True)]
@@ -179,6 +180,10 @@ class HaproxyAclProvider:
         present = ref in self._patterns()
         obj = self._managed(ref, present=present)
         return obj if present or obj.leases else None
+
+    def objects_for(self, request_id: str) -> list[ManagedObject] | None:
+        """No query of its own: the book is kept by entry, not by request, so the listing decides."""
+        return None
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         pattern = _argument(obj.ref, "ACL pattern")
@@ -201,12 +206,12 @@ class HaproxyAclProvider:
         restored: list[str] = []
         for pattern in sorted(self._booked() - present):
             with self._entry_lock(pattern):
-                leases = self._leases(pattern)
-                if not leases:
+                held = self._leases(pattern)
+                if not held:
                     with self._book_errors():
                         self.redis.srem(self._entries_key, pattern)
                     continue
-                if all(lease.ends_at <= now for lease in leases) or pattern in self._patterns():
+                if all(lease.ends_at <= now for lease in held) or pattern in self._patterns():
                     continue
                 self.api.command(f"add acl {self.acl} {_argument(pattern, 'ACL pattern')}")
                 restored.append(pattern)
@@ -285,7 +290,7 @@ class HaproxyAclProvider:
     def _leases(self, pattern: str) -> list[Lease]:
         with self._book_errors():
             book = self.redis.hgetall(self._lease_key(pattern))
-        return [_lease(_text(request_id), _text(end)) for request_id, end in book.items()]
+        return [leases.read_lease(_text(request_id), _text(end)) for request_id, end in book.items()]
 
     def _booked(self) -> set[str]:
         with self._book_errors():
@@ -321,15 +326,6 @@ class HaproxyAclProvider:
                 lock.release()
 
 
-def _require_cidr(order: GrantOrder) -> str:
-    if not order.cidr:
-        raise ProviderError(f"request {order.request_id} has no source CIDR for an HAProxy ACL grant")
-    try:
-        return str(ipaddress.ip_network(order.cidr.strip(), strict=False))
-    except ValueError:
-        raise ProviderError(f"request {order.request_id}: `{order.cidr}` is not a CIDR") from None
-
-
 def _argument(text: str, what: str) -> str:
     if not text or UNSAFE_ARGUMENT.search(text):
         raise ProviderError(f"{what} `{text}` cannot be sent to HAProxy's runtime API (blank, `;` or `\\` in it)")
@@ -357,13 +353,6 @@ def _inside(address: Address, network: Network) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.version == network.version and address in network
-
-
-def _lease(request_id: str, end: str) -> Lease:
-    try:
-        return Lease(request_id=request_id, ends_at=parse_time(end))
-    except ValueError:
-        return Lease(request_id=request_id, ends_at=LONG_AGO)
 
 
 def _text(value: object) -> str:

@@ -6,7 +6,7 @@ import threading
 
 import redis
 
-from bot.access.policy import GrantSpec, Policy
+from jit_lb.access.policy import GrantSpec, Policy
 from workers.providers.base import Provider
 
 _cache: dict[str, Provider] = {}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
 
 
-def configure_logging() -> None:
-    level = getattr(logging, os.environ.get("JIT_LOG_LEVEL", "INFO").upper(), logging.INFO)
+def configure_logging(level_name: str = "INFO") -> None:
+    """Log at `level_name` (JIT_LOG_LEVEL, read by Settings) and above."""
+    level = getattr(logging, level_name.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     structlog.configure(
         processors=[

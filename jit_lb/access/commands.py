@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.access.durations import format_duration, parse_duration
-from bot.access.errors import CommandError
-from bot.access.policy import Policy, Target, host_address
-from bot.access.requests import ID_PATTERN, AccessRequest
+from jit_lb.access.durations import format_duration, parse_duration
+from jit_lb.access.errors import CommandError
+from jit_lb.access.policy import Policy, Target, host_address
+from jit_lb.access.requests import ID_PATTERN, AccessRequest
 
 MAX_REASON = 500
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bot.access.durations import format_duration
-from bot.access.policy import Policy, Target
-from bot.access.requests import AccessRequest, Extension, Status
-from bot.ids import ActionId, BlockId
+from bot.messages.ids import ActionId, BlockId
+from jit_lb.access.durations import format_duration
+from jit_lb.access.policy import Policy, Target
+from jit_lb.access.requests import AccessRequest, Extension, Status
 
 Blocks = list[dict[str, Any]]
 
@@ -138,6 +138,28 @@ def submitted_reply(request: AccessRequest, channel: str) -> str:
         f"Request `{request.id}` for `{request.target}` ({request.duration_text}) is waiting for approval in "
         f"<#{channel}>. It expires unanswered {when(request.pending_until)}."
     )
+
+
+def unavailable_text() -> str:
+    """The answer when Redis cannot be reached: nothing was done."""
+    return (
+        "jit-lb cannot reach its state store (Redis) right now, so nothing was requested or changed. "
+        "Try again in a minute; if it persists, tell your platform team."
+    )
+
+
+def revoking_reply(request: AccessRequest) -> str:
+    return f"Revoking `{request.id}` on `{request.target}` now; the thread will say when it is done."
+
+
+def extension_submitted_reply(request: AccessRequest, channel: str) -> str:
+    more = request.extension.duration_text if request.extension else "more time"
+    return f"Asked to extend `{request.id}` by {more}; waiting for approval in <#{channel}>."
+
+
+def approved_dm_text(request: AccessRequest) -> str:
+    """The requester's DM once every approval a request needs is in."""
+    return f":white_check_mark: `{request.id}` was approved by {_who(request.approvers)}; access is being granted."
 
 
 def approval_text(request: AccessRequest, who: str) -> str:
@@ -300,7 +322,7 @@ def warning_text(request: AccessRequest, minutes: int) -> str:
 
 
 def help_text(unknown: str | None = None) -> str:
-    from bot.access.commands import USAGE
+    from jit_lb.access.commands import USAGE
 
     prefix = f"`{unknown}` is not a `/jit` command.\n" if unknown else ""
     return prefix + USAGE

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from bot.access.requests import AccessRequest
+from jit_lb.access.requests import AccessRequest
 
 EVENTS = frozenset(
     {

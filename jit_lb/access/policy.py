@@ -19,8 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from bot.access.durations import format_duration, parse_duration
-from bot.access.errors import PolicyError
+from jit_lb.access.durations import format_duration, parse_duration
+from jit_lb.access.errors import PolicyError
 
 # Prefixes wider than these are as good as public: refuse them where a principal's source is meant.
 MIN_IPV4_PREFIX = 8

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.access.errors import JitError
+from jit_lb.access.errors import JitError
 
 
 class SettingsError(JitError):
@@ -27,6 +29,13 @@ class Settings(BaseSettings):
     jit_sweep_interval: float = Field(default=60.0, gt=0, le=3600)
     port: int = Field(default=3000, ge=1, le=65535)
     jit_queue: str = "jit"
+    jit_log_level: str = "INFO"
+    # How long before its end a grant's requester is warned; only grants twice as long get a warning.
+    jit_warn_before: float = Field(default=300.0, gt=0)
+    # Seconds between a failed revoke's retries, comma-separated; the sweep keeps trying after them.
+    jit_revoke_retry_intervals: str = "1,2,5,10,30"
+    # Test hook: seconds a grant job waits between applying and recording, so a test can kill the worker there.
+    jit_fault_pause_after_apply: float = Field(default=0.0, ge=0)
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -58,9 +67,33 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("jit_log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value.upper()
+
+    @field_validator("jit_revoke_retry_intervals")
+    @classmethod
+    def _retry_intervals(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if not parts or not all(part.isdigit() for part in parts):
+            raise ValueError("must be whole seconds separated by commas, e.g. 1,2,5,10,30")
+        return ",".join(parts)
+
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    @property
+    def revoke_retry_intervals(self) -> list[int]:
+        """Seconds between a failed revoke's retries, each at least one."""
+        return [max(1, int(part)) for part in self.jit_revoke_retry_intervals.split(",")]
+
+    @property
+    def warn_before(self) -> timedelta:
+        return timedelta(seconds=self.jit_warn_before)
 
 
 def load_settings(web: bool = False) -> Settings:

@@ -14,8 +14,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from bot.access.errors import NotFoundError, StoreUnavailableError, TransitionError
-from bot.access.requests import AccessRequest, Status, new_request_id
+from jit_lb.access.errors import NotFoundError, StoreUnavailableError, TransitionError
+from jit_lb.access.requests import AccessRequest, Status, new_request_id
 
 PREFIX = "jit:"
 _REQUEST = PREFIX + "req:"
@@ -24,6 +24,8 @@ _OPEN = PREFIX + "open"  # pending, approved and granted ids
 _PENDING = PREFIX + "pending"  # pending ids, scored by when they expire
 _GRANTED = PREFIX + "granted"  # granted ids, scored by when they end
 _OUTBOX = PREFIX + "outbox"  # new request ids whose approval card a worker is to post
+_LOCK = PREFIX + "lock:"  # one lock per scope at the load balancer
+_CLAIM = PREFIX + "enqueued:"  # a job's id, held while that job counts as queued
 _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
 
 Transition = Callable[[AccessRequest], AccessRequest]
@@ -40,6 +42,11 @@ return 1
 """
 _CREATE_KEYS = (_INDEX, _OPEN, _PENDING, _OUTBOX)
 _ID_ATTEMPTS = 20
+
+
+def haproxy_book_key(runtime_api: str, acl: str) -> str:
+    """The prefix of the HAProxy provider's lease book for one ACL (its entries, leases and locks)."""
+    return f"{PREFIX}haproxy:{runtime_api}:{acl}"
 
 
 def connect(url: str) -> redis.Redis:
@@ -120,6 +127,28 @@ class RequestStore:
             item = self.redis.brpop([_OUTBOX], timeout=timeout)
         return _text(item[1]) if item else None
 
+    def announce_later(self, request_id: str) -> None:
+        """Queue a request whose card (an extension's, say) a worker is to post, as `create` does for a new one."""
+        with _reachable():
+            self.redis.lpush(_OUTBOX, request_id)
+
+    def claim(self, name: str, seconds: int) -> bool:
+        """True for the first caller to claim `name` within `seconds`: one job queued however many loops look."""
+        with _reachable():
+            return bool(self.redis.set(_CLAIM + name, 1, nx=True, ex=seconds))
+
+    def claim_many(self, names: list[str], seconds: int) -> list[bool]:
+        """`claim` for many names in one round trip, each answer in the order of `names`."""
+        with _reachable(), self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.set(_CLAIM + name, 1, nx=True, ex=seconds)
+            return [bool(won) for won in pipe.execute()]
+
+    def take_turn(self, name: str, holder: str, seconds: float) -> bool:
+        """True when `holder` takes the turn `name` for `seconds` (the sweep's: one worker a period)."""
+        with _reachable():
+            return bool(self.redis.set(PREFIX + "turn:" + name, holder, nx=True, px=int(seconds * 1000)))
+
     def get(self, request_id: str) -> AccessRequest:
         with _reachable():
             raw = self.redis.get(_REQUEST + request_id)
@@ -198,7 +227,7 @@ class RequestStore:
     @contextlib.contextmanager
     def lock(self, scope: str, timeout: float = 120.0) -> Iterator[None]:
         """Serialise work on one object at the load balancer across every worker."""
-        with _reachable(), self.redis.lock(PREFIX + "lock:" + scope, timeout=timeout, blocking_timeout=timeout):
+        with _reachable(), self.redis.lock(_LOCK + scope, timeout=timeout, blocking_timeout=timeout):
             yield
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Posting to Slack from any process: cards, audit-thread replies, DMs; a failed post never loses state."""
+"""Posting to Slack from any process (cards, audit-thread replies, DMs), and usergroup look-ups; a failed post never
+loses state."""
 
 from __future__ import annotations
 
@@ -11,34 +12,44 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 
-from bot import blocks
-from bot.access.policy import Policy
-from bot.access.requests import AccessRequest, Extension
+from bot.messages import blocks
+from jit_lb.access.policy import Policy
+from jit_lb.access.requests import AccessRequest, Extension
+from jit_lb.runtime import Runtime, build_runtime
+from jit_lb.settings import Settings
 
 log = structlog.get_logger("jit_lb.notify")
 
 _USERGROUP_TTL = 60.0
 
 
-class Notifier:
-    """Every message jit-lb sends, through one WebClient that retries 429s and 5xx."""
+def web_client(settings: Settings) -> WebClient:
+    """One WebClient a process, that retries 429s (as Slack asks) and 5xx."""
+    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=10)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=5))
+    client.retry_handlers.append(ServerErrorRetryHandler(max_retry_count=3))
+    return client
 
-    def __init__(self, token: str, base_url: str, policy: Policy) -> None:
-        self.client = WebClient(token=token, base_url=base_url, timeout=10)
-        self.client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=5))
-        self.client.retry_handlers.append(ServerErrorRetryHandler(max_retry_count=3))
+
+def call(client: WebClient, method: str, **kwargs: Any) -> dict[str, Any] | None:
+    """Call the Web API; on failure log it and return None, so the caller's state change stands."""
+    try:
+        response = client.api_call(method, json=kwargs)
+    except (SlackApiError, SlackClientError, OSError) as err:
+        log.error("slack call failed", method=method, channel=kwargs.get("channel"), error=str(err))
+        return None
+    return dict(response.data) if isinstance(response.data, dict) else None
+
+
+class Notifier:
+    """Every message jit-lb sends."""
+
+    def __init__(self, client: WebClient, policy: Policy) -> None:
+        self.client = client
         self.policy = policy
-        self._groups: dict[str, tuple[float, list[str]]] = {}
-        self._groups_lock = threading.Lock()
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
-        """Call the Web API; on failure log it and return None, so the caller's state change stands."""
-        try:
-            response = self.client.api_call(method, json=kwargs)
-        except (SlackApiError, SlackClientError, OSError) as err:
-            log.error("slack call failed", method=method, channel=kwargs.get("channel"), error=str(err))
-            return None
-        return dict(response.data) if isinstance(response.data, dict) else None
+        return call(self.client, method, **kwargs)
 
     def post_card(self, request: AccessRequest, channel: str) -> str | None:
         target = self.policy.target_for(request.target)
@@ -103,19 +114,21 @@ class Notifier:
     def ephemeral(self, channel: str, user: str, text: str) -> None:
         self._call("chat.postEphemeral", channel=channel, user=user, text=text)
 
-    def expand(self, approvers: list[str]) -> set[str]:
-        """Approver user ids, with usergroups (S…) expanded through usergroups.users.list."""
-        users: set[str] = set()
-        for who in approvers:
-            users.update(self._members(who) if who.startswith("S") else [who])
-        return users
 
-    def _members(self, group: str) -> list[str]:
+class UsergroupDirectory:
+    """Usergroup members from usergroups.users.list, kept a minute (the core's GroupDirectory)."""
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+        self._groups: dict[str, tuple[float, list[str]]] = {}
+        self._groups_lock = threading.Lock()
+
+    def members(self, group: str) -> list[str]:
         with self._groups_lock:
             cached = self._groups.get(group)
         if cached and time.monotonic() - cached[0] < _USERGROUP_TTL:
             return cached[1]
-        answer = self._call("usergroups.users.list", usergroup=group)
+        answer = call(self.client, "usergroups.users.list", usergroup=group)
         if answer is None:
             # Fail closed: members of a group we cannot read cannot approve.
             return cached[1] if cached else []
@@ -123,3 +136,10 @@ class Notifier:
         with self._groups_lock:
             self._groups[group] = (time.monotonic(), members)
         return members
+
+
+def connect(settings: Settings) -> tuple[Runtime, Notifier]:
+    """A process's runtime and its Slack poster, sharing one WebClient (usergroups are read through it too)."""
+    client = web_client(settings)
+    runtime = build_runtime(settings, UsergroupDirectory(client))
+    return runtime, Notifier(client, runtime.policy)

@@ -8,8 +8,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.access.durations import format_duration
-from bot.access.errors import ApprovalError, TransitionError
+from jit_lb.access.durations import format_duration
+from jit_lb.access.errors import ApprovalError, TransitionError
 
 # Request ids are short and easy to read aloud: no 0/o, 1/l/i.
 _ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"

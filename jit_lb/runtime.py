@@ -1,0 +1,50 @@
+"""The composition root: what a process shares, made once at start from the settings (policy, store, audit, queues)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rq import Queue, Retry
+
+from jit_lb.access.approvers import Approvers, GroupDirectory
+from jit_lb.access.audit import AuditLog
+from jit_lb.access.policy import Policy, load_policy
+from jit_lb.access.store import RequestStore, connect
+from jit_lb.settings import Settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a process shares, made once at start from the settings."""
+
+    settings: Settings
+    policy: Policy
+    store: RequestStore
+    audit: AuditLog
+    approvers: Approvers
+    queue: Queue  # grants, revokes and the sweep's follow-ups
+    notices: Queue  # Slack posts of outcomes; workers take them when `queue` is empty
+
+    @property
+    def revoke_retry(self) -> Retry:
+        """RQ's retries of a failed revoke (JIT_REVOKE_RETRY_INTERVALS); the sweep keeps trying after them."""
+        intervals = self.settings.revoke_retry_intervals
+        return Retry(max=len(intervals), interval=intervals)
+
+
+def build_runtime(settings: Settings, directory: GroupDirectory) -> Runtime:
+    """Load the policy and connect to Redis and the audit log; raises PolicyError on a bad policy.
+
+    `directory` looks usergroups up (Slack, in both processes); the core only asks it for members.
+    """
+    policy = load_policy(settings.jit_policy_file)
+    client = connect(settings.redis_url)
+    return Runtime(
+        settings=settings,
+        policy=policy,
+        store=RequestStore(client, settings.redis_url),
+        audit=AuditLog.open(settings.jit_audit_log),
+        approvers=Approvers(directory),
+        queue=Queue(settings.jit_queue, connection=client),
+        notices=Queue(f"{settings.jit_queue}-notices", connection=client),
+    )

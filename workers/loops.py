@@ -1,0 +1,70 @@
+"""The threads every worker process runs beside RQ: the reconcile loop, and the outbox of cards to post."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import structlog
+
+from jit_lb.access.errors import StoreUnavailableError
+from jit_lb.runtime import Runtime
+from workers import notices, reconcile
+
+log = structlog.get_logger("jit_lb.worker")
+
+ENDED_CHECK_SECONDS = 0.1  # how often ended grants are looked for: at most this late, a revoke is queued
+DUE_CHECK_SECONDS = 1.0
+REDIS_RETRY_SECONDS = 1.0
+
+
+class ReconcileLoop(threading.Thread):
+    """Every 0.1 s: queue the revokes of ended grants. Every second: requeue lost revokes, expire pending
+    requests. Every JIT_SWEEP_INTERVAL across all workers: one sweep.
+
+    The sweep's turn is held in the store for the interval: whichever live worker takes it sweeps,
+    so the interval holds whichever process dies.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(name="jit-sweep", daemon=True)
+        self.rt = rt
+        self.holder = uuid.uuid4().hex
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        interval = self.rt.settings.jit_sweep_interval
+        next_due = time.monotonic()
+        while not self.stopping.wait(ENDED_CHECK_SECONDS):
+            try:
+                reconcile.enqueue_ended()
+                if time.monotonic() < next_due:
+                    continue
+                next_due = time.monotonic() + DUE_CHECK_SECONDS
+                reconcile.enqueue_due()
+                if self.rt.store.take_turn("sweep", self.holder, interval):
+                    started = time.monotonic()
+                    removed = reconcile.sweep()
+                    log.info("sweep done", removed=removed, seconds=round(time.monotonic() - started, 3))
+            except Exception:
+                log.exception("reconcile loop iteration failed; retrying next tick")
+
+
+class OutboxLoop(threading.Thread):
+    """Posts the cards the web queued in the store's outbox (new requests, extensions), one at a time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(name="jit-cards", daemon=True)
+        self.rt = rt
+
+    def run(self) -> None:
+        while True:
+            try:
+                request_id = self.rt.store.next_to_announce(timeout=1.0)
+                if request_id is not None:
+                    notices.announce(request_id)
+            except StoreUnavailableError:
+                time.sleep(REDIS_RETRY_SECONDS)
+            except Exception:
+                log.exception("posting an approval card failed; the request expires unanswered if it stays unposted")

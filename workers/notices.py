@@ -1,0 +1,149 @@
+"""Every Slack post a worker makes: approval cards (requests and extensions), outcome notices, expiry warnings.
+
+Cards of new requests and extensions reach a worker through the store's outbox (the web pushes the
+request id in the same round trip that stores it) and are posted by `announce`. Outcomes of jobs
+are `tell` jobs on the notices queue, which workers take only when no grant or revoke waits: the
+state change and its audit record come first and stand alone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from bot.messages import blocks
+from jit_lb.access import requests
+from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.runtime import Runtime
+from workers.context import WorkerContext, current
+
+
+class Notice(StrEnum):
+    """What a `tell` job says; the words are rendered from the request as it is when the job runs."""
+
+    GRANTED = "granted"
+    FAILED = "failed"
+    ENDED = "ended"
+    EXPIRED = "expired"
+    EXTENDED = "extended"
+    REVOKE_FAILED = "revoke_failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- cards --------------------------------------------------------------------------------------
+
+
+def announce(request_id: str) -> str:
+    """Post the approval card a request is missing: a new request's, or its pending extension's."""
+    context = current()
+    request = context.rt.store.find(request_id)
+    if request is None:
+        return "unknown request"
+    if request.status is Status.PENDING and request.card_ts is None:
+        return _post_request_card(context, request)
+    if request.status is Status.GRANTED and request.extension is not None and request.extension.card_ts is None:
+        return _post_extension_card(context, request)
+    return "nothing to post"
+
+
+def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
+    """The card, its audit-thread parent and the thread's first reply; a card Slack refuses cancels the request."""
+    rt, notifier = context.rt, context.notifier
+    target = rt.policy.target_for(request.target)
+    if target is None:
+        return "target gone"
+    card_channel = rt.policy.channel_for(target)
+    card_ts = notifier.post_card(request, card_channel)
+    if card_ts is None:
+        why = "the approval card could not be posted to Slack"
+        _, request = rt.store.transition(request.id, lambda r: requests.cancel(r, why, utcnow()))
+        rt.audit.request_event("request.cancelled", request, actor="system", why=request.failure)
+        notifier.dm(request.requester, blocks.outcome_line(request) + f" (`{request.id}`)")
+        return "cancelled"
+    # Recorded at once: a click on the card is judged against it.
+    request = rt.store.update(
+        request.id, card_channel=card_channel, card_ts=card_ts, thread_channel=card_channel, thread_ts=card_ts
+    )
+    audit_channel = rt.policy.audit_channel
+    if audit_channel:
+        parent = notifier.post_parent(request, audit_channel)
+        if parent is not None:
+            request = rt.store.update(request.id, thread_channel=audit_channel, thread_ts=parent)
+    notifier.thread(request, blocks.created_text(request, card_channel))
+    return "posted"
+
+
+def _post_extension_card(context: WorkerContext, request: AccessRequest) -> str:
+    rt, notifier = context.rt, context.notifier
+    target = rt.policy.target_for(request.target)
+    if target is None or request.extension is None:
+        return "target gone"
+    channel = rt.policy.channel_for(target)
+    card_ts = notifier.post_extension_card(request, channel)
+    if card_ts is None:
+        return "not posted"
+    extension = request.extension.model_copy(update={"card_channel": channel, "card_ts": card_ts})
+    after = rt.store.update(request.id, extension=extension)
+    notifier.thread(after, blocks.extension_requested_text(after))
+    return "posted"
+
+
+# --- outcomes -----------------------------------------------------------------------------------
+
+
+def queue_notice(
+    rt: Runtime, request: AccessRequest, notice: Notice, *, verified: bool = True, error: str = ""
+) -> None:
+    """Queue the Slack posts of an outcome on the notices queue, so they survive this worker and wait for no one."""
+    rt.notices.enqueue(tell, request.id, notice.value, verified=verified, error=error)
+
+
+def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -> str:
+    """Edit the request's card to its state now, and post the outcome in its thread (and to its requester)."""
+    context = current()
+    rt, notifier = context.rt, context.notifier
+    request = rt.store.find(request_id)
+    if request is None:
+        return "unknown request"
+    kind = Notice(notice)
+    if kind is Notice.REVOKE_FAILED:
+        # For the approvers, in the thread: the requester has nothing to do about it.
+        approvers = sorted(rt.approvers.of(rt.policy.target_for(request.target)))
+        notifier.thread(request, blocks.revoke_failed_text(request, error, approvers))
+        return "told"
+    summary = blocks.summary_blocks(request) if kind is Notice.ENDED else None
+    text = _outcome_text(request, kind, verified)
+    notifier.update_card(request)
+    notifier.thread(request, text, summary)
+    notifier.dm(request.requester, text)
+    return "told"
+
+
+def _outcome_text(request: AccessRequest, kind: Notice, verified: bool) -> str:
+    if kind is Notice.GRANTED:
+        return blocks.granted_text(request, list(request.created_objects), verified)
+    if kind is Notice.FAILED:
+        return blocks.failed_text(request)
+    if kind is Notice.ENDED:
+        return blocks.summary_text(request)
+    if kind is Notice.EXPIRED:
+        return blocks.expired_text(request)
+    return blocks.extended_text(request, verified)
+
+
+def warn_expiry(request_id: str, ends_at: int) -> str:
+    """Tell the requester their access ends soon, with the command that extends it (queued for the warning time)."""
+    context = current()
+    rt = context.rt
+    request = rt.store.find(request_id)
+    if request is None or request.status is not Status.GRANTED or request.ends_at is None:
+        return "not granted"
+    if int(request.ends_at.timestamp()) != ends_at:
+        return "extended since"
+    minutes = max(1, round((request.ends_at - utcnow()).total_seconds() / 60))
+    context.notifier.dm(request.requester, blocks.warning_text(request, minutes))
+    rt.audit.request_event("grant.warned", request, actor="system", ends_at=request.ends_at)
+    return "warned"
