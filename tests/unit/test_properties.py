@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from jit_lb.access.commands import RequestCommand, build_request, parse_command
 from jit_lb.access.errors import CommandError, PolicyError
 from jit_lb.access.policy import host_address, parse_policy
-from tests.test_policy import valid
+from tests.helpers import valid
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 POLICY = parse_policy(

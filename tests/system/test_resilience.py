@@ -14,8 +14,7 @@ import redis
 from rq.job import Job
 
 from devtools.stack import Stack
-from tests.stack_policy import stack_policy
-from tests.test_flow import ask, card_ts, click, rules_of
+from tests.helpers import ask, card_ts, click, lease_end, rules_of, stack_policy
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +35,6 @@ def approve(stack: Stack, text: str) -> str:
     assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
     stack.wait_for(lambda: rules_of(stack, request_id), what="the rules at moto")
     return request_id
-
-
-def lease_end(stack: Stack, request_id: str) -> datetime:
-    (value,) = {t["Value"] for r in rules_of(stack, request_id) for t in r["Tags"] if t["Key"].endswith(request_id)}
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def seconds_past_end(stack: Stack, request_id: str, end: datetime, timeout: float = 60.0) -> float:

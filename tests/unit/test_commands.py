@@ -18,7 +18,7 @@ from jit_lb.access.commands import (
 )
 from jit_lb.access.errors import CommandError
 from jit_lb.access.policy import parse_policy
-from tests.test_policy import valid
+from tests.helpers import valid
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

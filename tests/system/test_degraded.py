@@ -9,8 +9,7 @@ import pytest
 
 from devtools.moto_server import Network
 from devtools.stack import Stack
-from tests.stack_policy import APPROVALS, stack_policy
-from tests.test_flow import ask, card_ts, click, rules_of
+from tests.helpers import APPROVALS, ask, card_ts, click, rules_of, stack_policy
 
 pytestmark = pytest.mark.slow
 

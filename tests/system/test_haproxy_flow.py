@@ -11,8 +11,7 @@ import pytest
 
 from devtools.haproxy import http_status
 from devtools.stack import Stack
-from tests.stack_policy import stack_policy
-from tests.test_flow import granted
+from tests.helpers import granted, stack_policy
 
 pytestmark = [
     pytest.mark.slow,

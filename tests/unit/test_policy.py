@@ -13,28 +13,7 @@ import yaml
 
 from jit_lb.access.errors import PolicyError
 from jit_lb.access.policy import load_policy, parse_policy
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def valid() -> dict[str, Any]:
-    return {
-        "approver_channel": "C0APPROVALS",
-        "principals": {"U0DEV1": {"source_cidr": "203.0.113.7/32", "aws_role_name": "dev1-admin"}},
-        "targets": {
-            "lb-prod": {
-                "default_duration": "30m",
-                "max_duration": "1h",
-                "approvers": ["U0APPROVER1", "S0NETOPS"],
-                "grant": {
-                    "kind": "aws_security_group",
-                    "region": "us-east-1",
-                    "security_group_id": "sg-0abc",
-                    "ports": [443],
-                },
-            }
-        },
-    }
+from tests.helpers import ROOT, valid
 
 
 def test_valid_policy_loads_with_defaults() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from devtools.slack_client import click_payload, command_payload
 from devtools.stack import Stack
-from tests.stack_policy import APPROVALS, DEVS, stack_policy
+from tests.helpers import APPROVALS, DEVS, stack_policy
 
 pytestmark = pytest.mark.slow
 

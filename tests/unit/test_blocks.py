@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from bot.messages import blocks
 from jit_lb.access import requests
 from jit_lb.access.requests import EndReason
-from tests.test_requests import NOW, pending
+from tests.helpers import NOW, pending
 
 
 def actions_of(card: list[dict[str, object]]) -> list[dict[str, object]]:

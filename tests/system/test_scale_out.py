@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from devtools.stack import Stack
-from tests.stack_policy import APPROVALS, stack_policy
+from tests.helpers import APPROVALS, stack_policy
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,26 @@ import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from devtools.stack import Stack
-from tests.stack_policy import APPROVALS, DEV1_CIDR, DEVS, stack_policy
+from tests.helpers import (
+    APPROVALS,
+    DEV1_CIDR,
+    DEVS,
+    ask,
+    card_ts,
+    click,
+    click_on,
+    dm_text,
+    granted,
+    lease_tags,
+    listener_rules_of,
+    rules_of,
+    stack_policy,
+    web_decisions,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -20,56 +34,6 @@ pytestmark = pytest.mark.slow
 def fixture_stack() -> Iterator[Stack]:
     with Stack(policy=stack_policy, sweep_interval=2.0, usergroups={"S0NETOPS": ["U0NETOPS1"]}) as stack:
         yield stack
-
-
-def request_id_of(text: str) -> str:
-    match = re.search(r"jit-[a-z0-9]{6}", text)
-    assert match, f"no request id in {text!r}"
-    return match.group(0)
-
-
-def ask(stack: Stack, user: str, text: str) -> tuple[str, dict[str, Any]]:
-    """Run `/jit <text>` and wait for its card; return the request id and the card message."""
-    answer = stack.client().command(user, text, channel=DEVS)
-    assert answer.status == 200, answer.body
-    request_id = request_id_of(answer.json()["text"])
-    return request_id, card_of(stack, request_id)
-
-
-def card_of(stack: Stack, request_id: str) -> dict[str, Any]:
-    """The approval card as first posted (thread replies mention the id too, so they are left out)."""
-    return stack.wait_for(
-        lambda: next(
-            (m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m),
-            None,
-        ),
-        what=f"the card of {request_id}",
-    )
-
-
-def dm_text(stack: Stack, user: str) -> str:
-    return " ".join(str(m.get("text", "")) for m in stack.slack.dms(user))
-
-
-def web_decisions(stack: Stack) -> dict[str, int]:
-    """How many requests the web has stored and judged; it records each before it answers Slack.
-
-    Cards are posted by workers from what the web stores, so "nothing stored" means "nothing posted".
-    """
-    events = [record["event"] for record in stack.audit()]
-    return {name: events.count(name) for name in ("request.created", "request.approved", "request.denied")}
-
-
-def card_ts(stack: Stack, request_id: str) -> str:
-    return str(card_of(stack, request_id)["ts"])
-
-
-def click(stack: Stack, user: str, action: str, request_id: str) -> int:
-    return stack.client().click(user, action, request_id, APPROVALS, card_ts(stack, request_id)).status
-
-
-def rules_of(stack: Stack, request_id: str) -> list[dict[str, Any]]:
-    return [r for r in stack.sg_rules() if any(t["Key"] == f"jit-lb:lease:{request_id}" for t in r.get("Tags", []))]
 
 
 def test_whole_life_of_a_grant(stack: Stack) -> None:
@@ -286,18 +250,6 @@ def test_healthz(stack: Stack) -> None:
         assert answer.status == 200
 
 
-def granted(stack: Stack, user: str, text: str, approver: str = "U0APPROVER1") -> str:
-    """Run a request through approval to `grant.applied`; return its id."""
-    request_id, _ = ask(stack, user, text)
-    assert click(stack, approver, "jit_approve", request_id) == 200
-    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="grant.applied")
-    return request_id
-
-
-def lease_end(stack: Stack, request_id: str) -> set[str]:
-    return {t["Value"] for r in rules_of(stack, request_id) for t in r["Tags"] if t["Key"].endswith(request_id)}
-
-
 def test_revoke_now_by_the_requester(stack: Stack) -> None:
     """`/jit revoke` by the requester ends the grant at once; another engineer may not revoke it."""
     request_id = granted(stack, "U0DEV1", "request lb-prod 10m done early")
@@ -314,7 +266,7 @@ def test_revoke_now_by_the_requester(stack: Stack) -> None:
 def test_extend_moves_the_end_after_approval(stack: Stack) -> None:
     """`/jit extend` posts a new card; once approved, the markers at the load balancer carry the new end."""
     request_id = granted(stack, "U0DEV1", "request lb-prod 20s needs more later")
-    (before,) = lease_end(stack, request_id)
+    (before,) = lease_tags(stack, request_id)
     answer = stack.client().command("U0DEV1", f"extend {request_id} 1m still digging").json()["text"]
     assert "waiting for approval" in answer
     card = stack.wait_for(
@@ -328,17 +280,13 @@ def test_extend_moves_the_end_after_approval(stack: Stack) -> None:
     stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
     assert click_on(stack, "U0APPROVER2", request_id, card["ts"]) == 200
     stack.wait_for(lambda: "grant.extended" in stack.events(request_id), what="grant.extended")
-    (after,) = lease_end(stack, request_id)
+    (after,) = lease_tags(stack, request_id)
     moved = datetime.fromisoformat(after.replace("Z", "+00:00")) - datetime.fromisoformat(before.replace("Z", "+00:00"))
     assert moved.total_seconds() == 60
     extended = next(r for r in stack.audit(request_id) if r["event"] == "grant.extended")
     assert extended["actor"] == "U0APPROVER2" and extended["verified"] is True
     stack.client().command("U0DEV1", f"revoke {request_id}")
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
-
-
-def click_on(stack: Stack, user: str, request_id: str, ts: str) -> int:
-    return stack.client().click(user, "jit_approve", request_id, APPROVALS, ts).status
 
 
 def test_extend_refusals(stack: Stack) -> None:
@@ -399,17 +347,6 @@ def test_tampered_buttons_are_refused_and_audited(stack: Stack) -> None:
     assert f"not an approval card of {second}" in whys
     for request_id in (first, second):
         assert "request.approved" not in stack.events(request_id)
-
-
-def listener_rules_of(stack: Stack, request_id: str) -> list[dict[str, Any]]:
-    assert stack.network is not None
-    elbv2 = stack.moto.client("elbv2")
-    rules = [r for r in elbv2.describe_rules(ListenerArn=stack.network.listener_arn)["Rules"] if not r["IsDefault"]]
-    if not rules:
-        return []
-    tags = elbv2.describe_tags(ResourceArns=[r["RuleArn"] for r in rules])["TagDescriptions"]
-    ours = {t["ResourceArn"] for t in tags if any(tag["Key"] == f"jit-lb:lease:{request_id}" for tag in t["Tags"])}
-    return [rule for rule in rules if rule["RuleArn"] in ours]
 
 
 def test_alb_listener_rule_grant_end_to_end(stack: Stack) -> None:

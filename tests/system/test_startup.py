@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from devtools.ports import free_port
-from tests.test_policy import valid
+from tests.helpers import valid
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(module: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,1 @@
+"""Each provider against its real load balancer: moto in server mode, or a real HAProxy."""
