@@ -153,7 +153,7 @@ def build_request(
         if not target.is_network:
             raise CommandError(f"`--ip` means nothing for `{command.target}`, which grants an IAM policy")
         try:
-            cidr = str(host_address(command.ip))
+            cidr = str(host_address(command.ip, allow_private=target.allow_private_ip))
         except ValueError as err:
             raise CommandError(str(err)) from None
 

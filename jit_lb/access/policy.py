@@ -54,14 +54,33 @@ def source_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return network
 
 
-def host_address(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """Parse a single host address named with `--ip` into its /32 or /128 network."""
+_HOST_CHARACTERS = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+
+
+def host_address(text: str, allow_private: bool = False) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse a single host address named with `--ip` into its /32 or /128 network.
+
+    Only digits, hex letters, dots and colons pass: no zone id (`%eth0`), nothing that a runtime
+    API could read as a second command. Unless `allow_private`, the address must be global
+    unicast: no loopback, private, link-local (169.254.169.254), shared, reserved or documentation
+    address, which would open the load balancer to something other than one person's machine.
+    """
+    text = text.strip()
+    if "%" in text:
+        raise ValueError(f"`{text[:60]}` names a zone id (`%…`); give a plain IPv4 or IPv6 host address")
     try:
-        address = ipaddress.ip_address(text.strip())
+        if not _HOST_CHARACTERS.fullmatch(text):
+            raise ValueError(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError(f"`{text}` is not a single IPv4 or IPv6 host address") from None
+        raise ValueError(f"`{text[:60]}` is not a single IPv4 or IPv6 host address") from None
     if address.is_unspecified or address.is_multicast or str(address) == "255.255.255.255":
         raise ValueError(f"`{text}` is not a host address a grant can be for")
+    if not allow_private and not address.is_global:
+        raise ValueError(
+            f"`{text}` is not a global unicast address (loopback, private, link-local, shared, reserved and "
+            "documentation addresses are refused unless the target sets allow_private_ip)"
+        )
     return ipaddress.ip_network(address)
 
 
@@ -162,6 +181,7 @@ class Target(_Model):
     approvals_required: int = Field(default=1, ge=1)
     requesters: list[str] | None = None
     allow_requester_ip: bool = False
+    allow_private_ip: bool = False
     approver_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
     grant: GrantSpec
 
@@ -194,6 +214,13 @@ class Target(_Model):
         return self.grant.kind in NETWORK_KINDS
 
 
+class Limits(_Model):
+    """How much one person may ask for: refusals past them are audited in summary (CONTRACT §3)."""
+
+    pending_per_user: int = Field(default=3, ge=1, le=100)
+    commands_per_minute: int = Field(default=20, ge=1, le=1000)
+
+
 class Policy(_Model):
     """The whole policy file."""
 
@@ -201,6 +228,7 @@ class Policy(_Model):
     audit_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
     pending_ttl: Duration = timedelta(minutes=15)
     principals: dict[str, Principal] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
     targets: dict[str, Target] = Field(min_length=1)
 
     @field_validator("principals")

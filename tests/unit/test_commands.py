@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from jit_lb.access.commands import (
     parse_command,
 )
 from jit_lb.access.errors import CommandError
-from jit_lb.access.policy import parse_policy
+from jit_lb.access.policy import host_address, parse_policy
 from tests.helpers import valid
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -104,3 +105,40 @@ def test_request_refused_by_policy(user: str, command: RequestCommand, expected:
     with pytest.raises(CommandError) as caught:
         build_request(parse_policy(valid()), user, command, NOW)
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("address", "allow_private", "expected"),
+    [
+        ("fe80::1%x;help;", False, "names a zone id"),
+        ("fe80::1%eth0", True, "names a zone id"),
+        ("127.0.0.1", False, "not a global unicast address"),
+        ("10.1.2.3", False, "not a global unicast address"),
+        ("169.254.169.254", False, "not a global unicast address"),
+        ("100.64.0.1", False, "not a global unicast address"),
+        ("192.0.2.10", False, "not a global unicast address"),
+        ("2001:db8::1", False, "not a global unicast address"),
+        ("fc00::1", False, "not a global unicast address"),
+        ("1.2.3.4;help", False, "not a single IPv4 or IPv6 host address"),
+        ("1.2.3.4\nhelp", False, "not a single IPv4 or IPv6 host address"),
+        ("0.0.0.0", True, "not a host address"),  # noqa: S104 - the unspecified address is what is refused
+    ],
+)
+def test_requester_ip_refusals(address: str, allow_private: bool, expected: str) -> None:
+    """`--ip` takes one global unicast host; zone ids and separators never, private ranges only when allowed."""
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        host_address(address, allow_private=allow_private)
+
+
+@pytest.mark.parametrize(
+    ("address", "allow_private", "expected"),
+    [
+        ("8.8.8.8", False, "8.8.8.8/32"),
+        ("2606:4700::1111", False, "2606:4700::1111/128"),
+        ("10.1.2.3", True, "10.1.2.3/32"),
+        ("2001:DB8::1", True, "2001:db8::1/128"),
+    ],
+)
+def test_requester_ip_accepts_hosts(address: str, allow_private: bool, expected: str) -> None:
+    """A global host always passes; a private or documentation one when the target allows it."""
+    assert expected == str(host_address(address, allow_private=allow_private))

@@ -87,3 +87,28 @@ def test_policy_loader_never_crashes(data: object) -> None:
     except PolicyError as err:
         message = str(err)
         assert message.startswith("policy: ")
+
+
+@given(st.text(max_size=60), st.booleans())
+def test_requester_ip_text_is_an_address_and_nothing_more(text: str, allow_private: bool) -> None:
+    """Whatever is typed after `--ip`, an accepted value is one host, written back in ipaddress's own form."""
+    try:
+        network = host_address(text, allow_private=allow_private)
+    except ValueError as err:
+        refusal = str(err)
+        assert "`" in refusal  # the refusal quotes what was typed
+        return
+    assert network.num_addresses == 1
+    assert set(str(network)) <= set("0123456789abcdef.:/")
+    assert allow_private or network.network_address.is_global
+
+
+@given(st.ip_addresses())
+def test_only_global_addresses_pass_without_allow_private_ip(address: ipaddress.IPv4Address) -> None:
+    """Without `allow_private_ip`, loopback, private, link-local, shared and documentation addresses are refused."""
+    try:
+        host_address(str(address))
+    except ValueError:
+        assert not address.is_global or address.is_multicast
+        return
+    assert address.is_global
