@@ -43,6 +43,7 @@ def target_policy(group_id: str, description: str = "bench target") -> dict[str,
         "max_duration": "2h",
         "approvers": [APPROVER],
         "allow_requester_ip": True,
+        "allow_private_ip": True,  # each grant names its own 10.x host, so that each is a rule of its own
         "grant": {"kind": "aws_security_group", "region": "us-east-1", "security_group_id": group_id, "ports": [443]},
     }
 
@@ -53,6 +54,8 @@ def policy_document(targets: dict[str, str]) -> dict[str, Any]:
         "approver_channel": APPROVALS,
         "pending_ttl": "15m",
         "principals": {REQUESTER: {"source_cidr": "203.0.113.7/32"}, APPROVER: {"source_cidr": "192.0.2.10/32"}},
+        # One bench requester stands for a whole company's engineers: the per-person limits would stop the load.
+        "limits": {"pending_per_user": 10_000, "commands_per_minute": 100_000},
         "targets": {name: target_policy(group_id) for name, group_id in targets.items()},
     }
 

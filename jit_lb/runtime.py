@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
 from rq import Queue, Retry
 
 from jit_lb.access.approvers import Approvers, GroupDirectory
 from jit_lb.access.audit import AuditLog
+from jit_lb.access.errors import PolicyError
 from jit_lb.access.policy import Policy, load_policy
 from jit_lb.access.store import RequestStore, connect
 from jit_lb.settings import Settings
 
+log = structlog.get_logger("jit_lb.runtime")
 
-@dataclass(frozen=True)
+
+@dataclass
 class Runtime:
-    """Everything a process shares, made once at start from the settings."""
+    """Everything a process shares, made once at start from the settings; the policy is read again on SIGHUP."""
 
     settings: Settings
     policy: Policy
@@ -24,6 +28,24 @@ class Runtime:
     approvers: Approvers
     queue: Queue  # grants, revokes and the sweep's follow-ups
     notices: Queue  # Slack posts of outcomes; workers take them when `queue` is empty
+
+    def reload_policy(self) -> bool:
+        """Read the policy file again (SIGHUP); an invalid one is refused and audited, and the one in force stays.
+
+        What a grant applied is recorded with it, so a policy without its target, or with another
+        spec for it, ends it (reason `policy`) rather than orphaning it: the workers' reconciler does that.
+        """
+        path = self.settings.jit_policy_file
+        try:
+            policy = load_policy(path)
+        except PolicyError as err:
+            self.audit.record("policy.refused", actor="system", file=path, why=str(err), must=True)
+            log.error("policy reload refused; the policy in force stays", error=str(err))
+            return False
+        self.policy = policy
+        self.audit.record("policy.reloaded", actor="system", file=path, targets=sorted(policy.targets), must=True)
+        log.info("policy reloaded", targets=len(policy.targets))
+        return True
 
     @property
     def revoke_retry(self) -> Retry:

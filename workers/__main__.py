@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import time
 
@@ -36,7 +37,10 @@ def main() -> int:
         # Made now, not in the first job: creating a boto3 client costs most of a second.
         provider_for(spec, rt.store.redis, rt.policy)
     gc.freeze()  # start-up's objects (boto3's models above all) stay for good: full collections skip them
-    ReconcileLoop(rt).start()
+    loop = ReconcileLoop(rt)
+    # SIGHUP: read the policy again. The handler only asks; the loop's thread reads, judges and records.
+    signal.signal(signal.SIGHUP, lambda *_: loop.reload())
+    loop.start()
     OutboxLoop(rt).start()
     return work(rt)
 

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from rq import get_current_job
 
 from jit_lb.access import requests
-from jit_lb.access.errors import TransitionError
+from jit_lb.access.errors import AuditUnavailableError, TransitionError
+from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.runtime import Runtime
 from workers.context import current
+from workers.judge import GRACE, applied_spec, grant_refusal, lease_verdict, longest_grant
 from workers.notices import Notice, queue_notice, warn_expiry
 from workers.providers.base import GrantOrder, ManagedObject, Provider, ProviderError, objects_of
 from workers.providers.registry import provider_for
 
 log = structlog.get_logger("jit_lb.jobs")
-
-GRACE = timedelta(seconds=2)  # the sweep leaves a just-ended grant to its own revoke job this long
 
 
 def utcnow() -> datetime:
@@ -40,22 +41,34 @@ def grant_access(request_id: str) -> str:
         return "already granted"
     if request.status is not Status.APPROVED:
         return f"request is {request.status}"
-    target = rt.policy.target_for(request.target)
-    if target is None:
-        _fail(rt, request, f"target `{request.target}` is no longer in the policy")
-        return "failed"
     now = utcnow()
+    target = rt.policy.target_for(request.target)
+    refusal = grant_refusal(rt.policy, rt.approvers, request, target, now)
+    if refusal is None and not rt.audit.flush():
+        refusal = "the audit log cannot be written, so nothing was applied; ask again once it is fixed"
+    if refusal is not None or target is None:
+        _fail(rt, request, refusal or "")
+        return "failed"
     try:
-        _, request = rt.store.transition(request_id, lambda r: requests.fix_end(r, _whole_second(now + r.duration)))
+        _, request = rt.store.transition(
+            request_id, lambda r: requests.fix_end(r, _whole_second(now + r.duration), spec_record(target.grant))
+        )
     except TransitionError as err:
         return str(err)  # a twin job granted it, or it was closed, since we looked
     assert request.ends_at is not None
-    order = _order(request, request.ends_at, target.grant)
-    provider = provider_for(target.grant, rt.store.redis, rt.policy)
-    if order.ends_at <= now:
-        # A grant interrupted (worker killed) and retried after its end: the approved time is over.
+    assert request.grant_spec is not None
+    spec = parse_grant_spec(request.grant_spec)
+    order = _order(request, request.ends_at, spec)
+    provider = provider_for(spec, rt.store.redis, rt.policy)
+    if order.ends_at <= now or request.grant_spec != spec_record(target.grant):
+        # Retried after its end (a worker killed), or the target changed since the first attempt: take it back.
         _rollback(rt, provider, order)
-        _fail(rt, request, "the grant was interrupted and its approved time ran out before it could be applied")
+        _fail(
+            rt,
+            request,
+            "the grant was interrupted and its approved time ran out, or its target changed, before "
+            "it could be applied",
+        )
         return "failed"
     try:
         with rt.store.lock(provider.scope(order)):
@@ -68,8 +81,30 @@ def grant_access(request_id: str) -> str:
         _fail(rt, request, str(err))
         return "failed"
     created = [obj.description for obj in objects]
+
+    def record(_: AccessRequest, granted: AccessRequest) -> None:
+        rt.audit.request_event(
+            "grant.applied",
+            granted,
+            actor="system",
+            granted_at=now,
+            ends_at=order.ends_at,
+            objects=[obj.ref for obj in objects],
+            created=created,
+            verified=verified,
+            kind=spec.kind,
+        )
+
+    refs = [obj.ref for obj in objects]
     try:
-        _, granted = rt.store.transition(request_id, lambda r: requests.grant(r, now, order.ends_at, created, verified))
+        _, granted = rt.store.transition(
+            request_id, lambda r: requests.grant(r, now, order.ends_at, created, verified, refs), record
+        )
+    except AuditUnavailableError as err:
+        # No grant without its record: take the access back, and say why.
+        _rollback(rt, provider, order)
+        _fail(rt, request, str(err))
+        return "failed"
     except TransitionError:
         current_request = rt.store.get(request_id)
         if current_request.status is not Status.GRANTED:
@@ -77,17 +112,6 @@ def grant_access(request_id: str) -> str:
             _rollback(rt, provider, order)
         return f"request is {current_request.status}"
     schedule_warning(rt, granted)
-    rt.audit.request_event(
-        "grant.applied",
-        granted,
-        actor="system",
-        granted_at=now,
-        ends_at=order.ends_at,
-        objects=[obj.ref for obj in objects],
-        created=created,
-        verified=verified,
-        kind=target.grant.kind,
-    )
     queue_notice(rt, granted, Notice.GRANTED, verified=verified)
     return "granted"
 
@@ -113,11 +137,11 @@ def extend_access(request_id: str) -> str:
     request = rt.store.find(request_id)
     if request is None or request.status is not Status.GRANTED or request.ends_at is None:
         return "not granted"
-    target = rt.policy.target_for(request.target)
-    if target is None:
-        return "target gone"
-    provider = provider_for(target.grant, rt.store.redis, rt.policy)
-    order = _order(request, request.ends_at, target.grant)
+    spec = applied_spec(rt.policy, request)
+    if spec is None or rt.policy.target_for(request.target) is None:
+        return "target gone"  # the reconciler ends it (reason `policy`)
+    provider = provider_for(spec, rt.store.redis, rt.policy)
+    order = _order(request, request.ends_at, spec)
     with rt.store.lock(provider.scope(order)):
         objects = provider.apply(order)
     verified = _holds_lease(objects, order) and all(
@@ -132,6 +156,7 @@ def extend_access(request_id: str) -> str:
         ends_at=request.ends_at,
         objects=[obj.ref for obj in objects],
         verified=verified,
+        must=True,
     )
     queue_notice(rt, request, Notice.EXTENDED, verified=verified)
     return "extended"
@@ -142,11 +167,11 @@ def _whole_second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
 
 
-def _order(request: AccessRequest, ends_at: datetime, spec: object) -> GrantOrder:
+def _order(request: AccessRequest, ends_at: datetime, spec: GrantSpec) -> GrantOrder:
     return GrantOrder(
         request_id=request.id,
         target=request.target,
-        spec=spec,  # type: ignore[arg-type]
+        spec=spec,
         ends_at=ends_at,
         cidr=request.cidr,
         role_name=request.role_name,
@@ -168,11 +193,15 @@ def _rollback(rt: Runtime, provider: Provider, order: GrantOrder) -> None:
 
 
 def _fail(rt: Runtime, request: AccessRequest, why: str) -> None:
+    """Close an approved request that could not be applied (nothing is left at the load balancer), and say why."""
+
+    def record(_: AccessRequest, failed: AccessRequest) -> None:
+        rt.audit.request_event("grant.failed", failed, actor="system", error=why, must=True)
+
     try:
-        _, failed = rt.store.transition(request.id, lambda r: requests.fail(r, why, utcnow()))
+        _, failed = rt.store.transition(request.id, lambda r: requests.fail(r, why, utcnow()), record)
     except TransitionError:
         return
-    rt.audit.request_event("grant.failed", failed, actor="system", error=why)
     queue_notice(rt, failed, Notice.FAILED)
 
 
@@ -180,7 +209,11 @@ def _fail(rt: Runtime, request: AccessRequest, why: str) -> None:
 
 
 def revoke_access(request_id: str, reason: str = EndReason.EXPIRED.value, actor: str = "system") -> str:
-    """End a grant: drop its leases at the load balancer, verify, record, tell everyone."""
+    """End a grant: drop its leases where it was applied, verify, record, tell everyone.
+
+    It works from what the grant recorded (its spec and objects), never from today's policy: a
+    target that left the policy, or moved to another group, is revoked where it was applied.
+    """
     rt = current().rt
     request = rt.store.find(request_id)
     if request is None or request.status is not Status.GRANTED:
@@ -189,67 +222,100 @@ def revoke_access(request_id: str, reason: str = EndReason.EXPIRED.value, actor:
     now = utcnow()
     if reason == EndReason.EXPIRED and request.ends_at > now + GRACE:
         return "not yet"  # extended since this job was queued; enqueue_ended queues it again at the new end
-    target = rt.policy.target_for(request.target)
-    if target is None:
-        log.error("granted request's target left the policy; the sweep cannot find it", request_id=request_id)
+    spec = applied_spec(rt.policy, request)
+    if spec is None:
+        log.error("granted request records no spec and its target left the policy", request_id=request_id)
         return "target gone"
-    provider = provider_for(target.grant, rt.store.redis, rt.policy)
-    order = _order(request, request.ends_at, target.grant)
+    provider = provider_for(spec, rt.store.redis, rt.policy)
+    order = _order(request, request.ends_at, spec)
     try:
-        removed, verified = _release(rt, provider, order)
+        removed, verified, dropped = _release(rt, provider, order, request, now)
     except ProviderError as err:
         _revoke_failed(rt, request, str(err))
         raise
-    finish_revoke(rt, request_id, EndReason(reason), actor, removed, verified)
+    finish_revoke(rt, request_id, EndReason(reason), actor, removed, verified, dropped_leases=dropped or None)
     return "revoked"
 
 
-def _release(rt: Runtime, provider: Provider, order: GrantOrder) -> tuple[list[str], bool]:
-    """Drop the request's leases; verified when each object it held, read back, is gone or holds no lease of it.
+def _release(
+    rt: Runtime, provider: Provider, order: GrantOrder, request: AccessRequest, now: datetime
+) -> tuple[list[str], bool, dict[str, str]]:
+    """Drop the request's leases, and any other lease on the same objects that is judged over (a forged one).
 
-    Under the scope lock no grant adds a lease of this request elsewhere, so reading back the
-    objects it held answers what a second full listing would, at one lookup per object.
+    Verified when each object the grant recorded or the load balancer shows holding its lease,
+    read back, is gone or holds no lease of it. Finding nothing is not verification: a grant that
+    recorded no object and shows none is reported unverified.
     """
     with rt.store.lock(provider.scope(order)):
-        removed = []
         held = objects_of(provider, order.request_id)
+        refs = {obj.ref for obj in held}
+        for ref in set(request.object_refs) - refs:
+            obj = provider.read(ref)  # a recorded object the listing did not show
+            if obj is not None and order.request_id in obj.request_ids():
+                held.append(obj)
+        refs |= set(request.object_refs)
+        others = rt.store.find_many({rid for obj in held for rid in obj.request_ids()} - {order.request_id})
+        longest = longest_grant(rt.policy, order.spec)
+        removed, dropped = [], {}
         for obj in held:
-            deleted = provider.drop(obj, {order.request_id}, fresh=True)
+            over = {order.request_id}
+            for lease in obj.leases:
+                why = lease_verdict(lease.ends_at, others.get(lease.request_id), now, longest)
+                if lease.request_id != order.request_id and why is not None:
+                    over.add(lease.request_id)
+                    dropped[lease.request_id] = why
+            deleted = provider.drop(obj, over, fresh=True)
             removed.append(obj.description + ("" if deleted else " (kept: still leased by another grant)"))
-        after = [provider.read(obj.ref) for obj in held]
-        verified = all(obj is None or order.request_id not in obj.request_ids() for obj in after)
-    return removed, verified
+        after = [provider.read(ref) for ref in sorted(refs)]
+        verified = bool(refs) and all(obj is None or order.request_id not in obj.request_ids() for obj in after)
+    return removed, verified, dropped
 
 
 def finish_revoke(
-    rt: Runtime, request_id: str, reason: EndReason, actor: str, removed: list[str], verified: bool
+    rt: Runtime,
+    request_id: str,
+    reason: EndReason,
+    actor: str,
+    removed: list[str],
+    verified: bool,
+    **details: Any,
 ) -> None:
-    """Record a grant's end once its leases are gone; a second caller finds it ended and does nothing."""
+    """Record a grant's end once its leases are gone; a second caller finds it ended and does nothing.
+
+    The end stands whatever the audit log does: its record is spooled until the log takes it.
+    """
+
+    def record(_: AccessRequest, ended: AccessRequest) -> None:
+        rt.audit.request_event(
+            "grant.revoked",
+            ended,
+            actor=actor,
+            reason=reason,
+            granted_at=ended.granted_at,
+            ended_at=ended.ended_at,
+            ends_at=ended.ends_at,
+            lasted_seconds=ended.lasted(),
+            removed=removed,
+            verified=verified,
+            must=True,
+            **details,
+        )
+
     try:
         _, ended = rt.store.transition(
-            request_id, lambda r: requests.end(r, utcnow(), reason, actor, removed, verified)
+            request_id, lambda r: requests.end(r, utcnow(), reason, actor, removed, verified), record
         )
     except TransitionError:
         return
-    rt.audit.request_event(
-        "grant.revoked",
-        ended,
-        actor=actor,
-        reason=reason,
-        granted_at=ended.granted_at,
-        ended_at=ended.ended_at,
-        ends_at=ended.ends_at,
-        lasted_seconds=ended.lasted(),
-        removed=removed,
-        verified=verified,
-    )
     queue_notice(rt, ended, Notice.ENDED)
 
 
 def _revoke_failed(rt: Runtime, request: AccessRequest, error: str) -> None:
     job = get_current_job()
     retries_left = job.retries_left if job is not None and job.retries_left is not None else 0
-    rt.audit.request_event("grant.revoke_failed", request, actor="system", error=error, retries_left=retries_left)
+    rt.audit.request_event(
+        "grant.revoke_failed", request, actor="system", error=error, retries_left=retries_left, must=True
+    )
     if retries_left == 0:
         queue_notice(rt, request, Notice.REVOKE_FAILED, error=error)
 
@@ -260,10 +326,13 @@ def _revoke_failed(rt: Runtime, request: AccessRequest, error: str) -> None:
 def expire_request(request_id: str) -> str:
     """Close a request nobody decided within `pending_ttl`."""
     rt = current().rt
+
+    def record(_: AccessRequest, expired: AccessRequest) -> None:
+        rt.audit.request_event("request.expired", expired, actor="system", must=True)
+
     try:
-        _, expired = rt.store.transition(request_id, lambda r: requests.expire(r, utcnow()))
+        _, expired = rt.store.transition(request_id, lambda r: requests.expire(r, utcnow()), record)
     except TransitionError as err:
         return str(err)
-    rt.audit.request_event("request.expired", expired, actor="system")
     queue_notice(rt, expired, Notice.EXPIRED)
     return "expired"

@@ -21,7 +21,9 @@ REDIS_RETRY_SECONDS = 1.0
 
 class ReconcileLoop(threading.Thread):
     """Every 0.1 s: queue the revokes of ended grants. Every second: requeue lost revokes, expire pending
-    requests. Every JIT_SWEEP_INTERVAL across all workers: one sweep.
+    requests, write spooled audit records and refusal summaries. Every JIT_SWEEP_INTERVAL across all
+    workers: one sweep. At start and after each SIGHUP (`reload`): read the policy and end the grants
+    it no longer covers.
 
     The sweep's turn is held in the store for the interval: whichever live worker takes it sweeps,
     so the interval holds whichever process dies.
@@ -32,16 +34,30 @@ class ReconcileLoop(threading.Thread):
         self.rt = rt
         self.holder = uuid.uuid4().hex
         self.stopping = threading.Event()
+        self.reload_asked = threading.Event()
+        self.judged = False  # a restart reads the policy too: the open grants are judged against it at once
+
+    def reload(self) -> None:
+        """Ask the loop to read the policy file again (the SIGHUP handler calls this; it must not do the work)."""
+        self.reload_asked.set()
 
     def run(self) -> None:
         interval = self.rt.settings.jit_sweep_interval
         next_due = time.monotonic()
         while not self.stopping.wait(ENDED_CHECK_SECONDS):
             try:
+                if self.reload_asked.is_set():
+                    self.reload_asked.clear()
+                    self.judged = not self.rt.reload_policy()
+                if not self.judged:
+                    reconcile.end_orphans()
+                    self.judged = True
                 reconcile.enqueue_ended()
                 if time.monotonic() < next_due:
                     continue
                 next_due = time.monotonic() + DUE_CHECK_SECONDS
+                self.rt.audit.flush()
+                reconcile.record_refusal_summaries()
                 reconcile.enqueue_due()
                 if self.rt.store.take_turn("sweep", self.holder, interval):
                     started = time.monotonic()

@@ -6,6 +6,7 @@ to do they queue as jobs, each claimed once in the store so that many loops queu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,10 +14,12 @@ import structlog
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.runtime import Runtime
 from workers.context import current
-from workers.jobs import GRACE, expire_request, extend_access, finish_revoke, grant_access, revoke_access
+from workers.jobs import expire_request, extend_access, finish_revoke, grant_access, revoke_access
+from workers.judge import GRACE, lease_verdict, longest_grant
 from workers.providers.base import ManagedObject, Provider, ProviderError
 from workers.providers.registry import provider_for, specs_of
 
@@ -24,6 +27,7 @@ log = structlog.get_logger("jit_lb.reconcile")
 
 STUCK_APPROVED = timedelta(seconds=15)  # an approved request not granted by then lost its job
 ENDED_HOLD = 3600  # seconds one end's revoke is not queued again; enqueue_due retries a lost or failed one sooner
+REPORT_EVERY = 86400  # seconds between two reports of the same object the sweep leaves alone
 
 
 def utcnow() -> datetime:
@@ -85,69 +89,113 @@ def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str
 def sweep(now: datetime | None = None) -> int:
     """Judge every object at the load balancer by its leases, and bring Redis in line; returns objects removed.
 
-    A lease is dropped when its end has passed, or when Redis knows its request is over. A lease
-    whose request Redis does not know (its data was lost) is judged by its end alone.
+    The sweep looks wherever grants were applied: at the specs of today's policy and at the specs
+    recorded with open grants (a target that left the policy, or moved, still has objects out there).
+    One unreachable load balancer, or one object that cannot be removed, never stops the rest.
     """
     rt = current().rt
     now = now or utcnow()
+    open_requests = rt.store.open_requests()
     removed = 0
-    for spec in specs_of(rt.policy):
+    for spec in _specs_to_sweep(rt, open_requests):
         provider = provider_for(spec, rt.store.redis, rt.policy)
         try:
-            removed += _sweep_provider(rt, spec.kind, provider, now)
+            removed += _sweep_provider(rt, spec, provider, now, open_requests)
         except ProviderError as err:
-            # One unreachable load balancer must not stop the sweep of the others.
             log.error("sweep of one grant spec failed", kind=spec.kind, error=str(err))
-    _reconcile(rt, now)
+    _reconcile(rt, now, open_requests)
     return removed
 
 
-def _sweep_provider(rt: Runtime, kind: str, provider: Provider, now: datetime) -> int:
-    removed = 0
+def _specs_to_sweep(rt: Runtime, open_requests: list[AccessRequest]) -> list[GrantSpec]:
+    specs = {json.dumps(spec_record(spec), sort_keys=True): spec for spec in specs_of(rt.policy)}
+    for request in open_requests:
+        if request.grant_spec is not None:
+            specs.setdefault(json.dumps(request.grant_spec, sort_keys=True), parse_grant_spec(request.grant_spec))
+    return list(specs.values())
+
+
+def _sweep_provider(
+    rt: Runtime, spec: GrantSpec, provider: Provider, now: datetime, open_requests: list[AccessRequest]
+) -> int:
     provider.restore(now)
     objects = provider.list_managed()
     known = rt.store.find_many({rid for obj in objects for rid in obj.request_ids()})
+    longest = longest_grant(rt.policy, spec, open_requests)
+    removed = 0
+    ended: dict[str, list[ManagedObject]] = {}
     for obj in objects:
-        stale = {rid for rid in obj.request_ids() if _lease_over(rt, rid, obj, now, known.get(rid))}
-        if obj.leases and not stale:
+        if obj.anomaly or not obj.leases:
+            _report(rt, spec, obj, obj.anomaly or "it is marked as jit-lb's but carries no lease")
             continue
-        with rt.store.lock(obj.scope or f"{kind}:{obj.ref}"):
-            deleted = provider.drop(obj, stale)
+        verdicts = {}
+        for lease in obj.leases:
+            why = lease_verdict(lease.ends_at, known.get(lease.request_id), now, longest)
+            request = known.get(lease.request_id)
+            if why is None and request is not None and request.ends_at is not None and request.ends_at > lease.ends_at:
+                # Extended, but the markers have not moved yet (its extend job was lost or is late).
+                _enqueue_once(rt, f"extend-markers-{lease.request_id}", extend_access, lease.request_id)
+            if why is not None:
+                verdicts[lease.request_id] = why
+        if not verdicts:
+            continue
+        try:
+            with rt.store.lock(obj.scope or f"{spec.kind}:{obj.ref}"):
+                deleted = provider.drop(obj, set(verdicts))
+        except ProviderError as err:
+            log.error("sweep could not remove an object; the next sweep tries again", object=obj.ref, error=str(err))
+            continue
         removed += int(deleted)
         rt.audit.record(
             "sweep.removed",
             actor="system",
             target=None,
-            kind=kind,
+            kind=spec.kind,
             object=obj.ref,
             description=obj.description,
-            leases_dropped=sorted(stale),
+            leases_dropped=sorted(verdicts),
+            why=verdicts,
             deleted=deleted,
+            must=True,
         )
-        for request_id in stale:
-            _sweep_request(rt, request_id, obj, known.get(request_id))
+        for request_id in verdicts:
+            ended.setdefault(request_id, []).append(obj)
+    for request_id, objs in ended.items():
+        _sweep_request(rt, provider, request_id, objs, known.get(request_id))
     return removed
 
 
-def _lease_over(rt: Runtime, request_id: str, obj: ManagedObject, now: datetime, request: AccessRequest | None) -> bool:
-    """Whether a lease has ended: by Redis's word for a granted request, by the marker when Redis lost it."""
-    lease_end = max(lease.ends_at for lease in obj.leases if lease.request_id == request_id)
-    if request is None or request.status is Status.APPROVED:
-        # Unknown (Redis lost it) or being applied right now: the marker alone decides.
-        return lease_end <= now
-    if request.status is not Status.GRANTED or request.ends_at is None:
-        return True
-    if request.ends_at > lease_end:
-        # Extended, but the markers have not moved yet (its extend job was lost or is late).
-        _enqueue_once(rt, f"extend-markers-{request_id}", extend_access, request_id)
-    # Past its end plus GRACE the grant's own revoke job has had its turn; the sweep takes over.
-    return request.ends_at + GRACE <= now
+def _report(rt: Runtime, spec: GrantSpec, obj: ManagedObject, why: str) -> None:
+    """Leave an object alone and say so, once a day an object: it may be someone's own, tagged by mistake."""
+    if rt.store.claim(f"reported-{spec.kind}-{obj.ref}", REPORT_EVERY):
+        log.warning("sweep left an object alone", object=obj.ref, why=why)
+        rt.audit.record(
+            "sweep.reported",
+            actor="system",
+            target=None,
+            kind=spec.kind,
+            object=obj.ref,
+            description=obj.description,
+            why=why,
+            leases=sorted(obj.request_ids()) or None,
+            must=True,
+        )
 
 
-def _sweep_request(rt: Runtime, request_id: str, obj: ManagedObject, request: AccessRequest | None) -> None:
-    """Close in Redis what the sweep removed; finish_revoke's own transition makes a race with the revoke job safe."""
+def _sweep_request(
+    rt: Runtime, provider: Provider, request_id: str, objs: list[ManagedObject], request: AccessRequest | None
+) -> None:
+    """Close in Redis what the sweep removed, once a request, naming every object it dropped for it.
+
+    Verified when each object the grant recorded or the sweep dropped, read back, holds no lease of
+    it; finish_revoke's own transition makes a race with the revoke job safe.
+    """
+    removed = [obj.description for obj in objs]
     if request is not None and request.status is Status.GRANTED:
-        finish_revoke(rt, request_id, EndReason.SWEEP, "system", [obj.description], True)
+        refs = sorted({obj.ref for obj in objs} | set(request.object_refs))
+        after = [provider.read(ref) for ref in refs]
+        verified = all(obj is None or request_id not in obj.request_ids() for obj in after)
+        finish_revoke(rt, request_id, EndReason.SWEEP, "system", removed, verified)
     elif request is None:
         rt.audit.record(
             "grant.revoked",
@@ -155,15 +203,52 @@ def _sweep_request(rt: Runtime, request_id: str, obj: ManagedObject, request: Ac
             request_id=request_id,
             target=None,
             reason=EndReason.SWEEP,
-            removed=[obj.description],
+            removed=removed,
             note="request unknown to Redis; judged by the marker at the load balancer",
+            must=True,
         )
 
 
-def _reconcile(rt: Runtime, now: datetime) -> None:
-    """Grants past their end whose objects are already gone, and approvals whose grant job was lost."""
+def end_orphans(open_requests: list[AccessRequest] | None = None) -> int:
+    """End at once (reason `policy`) each grant whose target left the policy or whose grant spec changed."""
+    rt = current().rt
+    orphans = 0
+    for request in rt.store.open_requests() if open_requests is None else open_requests:
+        if request.status is not Status.GRANTED:
+            continue
+        target = rt.policy.target_for(request.target)
+        if target is None or (request.grant_spec is not None and request.grant_spec != spec_record(target.grant)):
+            orphans += 1
+            _enqueue_once(
+                rt, f"revoke-policy-{request.id}", revoke_access, request.id, EndReason.POLICY.value, "system"
+            )
+    return orphans
+
+
+def record_refusal_summaries(now: datetime | None = None) -> int:
+    """Write one `request.refused` record for each user and minute whose refusals past a limit were counted."""
+    rt = current().rt
+    summaries = rt.store.take_refusal_summaries(now or utcnow())
+    for summary in summaries:
+        if summary.count > 1:
+            rt.audit.record(
+                "request.refused",
+                actor=summary.user,
+                why="limit: further commands refused in this minute, counted rather than recorded one by one",
+                summary=True,
+                refused=summary.count - 1,
+                window_start=summary.window_start,
+                window_seconds=60,
+                must=True,
+            )
+    return len(summaries)
+
+
+def _reconcile(rt: Runtime, now: datetime, open_requests: list[AccessRequest]) -> None:
+    """Grants past their end whose objects are already gone, orphans of a policy edit, and lost grant jobs."""
     for request_id in rt.store.granted_until(now - GRACE):
         _enqueue_once(rt, f"revoke-sweep-{request_id}", revoke_access, request_id, EndReason.SWEEP.value, "system")
-    for request in rt.store.open_requests():
+    end_orphans(open_requests)
+    for request in open_requests:
         if request.status is Status.APPROVED and request.decided_at and now - request.decided_at > STUCK_APPROVED:
             _enqueue_once(rt, f"grant-again-{request.id}", grant_access, request.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -20,7 +21,9 @@ from jit_lb.settings import Settings
 
 log = structlog.get_logger("jit_lb.notify")
 
-_USERGROUP_TTL = 60.0
+_USERGROUP_TTL = 60.0  # seconds a group's members are used without asking Slack again
+_USERGROUP_MAX_STALE = 300.0  # while Slack fails, members read longer ago than this count for nothing
+_USERGROUP_RETRY = 5.0  # seconds between two calls for a group Slack just failed to answer
 
 
 def web_client(settings: Settings) -> WebClient:
@@ -44,9 +47,13 @@ def call(client: WebClient, method: str, **kwargs: Any) -> dict[str, Any] | None
 class Notifier:
     """Every message jit-lb sends."""
 
-    def __init__(self, client: WebClient, policy: Policy) -> None:
+    def __init__(self, client: WebClient, policy: Callable[[], Policy]) -> None:
         self.client = client
-        self.policy = policy
+        self._policy = policy  # the policy in force, which a SIGHUP may replace
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy()
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
         return call(self.client, method, **kwargs)
@@ -116,25 +123,47 @@ class Notifier:
 
 
 class UsergroupDirectory:
-    """Usergroup members from usergroups.users.list, kept a minute (the core's GroupDirectory)."""
+    """Usergroup members from usergroups.users.list, kept a minute (the core's GroupDirectory).
 
-    def __init__(self, client: WebClient) -> None:
+    While Slack fails, members read less than MAX_STALE ago still count; older ones do not (a person
+    removed from a group must not keep approving through an outage), and one failure is remembered
+    for a few seconds so that a burst of clicks does not become a burst of calls.
+    """
+
+    def __init__(
+        self,
+        client: WebClient,
+        fresh: float = _USERGROUP_TTL,
+        max_stale: float = _USERGROUP_MAX_STALE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
+        self.clock = clock
+        self.fresh = fresh
+        self.max_stale = max_stale
         self._groups: dict[str, tuple[float, list[str]]] = {}
+        self._failed: dict[str, float] = {}
         self._groups_lock = threading.Lock()
 
     def members(self, group: str) -> list[str]:
+        now = self.clock()
         with self._groups_lock:
             cached = self._groups.get(group)
-        if cached and time.monotonic() - cached[0] < _USERGROUP_TTL:
+            failed_at = self._failed.get(group)
+        if cached and now - cached[0] < self.fresh:
             return cached[1]
-        answer = call(self.client, "usergroups.users.list", usergroup=group)
+        answer = None
+        if failed_at is None or now - failed_at >= _USERGROUP_RETRY:
+            answer = call(self.client, "usergroups.users.list", usergroup=group)
         if answer is None:
-            # Fail closed: members of a group we cannot read cannot approve.
-            return cached[1] if cached else []
+            with self._groups_lock:
+                self._failed[group] = failed_at if failed_at is not None and now - failed_at < _USERGROUP_RETRY else now
+            # Fail closed past the bound: members of a group we cannot read cannot approve.
+            return cached[1] if cached and now - cached[0] < self.max_stale else []
         members = [str(user) for user in answer.get("users", [])]
         with self._groups_lock:
-            self._groups[group] = (time.monotonic(), members)
+            self._groups[group] = (now, members)
+            self._failed.pop(group, None)
         return members
 
 
@@ -142,4 +171,4 @@ def connect(settings: Settings) -> tuple[Runtime, Notifier]:
     """A process's runtime and its Slack poster, sharing one WebClient (usergroups are read through it too)."""
     client = web_client(settings)
     runtime = build_runtime(settings, UsergroupDirectory(client))
-    return runtime, Notifier(client, runtime.policy)
+    return runtime, Notifier(client, lambda: runtime.policy)

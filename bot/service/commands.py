@@ -19,12 +19,21 @@ from jit_lb.access.commands import (
     TargetsCommand,
 )
 from jit_lb.access.durations import format_duration
-from jit_lb.access.errors import CommandError, NotFoundError, StoreUnavailableError, TransitionError
+from jit_lb.access.errors import (
+    AuditUnavailableError,
+    CommandError,
+    NotFoundError,
+    StoreUnavailableError,
+    TransitionError,
+)
 from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.access.store import LimitError
 from jit_lb.runtime import Runtime
 
-# What a command may fail with and still be answered: Redis away, or a refusal.
-_FAILURES = (StoreUnavailableError, CommandError, NotFoundError)
+# What a command may fail with and still be answered: Redis or the audit log away, or a refusal.
+LIST_LIMIT = 25  # lines of `/jit list`; the rest are counted
+
+_FAILURES = (StoreUnavailableError, AuditUnavailableError, CommandError, NotFoundError, LimitError)
 
 
 class CommandService:
@@ -37,16 +46,38 @@ class CommandService:
     async def command(self, user: str, text: str, channel: str | None) -> Reply:
         """Answer one `/jit` command; refusals are audited and change nothing.
 
-        `request`, the busy one, is stored through asyncio on the web's event loop; the rest run in a thread.
+        `request`, the busy one, is stored through asyncio on the web's event loop (its record is
+        written on the audit log's own thread); the rest run in a thread.
         """
         try:
+            limit = self.rt.policy.limits.commands_per_minute
+            if await self.rt.store.count_command_async(user, self.clock()) > limit:
+                raise LimitError(f"you sent more than {limit} `/jit` commands this minute; wait a minute and try again")
             parsed = commands.parse_command(text)
             if isinstance(parsed, RequestCommand):
-                build = commands.build_request(self.rt.policy, user, parsed, self.clock(), channel)
-                return self._requested(await self.rt.store.create_async(build), user)
+                return await self._request(user, parsed, channel)
         except _FAILURES as err:
-            return self._failed(user, text, err)
+            return await asyncio.to_thread(self._failed, user, text, err)
         return await asyncio.to_thread(self._answer, user, text, parsed, channel)
+
+    async def _request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
+        """Store a request, record it, then queue its card: a request whose record cannot be written is taken back.
+
+        Its card is posted by a worker (workers/notices.py `announce`, from the store's outbox), and
+        pending requests are expired by every worker's loop.
+        """
+        policy, store = self.rt.policy, self.rt.store
+        build = commands.build_request(policy, user, parsed, self.clock(), channel)
+        request = await store.create_async(build, policy.limits.pending_per_user)
+        try:
+            await self.rt.audit.request_event_async(
+                "request.created", request, actor=user, pending_until=request.pending_until
+            )
+        except AuditUnavailableError:
+            await store.discard_async(request.id)
+            raise
+        await store.announce_async(request.id)
+        return Reply(blocks.submitted_reply(request, policy.channel_for(policy.targets[request.target])))
 
     def _answer(self, user: str, text: str, parsed: Command, channel: str | None) -> Reply:
         try:
@@ -60,28 +91,40 @@ class CommandService:
         if isinstance(parsed, ExtendCommand):
             return self._extend(user, parsed)
         if isinstance(parsed, ListCommand):
-            return Reply(blocks.list_text(self._visible(user)))
+            visible = self._visible(user)
+            return Reply(blocks.list_text(visible[:LIST_LIMIT], more=len(visible) - LIST_LIMIT))
         if isinstance(parsed, TargetsCommand):
             return Reply(blocks.targets_text(self.rt.policy, user))
         assert isinstance(parsed, HelpCommand), parsed  # a request was answered on the event loop
         return Reply(blocks.help_text(parsed.unknown))
 
     def _failed(self, user: str, text: str, err: Exception) -> Reply:
-        """The answer to a command that changed nothing: Redis away, or a refusal (audited)."""
+        """The answer to a command that changed nothing: Redis or the audit log away, or a refusal (audited).
+
+        Refusals past a limit are recorded once a minute and user; the rest of that minute's are
+        counted, and a worker records their number when the minute is over.
+        """
         if isinstance(err, StoreUnavailableError):
             return Reply(blocks.unavailable_text())
-        self.rt.audit.record("request.refused", actor=user, target=_target_word(text), text=text[:500], why=str(err))
+        if isinstance(err, AuditUnavailableError):
+            return Reply(blocks.refusal_text(str(err)))
+        if isinstance(err, LimitError):
+            try:
+                first = self.rt.store.count_refusal(user, self.clock()) == 1
+            except StoreUnavailableError:
+                first = True
+            if not first:
+                return Reply(blocks.refusal_text(str(err)))
+        self.rt.audit.record(
+            "request.refused",
+            actor=user,
+            target=_target_word(text),
+            text=text[:500],
+            why=str(err),
+            more_counted=isinstance(err, LimitError) or None,
+            must=True,
+        )
         return Reply(blocks.refusal_text(str(err)))
-
-    def _requested(self, request: AccessRequest, user: str) -> Reply:
-        """Audit a stored request and answer its requester.
-
-        Its card is posted by a worker (workers/notices.py `announce`: the store queued the id in
-        its outbox with the request), and pending requests are expired by every worker's loop.
-        """
-        target = self.rt.policy.targets[request.target]
-        self.rt.audit.request_event("request.created", request, actor=user, pending_until=request.pending_until)
-        return Reply(blocks.submitted_reply(request, self.rt.policy.channel_for(target)))
 
     def _revoke(self, user: str, request_id: str) -> Reply:
         request = self.rt.store.get(request_id)
@@ -107,15 +150,19 @@ class CommandService:
                 f"that would end {request.id} more than {format_duration(target.max_duration)} from now, "
                 f"the most `{request.target}` allows"
             )
-        try:
-            _, after = self.rt.store.transition(
-                request.id, lambda r: requests.request_extension(r, parsed.duration, parsed.reason, self.clock())
+
+        def extension(current: AccessRequest) -> AccessRequest:
+            return requests.request_extension(current, parsed.duration, parsed.reason, self.clock())
+
+        def record(_: AccessRequest, after: AccessRequest) -> None:
+            self.rt.audit.request_event(
+                "extension.requested", after, actor=user, extra_seconds=parsed.duration, extension_reason=parsed.reason
             )
+
+        try:
+            _, after = self.rt.store.transition(request.id, extension, record)
         except TransitionError as err:
             raise CommandError(str(err)) from None
-        self.rt.audit.request_event(
-            "extension.requested", after, actor=user, extra_seconds=parsed.duration, extension_reason=parsed.reason
-        )
         # Its card is posted by a worker, as a new request's is.
         self.rt.store.announce_later(after.id)
         return Reply(blocks.extension_submitted_reply(after, self.rt.policy.channel_for(target)))

@@ -11,7 +11,13 @@ from bot.messages.ids import ActionId
 from bot.messages.notify import Notifier
 from bot.service.common import enqueue, looks_like_id, utcnow
 from jit_lb.access import requests
-from jit_lb.access.errors import ApprovalError, NotFoundError, StoreUnavailableError, TransitionError
+from jit_lb.access.errors import (
+    ApprovalError,
+    AuditUnavailableError,
+    NotFoundError,
+    StoreUnavailableError,
+    TransitionError,
+)
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
 
@@ -43,6 +49,8 @@ class DecisionService:
                 (self._approve if approve else self._deny)(user, request)
         except StoreUnavailableError:
             self.notifier.ephemeral(channel, user, blocks.unavailable_text())
+        except AuditUnavailableError as err:
+            self.notifier.ephemeral(channel, user, blocks.refusal_text(str(err)))
         except (ApprovalError, TransitionError, NotFoundError) as err:
             known = self.rt.store.find(value) if looks_like_id(value) else None
             self.rt.audit.record(
@@ -53,6 +61,7 @@ class DecisionService:
                 action=action_id[:40],
                 value=value[:64],
                 why=str(err),
+                must=True,
             )
             self.notifier.ephemeral(channel, user, blocks.refusal_text(str(err)))
 
@@ -76,10 +85,12 @@ class DecisionService:
         raise ApprovalError(f"this card is not an approval card of {request.id}")
 
     def _approve(self, user: str, request: AccessRequest) -> None:
-        _, after = self.rt.store.transition(request.id, lambda r: requests.approve(r, user, self.clock()))
-        self.rt.audit.request_event(
-            "request.approved", after, actor=user, approvals=len(after.approvals), required=after.approvals_required
-        )
+        def record(_: AccessRequest, after: AccessRequest) -> None:
+            self.rt.audit.request_event(
+                "request.approved", after, actor=user, approvals=len(after.approvals), required=after.approvals_required
+            )
+
+        _, after = self.rt.store.transition(request.id, lambda r: requests.approve(r, user, self.clock()), record)
         if after.status is Status.APPROVED:
             # If this is lost, the sweep re-enqueues approved requests that were not granted in time.
             enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
@@ -88,23 +99,29 @@ class DecisionService:
         self.notifier.thread(after, blocks.approval_text(after, user))
 
     def _deny(self, user: str, request: AccessRequest) -> None:
-        _, after = self.rt.store.transition(request.id, lambda r: requests.deny(r, user, self.clock()))
-        self.rt.audit.request_event("request.denied", after, actor=user)
+        _, after = self.rt.store.transition(
+            request.id, lambda r: requests.deny(r, user, self.clock()), self._recorder("request.denied", user)
+        )
         self.notifier.update_card(after)
         self.notifier.thread(after, blocks.denied_text(after))
         self.notifier.dm(after.requester, blocks.denied_text(after))
 
     def _approve_extension(self, user: str, request: AccessRequest) -> None:
         pending = request.extension
-        _, after = self.rt.store.transition(request.id, lambda r: requests.approve_extension(r, user, self.clock()))
-        decided = after.extensions[-1] if after.extension is None else None
-        self.rt.audit.request_event(
-            "extension.approved",
-            after,
-            actor=user,
-            extra_seconds=pending.duration_seconds if pending else None,
-            done=decided is not None,
+
+        def record(_: AccessRequest, after: AccessRequest) -> None:
+            self.rt.audit.request_event(
+                "extension.approved",
+                after,
+                actor=user,
+                extra_seconds=pending.duration_seconds if pending else None,
+                done=after.extension is None,
+            )
+
+        _, after = self.rt.store.transition(
+            request.id, lambda r: requests.approve_extension(r, user, self.clock()), record
         )
+        decided = after.extensions[-1] if after.extension is None else None
         if decided is not None:
             # If this is lost, the sweep sees the markers behind Redis's end and moves them.
             enqueue(self.rt.queue, "extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
@@ -112,12 +129,23 @@ class DecisionService:
         self.notifier.thread(after, blocks.extension_approval_text(after, user, decided is not None))
 
     def _deny_extension(self, user: str, request: AccessRequest) -> None:
-        _, after = self.rt.store.transition(request.id, lambda r: requests.deny_extension(r, user, self.clock()))
-        self.rt.audit.request_event("extension.denied", after, actor=user)
+        _, after = self.rt.store.transition(
+            request.id,
+            lambda r: requests.deny_extension(r, user, self.clock()),
+            self._recorder("extension.denied", user),
+        )
         self.notifier.update_extension_card(after, after.extensions[-1])
         text = blocks.extension_denied_text(after, user)
         self.notifier.thread(after, text)
         self.notifier.dm(after.requester, text)
+
+    def _recorder(self, event: str, user: str) -> Callable[[AccessRequest, AccessRequest], None]:
+        """A transition's record: the change counts only once its record is written."""
+
+        def record(_: AccessRequest, after: AccessRequest) -> None:
+            self.rt.audit.request_event(event, after, actor=user)
+
+        return record
 
 
 def _card_unrecorded(request: AccessRequest) -> bool:

@@ -6,7 +6,8 @@ JitError                   base; its message is meant for a person
 ├── ApprovalError          a button click did not count
 ├── TransitionError        a request is not in a state that allows the change
 ├── NotFoundError          no such request
-└── StoreUnavailableError  Redis could not be reached
+├── StoreUnavailableError  Redis could not be reached
+└── AuditUnavailableError  the audit log cannot be written, so the act it would record does not happen
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class NotFoundError(JitError):
 
 class StoreUnavailableError(JitError):
     """The state store (Redis) could not be reached."""
+
+
+class AuditUnavailableError(JitError):
+    """The audit log cannot be written; the act it would record does not happen."""

@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -167,6 +168,22 @@ GrantSpec = Annotated[
     Field(discriminator="kind"),
 ]
 
+_GRANT_SPEC: TypeAdapter[GrantSpec] = TypeAdapter(GrantSpec)
+
+
+def parse_grant_spec(data: dict[str, Any]) -> GrantSpec:
+    """A grant spec as recorded with a grant (`spec_record`), read back; ValueError when it is not one."""
+    try:
+        return _GRANT_SPEC.validate_python(data)
+    except ValidationError as err:
+        raise ValueError(f"not a grant spec: {err.errors()[0]['msg']}") from None
+
+
+def spec_record(spec: GrantSpec) -> dict[str, Any]:
+    """A grant spec as it is recorded with a grant, to compare with the policy's and to revoke by."""
+    return spec.model_dump(mode="json")
+
+
 NETWORK_KINDS = frozenset({"aws_security_group", "aws_alb_listener_rule", "haproxy_acl"})
 
 
@@ -217,8 +234,8 @@ class Target(_Model):
 class Limits(_Model):
     """How much one person may ask for: refusals past them are audited in summary (CONTRACT §3)."""
 
-    pending_per_user: int = Field(default=3, ge=1, le=100)
-    commands_per_minute: int = Field(default=20, ge=1, le=1000)
+    pending_per_user: int = Field(default=3, ge=1, le=10_000)
+    commands_per_minute: int = Field(default=20, ge=1, le=100_000)
 
 
 class Policy(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,11 +36,14 @@ class Status(StrEnum):
 
 
 class EndReason(StrEnum):
-    """Why a grant ended: its time ran out, a person ended it, or the sweep found it past its end."""
+    """Why a grant ended (CONTRACT §6)."""
 
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    SWEEP = "sweep"
+    EXPIRED = "expired"  # its time ran out
+    REVOKED = "revoked"  # a person ended it
+    SWEEP = "sweep"  # the sweep found it past its end at the load balancer
+    POLICY = "policy"  # its target left the policy, or its grant spec changed
+    LOCKDOWN = "lockdown"  # an admin locked every grant down
+    IDLE = "idle"  # unused past its target's idle_timeout
 
 
 class Approval(BaseModel):
@@ -98,6 +102,9 @@ class AccessRequest(BaseModel):
     ended_by: str | None = None
     failure: str | None = None
     created_objects: tuple[str, ...] = ()
+    # What the grant was applied under and to, so that its revoke never depends on today's policy.
+    grant_spec: dict[str, Any] | None = None
+    object_refs: tuple[str, ...] = ()
     removed_objects: tuple[str, ...] = ()
     verified: bool | None = None
     extension: Extension | None = None  # the one awaiting approval, if any
@@ -174,17 +181,22 @@ def cancel(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
     )
 
 
-def fix_end(request: AccessRequest, ends_at: datetime) -> AccessRequest:
-    """Set an approved request's end once, before anything is applied, so that a retried grant keeps it."""
+def fix_end(request: AccessRequest, ends_at: datetime, spec: dict[str, Any]) -> AccessRequest:
+    """Set an approved request's end and grant spec once, before anything is applied, so a retried grant keeps them."""
     if request.status is not Status.APPROVED:
         raise TransitionError(f"request {request.id} is {request.status}, not approved")
-    if request.ends_at is not None:
+    if request.ends_at is not None and request.grant_spec is not None:
         return request
-    return request.model_copy(update={"ends_at": ends_at})
+    return request.model_copy(update={"ends_at": request.ends_at or ends_at, "grant_spec": request.grant_spec or spec})
 
 
 def grant(
-    request: AccessRequest, now: datetime, ends_at: datetime, objects: list[str], verified: bool
+    request: AccessRequest,
+    now: datetime,
+    ends_at: datetime,
+    objects: list[str],
+    verified: bool,
+    refs: list[str] | None = None,
 ) -> AccessRequest:
     if request.status is not Status.APPROVED:
         raise TransitionError(f"request {request.id} is {request.status}, not approved")
@@ -194,6 +206,7 @@ def grant(
             "granted_at": now,
             "ends_at": ends_at,
             "created_objects": tuple(objects),
+            "object_refs": tuple(refs or ()),
             "verified": verified,
         }
     )

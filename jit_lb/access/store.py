@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -14,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from jit_lb.access.errors import NotFoundError, StoreUnavailableError, TransitionError
+from jit_lb.access.errors import JitError, NotFoundError, StoreUnavailableError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status, new_request_id
 
 PREFIX = "jit:"
@@ -23,25 +25,61 @@ _INDEX = PREFIX + "index"  # every request id, scored by creation time
 _OPEN = PREFIX + "open"  # pending, approved and granted ids
 _PENDING = PREFIX + "pending"  # pending ids, scored by when they expire
 _GRANTED = PREFIX + "granted"  # granted ids, scored by when they end
-_OUTBOX = PREFIX + "outbox"  # new request ids whose approval card a worker is to post
+_OUTBOX = PREFIX + "outbox"  # request ids whose approval card (a new request's, an extension's) a worker is to post
+_USER_PENDING = PREFIX + "user-pending:"  # one set a user: their pending request ids
+_RATE = PREFIX + "rate:"  # one counter a user and minute: the commands they sent in it
+_REFUSALS = PREFIX + "refusals"  # hash: refusals past a limit, counted per user and minute
+_REFUSALS_DUE = PREFIX + "refusals:due"  # the same keys, scored by when their minute is over
 _LOCK = PREFIX + "lock:"  # one lock per scope at the load balancer
 _CLAIM = PREFIX + "enqueued:"  # a job's id, held while that job counts as queued
 _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
 
 Transition = Callable[[AccessRequest], AccessRequest]
+Record = Callable[[AccessRequest, AccessRequest], None]
 
-# A new request, its indexes (what _index writes for a pending one) and its place in the card outbox,
-# in one round trip, only if the id is free.
+# A new request and its indexes (what _index writes for a pending one), in one round trip, only if the id
+# is free and its requester has fewer than ARGV[5] pending requests; the index forgets what history has.
 _CREATE = """
+if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then return -1 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-redis.call('LPUSH', KEYS[5], ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
 return 1
 """
-_CREATE_KEYS = (_INDEX, _OPEN, _PENDING, _OUTBOX)
+_CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
 _ID_ATTEMPTS = 20
+_RATE_WINDOW = 60  # seconds: limits.commands_per_minute counts commands in whole minutes
+_TRANSITION_LOCK_SECONDS = 10.0
+
+# Refusal summaries whose minute is over, taken (read and removed) in one step so that two workers never both
+# write one.
+_TAKE_REFUSALS = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, key in ipairs(due) do
+  table.insert(out, key)
+  table.insert(out, redis.call('HGET', KEYS[2], key) or '0')
+  redis.call('HDEL', KEYS[2], key)
+  redis.call('ZREM', KEYS[1], key)
+end
+return out
+"""
+
+
+class LimitError(JitError):
+    """A requester is past one of the policy's limits (`limits` in the policy file)."""
+
+
+@dataclass(frozen=True)
+class RefusalSummary:
+    """Refusals past a limit that were counted rather than recorded one by one: one user, one minute."""
+
+    user: str
+    window_start: datetime
+    count: int
 
 
 def haproxy_book_key(runtime_api: str, acl: str) -> str:
@@ -63,17 +101,34 @@ def connect_async(url: str) -> redis.asyncio.Redis:
     )
 
 
-def _create_call(request: AccessRequest) -> tuple[list[str], list[str | float]]:
+def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str], list[str | float]]:
     """KEYS and ARGV of the _CREATE script for a new (pending) request."""
     assert request.status is Status.PENDING, "only a pending request is created"
-    keys = [_REQUEST + request.id, *_CREATE_KEYS]
+    keys = [_REQUEST + request.id, *_CREATE_KEYS, _USER_PENDING + request.requester]
     args: list[str | float] = [
         request.model_dump_json(),
         request.id,
         request.created_at.timestamp(),
         request.pending_until.timestamp(),
+        pending_limit,
+        request.created_at.timestamp() - _HISTORY_SECONDS,
     ]
     return keys, args
+
+
+def _created(answer: object, request: AccessRequest, pending_limit: int) -> bool:
+    """Read the _CREATE script's answer: True when stored, False when the id was taken."""
+    if answer == -1:
+        raise LimitError(
+            f"you already have {pending_limit} pending request(s), the most the policy allows; wait for a decision, "
+            "or withdraw one"
+        )
+    return bool(answer)
+
+
+def _rate_key(user: str, now: datetime) -> tuple[str, int]:
+    window = int(now.timestamp()) // _RATE_WINDOW * _RATE_WINDOW
+    return f"{_RATE}{user}:{window}", window
 
 
 def _text(value: object) -> str:
@@ -96,30 +151,109 @@ class RequestStore:
         self._create = client.register_script(_CREATE)
         # The web process's event loop stores new requests through an asyncio client, made in that loop on first use.
         self._url = url
+        self._async: redis.asyncio.Redis | None = None
         self._async_create: AsyncScript | None = None
 
-    def create(self, build: Callable[[str], AccessRequest]) -> AccessRequest:
-        """Store a new request under a fresh id that no other request has."""
+    def create(self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000) -> AccessRequest:
+        """Store a new request under a fresh id that no other request has; LimitError past `pending_limit`.
+
+        Its card is not queued here: the caller records the request first, then `announce_later`.
+        """
         with _reachable():
             for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
-                if self._create(*_create_call(request)):
+                if _created(self._create(*_create_call(request, pending_limit)), request, pending_limit):
                     return request
         raise StoreUnavailableError("could not find a free request id")
 
-    async def create_async(self, build: Callable[[str], AccessRequest]) -> AccessRequest:
+    async def create_async(
+        self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000
+    ) -> AccessRequest:
         """`create` for an event loop: the same script, through an asyncio client, so the loop never blocks."""
         if self._url is None:
-            return self.create(build)  # a store made from a client alone has no asyncio twin
+            return self.create(build, pending_limit)  # a store made from a client alone has no asyncio twin
+        client = self._async_client()
         if self._async_create is None:
-            self._async_create = connect_async(self._url).register_script(_CREATE)
+            self._async_create = client.register_script(_CREATE)
         script = self._async_create
         with _reachable():
             for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
-                if await script(*_create_call(request)):
+                if _created(await script(*_create_call(request, pending_limit)), request, pending_limit):
                     return request
         raise StoreUnavailableError("could not find a free request id")
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        if self._async is None:
+            assert self._url is not None
+            self._async = connect_async(self._url)
+        return self._async
+
+    def discard(self, request_id: str) -> None:
+        """Take back a request just created whose record could not be written: as if it had never been stored."""
+        with _reachable():
+            raw = self.redis.get(_REQUEST + request_id)
+            if raw is None:
+                return
+            request = AccessRequest.model_validate_json(raw)
+            with self.redis.pipeline() as pipe:
+                pipe.delete(_REQUEST + request_id)
+                pipe.zrem(_INDEX, request_id)
+                pipe.srem(_OPEN, request_id)
+                pipe.zrem(_PENDING, request_id)
+                pipe.srem(_USER_PENDING + request.requester, request_id)
+                pipe.execute()
+
+    async def discard_async(self, request_id: str) -> None:
+        await asyncio.to_thread(self.discard, request_id)
+
+    async def announce_async(self, request_id: str) -> None:
+        """`announce_later` for an event loop."""
+        with _reachable():
+            await self._async_client().lpush(_OUTBOX, request_id)
+
+    # --- limits -------------------------------------------------------------------------------------
+
+    def count_command(self, user: str, now: datetime) -> int:
+        """Count one command of `user` in this minute; the count so far, this one included."""
+        key, _ = _rate_key(user, now)
+        with _reachable(), self.redis.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 2 * _RATE_WINDOW)
+            count, _ = pipe.execute()
+        return int(count)
+
+    async def count_command_async(self, user: str, now: datetime) -> int:
+        """`count_command` for an event loop."""
+        if self._url is None:
+            return self.count_command(user, now)
+        key, _ = _rate_key(user, now)
+        with _reachable():
+            async with self._async_client().pipeline() as pipe:
+                pipe.incr(key)
+                pipe.expire(key, 2 * _RATE_WINDOW)
+                count, _ = await pipe.execute()
+        return int(count)
+
+    def count_refusal(self, user: str, now: datetime) -> int:
+        """Count one refusal past a limit for `user` in this minute; 1 for the first, which the caller records."""
+        _, window = _rate_key(user, now)
+        field = f"{user}|{window}"
+        with _reachable(), self.redis.pipeline() as pipe:
+            pipe.hincrby(_REFUSALS, field, 1)
+            pipe.zadd(_REFUSALS_DUE, {field: window + _RATE_WINDOW})
+            count, _ = pipe.execute()
+        return int(count)
+
+    def take_refusal_summaries(self, now: datetime) -> list[RefusalSummary]:
+        """The counted refusals of every minute that is over, each taken once across all workers."""
+        with _reachable():
+            flat = self.redis.eval(_TAKE_REFUSALS, 2, _REFUSALS_DUE, _REFUSALS, now.timestamp())
+        summaries = []
+        for field, count in zip(flat[::2], flat[1::2], strict=True):
+            user, _, window = _text(field).partition("|")
+            summaries.append(RefusalSummary(user, datetime.fromtimestamp(int(window), UTC), int(_text(count))))
+        return summaries
 
     def next_to_announce(self, timeout: float) -> str | None:
         """The oldest new request whose card is still to be posted, waiting up to `timeout` seconds for one."""
@@ -171,14 +305,21 @@ class RequestStore:
             raws = self.redis.mget([_REQUEST + request_id for request_id in ordered])
         return {rid: AccessRequest.model_validate_json(raw) for rid, raw in zip(ordered, raws, strict=True) if raw}
 
-    def transition(self, request_id: str, change: Transition) -> tuple[AccessRequest, AccessRequest]:
+    def transition(
+        self, request_id: str, change: Transition, record: Record | None = None
+    ) -> tuple[AccessRequest, AccessRequest]:
         """Apply `change` atomically: it sees the current request and its result replaces it.
 
-        Returns (before, after). If another process changed the request meanwhile, `change` runs
-        again on the new state, so two clicks at once are judged one after the other.
+        Returns (before, after). `record(before, after)` writes the change's audit record before it
+        is committed: when it raises (the log is full, say) nothing is committed. Transitions of one
+        request hold its lock, so that a change is recorded once, never for a state that lost a race;
+        two clicks at once are judged one after the other.
         """
         key = _REQUEST + request_id
-        with _reachable(), self.redis.pipeline() as pipe:
+        lock = self.redis.lock(
+            _LOCK + "request:" + request_id, timeout=_TRANSITION_LOCK_SECONDS, blocking_timeout=_TRANSITION_LOCK_SECONDS
+        )
+        with _reachable(), lock, self.redis.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
@@ -189,6 +330,8 @@ class RequestStore:
                     after = change(before)
                     if after.id != before.id:
                         raise TransitionError("a transition cannot change a request's id")
+                    if record is not None:
+                        record(before, after)
                     pipe.multi()
                     pipe.set(key, after.model_dump_json())
                     self._index(pipe, after)
@@ -240,8 +383,10 @@ class RequestStore:
             pipe.expire(_REQUEST + request.id, _HISTORY_SECONDS)
         if request.status is Status.PENDING:
             pipe.zadd(_PENDING, {request.id: request.pending_until.timestamp()})
+            pipe.sadd(_USER_PENDING + request.requester, request.id)
         else:
             pipe.zrem(_PENDING, request.id)
+            pipe.srem(_USER_PENDING + request.requester, request.id)
         if request.status is Status.GRANTED and request.ends_at is not None:
             pipe.zadd(_GRANTED, {request.id: request.ends_at.timestamp()})
         else:

@@ -34,11 +34,6 @@ async def test_sweep_removes_a_grant_whose_lease_ended_and_closes_it(world: Worl
     assert "ended (sweep)" in world.texts(world.slack.thread(APPROVALS, str(request.card_ts)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the sweep records a grant's end when it drops the first of its rules, so `removed` "
-    "names one rule of two (and `verified` is claimed while the other still stands)",
-)
 async def test_sweep_records_every_rule_it_removed(world: World) -> None:
     """The sweep's `grant.revoked` record (and the request's removed objects) name every rule it removed."""
     request = await world.granted()

@@ -7,9 +7,11 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
+from devtools.moto_server import Network
 from devtools.stack import Stack
 from tests.helpers import APPROVALS, stack_policy
 
@@ -18,9 +20,14 @@ pytestmark = pytest.mark.slow
 REQUESTS = 30
 
 
+def burst_policy(network: Network) -> dict[str, Any]:
+    """The stack's policy with room for a burst: each of two people has 15 requests pending at once."""
+    return {**stack_policy(network), "limits": {"pending_per_user": REQUESTS, "commands_per_minute": 100}}
+
+
 @pytest.fixture(name="stack", scope="module")
 def fixture_stack() -> Iterator[Stack]:
-    with Stack(policy=stack_policy, sweep_interval=2.0, webs=2, workers=3) as stack:
+    with Stack(policy=burst_policy, sweep_interval=2.0, webs=2, workers=3) as stack:
         yield stack
 
 
