@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from jit_lb.access.durations import format_duration
@@ -36,6 +37,8 @@ def main(argv: list[str]) -> int:
     if argv:
         print("usage: python -m bot [check-policy FILE]", file=sys.stderr)
         return 2
+    # SIGHUP reads the policy again once the server runs (bot/app.py); during start-up the file is read anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from bot.app import serve
     from jit_lb.settings import load_settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import signal
 import sys
+import threading
 import time
 
 import structlog
@@ -25,6 +26,9 @@ log = structlog.get_logger("jit_lb.worker")
 
 
 def main() -> int:
+    # SIGHUP reads the policy again; asked for before start-up is done, it is done once the loop runs.
+    reload_asked = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())
     try:
         settings = load_settings()
         configure_logging(settings.jit_log_level)
@@ -37,10 +41,7 @@ def main() -> int:
         # Made now, not in the first job: creating a boto3 client costs most of a second.
         provider_for(spec, rt.store.redis, rt.policy)
     gc.freeze()  # start-up's objects (boto3's models above all) stay for good: full collections skip them
-    loop = ReconcileLoop(rt)
-    # SIGHUP: read the policy again. The handler only asks; the loop's thread reads, judges and records.
-    signal.signal(signal.SIGHUP, lambda *_: loop.reload())
-    loop.start()
+    ReconcileLoop(rt, reload_asked).start()
     OutboxLoop(rt).start()
     return work(rt)
 

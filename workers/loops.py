@@ -29,17 +29,14 @@ class ReconcileLoop(threading.Thread):
     so the interval holds whichever process dies.
     """
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, reload_asked: threading.Event | None = None) -> None:
         super().__init__(name="jit-sweep", daemon=True)
         self.rt = rt
         self.holder = uuid.uuid4().hex
         self.stopping = threading.Event()
-        self.reload_asked = threading.Event()
+        # Set by the SIGHUP handler, which must not do the work itself: this thread reads, judges and records.
+        self.reload_asked = reload_asked or threading.Event()
         self.judged = False  # a restart reads the policy too: the open grants are judged against it at once
-
-    def reload(self) -> None:
-        """Ask the loop to read the policy file again (the SIGHUP handler calls this; it must not do the work)."""
-        self.reload_asked.set()
 
     def run(self) -> None:
         interval = self.rt.settings.jit_sweep_interval

@@ -96,13 +96,20 @@ def sweep(now: datetime | None = None) -> int:
     rt = current().rt
     now = now or utcnow()
     open_requests = rt.store.open_requests()
-    removed = 0
+    listings: list[tuple[GrantSpec, Provider, list[ManagedObject]]] = []
     for spec in _specs_to_sweep(rt, open_requests):
         provider = provider_for(spec, rt.store.redis, rt.policy)
         try:
-            removed += _sweep_provider(rt, spec, provider, now, open_requests)
+            provider.restore(now)
+            listings.append((spec, provider, provider.list_managed()))
         except ProviderError as err:
             log.error("sweep of one grant spec failed", kind=spec.kind, error=str(err))
+    # Two targets may share a load balancer (one group, other ports): an object odd to one spec is another's own.
+    conforming = {(spec.kind, obj.ref) for spec, _, objects in listings for obj in objects if not obj.anomaly}
+    removed = 0
+    for spec, provider, objects in listings:
+        mine = [obj for obj in objects if not obj.anomaly or (spec.kind, obj.ref) not in conforming]
+        removed += _sweep_objects(rt, spec, provider, mine, now, open_requests)
     _reconcile(rt, now, open_requests)
     return removed
 
@@ -115,29 +122,32 @@ def _specs_to_sweep(rt: Runtime, open_requests: list[AccessRequest]) -> list[Gra
     return list(specs.values())
 
 
-def _sweep_provider(
-    rt: Runtime, spec: GrantSpec, provider: Provider, now: datetime, open_requests: list[AccessRequest]
+def _sweep_objects(
+    rt: Runtime,
+    spec: GrantSpec,
+    provider: Provider,
+    objects: list[ManagedObject],
+    now: datetime,
+    open_requests: list[AccessRequest],
 ) -> int:
-    provider.restore(now)
-    objects = provider.list_managed()
     known = rt.store.find_many({rid for obj in objects for rid in obj.request_ids()})
     longest = longest_grant(rt.policy, spec, open_requests)
     removed = 0
     ended: dict[str, list[ManagedObject]] = {}
     for obj in objects:
-        if obj.anomaly or not obj.leases:
+        if obj.anomaly or (not obj.leases and not provider.owns_unleased):
             _report(rt, spec, obj, obj.anomaly or "it is marked as jit-lb's but carries no lease")
             continue
         verdicts = {}
         for lease in obj.leases:
-            why = lease_verdict(lease.ends_at, known.get(lease.request_id), now, longest)
             request = known.get(lease.request_id)
+            why = lease_verdict(lease.ends_at, request, now, longest)
             if why is None and request is not None and request.ends_at is not None and request.ends_at > lease.ends_at:
                 # Extended, but the markers have not moved yet (its extend job was lost or is late).
                 _enqueue_once(rt, f"extend-markers-{lease.request_id}", extend_access, lease.request_id)
             if why is not None:
                 verdicts[lease.request_id] = why
-        if not verdicts:
+        if obj.leases and not verdicts:
             continue
         try:
             with rt.store.lock(obj.scope or f"{spec.kind}:{obj.ref}"):
@@ -154,7 +164,7 @@ def _sweep_provider(
             object=obj.ref,
             description=obj.description,
             leases_dropped=sorted(verdicts),
-            why=verdicts,
+            why=verdicts or "no lease backs it, in a place only jit-lb writes",
             deleted=deleted,
             must=True,
         )

@@ -250,3 +250,72 @@ def test_unreachable_endpoint_is_a_sentence(alb: Alb, spec: ListenerRuleGrant) -
         ProviderError, match=r"^elasticloadbalancing:DescribeRules for listener .+ failed: Could not connect"
     ):
         provider.apply(order(spec, "jit-aaaaaa"))
+
+
+def tagged_rule(
+    moto: MotoServer, alb: Alb, priority: int, target_group_arn: str, lease_id: str = "jit-hhhhhh", cidr: str = CIDR
+) -> str:
+    """A rule someone made by hand and tagged with jit-lb's marker and a lease."""
+    end = format_time(NOW + timedelta(minutes=10))
+    return str(
+        moto.client("elbv2").create_rule(
+            ListenerArn=alb.listener_arn,
+            Priority=priority,
+            Conditions=[{"Field": "source-ip", "SourceIpConfig": {"Values": [cidr]}}],
+            Actions=[{"Type": "forward", "TargetGroupArn": target_group_arn}],
+            Tags=[{"Key": "jit-lb:managed", "Value": "true"}, {"Key": f"jit-lb:lease:{lease_id}", "Value": end}],
+        )["Rules"][0]["RuleArn"]
+    )
+
+
+def other_target_group(moto: MotoServer, alb: Alb) -> str:
+    elbv2 = moto.client("elbv2")
+    vpc = elbv2.describe_target_groups(TargetGroupArns=[alb.target_group_arn])["TargetGroups"][0]["VpcId"]
+    name = "other-" + alb.target_group_arn.rsplit("/", 1)[1][:8]
+    return str(
+        elbv2.create_target_group(Name=name, Protocol="HTTP", Port=80, VpcId=vpc)["TargetGroups"][0]["TargetGroupArn"]
+    )
+
+
+def test_a_marked_rule_forwarding_elsewhere_is_listed_with_an_anomaly(
+    moto: MotoServer, alb: Alb, spec: ListenerRuleGrant
+) -> None:
+    """A rule marked as ours that forwards to another target group is listed with why; the grant's own conforms."""
+    provider = ListenerRuleProvider(spec)
+    [mine] = provider.apply(order(spec, "jit-aaaaaa"))
+    elsewhere = other_target_group(moto, alb)
+    odd = tagged_rule(moto, alb, 49500, elsewhere, cidr="198.51.100.9/32")
+
+    listed = {obj.ref: obj for obj in provider.list_managed()}
+
+    assert listed[mine.ref].anomaly == ""
+    assert re.fullmatch(r"it forwards to other-\w+, not tg-\w+", listed[odd].anomaly)
+    assert listed[odd].request_ids() == {"jit-hhhhhh"}
+
+
+@pytest.mark.parametrize(
+    ("priority", "cidr", "anomaly"),
+    [
+        (5, CIDR, "priority 5 is outside priority_range 49000-49999"),
+        (49500, "0.0.0.0/0", "its source 0.0.0.0/0 is wider than any grant opens (/8 or narrower)"),
+    ],
+    ids=["priority", "whole-internet"],
+)
+def test_a_marked_rule_unlike_the_spec_is_an_anomaly(
+    moto: MotoServer, alb: Alb, spec: ListenerRuleGrant, priority: int, cidr: str, anomaly: str
+) -> None:
+    """A rule marked as ours outside the spec's priorities, or open to everyone, is listed with why."""
+    odd = tagged_rule(moto, alb, priority, alb.target_group_arn, cidr=cidr)
+    [listed] = ListenerRuleProvider(spec).list_managed()
+    assert (listed.ref, listed.anomaly) == (odd, anomaly)
+
+
+def test_a_lease_with_a_bad_request_id_is_an_anomaly_not_an_error(
+    moto: MotoServer, alb: Alb, spec: ListenerRuleGrant
+) -> None:
+    """A lease tag naming no request id makes the rule an anomaly; listing it does not raise."""
+    provider = ListenerRuleProvider(spec)
+    [obj] = provider.apply(order(spec, "jit-aaaaaa"))
+    moto.client("elbv2").add_tags(ResourceArns=[obj.ref], Tags=[{"Key": "jit-lb:lease:JIT AAA", "Value": "soon"}])
+    [listed] = provider.list_managed()
+    assert listed.anomaly == "a lease names `JIT AAA`, not a request id"

@@ -6,7 +6,7 @@ import http.client
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +16,7 @@ import redis
 from devtools.haproxy import HaproxyServer
 from devtools.ports import free_port
 from jit_lb.access.policy import HaproxyAclGrant
+from workers.providers import leases
 from workers.providers.base import GrantOrder, ManagedObject, ProviderError, objects_of
 from workers.providers.haproxy import HaproxyAclProvider, RuntimeApi
 
@@ -273,3 +274,106 @@ def test_acl_name_that_would_smuggle_a_command_is_refused(redis_client: redis.Re
 
     with pytest.raises(ProviderError, match="cannot be sent to HAProxy's runtime API"):
         HaproxyAclProvider(spec, redis_client).list_managed()
+
+
+HOSTILE = "fe80::1%x;help;"
+
+
+def test_a_hostile_source_is_refused_and_nothing_reaches_haproxy(
+    haproxy: HaproxyServer, spec: HaproxyAclGrant, provider: HaproxyAclProvider, redis_client: redis.Redis
+) -> None:
+    """An address with a zone id and a `;` is refused by name before any command: the ACL and the book are as before."""
+    provider.apply(order(spec, "jit-aaaaaa"))
+
+    with pytest.raises(ProviderError, match=re.escape(f"`{HOSTILE}` as its source: a zone id")):
+        provider.apply(order(spec, "jit-bbbbbb", cidr=HOSTILE))
+
+    assert acl_entries(haproxy) == [CIDR]
+    assert [obj.ref for obj in provider.list_managed()] == [CIDR]
+    assert not [key for key in redis_client.keys("*") if b"%" in key]
+
+
+@pytest.mark.parametrize(
+    ("send", "named"),
+    [
+        (lambda api, acl: api.add_acl(acl, HOSTILE), f"ACL pattern `{HOSTILE}`"),
+        (lambda api, acl: api.del_acl(acl, "127.0.0.7/32 127.0.0.8/32"), "ACL pattern `127.0.0.7/32 127.0.0.8/32`"),
+        (lambda api, acl: api.add_acl(f"{acl}\nclear acl {acl}", CIDR), "ACL name `"),
+        (lambda api, acl: api.show_acl(f"{acl};prompt"), "ACL name `"),
+        (lambda api, acl: api.shutdown_session("0x1;help"), "session id `0x1;help`"),
+        (lambda api, acl: api.run(f"show acl {acl};prompt"), "the command `show acl"),
+    ],
+    ids=["zone-id-and-semicolon", "blank", "newline-in-acl-name", "semicolon-in-acl-name", "session", "raw-line"],
+)
+def test_the_runtime_api_refuses_an_unsafe_argument_before_connecting(
+    haproxy: HaproxyServer, send: Callable[[RuntimeApi, str], object], named: str
+) -> None:
+    """Each command's arguments are checked before a connection is opened: the error names the argument, not the
+    socket (nothing listens at this address), and HAProxy's ACL has no new entry."""
+    nowhere = RuntimeApi(f"tcp:127.0.0.1:{free_port()}")
+
+    with pytest.raises(ProviderError, match=re.escape(named)) as refused:
+        send(nowhere, haproxy.acl_file)
+
+    assert "cannot be sent to HAProxy's runtime API" in str(refused.value)
+    assert acl_entries(haproxy) == []
+
+
+def test_a_hostile_pattern_sent_to_a_real_haproxy_changes_nothing(haproxy: HaproxyServer) -> None:
+    """Against the real runtime API too, the hostile pattern is refused and `show acl` lists no new entry."""
+    api = RuntimeApi(haproxy.runtime_api_unix)
+    api.add_acl(haproxy.acl_file, CIDR)
+
+    with pytest.raises(ProviderError, match=re.escape(HOSTILE)):
+        api.add_acl(haproxy.acl_file, HOSTILE)
+
+    assert acl_entries(haproxy) == [CIDR]
+
+
+def test_a_command_whose_answer_never_ends_times_out(haproxy: HaproxyServer) -> None:
+    """`prompt` keeps the connection open after its answer; the call gives up at its read timeout, not never."""
+    api = RuntimeApi(haproxy.runtime_api_unix, read_timeout=1.0)
+    started = time.monotonic()
+
+    with pytest.raises(ProviderError, match=r"took longer than 1s to answer `prompt`"):
+        api.run("prompt")
+
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [("not a request", "not a request"), (b"jit-\xff\xfe", "jit-\ufffd\ufffd")],
+    ids=["not-an-id", "not-utf-8"],
+)
+def test_a_book_lease_with_a_bad_request_id_is_an_anomaly(
+    haproxy: HaproxyServer,
+    spec: HaproxyAclGrant,
+    provider: HaproxyAclProvider,
+    redis_client: redis.Redis,
+    written: str | bytes,
+    read: str,
+) -> None:
+    """A lease in the Redis book naming no request id makes its entry an anomaly; listing it does not raise."""
+    provider.apply(order(spec, "jit-aaaaaa"))
+    [key] = [key for key in redis_client.keys("*:lease:*") if key.endswith(CIDR.encode())]
+    redis_client.hset(key, written, "2026-11-23T21:00:00Z")
+
+    [listed] = provider.list_managed()
+
+    assert listed.anomaly == f"a lease names `{leases.shown(read)}`, not a request id"
+    assert listed.request_ids() == {"jit-aaaaaa", read}
+
+
+def test_a_hand_added_entry_for_everyone_is_an_anomaly(haproxy: HaproxyServer, provider: HaproxyAclProvider) -> None:
+    """An entry no grant could have made (the whole internet) is listed with why; a narrow one is not."""
+    api = RuntimeApi(haproxy.runtime_api_unix)
+    api.add_acl(haproxy.acl_file, "0.0.0.0/0")
+    api.add_acl(haproxy.acl_file, "127.0.0.0/29")
+
+    listed = {obj.ref: obj.anomaly for obj in provider.list_managed()}
+
+    assert listed == {
+        "0.0.0.0/0": "its source 0.0.0.0/0 is wider than any grant opens (/8 or narrower)",
+        "127.0.0.0/29": "",
+    }

@@ -177,3 +177,91 @@ def test_objects_name_the_scope_grants_lock(moto: MotoServer, spec: SecurityGrou
     grant = order(spec, "jit-aaaaaa")
     objects = provider.apply(grant)
     assert {provider.scope(grant)} == {obj.scope for obj in objects}
+
+
+def tagged_rule(
+    moto: MotoServer,
+    spec: SecurityGroupGrant,
+    port: int,
+    cidr: str = CIDR,
+    protocol: str = "tcp",
+    lease_ids: tuple[str, ...] = ("jit-hhhhhh",),
+) -> str:
+    """A rule someone made by hand and tagged with jit-lb's marker and leases."""
+    end = (NOW + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tags = [{"Key": "jit-lb:managed", "Value": "true"}] + [
+        {"Key": f"jit-lb:lease:{rid}", "Value": end} for rid in lease_ids
+    ]
+    ranges = {"Ipv6Ranges": [{"CidrIpv6": cidr}]} if ":" in cidr else {"IpRanges": [{"CidrIp": cidr}]}
+    created = moto.client("ec2").authorize_security_group_ingress(
+        GroupId=spec.security_group_id,
+        IpPermissions=[{"IpProtocol": protocol, "FromPort": port, "ToPort": port, **ranges}],
+        TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": tags}],
+    )
+    return str(created["SecurityGroupRules"][0]["SecurityGroupRuleId"])
+
+
+def test_a_hand_tagged_rule_on_another_port_is_listed_with_an_anomaly(
+    moto: MotoServer, spec: SecurityGroupGrant
+) -> None:
+    """A rule marked as ours on a port the spec does not name is listed with why; the grant's own rules conform."""
+    provider = SecurityGroupProvider(spec)
+    mine = provider.apply(order(spec, "jit-aaaaaa"))
+    odd = tagged_rule(moto, spec, 22)
+
+    listed = {obj.ref: obj for obj in provider.list_managed()}
+
+    assert listed[odd].anomaly == "port 22, not one of 443, 8443"
+    assert listed[odd].request_ids() == {"jit-hhhhhh"}
+    assert {obj.ref: "" for obj in mine} == {obj.ref: listed[obj.ref].anomaly for obj in mine}
+
+
+@pytest.mark.parametrize(
+    ("cidr", "protocol", "anomaly"),
+    [
+        ("0.0.0.0/0", "tcp", "its source 0.0.0.0/0 is wider than any grant opens (/8 or narrower)"),
+        ("::/0", "tcp", "its source ::/0 is wider than any grant opens (/32 or narrower)"),
+        (CIDR, "udp", "protocol udp, not tcp"),
+    ],
+    ids=["whole-ipv4-internet", "whole-ipv6-internet", "other-protocol"],
+)
+def test_a_hand_tagged_rule_unlike_the_spec_is_an_anomaly(
+    moto: MotoServer, spec: SecurityGroupGrant, cidr: str, protocol: str, anomaly: str
+) -> None:
+    """A rule marked as ours open to the whole internet, or on another protocol, is listed with why."""
+    odd = tagged_rule(moto, spec, 443, cidr=cidr, protocol=protocol)
+    [listed] = SecurityGroupProvider(spec).list_managed()
+    assert (listed.ref, listed.anomaly) == (odd, anomaly)
+
+
+def test_a_lease_with_a_bad_request_id_is_an_anomaly_not_an_error(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """A lease tag naming no request id makes that rule an anomaly; the listing still returns every rule."""
+    provider = SecurityGroupProvider(spec)
+    first, second = provider.apply(order(spec, "jit-aaaaaa"))
+    end = (NOW + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moto.client("ec2").create_tags(Resources=[first.ref], Tags=[{"Key": "jit-lb:lease:../../etc", "Value": end}])
+
+    listed = {obj.ref: obj for obj in provider.list_managed()}
+
+    assert listed[first.ref].anomaly == "a lease names `../../etc`, not a request id"
+    assert listed[second.ref].anomaly == ""
+
+
+def test_a_marked_rule_with_no_lease_is_listed_without_leases(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """A rule carrying our marker and no lease is returned with empty leases, and no anomaly on that count."""
+    bare = tagged_rule(moto, spec, 443, lease_ids=())
+    [listed] = SecurityGroupProvider(spec).list_managed()
+    assert (listed.ref, listed.leases, listed.anomaly) == (bare, (), "")
+
+
+def test_dropping_a_lease_keeps_an_odd_rule_as_it_was(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """Removing one lease from a rule unlike the spec rewrites only its description, not its protocol or port."""
+    odd = tagged_rule(moto, spec, 22, protocol="udp", lease_ids=("jit-hhhhhh", "jit-kkkkkk"))
+    provider = SecurityGroupProvider(spec)
+    [obj] = provider.list_managed()
+
+    assert provider.drop(obj, {"jit-hhhhhh"}) is False
+
+    [rule] = ingress(moto, spec)
+    assert (rule["SecurityGroupRuleId"], rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == (odd, "udp", 22, 22)
+    assert "jit-lb jit-kkkkkk until" in rule["Description"]

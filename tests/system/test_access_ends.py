@@ -28,6 +28,14 @@ def granted(stack: Stack, text: str, user: str = "U0DEV1") -> str:
     return request_id
 
 
+def hang_up(stack: Stack) -> None:
+    """SIGHUP to every process, once each is up (a worker says so when RQ listens)."""
+    for process in stack.processes:
+        stack.wait_for(lambda p=process: "Listening on" in p.log_path.read_text() or p.name.startswith("web"))
+        assert process.popen is not None
+        process.popen.send_signal(signal.SIGHUP)
+
+
 def edit_policy(stack: Stack, change: Any) -> None:
     policy = yaml.safe_load(stack.policy_path.read_text())
     change(policy)
@@ -68,9 +76,7 @@ def test_a_policy_edit_while_workers_are_down_orphans_nothing(stack: Stack) -> N
 def test_sighup_reloads_the_policy_and_refuses_an_invalid_one(stack: Stack) -> None:
     """SIGHUP makes web and workers read the policy again; an invalid file is refused and the old one stays."""
     edit_policy(stack, lambda p: p["targets"]["lb-prod"].update(description="Renamed by SIGHUP"))
-    for process in stack.processes:
-        assert process.popen is not None
-        process.popen.send_signal(signal.SIGHUP)
+    hang_up(stack)
     stack.wait_for(
         lambda: "Renamed by SIGHUP" in stack.client().command("U0DEV1", "targets").json()["text"],
         what="the web to serve the new policy",
@@ -80,9 +86,7 @@ def test_sighup_reloads_the_policy_and_refuses_an_invalid_one(stack: Stack) -> N
     )
 
     stack.policy_path.write_text("approver_channel: nope\n")
-    for process in stack.processes:
-        assert process.popen is not None
-        process.popen.send_signal(signal.SIGHUP)
+    hang_up(stack)
     stack.wait_for(lambda: sum(r["event"] == "policy.refused" for r in stack.audit()) == 2, what="both refused")
     assert all(process.alive() for process in stack.processes)
     ask(stack, "U0DEV1", "request lb-prod 30m still works")  # its card is posted under the policy in force

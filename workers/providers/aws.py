@@ -28,6 +28,21 @@ def tag_map(tags: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return {str(tag["Key"]): str(tag.get("Value", "")) for tag in tags}
 
 
+def forwarded_to(actions: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The target groups that listener or rule `actions` forward to, plain or weighted (ForwardConfig), once each."""
+    groups: list[str] = []
+    for action in actions:
+        if action.get("Type") != "forward":
+            continue
+        if action.get("TargetGroupArn"):
+            groups.append(str(action["TargetGroupArn"]))
+        forward = action.get("ForwardConfig") or {}
+        groups.extend(
+            str(group["TargetGroupArn"]) for group in forward.get("TargetGroups", []) if group.get("TargetGroupArn")
+        )
+    return list(dict.fromkeys(groups))
+
+
 def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 

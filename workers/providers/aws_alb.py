@@ -53,6 +53,8 @@ class _Rule:
     conditions: ConditionKey
     target_groups: tuple[str, ...]
     tags: dict[str, str] = field(default_factory=dict)
+    # The type of each action, in order: a rule of ours has exactly one, `forward`.
+    actions: tuple[str, ...] = ()
 
     @property
     def managed(self) -> bool:
@@ -65,6 +67,8 @@ class _Rule:
 
 class ListenerRuleProvider:
     """Forwarding rules on one ALB listener; each rule's tags hold a lease per request it serves."""
+
+    owns_unleased = False  # a tag on a rule can be put there by hand
 
     def __init__(self, spec: ListenerRuleGrant) -> None:
         self.spec = spec
@@ -126,6 +130,11 @@ class ListenerRuleProvider:
         return True
 
     def _conditions(self, cidr: str) -> list[RuleConditionTypeDef]:
+        """The rule's conditions for `cidr`, refused in words where an ALB would refuse them."""
+        self._check_limits()
+        return self._conditions_for(cidr)
+
+    def _check_limits(self) -> None:
         spec = self.spec
         for name, values in (("path_patterns", spec.path_patterns), ("host_headers", spec.host_headers)):
             if len(values) > MAX_VALUES_PER_CONDITION:
@@ -146,6 +155,9 @@ class ListenerRuleProvider:
                 f"path_patterns and host_headers hold {wildcards} wildcards; an ALB rule takes at most "
                 f"{MAX_WILDCARDS_PER_RULE}: simplify them in the policy file"
             )
+
+    def _conditions_for(self, cidr: str) -> list[RuleConditionTypeDef]:
+        spec = self.spec
         conditions: list[RuleConditionTypeDef] = [{"Field": "source-ip", "SourceIpConfig": {"Values": [cidr]}}]
         if spec.path_patterns:
             conditions.append({"Field": "path-pattern", "PathPatternConfig": {"Values": list(spec.path_patterns)}})
@@ -266,7 +278,7 @@ class ListenerRuleProvider:
         target = (
             self._target_group_name
             if rule.target_groups == (self.spec.target_group_arn,)
-            else ", ".join(arn.partition(":targetgroup/")[2].split("/")[0] for arn in rule.target_groups)
+            else ", ".join(map(_group_name, rule.target_groups))
         )
         return ManagedObject(
             kind=KIND,
@@ -274,7 +286,30 @@ class ListenerRuleProvider:
             description=f"rule {rule.priority} on listener {self._listener_name} from {sources}{where} → {target}",
             leases=tuple(rule.leases),
             scope=f"{KIND}:{self.spec.listener_arn}:{sources}",
+            anomaly=self._anomaly(rule),
         )
+
+    def _anomaly(self, rule: _Rule) -> str:
+        """How a rule carrying our marker differs from the rules this spec makes, or "" when it does not."""
+        reasons: list[str] = []
+        if rule.actions != ("forward",):
+            done = ", ".join(rule.actions) or "none"
+            reasons.append(f"its actions are {done}, not one forward to {self._target_group_name}")
+        elif rule.target_groups != (self.spec.target_group_arn,):
+            groups = ", ".join(map(_group_name, rule.target_groups))
+            reasons.append(f"it forwards to {groups}, not {self._target_group_name}")
+        sources = dict(rule.conditions).get("source-ip", ())
+        if len(sources) != 1:
+            reasons.append(f"it has {len(sources)} source-ip values, not one")
+        elif leases.cidr_anomaly(sources[0]):
+            reasons.append(leases.cidr_anomaly(sources[0]))
+        elif rule.conditions != _condition_key(self._conditions_for(sources[0])):
+            reasons.append("its path or host conditions are not the spec's")
+        low, high = self.spec.priority_range
+        if rule.priority is None or not low <= rule.priority <= high:
+            reasons.append(f"priority {rule.priority} is outside priority_range {low}-{high}")
+        reasons.append(leases.lease_anomaly(rule.leases))
+        return leases.join_anomalies(*reasons)
 
     def _errors(self, action: str, passing: Iterable[str] = ()) -> AbstractContextManager[aws.Passed]:
         """Turn botocore errors into sentences; codes in `passing` are expected and recorded instead."""
@@ -324,22 +359,21 @@ def _normal(name: str, value: str) -> str:
 
 
 def _read(rule: RuleTypeDef, tags: dict[str, str]) -> _Rule:
-    priority = rule.get("Priority", "default")
-    groups: list[str] = []
-    for action in rule.get("Actions", []):
-        if action.get("Type") != "forward":
-            continue
-        if "TargetGroupArn" in action:
-            groups.append(action["TargetGroupArn"])
-        else:
-            groups.extend(group["TargetGroupArn"] for group in action.get("ForwardConfig", {}).get("TargetGroups", []))
+    priority = str(rule.get("Priority", "default"))
+    actions = rule.get("Actions", [])
     return _Rule(
         arn=rule["RuleArn"],
         priority=int(priority) if priority.isdigit() else None,
         conditions=_condition_key(rule.get("Conditions", [])),
-        target_groups=tuple(dict.fromkeys(groups)),
+        target_groups=tuple(aws.forwarded_to(actions)),
         tags=tags,
+        actions=tuple(str(action.get("Type", "")) for action in actions),
     )
+
+
+def _group_name(arn: str) -> str:
+    """A target group's name from its ARN (`…:targetgroup/NAME/ID`)."""
+    return arn.partition(":targetgroup/")[2].split("/")[0] or arn
 
 
 def _tag_dicts(descriptions: Iterable[TagDescriptionTypeDef]) -> dict[str, dict[str, str]]:

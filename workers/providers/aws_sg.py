@@ -20,6 +20,8 @@ _NO_GROUP = frozenset({"InvalidGroup.NotFound", "InvalidGroupId.Malformed"})
 class SecurityGroupProvider:
     """Ingress rules on one security group; each rule's tags hold a lease per request it serves."""
 
+    owns_unleased = False  # a tag on a rule can be put there by hand
+
     def __init__(self, spec: SecurityGroupGrant) -> None:
         self.spec = spec
         self.ec2 = aws.client("ec2", spec.region)
@@ -35,14 +37,14 @@ class SecurityGroupProvider:
         missing = [port for port in self.spec.ports if port not in existing]
         if missing:
             self._authorize(cidr, missing, order, lease_tag)
-        for port, rule in existing.items():
+        for rule in existing.values():
             if not _is_managed(rule):
                 # Someone holds this access permanently; it is not ours to tag or to remove.
                 continue
             self._call(
                 "ec2:CreateTags", self.ec2.create_tags, Resources=[rule["SecurityGroupRuleId"]], Tags=[lease_tag]
             )
-            self._describe(rule["SecurityGroupRuleId"], cidr, port, [*_leases(rule), _lease_of(lease_tag)])
+            self._describe(rule, [*_leases(rule), _lease_of(lease_tag)])
         return [obj for obj in self.list_managed() if order.request_id in obj.request_ids()]
 
     def list_managed(self) -> list[ManagedObject]:
@@ -80,7 +82,7 @@ class SecurityGroupProvider:
         ]
         if gone:
             self._call("ec2:DeleteTags", self.ec2.delete_tags, Resources=[obj.ref], Tags=gone)
-        self._describe(obj.ref, rule["CidrIpv4"] or rule["CidrIpv6"], rule["FromPort"], remaining)
+        self._describe(rule, remaining)
         return False
 
     def _revoke(self, rule_id: str) -> None:
@@ -109,21 +111,27 @@ class SecurityGroupProvider:
             TagSpecifications=[{"ResourceType": "security-group-rule", "Tags": tags}],
         )
 
-    def _describe(self, rule_id: str, cidr: str, port: int, leases: list[Lease]) -> None:
-        """Keep the rule's description naming the lease that ends last, for people reading the console."""
-        cidr_key = "CidrIpv6" if ":" in cidr else "CidrIpv4"
-        rule: dict[str, Any] = {
-            "IpProtocol": self.spec.protocol,
-            "FromPort": port,
-            "ToPort": port,
-            cidr_key: cidr,
+    def _describe(self, rule: dict[str, Any], leases: list[Lease]) -> None:
+        """Keep the rule's description naming the lease that ends last, for people reading the console.
+
+        The rule is written back as it is (protocol, ports, source), so that a rule unlike the spec stays
+        as it was; one that admits a group or prefix list rather than a CIDR keeps its description.
+        """
+        cidr_key = "CidrIpv6" if rule.get("CidrIpv6") else "CidrIpv4"
+        if not rule.get(cidr_key):
+            return
+        changed: dict[str, Any] = {
+            "IpProtocol": rule["IpProtocol"],
+            "FromPort": rule["FromPort"],
+            "ToPort": rule["ToPort"],
+            cidr_key: rule[cidr_key],
             "Description": _description(leases),
         }
         self._call(
             "ec2:ModifySecurityGroupRules",
             self.ec2.modify_security_group_rules,
             GroupId=self.spec.security_group_id,
-            SecurityGroupRules=[{"SecurityGroupRuleId": rule_id, "SecurityGroupRule": rule}],
+            SecurityGroupRules=[{"SecurityGroupRuleId": rule["SecurityGroupRuleId"], "SecurityGroupRule": changed}],
         )
 
     def _rules(self, extra_filters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -195,15 +203,45 @@ def _description(held: list[Lease]) -> str:
     return f"{leases.MARKER_PREFIX} {last.request_id}{more} until {leases.format_time(last.ends_at)}"
 
 
-def _managed(rule: dict[str, Any], spec: SecurityGroupGrant) -> ManagedObject:
+def _source(rule: dict[str, Any]) -> str | None:
+    """The CIDR a rule admits; None for a rule that admits a security group or a prefix list instead."""
     cidr = rule.get("CidrIpv4") or rule.get("CidrIpv6")
+    return str(cidr) if cidr else None
+
+
+def _ports(rule: dict[str, Any]) -> str:
+    low, high = rule.get("FromPort"), rule.get("ToPort")
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _anomaly(rule: dict[str, Any], spec: SecurityGroupGrant) -> str:
+    """How a rule carrying our marker differs from the rules this spec makes, or "" when it does not."""
+    reasons: list[str] = []
+    protocol = str(rule.get("IpProtocol"))
+    if protocol != spec.protocol:
+        reasons.append(f"protocol {'all' if protocol == '-1' else protocol}, not {spec.protocol}")
+    if rule.get("FromPort") != rule.get("ToPort") or rule.get("FromPort") not in spec.ports:
+        reasons.append(f"port {_ports(rule)}, not one of {', '.join(map(str, spec.ports))}")
+    cidr = _source(rule)
+    if cidr is None:
+        admits = rule.get("ReferencedGroupInfo", {}).get("GroupId") or rule.get("PrefixListId") or "something"
+        reasons.append(f"it admits {admits} rather than a CIDR")
+    else:
+        reasons.append(leases.cidr_anomaly(cidr))
+    reasons.append(leases.lease_anomaly(_leases(rule)))
+    return leases.join_anomalies(*reasons)
+
+
+def _managed(rule: dict[str, Any], spec: SecurityGroupGrant) -> ManagedObject:
+    cidr = _source(rule)
     return ManagedObject(
         kind=KIND,
         ref=rule["SecurityGroupRuleId"],
         description=f"{rule['SecurityGroupRuleId']} on {spec.security_group_id}: "
-        f"{rule['IpProtocol']}/{rule['FromPort']} from {cidr}",
+        f"{rule.get('IpProtocol')}/{_ports(rule)} from {cidr}",
         leases=tuple(_leases(rule)),
         scope=_scope(spec, cidr),
+        anomaly=_anomaly(rule, spec),
     )
 
 

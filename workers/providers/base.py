@@ -42,7 +42,15 @@ class Lease:
 
 @dataclass(frozen=True)
 class ManagedObject:
-    """An object at the load balancer that jit-lb created and still holds leases on."""
+    """An object at the load balancer that carries jit-lb's marker, with the leases it holds.
+
+    `anomaly` is empty for an object this provider could have made for its spec. Otherwise it says,
+    in words, how the object differs (a port or target group the spec does not name, a CIDR as wide
+    as the internet, a lease whose request id is unreadable, a policy not of jit-lb's shape): such an
+    object is left alone by the sweep and reported (CONTRACT §6). An object with no lease at all has
+    empty `leases` and, on that count alone, no anomaly; nor is a lease whose end cannot be read one:
+    that lease has ended (`leases.UNREADABLE_END`, fail closed).
+    """
 
     kind: str
     ref: str
@@ -50,6 +58,12 @@ class ManagedObject:
     leases: tuple[Lease, ...] = field(default_factory=tuple)
     # The same key as Provider.scope() of the orders it serves, so that the sweep and grants lock alike.
     scope: str = ""
+    anomaly: str = ""
+
+    @property
+    def conforms(self) -> bool:
+        """Whether the object is what this provider would have made for its spec (no anomaly)."""
+        return not self.anomaly
 
     @property
     def ends_at(self) -> datetime | None:
@@ -65,6 +79,11 @@ class ManagedObject:
 class Provider(Protocol):
     """A load balancer seen through one target's grant spec."""
 
+    # True where everything the provider lists is jit-lb's alone (HAProxy: an ACL only jit-lb writes, whose
+    # leases live in Redis), so an object no lease backs is access nobody granted, and the sweep removes it.
+    # False where a marker could sit on someone else's object by mistake (an AWS tag): left alone, reported.
+    owns_unleased: bool
+
     def scope(self, order: GrantOrder) -> str:
         """A key naming the object(s) `order` comes down to; grants sharing it are serialised."""
         ...
@@ -74,7 +93,11 @@ class Provider(Protocol):
         ...
 
     def list_managed(self) -> list[ManagedObject]:
-        """Every object this provider manages within its spec, as the load balancer has it now."""
+        """Every object carrying this provider's marker, as the load balancer has it now.
+
+        Objects that do not match the spec are listed with their `anomaly`; one malformed object
+        never makes the listing raise.
+        """
         ...
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:

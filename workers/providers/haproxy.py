@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -40,12 +41,20 @@ from workers.providers import leases
 from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError
 
 KIND = "haproxy_acl"
+# Connecting, and each wait for the next bytes of an answer.
 TIMEOUT_SECONDS = 5.0
+# One whole command, sent and answered: a command whose answer never ends (interactive `prompt` mode
+# keeps the connection open) fails after this instead of holding a job.
+READ_TIMEOUT_SECONDS = 10.0
 LOCK_SECONDS = 60.0
 # `del acl` removes every duplicate of a pattern at once in 2.6; a few more tries cover other versions.
 MAX_DELETES = 5
-# The CLI splits a line on blanks and `;` and reads `\` as an escape: such a name would run other commands.
-UNSAFE_ARGUMENT = re.compile(r"[\s;\\]")
+# The CLI ends a command at a newline or `;`, reads `\` as an escape and splits words at blanks: an
+# argument holding one of these would be cut short or run a command of its own.
+UNSAFE_LINE = re.compile(r"[;\\\x00-\x1f\x7f-\x9f]")
+UNSAFE_NAME = re.compile(r"[\s;\\\x00-\x1f\x7f-\x9f]")
+CIDR_CHARACTERS = re.compile(r"^[0-9A-Fa-f.:/]+$")
+SESSION_ID = re.compile(r"^0x[0-9a-f]+$")
 SESSION_LINE = re.compile(r"^(?P<id>0x[0-9a-f]+): proto=\S+ src=(?P<src>\S+) fe=(?P<fe>\S+)")
 ACL_LIST_LINE = re.compile(r"^\d+ \((?P<file>[^)]*)\)")
 
@@ -54,11 +63,19 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RuntimeApi:
-    """HAProxy's runtime API at `unix:/path` or `tcp:host:port`, one command per connection."""
+    """HAProxy's runtime API at `unix:/path` or `tcp:host:port`, one command per connection.
 
-    def __init__(self, address: str, timeout: float = TIMEOUT_SECONDS) -> None:
+    The commands jit-lb sends have methods of their own that check each argument (an ACL name, a
+    CIDR, a session id) against the characters it may hold, and refuse it in words before anything
+    is sent; `run` refuses any line that holds a command separator or a control character.
+    """
+
+    def __init__(
+        self, address: str, timeout: float = TIMEOUT_SECONDS, read_timeout: float = READ_TIMEOUT_SECONDS
+    ) -> None:
         self.address = address
         self.timeout = timeout
+        self.read_timeout = read_timeout
         kind, _, rest = address.partition(":")
         if kind == "unix" and rest.startswith("/"):
             self._path: str | None = rest
@@ -72,17 +89,46 @@ class RuntimeApi:
         else:
             raise ProviderError(f"HAProxy runtime API `{address}` is neither unix:/path nor tcp:host:port")
 
+    def show_acl(self, acl: str | None = None) -> str:
+        """`show acl`: the ACLs HAProxy loaded; with a name, that ACL's entries."""
+        return self.run("show acl" if acl is None else f"show acl {acl_name(acl)}")
+
+    def add_acl(self, acl: str, pattern: str) -> None:
+        self.command(f"add acl {acl_name(acl)} {cidr_pattern(pattern)}")
+
+    def del_acl(self, acl: str, pattern: str) -> None:
+        self.command(f"del acl {acl_name(acl)} {cidr_pattern(pattern)}", harmless=("Key not found",))
+
+    def show_sess(self) -> str:
+        return self.run("show sess")
+
+    def shutdown_session(self, session_id: str) -> None:
+        if not SESSION_ID.match(session_id):
+            raise _unsendable("session id", session_id, "a session id is `0x` and hex digits")
+        self.command(f"shutdown session {session_id}", harmless=("No such session",))
+
     def run(self, command: str) -> str:
-        """Send one command and return HAProxy's answer, without the empty line that ends it."""
-        chunks: list[bytes] = []
+        """Send one command and return HAProxy's answer, without the empty line that ends it.
+
+        The whole answer must arrive within `read_timeout` seconds and no wait for its next bytes may
+        last longer than `timeout`; otherwise a ProviderError says so.
+        """
+        if UNSAFE_LINE.search(command):
+            raise _unsendable("the command", command, "`;`, `\\` and control characters would start another command")
+        deadline = time.monotonic() + self.read_timeout
         try:
-            with self._connect() as sock:
-                sock.sendall(command.encode() + b"\n")
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
+            sock = self._connect()
         except OSError as err:
             raise ProviderError(self._explain(err)) from None
-        return b"".join(chunks).decode("utf-8", errors="replace").rstrip("\n")
+        with sock:
+            try:
+                sock.sendall(command.encode() + b"\n")
+                answer = _read_answer(sock, deadline, self.timeout)
+            except TimeoutError:
+                raise ProviderError(self._slow(command, deadline)) from None
+            except OSError as err:
+                raise ProviderError(self._explain(err)) from None
+        return answer.decode("utf-8", errors="replace").rstrip("\n")
 
     def command(self, command: str, harmless: tuple[str, ...] = ()) -> str:
         """Run a command that answers nothing when it works; an answer not in `harmless` is an error."""
@@ -110,6 +156,17 @@ class RuntimeApi:
             raise
         return sock
 
+    def _slow(self, command: str, deadline: float) -> str:
+        waited = (
+            f"took longer than {self.read_timeout:g}s to answer"
+            if time.monotonic() >= deadline
+            else f"went silent for {self.timeout:g}s before its answer ended"
+        )
+        return (
+            f"HAProxy runtime API {self.address} {waited} `{command}`: check that HAProxy is healthy "
+            "(the command was sent; the job gave up waiting)"
+        )
+
     def _explain(self, err: OSError) -> str:
         where = f"HAProxy runtime API {self.address}"
         setup = f"is HAProxy running, and does its global section have `{self._socket_line}`?"
@@ -129,8 +186,44 @@ class RuntimeApi:
         return f"{where} failed: {err.strerror or err}; {setup}"
 
 
+def _read_answer(sock: socket.socket, deadline: float, silence: float) -> bytes:
+    """Read until HAProxy closes the connection; TimeoutError past `deadline`, or after `silence` seconds of nothing."""
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(min(silence, left))
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def acl_name(text: str) -> str:
+    """`text` as an ACL name; a ProviderError naming it if it holds a blank, `;`, `\\` or a control character."""
+    if not text or UNSAFE_NAME.search(text):
+        raise _unsendable(
+            "ACL name", text, "blanks, `;`, `\\` and control characters would end it or start another command"
+        )
+    return text
+
+
+def cidr_pattern(text: str) -> str:
+    """`text` as an ACL pattern; a ProviderError naming it unless it holds only hex digits, `.`, `:` and `/`."""
+    if not CIDR_CHARACTERS.match(text):
+        raise _unsendable("ACL pattern", text, "a CIDR holds only hex digits, `.`, `:` and `/`")
+    return text
+
+
+def _unsendable(what: str, text: str, why: str) -> ProviderError:
+    return ProviderError(f"{what} `{leases.shown(text)}` cannot be sent to HAProxy's runtime API: {why}")
+
+
 class HaproxyAclProvider:
     """Entries of one HAProxy ACL; each entry's leases live in the Redis lease book."""
+
+    owns_unleased = True  # the ACL is jit-lb's alone; after Redis lost its book, no entry has a lease
 
     def __init__(self, spec: HaproxyAclGrant, redis: Redis) -> None:
         self.spec = spec
@@ -142,7 +235,7 @@ class HaproxyAclProvider:
     @property
     def acl(self) -> str:
         """The ACL's name as a command argument; checked per command so that a bad name fails a job, not a sweep."""
-        return _argument(self.spec.acl, "ACL name")
+        return acl_name(self.spec.acl)
 
     def scope(self, order: GrantOrder) -> str:
         return self._scope(leases.require_cidr(order))
@@ -154,7 +247,7 @@ class HaproxyAclProvider:
         pattern = leases.require_cidr(order)
         with self._entry_lock(pattern):
             if pattern not in self._patterns():
-                self.api.command(f"add acl {self.acl} {pattern}")
+                self.api.add_acl(self.acl, pattern)
                 if pattern not in self._patterns():
                     raise ProviderError(f"HAProxy took `add acl` but {self._where} does not list {pattern} after it")
             # The lease is booked after the entry exists: a failure in between leaves an unleased entry,
@@ -186,7 +279,7 @@ class HaproxyAclProvider:
         return None
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
-        pattern = _argument(obj.ref, "ACL pattern")
+        pattern = cidr_pattern(obj.ref)
         with self._entry_lock(pattern):
             with self._book_errors():
                 if request_ids:
@@ -205,6 +298,9 @@ class HaproxyAclProvider:
         present = set(self._patterns())
         restored: list[str] = []
         for pattern in sorted(self._booked() - present):
+            if leases.cidr_anomaly(pattern):
+                # No grant makes such an entry (the book was edited by hand): listed with its anomaly, never put back.
+                continue
             with self._entry_lock(pattern):
                 held = self._leases(pattern)
                 if not held:
@@ -213,7 +309,7 @@ class HaproxyAclProvider:
                     continue
                 if all(lease.ends_at <= now for lease in held) or pattern in self._patterns():
                     continue
-                self.api.command(f"add acl {self.acl} {_argument(pattern, 'ACL pattern')}")
+                self.api.add_acl(self.acl, pattern)
                 restored.append(pattern)
         missing = set(restored) - set(self._patterns())
         if missing:
@@ -229,13 +325,13 @@ class HaproxyAclProvider:
         shut = []
         for session_id, source in self._sessions():
             if _inside(source, network) and not any(_inside(source, other) for other in others):
-                self.api.command(f"shutdown session {session_id}", harmless=("No such session",))
+                self.api.shutdown_session(session_id)
                 shut.append(session_id)
         return shut
 
     def _sessions(self) -> list[tuple[str, Address]]:
         """Id and source of every stream from an IP address, leaving out the runtime API's own."""
-        answer = self.api.run("show sess")
+        answer = self.api.show_sess()
         sessions = []
         for line in answer.splitlines():
             match = SESSION_LINE.match(line)
@@ -251,14 +347,14 @@ class HaproxyAclProvider:
 
     def _delete(self, pattern: str) -> None:
         for _ in range(MAX_DELETES):
-            self.api.command(f"del acl {self.acl} {pattern}", harmless=("Key not found",))
+            self.api.del_acl(self.acl, pattern)
             if pattern not in self._patterns():
                 return
         raise ProviderError(f"{self._where} still lists {pattern} after {MAX_DELETES} `del acl` commands")
 
     def _patterns(self) -> list[str]:
         """The ACL's patterns as HAProxy lists them, duplicates included."""
-        answer = self.api.run(f"show acl {self.acl}")
+        answer = self.api.show_acl(self.acl)
         patterns = []
         for line in answer.splitlines():
             ref, _, pattern = line.partition(" ")
@@ -270,7 +366,7 @@ class HaproxyAclProvider:
     def _acl_error(self, answer: str) -> ProviderError:
         if not answer.startswith("Unknown ACL identifier"):
             return self.api.refused(f"show acl {self.acl}", answer)
-        known = [m["file"] for m in map(ACL_LIST_LINE.match, self.api.run("show acl").splitlines()) if m and m["file"]]
+        known = [m["file"] for m in map(ACL_LIST_LINE.match, self.api.show_acl().splitlines()) if m and m["file"]]
         loaded = f"it loaded {', '.join(known)}" if known else "it loaded no ACL from a file"
         return ProviderError(
             f"HAProxy at {self.spec.runtime_api} has no ACL `{self.spec.acl}`: name the file exactly as HAProxy's "
@@ -279,12 +375,14 @@ class HaproxyAclProvider:
 
     def _managed(self, pattern: str, *, present: bool) -> ManagedObject:
         lost = "" if present else " (lost by HAProxy, as after a reload; restore puts it back)"
+        held = tuple(self._leases(pattern))
         return ManagedObject(
             kind=KIND,
             ref=pattern,
-            description=f"{pattern} in {self._where}{lost}",
-            leases=tuple(self._leases(pattern)),
+            description=f"{leases.shown(pattern)} in {self._where}{lost}",
+            leases=held,
             scope=self._scope(pattern),
+            anomaly=leases.join_anomalies(leases.cidr_anomaly(pattern), leases.lease_anomaly(held)),
         )
 
     def _leases(self, pattern: str) -> list[Lease]:
@@ -326,12 +424,6 @@ class HaproxyAclProvider:
                 lock.release()
 
 
-def _argument(text: str, what: str) -> str:
-    if not text or UNSAFE_ARGUMENT.search(text):
-        raise ProviderError(f"{what} `{text}` cannot be sent to HAProxy's runtime API (blank, `;` or `\\` in it)")
-    return text
-
-
 def _network(pattern: str) -> Network | None:
     """The network an ACL pattern admits; None for a pattern that is not an address (a hand-made oddity)."""
     try:
@@ -356,4 +448,5 @@ def _inside(address: Address, network: Network) -> bool:
 
 
 def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    """A Redis value as text; bytes that are not UTF-8 (a book edited by hand) read with replacement characters."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+from jit_lb.access.policy import MIN_IPV4_PREFIX, MIN_IPV6_PREFIX
 from workers.providers.base import GrantOrder, Lease, ProviderError
 
 MARKER_PREFIX = "jit-lb"
@@ -17,6 +19,11 @@ LEASE_TAG = f"{MARKER_PREFIX}:lease:"
 UNREADABLE_END = datetime(1970, 1, 1, tzinfo=UTC)
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# A request id as a marker can carry it: `jit-` and lower-case letters and digits. Looser than the
+# alphabet new ids are drawn from (requests.ID_PATTERN), so that changing it never strands old markers.
+REQUEST_ID = re.compile(r"^jit-[a-z0-9]{1,32}$")
+# How much of an odd value an anomaly or an error quotes.
+_SHOWN = 160
 
 
 def format_time(moment: datetime) -> str:
@@ -52,13 +59,66 @@ def read_leases(tags: Mapping[str, str]) -> list[Lease]:
     return [read_lease(key.removeprefix(LEASE_TAG), value) for key, value in tags.items() if key.startswith(LEASE_TAG)]
 
 
+def shown(text: str) -> str:
+    """An odd value as an anomaly or an error quotes it: control characters escaped, cut short when long."""
+    escaped = text.encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= _SHOWN else escaped[: _SHOWN - 1] + "…"
+
+
+def lease_anomaly(held: Iterable[Lease]) -> str:
+    """Why some of these leases cannot be jit-lb's (a request id it never writes), or "" when all can."""
+    bad = [f"`{shown(lease.request_id)}`" for lease in held if not REQUEST_ID.match(lease.request_id)]
+    if not bad:
+        return ""
+    if len(bad) == 1:
+        return f"a lease names {bad[0]}, not a request id"
+    return f"leases name {', '.join(bad)}, not request ids"
+
+
+def cidr_anomaly(text: str | None) -> str:
+    """Why `text` is not a source a grant could have opened to, or "" when it is one."""
+    if not text:
+        return "it has no source CIDR"
+    if "%" in text:
+        return f"its source `{shown(text)}` carries a zone id"
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return f"its source `{shown(text)}` is not a network in CIDR form"
+    floor = MIN_IPV4_PREFIX if network.version == 4 else MIN_IPV6_PREFIX
+    if network.prefixlen < floor:
+        return f"its source {network} is wider than any grant opens (/{floor} or narrower)"
+    return ""
+
+
+def join_anomalies(*reasons: str) -> str:
+    """Several reasons an object is not of its spec's shape, as one sentence; "" when there are none."""
+    return "; ".join(reason for reason in reasons if reason)
+
+
 def require_cidr(order: GrantOrder) -> str:
-    """The order's source network in normal form; a ProviderError naming the request when it has none or a bad one."""
+    """The order's source network in normal form; a ProviderError naming the request when it has none or a bad one.
+
+    A zone id (`fe80::1%eth0`) is refused by name: Python's ipaddress accepts one, and everything
+    after the `%` would reach the load balancer verbatim.
+    """
     if not order.cidr:
         raise ProviderError(f"request {order.request_id} has no source CIDR for its {order.spec.kind} grant")
+    if "%" in order.cidr:
+        raise ProviderError(
+            f"request {order.request_id} has `{shown(order.cidr)}` as its source: a zone id (`%…`) names a "
+            "local interface, not a source a load balancer sees"
+        )
     try:
-        return str(ipaddress.ip_network(order.cidr, strict=True))
+        network = ipaddress.ip_network(order.cidr, strict=True)
     except ValueError as err:
         raise ProviderError(
-            f"request {order.request_id} has `{order.cidr}` as its source, not a network in CIDR form ({err})"
+            f"request {order.request_id} has `{shown(order.cidr)}` as its source, "
+            f"not a network in CIDR form ({shown(str(err))})"
         ) from None
+    floor = MIN_IPV4_PREFIX if network.version == 4 else MIN_IPV6_PREFIX
+    if network.prefixlen < floor:
+        raise ProviderError(
+            f"request {order.request_id} has {network} as its source, wider than any grant opens (/{floor} or narrower)"
+        )
+    return str(network)
