@@ -11,13 +11,14 @@ from rq import get_current_job
 
 from jit_lb.access import requests
 from jit_lb.access.errors import AuditUnavailableError, TransitionError
-from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
+from jit_lb.access.policy import parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.runtime import Runtime
 from workers.context import current
-from workers.judge import GRACE, applied_spec, grant_refusal, lease_verdict, longest_grant
+from workers.judge import GRACE, applied_spec, grant_refusal
+from workers.leasing import holds_lease, order_of, release, roll_back
 from workers.notices import Notice, queue_notice, warn_expiry
-from workers.providers.base import GrantOrder, ManagedObject, Provider, ProviderError, objects_of
+from workers.providers.base import ProviderError
 from workers.providers.registry import provider_for
 
 log = structlog.get_logger("jit_lb.jobs")
@@ -58,11 +59,11 @@ def grant_access(request_id: str) -> str:
     assert request.ends_at is not None
     assert request.grant_spec is not None
     spec = parse_grant_spec(request.grant_spec)
-    order = _order(request, request.ends_at, spec)
+    order = order_of(request, request.ends_at, spec)
     provider = provider_for(spec, rt.store.redis, rt.policy)
     if order.ends_at <= now or request.grant_spec != spec_record(target.grant):
         # Retried after its end (a worker killed), or the target changed since the first attempt: take it back.
-        _rollback(rt, provider, order)
+        roll_back(rt, provider, order)
         _fail(
             rt,
             request,
@@ -73,11 +74,11 @@ def grant_access(request_id: str) -> str:
     try:
         with rt.store.lock(provider.scope(order)):
             objects = provider.apply(order)
-        verified = _holds_lease(objects, order)
+        verified = holds_lease(objects, order)
         if rt.settings.jit_fault_pause_after_apply:
             time.sleep(rt.settings.jit_fault_pause_after_apply)  # a test kills the worker here
     except ProviderError as err:
-        _rollback(rt, provider, order)
+        roll_back(rt, provider, order)
         _fail(rt, request, str(err))
         return "failed"
     created = [obj.description for obj in objects]
@@ -102,14 +103,14 @@ def grant_access(request_id: str) -> str:
         )
     except AuditUnavailableError as err:
         # No grant without its record: take the access back, and say why.
-        _rollback(rt, provider, order)
+        roll_back(rt, provider, order)
         _fail(rt, request, str(err))
         return "failed"
     except TransitionError:
         current_request = rt.store.get(request_id)
         if current_request.status is not Status.GRANTED:
             # Cancelled or failed meanwhile: take back the lease this job just added.
-            _rollback(rt, provider, order)
+            roll_back(rt, provider, order)
         return f"request is {current_request.status}"
     schedule_warning(rt, granted)
     queue_notice(rt, granted, Notice.GRANTED, verified=verified)
@@ -141,10 +142,10 @@ def extend_access(request_id: str) -> str:
     if spec is None or rt.policy.target_for(request.target) is None:
         return "target gone"  # the reconciler ends it (reason `policy`)
     provider = provider_for(spec, rt.store.redis, rt.policy)
-    order = _order(request, request.ends_at, spec)
+    order = order_of(request, request.ends_at, spec)
     with rt.store.lock(provider.scope(order)):
         objects = provider.apply(order)
-    verified = _holds_lease(objects, order) and all(
+    verified = holds_lease(objects, order) and all(
         lease.ends_at >= order.ends_at for obj in objects for lease in obj.leases if lease.request_id == request_id
     )
     schedule_warning(rt, request)
@@ -165,31 +166,6 @@ def extend_access(request_id: str) -> str:
 def _whole_second(moment: datetime) -> datetime:
     """Round down to the second: markers carry whole seconds, and a grant never lasts longer than approved."""
     return moment.replace(microsecond=0)
-
-
-def _order(request: AccessRequest, ends_at: datetime, spec: GrantSpec) -> GrantOrder:
-    return GrantOrder(
-        request_id=request.id,
-        target=request.target,
-        spec=spec,
-        ends_at=ends_at,
-        cidr=request.cidr,
-        role_name=request.role_name,
-    )
-
-
-def _holds_lease(objects: list[ManagedObject], order: GrantOrder) -> bool:
-    return all(order.request_id in obj.request_ids() for obj in objects)
-
-
-def _rollback(rt: Runtime, provider: Provider, order: GrantOrder) -> None:
-    """Take back whatever part of a grant was applied; what cannot be taken back the sweep removes."""
-    try:
-        with rt.store.lock(provider.scope(order)):
-            for obj in objects_of(provider, order.request_id):
-                provider.drop(obj, {order.request_id}, fresh=True)
-    except ProviderError as err:
-        log.error("rollback failed; the sweep will remove the leftovers", request_id=order.request_id, error=str(err))
 
 
 def _fail(rt: Runtime, request: AccessRequest, why: str) -> None:
@@ -227,48 +203,14 @@ def revoke_access(request_id: str, reason: str = EndReason.EXPIRED.value, actor:
         log.error("granted request records no spec and its target left the policy", request_id=request_id)
         return "target gone"
     provider = provider_for(spec, rt.store.redis, rt.policy)
-    order = _order(request, request.ends_at, spec)
+    order = order_of(request, request.ends_at, spec)
     try:
-        removed, verified, dropped = _release(rt, provider, order, request, now)
+        removed, verified, dropped = release(rt, provider, order, request, now)
     except ProviderError as err:
         _revoke_failed(rt, request, str(err))
         raise
     finish_revoke(rt, request_id, EndReason(reason), actor, removed, verified, dropped_leases=dropped or None)
     return "revoked"
-
-
-def _release(
-    rt: Runtime, provider: Provider, order: GrantOrder, request: AccessRequest, now: datetime
-) -> tuple[list[str], bool, dict[str, str]]:
-    """Drop the request's leases, and any other lease on the same objects that is judged over (a forged one).
-
-    Verified when each object the grant recorded or the load balancer shows holding its lease,
-    read back, is gone or holds no lease of it. Finding nothing is not verification: a grant that
-    recorded no object and shows none is reported unverified.
-    """
-    with rt.store.lock(provider.scope(order)):
-        held = objects_of(provider, order.request_id)
-        refs = {obj.ref for obj in held}
-        for ref in set(request.object_refs) - refs:
-            obj = provider.read(ref)  # a recorded object the listing did not show
-            if obj is not None and order.request_id in obj.request_ids():
-                held.append(obj)
-        refs |= set(request.object_refs)
-        others = rt.store.find_many({rid for obj in held for rid in obj.request_ids()} - {order.request_id})
-        longest = longest_grant(rt.policy, order.spec)
-        removed, dropped = [], {}
-        for obj in held:
-            over = {order.request_id}
-            for lease in obj.leases:
-                why = lease_verdict(lease.ends_at, others.get(lease.request_id), now, longest)
-                if lease.request_id != order.request_id and why is not None:
-                    over.add(lease.request_id)
-                    dropped[lease.request_id] = why
-            deleted = provider.drop(obj, over, fresh=True)
-            removed.append(obj.description + ("" if deleted else " (kept: still leased by another grant)"))
-        after = [provider.read(ref) for ref in sorted(refs)]
-        verified = bool(refs) and all(obj is None or order.request_id not in obj.request_ids() for obj in after)
-    return removed, verified, dropped
 
 
 def finish_revoke(

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from slack_sdk import WebClient
 
 from bot.messages.notify import UsergroupDirectory
+from devtools.slack_standin import TEST_TOKEN
 from jit_lb.access.audit import AuditLog
 from jit_lb.access.requests import Status
 from tests.service.world import World, id_in, policy_of
@@ -309,7 +311,8 @@ async def test_a_requester_removed_since_is_refused_at_grant_time(world: World) 
 def test_usergroup_members_are_not_served_from_a_cache_without_bound(world: World) -> None:
     """While Slack fails, a group's members read recently still count; past the bound, nobody does."""
     now = [1000.0]
-    directory = UsergroupDirectory(world.notifier.client, fresh=60.0, max_stale=300.0, clock=lambda: now[0])
+    client = WebClient(token=TEST_TOKEN, base_url=world.slack.api_url)  # no retries: each failure answers at once
+    directory = UsergroupDirectory(client, fresh=60.0, max_stale=300.0, clock=lambda: now[0])
     world.slack.set_usergroup("S0NETOPS", ["U0NETOPS1"])
     assert directory.members("S0NETOPS") == ["U0NETOPS1"]
 
@@ -318,3 +321,4 @@ def test_usergroup_members_are_not_served_from_a_cache_without_bound(world: Worl
     assert directory.members("S0NETOPS") == ["U0NETOPS1"]
     now[0] += 240  # six minutes: fail closed
     assert directory.members("S0NETOPS") == []
+    assert len(world.slack.calls("usergroups.users.list")) == 3  # one call a look-up: failures are not hammered

@@ -10,7 +10,7 @@ from jit_lb.access import requests
 from jit_lb.access.requests import EndReason, Status
 from tests.service.world import APPROVALS, MISSING_GROUP, World
 from workers import reconcile
-from workers.jobs import GRACE
+from workers.judge import GRACE
 
 
 async def test_sweep_removes_a_grant_whose_lease_ended_and_closes_it(world: World) -> None:

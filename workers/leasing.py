@@ -1,0 +1,74 @@
+"""What a job does at the load balancer under its scope lock: take a grant back, release it and verify."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+
+from jit_lb.access.policy import GrantSpec
+from jit_lb.access.requests import AccessRequest
+from jit_lb.runtime import Runtime
+from workers.judge import lease_verdict, longest_grant
+from workers.providers.base import GrantOrder, ManagedObject, Provider, ProviderError, objects_of
+
+log = structlog.get_logger("jit_lb.jobs")
+
+
+def order_of(request: AccessRequest, ends_at: datetime, spec: GrantSpec) -> GrantOrder:
+    return GrantOrder(
+        request_id=request.id,
+        target=request.target,
+        spec=spec,
+        ends_at=ends_at,
+        cidr=request.cidr,
+        role_name=request.role_name,
+    )
+
+
+def holds_lease(objects: list[ManagedObject], order: GrantOrder) -> bool:
+    return all(order.request_id in obj.request_ids() for obj in objects)
+
+
+def roll_back(rt: Runtime, provider: Provider, order: GrantOrder) -> None:
+    """Take back whatever part of a grant was applied; what cannot be taken back the sweep removes."""
+    try:
+        with rt.store.lock(provider.scope(order)):
+            for obj in objects_of(provider, order.request_id):
+                provider.drop(obj, {order.request_id}, fresh=True)
+    except ProviderError as err:
+        log.error("rollback failed; the sweep will remove the leftovers", request_id=order.request_id, error=str(err))
+
+
+def release(
+    rt: Runtime, provider: Provider, order: GrantOrder, request: AccessRequest, now: datetime
+) -> tuple[list[str], bool, dict[str, str]]:
+    """Drop the request's leases, and any other lease on the same objects that is judged over (a forged one).
+
+    Verified when each object the grant recorded or the load balancer shows holding its lease,
+    read back, is gone or holds no lease of it. Finding nothing is not verification: a grant that
+    recorded no object and shows none is reported unverified.
+    """
+    with rt.store.lock(provider.scope(order)):
+        held = objects_of(provider, order.request_id)
+        refs = {obj.ref for obj in held}
+        for ref in set(request.object_refs) - refs:
+            obj = provider.read(ref)  # a recorded object the listing did not show
+            if obj is not None and order.request_id in obj.request_ids():
+                held.append(obj)
+        refs |= set(request.object_refs)
+        others = rt.store.find_many({rid for obj in held for rid in obj.request_ids()} - {order.request_id})
+        longest = longest_grant(rt.policy, order.spec)
+        removed, dropped = [], {}
+        for obj in held:
+            over = {order.request_id}
+            for lease in obj.leases:
+                why = lease_verdict(lease.ends_at, others.get(lease.request_id), now, longest)
+                if lease.request_id != order.request_id and why is not None:
+                    over.add(lease.request_id)
+                    dropped[lease.request_id] = why
+            deleted = provider.drop(obj, over, fresh=True)
+            removed.append(obj.description + ("" if deleted else " (kept: still leased by another grant)"))
+        after = [provider.read(ref) for ref in sorted(refs)]
+        verified = bool(refs) and all(obj is None or order.request_id not in obj.request_ids() for obj in after)
+    return removed, verified, dropped
