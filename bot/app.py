@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
@@ -41,12 +42,17 @@ def build_app(settings: Settings, runtime: Runtime, notifier: Notifier) -> Async
 
 
 def healthz_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`{"ok": true}` 200 while Redis answers, `{"ok": false}` 503 when not: why is logged here, never told."""
+
     async def handle_healthz(_: web.Request) -> web.Response:
         try:
-            ok = await asyncio.wait_for(asyncio.to_thread(runtime.store.redis.ping), timeout=3)
-        except Exception as err:
-            return web.json_response({"ok": False, "redis": f"unreachable: {err}"}, status=503)
-        return web.json_response({"ok": bool(ok), "redis": "ok"}, status=200 if ok else 503)
+            ok = bool(await asyncio.wait_for(asyncio.to_thread(runtime.store.redis.ping), timeout=3))
+        except Exception as err:  # whatever stops the ping (refused, timed out, auth) means "not ok"
+            log.warning("health check failed: redis unreachable", error=repr(err))
+            return web.json_response({"ok": False}, status=503)
+        if not ok:
+            log.warning("health check failed: redis did not answer PONG")
+        return web.json_response({"ok": ok}, status=200 if ok else 503)
 
     return handle_healthz
 
@@ -63,9 +69,16 @@ def web_application(settings: Settings, runtime: Runtime, notifier: Notifier) ->
 
 
 def serve(settings: Settings) -> None:
-    """Run the `web` process until SIGTERM or SIGINT."""
+    """Run the `web` process until SIGTERM or SIGINT; SIGHUP reads the policy file again."""
     runtime, notifier = connect(settings)
     app, server = web_application(settings, runtime, notifier)
+
+    async def reload_on_sighup(_: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        # Read off the event loop: a slow disk must not hold up Slack's answers.
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, runtime.reload_policy))
+
+    server.on_startup.append(reload_on_sighup)
     if settings.socket_mode:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 

@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
 
 from devtools.ports import free_port
 
@@ -25,6 +27,9 @@ APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 T = TypeVar("T")
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 Message = dict[str, Any]
+# Methods whose `blocks` (or `view`) Slack checks before it does anything else.
+BLOCK_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "chat.scheduleMessage"})
+VIEW_METHODS = frozenset({"views.open", "views.update", "views.push", "views.publish"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,263 @@ def decoded(value: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+# --- Block Kit, checked as Slack checks it ----------------------------------------------------------
+# Limits from Slack's Block Kit reference (api.slack.com/reference/block-kit) and CONTRACT §5. Slack refuses
+# the whole message (`invalid_blocks`) or view (`invalid_arguments`) when any one is broken.
+
+MAX_MESSAGE_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100
+MAX_MESSAGE_TEXT = 40_000  # past this chat.postMessage answers msg_too_long
+_TEXT_TYPES = frozenset({"plain_text", "mrkdwn"})
+# Each block type's properties; Slack refuses any other ("invalid additional property").
+_BLOCK_PROPERTIES: dict[str, frozenset[str]] = {
+    "section": frozenset({"type", "block_id", "text", "fields", "accessory", "expand"}),
+    "header": frozenset({"type", "block_id", "text"}),
+    "context": frozenset({"type", "block_id", "elements"}),
+    "actions": frozenset({"type", "block_id", "elements"}),
+    "divider": frozenset({"type", "block_id"}),
+    "image": frozenset({"type", "block_id", "image_url", "slack_file", "alt_text", "title"}),
+    "input": frozenset({"type", "block_id", "label", "element", "dispatch_action", "hint", "optional"}),
+    "rich_text": frozenset({"type", "block_id", "elements"}),
+    "markdown": frozenset({"type", "block_id", "text"}),
+    "file": frozenset({"type", "block_id", "external_id", "source"}),
+    "video": frozenset(
+        {
+            "type",
+            "block_id",
+            "alt_text",
+            "author_name",
+            "description",
+            "provider_icon_url",
+            "provider_name",
+            "title",
+            "title_url",
+            "thumbnail_url",
+            "video_url",
+        }
+    ),
+}
+_BUTTON_PROPERTIES = frozenset({"type", "text", "action_id", "url", "value", "style", "confirm", "accessibility_label"})
+
+
+def block_kit_errors(blocks: Any, *, limit: int = MAX_MESSAGE_BLOCKS, where: str = "/blocks") -> list[str]:
+    """Why Slack would refuse these message blocks (`[json-pointer:…]` as Slack says it); [] when it would not.
+
+    Explicit limits first, then slack_sdk's own models, which know each element's finer rules.
+    """
+    if not isinstance(blocks, list):
+        return [f"must be an array of blocks [json-pointer:{where}]"]
+    errors: list[str] = []
+    if len(blocks) > limit:
+        errors.append(f"no more than {limit} items allowed [json-pointer:{where}]")
+    seen: set[str] = set()
+    for index, block in enumerate(blocks):
+        at = f"{where}/{index}"
+        if not isinstance(block, dict):
+            errors.append(f"must be an object [json-pointer:{at}]")
+            continue
+        found = _block_errors(block, at)
+        block_id = block.get("block_id")
+        if isinstance(block_id, str):
+            if block_id in seen:
+                found.append(f"duplicate block_id {block_id!r} [json-pointer:{at}/block_id]")
+            seen.add(block_id)
+        errors += found or _sdk_errors(block, at)
+    return errors
+
+
+def view_errors(view: Any) -> list[str]:
+    """Why Slack would refuse this view (views.open, views.update, views.push, views.publish); [] when it would not."""
+    if not isinstance(view, dict):
+        return ["must be an object [json-pointer:/view]"]
+    errors: list[str] = []
+    kind = view.get("type")
+    if kind not in {"modal", "home"}:
+        errors.append("must be one of modal, home [json-pointer:/view/type]")
+    for name in ("title", "submit", "close"):
+        if name in view or (name == "title" and kind == "modal"):
+            errors += _text_errors(view.get(name), f"/view/{name}", 24, plain_only=True)
+    for name, most in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
+        if name in view and not (isinstance(view[name], str) and len(view[name]) <= most):
+            errors.append(f"must be a string of at most {most} characters [json-pointer:/view/{name}]")
+    return errors + block_kit_errors(view.get("blocks"), limit=MAX_VIEW_BLOCKS, where="/view/blocks")
+
+
+def _block_errors(block: dict[str, Any], at: str) -> list[str]:
+    kind = block.get("type")
+    properties = _BLOCK_PROPERTIES.get(kind) if isinstance(kind, str) else None
+    if properties is None:
+        return [f"unsupported type {kind!r} [json-pointer:{at}/type]"]
+    errors = [f"invalid additional property: {key} [json-pointer:{at}]" for key in block if key not in properties]
+    block_id = block.get("block_id")
+    if "block_id" in block and not (isinstance(block_id, str) and 0 < len(block_id) <= 255):
+        errors.append(f"must be a string of 1 to 255 characters [json-pointer:{at}/block_id]")
+    check = _BLOCK_CHECKS.get(str(kind))
+    return errors + (check(block, at) if check else [])
+
+
+def _section_errors(block: dict[str, Any], at: str) -> list[str]:
+    errors = [] if "text" in block or "fields" in block else [f"must provide text or fields [json-pointer:{at}]"]
+    if "text" in block:
+        errors += _text_errors(block["text"], f"{at}/text", 3000)
+    if "fields" in block:
+        errors += _items_errors(
+            block["fields"], f"{at}/fields", 10, lambda item, where: _text_errors(item, where, 2000)
+        )
+    if "accessory" in block:
+        errors += _element_errors(block["accessory"], f"{at}/accessory")
+    return errors
+
+
+def _header_errors(block: dict[str, Any], at: str) -> list[str]:
+    return _text_errors(block.get("text"), f"{at}/text", 150, plain_only=True)
+
+
+def _context_element_errors(element: Any, at: str) -> list[str]:
+    if isinstance(element, dict) and element.get("type") == "image":
+        return []
+    return _text_errors(element, at, 3000)
+
+
+def _context_errors(block: dict[str, Any], at: str) -> list[str]:
+    return _items_errors(block.get("elements"), f"{at}/elements", 10, _context_element_errors)
+
+
+def _actions_errors(block: dict[str, Any], at: str) -> list[str]:
+    return _items_errors(block.get("elements"), f"{at}/elements", 25, _element_errors)
+
+
+def _input_errors(block: dict[str, Any], at: str) -> list[str]:
+    errors = _text_errors(block.get("label"), f"{at}/label", 2000, plain_only=True)
+    if "hint" in block:
+        errors += _text_errors(block["hint"], f"{at}/hint", 2000, plain_only=True)
+    return errors + _element_errors(block.get("element"), f"{at}/element")
+
+
+def _markdown_errors(block: dict[str, Any], at: str) -> list[str]:
+    text = block.get("text")
+    if not isinstance(text, str) or not text.strip() or len(text) > 12000:
+        return [f"must be a string of 1 to 12000 characters [json-pointer:{at}/text]"]
+    return []
+
+
+def _items_errors(items: Any, at: str, most: int, check: Callable[[Any, str], list[str]]) -> list[str]:
+    """A list of 1 to `most` items, each checked by `check`."""
+    if not isinstance(items, list) or not 0 < len(items) <= most:
+        return [f"must have 1 to {most} items [json-pointer:{at}]"]
+    return [error for number, item in enumerate(items) for error in check(item, f"{at}/{number}")]
+
+
+_BLOCK_CHECKS: dict[str, Callable[[dict[str, Any], str], list[str]]] = {
+    "section": _section_errors,
+    "header": _header_errors,
+    "context": _context_errors,
+    "actions": _actions_errors,
+    "input": _input_errors,
+    "markdown": _markdown_errors,
+}
+
+
+def _text_errors(value: Any, at: str, most: int, *, plain_only: bool = False) -> list[str]:
+    """A text object: plain_text (or mrkdwn where allowed) with 1 to `most` characters, not only whitespace."""
+    allowed = {"plain_text"} if plain_only else _TEXT_TYPES
+    if not isinstance(value, dict) or value.get("type") not in allowed:
+        return [f"must be a {' or '.join(sorted(allowed))} text object [json-pointer:{at}]"]
+    extra = {"emoji"} if value["type"] == "plain_text" else {"verbatim"}
+    errors = [
+        f"invalid additional property: {key} [json-pointer:{at}]"
+        for key in value
+        if key not in {"type", "text"} | extra
+    ]
+    text = value.get("text")
+    if not isinstance(text, str):
+        errors.append(f"must be a string [json-pointer:{at}/text]")
+    elif not text.strip():
+        errors.append(f"must be more than 0 characters [json-pointer:{at}/text]")
+    elif len(text) > most:
+        errors.append(f"must be less than {most + 1} characters [json-pointer:{at}/text]")
+    return errors
+
+
+def _element_errors(element: Any, at: str) -> list[str]:
+    """An interactive element; buttons fully, others by the limits they share (ids, placeholder, options)."""
+    if not isinstance(element, dict) or not isinstance(element.get("type"), str):
+        return [f"must be an element object [json-pointer:{at}]"]
+    errors: list[str] = []
+    action_id = element.get("action_id")
+    if "action_id" in element and not (isinstance(action_id, str) and 0 < len(action_id) <= 255):
+        errors.append(f"must be a string of 1 to 255 characters [json-pointer:{at}/action_id]")
+    if element["type"] == "button":
+        errors += [
+            f"invalid additional property: {key} [json-pointer:{at}]"
+            for key in element
+            if key not in _BUTTON_PROPERTIES
+        ]
+        errors += _text_errors(element.get("text"), f"{at}/text", 75, plain_only=True)
+        for name, most in (("value", 2000), ("url", 3000)):
+            if name in element and not (isinstance(element[name], str) and len(element[name]) <= most):
+                errors.append(f"must be a string of at most {most} characters [json-pointer:{at}/{name}]")
+        if "style" in element and element["style"] not in {"primary", "danger"}:
+            errors.append(f"must be one of primary, danger [json-pointer:{at}/style]")
+    if "placeholder" in element:
+        errors += _text_errors(element["placeholder"], f"{at}/placeholder", 150, plain_only=True)
+    for name in ("options", "initial_options"):
+        options = element.get(name, [])
+        if not isinstance(options, list) or len(options) > 100:
+            errors.append(f"must have at most 100 items [json-pointer:{at}/{name}]")
+            continue
+        for number, option in enumerate(options):
+            errors += _option_errors(option, f"{at}/{name}/{number}")
+    return errors
+
+
+def _option_errors(option: Any, at: str) -> list[str]:
+    if not isinstance(option, dict):
+        return [f"must be an option object [json-pointer:{at}]"]
+    errors = _text_errors(option.get("text"), f"{at}/text", 75)
+    value = option.get("value")
+    if not (isinstance(value, str) and 0 < len(value) <= 150):
+        errors.append(f"must be a string of 1 to 150 characters [json-pointer:{at}/value]")
+    return errors
+
+
+def _sdk_errors(block: dict[str, Any], at: str) -> list[str]:
+    """What slack_sdk's Block Kit models refuse in a block our checks passed."""
+    try:
+        parsed = Block.parse(block)
+        if parsed is None:
+            return [f"unsupported type {block.get('type')!r} [json-pointer:{at}/type]"]
+        parsed.validate_json()
+    except SlackObjectFormationError as err:
+        return [f"{err} [json-pointer:{at}]"]
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        return [f"not well-formed ({err}) [json-pointer:{at}]"]
+    return []
+
+
+def refusal(method: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """Slack's answer to a call whose blocks, view or text it refuses before doing anything; None when it takes it."""
+    if method in BLOCK_METHODS:
+        if isinstance(args.get("blocks"), str):
+            return {"ok": False, "error": "invalid_blocks_format"}
+        errors = block_kit_errors(args["blocks"]) if "blocks" in args else []
+        if errors:
+            messages = [f"[ERROR] {error}" for error in errors]
+            return {
+                "ok": False,
+                "error": "invalid_blocks",
+                "errors": errors,
+                "response_metadata": {"messages": messages},
+            }
+        if len(str(args.get("text", ""))) > MAX_MESSAGE_TEXT:
+            return {"ok": False, "error": "msg_too_long"}
+    if method in VIEW_METHODS and "view" in args:
+        errors = view_errors(args["view"])
+        if errors:
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": errors}}
+    return None
 
 
 class SlackStandin:
@@ -209,16 +471,19 @@ class SlackStandin:
                 status, headers = 429, {"Retry-After": "1"}
                 answer = {"ok": False, "error": "ratelimited"}
             else:
-                answer = self._handlers.get(method, self._unknown)(args)
+                answer = refusal(method, args) or self._handlers.get(method, self._unknown)(args)
             self._calls.append(Call(method, args, time.time(), answer))
         return status, headers, answer
 
     async def _response(self, request: web.Request) -> web.Response:
+        """A post to a response_url: blocks Slack would refuse get its 400 and plain-text error, and are not shown."""
         body = json.loads(await request.text() or "{}")
         args = {"name": request.match_info["name"], **(body if isinstance(body, dict) else {})}
+        errors = block_kit_errors(args["blocks"]) if "blocks" in args else []
+        answer: dict[str, Any] = {"ok": False, "error": "invalid_blocks", "errors": errors} if errors else {"ok": True}
         with self._lock:
-            self._calls.append(Call("response_url", args, time.time(), {"ok": True}))
-        return web.Response(text="ok")
+            self._calls.append(Call("response_url", args, time.time(), answer))
+        return web.Response(text="invalid_blocks", status=400) if errors else web.Response(text="ok")
 
     def _token_fits(self, method: str, token: str) -> bool:
         if method in APP_TOKEN_METHODS:
@@ -450,8 +715,12 @@ class SlackStandin:
         ]
 
     def responses(self, name: str | None = None) -> list[dict[str, Any]]:
-        """Bodies posted to response_url(name), or to any response_url."""
-        return [call.args for call in self.calls("response_url") if name is None or call.args["name"] == name]
+        """Bodies posted to response_url(name), or to any response_url, that Slack took."""
+        return [
+            call.args
+            for call in self.calls("response_url")
+            if call.response.get("ok") and (name is None or call.args["name"] == name)
+        ]
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:
         """Poll `predicate` until it returns something truthy, and return that."""

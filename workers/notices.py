@@ -72,7 +72,7 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
         parent = notifier.post_parent(request, audit_channel)
         if parent is not None:
             request = rt.store.update(request.id, thread_channel=audit_channel, thread_ts=parent)
-    notifier.thread(request, blocks.created_text(request, card_channel))
+    notifier.thread(request, blocks.created_text(request, card_channel), blocks.created_blocks(request, card_channel))
     return "posted"
 
 
@@ -87,7 +87,7 @@ def _post_extension_card(context: WorkerContext, request: AccessRequest) -> str:
         return "not posted"
     extension = request.extension.model_copy(update={"card_channel": channel, "card_ts": card_ts})
     after = rt.store.update(request.id, extension=extension)
-    notifier.thread(after, blocks.extension_requested_text(after))
+    notifier.thread(after, blocks.extension_requested_text(after), blocks.extension_requested_blocks(after))
     return "posted"
 
 

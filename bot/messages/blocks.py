@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from bot.messages.ids import ActionId, BlockId
 from jit_lb.access.durations import format_duration
-from jit_lb.access.policy import Policy, Target
+from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest, Extension, Status
 
 Blocks = list[dict[str, Any]]
@@ -23,6 +25,136 @@ _OUTCOME = {
     Status.CANCELLED: ":heavy_multiplication_x: Cancelled",
 }
 
+# Slack's Block Kit limits (CONTRACT §5): past any one of them Slack refuses the whole message (invalid_blocks).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_FIELD_TEXT = 2000
+MAX_FIELDS = 10
+MAX_HEADER_TEXT = 150
+MAX_BUTTON_TEXT = 75
+MAX_CONTEXT_ELEMENTS = 10
+MAX_TEXT = 4000  # a message's own text: Slack takes 40,000 but advises 4,000, and ours are notices
+MAX_TYPED_SECTIONS = 2  # typed text past two sections (6,000 characters) is cut, saying by how much
+MAX_LISTED = 100  # objects a summary lists before "… and N more"
+MAX_NAMED = 20  # people a line names before "and N more"
+_MAX_LINE = 300  # one listed object, or a policy's description
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def escape(text: str) -> str:
+    """Text shown as typed inside mrkdwn or a notification: Slack's escaping, so it mentions and links nobody."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` within `limit` characters, ending in "…" when cut."""
+    head, rest = _cut(text, limit)
+    return head if not rest else _cut(text, limit - 1)[0] + "…"
+
+
+def _cut(text: str, limit: int) -> tuple[str, str]:
+    """The longest head of `text` within `limit` characters, and the rest.
+
+    Characters are counted as UTF-16 units (an emoji is two), never fewer than Slack counts them.
+    """
+    astral = len(_ASTRAL.findall(text, 0, limit))
+    if not astral:
+        return text[:limit], text[limit:]
+    size = limit - astral
+    units = size + len(_ASTRAL.findall(text, 0, size))
+    while size < len(text):
+        step = 2 if text[size] > "\uffff" else 1
+        if units + step > limit:
+            break
+        units, size = units + step, size + 1
+    return text[:size], text[size:]
+
+
+def _units(text: str) -> int:
+    return len(text) + len(_ASTRAL.findall(text))
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object of our own words (typed text inside is escaped first), within a section's limit."""
+    return {"type": "mrkdwn", "text": clip(text, MAX_SECTION_TEXT) if text.strip() else "—"}
+
+
+def _plain(text: str) -> dict[str, Any]:
+    """A plain_text object: shown as is, no formatting, mention or link."""
+    return {"type": "plain_text", "text": clip(text, MAX_SECTION_TEXT) if text.strip() else "—"}
+
+
+def _section(text: dict[str, Any], block_id: str | None = None) -> dict[str, Any]:
+    return {"type": "section", "text": text} | ({"block_id": block_id} if block_id else {})
+
+
+def typed_blocks(label: str, text: str) -> Blocks:
+    """Text a person typed (a reason), shown as typed: a bold label, then the text in plain_text sections.
+
+    plain_text can neither format, mention nor link; past MAX_TYPED_SECTIONS sections the rest is cut, saying so.
+    """
+    chunks: list[str] = []
+    rest = text.strip() or "—"
+    while rest and len(chunks) < MAX_TYPED_SECTIONS:
+        head, rest = _cut(rest, MAX_SECTION_TEXT)
+        chunks.append(head)
+    if rest:
+        note = f" … ({len(rest)} more characters not shown)"
+        chunks[-1] = _cut(chunks[-1], MAX_SECTION_TEXT - len(note))[0] + note
+    return [_section(_mrkdwn(f"*{label}*"))] + [_section(_plain(chunk)) for chunk in chunks if chunk.strip()]
+
+
+def _packed(lines: Sequence[str], limit: int = MAX_SECTION_TEXT) -> list[str]:
+    """Lines joined by newlines into as few texts within `limit` as they fit (a longer line is clipped)."""
+    texts: list[str] = []
+    current, size = "", 0
+    for whole in lines:
+        line = clip(whole, limit)
+        length = _units(line)
+        if current and size + 1 + length <= limit:
+            current, size = f"{current}\n{line}", size + 1 + length
+            continue
+        if current:
+            texts.append(current)
+        current, size = line, length
+    if current:
+        texts.append(current)
+    return texts
+
+
+def _list_blocks(title: str, items: Sequence[str]) -> Blocks:
+    """`title` and a line an item, in plain_text sections; past MAX_LISTED items, "… and N more"."""
+    lines = [title] + [f"• {clip(item, _MAX_LINE)}" for item in items[:MAX_LISTED]]
+    if len(items) > MAX_LISTED:
+        lines.append(f"… and {len(items) - MAX_LISTED} more")
+    elif not items:
+        lines[0] += " —"
+    return [_section(_plain(text)) for text in _packed(lines)]
+
+
+def _bounded(lines: Sequence[str], limit: int = MAX_TEXT) -> str:
+    """Lines joined by newlines within `limit`; when they do not all fit, the last says how many were left out."""
+    text = "\n".join(lines)
+    if _units(text) <= limit:
+        return text
+    kept: list[str] = []
+    size = 0
+    for index, line in enumerate(lines):
+        more = f"… and {len(lines) - index} more"
+        if size + _units(line) + 1 + len(more) > limit:
+            return "\n".join([*kept, more])
+        kept.append(line)
+        size += _units(line) + 1
+    return text
+
+
+def capped(blocks: Blocks) -> Blocks:
+    """At most MAX_BLOCKS blocks: past them, the last says how many were left out (builders stay well within)."""
+    if len(blocks) <= MAX_BLOCKS:
+        return blocks
+    left_out = len(blocks) - MAX_BLOCKS + 1
+    return [*blocks[: MAX_BLOCKS - 1], _context(f"… and {left_out} more blocks not shown")]
+
 
 def when(moment: datetime | None) -> str:
     """A time as Slack shows it to each reader in their own zone, with a UTC fallback."""
@@ -32,23 +164,22 @@ def when(moment: datetime | None) -> str:
     return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
 
 
-def _who(users: list[str]) -> str:
-    return ", ".join(f"<@{user}>" for user in users) or "—"
+def _who(users: Sequence[str]) -> str:
+    named = ", ".join(f"<@{user}>" for user in users[:MAX_NAMED]) or "—"
+    return named + (f" and {len(users) - MAX_NAMED} more" if len(users) > MAX_NAMED else "")
 
 
 def _fields(request: AccessRequest) -> dict[str, Any]:
     source = request.cidr or (f"IAM role `{request.role_name}`" if request.role_name else "—")
-    return {
-        "type": "section",
-        "fields": [
-            {"type": "mrkdwn", "text": f"*Requester*\n<@{request.requester}>"},
-            {"type": "mrkdwn", "text": f"*Target*\n`{request.target}`"},
-            {"type": "mrkdwn", "text": f"*Duration*\n{request.duration_text}"},
-            {"type": "mrkdwn", "text": f"*Source*\n`{source}`" if request.cidr else f"*Source*\n{source}"},
-            {"type": "mrkdwn", "text": f"*Request*\n`{request.id}`"},
-            {"type": "mrkdwn", "text": f"*Approvals*\n{len(request.approvals)} of {request.approvals_required}"},
-        ],
-    }
+    fields = [
+        f"*Requester*\n<@{request.requester}>",
+        f"*Target*\n`{request.target}`",
+        f"*Duration*\n{request.duration_text}",
+        f"*Source*\n`{source}`" if request.cidr else f"*Source*\n{source}",
+        f"*Request*\n`{request.id}`",
+        f"*Approvals*\n{len(request.approvals)} of {request.approvals_required}",
+    ]
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(field, MAX_FIELD_TEXT)} for field in fields]}
 
 
 def card_text(request: AccessRequest) -> str:
@@ -60,19 +191,24 @@ def card_text(request: AccessRequest) -> str:
 
 
 def approval_card(request: AccessRequest, target: Target | None = None) -> Blocks:
-    """The approval card: the request, and either the buttons (pending) or the outcome and who decided."""
-    title = f"*Access request* `{request.id}`" + (f" — {target.description}" if target and target.description else "")
+    """The approval card: the request, and either the buttons (pending) or the outcome and who decided.
+
+    The reason is shown as typed (plain_text); a failure or cancellation's why, which may be typed too, likewise.
+    """
+    description = f" — {escape(clip(target.description, _MAX_LINE))}" if target and target.description else ""
     blocks: Blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": title}},
+        _section(_mrkdwn(f"*Access request* `{request.id}`{description}")),
         _fields(request),
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*Reason*\n>{_quote(request.reason)}"}},
+        *typed_blocks("Reason", request.reason),
     ]
     if request.status is Status.PENDING:
         blocks.append(_decision_buttons(request))
         blocks.append(_context(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request)))
     else:
-        blocks.append(_outcome(outcome_line(request)))
-    return blocks
+        blocks.append(_outcome(outcome_line(request, detail=False)))
+        if _detail(request):
+            blocks.append(_section(_plain(str(request.failure))))
+    return capped(blocks)
 
 
 def _decision_buttons(request: AccessRequest) -> dict[str, Any]:
@@ -102,8 +238,13 @@ def _approved_so_far(request: AccessRequest) -> str:
     return f" · approved so far by {_who(request.approvers)}" if request.approvals else ""
 
 
-def outcome_line(request: AccessRequest) -> str:
-    """One line saying where the request stands and who decided."""
+def _detail(request: AccessRequest) -> str | None:
+    """Why a request failed or was cancelled, as recorded (words of a system, or of a person)."""
+    return request.failure if request.status in {Status.FAILED, Status.CANCELLED} and request.failure else None
+
+
+def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
+    """One line saying where the request stands and who decided; with `detail`, why it failed (escaped)."""
     status = request.status
     line = _OUTCOME[status]
     if status is Status.REVOKED:
@@ -115,8 +256,9 @@ def outcome_line(request: AccessRequest) -> str:
         line += f" by <@{request.decided_by}>"
     if status is Status.GRANTED:
         line += f" · until {when(request.ends_at)}"
-    if status in {Status.FAILED, Status.CANCELLED} and request.failure:
-        line += f": {request.failure}"
+    why = _detail(request)
+    if detail and why:
+        line += f": {escape(clip(why, _MAX_LINE))}"
     return line
 
 
@@ -126,10 +268,21 @@ def thread_parent_text(request: AccessRequest) -> str:
 
 
 def created_text(request: AccessRequest, channel: str) -> str:
+    """The audit thread's first reply as text (the notification of created_blocks, or the message alone)."""
     return (
         f":memo: Requested by <@{request.requester}>: `{request.target}` for {request.duration_text} "
-        f"from `{request.cidr or request.role_name}`. Reason: {request.reason}. Approval card in <#{channel}>."
+        f"from `{request.cidr or request.role_name}`. Reason: {escape(clip(request.reason, MAX_SECTION_TEXT))}. "
+        f"Approval card in <#{channel}>."
     )
+
+
+def created_blocks(request: AccessRequest, channel: str) -> Blocks:
+    """The audit thread's first reply: who asked for what, and the reason as typed."""
+    line = (
+        f":memo: Requested by <@{request.requester}>: `{request.target}` for {request.duration_text} "
+        f"from `{request.cidr or request.role_name}`. Approval card in <#{channel}>."
+    )
+    return [_section(_mrkdwn(line)), *typed_blocks("Reason", request.reason)]
 
 
 def submitted_reply(request: AccessRequest, channel: str) -> str:
@@ -181,66 +334,77 @@ def expired_text(request: AccessRequest) -> str:
 
 def granted_text(request: AccessRequest, objects: list[str], verified: bool) -> str:
     check = "verified at the load balancer" if verified else ":warning: NOT verified at the load balancer"
-    listed = "\n".join(f"• {obj}" for obj in objects) or "• (access already present; nothing new created)"
-    return (
+    head = (
         f":unlock: Access granted to <@{request.requester}> on `{request.target}` until {when(request.ends_at)} "
-        f"({check}):\n{listed}"
+        f"({check}):"
     )
+    listed = [f"• `{escape(clip(obj, _MAX_LINE))}`" for obj in objects]
+    return _bounded([head, *(listed or ["• (access already present; nothing new created)"])])
 
 
 def failed_text(request: AccessRequest) -> str:
     return (
-        f":x: Could not grant `{request.id}` on `{request.target}`: {request.failure}. "
+        f":x: Could not grant `{request.id}` on `{request.target}`: {escape(clip(str(request.failure), _MAX_LINE))}. "
         "Nothing was left at the load balancer."
     )
 
 
 def revoke_failed_text(request: AccessRequest, error: str, approvers: list[str]) -> str:
     return (
-        f":rotating_light: Revoking `{request.id}` on `{request.target}` failed: {error}. "
+        f":rotating_light: Revoking `{request.id}` on `{request.target}` failed: {escape(clip(error, _MAX_LINE))}. "
         f"It is retried, and the sweep keeps trying. {_who(approvers)}"
     )
 
 
 def summary_blocks(request: AccessRequest) -> Blocks:
-    """The last reply of a request's thread: what was granted, to whom, for how long, and how it ended."""
+    """The last reply of a request's thread: what was granted, to whom, for how long, why, and how it ended.
+
+    The reason is shown as typed; created and removed objects are listed a line each, over as many sections as
+    they take, up to MAX_LISTED each.
+    """
     lasted = request.lasted()
     lines = [
         f"*Summary of `{request.id}`*",
         f"Requester: <@{request.requester}>  ·  Approvers: {_who(request.approvers)}",
-        f"Target: `{request.target}`  ·  Reason: {request.reason}",
+        f"Target: `{request.target}`",
         f"Granted at: {when(request.granted_at)}  ·  Ended at: {when(request.ended_at)}",
         f"Lasted: {format_duration(lasted) if lasted is not None else '—'} of {request.duration_text} requested",
         f"How it ended: {request.end_reason}"
         + (f" by <@{request.ended_by}>" if request.ended_by not in {None, "system"} else ""),
-        "Created: " + ("; ".join(request.created_objects) or "—"),
-        "Removed: "
-        + ("; ".join(request.removed_objects) or "—")
-        + ("" if request.verified else "  :warning: removal NOT verified"),
     ]
-    return [{"type": "section", "block_id": BlockId.SUMMARY, "text": {"type": "mrkdwn", "text": "\n".join(lines)}}]
+    removed = "Removed:" + ("" if request.verified else "  :warning: removal NOT verified")
+    return capped(
+        [
+            _section(_mrkdwn("\n".join(lines)), BlockId.SUMMARY),
+            *typed_blocks("Reason", request.reason),
+            *_list_blocks("Created:", request.created_objects),
+            *_list_blocks(removed, request.removed_objects),
+        ]
+    )
 
 
 def summary_text(request: AccessRequest) -> str:
     return f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.id}`."
 
 
-def targets_text(policy: Policy, user: str) -> str:
-    targets = policy.targets_for(user)
+def targets_text(targets: dict[str, Target]) -> str:
+    """`/jit targets`: the targets a person may request, with their limits."""
     if not targets:
         return "You may not request any target. Ask your platform team to add you to the policy."
     lines = ["*Targets you may request:*"]
     for name, target in sorted(targets.items()):
         required = f", {target.approvals_required} approvals" if target.approvals_required > 1 else ""
         lines.append(
-            f"• `{name}` {target.description} — default {format_duration(target.default_duration)}, "
+            f"• `{name}` {escape(clip(target.description, _MAX_LINE))} — "
+            f"default {format_duration(target.default_duration)}, "
             f"{format_duration(target.min_duration)} to {format_duration(target.max_duration)}{required}; "
             f"approvers {_who(target.approvers)}"
         )
     return "\n".join(lines)
 
 
-def list_text(requests: list[AccessRequest]) -> str:
+def list_text(requests: list[AccessRequest], more: int = 0) -> str:
+    """`/jit list`: a line a request, and how many more there are past the ones shown."""
     if not requests:
         return "No pending or active requests that you can see."
     lines = ["*Pending and active requests:*"]
@@ -255,6 +419,8 @@ def list_text(requests: list[AccessRequest]) -> str:
         lines.append(
             f"• `{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
         )
+    if more > 0:
+        lines.append(f"… and {more} more not shown")
     return "\n".join(lines)
 
 
@@ -266,12 +432,12 @@ def extension_card_text(request: AccessRequest, extension: Extension) -> str:
 
 
 def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
-    """The approval card of an extension: same buttons, same value, its own message."""
-    lines = (
+    """The approval card of an extension: same buttons, same value, its own message; the reason as typed."""
+    line = (
         f"*Extension of* `{request.id}`: <@{request.requester}> asks for *{extension.duration_text}* more on "
-        f"`{request.target}` (now until {when(request.ends_at)})\n*Reason*\n>{_quote(extension.reason)}"
+        f"`{request.target}` (now until {when(request.ends_at)})"
     )
-    blocks: Blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": lines}}]
+    blocks: Blocks = [_section(_mrkdwn(line)), *typed_blocks("Reason", extension.reason)]
     if extension.outcome == "pending":
         blocks.append(_decision_buttons(request))
         if extension.approvals:
@@ -286,14 +452,23 @@ def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
 
 
 def _outcome(text: str) -> dict[str, Any]:
-    return {"type": "section", "block_id": BlockId.DECISION, "text": {"type": "mrkdwn", "text": text}}
+    return _section(_mrkdwn(text), BlockId.DECISION)
 
 
 def extension_requested_text(request: AccessRequest) -> str:
+    """The thread's note of an extension request as text (the notification of extension_requested_blocks)."""
     extension = request.extension
     more = extension.duration_text if extension else "more time"
-    reason = extension.reason if extension else ""
+    reason = escape(clip(extension.reason, MAX_SECTION_TEXT)) if extension else ""
     return f":hourglass: <@{request.requester}> asked to extend `{request.id}` by {more}. Reason: {reason}"
+
+
+def extension_requested_blocks(request: AccessRequest) -> Blocks:
+    """The thread's note of an extension request, the reason as typed."""
+    extension = request.extension
+    more = extension.duration_text if extension else "more time"
+    line = f":hourglass: <@{request.requester}> asked to extend `{request.id}` by {more}."
+    return [_section(_mrkdwn(line)), *typed_blocks("Reason", extension.reason if extension else "")]
 
 
 def extension_approval_text(request: AccessRequest, who: str, done: bool) -> str:
@@ -333,8 +508,4 @@ def refusal_text(reason: str) -> str:
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
-
-
-def _quote(text: str) -> str:
-    return text.replace("\n", "\n>")
+    return {"type": "context", "elements": [_mrkdwn(text)]}

@@ -38,7 +38,12 @@ def call(client: WebClient, method: str, **kwargs: Any) -> dict[str, Any] | None
     """Call the Web API; on failure log it and return None, so the caller's state change stands."""
     try:
         response = client.api_call(method, json=kwargs)
-    except (SlackApiError, SlackClientError, OSError) as err:
+    except SlackApiError as err:
+        # Slack says why it refused blocks in `errors`; the log keeps it for whoever reads why a post is missing.
+        why = err.response.get("errors") if isinstance(err.response.data, dict) else None
+        log.error("slack refused a call", method=method, channel=kwargs.get("channel"), error=str(err), errors=why)
+        return None
+    except (SlackClientError, OSError) as err:
         log.error("slack call failed", method=method, channel=kwargs.get("channel"), error=str(err))
         return None
     return dict(response.data) if isinstance(response.data, dict) else None

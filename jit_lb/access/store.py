@@ -317,7 +317,10 @@ class RequestStore:
         """
         key = _REQUEST + request_id
         lock = self.redis.lock(
-            _LOCK + "request:" + request_id, timeout=_TRANSITION_LOCK_SECONDS, blocking_timeout=_TRANSITION_LOCK_SECONDS
+            _LOCK + "request:" + request_id,
+            timeout=_TRANSITION_LOCK_SECONDS,
+            blocking_timeout=_TRANSITION_LOCK_SECONDS,
+            sleep=0.005,  # a click that waits for another's transition (redis-py polls; its default is 0.1 s)
         )
         with _reachable(), lock, self.redis.pipeline() as pipe:
             while True:

@@ -150,6 +150,7 @@ def test_simultaneous_approvals_count_once(stack: Stack) -> None:
     assert statuses == [200, 200]
     stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
     stack.wait_for(lambda: len(rules_of(stack, request_id)) == 2)
+    stack.wait_for(lambda: "approval.refused" in stack.events(request_id), what="the second click judged")
     events = stack.events(request_id)
     assert events.count("request.approved") == 1
     assert events.count("approval.refused") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,8 +18,10 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.messages.blocks import approval_card
 from devtools.slack_client import click_payload, command_payload
-from devtools.slack_standin import TEST_TOKEN, SlackStandin
+from devtools.slack_standin import TEST_TOKEN, SlackStandin, block_kit_errors, view_errors
+from tests.helpers import pending
 
 APP_TOKEN = "xapp-1-test"
 
@@ -181,3 +184,101 @@ async def test_envelope_without_a_connection_or_an_ack_fails(
     await socket_client.connect()
     with pytest.raises(AssertionError, match="no ack within"):
         await asyncio.to_thread(standin.send_envelope, "slash_commands", command_payload("U0DEV1", "help"), 0.5)
+
+
+# --- Block Kit, refused as Slack refuses it --------------------------------------------------------
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+INVALID = {
+    "a 3,001-character section": [section("x" * 3001)],
+    "51 blocks": [section("hello")] * 51,
+    "11 fields": [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11}],
+    "an empty text": [section("")],
+    "a 2,001-character field": [{"type": "section", "fields": [{"type": "plain_text", "text": "f" * 2001}]}],
+    "a 151-character header": [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}],
+    "a 76-character button": [
+        {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b" * 76}}]}
+    ],
+    "11 context elements": [{"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}],
+    "a mrkdwn header": [{"type": "header", "text": {"type": "mrkdwn", "text": "h"}}],
+    "a text of only spaces": [{"type": "section", "text": {"type": "plain_text", "text": "   "}}],
+    "a block of no known type": [{"type": "banner", "text": "x"}],
+    "a property Slack does not know": [{**section("hello"), "colour": "red"}],
+    "a block_id used twice": [{**section("a"), "block_id": "same"}, {**section("b"), "block_id": "same"}],
+    "a section with neither text nor fields": [{"type": "section"}],
+    "a block that is not an object": ["section"],
+}
+
+
+@pytest.mark.parametrize("blocks", INVALID.values(), ids=INVALID.keys())
+def test_post_message_refuses_invalid_blocks(standin: SlackStandin, client: WebClient, blocks: list[Any]) -> None:
+    """chat.postMessage answers HTTP 200 with invalid_blocks and the errors, and no message is posted."""
+    with pytest.raises(SlackApiError) as error:
+        client.chat_postMessage(channel="C0APPROVALS", text="fallback", blocks=blocks)
+
+    answer = error.value.response
+    assert (answer.status_code, answer["ok"], answer["error"]) == (200, False, "invalid_blocks")
+    assert answer["errors"] and all("[json-pointer:/blocks" in line for line in answer["errors"])
+    assert standin.messages() == []
+
+
+def test_a_valid_card_is_accepted(standin: SlackStandin, client: WebClient) -> None:
+    """The approval card of a pending request, and 50 blocks of 3,000 characters, are taken."""
+    card = approval_card(pending())
+    client.chat_postMessage(channel="C0APPROVALS", text="card", blocks=card)
+    client.chat_postMessage(channel="C0APPROVALS", text="full", blocks=[section("x" * 3000)] * 50)
+
+    assert [card, [section("x" * 3000)] * 50] == [m["blocks"] for m in standin.messages("C0APPROVALS")]
+
+
+def test_update_and_ephemeral_refuse_invalid_blocks(standin: SlackStandin, client: WebClient) -> None:
+    """chat.update leaves the message as it was, and chat.postEphemeral shows nothing, when the blocks are invalid."""
+    posted = client.chat_postMessage(channel="C0APPROVALS", text="pending", blocks=[section("pending")])
+    for call in (
+        lambda: client.chat_update(channel="C0APPROVALS", ts=posted["ts"], text="x", blocks=[section("")]),
+        lambda: client.chat_postEphemeral(channel="C0DEVS", user="U0DEV1", text="x", blocks=[section("y" * 3001)]),
+    ):
+        with pytest.raises(SlackApiError) as error:
+            call()
+        assert error.value.response["error"] == "invalid_blocks"
+
+    assert [section("pending")] == (standin.message("C0APPROVALS", posted["ts"]) or {})["blocks"]
+    assert standin.updates("C0APPROVALS", posted["ts"]) == []
+    assert standin.dms("U0DEV1") == []
+
+
+def test_a_response_url_refuses_invalid_blocks(standin: SlackStandin) -> None:
+    """A response_url post with blocks Slack would refuse gets 400 invalid_blocks and is not shown."""
+    body = json.dumps({"blocks": [{"type": "section", "fields": [{"type": "mrkdwn", "text": "f"}] * 11}]}).encode()
+    request = urllib.request.Request(  # noqa: S310 - a loopback http URL the stand-in made
+        standin.response_url("cmd-2"), data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=5)  # noqa: S310
+    assert (error.value.code, error.value.read()) == (400, b"invalid_blocks")
+    error.value.close()
+    assert standin.responses("cmd-2") == []
+
+
+def test_block_kit_errors_point_at_the_field() -> None:
+    """The checker says what is wrong and where, as Slack does, and finds nothing in valid blocks."""
+    assert block_kit_errors([section("x" * 3001)]) == [
+        "must be less than 3001 characters [json-pointer:/blocks/0/text/text]"
+    ]
+    assert block_kit_errors([section("ok"), {"type": "divider"}]) == []
+    assert block_kit_errors("[]") == ["must be an array of blocks [json-pointer:/blocks]"]
+
+
+def test_views_are_checked_by_their_own_limits() -> None:
+    """A modal's title is at most 24 characters and a view at most 100 blocks; a home view needs no title."""
+    title = {"type": "plain_text", "text": "Request access"}
+    assert view_errors({"type": "modal", "title": title, "blocks": [section("x")] * 100}) == []
+    assert view_errors({"type": "home", "blocks": [section("x")]}) == []
+    assert view_errors({"type": "modal", "title": {**title, "text": "t" * 25}, "blocks": [section("x")] * 101}) == [
+        "must be less than 25 characters [json-pointer:/view/title/text]",
+        "no more than 100 items allowed [json-pointer:/view/blocks]",
+    ]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from slack_sdk.models.blocks import Block
 
 from bot.messages import blocks
+from bot.messages.blocks import Blocks
+from devtools.slack_standin import MAX_MESSAGE_TEXT, block_kit_errors
 from jit_lb.access import requests
-from jit_lb.access.requests import EndReason
-from tests.helpers import NOW, pending
+from jit_lb.access.policy import Target, parse_policy
+from jit_lb.access.requests import AccessRequest, Approval, EndReason, Extension, Status
+from tests.helpers import NOW, pending, valid
 
 
 def actions_of(card: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -51,3 +61,222 @@ def test_times_render_in_the_readers_zone_with_a_utc_fallback() -> None:
     assert f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time_secs}}|2026-11-23 12:30:00 UTC>" == (
         blocks.when(moment)
     )
+
+
+# --- typed text is shown as typed --------------------------------------------------------------------
+
+TYPED = "*pre-approved by security* <!channel> <https://evil.example|click> &amp; _now_ ~x~ `y`"
+
+
+def text_objects(value: Any) -> Iterator[dict[str, Any]]:
+    """Every text object (plain_text or mrkdwn) anywhere in a message's blocks."""
+    if isinstance(value, dict):
+        if value.get("type") in {"plain_text", "mrkdwn"} and isinstance(value.get("text"), str):
+            yield value
+        for child in value.values():
+            yield from text_objects(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from text_objects(child)
+
+
+def typed_everywhere(status: Status = Status.PENDING) -> AccessRequest:
+    """A request whose every person-typed field is TYPED, in `status`."""
+    extension = Extension(duration_seconds=600, reason=TYPED, requested_at=NOW)
+    return pending().model_copy(update={"reason": TYPED, "status": status, "failure": TYPED, "extension": extension})
+
+
+def messages_of(request: AccessRequest) -> dict[str, Blocks]:
+    """Every message whose blocks may show text a person typed."""
+    assert request.extension is not None
+    return {
+        "card": blocks.approval_card(request),
+        "extension card": blocks.extension_card(request, request.extension),
+        "summary": blocks.summary_blocks(request),
+        "created": blocks.created_blocks(request, "C0APPROVALS"),
+        "extension requested": blocks.extension_requested_blocks(request),
+    }
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_typed_text_is_plain_text_on_every_message(status: Status) -> None:
+    """A typed reason (or a cancellation's why) is only ever in plain_text: it neither formats, mentions nor links."""
+    for name, message in messages_of(typed_everywhere(status)).items():
+        kinds = {obj["type"] for obj in text_objects(message) if "<!channel>" in obj["text"]}
+        assert kinds == {"plain_text"}, name
+        assert TYPED in [obj["text"] for obj in text_objects(message)], name
+
+
+def test_notification_texts_escape_typed_text() -> None:
+    """Top-level texts carry typed text escaped as Slack documents: no mention, no link."""
+    request = typed_everywhere(Status.CANCELLED)
+    texts = [
+        blocks.created_text(request, "C0APPROVALS"),
+        blocks.extension_requested_text(request),
+        blocks.outcome_line(request),
+        blocks.failed_text(request),
+        blocks.revoke_failed_text(request, TYPED, ["U0APPROVER1"]),
+        blocks.granted_text(request, [TYPED], verified=True),
+    ]
+    for text in texts:
+        assert "<!channel>" not in text and "<https://" not in text, text
+    assert "&lt;!channel&gt;" in texts[0]
+
+
+def test_escape_is_slacks() -> None:
+    """&, < and > become entities, in that order, so that an entity typed by a person is shown as typed."""
+    assert blocks.escape("a &amp; <@U1>") == "a &amp;amp; &lt;@U1&gt;"
+
+
+# --- every message is valid Block Kit ----------------------------------------------------------------
+
+
+def assert_valid(message: Blocks) -> None:
+    """Slack would take these blocks: the stand-in's limits checker, and slack_sdk's models, agree."""
+    assert block_kit_errors(message) == []
+    for block in message:
+        parsed = Block.parse(block)
+        assert parsed is not None, block
+        parsed.validate_json()  # raises SlackObjectFormationError past a limit
+        assert parsed.to_dict() == block  # nothing slack_sdk does not know was dropped
+
+
+def sg_rules(count: int) -> list[str]:
+    return [
+        f"sgr-{n:017x} on sg-0abc1234: tcp {1000 + n} from 203.0.113.7/32 until 2026-11-23T12:30:00Z"
+        for n in range(count)
+    ]
+
+
+def ended(request: AccessRequest, created: list[str], removed: list[str], approvers: int = 1) -> AccessRequest:
+    approved = request.model_copy(update={"approvals_required": approvers})
+    for number in range(approvers):
+        approved = requests.approve(approved, f"U0APPROVER{number}", NOW)
+    granted = requests.grant(approved, NOW, NOW + timedelta(minutes=10), created, verified=True)
+    return requests.end(granted, NOW + timedelta(minutes=4), EndReason.EXPIRED, "system", removed, False)
+
+
+def test_summary_of_a_fifteen_port_grant_is_valid() -> None:
+    """The issue's case: 15 ports created and removed fit (it was one 3,067-character section Slack refused)."""
+    summary = blocks.summary_blocks(ended(pending(), sg_rules(15), sg_rules(15)))
+    assert_valid(summary)
+    assert all(rule in str(summary) for rule in sg_rules(15))
+
+
+@pytest.mark.parametrize("count", [0, 1, 20, 40, 99, 100, 101, 500, 5000])
+def test_summary_lists_many_objects_within_the_limits(count: int) -> None:
+    """Any number of objects fits in 50 blocks; past MAX_LISTED the list says how many more there were."""
+    summary = blocks.summary_blocks(ended(pending(), sg_rules(count), sg_rules(count)))
+    assert_valid(summary)
+    more = f"… and {count - blocks.MAX_LISTED} more"
+    assert (more in str(summary)) == (count > blocks.MAX_LISTED)
+
+
+LONG_TEXTS = {
+    "empty": "",
+    "whitespace": " \n\t " * 100,
+    "3,000 characters": "x" * 3000,
+    "3,001 characters": "x" * 3001,
+    "20,000 characters": "reason " * 3000,
+    "emoji only": "😀" * 4000,
+    "a long unbroken word": "a" * 7000,
+    "newlines": "\n" * 5000 + "why",
+    "mentions": "<!channel> " * 1000,
+}
+
+
+@pytest.mark.parametrize("reason", LONG_TEXTS.values(), ids=LONG_TEXTS.keys())
+def test_every_message_is_valid_for_extreme_reasons(reason: str) -> None:
+    """Every builder's blocks are valid Block Kit whatever the reason's length or content."""
+    extension = Extension(duration_seconds=600, reason=reason, requested_at=NOW)
+    request = pending().model_copy(update={"reason": reason, "extension": extension})
+    for message in [*messages_of(request).values(), blocks.typed_blocks("Reason", reason)]:
+        assert_valid(message)
+    finished = ended(request, sg_rules(40), sg_rules(40), approvers=30)
+    assert_valid(blocks.summary_blocks(finished))
+    assert_valid(blocks.approval_card(finished, target()))
+
+
+def target(description: str = "Production public ALB") -> Target:
+    return parse_policy(
+        {**valid(), "targets": {"lb-prod": {**valid()["targets"]["lb-prod"], "description": description}}}
+    ).targets["lb-prod"]
+
+
+pieces = st.sampled_from(["x", "😀", " ", "\n", "*", "_", "<!channel>", "<@U1>", "&", "`", ">", "a" * 100, "é"])
+typed_texts = st.one_of(
+    st.text(max_size=300),
+    st.lists(pieces, max_size=200).map("".join),
+    st.tuples(pieces, st.integers(min_value=0, max_value=9000)).map(lambda piece: piece[0] * piece[1]),
+)
+user_ids = st.integers(min_value=0, max_value=10**9).map(lambda n: f"U{n:09d}")
+objects = st.one_of(
+    st.lists(st.text(min_size=0, max_size=600), max_size=60),
+    st.integers(min_value=0, max_value=400).map(sg_rules),
+)
+
+
+@st.composite
+def any_request(draw: st.DrawFn) -> AccessRequest:
+    """A request in any state, its typed and listed fields drawn from extremes."""
+    approvers = draw(st.lists(user_ids, max_size=60, unique=True))
+    approvals = tuple(Approval(user=user, at=NOW) for user in approvers)
+    extension = Extension(
+        duration_seconds=draw(st.integers(min_value=1, max_value=366 * 86400)),
+        reason=draw(typed_texts),
+        requested_at=NOW,
+        approvals=approvals,
+        outcome=draw(st.sampled_from(["pending", "approved", "denied"])),
+        decided_by=draw(st.none() | user_ids),
+    )
+    return AccessRequest.model_validate(
+        {
+            **pending().model_dump(),
+            "reason": draw(typed_texts),
+            "status": draw(st.sampled_from(list(Status))),
+            "approvals_required": draw(st.integers(min_value=1, max_value=500)),
+            "approvals": approvals,
+            "decided_by": draw(st.none() | user_ids),
+            "granted_at": NOW,
+            "ends_at": NOW + timedelta(hours=1),
+            "ended_at": draw(st.none() | st.just(NOW + timedelta(minutes=30))),
+            "end_reason": draw(st.none() | st.sampled_from(list(EndReason))),
+            "ended_by": draw(st.none() | st.just("system") | user_ids),
+            "failure": draw(st.none() | typed_texts),
+            "created_objects": draw(objects),
+            "removed_objects": draw(objects),
+            "verified": draw(st.none() | st.booleans()),
+            "extension": extension,
+            "duration_seconds": draw(st.integers(min_value=1, max_value=366 * 86400)),
+        }
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=any_request(), description=typed_texts)
+def test_every_builder_is_valid_block_kit_for_any_request(request: AccessRequest, description: str) -> None:
+    """Cards, extension cards, summaries and thread replies stay within every Block Kit limit, for any input."""
+    assert request.extension is not None
+    for message in messages_of(request).values():
+        assert_valid(message)
+    assert_valid(blocks.approval_card(request, target(description)))
+    for text in [
+        blocks.card_text(request),
+        blocks.created_text(request, "C0APPROVALS"),
+        blocks.extension_requested_text(request),
+        blocks.extension_card_text(request, request.extension),
+        blocks.summary_text(request),
+        blocks.outcome_line(request),
+        blocks.granted_text(request, list(request.created_objects), verified=False),
+        blocks.failed_text(request),
+        blocks.revoke_failed_text(request, str(request.failure), request.approvers),
+    ]:
+        assert 0 < len(text) <= MAX_MESSAGE_TEXT
+
+
+def test_capped_keeps_fifty_blocks_and_says_how_many_were_left_out() -> None:
+    """The last resort: 80 blocks become 49 and a note that 31 were left out."""
+    many = [{"type": "divider"} for _ in range(80)]
+    capped = blocks.capped(many)
+    assert_valid(capped)
+    assert (len(capped), capped[-1]["elements"][0]["text"]) == (50, "… and 31 more blocks not shown")

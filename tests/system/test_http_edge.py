@@ -1,0 +1,435 @@
+"""The web's HTTP edge answers whatever reaches `/slack/events` with a 4xx or a 200, never a 5xx; /healthz says only ok.
+
+The real app (`web_application`: the edge, Bolt, our listeners) serves on a free loopback port, with the
+private Redis and the Slack stand-in behind it; requests go over a raw socket, so headers and bodies are
+exactly the bytes a test chose, signed as Slack signs them or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import hmac
+import json
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.app import healthz_handler, web_application
+from bot.http import MAX_BODY
+from bot.messages.notify import connect
+from devtools.ports import free_port
+from devtools.redis_server import RedisServer
+from devtools.slack_client import click_payload, command_body
+from devtools.slack_standin import TEST_TOKEN, SlackStandin
+from jit_lb.settings import Settings
+from tests.helpers import valid
+
+SECRET = "edge-secret"
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+
+class Served:
+    """An aiohttp Application on a free loopback port, in a thread and event loop of its own."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(app, access_log=None)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="edge-under-test", daemon=True)
+
+    def __enter__(self) -> Served:
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def exchange(self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
+        """Send one request, byte for byte, and return the status and body of the answer."""
+        head = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close"]
+        head += [name + b": " + value for name, value in headers]
+        if not any(name.lower() in {b"content-length", b"transfer-encoding"} for name, _ in headers):
+            head.append(b"Content-Length: " + str(len(body)).encode())
+        answer = b""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=20) as sock:
+            sock.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.startswith(b"HTTP/1."), f"no HTTP answer: {answer[:200]!r}"
+        return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def signed(body: bytes, content_type: str | None, at: int | None = None) -> list[tuple[bytes, bytes]]:
+    """The headers Slack sends with `body`: its timestamp and its signature over the raw bytes."""
+    stamp = str(int(time.time()) if at is None else at).encode()
+    digest = hmac.new(SECRET.encode(), b"v0:" + stamp + b":" + body, hashlib.sha256).hexdigest()
+    headers = [(b"X-Slack-Request-Timestamp", stamp), (b"X-Slack-Signature", b"v0=" + digest.encode())]
+    return headers + ([(b"Content-Type", content_type.encode())] if content_type is not None else [])
+
+
+@pytest.fixture(name="edge", scope="module")
+def fixture_edge(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The web process's aiohttp Application, as `bot` serves it, with Redis and the Slack stand-in behind it."""
+    folder = tmp_path_factory.mktemp("edge")
+    policy = folder / "policy.yml"
+    policy.write_text(yaml.safe_dump(valid()), encoding="utf-8")
+    with SlackStandin() as slack:
+        settings = Settings(
+            slack_bot_token=TEST_TOKEN,
+            slack_signing_secret=SECRET,
+            slack_api_url=slack.api_url,
+            redis_url=redis_server.url,
+            jit_policy_file=str(policy),
+            jit_audit_log=str(folder / "audit.jsonl"),
+        )
+        runtime, notifier = connect(settings)
+        _, app = web_application(settings, runtime, notifier)
+        with Served(app) as served:
+            yield served
+
+
+def post(edge: Served, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    return edge.exchange("POST", "/slack/events", headers, body)
+
+
+def assert_answered(status: int, answer: bytes) -> None:
+    """A 2xx, or a 4xx; a refusal from the edge names what was wrong."""
+    assert status < 500, (status, answer[:300])
+    if status >= 400 and answer.startswith(b"{"):
+        assert json.loads(answer)["error"]
+
+
+# --- the inputs the issue names -------------------------------------------------------------------
+
+ENVELOPE_CASES = {
+    "a JSON list": (b"[]", 400, "not a JSON object"),
+    "a JSON string": (b'"text"', 400, "not a JSON object"),
+    "a type that is a number": (b'{"type": 5}', 400, "has no type"),
+    "an event callback without an event": (b'{"type": "event_callback"}', 400, "no event"),
+    "an event that is a list": (b'{"type": "event_callback", "event": []}', 400, "`body.event` is not an object"),
+    "an event that is a string": (b'{"type": "event_callback", "event": "x"}', 400, "`body.event` is not an object"),
+    "a url verification without a challenge": (b'{"type": "url_verification"}', 400, "no challenge"),
+    "bytes that are not UTF-8": (b'{"type": "\xff\xfe"}', 400, "not UTF-8"),
+    "JSON nested past the parser's depth": (b'{"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "not JSON"),
+    "a user that is a number": (b'{"type": "event_callback", "event": {"type": "x"}, "user": 5}', 400, "`body.user`"),
+    "response_urls of numbers": (
+        b'{"type": "event_callback", "event": {"type": "x"}, "response_urls": [1]}',
+        400,
+        "`body.response_urls`",
+    ),
+    "a type nobody listens for": (b'{"type": "app_rate_limited", "minute_rate_limited": 1}', 200, ""),
+}
+
+
+@pytest.mark.parametrize(("body", "status", "says"), ENVELOPE_CASES.values(), ids=ENVELOPE_CASES.keys())
+def test_signed_bodies_of_odd_shapes_are_refused_naming_why(edge: Served, body: bytes, status: int, says: str) -> None:
+    """Each body the issue names gets a 4xx that says what was wrong (or an ignored 200), not a 500."""
+    answer_status, answer = post(edge, body, signed(body, JSON))
+    assert (status, True) == (answer_status, says in answer.decode(errors="replace"))
+
+
+PAYLOAD_CASES = {
+    "a payload that is a list": ("[]", "not a JSON object"),
+    "a payload that is a number": ("5", "not a JSON object"),
+    "a payload that is not JSON": ("{nope", "not JSON"),
+    "a block action without actions": ('{"type": "block_actions", "user": {"id": "U1"}, "container": {}}', "actions"),
+    "a container that is a list": (
+        '{"type": "block_actions", "user": {"id": "U1"}, "actions": [{"action_id": "jit_approve"}], "container": []}',
+        "`payload.container` is not an object",
+    ),
+    "a team that is a number": (
+        '{"type": "block_actions", "user": {"id": "U1"}, "actions": [{"action_id": "jit_approve"}], "container": {},'
+        ' "team": 5}',
+        "`payload.team`",
+    ),
+    "a view submission without a view": ('{"type": "view_submission", "user": {"id": "U1"}}', "no view"),
+    "a view whose state is a list": (
+        '{"type": "view_submission", "user": {"id": "U1"}, "view": {"type": "modal", "callback_id": "jit_request",'
+        ' "state": {"values": []}}}',
+        "state.values",
+    ),
+}
+
+
+@pytest.mark.parametrize(("payload", "says"), PAYLOAD_CASES.values(), ids=PAYLOAD_CASES.keys())
+def test_interaction_payloads_of_odd_shapes_are_refused(edge: Served, payload: str, says: str) -> None:
+    """A `payload` field that is not an interaction as Slack sends it gets a 400 naming the field."""
+    body = urllib.parse.urlencode({"payload": payload}).encode()
+    status, answer = post(edge, body, signed(body, FORM))
+    assert (status, says in answer.decode()) == (400, True)
+
+
+HEADER_CASES = {
+    "a unicode digit": ("²", "X-Slack-Request-Timestamp"),
+    "5,000 digits": ("9" * 5000, "X-Slack-Request-Timestamp"),
+    "no timestamp": ("", "X-Slack-Request-Timestamp"),
+    "a negative number": ("-1700000000", "X-Slack-Request-Timestamp"),
+    "an hour ago": (str(int(time.time()) - 3600), "stale"),
+}
+
+
+@pytest.mark.parametrize(("stamp", "says"), HEADER_CASES.values(), ids=HEADER_CASES.keys())
+def test_bad_timestamps_are_401(edge: Served, stamp: str, says: str) -> None:
+    """A timestamp that is not a few ASCII digits within five minutes of now is a 401 saying so."""
+    headers = [(b"X-Slack-Request-Timestamp", stamp.encode()), (b"X-Slack-Signature", b"v0=" + b"0" * 64)]
+    status, answer = post(edge, b"command=%2Fjit&user_id=U0DEV1", headers)
+    assert (status, says in json.loads(answer)["error"]) == (401, True)
+
+
+def test_a_signature_of_other_characters_is_401(edge: Served) -> None:
+    """A signature with non-ASCII characters (which hmac.compare_digest refuses to compare) is a 401."""
+    body = b"command=%2Fjit&user_id=U0DEV1"
+    headers = [signed(body, FORM)[0], (b"X-Slack-Signature", "v0=é".encode()), (b"Content-Type", FORM.encode())]
+    assert post(edge, body, headers)[0] == 401
+
+
+def test_a_huge_body_is_413(edge: Served) -> None:
+    """A body past MAX_BODY is refused before its signature is even computed."""
+    body = b"x" * (MAX_BODY + 1)
+    assert post(edge, body, signed(body, JSON))[0] == 413
+
+
+def test_a_field_given_twice_is_refused(edge: Served) -> None:
+    """A form repeating a field is refused: Bolt would read the last copy, the edge checked the first."""
+    good = json.dumps(click_payload("U0APPROVER1", "jit_approve", "jit-abcdef", "C0APPROVALS", "1.000100"))
+    body = urllib.parse.urlencode([("payload", good), ("payload", "[]")]).encode()
+    status, answer = post(edge, body, signed(body, FORM))
+    assert (status, json.loads(answer)["error"]) == (400, "malformed request: the form repeats the field 'payload'")
+
+
+def test_well_formed_requests_still_reach_bolt(edge: Served) -> None:
+    """A command, a url verification and Slack's certificate check are answered as before: 200."""
+    command = command_body("U0DEV1", "help").encode()
+    status, answer = post(edge, command, signed(command, FORM))
+    assert (status, "/jit request" in json.loads(answer)["text"]) == (200, True)
+    challenge = b'{"type": "url_verification", "challenge": "abc123", "token": "t"}'
+    assert post(edge, challenge, signed(challenge, JSON)) == (200, b'{"challenge": "abc123"}')
+    check = b"ssl_check=1&token=gIkuvaNzQIHg97ATvDxqgjtO"
+    assert post(edge, check, signed(check, FORM))[0] == 200
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+# Field names and values Slack's envelopes use, so that generated bodies reach Bolt's and our listeners' code.
+KEYS = [
+    "type", "event", "user", "team", "enterprise", "channel", "actions", "container", "view", "message",
+    "previous_message", "item", "assistant_thread", "function_data", "authorizations", "response_urls",
+    "response_url", "callback_id", "action_id", "block_id", "value", "state", "values", "selected_option",
+    "challenge", "command", "user_id", "team_id", "enterprise_id", "channel_id", "message_ts", "thread_ts", "ts",
+    "is_ext_shared_channel", "is_enterprise_install", "trigger_id", "subtype", "channel_type", "bot_id", "tab",
+    "user_team", "private_metadata", "id", "token", "text", "ssl_check", "event_context", "function_execution_id",
+]  # fmt: skip
+TYPES = [
+    "block_actions", "view_submission", "view_closed", "shortcut", "message_action", "block_suggestion",
+    "event_callback", "url_verification", "app_home_opened", "message", "modal", "home", "button", "im",
+]  # fmt: skip
+texts = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=20)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    texts,
+    st.sampled_from([*TYPES, "U0DEV1", "U0BOT", "B0BOT", "jit_approve", "jit_deny", "jit-abcdef", "/jit", "1"]),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.sampled_from(KEYS), texts), inner, max_size=6)
+    ),
+    max_leaves=25,
+)
+
+SAMPLES: list[dict[str, Any]] = [
+    click_payload("U0APPROVER1", "jit_approve", "jit-abcdef", "C0APPROVALS", "1700000000.000100"),
+    {
+        "type": "view_submission",
+        "team": {"id": "T0001", "domain": "example"},
+        "user": {"id": "U0DEV1", "username": "dev1", "name": "dev1", "team_id": "T0001"},
+        "api_app_id": "A123456",
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "view": {
+            "id": "V0001",
+            "type": "modal",
+            "callback_id": "jit_request",
+            "private_metadata": "",
+            "state": {
+                "values": {
+                    "target": {"target": {"type": "static_select", "selected_option": {"value": "lb-prod"}}},
+                    "reason": {"reason": {"type": "plain_text_input", "value": "OPS-123 debugging 502s"}},
+                }
+            },
+        },
+        "response_urls": [],
+    },
+    {
+        "type": "shortcut",
+        "callback_id": "jit_request",
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "user": {"id": "U0DEV1", "username": "dev1", "team_id": "T0001"},
+        "team": {"id": "T0001", "domain": "example"},
+    },
+    {
+        "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+        "team_id": "T0001",
+        "api_app_id": "A123456",
+        "type": "event_callback",
+        "event_id": "Ev0001",
+        "event_time": 1700000000,
+        "event": {"type": "app_home_opened", "user": "U0DEV1", "channel": "D0DM1", "tab": "home"},
+        "authorizations": [{"team_id": "T0001", "user_id": "U0BOT", "is_bot": True}],
+        "is_ext_shared_channel": True,
+    },
+]
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every path to a value inside nested dicts and lists."""
+    yield prefix
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        yield from paths(child, (*prefix, key))
+
+
+@st.composite
+def mutated_samples(draw: st.DrawFn) -> dict[str, Any]:
+    """One of Slack's own payloads with a few fields replaced by any JSON value, or removed."""
+    sample = copy.deepcopy(draw(st.sampled_from(SAMPLES)))
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        path = draw(st.sampled_from([p for p in paths(sample) if p]))
+        *parents, last = path
+        holder: Any = sample
+        for key in parents:
+            holder = holder[key]
+        if isinstance(holder, dict) and draw(st.booleans()):
+            del holder[last]
+        else:
+            holder[last] = draw(json_values)
+    return sample
+
+
+def as_body(kind: str, value: Any) -> tuple[bytes, str]:
+    if kind == "json":
+        return json.dumps(value).encode(), JSON
+    return urllib.parse.urlencode({"payload": json.dumps(value)}).encode(), FORM
+
+
+shapes = st.tuples(st.sampled_from(["json", "payload"]), st.one_of(mutated_samples(), json_values))
+EDGE_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@EDGE_SETTINGS
+@given(shape=shapes)
+def test_no_signed_json_body_gets_a_5xx(edge: Served, shape: tuple[str, Any]) -> None:
+    """Any JSON body or interaction payload, signed as Slack signs it, gets a 2xx or a 4xx naming what was wrong."""
+    body, content_type = as_body(*shape)
+    assert_answered(*post(edge, body, signed(body, content_type)))
+
+
+form_fields = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from(["command", "user_id", "text", "payload", "ssl_check", "channel_id"]), texts),
+        st.one_of(
+            texts,
+            st.sampled_from(["/jit", "U0DEV1", "help", "request lb-prod 30m why", "1", "{}"]),
+            mutated_samples().map(json.dumps),
+            st.sampled_from(SAMPLES).map(json.dumps),
+        ),
+    ),
+    max_size=6,
+)
+
+
+@EDGE_SETTINGS
+@given(fields=form_fields, content_type=st.one_of(st.none(), st.sampled_from([FORM, JSON, "text/plain"]), texts))
+def test_no_signed_form_gets_a_5xx(edge: Served, fields: list[tuple[str, str]], content_type: str | None) -> None:
+    """Any form body (commands, payloads, repeated or missing fields), under any content type, signed: never a 5xx."""
+    body = urllib.parse.urlencode(fields).encode()
+    assert_answered(*post(edge, body, signed(body, content_type)))
+
+
+header_values = st.one_of(
+    st.binary(max_size=80).map(lambda raw: raw.replace(b"\r", b"").replace(b"\n", b"")),
+    texts.map(str.encode),
+    st.integers().map(lambda number: str(number).encode()),
+    st.sampled_from(["²", "\u0661\u0667" + "\u0660" * 8, "9" * 5000, "v0=" + "0" * 64, "v0=é", " 1700000000"]).map(
+        str.encode
+    ),
+    st.just(str(int(time.time())).encode()),
+)
+header_names = st.sampled_from(
+    [
+        b"X-Slack-Request-Timestamp",
+        b"X-Slack-Signature",
+        b"Content-Type",
+        b"Content-Encoding",
+        b"Transfer-Encoding",
+        b"X-Slack-Retry-Num",
+    ]
+)
+
+
+@EDGE_SETTINGS
+@given(headers=st.lists(st.tuples(header_names, header_values), max_size=6), body=st.binary(max_size=2000))
+def test_no_unsigned_request_gets_a_5xx(edge: Served, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Any headers and bytes without Slack's signature get a 4xx: never a 5xx, never Bolt."""
+    status, answer = post(edge, body, headers)
+    assert 400 <= status < 500, (status, answer[:300])
+
+
+@EDGE_SETTINGS
+@given(body=st.binary(max_size=4000), content_type=st.sampled_from([FORM, JSON, None]))
+def test_no_signed_bytes_get_a_5xx(edge: Served, body: bytes, content_type: str | None) -> None:
+    """Signed bytes of any kind (not UTF-8, not JSON, not a form) get a 2xx or a 4xx."""
+    assert_answered(*post(edge, body, signed(body, content_type)))
+
+
+# --- /healthz -------------------------------------------------------------------------------------
+
+
+def test_healthz_says_ok_and_nothing_more(edge: Served) -> None:
+    """With Redis up, /healthz answers 200 and exactly {"ok": true}."""
+    status, answer = edge.exchange("GET", "/healthz", [], b"")
+    assert (status, json.loads(answer)) == (200, {"ok": True})
+
+
+def test_healthz_without_redis_says_not_ok_and_not_where_redis_is(tmp_path: Path) -> None:
+    """With Redis away, /healthz answers 503 and exactly {"ok": false}: no address, port or error text."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text(yaml.safe_dump(valid()), encoding="utf-8")
+    port = free_port()
+    settings_ = Settings(
+        slack_bot_token=TEST_TOKEN,
+        slack_api_url="http://127.0.0.1:9/api/",
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        jit_policy_file=str(policy),
+        jit_audit_log=os.devnull,
+    )
+    runtime, _ = connect(settings_)
+    app = web.Application()
+    app.router.add_get("/healthz", healthz_handler(runtime))
+    with Served(app) as served:
+        status, answer = served.exchange("GET", "/healthz", [], b"")
+    assert (status, json.loads(answer)) == (503, {"ok": False})
+    assert str(port).encode() not in answer and b"127.0.0.1" not in answer
