@@ -61,12 +61,13 @@ def build_runtime(settings: Settings, directory: GroupDirectory) -> Runtime:
     """
     policy = load_policy(settings.jit_policy_file)
     client = connect(settings.redis_url)
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         policy=policy,
         store=RequestStore(client, settings.redis_url),
         audit=AuditLog.open(settings.jit_audit_log),
-        approvers=Approvers(directory),
+        approvers=Approvers(directory, lambda: runtime.policy),
         queue=Queue(settings.jit_queue, connection=client),
         notices=Queue(f"{settings.jit_queue}-notices", connection=client),
     )
+    return runtime

@@ -59,7 +59,7 @@ def grant_refusal(
     """
     if target is None:
         return f"target `{request.target}` is no longer in the policy"
-    if not policy.may_request(request.requester, target):
+    if not approvers.may_request(request.requester, target):
         return f"<@{request.requester}> may no longer request `{request.target}` under the policy in force"
     allowed = approvers.of(target)
     fresh = {a.user for a in request.approvals if now - a.at <= policy.pending_ttl}

@@ -67,7 +67,7 @@ class CommandService:
         pending requests are expired by every worker's loop.
         """
         policy, store = self.rt.policy, self.rt.store
-        build = commands.build_request(policy, user, parsed, self.clock(), channel)
+        build = commands.build_request(policy, user, parsed, self.clock(), channel, self.rt.approvers.directory.members)
         request = await store.create_async(build, policy.limits.pending_per_user)
         try:
             await self.rt.audit.request_event_async(
@@ -94,7 +94,7 @@ class CommandService:
             visible = self._visible(user)
             return Reply(blocks.list_text(visible[:LIST_LIMIT], more=len(visible) - LIST_LIMIT))
         if isinstance(parsed, TargetsCommand):
-            return Reply(blocks.targets_text(self.rt.policy, user))
+            return Reply(blocks.targets_text(self.rt.approvers.targets_for(user)))
         assert isinstance(parsed, HelpCommand), parsed  # a request was answered on the event loop
         return Reply(blocks.help_text(parsed.unknown))
 
@@ -145,6 +145,7 @@ class CommandService:
         if target is None or request.ends_at is None or request.status is not Status.GRANTED:
             raise CommandError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
         commands.check_duration(request.target, target, parsed.duration)
+        commands.check_reason(request.target, target, parsed.reason)
         if request.ends_at + parsed.duration - self.clock() > target.max_duration:
             raise CommandError(
                 f"that would end {request.id} more than {format_duration(target.max_duration)} from now, "

@@ -1,11 +1,16 @@
-"""Who may approve a target's requests (and who may see or revoke them): the policy's names, groups expanded."""
+"""Who a person is to the policy: who may approve a target, who may request it, who is an admin.
+
+The policy names people three ways: Slack user ids, usergroup ids (S…, their members read from
+Slack) and roles (`role:<name>`, the policy's own sets of both). Every judgement of a person
+goes through here, so that roles and usergroups count the same everywhere.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import Protocol
 
-from jit_lb.access.policy import Target
+from jit_lb.access.policy import Policy, Target
 from jit_lb.access.requests import AccessRequest
 
 
@@ -18,29 +23,37 @@ class GroupDirectory(Protocol):
 
 
 class Approvers:
-    """The authorisation rule for decisions: approvers are the target's listed users and its groups' members."""
+    """The authorisation rules for people, over the policy in force (which a SIGHUP may replace)."""
 
-    def __init__(self, directory: GroupDirectory) -> None:
+    def __init__(self, directory: GroupDirectory, policy: Callable[[], Policy]) -> None:
         self.directory = directory
+        self._policy = policy
 
-    def expand(self, names: Iterable[str]) -> set[str]:
-        """User ids for policy names: user ids as they are, usergroups (S…) by their members."""
-        users: set[str] = set()
-        for name in names:
-            users.update(self.directory.members(name) if name.startswith("S") else [name])
-        return users
+    @property
+    def policy(self) -> Policy:
+        return self._policy()
 
     def of(self, target: Target | None) -> set[str]:
         """Every user who may approve `target`'s requests; nobody for a target that left the policy."""
-        return self.expand(target.approvers) if target is not None else set()
+        return self.policy.people(target.approvers, self.directory.members) if target is not None else set()
 
     def may_approve(self, user: str, target: Target | None) -> bool:
         if target is None:
             return False
-        if user in target.approvers:
-            return True  # named outright: no usergroup need be read
+        if user in self.policy.named_users(target.approvers):
+            return True  # named outright or through a role's user ids: no usergroup need be read
         return user in self.of(target)
 
     def may_see(self, user: str, request: AccessRequest, target: Target | None) -> bool:
         """Its requester and the target's approvers see a request in `/jit list`, and may revoke its grant."""
         return user == request.requester or self.may_approve(user, target)
+
+    def may_request(self, user: str, target: Target) -> bool:
+        return self.policy.may_request(user, target, self.directory.members)
+
+    def targets_for(self, user: str) -> dict[str, Target]:
+        """The targets `user` may request, by name."""
+        return self.policy.targets_for(user, self.directory.members)
+
+    def is_admin(self, user: str) -> bool:
+        return self.policy.is_admin(user, self.directory.members)

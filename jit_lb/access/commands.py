@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from jit_lb.access.durations import format_duration, parse_duration
 from jit_lb.access.errors import CommandError
-from jit_lb.access.policy import Policy, Target, host_address
+from jit_lb.access.policy import Members, Policy, Target, host_address
 from jit_lb.access.requests import ID_PATTERN, AccessRequest
 
 MAX_REASON = 500
@@ -134,17 +134,26 @@ def _reason(words: list[str]) -> str:
 
 
 def build_request(
-    policy: Policy, user: str, command: RequestCommand, now: datetime, channel: str | None = None
+    policy: Policy,
+    user: str,
+    command: RequestCommand,
+    now: datetime,
+    channel: str | None = None,
+    members: Members = lambda _: [],
 ) -> Callable[[str], AccessRequest]:
-    """Check a request against the policy; return a builder taking the new id, or raise CommandError."""
+    """Check a request against the policy; return a builder taking the new id, or raise CommandError.
+
+    `members` reads a usergroup's members, for requesters named by usergroup (directly or in a role).
+    """
     target = policy.target_for(command.target)
     if target is None:
-        known = ", ".join(f"`{name}`" for name in policy.targets_for(user)) or "none"
+        known = ", ".join(f"`{name}`" for name in policy.targets_for(user, members)) or "none"
         raise CommandError(f"unknown target `{command.target}`; targets you may request: {known}")
-    if not policy.may_request(user, target):
+    if not policy.may_request(user, target, members):
         raise CommandError(f"you are not allowed to request `{command.target}`")
     duration = command.duration or target.default_duration
     check_duration(command.target, target, duration)
+    check_reason(command.target, target, command.reason)
     principal = policy.principals[user]
     cidr = principal.source_cidr if target.is_network else None
     if command.ip is not None:
@@ -173,6 +182,13 @@ def build_request(
         )
 
     return build
+
+
+def check_reason(name: str, target: Target, reason: str) -> None:
+    """Raise CommandError when the reason does not match the target's `reason_pattern`, with its hint."""
+    if not target.matches_reason(reason):
+        hint = target.reason_hint or f"it must match `{target.reason_pattern}`"
+        raise CommandError(f"the reason for `{name}` does not follow its rule: {hint}")
 
 
 def check_duration(name: str, target: Target, duration: timedelta) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +29,8 @@ MIN_IPV4_PREFIX = 8
 MIN_IPV6_PREFIX = 32
 
 SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+ROLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ROLE_PREFIX = "role:"
 SLACK_USERGROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
@@ -41,6 +44,7 @@ def _duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Members = Callable[[str], list[str]]  # a usergroup's members, as Slack says (the core's GroupDirectory)
 
 
 def source_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -191,40 +195,69 @@ class Target(_Model):
     """One load balancer access that can be requested."""
 
     description: str = ""
-    default_duration: Duration
+    default_duration: Duration = None  # type: ignore[assignment] # filled in by _fill_default: min(30m, max)
     min_duration: Duration = timedelta(minutes=1)
     max_duration: Duration
+    durations: list[Duration] | None = None  # the request modal's choices
     approvers: list[str] = Field(min_length=1)
     approvals_required: int = Field(default=1, ge=1)
     requesters: list[str] | None = None
+    reason_pattern: str | None = None
+    reason_hint: str | None = Field(default=None, max_length=200)
+    deny_reason: Literal["none", "optional", "required"] = "none"
     allow_requester_ip: bool = False
     allow_private_ip: bool = False
     approver_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
     grant: GrantSpec
 
-    @field_validator("approvers")
+    @field_validator("approvers", "requesters")
     @classmethod
-    def _check_approvers(cls, value: list[str]) -> list[str]:
-        for who in value:
-            if not (SLACK_USER.match(who) or SLACK_USERGROUP.match(who)):
-                raise ValueError(f"`{who}` is neither a Slack user id (U…) nor a usergroup id (S…)")
-        return list(dict.fromkeys(value))
+    def _check_people(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_people(value)
+
+    @field_validator("reason_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"`{value}` is not a regular expression ({err})") from None
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_default(cls, data: Any) -> Any:
+        """`default_duration` may be left out: the smaller of 30m and `max_duration`."""
+        if isinstance(data, dict) and data.get("default_duration") is None and "max_duration" in data:
+            maximum = _duration(data["max_duration"])
+            data = {**data, "default_duration": min(timedelta(minutes=30), maximum)}
+        return data
 
     @model_validator(mode="after")
     def _check_limits(self) -> Target:
+        for choice in self.durations or []:
+            if not self.min_duration <= choice <= self.max_duration:
+                low, high = format_duration(self.min_duration), format_duration(self.max_duration)
+                raise ValueError(f"durations: {format_duration(choice)} is outside min_duration {low} .. max {high}")
         if not self.min_duration <= self.default_duration <= self.max_duration:
             raise ValueError(
                 f"durations must satisfy min_duration ({format_duration(self.min_duration)}) <= "
                 f"default_duration ({format_duration(self.default_duration)}) <= "
                 f"max_duration ({format_duration(self.max_duration)})"
             )
-        users = [who for who in self.approvers if SLACK_USER.match(who)]
-        has_groups = len(users) < len(self.approvers)
-        if not has_groups and self.approvals_required > len(users):
-            raise ValueError(
-                f"approvals_required is {self.approvals_required} but only {len(users)} approver(s) are named"
-            )
         return self
+
+    def matches_reason(self, reason: str) -> bool:
+        """Whether a reason satisfies the target's `reason_pattern` (searched, as Teleport and JIT Access do)."""
+        return self.reason_pattern is None or re.search(self.reason_pattern, reason) is not None
+
+    def duration_choices(self) -> list[timedelta]:
+        """The request modal's choices: the target's `durations`, or a few within its limits."""
+        if self.durations:
+            return sorted(set(self.durations))
+        steps = [timedelta(minutes=m) for m in (5, 15, 30, 60, 120, 240, 480)] + [self.default_duration]
+        return sorted({step for step in steps if self.min_duration <= step <= self.max_duration})
 
     @property
     def is_network(self) -> bool:
@@ -245,8 +278,26 @@ class Policy(_Model):
     audit_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
     pending_ttl: Duration = timedelta(minutes=15)
     principals: dict[str, Principal] = Field(default_factory=dict)
+    admins: list[str] = Field(default_factory=list)
+    roles: dict[str, list[str]] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     targets: dict[str, Target] = Field(min_length=1)
+
+    @field_validator("admins")
+    @classmethod
+    def _check_admins(cls, value: list[str]) -> list[str]:
+        return check_people(value)
+
+    @field_validator("roles")
+    @classmethod
+    def _check_roles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, members in value.items():
+            if not ROLE_NAME.match(name):
+                raise ValueError(f"`{name}` is not a role name (lower case letters, digits, - _)")
+            for who in members:
+                if not (SLACK_USER.match(who) or SLACK_USERGROUP.match(who)):
+                    raise ValueError(f"{name}: `{who}` is neither a Slack user id (U…) nor a usergroup id (S…)")
+        return value
 
     @field_validator("principals")
     @classmethod
@@ -266,14 +317,58 @@ class Policy(_Model):
 
     @model_validator(mode="after")
     def _check_requesters(self) -> Policy:
+        undefined = [
+            (where, name.removeprefix(ROLE_PREFIX))
+            for where, names in self._people_fields()
+            for name in names
+            if name.startswith(ROLE_PREFIX) and name.removeprefix(ROLE_PREFIX) not in self.roles
+        ]
+        if undefined:
+            where, role = undefined[0]
+            raise ValueError(f"{where}: `role:{role}` is not defined under roles")
         for name, target in self.targets.items():
-            for who in target.requesters or []:
+            for who in self.named_users(target.requesters or []):
                 principal = self.principals.get(who)
                 if principal is None:
                     raise ValueError(f"targets.{name}.requesters: `{who}` is not listed under principals")
                 if not _principal_fits(principal, target):
                     raise ValueError(f"targets.{name}.requesters: `{who}` has no {_needed_field(target)}")
+            approvers = self.named_users(target.approvers)
+            has_groups = any(SLACK_USERGROUP.match(who) for who in self.expand_roles(target.approvers))
+            if not has_groups and target.approvals_required > len(approvers):
+                raise ValueError(
+                    f"targets.{name}: approvals_required is {target.approvals_required} but only {len(approvers)} "
+                    "approver(s) are named"
+                )
         return self
+
+    def _people_fields(self) -> list[tuple[str, list[str]]]:
+        fields = [("admins", self.admins)]
+        for name, target in self.targets.items():
+            fields += [(f"targets.{name}.approvers", target.approvers)]
+            fields += [(f"targets.{name}.requesters", target.requesters or [])]
+        return fields
+
+    def expand_roles(self, names: Iterable[str]) -> list[str]:
+        """Policy names with every `role:<name>` replaced by its members (user ids and usergroup ids)."""
+        out: list[str] = []
+        for name in names:
+            out.extend(self.roles.get(name.removeprefix(ROLE_PREFIX), []) if name.startswith(ROLE_PREFIX) else [name])
+        return list(dict.fromkeys(out))
+
+    def named_users(self, names: Iterable[str]) -> set[str]:
+        """The user ids `names` give without asking Slack: users, and the users of roles (not usergroups)."""
+        return {who for who in self.expand_roles(names) if SLACK_USER.match(who)}
+
+    def people(self, names: Iterable[str], members: Members) -> set[str]:
+        """Every user `names` stand for: users, roles' members, and usergroups' members as `members` reads them."""
+        users: set[str] = set()
+        for who in self.expand_roles(names):
+            users.update(members(who) if SLACK_USERGROUP.match(who) else [who])
+        return users
+
+    def is_admin(self, user: str, members: Members) -> bool:
+        return user in self.named_users(self.admins) or user in self.people(self.admins, members)
 
     def target_for(self, name: str) -> Target | None:
         return self.targets.get(name)
@@ -281,14 +376,17 @@ class Policy(_Model):
     def channel_for(self, target: Target) -> str:
         return target.approver_channel or self.approver_channel
 
-    def may_request(self, user_id: str, target: Target) -> bool:
+    def may_request(self, user_id: str, target: Target, members: Members = lambda _: []) -> bool:
+        """A principal with the field the target needs, named among its requesters (by id, role or usergroup)."""
         principal = self.principals.get(user_id)
         if principal is None or not _principal_fits(principal, target):
             return False
-        return target.requesters is None or user_id in target.requesters
+        if target.requesters is None or user_id in self.named_users(target.requesters):
+            return True
+        return user_id in self.people(target.requesters, members)
 
-    def targets_for(self, user_id: str) -> dict[str, Target]:
-        return {name: t for name, t in self.targets.items() if self.may_request(user_id, t)}
+    def targets_for(self, user_id: str, members: Members = lambda _: []) -> dict[str, Target]:
+        return {name: t for name, t in self.targets.items() if self.may_request(user_id, t, members)}
 
 
 def _needed_field(target: Target) -> str:
@@ -297,6 +395,14 @@ def _needed_field(target: Target) -> str:
 
 def _principal_fits(principal: Principal, target: Target) -> bool:
     return (principal.source_cidr if target.is_network else principal.aws_role_name) is not None
+
+
+def check_people(value: list[str]) -> list[str]:
+    """Who a policy may name: Slack user ids, usergroup ids, and `role:<name>`; duplicates dropped."""
+    for who in value:
+        if not (SLACK_USER.match(who) or SLACK_USERGROUP.match(who) or who.startswith(ROLE_PREFIX)):
+            raise ValueError(f"`{who}` is neither a Slack user id (U…), a usergroup id (S…) nor a role (role:<name>)")
+    return list(dict.fromkeys(value))
 
 
 def parse_policy(data: Any, source: str = "policy") -> Policy:

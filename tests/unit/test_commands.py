@@ -142,3 +142,13 @@ def test_requester_ip_refusals(address: str, allow_private: bool, expected: str)
 def test_requester_ip_accepts_hosts(address: str, allow_private: bool, expected: str) -> None:
     """A global host always passes; a private or documentation one when the target allows it."""
     assert expected == str(host_address(address, allow_private=allow_private))
+
+
+def test_reason_rule_is_checked_with_its_hint() -> None:
+    """A reason that does not follow the target's `reason_pattern` is refused, showing the target's hint."""
+    data = valid()
+    data["targets"]["lb-prod"].update(reason_pattern="^[A-Z]+-[0-9]+ ", reason_hint="start with the ticket, e.g. OPS-1")
+    policy = parse_policy(data)
+    with pytest.raises(CommandError, match="start with the ticket, e.g. OPS-1"):
+        build_request(policy, "U0DEV1", RequestCommand("lb-prod", None, None, "debugging"), NOW)
+    build_request(policy, "U0DEV1", RequestCommand("lb-prod", None, None, "OPS-9 debugging"), NOW)

@@ -45,6 +45,24 @@ def test_valid_policy_loads_with_defaults() -> None:
         (lambda p: p["targets"]["lb-prod"].update(requesters=["U0GHOST"]), "`U0GHOST` is not listed under principals"),
         (lambda p: p.pop("approver_channel"), "approver_channel: Field required"),
         (lambda p: p["principals"]["U0DEV1"].update(source_cidr="203.0.113.7/24"), "has host bits set"),
+        (lambda p: p["targets"]["lb-prod"].update(approvers=["role:sre"]), "`role:sre` is not defined under roles"),
+        (lambda p: p.update(admins=["role:ops"]), "admins: `role:ops` is not defined"),
+        (lambda p: p.update(roles={"Bad Name": ["U0A"]}), "is not a role name"),
+        (lambda p: p.update(roles={"sre": ["everyone"]}), "sre: `everyone` is neither"),
+        (lambda p: p["targets"]["lb-prod"].update(durations=["15m", "2h"]), "durations: 2h is outside"),
+        (lambda p: p["targets"]["lb-prod"].update(reason_pattern="(unclosed"), "is not a regular expression"),
+        (lambda p: p["targets"]["lb-prod"].update(deny_reason="sometimes"), "targets.lb-prod.deny_reason"),
+        (
+            lambda p: p.update(roles={"sre": ["U0GHOST"]}) or p["targets"]["lb-prod"].update(requesters=["role:sre"]),
+            "`U0GHOST` is not listed under principals",
+        ),
+        (
+            lambda p: (
+                p.update(roles={"two": ["U0A"]})
+                or p["targets"]["lb-prod"].update(approvers=["role:two"], approvals_required=2)
+            ),
+            "approvals_required is 2 but only 1 approver",
+        ),
     ],
 )
 def test_invalid_policy_names_the_field(change: Any, expected: str) -> None:
@@ -89,3 +107,44 @@ def test_example_policy_in_repository_is_valid() -> None:
     """The example policy shipped in the repository loads."""
     policy = load_policy(ROOT / "policy.example.yml")
     assert policy.targets
+
+
+def test_roles_expand_to_users_and_usergroups_everywhere() -> None:
+    """`role:<name>` stands for its users and usergroups in requesters, approvers and admins."""
+    data = valid()
+    data["principals"]["U0DEV2"] = {"source_cidr": "198.51.100.0/28"}
+    data["roles"] = {"sre": ["U0DEV1", "S0SRE"], "netops": ["U0APPROVER9", "S0NETOPS"]}
+    data["admins"] = ["role:netops"]
+    data["targets"]["lb-prod"].update(requesters=["role:sre"], approvers=["role:netops"])
+    policy = parse_policy(data)
+    target = policy.targets["lb-prod"]
+    members = {"S0SRE": ["U0DEV2"], "S0NETOPS": ["U0NETOPS1"]}.get
+
+    assert {"U0APPROVER9", "U0NETOPS1"} == policy.people(target.approvers, lambda g: members(g) or [])
+    assert policy.may_request("U0DEV1", target)  # named in the role: no usergroup read
+    assert not policy.may_request("U0DEV2", target)  # only through S0SRE, which this call cannot read
+    assert policy.may_request("U0DEV2", target, lambda g: members(g) or [])
+    assert policy.is_admin("U0NETOPS1", lambda g: members(g) or [])
+    assert not policy.is_admin("U0DEV1", lambda g: members(g) or [])
+
+
+def test_default_duration_may_be_left_out() -> None:
+    """Without `default_duration`, a target defaults to the smaller of 30m and its max_duration."""
+    data = valid()
+    data["targets"]["lb-prod"].pop("default_duration")
+    assert timedelta(minutes=30) == parse_policy(data).targets["lb-prod"].default_duration
+    data["targets"]["lb-prod"].update(max_duration="10m")
+    assert timedelta(minutes=10) == parse_policy(data).targets["lb-prod"].default_duration
+
+
+def test_reason_pattern_and_duration_choices() -> None:
+    """A target's reason rule is searched in the reason; its modal choices are its durations, or steps within limits."""
+    data = valid()
+    data["targets"]["lb-prod"].update(reason_pattern="^[A-Z]+-[0-9]+ ", durations=["30m", "15m"])
+    target = parse_policy(data).targets["lb-prod"]
+    assert target.matches_reason("OPS-123 debugging")
+    assert not target.matches_reason("debugging OPS-123")
+    assert [timedelta(minutes=15), timedelta(minutes=30)] == target.duration_choices()
+    data["targets"]["lb-prod"].pop("durations")
+    steps = parse_policy(data).targets["lb-prod"].duration_choices()
+    assert [int(step.total_seconds() // 60) for step in steps] == [5, 15, 30, 60]
