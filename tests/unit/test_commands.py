@@ -149,6 +149,6 @@ def test_reason_rule_is_checked_with_its_hint() -> None:
     data = valid()
     data["targets"]["lb-prod"].update(reason_pattern="^[A-Z]+-[0-9]+ ", reason_hint="start with the ticket, e.g. OPS-1")
     policy = parse_policy(data)
-    with pytest.raises(CommandError, match="start with the ticket, e.g. OPS-1"):
+    with pytest.raises(CommandError, match=re.escape("start with the ticket, e.g. OPS-1")):
         build_request(policy, "U0DEV1", RequestCommand("lb-prod", None, None, "debugging"), NOW)
     build_request(policy, "U0DEV1", RequestCommand("lb-prod", None, None, "OPS-9 debugging"), NOW)
