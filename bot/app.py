@@ -14,10 +14,11 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.http import MAX_BODY, slack_events_handler
-from bot.listeners import actions, commands
+from bot.listeners import actions, commands, views
 from bot.messages.notify import Notifier, connect
 from bot.service.commands import CommandService
 from bot.service.decisions import DecisionService
+from bot.service.forms import FormService
 from jit_lb.runtime import Runtime
 from jit_lb.settings import Settings
 
@@ -36,8 +37,12 @@ def build_app(settings: Settings, runtime: Runtime, notifier: Notifier) -> Async
         process_before_response=True,
         logger=logging.getLogger("jit_lb.bolt"),
     )
-    commands.register(app, CommandService(runtime))
-    actions.register(app, DecisionService(runtime, notifier))
+    command_service = CommandService(runtime)
+    decisions = DecisionService(runtime, notifier)
+    forms = FormService(runtime, notifier, command_service)
+    commands.register(app, command_service)
+    actions.register(app, decisions, forms)
+    views.register(app, decisions, forms)
     return app
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from bot.messages import blocks
+from bot.messages import blocks, home
 from jit_lb.access import requests
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
@@ -27,6 +27,7 @@ class Notice(StrEnum):
     EXPIRED = "expired"
     EXTENDED = "extended"
     REVOKE_FAILED = "revoke_failed"
+    CANCELLED = "cancelled"  # withdrawn by its requester (the web recorded it)
 
 
 def utcnow() -> datetime:
@@ -73,6 +74,7 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
         if parent is not None:
             request = rt.store.update(request.id, thread_channel=audit_channel, thread_ts=parent)
     notifier.thread(request, blocks.created_text(request, card_channel), blocks.created_blocks(request, card_channel))
+    home.refresh_homes(rt, notifier, request)
     return "posted"
 
 
@@ -88,6 +90,7 @@ def _post_extension_card(context: WorkerContext, request: AccessRequest) -> str:
     extension = request.extension.model_copy(update={"card_channel": channel, "card_ts": card_ts})
     after = rt.store.update(request.id, extension=extension)
     notifier.thread(after, blocks.extension_requested_text(after), blocks.extension_requested_blocks(after))
+    home.refresh_homes(rt, notifier, after)
     return "posted"
 
 
@@ -114,12 +117,25 @@ def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -
         approvers = sorted(rt.approvers.of(rt.policy.target_for(request.target)))
         notifier.thread(request, blocks.revoke_failed_text(request, error, approvers))
         return "told"
-    summary = blocks.summary_blocks(request) if kind is Notice.ENDED else None
-    text = _outcome_text(request, kind, verified)
     notifier.update_card(request)
-    notifier.thread(request, text, summary)
-    notifier.dm(request.requester, text)
+    if kind is Notice.CANCELLED:
+        notifier.thread(request, blocks.cancelled_text(request))  # the requester did it: no DM
+    else:
+        summary = blocks.summary_blocks(request) if kind is Notice.ENDED else None
+        text = _outcome_text(request, kind, verified)
+        notifier.thread(request, text, summary)
+        notifier.dm(request.requester, text)
+    home.refresh_homes(rt, notifier, request)
     return "told"
+
+
+def refresh_homes(request_id: str) -> str:
+    """Publish again the App Homes a request shows in (queued by the web after a decision it recorded)."""
+    context = current()
+    request = context.rt.store.find(request_id)
+    if request is None:
+        return "unknown request"
+    return f"{home.refresh_homes(context.rt, context.notifier, request)} homes"
 
 
 def _outcome_text(request: AccessRequest, kind: Notice, verified: bool) -> str:

@@ -1,32 +1,78 @@
-"""The Approve and Deny buttons of an approval card."""
+"""Buttons: Approve and Deny (on a card or the App Home), the App Home's End now, Extend… and Cancel, and the
+request modal's target select."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.listeners.background import after_answer
 from bot.messages.ids import ActionId
-from bot.service.decisions import DecisionService
+from bot.service.background import after_answer
+from bot.service.decisions import Card, DecisionService
+from bot.service.forms import FormService
 
 
-def register(app: AsyncApp, service: DecisionService) -> None:
-    async def handle_action_decision(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+def _user(body: dict[str, Any]) -> str:
+    return str((body.get("user") or {}).get("id", ""))
+
+
+def _card(body: dict[str, Any]) -> Card | None:
+    """Where the clicked card is; None for a click on the App Home (a view, not a message)."""
+    container = body.get("container") or {}
+    if container.get("type") != "message":
+        return None
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
+    return str(channel), str(container.get("message_ts", ""))
+
+
+def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> None:
+    async def handle_action_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        container = body.get("container") or {}
-        channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
-        user = (body.get("user") or {}).get("id")
-        if not user:
-            return  # not something Slack sends; the HTTP edge already answers such bodies with 400
-        after_answer(
-            service.decide,
-            user,
-            action["action_id"],
-            str(action.get("value", "")),
-            channel,
-            container.get("message_ts", ""),
-        )
+        after_answer(decisions.decide, _user(body), ActionId.APPROVE, str(action.get("value", "")), _card(body))
 
-    app.action(ActionId.APPROVE.value)(handle_action_decision)
-    app.action(ActionId.DENY.value)(handle_action_decision)
+    async def handle_action_deny(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        user, value, card = _user(body), str(action.get("value", "")), _card(body)
+        # The trigger is valid 3 seconds: the modal, when the target asks why, is opened before anything else.
+        view = await asyncio.to_thread(decisions.deny_form, user, value, card)
+        if view is not None:
+            await client.views_open(trigger_id=body["trigger_id"], view=view)
+        else:
+            after_answer(decisions.decide, user, ActionId.DENY, value, card)
+
+    async def handle_action_revoke(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        after_answer(forms.home_revoke, _user(body), str(action.get("value", "")))
+
+    async def handle_action_cancel(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        after_answer(forms.home_cancel, _user(body), str(action.get("value", "")))
+
+    async def handle_action_extend(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        view = await asyncio.to_thread(forms.extend_view, _user(body), str(action.get("value", "")))
+        if view is not None:
+            await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    async def handle_action_target(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        view = body.get("view") or {}
+        selected = (action.get("selected_option") or {}).get("value")
+        updated = await asyncio.to_thread(forms.request_view, _user(body), selected)
+        await client.views_update(view_id=view.get("id"), hash=view.get("hash"), view=updated)
+
+    app.action(ActionId.APPROVE.value)(handle_action_approve)
+    app.action(ActionId.DENY.value)(handle_action_deny)
+    app.action(ActionId.REVOKE.value)(handle_action_revoke)
+    app.action(ActionId.CANCEL.value)(handle_action_cancel)
+    app.action(ActionId.EXTEND.value)(handle_action_extend)
+    app.action(ActionId.TARGET.value)(handle_action_target)

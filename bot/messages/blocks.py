@@ -206,8 +206,9 @@ def approval_card(request: AccessRequest, target: Target | None = None) -> Block
         blocks.append(_context(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request)))
     else:
         blocks.append(_outcome(outcome_line(request, detail=False)))
-        if _detail(request):
-            blocks.append(_section(_plain(str(request.failure))))
+        why = _detail(request)
+        if why:
+            blocks.extend(typed_blocks("Why", why))
     return capped(blocks)
 
 
@@ -239,7 +240,9 @@ def _approved_so_far(request: AccessRequest) -> str:
 
 
 def _detail(request: AccessRequest) -> str | None:
-    """Why a request failed or was cancelled, as recorded (words of a system, or of a person)."""
+    """Why a request failed, was cancelled or was denied, as recorded (words of a system, or of a person)."""
+    if request.status is Status.DENIED:
+        return request.deny_reason
     return request.failure if request.status in {Status.FAILED, Status.CANCELLED} and request.failure else None
 
 
@@ -252,7 +255,7 @@ def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
         line += f" at {when(request.ended_at)} ({request.end_reason}){ended_by} · approved by {_who(request.approvers)}"
     elif status in {Status.APPROVED, Status.GRANTED}:
         line += f" by {_who(request.approvers)}"
-    elif status is Status.DENIED:
+    elif status is Status.DENIED or (status is Status.CANCELLED and request.decided_by not in {None, "system"}):
         line += f" by <@{request.decided_by}>"
     if status is Status.GRANTED:
         line += f" · until {when(request.ends_at)}"
@@ -325,7 +328,19 @@ def approval_text(request: AccessRequest, who: str) -> str:
 
 
 def denied_text(request: AccessRequest) -> str:
-    return f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`)."
+    reason = f" Reason: {escape(clip(request.deny_reason, _MAX_LINE))}" if request.deny_reason else ""
+    return f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`).{reason}"
+
+
+def denied_blocks(request: AccessRequest) -> Blocks:
+    """The denial in the thread and the requester's DM, its reason shown as typed."""
+    head = f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`)."
+    reason = typed_blocks("Reason", request.deny_reason) if request.deny_reason else []
+    return capped([_section(_mrkdwn(head)), *reason])
+
+
+def cancelled_text(request: AccessRequest) -> str:
+    return f":wastebasket: <@{request.decided_by}> withdrew `{request.id}` (`{request.target}`)."
 
 
 def expired_text(request: AccessRequest) -> str:

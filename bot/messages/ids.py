@@ -8,6 +8,20 @@ from enum import StrEnum
 class ActionId(StrEnum):
     APPROVE = "jit_approve"
     DENY = "jit_deny"
+    REVOKE = "jit_revoke"  # the App Home's End now
+    EXTEND = "jit_extend"  # the App Home's Extend…
+    CANCEL = "jit_cancel"  # the App Home's Cancel of one's own pending request
+    TARGET = "target"  # the request modal's target select, which updates the modal
+
+
+class CallbackId(StrEnum):
+    """Views and shortcuts: the request modal (and its shortcut), the deny and extend modals, the App Home."""
+
+    REQUEST = "jit_request"
+    DENY = "jit_deny"
+    EXTEND = "jit_extend"
+    MFA = "jit_mfa"
+    HOME = "jit_home"
 
 
 class BlockId(StrEnum):

@@ -119,9 +119,19 @@ class Notifier:
         extra: dict[str, Any] = {"blocks": summary} if summary else {}
         self._call("chat.postMessage", channel=request.thread_channel, thread_ts=request.thread_ts, text=text, **extra)
 
-    def dm(self, user: str, text: str) -> None:
+    def dm(self, user: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
         """A direct message: chat.postMessage to the user id opens the DM with the app."""
-        self._call("chat.postMessage", channel=user, text=text)
+        extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
+        self._call("chat.postMessage", channel=user, text=text, **extra)
+
+    def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        """The user's App Home tab (views.publish)."""
+        self._call("views.publish", user_id=user, view=view)
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> str | None:
+        """Open a modal (views.open); its view id, or None when Slack refused (an expired trigger, say)."""
+        answer = self._call("views.open", trigger_id=trigger_id, view=view)
+        return str(answer["view"]["id"]) if answer and isinstance(answer.get("view"), dict) else None
 
     def ephemeral(self, channel: str, user: str, text: str) -> None:
         self._call("chat.postEphemeral", channel=channel, user=user, text=text)

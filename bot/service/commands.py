@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-from bot.messages import blocks
-from bot.service.common import Reply, enqueue, utcnow
+from bot.messages import blocks, views
+from bot.service.common import Reply, enqueue, tell, utcnow
 from jit_lb.access import commands, requests
 from jit_lb.access.commands import (
+    CancelCommand,
     Command,
     ExtendCommand,
+    FormCommand,
     HelpCommand,
     ListCommand,
     RequestCommand,
@@ -33,7 +35,7 @@ from jit_lb.runtime import Runtime
 # What a command may fail with and still be answered: Redis or the audit log away, or a refusal.
 LIST_LIMIT = 25  # lines of `/jit list`; the rest are counted
 
-_FAILURES = (StoreUnavailableError, AuditUnavailableError, CommandError, NotFoundError, LimitError)
+FAILURES = (StoreUnavailableError, AuditUnavailableError, CommandError, NotFoundError, LimitError)
 
 
 class CommandService:
@@ -50,17 +52,21 @@ class CommandService:
         written on the audit log's own thread); the rest run in a thread.
         """
         try:
-            limit = self.rt.policy.limits.commands_per_minute
-            if await self.rt.store.count_command_async(user, self.clock()) > limit:
-                raise LimitError(f"you sent more than {limit} `/jit` commands this minute; wait a minute and try again")
+            await self.count(user)
             parsed = commands.parse_command(text)
             if isinstance(parsed, RequestCommand):
-                return await self._request(user, parsed, channel)
-        except _FAILURES as err:
-            return await asyncio.to_thread(self._failed, user, text, err)
+                return await self.request(user, parsed, channel)
+        except FAILURES as err:
+            return await asyncio.to_thread(self.failed, user, text, err)
         return await asyncio.to_thread(self._answer, user, text, parsed, channel)
 
-    async def _request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
+    async def count(self, user: str) -> None:
+        """Count one command (or form) of `user` this minute; LimitError past `limits.commands_per_minute`."""
+        limit = self.rt.policy.limits.commands_per_minute
+        if await self.rt.store.count_command_async(user, self.clock()) > limit:
+            raise LimitError(f"you sent more than {limit} `/jit` commands this minute; wait a minute and try again")
+
+    async def request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
         """Store a request, record it, then queue its card: a request whose record cannot be written is taken back.
 
         Its card is posted by a worker (workers/notices.py `announce`, from the store's outbox), and
@@ -82,14 +88,18 @@ class CommandService:
     def _answer(self, user: str, text: str, parsed: Command, channel: str | None) -> Reply:
         try:
             return self._dispatch(user, parsed, channel)
-        except _FAILURES as err:
-            return self._failed(user, text, err)
+        except FAILURES as err:
+            return self.failed(user, text, err)
 
     def _dispatch(self, user: str, parsed: Command, channel: str | None) -> Reply:
         if isinstance(parsed, RevokeCommand):
-            return self._revoke(user, parsed.request_id)
+            return self.revoke(user, parsed.request_id)
         if isinstance(parsed, ExtendCommand):
-            return self._extend(user, parsed)
+            return self.extend(user, parsed)
+        if isinstance(parsed, CancelCommand):
+            return self.cancel(user, parsed.request_id)
+        if isinstance(parsed, FormCommand):
+            return Reply("", view=views.request_modal(self.rt.approvers.targets_for(user)))
         if isinstance(parsed, ListCommand):
             visible = self._visible(user)
             return Reply(blocks.list_text(visible[:LIST_LIMIT], more=len(visible) - LIST_LIMIT))
@@ -98,7 +108,7 @@ class CommandService:
         assert isinstance(parsed, HelpCommand), parsed  # a request was answered on the event loop
         return Reply(blocks.help_text(parsed.unknown))
 
-    def _failed(self, user: str, text: str, err: Exception) -> Reply:
+    def failed(self, user: str, text: str, err: Exception) -> Reply:
         """The answer to a command that changed nothing: Redis or the audit log away, or a refusal (audited).
 
         Refusals past a limit are recorded once a minute and user; the rest of that minute's are
@@ -126,7 +136,7 @@ class CommandService:
         )
         return Reply(blocks.refusal_text(str(err)))
 
-    def _revoke(self, user: str, request_id: str) -> Reply:
+    def revoke(self, user: str, request_id: str) -> Reply:
         request = self.rt.store.get(request_id)
         target = self.rt.policy.target_for(request.target)
         if not self.rt.approvers.may_see(user, request, target):
@@ -137,7 +147,7 @@ class CommandService:
             raise StoreUnavailableError("the revoke could not be queued")
         return Reply(blocks.revoking_reply(request))
 
-    def _extend(self, user: str, parsed: ExtendCommand) -> Reply:
+    def extend(self, user: str, parsed: ExtendCommand) -> Reply:
         request = self.rt.store.get(parsed.request_id)
         if user != request.requester:
             raise CommandError(f"only <@{request.requester}>, who asked for {request.id}, can extend it")
@@ -167,6 +177,24 @@ class CommandService:
         # Its card is posted by a worker, as a new request's is.
         self.rt.store.announce_later(after.id)
         return Reply(blocks.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
+
+    def cancel(self, user: str, request_id: str) -> Reply:
+        """Withdraw one's own pending request: recorded, then its card, thread and home are told by a worker."""
+        request = self.rt.store.get(request_id)
+        if user != request.requester:
+            raise CommandError(f"only <@{request.requester}>, who asked for {request.id}, can cancel it")
+
+        def record(_: AccessRequest, after: AccessRequest) -> None:
+            self.rt.audit.request_event("request.cancelled", after, actor=user, why="withdrawn by the requester")
+
+        try:
+            _, after = self.rt.store.transition(
+                request.id, lambda r: requests.cancel(r, "withdrawn by the requester", self.clock(), by=user), record
+            )
+        except TransitionError as err:
+            raise CommandError(str(err)) from None
+        tell(self.rt, after.id, "cancelled")
+        return Reply(blocks.cancelled_text(after))
 
     def _visible(self, user: str) -> list[AccessRequest]:
         policy, approvers = self.rt.policy, self.rt.approvers

@@ -1,15 +1,23 @@
-"""Clicks on approval cards (a request's or an extension's): who may decide is judged here, each click once."""
+"""Decisions on requests: clicks on approval cards and on the App Home, and the deny modal; each counts once.
+
+Who may decide is judged here, the same way wherever the click comes from: an approver of the
+target who is not its requester, on a request still open to a decision. A card's button must be
+on that request's card; the App Home's buttons name the request alone (`card=None`).
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from bot.messages import blocks
+from bot.messages import blocks, views
 from bot.messages.ids import ActionId
 from bot.messages.notify import Notifier
-from bot.service.common import enqueue, looks_like_id, utcnow
+from bot.messages.views import View
+from bot.service.common import enqueue, looks_like_id, refresh_homes, utcnow
 from jit_lb.access import requests
 from jit_lb.access.errors import (
     ApprovalError,
@@ -22,6 +30,16 @@ from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
 
 CARD_RECORD_WAIT = 2.0  # seconds a click may wait for the card's position to be recorded
+Card = tuple[str, str]  # where a card is: (channel, message ts)
+
+
+@dataclass(frozen=True)
+class DenyOrder:
+    """A denial submitted through the deny modal: its private_metadata read back, and the reason."""
+
+    request_id: str
+    card: Card | None
+    reason: str | None
 
 
 class DecisionService:
@@ -32,38 +50,97 @@ class DecisionService:
         self.notifier = notifier
         self.clock = clock
 
-    def decide(self, user: str, action_id: str, value: str, channel: str, message_ts: str) -> None:
-        """Judge one click on an approval card."""
+    def decide(self, user: str, action_id: str, value: str, card: Card | None, reason: str | None = None) -> None:
+        """Judge one click (or a deny modal's submission, with its `reason`)."""
         try:
-            request, is_extension = self._card_request(value, channel, message_ts)
-            if user == request.requester:
-                raise ApprovalError("you cannot approve or deny your own request")
-            if not self.rt.approvers.may_approve(user, self.rt.policy.target_for(request.target)):
-                raise ApprovalError(f"you are not an approver of `{request.target}`")
+            request, is_extension = self._card_request(value, *card) if card else self._home_request(value)
+            self._check_decider(user, request)
             if action_id not in {ActionId.APPROVE, ActionId.DENY}:
                 raise ApprovalError(f"unknown action `{action_id[:40]}`")
             approve = action_id == ActionId.APPROVE
             if is_extension:
                 (self._approve_extension if approve else self._deny_extension)(user, request)
+            elif approve:
+                self._approve(user, request)
             else:
-                (self._approve if approve else self._deny)(user, request)
+                self._deny(user, request, reason)
         except StoreUnavailableError:
-            self.notifier.ephemeral(channel, user, blocks.unavailable_text())
+            self._tell(user, card, blocks.unavailable_text())
         except AuditUnavailableError as err:
-            self.notifier.ephemeral(channel, user, blocks.refusal_text(str(err)))
+            self._tell(user, card, blocks.refusal_text(str(err)))
         except (ApprovalError, TransitionError, NotFoundError) as err:
-            known = self.rt.store.find(value) if looks_like_id(value) else None
-            self.rt.audit.record(
-                "approval.refused",
-                actor=user,
-                request_id=known.id if known else None,
-                target=known.target if known else None,
-                action=action_id[:40],
-                value=value[:64],
-                why=str(err),
-                must=True,
-            )
-            self.notifier.ephemeral(channel, user, blocks.refusal_text(str(err)))
+            self._refused(user, action_id, value, str(err))
+            self._tell(user, card, blocks.refusal_text(str(err)))
+
+    def deny_form(self, user: str, value: str, card: Card | None) -> View | None:
+        """The deny modal for this click, when the target asks whoever denies why; None: deny (or refuse) at once."""
+        try:
+            request, is_extension = self._card_request(value, *card) if card else self._home_request(value)
+            self._check_decider(user, request)
+        except (ApprovalError, TransitionError, NotFoundError, StoreUnavailableError):
+            return None  # `decide` refuses it, with the same words, and records why
+        target = self.rt.policy.target_for(request.target)
+        if is_extension or target is None or target.deny_reason == "none":
+            return None
+        return views.deny_modal(request, target.deny_reason == "required", card)
+
+    def check_deny(self, metadata: str, values: dict[str, str]) -> tuple[dict[str, str], DenyOrder | None]:
+        """A `jit_deny` submission read: errors by block, or what to decide (the caller acks, then decides)."""
+        try:
+            about = json.loads(metadata)
+            request_id = str(about["request"])
+            card = (str(about["card"][0]), str(about["card"][1])) if about.get("card") else None
+        except (ValueError, KeyError, TypeError, IndexError):
+            return {"reason": "this form does not name a request; open it again from the card"}, None
+        request = self.rt.store.find(request_id)
+        target = self.rt.policy.target_for(request.target) if request else None
+        reason = values.get("reason", "").strip()
+        if request is not None and target is not None and target.deny_reason == "required" and not reason:
+            return {"reason": f"`{request.target}` asks whoever denies a request to say why"}, None
+        if len(reason) > views.MAX_REASON:
+            return {"reason": f"keep it under {views.MAX_REASON} characters"}, None
+        return {}, DenyOrder(request_id, card, reason or None)
+
+    def deny(self, user: str, order: DenyOrder) -> None:
+        """Judge a deny modal's submission as its button would have been, with the reason given."""
+        self.decide(user, ActionId.DENY, order.request_id, order.card, order.reason)
+
+    def _check_decider(self, user: str, request: AccessRequest) -> None:
+        if user == request.requester:
+            raise ApprovalError("you cannot approve or deny your own request")
+        if not self.rt.approvers.may_approve(user, self.rt.policy.target_for(request.target)):
+            raise ApprovalError(f"you are not an approver of `{request.target}`")
+
+    def _refused(self, user: str, action_id: str, value: str, why: str) -> None:
+        known = self.rt.store.find(value) if looks_like_id(value) else None
+        self.rt.audit.record(
+            "approval.refused",
+            actor=user,
+            request_id=known.id if known else None,
+            target=known.target if known else None,
+            action=action_id[:40],
+            value=value[:64],
+            why=why,
+            must=True,
+        )
+
+    def _tell(self, user: str, card: Card | None, text: str) -> None:
+        """An answer only the clicker sees: ephemeral under the card, or a DM from the App Home."""
+        if card is not None:
+            self.notifier.ephemeral(card[0], user, text)
+        else:
+            self.notifier.dm(user, text)
+
+    def _home_request(self, value: str) -> tuple[AccessRequest, bool]:
+        """The request an App Home button names, and whether the decision is on its pending extension."""
+        if not looks_like_id(value):
+            raise ApprovalError("this button does not name a request")
+        request = self.rt.store.get(value)
+        if request.status is Status.PENDING:
+            return request, False
+        if request.status is Status.GRANTED and request.extension is not None:
+            return request, True
+        raise TransitionError(f"{request.id} is already {request.status}")
 
     def _card_request(self, value: str, channel: str, message_ts: str) -> tuple[AccessRequest, bool]:
         """The request a card's button names, and whether the card is its extension card."""
@@ -97,14 +174,17 @@ class DecisionService:
             self.notifier.dm(after.requester, blocks.approved_dm_text(after))
         self.notifier.update_card(after)
         self.notifier.thread(after, blocks.approval_text(after, user))
+        refresh_homes(self.rt, after.id)
 
-    def _deny(self, user: str, request: AccessRequest) -> None:
-        _, after = self.rt.store.transition(
-            request.id, lambda r: requests.deny(r, user, self.clock()), self._recorder("request.denied", user)
-        )
+    def _deny(self, user: str, request: AccessRequest, reason: str | None) -> None:
+        def record(_: AccessRequest, after: AccessRequest) -> None:
+            self.rt.audit.request_event("request.denied", after, actor=user, deny_reason=reason)
+
+        _, after = self.rt.store.transition(request.id, lambda r: requests.deny(r, user, self.clock(), reason), record)
         self.notifier.update_card(after)
-        self.notifier.thread(after, blocks.denied_text(after))
-        self.notifier.dm(after.requester, blocks.denied_text(after))
+        self.notifier.thread(after, blocks.denied_text(after), blocks.denied_blocks(after))
+        self.notifier.dm(after.requester, blocks.denied_text(after), blocks.denied_blocks(after))
+        refresh_homes(self.rt, after.id)
 
     def _approve_extension(self, user: str, request: AccessRequest) -> None:
         pending = request.extension
@@ -127,6 +207,7 @@ class DecisionService:
             enqueue(self.rt.queue, "extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
         self.notifier.update_extension_card(after, decided or after.extension)
         self.notifier.thread(after, blocks.extension_approval_text(after, user, decided is not None))
+        refresh_homes(self.rt, after.id)
 
     def _deny_extension(self, user: str, request: AccessRequest) -> None:
         _, after = self.rt.store.transition(
@@ -138,6 +219,7 @@ class DecisionService:
         text = blocks.extension_denied_text(after, user)
         self.notifier.thread(after, text)
         self.notifier.dm(after.requester, text)
+        refresh_homes(self.rt, after.id)
 
     def _recorder(self, event: str, user: str) -> Callable[[AccessRequest, AccessRequest], None]:
         """A transition's record: the change counts only once its record is written."""

@@ -50,15 +50,36 @@ class ExtendCommand:
     reason: str
 
 
-Command = RequestCommand | ListCommand | TargetsCommand | HelpCommand | RevokeCommand | ExtendCommand
+@dataclass(frozen=True)
+class CancelCommand:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class FormCommand:
+    """`/jit` with no text: open the request modal."""
+
+
+Command = (
+    RequestCommand
+    | ListCommand
+    | TargetsCommand
+    | HelpCommand
+    | RevokeCommand
+    | ExtendCommand
+    | CancelCommand
+    | FormCommand
+)
 
 USAGE = (
     "`/jit request <target> [<duration>] [--ip <address>] <reason…>`  ask for access\n"
     "`/jit list`  pending and active requests you can see\n"
     "`/jit revoke <request-id>`  end a grant now\n"
+    "`/jit cancel <request-id>`  withdraw your own pending request\n"
     "`/jit extend <request-id> <duration> <reason…>`  ask for more time (needs approval again)\n"
     "`/jit targets`  what you may request, with its limits\n"
     "`/jit help`  this text\n"
+    "`/jit`  with nothing after it: a form to request access\n"
     "Durations: `90s`, `30m`, `1h`, `1h30m`."
 )
 
@@ -67,7 +88,7 @@ def parse_command(text: str) -> Command:
     """Parse the text after `/jit`; raise CommandError naming what is wrong."""
     words = text.split()
     if not words:
-        return HelpCommand()
+        return FormCommand()
     verb, rest = words[0].lower(), words[1:]
     if verb == "request":
         return _parse_request(rest)
@@ -76,10 +97,10 @@ def parse_command(text: str) -> Command:
             raise CommandError(f"`/jit {verb}` takes no arguments")
         simple: dict[str, Command] = {"list": ListCommand(), "targets": TargetsCommand(), "help": HelpCommand()}
         return simple[verb]
-    if verb == "revoke":
+    if verb in {"revoke", "cancel"}:
         if len(rest) != 1:
-            raise CommandError("usage: `/jit revoke <request-id>`")
-        return RevokeCommand(_request_id(rest[0]))
+            raise CommandError(f"usage: `/jit {verb} <request-id>`")
+        return RevokeCommand(_request_id(rest[0])) if verb == "revoke" else CancelCommand(_request_id(rest[0]))
     if verb == "extend":
         if len(rest) < 2:
             raise CommandError("usage: `/jit extend <request-id> <duration> <reason…>`")

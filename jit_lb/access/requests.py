@@ -95,6 +95,7 @@ class AccessRequest(BaseModel):
     approvals: tuple[Approval, ...] = ()
     decided_by: str | None = None
     decided_at: datetime | None = None
+    deny_reason: str | None = None  # what the person who denied it wrote, when the target asks for it
     granted_at: datetime | None = None
     ends_at: datetime | None = None
     ended_at: datetime | None = None
@@ -159,10 +160,13 @@ def approve(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
     )
 
 
-def deny(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
+def deny(request: AccessRequest, who: str, now: datetime, reason: str | None = None) -> AccessRequest:
+    """Close a pending request as denied by `who`, with the reason they gave, if any."""
     if request.status is not Status.PENDING:
         raise TransitionError(f"request {request.id} is already {request.status}")
-    return request.model_copy(update={"status": Status.DENIED, "decided_by": who, "decided_at": now})
+    return request.model_copy(
+        update={"status": Status.DENIED, "decided_by": who, "decided_at": now, "deny_reason": reason or None}
+    )
 
 
 def expire(request: AccessRequest, now: datetime) -> AccessRequest:
@@ -173,12 +177,11 @@ def expire(request: AccessRequest, now: datetime) -> AccessRequest:
     return request.model_copy(update={"status": Status.EXPIRED, "decided_by": "system", "decided_at": now})
 
 
-def cancel(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
+def cancel(request: AccessRequest, why: str, now: datetime, by: str = "system") -> AccessRequest:
+    """Withdraw a pending request: by its requester, or by jit-lb (its card could not be posted, a lockdown)."""
     if request.status is not Status.PENDING:
         raise TransitionError(f"request {request.id} is already {request.status}")
-    return request.model_copy(
-        update={"status": Status.CANCELLED, "decided_by": "system", "decided_at": now, "failure": why}
-    )
+    return request.model_copy(update={"status": Status.CANCELLED, "decided_by": by, "decided_at": now, "failure": why})
 
 
 def fix_end(request: AccessRequest, ends_at: datetime, spec: dict[str, Any]) -> AccessRequest:

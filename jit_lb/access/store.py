@@ -28,6 +28,8 @@ _GRANTED = PREFIX + "granted"  # granted ids, scored by when they end
 _OUTBOX = PREFIX + "outbox"  # request ids whose approval card (a new request's, an extension's) a worker is to post
 _USER_PENDING = PREFIX + "user-pending:"  # one set a user: their pending request ids
 _RATE = PREFIX + "rate:"  # one counter a user and minute: the commands they sent in it
+_HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes are published on changes
+_EVENTS = PREFIX + "event:"  # Events API ids already handled (Slack retries an event not acked in 3 s)
 _REFUSALS = PREFIX + "refusals"  # hash: refusals past a limit, counted per user and minute
 _REFUSALS_DUE = PREFIX + "refusals:due"  # the same keys, scored by when their minute is over
 _LOCK = PREFIX + "lock:"  # one lock per scope at the load balancer
@@ -277,6 +279,23 @@ class RequestStore:
             for name in names:
                 pipe.set(_CLAIM + name, 1, nx=True, ex=seconds)
             return [bool(won) for won in pipe.execute()]
+
+    def note_home_user(self, user: str) -> None:
+        with _reachable():
+            self.redis.sadd(_HOME_USERS, user)
+
+    def any_home_users(self) -> bool:
+        with _reachable():
+            return bool(self.redis.scard(_HOME_USERS))
+
+    def home_users(self) -> set[str]:
+        with _reachable():
+            return {_text(member) for member in self.redis.smembers(_HOME_USERS)}
+
+    def first_delivery(self, event_id: str, seconds: int = 3600) -> bool:
+        """True the first time an Events API event id is seen: a retried delivery is handled once."""
+        with _reachable():
+            return bool(self.redis.set(_EVENTS + event_id, 1, nx=True, ex=seconds))
 
     def take_turn(self, name: str, holder: str, seconds: float) -> bool:
         """True when `holder` takes the turn `name` for `seconds` (the sweep's: one worker a period)."""

@@ -121,7 +121,7 @@ async def test_click_naming_no_request_is_refused(world: World) -> None:
     """A button value that is not a request id is refused and audited without a request."""
     request = await world.request()
 
-    world.decisions.decide("U0APPROVER1", "jit_approve", "drop table", APPROVALS, str(request.card_ts))
+    world.decisions.decide("U0APPROVER1", "jit_approve", "drop table", (APPROVALS, str(request.card_ts)))
 
     refused = world.record("approval.refused")
     assert (refused.get("request_id"), refused["why"]) == (None, "this button does not name a request")
@@ -161,7 +161,7 @@ async def test_extension_approval_moves_the_end_and_queues_extend_access(world: 
     extension = world.rt.store.get(request.id).extension
     assert extension is not None and extension.card_ts is not None
 
-    world.decisions.decide("U0APPROVER2", "jit_approve", request.id, APPROVALS, extension.card_ts)
+    world.decisions.decide("U0APPROVER2", "jit_approve", request.id, (APPROVALS, str(extension.card_ts)))
 
     after = world.rt.store.get(request.id)
     assert request.ends_at is not None and after.ends_at is not None

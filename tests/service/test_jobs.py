@@ -187,7 +187,7 @@ async def test_extend_access_moves_the_lease_at_moto(world: World) -> None:
     notices.announce(request.id)
     extension = world.rt.store.get(request.id).extension
     assert extension is not None and extension.card_ts is not None
-    world.decisions.decide("U0APPROVER2", "jit_approve", request.id, APPROVALS, extension.card_ts)
+    world.decisions.decide("U0APPROVER2", "jit_approve", request.id, (APPROVALS, str(extension.card_ts)))
 
     world.work()
 

@@ -101,7 +101,7 @@ class World:
     def click(self, user: str, action: str, request: AccessRequest, ts: str | None = None) -> None:
         """A click on the request's card (at `ts`, when given, instead of where the card is)."""
         assert request.card_channel is not None and request.card_ts is not None
-        self.decisions.decide(user, action, request.id, request.card_channel, ts or request.card_ts)
+        self.decisions.decide(user, action, request.id, (request.card_channel, ts or request.card_ts))
 
     async def granted(self, user: str = "U0DEV1", text: str = "request lb-prod 30m debugging 502s") -> AccessRequest:
         """A request approved by an approver and granted at moto by its job run directly.

@@ -226,7 +226,7 @@ def test_bad_signature_is_401_and_changes_nothing(stack: Stack) -> None:
 
 def test_help_targets_and_list(stack: Stack) -> None:
     """`/jit help`, `/jit targets` and `/jit list` answer the requester privately."""
-    assert "/jit request" in stack.client().command("U0DEV2", "").json()["text"]
+    assert "/jit request" in stack.client().command("U0DEV2", "help").json()["text"]
     assert "/jit request" in stack.client().command("U0DEV2", "frobnicate").json()["text"]
     targets = stack.client().command("U0DEV2", "targets").json()["text"]
     assert "lb-prod" in targets and "lb-two" not in targets

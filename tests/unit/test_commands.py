@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jit_lb.access.commands import (
+    CancelCommand,
     ExtendCommand,
+    FormCommand,
     HelpCommand,
     ListCommand,
     RequestCommand,
@@ -44,7 +46,8 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
         ),
         ("list", ListCommand()),
         ("targets", TargetsCommand()),
-        ("", HelpCommand()),
+        ("", FormCommand()),
+        ("cancel jit-abcdef", CancelCommand("jit-abcdef")),
         ("help", HelpCommand()),
         ("dance", HelpCommand(unknown="dance")),
         ("revoke jit-abcdef", RevokeCommand("jit-abcdef")),

@@ -1,0 +1,51 @@
+"""The App Home of one person, built from the store and published (web on `app_home_opened`, workers on changes)."""
+
+from __future__ import annotations
+
+from bot.messages.notify import Notifier
+from bot.messages.views import View, home_view
+from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.runtime import Runtime
+
+MAX_REFRESHED = 50  # people whose home one change republishes (the requester first, then approvers)
+
+
+def home_of(rt: Runtime, user: str, open_requests: list[AccessRequest]) -> View:
+    """`user`'s grants, pending requests, and what waits for their decision, by the card's rules exactly."""
+    grants = [r for r in open_requests if r.requester == user and r.status is Status.GRANTED]
+    pending = [r for r in open_requests if r.requester == user and r.status is Status.PENDING]
+    awaiting = [r for r in open_requests if _awaits(rt, user, r)]
+    return home_view(grants, pending, awaiting)
+
+
+def _awaits(rt: Runtime, user: str, request: AccessRequest) -> bool:
+    """A request waits for `user` when they may decide it now: an approver, not its requester, not yet approved."""
+    if user == request.requester:
+        return False
+    extension = request.extension
+    if request.status is Status.PENDING:
+        already = user in request.approvers
+    elif request.status is Status.GRANTED and extension is not None and extension.outcome == "pending":
+        already = user in extension.approvers
+    else:
+        return False
+    return not already and rt.approvers.may_approve(user, rt.policy.target_for(request.target))
+
+
+def publish_home(rt: Runtime, notifier: Notifier, user: str, open_requests: list[AccessRequest] | None = None) -> None:
+    """Publish `user`'s App Home as it is now."""
+    requests = rt.store.open_requests() if open_requests is None else open_requests
+    notifier.publish_home(user, home_of(rt, user, requests))
+
+
+def refresh_homes(rt: Runtime, notifier: Notifier, request: AccessRequest) -> int:
+    """Publish again the homes a request shows in: its requester's and its approvers', for those who opened one."""
+    viewers = rt.store.home_users()
+    if not viewers:
+        return 0
+    concerned = [request.requester, *sorted(rt.approvers.of(rt.policy.target_for(request.target)))]
+    users = [user for user in dict.fromkeys(concerned) if user in viewers][:MAX_REFRESHED]
+    open_requests = rt.store.open_requests()
+    for user in users:
+        publish_home(rt, notifier, user, open_requests)
+    return len(users)

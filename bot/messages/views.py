@@ -1,0 +1,240 @@
+"""Modals and the App Home as Block Kit views: pure builders of domain state, tested as dicts (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from bot.messages.blocks import Blocks, clip, escape, typed_blocks, when
+from bot.messages.ids import ActionId, CallbackId
+from jit_lb.access.durations import format_duration
+from jit_lb.access.policy import Target
+from jit_lb.access.requests import AccessRequest
+
+View = dict[str, Any]
+
+MAX_OPTIONS = 100  # a static_select's options
+MAX_OPTION_TEXT = 75
+MAX_HOME_ITEMS = 7  # requests each home section lists (two blocks each: 3 sections stay under 50 blocks)
+MAX_REASON = 500  # as the command's reason
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": clip(text, MAX_OPTION_TEXT) or "—", "emoji": True}
+
+
+def _option(text: str, value: str, description: str = "") -> dict[str, Any]:
+    option: dict[str, Any] = {"text": _plain(text), "value": value}
+    if description.strip():
+        option["description"] = _plain(description)
+    return option
+
+
+def _duration_option(duration: timedelta) -> dict[str, Any]:
+    return _option(format_duration(duration), format_duration(duration))
+
+
+def _modal(callback_id: str, title: str, submit: str, blocks: Blocks, metadata: dict[str, Any]) -> View:
+    return {
+        "type": "modal",
+        "callback_id": callback_id,
+        "title": _plain(title),
+        "submit": _plain(submit),
+        "close": _plain("Cancel"),
+        "private_metadata": json.dumps(metadata, separators=(",", ":")),
+        "blocks": blocks,
+    }
+
+
+def _text_input(block_id: str, label: str, *, optional: bool, multiline: bool, hint: str = "") -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "type": "input",
+        "block_id": block_id,
+        "optional": optional,
+        "label": _plain(label),
+        "element": {
+            "type": "plain_text_input",
+            "action_id": block_id,
+            "multiline": multiline,
+            "max_length": MAX_REASON,
+        },
+    }
+    if hint:
+        block["hint"] = {"type": "plain_text", "text": clip(hint, 2000)}
+    return block
+
+
+def request_modal(targets: dict[str, Target], selected: str | None = None) -> View:
+    """The `jit_request` modal: only the targets the person may request; durations and `--ip` follow the selection.
+
+    The target select dispatches its changes, so that the modal is updated with that target's
+    durations, reason hint and address field (`request_modal` again, with `selected`).
+    """
+    names = sorted(targets)[:MAX_OPTIONS]
+    chosen = selected if selected in targets else (names[0] if names else None)
+    target = targets[chosen] if chosen else None
+    options = [_option(name, name, targets[name].description) for name in names]
+    select: dict[str, Any] = {"type": "static_select", "action_id": "target", "options": options}
+    if chosen:
+        select["initial_option"] = _option(chosen, chosen, targets[chosen].description)
+    blocks: Blocks = [
+        {
+            "type": "input",
+            "block_id": "target",
+            "dispatch_action": True,
+            "label": _plain("Target"),
+            "element": select,
+        }
+    ]
+    if target is not None:
+        choices = target.duration_choices()[:MAX_OPTIONS]
+        default = target.default_duration if target.default_duration in choices else choices[0]
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": "duration",
+                "label": _plain("For how long"),
+                "element": {
+                    "type": "static_select",
+                    "action_id": "duration",
+                    "options": [_duration_option(choice) for choice in choices],
+                    "initial_option": _duration_option(default),
+                },
+            }
+        )
+        blocks.append(_text_input("reason", "Why", optional=False, multiline=True, hint=target.reason_hint or ""))
+        if target.allow_requester_ip:
+            blocks.append(
+                _text_input(
+                    "ip",
+                    "From which address (optional)",
+                    optional=True,
+                    multiline=False,
+                    hint="One IPv4 or IPv6 host; left empty, your usual source address.",
+                )
+            )
+    else:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": "You may not request any target. Ask your platform team."},
+            }
+        )
+    return _modal(CallbackId.REQUEST, "Request access", "Request", blocks, {"target": chosen})
+
+
+def deny_modal(request: AccessRequest, required: bool, card: tuple[str, str] | None) -> View:
+    """The `jit_deny` modal: why the request is denied (required or optional, as the target says)."""
+    head = f"Deny `{request.id}`: <@{request.requester}> asks for `{request.target}` for {request.duration_text}."
+    blocks: Blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": head}},
+        *typed_blocks("Their reason", request.reason),
+        _text_input(
+            "reason",
+            "Why you deny it",
+            optional=not required,
+            multiline=True,
+            hint="The requester, the approval thread and the audit log will read it.",
+        ),
+    ]
+    metadata = {"request": request.id, "card": list(card) if card else None}
+    return _modal(CallbackId.DENY, "Deny access", "Deny", blocks, metadata)
+
+
+def extend_modal(request: AccessRequest, target: Target) -> View:
+    """The `jit_extend` modal of the App Home's Extend button: how much longer, and why."""
+    choices = target.duration_choices()[:MAX_OPTIONS]
+    blocks: Blocks = [
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"Extend `{request.id}` on `{request.target}`, now until {when(request.ends_at)}.",
+            },
+        },
+        {
+            "type": "input",
+            "block_id": "duration",
+            "label": _plain("How much longer"),
+            "element": {
+                "type": "static_select",
+                "action_id": "duration",
+                "options": [_duration_option(choice) for choice in choices],
+            },
+        },
+        _text_input("reason", "Why", optional=False, multiline=True, hint=target.reason_hint or ""),
+    ]
+    return _modal(CallbackId.EXTEND, "Extend access", "Ask", blocks, {"request": request.id})
+
+
+def _item(request: AccessRequest, state: str, buttons: Sequence[tuple[str, str, str | None]]) -> Blocks:
+    """One request: who, what, its state (mrkdwn, our words), its reason as typed (plain_text), its buttons."""
+    head = f"`{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {escape(state)}"
+    elements = [
+        {"type": "button", "action_id": action, "text": _plain(label), "value": request.id}
+        | ({"style": style} if style else {})
+        for action, label, style in buttons
+    ]
+    reason = {"type": "plain_text", "text": clip(" ".join(request.reason.split()), 300) or "—"}
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": head}, "fields": [reason]},
+        {"type": "actions", "block_id": f"{buttons[0][0]}-{request.id}", "elements": elements},
+    ]
+
+
+def _home_section(title: str, requests: list[AccessRequest], render: Any, empty: str) -> Blocks:
+    blocks: Blocks = [{"type": "header", "text": _plain(title)}]
+    if not requests:
+        return [*blocks, {"type": "context", "elements": [{"type": "mrkdwn", "text": empty}]}]
+    for request in requests[:MAX_HOME_ITEMS]:
+        blocks.extend(render(request))
+    if len(requests) > MAX_HOME_ITEMS:
+        more = f"… and {len(requests) - MAX_HOME_ITEMS} more: `/jit list` shows them all"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+    return blocks
+
+
+def home_view(grants: list[AccessRequest], pending: list[AccessRequest], awaiting: list[AccessRequest]) -> View:
+    """The App Home: the person's active grants, their pending requests, and what waits for their approval."""
+
+    def grant(request: AccessRequest) -> Blocks:
+        state = f"granted until {when(request.ends_at)}"
+        buttons = [(ActionId.REVOKE, "End now", "danger"), (ActionId.EXTEND, "Extend…", None)]
+        return _item(request, state, buttons)
+
+    def mine(request: AccessRequest) -> Blocks:
+        state = f"waiting for approval ({len(request.approvals)} of {request.approvals_required})"
+        return _item(request, state, [(ActionId.CANCEL, "Cancel", None)])
+
+    def theirs(request: AccessRequest) -> Blocks:
+        if request.extension is not None and request.extension.outcome == "pending":
+            state = f"asks to extend by {request.extension.duration_text}"
+        else:
+            state = f"waiting, expires {when(request.pending_until)}"
+        buttons = [(ActionId.APPROVE, "Approve", "primary"), (ActionId.DENY, "Deny", "danger")]
+        return _item(request, state, buttons)
+
+    blocks = [
+        *_home_section("Your access now", grants, grant, "No active grants. `/jit` opens the request form."),
+        *_home_section("Your pending requests", pending, mine, "Nothing pending."),
+        *_home_section("Waiting for your approval", awaiting, theirs, "Nothing waits for you."),
+    ]
+    return {"type": "home", "callback_id": CallbackId.HOME, "blocks": blocks}
+
+
+def field_values(state: dict[str, Any]) -> dict[str, str]:
+    """A view submission's `state.values` as {block_id: value}, for the input kinds our views use."""
+    values: dict[str, str] = {}
+    for block_id, actions in (state.get("values") or {}).items():
+        if not isinstance(actions, dict):
+            continue
+        for action in actions.values():
+            if not isinstance(action, dict):
+                continue
+            option = action.get("selected_option")
+            value = option.get("value") if isinstance(option, dict) else action.get("value")
+            if isinstance(value, str):
+                values[str(block_id)] = value
+    return values

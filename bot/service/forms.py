@@ -1,0 +1,165 @@
+"""The request and extend modals and the App Home: the same requests and checks as `/jit`, through forms.
+
+A submission with a bad value is answered with errors by block, and nothing is stored; a good
+one goes through `CommandService`, the command's own code path and checks, and its answer (which
+a modal cannot show) is sent to the person as a DM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+from bot.messages import blocks, views
+from bot.messages.home import publish_home
+from bot.messages.notify import Notifier
+from bot.messages.views import View
+from bot.service.background import after_answer
+from bot.service.commands import FAILURES, CommandService
+from bot.service.common import Reply
+from jit_lb.access import commands
+from jit_lb.access.commands import ExtendCommand, RequestCommand
+from jit_lb.access.durations import parse_duration
+from jit_lb.access.errors import (
+    AuditUnavailableError,
+    CommandError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+from jit_lb.access.policy import host_address
+from jit_lb.runtime import Runtime
+
+Errors = dict[str, str]
+
+
+class FormService:
+    """What the modals and the App Home do; built on the command service so that both judge alike."""
+
+    def __init__(self, rt: Runtime, notifier: Notifier, commands_service: CommandService) -> None:
+        self.rt = rt
+        self.notifier = notifier
+        self.commands = commands_service
+
+    # --- the request modal ------------------------------------------------------------------------
+
+    def request_view(self, user: str, selected: str | None = None) -> View:
+        """The request modal with the targets `user` may request (the shortcut and a bare `/jit` open it)."""
+        return views.request_modal(self.rt.approvers.targets_for(user), selected)
+
+    async def submit_request(self, user: str, values: dict[str, str]) -> Errors | None:
+        """A `jit_request` submission: errors by block, or None once the request is made (and the person told).
+
+        The checks run in a thread (a usergroup may have to be read); the request is made on the event
+        loop through the command's own path; the DM follows the answer.
+        """
+        errors, command = await asyncio.to_thread(self._check_request, user, values)
+        if command is None:
+            return errors
+        try:
+            await self.commands.count(user)
+            reply = await self.commands.request(user, command, None)
+        except FAILURES as err:
+            text = blocks.unavailable_text() if isinstance(err, StoreUnavailableError) else str(err)
+            return await asyncio.to_thread(self._refused, user, values, {"reason": text})
+        after_answer(self.notifier.dm, user, reply.text)
+        return None
+
+    def _check_request(self, user: str, values: dict[str, str]) -> tuple[Errors, RequestCommand | None]:
+        targets = self.rt.approvers.targets_for(user)
+        name = values.get("target", "")
+        target = targets.get(name)
+        if target is None:
+            return self._refused(
+                user, values, {"target": f"you may not request `{name[:64]}`; pick one of the list"}
+            ), None
+        errors: Errors = {}
+        duration = None
+        try:
+            duration = parse_duration(values.get("duration", ""))
+            commands.check_duration(name, target, duration)
+        except (ValueError, CommandError) as err:
+            errors["duration"] = str(err)
+        reason = " ".join(values.get("reason", "").split())
+        if not reason:
+            errors["reason"] = "say why you need access"
+        elif len(reason) > views.MAX_REASON:
+            errors["reason"] = f"keep it under {views.MAX_REASON} characters"
+        elif not target.matches_reason(reason):
+            errors["reason"] = target.reason_hint or f"the reason must match `{target.reason_pattern}`"
+        ip = values.get("ip", "").strip() or None
+        if ip is not None:
+            try:
+                if not target.allow_requester_ip:
+                    raise ValueError(f"`{name}` does not let requesters name an address")
+                host_address(ip, allow_private=target.allow_private_ip)
+            except ValueError as err:
+                errors["ip"] = str(err)
+        if errors:
+            return self._refused(user, values, errors), None
+        return {}, RequestCommand(name, duration, ip, reason)
+
+    def _refused(self, user: str, values: dict[str, str], errors: Errors) -> Errors:
+        """Record a submission that was refused (as a refused command is), and hand its errors back."""
+        self.rt.audit.record(
+            "request.refused",
+            actor=user,
+            target=values.get("target", "")[:64] or None,
+            via="modal",
+            text=json.dumps(values)[:500],
+            why="; ".join(f"{block}: {message}" for block, message in errors.items()),
+            must=True,
+        )
+        return errors
+
+    # --- the App Home -----------------------------------------------------------------------------
+
+    def home_opened(self, user: str, event_id: str | None) -> None:
+        """Publish `user`'s home; from now on it is published again whenever what it shows changes."""
+        if event_id is not None and not self.rt.store.first_delivery(event_id):
+            return  # Slack retried an event we already handled
+        self.rt.store.note_home_user(user)
+        publish_home(self.rt, self.notifier, user)
+
+    def home_revoke(self, user: str, request_id: str) -> None:
+        """The home's End now: `/jit revoke`, answered by DM."""
+        self._answer(user, f"revoke {request_id}", lambda: self.commands.revoke(user, request_id))
+
+    def home_cancel(self, user: str, request_id: str) -> None:
+        """The home's Cancel: `/jit cancel`, answered by DM."""
+        self._answer(user, f"cancel {request_id}", lambda: self.commands.cancel(user, request_id))
+
+    def extend_view(self, user: str, request_id: str) -> View | None:
+        """The extend modal for the home's Extend…; None (and a DM saying why) when there is nothing to extend."""
+        request = self.rt.store.find(request_id)
+        target = self.rt.policy.target_for(request.target) if request else None
+        if request is None or target is None or request.requester != user or request.ends_at is None:
+            self.notifier.dm(user, blocks.refusal_text(f"there is no grant of yours `{request_id}` to extend"))
+            return None
+        return views.extend_modal(request, target)
+
+    def submit_extend(self, user: str, metadata: str, values: dict[str, str]) -> Errors | None:
+        """A `jit_extend` submission: `/jit extend`'s checks, with errors on the block they are about."""
+        try:
+            request_id = str(json.loads(metadata)["request"])
+            duration = parse_duration(values.get("duration", ""))
+        except (ValueError, KeyError, TypeError) as err:
+            return {"duration": str(err)}
+        reason = " ".join(values.get("reason", "").split())
+        if not reason:
+            return {"reason": "say why you need more time"}
+        try:
+            reply = self.commands.extend(user, ExtendCommand(request_id, duration, reason))
+        except (CommandError, NotFoundError, AuditUnavailableError, StoreUnavailableError) as err:
+            block = "reason" if "reason" in str(err) else "duration"
+            return {block: str(err)}
+        self.notifier.dm(user, reply.text)
+        return None
+
+    def _answer(self, user: str, text: str, act: Callable[[], Reply]) -> None:
+        """Do what a home button asks as the command `text` would, refusals recorded alike; answer by DM."""
+        try:
+            reply = act()
+        except FAILURES as err:
+            reply = self.commands.failed(user, text, err)
+        self.notifier.dm(user, reply.text)
