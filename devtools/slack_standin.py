@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import json
+import mimetypes
+import re
 import threading
 import time
 import uuid
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
@@ -30,6 +34,14 @@ Message = dict[str, Any]
 # Methods whose `blocks` (or `view`) Slack checks before it does anything else.
 BLOCK_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral", "chat.scheduleMessage"})
 VIEW_METHODS = frozenset({"views.open", "views.update", "views.push", "views.publish"})
+TEAM_ID = "T0001"
+TRIGGER_TTL = 3.0  # seconds within which Slack lets a trigger_id open a view, once
+MAX_VIEW_BYTES = 250_000  # past this views.* answer view_too_large
+MAX_VIEW_STACK = 3  # views a modal's stack holds (views.push answers push_limit_reached past it)
+TRIGGER_FORMAT = re.compile(r"[0-9]+\.[0-9]+\.[0-9a-f]+")  # as Slack's invalid_trigger_id describes it
+# files.completeUploadExternal's channel_id: a conversation id, never a user id. Slack also wants 8+ characters
+# after the letter; the stand-in's own DM ids (D0U0DEV1) are shorter, so only the letter is checked.
+SHAREABLE_CHANNEL = re.compile(r"[CGDZ][A-Z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,13 @@ def view_errors(view: Any) -> list[str]:
     for name, most in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
         if name in view and not (isinstance(view[name], str) and len(view[name]) <= most):
             errors.append(f"must be a string of at most {most} characters [json-pointer:/view/{name}]")
-    return errors + block_kit_errors(view.get("blocks"), limit=MAX_VIEW_BLOCKS, where="/view/blocks")
+    blocks = view.get("blocks")
+    if kind == "modal" and "submit" not in view and isinstance(blocks, list):
+        inputs = [at for at, block in enumerate(blocks) if isinstance(block, dict) and block.get("type") == "input"]
+        if inputs:
+            where = f"/view/blocks/{inputs[0]}/input"
+            errors.append(f"must define `submit` to use an `input` block in modals [json-pointer:{where}]")
+    return errors + block_kit_errors(blocks, limit=MAX_VIEW_BLOCKS, where="/view/blocks")
 
 
 def _block_errors(block: dict[str, Any], at: str) -> list[str]:
@@ -310,8 +328,93 @@ def refusal(method: str, args: dict[str, Any]) -> dict[str, Any] | None:
     if method in VIEW_METHODS and "view" in args:
         errors = view_errors(args["view"])
         if errors:
-            return {"ok": False, "error": "invalid_arguments", "response_metadata": {"messages": errors}}
+            return invalid_arguments(*errors)
+        if len(json.dumps(args["view"])) > MAX_VIEW_BYTES:
+            return {"ok": False, "error": "view_too_large"}
     return None
+
+
+def invalid_arguments(*errors: str) -> dict[str, Any]:
+    """Slack's answer to arguments (a view, a field) that break its schema: each reason as `[ERROR] …`."""
+    return {
+        "ok": False,
+        "error": "invalid_arguments",
+        "response_metadata": {"messages": [f"[ERROR] {e}" for e in errors]},
+    }
+
+
+def _with_ids(blocks: list[Any]) -> list[Any]:
+    """A copy of a view's blocks as Slack keeps them: every block, and every interactive element, has its id.
+
+    Slack makes up the ids the app left out, so a view_submission's state is keyed by ids the app never chose.
+    """
+    kept = copy.deepcopy(blocks)
+    for block in kept:
+        if not isinstance(block, dict):
+            continue
+        block.setdefault("block_id", uuid.uuid4().hex[:5])
+        elements = [block.get("element"), block.get("accessory")]
+        elements += block.get("elements", []) if block.get("type") == "actions" else []
+        for element in elements:
+            if isinstance(element, dict) and block.get("type") in {"input", "section", "actions"}:
+                element.setdefault("action_id", uuid.uuid4().hex[:5])
+    return kept
+
+
+@dataclass
+class _Trigger:
+    """A trigger_id the stand-in has seen: when it was made, for whom, from which view, and whether it opened one."""
+
+    made_at: float  # time.monotonic()
+    user: str | None = None
+    view_id: str | None = None
+    used: bool = False
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file sent through files.getUploadURLExternal and its upload URL, and where it was shared."""
+
+    id: str
+    filename: str
+    length: int  # as declared to files.getUploadURLExternal
+    content: bytes | None = None  # None until the bytes are POSTed to the upload URL
+    title: str = ""
+    alt_txt: str | None = None
+    shares: tuple[tuple[str, str], ...] = ()  # (channel, ts) of each message sharing it
+    initial_comment: str | None = None
+    thread_ts: str | None = None
+    completed: bool = False  # files.completeUploadExternal took it
+
+    @property
+    def channels(self) -> list[str]:
+        return [channel for channel, _ in self.shares]
+
+
+def _file_object(upload: UploadedFile) -> dict[str, Any]:
+    """A file as files.completeUploadExternal answers it. Slack shares it after answering, so no channels yet."""
+    extension = upload.filename.rsplit(".", 1)[-1].lower() if "." in upload.filename else ""
+    private = f"https://files.slack.com/files-pri/{TEAM_ID}-{upload.id}/{upload.filename}"
+    return {
+        "id": upload.id,
+        "created": int(time.time()),
+        "name": upload.filename,
+        "title": upload.title,
+        "mimetype": mimetypes.guess_type(upload.filename)[0] or "",
+        "filetype": extension,
+        "user": "U0BOT",
+        "size": len(upload.content or b""),
+        "mode": "hosted",
+        "is_external": False,
+        "is_public": False,
+        "url_private": private,
+        "url_private_download": private.replace(f"/{upload.filename}", f"/download/{upload.filename}"),
+        "channels": [],
+        "groups": [],
+        "ims": [],
+        "shares": {},
+        **({"alt_txt": upload.alt_txt} if upload.alt_txt else {}),
+    }
 
 
 class SlackStandin:
@@ -342,6 +445,13 @@ class SlackStandin:
         self._sockets: list[web.WebSocketResponse] = []
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._envelopes_sent = 0
+        self._triggers: dict[str, _Trigger] = {}
+        self._views: dict[str, dict[str, Any]] = {}  # view id -> the view as it stands now
+        self._view_users: dict[str, str | None] = {}  # view id -> whom it was opened for, when known
+        self._homes: dict[str, str] = {}  # user -> the id of their App Home view
+        self._files: dict[str, UploadedFile] = {}
+        self._upload_keys: dict[str, str] = {}  # the secret part of an upload URL -> file id
+        self._counts = {"trigger": 0, "view": 0, "file": 0}
         self._handlers: dict[str, Handler] = {
             "apps.connections.open": self._connections_open,
             "auth.test": self._auth_test,
@@ -352,6 +462,12 @@ class SlackStandin:
             "conversations.open": self._open,
             "users.info": self._user_info,
             "usergroups.users.list": self._usergroup_users,
+            "views.open": self._views_open,
+            "views.push": self._views_push,
+            "views.update": self._views_update,
+            "views.publish": self._views_publish,
+            "files.getUploadURLExternal": self._upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -368,6 +484,11 @@ class SlackStandin:
     def socket_url(self) -> str:
         """Where Socket Mode clients connect; apps.connections.open adds a ticket, as Slack does."""
         return f"ws://127.0.0.1:{self.port}/socket-mode"
+
+    @property
+    def upload_url_base(self) -> str:
+        """Where files.getUploadURLExternal's upload URLs point: the stand-in itself, as files.slack.com."""
+        return f"http://127.0.0.1:{self.port}/upload/v1/"
 
     def response_url(self, name: str) -> str:
         """The response_url to put into a payload; posts to it are recorded under `name`."""
@@ -401,6 +522,7 @@ class SlackStandin:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response)
+        app.router.add_post("/upload/v1/{key}", self._upload)
         app.router.add_get("/socket-mode", self._socket)
         app.on_shutdown.append(self._close_sockets)
         runner = web.AppRunner(app, access_log=None)
@@ -431,12 +553,27 @@ class SlackStandin:
             self._faults.setdefault(method, []).extend([(status, retry_after)] * times)
 
     def reset(self) -> None:
-        """Forget calls, messages and pending faults; usergroups and settings stay."""
+        """Forget calls, messages, views, files, trigger ids and pending faults; usergroups and settings stay."""
         with self._lock:
             self._calls.clear()
             self._messages.clear()
             self._faults.clear()
             self._last_post.clear()
+            for kept in (self._triggers, self._views, self._view_users, self._homes, self._files, self._upload_keys):
+                kept.clear()
+
+    def trigger_id(self, user: str | None = None, *, age: float = 0.0, view_id: str | None = None) -> str:
+        """A fresh trigger_id, as Slack puts in a command, shortcut or click by `user` (from inside `view_id`).
+
+        It opens one view (views.open or views.push) within TRIGGER_TTL seconds of being made; `age` makes one
+        that many seconds old already. A well-formed trigger_id the stand-in did not make (a hand-written
+        payload's) is taken as just made, on first use; every trigger_id opens one view only.
+        """
+        with self._lock:
+            self._counts["trigger"] += 1
+            made = f"{int(time.time())}.{self._counts['trigger']}.{uuid.uuid4().hex[:20]}"
+            self._triggers[made] = _Trigger(time.monotonic() - age, user, view_id)
+        return made
 
     # --- HTTP ---------------------------------------------------------------------------------
 
@@ -484,6 +621,28 @@ class SlackStandin:
         with self._lock:
             self._calls.append(Call("response_url", args, time.time(), answer))
         return web.Response(text="invalid_blocks", status=400) if errors else web.Response(text="ok")
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The bytes of a file, POSTed to an upload URL: raw (as slack_sdk sends them) or as a multipart form's file."""
+        content = b""
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if isinstance(part, BodyPartReader) and (part.filename is not None or part.name == "file"):
+                    content = bytes(await part.read())
+                    break
+        else:
+            content = await request.read()
+        with self._lock:
+            file_id = self._upload_keys.get(request.match_info["key"])
+            upload = self._files.get(file_id or "")
+            if upload is not None and not upload.completed:
+                self._files[upload.id] = dataclasses.replace(upload, content=content)
+            answer = {"ok": upload is not None, "file_id": file_id, "bytes": len(content)}
+            self._calls.append(Call("upload", {"key": request.match_info["key"]}, time.time(), answer))
+        if upload is None:
+            return web.Response(text="not_found", status=404)
+        return web.Response(text=f"OK - {len(content)}")
 
     def _token_fits(self, method: str, token: str) -> bool:
         if method in APP_TOKEN_METHODS:
@@ -543,7 +702,7 @@ class SlackStandin:
             self._calls.append(Call("socket_mode.envelope", envelope, time.time()))
             self._envelopes_sent += 1
             turn = self._envelopes_sent
-        acked = asyncio.get_running_loop().create_future()
+        acked: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._acks[envelope["envelope_id"]] = acked
         try:
             # Slack spreads envelopes over an app's open connections.
@@ -566,17 +725,22 @@ class SlackStandin:
     def send_envelope(self, kind: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         """Send `payload` as a Socket Mode envelope of type `kind` and return the app's ack.
 
-        `kind` is "slash_commands" or "interactive"; an ack of a slash command may carry a
-        `payload`, the reply shown to the user. No ack within `timeout` raises AssertionError.
+        `kind` is "slash_commands", "interactive" or "events_api"; an ack of a slash command (or of a
+        view_submission) may carry a `payload`, the reply shown to the user. No ack within `timeout` raises
+        AssertionError.
         """
         if self._loop is None:
             raise RuntimeError("the Slack stand-in is not running")
-        envelope = {
+        envelope: dict[str, Any] = {
             "envelope_id": str(uuid.uuid4()),
             "type": kind,
             "payload": payload,
-            "accepts_response_payload": kind == "slash_commands",
+            # The surfaces whose ack can carry an answer: a command's reply, a submission's response_action.
+            "accepts_response_payload": kind == "slash_commands"
+            or payload.get("type") in {"view_submission", "block_suggestion"},
         }
+        if kind == "events_api":
+            envelope.update({"retry_attempt": 0, "retry_reason": ""})
         delivery = asyncio.run_coroutine_threadsafe(self._deliver(envelope), self._loop)
         try:
             return delivery.result(timeout)
@@ -672,6 +836,185 @@ class SlackStandin:
         users = self._usergroups.get(str(args.get("usergroup", "")))
         return {"ok": False, "error": "no_such_subteam"} if users is None else {"ok": True, "users": list(users)}
 
+    # Views. refusal() has already checked the view itself; these check what Slack checks of the call.
+
+    def _exchange(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, _Trigger]:
+        """Use up the call's trigger_id: Slack's refusal (or None), and what the stand-in knows of the trigger."""
+        given = args.get("trigger_id") or args.get("interactivity_pointer")
+        if not isinstance(given, str):
+            return invalid_arguments("either trigger_id or interactivity_pointer is required"), _Trigger(0.0)
+        if not TRIGGER_FORMAT.fullmatch(given):
+            return {"ok": False, "error": "invalid_trigger_id"}, _Trigger(0.0)
+        trigger = self._triggers.setdefault(given, _Trigger(time.monotonic()))  # not the stand-in's: just made
+        if trigger.used:
+            return {"ok": False, "error": "exchanged_trigger_id"}, trigger
+        if time.monotonic() - trigger.made_at > TRIGGER_TTL:
+            return {"ok": False, "error": "expired_trigger_id"}, trigger
+        trigger.used = True
+        return None, trigger
+
+    def _view_of(self, args: dict[str, Any], kind: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The call's view, or Slack's refusal of a missing one, one of the wrong type, or a taken external_id."""
+        view = args.get("view")
+        if not isinstance(view, dict):
+            return invalid_arguments("missing required field: view [json-pointer:/view]"), {}
+        if view.get("type") != kind:
+            return invalid_arguments(f"must be {kind} for this method [json-pointer:/view/type]"), view
+        external_id = view.get("external_id")
+        if external_id and any(
+            kept["external_id"] == external_id and kept["id"] != args.get("view_id") for kept in self._views.values()
+        ):
+            return {"ok": False, "error": "duplicate_external_id"}, view
+        return None, view
+
+    def _keep_view(
+        self,
+        view: dict[str, Any],
+        user: str | None,
+        *,
+        view_id: str | None = None,
+        under: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store `view` (new, pushed onto `under`, or replacing view_id's) as Slack answers it; return a copy."""
+        if view_id is None:
+            self._counts["view"] += 1
+            view_id = f"V{self._counts['view']:010d}"
+        replaced = self._views.get(view_id, {})
+        kept = {
+            "id": view_id,
+            "team_id": TEAM_ID,
+            "type": view["type"],
+            "title": view.get("title"),
+            "submit": view.get("submit"),
+            "close": view.get("close"),
+            "blocks": _with_ids(view.get("blocks", [])),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "external_id": view.get("external_id", ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "root_view_id": replaced.get("root_view_id", under["root_view_id"] if under else view_id),
+            "previous_view_id": replaced.get("previous_view_id", under["id"] if under else None),
+            "app_id": APP_ID,
+            "app_installed_team_id": TEAM_ID,
+            "bot_id": "B0BOT",
+        }
+        self._views[view_id] = kept
+        self._view_users.setdefault(view_id, user)
+        return copy.deepcopy(kept)
+
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        refused, view = self._view_of(args, "modal")
+        if refused is not None:
+            return refused
+        refused, trigger = self._exchange(args)
+        return refused or {"ok": True, "view": self._keep_view(view, trigger.user)}
+
+    def _views_push(self, args: dict[str, Any]) -> dict[str, Any]:
+        refused, view = self._view_of(args, "modal")
+        if refused is not None:
+            return refused
+        refused, trigger = self._exchange(args)
+        if refused is not None:
+            return refused
+        # Pushed onto the modal the click came from, when the stand-in made that click's trigger_id.
+        under = self._views.get(trigger.view_id or "")
+        if under is not None:
+            stack = sum(kept["root_view_id"] == under["root_view_id"] for kept in self._views.values())
+            if stack >= MAX_VIEW_STACK:
+                return {"ok": False, "error": "push_limit_reached"}
+        user = trigger.user or (self._view_users.get(under["id"]) if under else None)
+        return {"ok": True, "view": self._keep_view(view, user, under=under)}
+
+    def _views_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        view_id, external_id = args.get("view_id"), args.get("external_id")
+        if not view_id and not external_id:
+            return invalid_arguments("either view_id or external_id is required")
+        current = self._views.get(str(view_id)) if view_id else None
+        if external_id:
+            current = next((kept for kept in self._views.values() if kept["external_id"] == external_id), None)
+        if current is None:
+            return {"ok": False, "error": "not_found"}
+        refused, view = self._view_of({**args, "view_id": current["id"]}, current["type"])
+        if refused is not None:
+            return refused
+        if args.get("hash") and args["hash"] != current["hash"]:
+            return {"ok": False, "error": "hash_conflict"}
+        return {"ok": True, "view": self._keep_view(view, None, view_id=current["id"])}
+
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = args.get("user_id")
+        if not isinstance(user, str) or not user:
+            return invalid_arguments("missing required field: user_id [json-pointer:/user_id]")
+        current = self._views.get(self._homes.get(user, ""))
+        current_id = str(current["id"]) if current else None
+        refused, view = self._view_of({**args, "view_id": current_id}, "home")
+        if refused is not None:
+            return refused
+        if args.get("hash") and current is not None and args["hash"] != current["hash"]:
+            return {"ok": False, "error": "hash_conflict"}
+        published = self._keep_view(view, user, view_id=current_id)
+        self._homes[user] = published["id"]
+        return {"ok": True, "view": published}
+
+    # Files: the three steps of slack_sdk's files_upload_v2.
+
+    def _upload_url(self, args: dict[str, Any]) -> dict[str, Any]:
+        missing = [f"missing required field: {name}" for name in ("filename", "length") if args.get(name) in {None, ""}]
+        if missing:
+            return invalid_arguments(*missing)
+        length = str(args["length"])
+        if not length.isdigit():
+            return invalid_arguments("must be an integer [json-pointer:/length]")
+        self._counts["file"] += 1
+        file_id, key = f"F{self._counts['file']:010d}", uuid.uuid4().hex
+        self._files[file_id] = UploadedFile(file_id, str(args["filename"]), int(length), alt_txt=args.get("alt_txt"))
+        self._upload_keys[key] = file_id
+        return {"ok": True, "upload_url": self.upload_url_base + key, "file_id": file_id}
+
+    def _complete_upload(self, args: dict[str, Any]) -> dict[str, Any]:
+        items = args.get("files")
+        if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+            return invalid_arguments("missing required field: files [json-pointer:/files]")
+        channel_id = args.get("channel_id")
+        if channel_id and not SHAREABLE_CHANNEL.fullmatch(str(channel_id)):
+            return invalid_arguments("input must match regex pattern: ^[CGDZ][A-Z0-9]{8,}$ [json-pointer:/channel_id]")
+        # `channels` (comma-separated) takes user ids too, shared in the app's DM with each.
+        channels = [dm_channel(c) for c in str(args.get("channels") or "").split(",") if c]
+        channels = channels or ([str(channel_id)] if channel_id else [])
+        uploads = [self._files.get(str(item.get("id"))) for item in items]
+        # A file whose bytes never reached its upload URL is not one Slack has: its answer then is not
+        # documented, and the stand-in says file_not_found.
+        if any(upload is None or upload.content is None or upload.completed for upload in uploads):
+            return {"ok": False, "error": "file_not_found"}
+        shared = []
+        for item, upload in zip(items, uploads, strict=True):
+            assert upload is not None
+            done = dataclasses.replace(
+                upload,
+                title=str(item.get("title") or upload.filename),
+                shares=tuple((channel, self._share(channel, upload, args)) for channel in channels),
+                initial_comment=args.get("initial_comment"),
+                thread_ts=args.get("thread_ts"),
+                completed=True,
+            )
+            self._files[done.id] = done
+            shared.append(_file_object(done))
+        return {"ok": True, "files": shared}
+
+    def _share(self, channel: str, upload: UploadedFile, args: dict[str, Any]) -> str:
+        """Post the message that shares `upload` in `channel`, and return its ts."""
+        ts = self._next_ts()
+        message: dict[str, Any] = {"type": "message", "subtype": "file_share", "ts": ts, "user": "U0BOT"}
+        message["text"] = args.get("initial_comment") or ""
+        message["files"] = [{"id": upload.id, "name": upload.filename}]
+        if args.get("thread_ts"):
+            message["thread_ts"] = args["thread_ts"]
+        self._messages[(channel, ts)] = message
+        return ts
+
     # --- queries ------------------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[Call]:
@@ -721,6 +1064,40 @@ class SlackStandin:
             for call in self.calls("response_url")
             if call.response.get("ok") and (name is None or call.args["name"] == name)
         ]
+
+    def views(self, user: str | None = None, callback_id: str | None = None) -> list[dict[str, Any]]:
+        """Modals opened or pushed (for `user`, with `callback_id`), each as it stands after any views.update.
+
+        In the order they were opened, as Slack answered them: with `id`, `hash` and every block's `block_id`.
+        A view opened with a trigger_id the stand-in did not make has no known user and matches no `user`.
+        """
+        with self._lock:
+            return [
+                copy.deepcopy(view)
+                for view_id, view in self._views.items()
+                if view["type"] == "modal"
+                and (user is None or self._view_users.get(view_id) == user)
+                and (callback_id is None or view["callback_id"] == callback_id)
+            ]
+
+    def view(self, view_id: str) -> dict[str, Any] | None:
+        """The view (modal or home) with this id as it stands now."""
+        with self._lock:
+            found = self._views.get(view_id)
+            return copy.deepcopy(found) if found else None
+
+    def home(self, user: str) -> dict[str, Any] | None:
+        """The App Home view last published for `user`, or None."""
+        with self._lock:
+            found = self._views.get(self._homes.get(user, ""))
+            return copy.deepcopy(found) if found else None
+
+    def files(self, channel: str | None = None) -> list[UploadedFile]:
+        """Files that files.completeUploadExternal took, with their bytes: shared in `channel` (a user id and its
+        DM channel are one), or all, private ones included."""
+        with self._lock:
+            done = [upload for upload in self._files.values() if upload.completed]
+        return [upload for upload in done if channel is None or dm_channel(channel) in upload.channels]
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:
         """Poll `predicate` until it returns something truthy, and return that."""

@@ -206,7 +206,8 @@ class Stack:
     # --- talking to it ------------------------------------------------------------------------
 
     def client(self, web: int = 0) -> SlackClient:
-        return SlackClient(f"http://127.0.0.1:{self.web_ports[web]}", SIGNING_SECRET)
+        # Given the stand-in, every request carries a trigger id it issued, valid 3 seconds as Slack's are.
+        return SlackClient(f"http://127.0.0.1:{self.web_ports[web]}", SIGNING_SECRET, standin=self.slack)
 
     def audit(self, request_id: str | None = None) -> list[dict[str, Any]]:
         if not self.audit_path.exists():

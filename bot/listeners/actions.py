@@ -9,6 +9,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.listeners.slack import open_view, update_view
 from bot.messages.ids import ActionId
 from bot.service.background import after_answer
 from bot.service.decisions import Card, DecisionService
@@ -41,7 +42,7 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
         # The trigger is valid 3 seconds: the modal, when the target asks why, is opened before anything else.
         view = await asyncio.to_thread(decisions.deny_form, user, value, card)
         if view is not None:
-            await client.views_open(trigger_id=body["trigger_id"], view=view)
+            await open_view(client, body.get("trigger_id"), view)
         else:
             after_answer(decisions.decide, user, ActionId.DENY, value, card)
 
@@ -59,7 +60,7 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
         await ack()
         view = await asyncio.to_thread(forms.extend_view, _user(body), str(action.get("value", "")))
         if view is not None:
-            await client.views_open(trigger_id=body["trigger_id"], view=view)
+            await open_view(client, body.get("trigger_id"), view)
 
     async def handle_action_target(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
@@ -68,7 +69,7 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
         view = body.get("view") or {}
         selected = (action.get("selected_option") or {}).get("value")
         updated = await asyncio.to_thread(forms.request_view, _user(body), selected)
-        await client.views_update(view_id=view.get("id"), hash=view.get("hash"), view=updated)
+        await update_view(client, view.get("id"), view.get("hash"), updated)
 
     app.action(ActionId.APPROVE.value)(handle_action_approve)
     app.action(ActionId.DENY.value)(handle_action_deny)

@@ -7,6 +7,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.listeners.slack import open_view
 from bot.service.commands import CommandService
 
 
@@ -16,8 +17,10 @@ def register(app: AsyncApp, service: CommandService) -> None:
             str(command.get("user_id", "")), str(command.get("text", "")), command.get("channel_id")
         )
         if reply.view is not None:
-            await client.views_open(trigger_id=command["trigger_id"], view=reply.view)
-            await ack()
+            if await open_view(client, command.get("trigger_id"), reply.view):
+                await ack()
+            else:
+                await ack(text="Slack would not open the request form just now; type `/jit` again.")
             return
         await ack(text=reply.text, response_type="ephemeral")
 

@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.listeners.slack import open_view
 from bot.messages.ids import CallbackId
 from bot.messages.views import field_values
 from bot.service.background import after_answer
@@ -23,7 +24,7 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
     async def handle_shortcut_request(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         view = await asyncio.to_thread(forms.request_view, _user(body))
-        await client.views_open(trigger_id=body["trigger_id"], view=view)
+        await open_view(client, body.get("trigger_id"), view)
 
     async def handle_view_request(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         errors = await forms.submit_request(_user(body), field_values(view.get("state") or {}))

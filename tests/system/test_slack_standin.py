@@ -1,15 +1,20 @@
-"""The Slack stand-in answers the real slack_sdk client as Slack would, and records what it was sent."""
+"""The Slack stand-in answers the real slack_sdk client as Slack would, and records what it was sent; the signed
+requests of devtools.slack_client are read by Bolt as Slack's own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+from slack_bolt import Ack, App, BoltRequest
+from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
@@ -19,7 +24,16 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.messages.blocks import approval_card
-from devtools.slack_client import click_payload, command_payload
+from devtools.ports import free_port
+from devtools.slack_client import (
+    SlackClient,
+    click_payload,
+    command_payload,
+    inputs,
+    select,
+    text_input,
+    view_submission_payload,
+)
 from devtools.slack_standin import TEST_TOKEN, SlackStandin, block_kit_errors, view_errors
 from tests.helpers import pending
 
@@ -282,3 +296,384 @@ def test_views_are_checked_by_their_own_limits() -> None:
         "must be less than 25 characters [json-pointer:/view/title/text]",
         "no more than 100 items allowed [json-pointer:/view/blocks]",
     ]
+
+
+# --- views, as Slack answers them ------------------------------------------------------------------
+
+
+def modal(callback_id: str = "jit_request", private_metadata: str = "", **extra: Any) -> dict[str, Any]:
+    """A small valid modal: one input (block_id and action_id `reason`) and one section without a block_id."""
+    return {
+        "type": "modal",
+        "callback_id": callback_id,
+        "private_metadata": private_metadata,
+        "title": {"type": "plain_text", "text": "Request access"},
+        "submit": {"type": "plain_text", "text": "Request"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "Why"},
+                "element": {"type": "plain_text_input", "action_id": "reason"},
+            },
+            section("Approvers are told at once."),
+        ],
+        **extra,
+    }
+
+
+def home(text: str) -> dict[str, Any]:
+    return {"type": "home", "blocks": [section(text)]}
+
+
+def refused(call: Callable[[], Any]) -> dict[str, Any]:
+    """Slack's answer to a call the SDK raised SlackApiError for."""
+    with pytest.raises(SlackApiError) as error:
+        call()
+    answer = error.value.response
+    assert (answer.status_code, answer["ok"]) == (200, False)
+    return dict(answer.data) if isinstance(answer.data, dict) else {}
+
+
+def test_views_open_answers_the_view_as_slack_keeps_it(standin: SlackStandin, client: WebClient) -> None:
+    """views.open answers the modal with an id, a hash and a block_id on every block, and views() lists it."""
+    answer = client.views_open(trigger_id=standin.trigger_id("U0DEV1"), view=modal(private_metadata="jit-abc123"))
+
+    view = answer["view"]
+    assert (view["type"], view["callback_id"], view["private_metadata"]) == ("modal", "jit_request", "jit-abc123")
+    assert view["id"].startswith("V") and view["hash"] and view["root_view_id"] == view["id"]
+    assert view["blocks"][0] == modal()["blocks"][0]
+    assert view["blocks"][1]["block_id"], "Slack names a block the app left unnamed"
+    assert [view] == standin.views(user="U0DEV1", callback_id="jit_request")
+    assert standin.views(user="U0OTHER") == standin.views(callback_id="jit_deny") == []
+
+
+def test_a_trigger_id_opens_one_view_within_three_seconds(standin: SlackStandin, client: WebClient) -> None:
+    """A trigger_id used twice, made over 3 s ago, or malformed is refused; one the stand-in did not make works once."""
+    used = standin.trigger_id("U0DEV1")
+    client.views_open(trigger_id=used, view=modal())
+    written = "13345224609.738474920.8088930838d88f008e0"
+    client.views_open(trigger_id=written, view=modal())
+
+    assert refused(lambda: client.views_open(trigger_id=used, view=modal()))["error"] == "exchanged_trigger_id"
+    assert refused(lambda: client.views_open(trigger_id=written, view=modal()))["error"] == "exchanged_trigger_id"
+    old = standin.trigger_id("U0DEV1", age=3.5)
+    assert refused(lambda: client.views_open(trigger_id=old, view=modal()))["error"] == "expired_trigger_id"
+    assert refused(lambda: client.views_open(trigger_id="not-a-trigger", view=modal()))["error"] == "invalid_trigger_id"
+    assert len(standin.views()) == 2
+
+
+BAD_VIEWS = {
+    "an empty section": (
+        modal(blocks=[section("")]),
+        "must be more than 0 characters [json-pointer:/view/blocks/0/text/text]",
+    ),
+    "an input without submit": (
+        {key: value for key, value in modal().items() if key != "submit"},
+        "must define `submit` to use an `input` block in modals [json-pointer:/view/blocks/0/input]",
+    ),
+    "a 25-character title": (
+        modal(title={"type": "plain_text", "text": "t" * 25}),
+        "must be less than 25 characters [json-pointer:/view/title/text]",
+    ),
+    "101 blocks": (modal(blocks=[section("x")] * 101), "no more than 100 items allowed [json-pointer:/view/blocks]"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("view", "says"), BAD_VIEWS.values(), ids=BAD_VIEWS.keys())
+def test_a_view_with_invalid_blocks_is_refused(
+    standin: SlackStandin, client: WebClient, view: dict[str, Any], says: str
+) -> None:
+    """Slack answers invalid_arguments with `[ERROR] …` messages; nothing opens and the trigger_id stays unused."""
+    trigger = standin.trigger_id("U0DEV1")
+
+    answer = refused(lambda: client.views_open(trigger_id=trigger, view=view))
+
+    assert answer["error"] == "invalid_arguments"
+    assert f"[ERROR] {says}" in answer["response_metadata"]["messages"]
+    assert standin.views() == []
+    assert client.views_open(trigger_id=trigger, view=modal())["ok"]
+
+
+def test_each_method_takes_only_its_kind_of_view(standin: SlackStandin, client: WebClient) -> None:
+    """views.open refuses a home view, views.publish a modal, and any of them a view past 250 kB."""
+    opened = refused(lambda: client.views_open(trigger_id=standin.trigger_id(), view=home("hi")))
+    published = refused(lambda: client.views_publish(user_id="U0DEV1", view=modal()))
+    huge = home("x" * 2900) | {"blocks": [section("x" * 2900)] * 90, "private_metadata": "m" * 3000}
+    big = refused(lambda: client.views_publish(user_id="U0DEV1", view=huge))
+
+    assert (opened["error"], published["error"], big["error"]) == (
+        "invalid_arguments",
+        "invalid_arguments",
+        "view_too_large",
+    )
+    assert standin.views() == [] and standin.home("U0DEV1") is None
+
+
+def test_views_update_replaces_a_view_by_id_or_external_id(standin: SlackStandin, client: WebClient) -> None:
+    """views.update keeps the id, changes the hash, and refuses a stale hash (hash_conflict) or an unknown view."""
+    first = client.views_open(trigger_id=standin.trigger_id("U0DEV1"), view=modal(external_id="req-1"))["view"]
+
+    second = client.views_update(
+        view_id=first["id"], hash=first["hash"], view=modal(private_metadata="two", external_id="req-1")
+    )["view"]
+    third = client.views_update(external_id="req-1", view=modal(private_metadata="three", external_id="req-1"))
+    stale = refused(lambda: client.views_update(view_id=first["id"], hash=first["hash"], view=modal()))
+    unknown = refused(lambda: client.views_update(view_id="V0NOPE", view=modal()))
+
+    assert (second["id"], third["view"]["id"]) == (first["id"], first["id"])
+    assert second["hash"] != first["hash"]
+    assert (stale["error"], unknown["error"]) == ("hash_conflict", "not_found")
+    assert [(first["id"], "three")] == [(v["id"], v["private_metadata"]) for v in standin.views(user="U0DEV1")]
+    taken = refused(lambda: client.views_open(trigger_id=standin.trigger_id(), view=modal(external_id="req-1")))
+    assert taken["error"] == "duplicate_external_id"
+
+
+def test_views_push_stacks_onto_the_modal_it_was_clicked_in(standin: SlackStandin, client: WebClient) -> None:
+    """A pushed view names its root and the view under it; a stack holds at most 3 views (push_limit_reached)."""
+    root = client.views_open(trigger_id=standin.trigger_id("U0DEV1"), view=modal())["view"]
+    pushed = client.views_push(trigger_id=standin.trigger_id(view_id=root["id"]), view=modal("jit_mfa"))["view"]
+    client.views_push(trigger_id=standin.trigger_id(view_id=pushed["id"]), view=modal("jit_mfa"))
+
+    full = refused(lambda: client.views_push(trigger_id=standin.trigger_id(view_id=root["id"]), view=modal("x")))
+
+    assert (pushed["root_view_id"], pushed["previous_view_id"]) == (root["id"], root["id"])
+    assert full["error"] == "push_limit_reached"
+    assert [v["callback_id"] for v in standin.views(user="U0DEV1")] == ["jit_request", "jit_mfa", "jit_mfa"]
+
+
+def test_views_publish_keeps_one_home_per_user(standin: SlackStandin, client: WebClient) -> None:
+    """Each publish replaces the user's App Home under the same id with a new hash; a stale hash is refused."""
+    first = client.views_publish(user_id="U0DEV1", view=home("no grants"))["view"]
+    second = client.views_publish(user_id="U0DEV1", view=home("one grant"), hash=first["hash"])["view"]
+    stale = refused(lambda: client.views_publish(user_id="U0DEV1", view=home("x"), hash=first["hash"]))
+
+    assert (second["id"], second["type"]) == (first["id"], "home") and second["hash"] != first["hash"]
+    assert stale["error"] == "hash_conflict"
+    assert (standin.home("U0DEV1") or {})["blocks"][0]["text"]["text"] == "one grant"
+    assert standin.home("U0OTHER") is None and standin.views() == []
+
+
+# --- files, uploaded as files_upload_v2 does it -----------------------------------------------------
+
+
+def test_files_upload_v2_shares_the_bytes_in_the_channel(standin: SlackStandin, client: WebClient) -> None:
+    """The SDK's three steps end in a file with these bytes, shared by a message in the channel."""
+    answer = client.files_upload_v2(
+        channel="C0APPROVALS", content=b"\x89PNG\r\n", filename="x.png", initial_comment="your code"
+    )
+
+    [shared] = standin.files("C0APPROVALS")
+    assert (answer["file"]["id"], answer["file"]["name"], answer["file"]["mimetype"]) == (
+        shared.id,
+        "x.png",
+        "image/png",
+    )
+    assert (shared.content, shared.title, shared.initial_comment) == (b"\x89PNG\r\n", "x.png", "your code")
+    [(channel, ts)] = shared.shares
+    assert (standin.message(channel, ts) or {})["files"] == [{"id": shared.id, "name": "x.png"}]
+    assert [c.method for c in standin.calls()] == [
+        "files.getUploadURLExternal",
+        "upload",
+        "files.completeUploadExternal",
+    ]
+
+
+def test_a_file_for_a_person_goes_to_their_dm_channel(standin: SlackStandin, client: WebClient) -> None:
+    """channel_id takes a conversation id, never a user id (as Slack); `channels` takes a user id for their DM."""
+    wrong = refused(lambda: client.files_upload_v2(channel="U0DEV1", content=b"qr", filename="qr.png"))
+    dm = client.conversations_open(users="U0DEV1")["channel"]["id"]
+    client.files_upload_v2(channel=dm, content=b"one", filename="qr.png")
+    client.files_upload_v2(channels=["U0DEV1"], content=b"two", filename="qr.png")
+
+    assert wrong["error"] == "invalid_arguments"
+    assert "[json-pointer:/channel_id]" in wrong["response_metadata"]["messages"][0]
+    assert [f.content for f in standin.files("U0DEV1")] == [b"one", b"two"] == [f.content for f in standin.files(dm)]
+    assert standin.files("C0APPROVALS") == []
+
+
+def test_an_upload_needs_its_fields_and_its_bytes(standin: SlackStandin, client: WebClient) -> None:
+    """A missing length is invalid_arguments; completing a file whose bytes never came is file_not_found."""
+    missing = refused(lambda: client.api_call("files.getUploadURLExternal", params={"filename": "x.png"}))
+    started = client.files_getUploadURLExternal(filename="x.png", length=3)
+    never = refused(lambda: client.files_completeUploadExternal(files=[{"id": started["file_id"]}], channel_id="C0X"))
+
+    assert missing["response_metadata"]["messages"] == ["[ERROR] missing required field: length"]
+    assert started["upload_url"].startswith(standin.upload_url_base)
+    assert never["error"] == "file_not_found"
+    assert standin.files() == []
+
+
+async def test_the_async_client_uploads_too(standin: SlackStandin) -> None:
+    """AsyncWebClient (what an AsyncApp is given) posts the bytes with aiohttp; they arrive the same."""
+    client = AsyncWebClient(token=TEST_TOKEN, base_url=standin.api_url)
+    await client.files_upload_v2(channel="C0APPROVALS", content=b"async bytes", filename="a.txt", title="A")
+
+    assert [(f.filename, f.title, f.content) for f in standin.files()] == [("a.txt", "A", b"async bytes")]
+
+
+# --- signed requests for the new surfaces, as Bolt reads them ------------------------------------------
+
+SECRET = "test-signing-secret"
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        """No access log on the test's stderr."""
+
+
+@pytest.fixture(name="bolt")
+def fixture_bolt(standin: SlackStandin) -> Iterator[App]:
+    """A plain Bolt app (none of jit-lb's code) served on loopback, its Web API the stand-in."""
+    app = App(
+        client=WebClient(token=TEST_TOKEN, base_url=standin.api_url),
+        signing_secret=SECRET,
+        process_before_response=True,  # the listener is done when the request is answered
+    )
+    server = make_server("127.0.0.1", free_port(), SlackRequestHandler(app), handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="bolt", daemon=True)
+    thread.start()
+    app.server_url = f"http://127.0.0.1:{server.server_port}"  # type: ignore[attr-defined]
+    yield app
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture(name="slack")
+def fixture_slack(bolt: App, standin: SlackStandin) -> SlackClient:
+    return SlackClient(bolt.server_url, SECRET, standin=standin)  # type: ignore[attr-defined]
+
+
+def test_a_shortcut_opens_a_modal_with_a_trigger_the_standin_made(
+    bolt: App, slack: SlackClient, standin: SlackStandin
+) -> None:
+    """The global shortcut reaches Bolt's shortcut listener, and its trigger_id opens a modal for that user."""
+
+    @bolt.shortcut("jit_request")
+    def handle(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        client.views_open(trigger_id=body["trigger_id"], view=modal(private_metadata=body["user"]["id"]))
+
+    assert slack.shortcut("U0DEV1").status == 200
+    opened = [(view["callback_id"], view["private_metadata"]) for view in standin.views("U0DEV1")]
+    assert opened == [("jit_request", "U0DEV1")]
+
+
+def test_a_command_and_a_click_carry_fresh_trigger_ids(bolt: App, slack: SlackClient, standin: SlackStandin) -> None:
+    """Two commands open two modals: each request carries a trigger_id the stand-in made, used once."""
+
+    @bolt.command("/jit")
+    def handle(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        client.views_open(trigger_id=body["trigger_id"], view=modal())
+
+    slack.command("U0DEV1", "")
+    slack.command("U0DEV1", "")
+
+    assert len(standin.views("U0DEV1")) == 2
+    assert all(c.response["ok"] for c in standin.calls("views.open"))
+
+
+def test_a_submission_carries_the_view_and_its_state(bolt: App, slack: SlackClient, standin: SlackStandin) -> None:
+    """A view_submission of the opened modal reaches Bolt's view listener, whose errors answer the request."""
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+
+    @bolt.view("jit_request")
+    def handle(ack: Ack, view: dict[str, Any]) -> None:
+        seen.append((view["id"], view["private_metadata"], view["state"]["values"]))
+        ack(response_action="errors", errors={"reason": "Give a ticket number"})
+
+    opened = WebClient(token=TEST_TOKEN, base_url=standin.api_url).views_open(
+        trigger_id=standin.trigger_id("U0DEV1"), view=modal(private_metadata="jit-abc123")
+    )["view"]
+    answer = slack.submit("U0DEV1", inputs(reason=text_input("because")))
+
+    assert answer.json() == {"response_action": "errors", "errors": {"reason": "Give a ticket number"}}
+    assert seen == [
+        (opened["id"], "jit-abc123", {"reason": {"reason": {"type": "plain_text_input", "value": "because"}}})
+    ]
+
+
+def test_a_submission_slack_could_not_send_is_refused_by_the_builder(standin: SlackStandin) -> None:
+    """Values for an input the view lacks, of another kind, or an option it does not offer raise ValueError."""
+    target = {
+        "type": "input",
+        "block_id": "target",
+        "label": {"type": "plain_text", "text": "Target"},
+        "element": {
+            "type": "static_select",
+            "action_id": "target",
+            "options": [{"text": {"type": "plain_text", "text": "lb-prod"}, "value": "lb-prod"}],
+        },
+    }
+    view = {**modal(), "blocks": [target, *modal()["blocks"]]}
+
+    for values, says in (
+        (inputs(ip=text_input("203.0.113.9")), "no input ip/ip"),
+        (inputs(target=text_input("lb-prod")), "is a static_select, not a plain_text_input"),
+        (inputs(target=select("lb-secret")), "offers no option 'lb-secret'"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            view_submission_payload("U0DEV1", values, view=view)
+    forged = view_submission_payload("U0DEV1", inputs(target=select("lb-secret")), view=view, check=False)
+    assert forged["view"]["state"]["values"]["target"]["target"]["selected_option"]["value"] == "lb-secret"
+
+
+def test_clicks_in_a_modal_and_in_the_app_home_carry_their_view(
+    bolt: App, slack: SlackClient, standin: SlackStandin
+) -> None:
+    """A click inside a view has a view container and the view; its trigger_id pushes onto that modal."""
+    seen: list[tuple[str, str, str]] = []
+
+    @bolt.action("jit_cancel")
+    def handle(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        seen.append((body["container"]["type"], body["view"]["type"], body["actions"][0]["value"]))
+        if body["view"]["type"] == "modal":
+            client.views_push(trigger_id=body["trigger_id"], view=modal("jit_mfa"))
+
+    button = {"type": "button", "action_id": "jit_cancel", "text": {"type": "plain_text", "text": "Cancel"}}
+    actions = {"type": "actions", "block_id": "pending", "elements": [{**button, "value": "jit-abc123"}]}
+    web = WebClient(token=TEST_TOKEN, base_url=standin.api_url)
+    opened = web.views_open(trigger_id=standin.trigger_id("U0DEV1"), view=modal(blocks=[actions]))["view"]
+    web.views_publish(user_id="U0DEV1", view={"type": "home", "blocks": [actions]})
+
+    slack.view_click("U0DEV1", "jit_cancel", "jit-abc123", opened)
+    slack.home_click("U0DEV1", "jit_cancel", "jit-abc123")
+
+    assert seen == [("view", "modal", "jit-abc123"), ("view", "home", "jit-abc123")]
+    [pushed] = standin.views("U0DEV1", "jit_mfa")
+    assert pushed["root_view_id"] == opened["id"]
+
+
+def test_app_home_opened_and_its_retry_reach_the_app(bolt: App, slack: SlackClient, standin: SlackStandin) -> None:
+    """app_home_opened arrives as a JSON event_callback; a retry carries Slack's two retry headers."""
+    seen: list[tuple[str, str, str | None, str | None]] = []
+
+    @bolt.event("app_home_opened")
+    def handle(event: dict[str, Any], request: BoltRequest, client: WebClient) -> None:
+        retry = (
+            request.headers.get("x-slack-retry-num", [None])[0],
+            request.headers.get("x-slack-retry-reason", [None])[0],
+        )
+        seen.append((event["user"], event["tab"], *retry))
+        client.views_publish(user_id=event["user"], view=home("hello"))
+
+    assert slack.app_home_opened("U0DEV1").status == 200
+    assert slack.app_home_opened("U0DEV1", retry_num=1, retry_reason="http_timeout").status == 200
+
+    assert seen == [("U0DEV1", "home", None, None), ("U0DEV1", "home", "1", "http_timeout")]
+    assert (standin.home("U0DEV1") or {})["blocks"][0]["text"]["text"] == "hello"
+
+
+def test_url_verification_is_answered_and_a_bad_signature_is_not(bolt: App, slack: SlackClient) -> None:
+    """Bolt answers url_verification with the challenge; the same request signed with another secret is a 401."""
+    answer = slack.url_verification("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P")
+    forged = SlackClient(slack.url.removesuffix("/slack/events"), "another-secret").url_verification("x")
+
+    assert (answer.status, answer.json()) == (
+        200,
+        {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"},
+    )
+    assert forged.status == 401
