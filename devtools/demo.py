@@ -11,6 +11,8 @@ from typing import Any
 
 from devtools.haproxy import http_status as haproxy_status
 from devtools.moto_server import Network
+from devtools.render import render_view
+from devtools.slack_client import inputs, select, text_input
 from devtools.stack import Stack
 
 APPROVALS = "C0APPROVALS"
@@ -26,7 +28,10 @@ def demo_policy(network: Network) -> dict[str, Any]:
         "lb-prod": {
             "description": "Production public ALB (demo security group)",
             **window,
-            "approvers": ["U0APPROVER1", "S0NETOPS"],
+            "durations": ["15m", "30m", "1h"],
+            "reason_pattern": "^[A-Z]+-[0-9]+ ",
+            "reason_hint": "start with the ticket, e.g. OPS-123 debugging 502s",
+            "approvers": ["role:netops"],
             "grant": {
                 "kind": "aws_security_group",
                 "region": "us-east-1",
@@ -68,6 +73,7 @@ def demo_policy(network: Network) -> dict[str, Any]:
         "approver_channel": APPROVALS,
         "audit_channel": AUDIT,
         "pending_ttl": "15m",
+        "roles": {"netops": ["U0APPROVER1", "S0NETOPS"]},
         "principals": {
             "U0DEV1": {"source_cidr": "203.0.113.7/32", "aws_role_name": network.role_name},
             "U0DEV3": {"source_cidr": f"{HAPROXY_SOURCE}/32"},
@@ -136,6 +142,7 @@ def main() -> int:
         print(f"Started: redis {stack.redis.url}, moto {stack.moto.endpoint}, Slack stand-in {stack.slack.api_url},")
         print("         the Procfile's web and worker" + (", and a real HAProxy" if haproxy else "") + ".")
         main_flow(stack)
+        slack_native(stack)
         other_kinds(stack, haproxy)
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; everything it started is stopped.")
     return 0
@@ -146,8 +153,8 @@ def main_flow(stack: Stack) -> None:
     section("Security group before")
     show_rules(stack)
 
-    section(f"U0DEV1 types: /jit request lb-prod {GRANT_SECONDS}s debugging 502s from eu-west")
-    answer = stack.client().command("U0DEV1", f"request lb-prod {GRANT_SECONDS}s debugging 502s from eu-west")
+    section(f"U0DEV1 types: /jit request lb-prod {GRANT_SECONDS}s OPS-123 debugging 502s from eu-west")
+    answer = stack.client().command("U0DEV1", f"request lb-prod {GRANT_SECONDS}s OPS-123 debugging 502s from eu-west")
     print(f"  HTTP {answer.status}, ephemeral reply: {answer.json()['text']}")
     request_id = re.search(r"jit-[a-z0-9]{6}", answer.json()["text"]).group(0)  # type: ignore[union-attr]
     card = stack.slack.wait_for(
@@ -183,6 +190,54 @@ def main_flow(stack: Stack) -> None:
     section(f"Audit log ({stack.audit_path})")
     for record in stack.audit(request_id):
         print("  " + json.dumps(record))
+
+
+def slack_native(stack: Stack) -> None:
+    """The same request without typing: the form, an error on its field, the App Home, Approve and End now there."""
+    client = stack.client()
+    section("U0DEV1 types /jit (no text): the request form opens")
+    client.command("U0DEV1", "")
+    modal = stack.slack.views("U0DEV1", "jit_request")[-1]
+    print(indent(render_view(modal)))
+
+    section("U0DEV1 picks lb-prod: the form follows it (its durations, its reason rule)")
+    client.choose("U0DEV1", "target", "lb-prod", modal)
+    stack.wait_for(lambda: "OPS-123" in str(stack.slack.views("U0DEV1", "jit_request")[-1]), what="the form updated")
+    print(indent(render_view(stack.slack.views("U0DEV1", "jit_request")[-1])))
+
+    section("U0DEV1 submits it with a reason that names no ticket")
+    form = inputs(target=select("lb-prod"), duration=select("15m"), reason=text_input("debugging 502s"))
+    answer = client.submit("U0DEV1", form)
+    print(indent(render_view(stack.slack.views("U0DEV1", "jit_request")[-1], answer.json()["errors"])))
+
+    section("...and again with the ticket first: the request is made, its card posted")
+    form = inputs(target=select("lb-prod"), duration=select("15m"), reason=text_input("OPS-124 debugging 502s"))
+    client.submit("U0DEV1", form)
+    dm = stack.slack.wait_for(lambda: [m for m in stack.slack.dms("U0DEV1") if "waiting for approval" in m["text"]])
+    request_id = re.search(r"jit-[a-z0-9]{6}", dm[-1]["text"]).group(0)  # type: ignore[union-attr]
+    print(f"  DM to U0DEV1: {dm[-1]['text']}")
+
+    section("U0APPROVER1 opens jit-lb's Home tab")
+    client.app_home_opened("U0APPROVER1")
+    client.app_home_opened("U0DEV1")
+    stack.wait_for(lambda: request_id in str(stack.slack.home("U0APPROVER1")), what="the approver's home")
+    print(indent(render_view(stack.slack.home("U0APPROVER1") or {})))
+
+    section("U0APPROVER1 clicks Approve there; U0DEV1's Home now shows the grant")
+    client.home_click("U0APPROVER1", "jit_approve", request_id)
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="the grant")
+    stack.wait_for(lambda: "jit_revoke" in str(stack.slack.home("U0DEV1")), what="U0DEV1's home with the grant")
+    print(indent(render_view(stack.slack.home("U0DEV1") or {})))
+
+    section("U0DEV1 clicks End now")
+    client.home_click("U0DEV1", "jit_revoke", request_id)
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
+    ended = next(r for r in stack.audit(request_id) if r["event"] == "grant.revoked")
+    print(f"  audit: grant.revoked reason={ended['reason']} actor={ended['actor']} verified={ended['verified']}")
+
+
+def indent(text: str) -> str:
+    return "  " + text.replace("\n", "\n  ")
 
 
 def other_kinds(stack: Stack, haproxy: bool) -> None:

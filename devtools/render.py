@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 WIDTH = 72
 
 
+_DATE = re.compile(r"<!date\^[^|>]*\|([^>]*)>")
+_MENTION = re.compile(r"<([@#])([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
 def _text(obj: Any) -> str:
-    if isinstance(obj, dict):
-        return str(obj.get("text", ""))
-    return str(obj or "")
+    """What Slack shows for a text object: dates in the reader's form (here their fallback), @people, #channels."""
+    text = str(obj.get("text", "")) if isinstance(obj, dict) else str(obj or "")
+    if isinstance(obj, dict) and obj.get("type") == "plain_text":
+        return text
+    text = _DATE.sub(r"\1", text)
+    text = _MENTION.sub(r"\1\2", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _boxed(title: str, lines: list[str], footer: str = "") -> str:

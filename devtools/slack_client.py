@@ -299,6 +299,21 @@ def view_click_payload(
     }
 
 
+def view_select_payload(user: str, action_id: str, value: str, view: Mapping[str, Any]) -> dict[str, Any]:
+    """A `block_actions` change of a static_select inside `view` whose input block dispatches its actions."""
+    payload = view_click_payload(user, action_id, value, view)
+    payload["actions"] = [
+        {
+            "action_id": action_id,
+            "block_id": payload["actions"][0]["block_id"],
+            "type": "static_select",
+            "selected_option": {"text": {"type": "plain_text", "text": value}, "value": value},
+            "action_ts": f"{time.time():.6f}",
+        }
+    ]
+    return payload
+
+
 def home_view(user: str) -> dict[str, Any]:
     """An App Home view as a click on it carries it, for tests that did not publish one through the stand-in."""
     return {
@@ -425,6 +440,10 @@ class SlackClient:
         """A click on a button inside a modal (a view as the stand-in recorded it)."""
         trigger = self.trigger_id(user, view_id=view.get("id"))
         return self.post(form_body(view_click_payload(user, action_id, value, view, trigger_id=trigger)))
+
+    def choose(self, user: str, action_id: str, value: str, view: Mapping[str, Any]) -> Answer:
+        """Pick `value` in a select of a modal (as the stand-in recorded it) that dispatches its changes."""
+        return self.post(form_body(view_select_payload(user, action_id, value, view)))
 
     def home_click(self, user: str, action_id: str, value: str, view: Mapping[str, Any] | None = None) -> Answer:
         """A click on a button in the user's App Home: `view`, or the one the stand-in last published for them."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from bot.messages.blocks import Blocks, clip, escape, typed_blocks, when
+from bot.messages.blocks import Blocks, clip, typed_blocks, when
 from bot.messages.ids import ActionId, CallbackId
 from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import Target
@@ -171,7 +171,7 @@ def extend_modal(request: AccessRequest, target: Target) -> View:
 
 def _item(request: AccessRequest, state: str, buttons: Sequence[tuple[str, str, str | None]]) -> Blocks:
     """One request: who, what, its state (mrkdwn, our words), its reason as typed (plain_text), its buttons."""
-    head = f"`{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {escape(state)}"
+    head = f"`{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
     elements = [
         {"type": "button", "action_id": action, "text": _plain(label), "value": request.id}
         | ({"style": style} if style else {})
