@@ -19,6 +19,7 @@ from bot.messages.notify import Notifier, connect
 from bot.service.commands import CommandService
 from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
+from bot.service.mfa import MfaService
 from jit_lb.runtime import Runtime
 from jit_lb.settings import Settings
 
@@ -37,9 +38,10 @@ def build_app(settings: Settings, runtime: Runtime, notifier: Notifier) -> Async
         process_before_response=True,
         logger=logging.getLogger("jit_lb.bolt"),
     )
-    command_service = CommandService(runtime)
-    decisions = DecisionService(runtime, notifier)
-    forms = FormService(runtime, notifier, command_service)
+    mfa = MfaService(runtime, notifier)
+    command_service = CommandService(runtime, mfa)
+    decisions = DecisionService(runtime, notifier, mfa)
+    forms = FormService(runtime, notifier, command_service, decisions, mfa)
     commands.register(app, command_service)
     actions.register(app, decisions, forms)
     views.register(app, decisions, forms)

@@ -10,6 +10,7 @@ from rq import Queue, Retry
 from jit_lb.access.approvers import Approvers, GroupDirectory
 from jit_lb.access.audit import AuditLog
 from jit_lb.access.errors import PolicyError
+from jit_lb.access.mfa import MfaKeyError, MfaStore, fernet
 from jit_lb.access.policy import Policy, load_policy
 from jit_lb.access.store import RequestStore, connect
 from jit_lb.settings import Settings
@@ -26,6 +27,7 @@ class Runtime:
     store: RequestStore
     audit: AuditLog
     approvers: Approvers
+    mfa: MfaStore
     queue: Queue  # grants, revokes and the sweep's follow-ups
     notices: Queue  # Slack posts of outcomes; workers take them when `queue` is empty
 
@@ -38,7 +40,9 @@ class Runtime:
         path = self.settings.jit_policy_file
         try:
             policy = load_policy(path)
-        except PolicyError as err:
+            if policy.mfa_targets and self.mfa.cipher is None:
+                fernet(None, policy.mfa_targets)
+        except (PolicyError, MfaKeyError) as err:
             self.audit.record("policy.refused", actor="system", file=path, why=str(err), must=True)
             log.error("policy reload refused; the policy in force stays", error=str(err))
             return False
@@ -60,6 +64,8 @@ def build_runtime(settings: Settings, directory: GroupDirectory) -> Runtime:
     `directory` looks usergroups up (Slack, in both processes); the core only asks it for members.
     """
     policy = load_policy(settings.jit_policy_file)
+    key = settings.jit_mfa_key.get_secret_value() if settings.jit_mfa_key else None
+    cipher = fernet(key, policy.mfa_targets)
     client = connect(settings.redis_url)
     runtime = Runtime(
         settings=settings,
@@ -67,6 +73,7 @@ def build_runtime(settings: Settings, directory: GroupDirectory) -> Runtime:
         store=RequestStore(client, settings.redis_url),
         audit=AuditLog.open(settings.jit_audit_log),
         approvers=Approvers(directory, lambda: runtime.policy),
+        mfa=MfaStore(client, cipher),
         queue=Queue(settings.jit_queue, connection=client),
         notices=Queue(f"{settings.jit_queue}-notices", connection=client),
     )

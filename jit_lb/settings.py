@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=1, le=65535)
     jit_queue: str = "jit"
     jit_log_level: str = "INFO"
+    jit_mfa_key: SecretStr | None = None  # a Fernet key; required when any target requires MFA
     # How long before its end a grant's requester is warned; only grants twice as long get a warning.
     jit_warn_before: float = Field(default=300.0, gt=0)
     # Seconds between a failed revoke's retries, comma-separated; the sweep keeps trying after them.

@@ -30,9 +30,17 @@ def _card(body: dict[str, Any]) -> Card | None:
 
 
 def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> None:
-    async def handle_action_approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def handle_action_approve(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
         await ack()
-        after_answer(decisions.decide, _user(body), ActionId.APPROVE, str(action.get("value", "")), _card(body))
+        user, value, card = _user(body), str(action.get("value", "")), _card(body)
+        # A target that requires MFA: the step-up modal first, from this click's trigger (valid 3 seconds).
+        view = await asyncio.to_thread(decisions.approve_form, user, value, card)
+        if view is not None:
+            await open_view(client, body.get("trigger_id"), view)
+        else:
+            after_answer(decisions.decide, user, ActionId.APPROVE, value, card)
 
     async def handle_action_deny(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient

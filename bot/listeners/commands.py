@@ -8,6 +8,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.slack import open_view
+from bot.service.background import after_answer
 from bot.service.commands import CommandService
 
 
@@ -17,11 +18,14 @@ def register(app: AsyncApp, service: CommandService) -> None:
             str(command.get("user_id", "")), str(command.get("text", "")), command.get("channel_id")
         )
         if reply.view is not None:
-            if await open_view(client, command.get("trigger_id"), reply.view):
-                await ack()
-            else:
-                await ack(text="Slack would not open the request form just now; type `/jit` again.")
-            return
-        await ack(text=reply.text, response_type="ephemeral")
+            opened = await open_view(client, command.get("trigger_id"), reply.view)
+            if not opened:
+                await ack(text="Slack would not open the form just now; try the command again.")
+                return
+            await (ack(text=reply.text, response_type="ephemeral") if reply.text else ack())
+        else:
+            await ack(text=reply.text, response_type="ephemeral")
+        if reply.then is not None:
+            after_answer(reply.then)
 
     app.command("/jit")(handle_command_jit)

@@ -27,7 +27,15 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
         await open_view(client, body.get("trigger_id"), view)
 
     async def handle_view_request(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        errors = await forms.submit_request(_user(body), field_values(view.get("state") or {}))
+        answer = await forms.submit_request(_user(body), field_values(view.get("state") or {}))
+        if answer is not None and answer.get("type") == "modal":
+            await ack(response_action="update", view=answer)  # the target requires a code first
+        else:
+            await (ack(response_action="errors", errors=answer) if answer else ack())
+
+    async def handle_view_mfa(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        code = field_values(view.get("state") or {}).get("code", "")
+        errors = await forms.submit_code(_user(body), str(view.get("private_metadata", "")), code)
         await (ack(response_action="errors", errors=errors) if errors else ack())
 
     async def handle_view_deny(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -57,4 +65,5 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
     app.view(CallbackId.REQUEST.value)(handle_view_request)
     app.view(CallbackId.DENY.value)(handle_view_deny)
     app.view(CallbackId.EXTEND.value)(handle_view_extend)
+    app.view(CallbackId.MFA.value)(handle_view_mfa)
     app.event("app_home_opened")(handle_event_home)

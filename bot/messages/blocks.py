@@ -10,7 +10,7 @@ from typing import Any
 from bot.messages.ids import ActionId, BlockId
 from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import Target
-from jit_lb.access.requests import AccessRequest, Extension, Status
+from jit_lb.access.requests import AccessRequest, Approval, Extension, Status
 
 Blocks = list[dict[str, Any]]
 
@@ -169,10 +169,19 @@ def _who(users: Sequence[str]) -> str:
     return named + (f" and {len(users) - MAX_NAMED} more" if len(users) > MAX_NAMED else "")
 
 
+def approvers_text(approvals: Sequence[Approval]) -> str:
+    """Who approved, each marked when they stepped up with a one-time code: `<@U1> with MFA, <@U2>`."""
+    if not approvals:
+        return "—"
+    shown = [f"<@{a.user}>" + (" with MFA" if a.mfa else "") for a in approvals[:MAX_NAMED]]
+    more = f" and {len(approvals) - MAX_NAMED} more" if len(approvals) > MAX_NAMED else ""
+    return ", ".join(shown) + more
+
+
 def _fields(request: AccessRequest) -> dict[str, Any]:
     source = request.cidr or (f"IAM role `{request.role_name}`" if request.role_name else "—")
     fields = [
-        f"*Requester*\n<@{request.requester}>",
+        f"*Requester*\n<@{request.requester}>" + (" with MFA" if request.requested_with_mfa else ""),
         f"*Target*\n`{request.target}`",
         f"*Duration*\n{request.duration_text}",
         f"*Source*\n`{source}`" if request.cidr else f"*Source*\n{source}",
@@ -236,7 +245,7 @@ def _decision_buttons(request: AccessRequest) -> dict[str, Any]:
 
 
 def _approved_so_far(request: AccessRequest) -> str:
-    return f" · approved so far by {_who(request.approvers)}" if request.approvals else ""
+    return f" · approved so far by {approvers_text(request.approvals)}" if request.approvals else ""
 
 
 def _detail(request: AccessRequest) -> str | None:
@@ -252,9 +261,10 @@ def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
     line = _OUTCOME[status]
     if status is Status.REVOKED:
         ended_by = f" by <@{request.ended_by}>" if request.ended_by and request.ended_by != "system" else ""
-        line += f" at {when(request.ended_at)} ({request.end_reason}){ended_by} · approved by {_who(request.approvers)}"
+        line += f" at {when(request.ended_at)} ({request.end_reason}){ended_by} · approved by "
+        line += approvers_text(request.approvals)
     elif status in {Status.APPROVED, Status.GRANTED}:
-        line += f" by {_who(request.approvers)}"
+        line += f" by {approvers_text(request.approvals)}"
     elif status is Status.DENIED or (status is Status.CANCELLED and request.decided_by not in {None, "system"}):
         line += f" by <@{request.decided_by}>"
     if status is Status.GRANTED:
@@ -524,3 +534,16 @@ def refusal_text(reason: str) -> str:
 
 def _context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [_mrkdwn(text)]}
+
+
+def mfa_enrolment_text(uri: str) -> str:
+    """The enrolment DM: the `otpauth://` URI (its QR code follows as an image). The secret is in it: a DM only."""
+    return (
+        ":closed_lock_with_key: Step-up MFA for jit-lb: scan the QR code below with your authenticator app "
+        f"(or add this key by hand: `{uri}`), then type the app's first code in the form I opened. "
+        "Nobody at jit-lb can see this secret again; if you lose the app, an admin resets your enrolment."
+    )
+
+
+def enrolled_text() -> str:
+    return ":white_check_mark: Enrolled: jit-lb will ask for a code from your app when a target requires one."

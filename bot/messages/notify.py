@@ -119,10 +119,29 @@ class Notifier:
         extra: dict[str, Any] = {"blocks": summary} if summary else {}
         self._call("chat.postMessage", channel=request.thread_channel, thread_ts=request.thread_ts, text=text, **extra)
 
+    def post(self, channel: str, text: str) -> None:
+        """A plain message in a channel (a lockout for the approvers, say)."""
+        self._call("chat.postMessage", channel=channel, text=text)
+
     def dm(self, user: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
         """A direct message: chat.postMessage to the user id opens the DM with the app."""
         extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
         self._call("chat.postMessage", channel=user, text=text, **extra)
+
+    def send_file(self, user: str, content: bytes, filename: str, title: str, comment: str) -> bool:
+        """Share a file with `user` in their DM with the app (files.uploadV2 wants the DM's channel id)."""
+        opened = self._call("conversations.open", users=user)
+        channel = opened.get("channel", {}).get("id") if opened else None
+        if not channel:
+            return False
+        try:
+            self.client.files_upload_v2(
+                channel=str(channel), content=content, filename=filename, title=title, initial_comment=comment
+            )
+        except (SlackApiError, SlackClientError, OSError) as err:
+            log.error("slack file upload failed", user=user, filename=filename, error=str(err))
+            return False
+        return True
 
     def publish_home(self, user: str, view: dict[str, Any]) -> None:
         """The user's App Home tab (views.publish)."""

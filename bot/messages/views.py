@@ -238,3 +238,24 @@ def field_values(state: dict[str, Any]) -> dict[str, str]:
             if isinstance(value, str):
                 values[str(block_id)] = value
     return values
+
+
+def mfa_modal(intent: dict[str, Any], what: str) -> View:
+    """The `jit_mfa` step-up modal: a 6-digit code for `what`; `intent` (what the code unlocks) rides in metadata."""
+    blocks: Blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": what}},
+        {
+            "type": "input",
+            "block_id": "code",
+            "label": _plain("Code from your authenticator"),
+            "element": {
+                "type": "plain_text_input",
+                "action_id": "code",
+                "min_length": 6,
+                "max_length": 6,
+                "placeholder": _plain("123456"),
+            },
+            "hint": {"type": "plain_text", "text": "Six digits; a code works once."},
+        },
+    ]
+    return _modal(CallbackId.MFA, "Confirm it's you", "Confirm", blocks, intent)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from bot.messages import blocks, views
 from bot.service.common import Reply, enqueue, tell, utcnow
+from bot.service.mfa import MfaService
 from jit_lb.access import commands, requests
 from jit_lb.access.commands import (
     CancelCommand,
@@ -16,6 +17,7 @@ from jit_lb.access.commands import (
     FormCommand,
     HelpCommand,
     ListCommand,
+    MfaCommand,
     RequestCommand,
     RevokeCommand,
     TargetsCommand,
@@ -28,6 +30,7 @@ from jit_lb.access.errors import (
     StoreUnavailableError,
     TransitionError,
 )
+from jit_lb.access.mfa import MfaError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.access.store import LimitError
 from jit_lb.runtime import Runtime
@@ -41,8 +44,9 @@ FAILURES = (StoreUnavailableError, AuditUnavailableError, CommandError, NotFound
 class CommandService:
     """Answers `/jit` commands; every method is quick, and `request` never leaves the event loop."""
 
-    def __init__(self, rt: Runtime, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, rt: Runtime, mfa: MfaService, clock: Callable[[], datetime] = utcnow) -> None:
         self.rt = rt
+        self.mfa = mfa
         self.clock = clock
 
     async def command(self, user: str, text: str, channel: str | None) -> Reply:
@@ -66,18 +70,25 @@ class CommandService:
         if await self.rt.store.count_command_async(user, self.clock()) > limit:
             raise LimitError(f"you sent more than {limit} `/jit` commands this minute; wait a minute and try again")
 
-    async def request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
+    async def request(self, user: str, parsed: RequestCommand, channel: str | None, mfa: bool = False) -> Reply:
         """Store a request, record it, then queue its card: a request whose record cannot be written is taken back.
 
-        Its card is posted by a worker (workers/notices.py `announce`, from the store's outbox), and
-        pending requests are expired by every worker's loop.
+        On a target that requires MFA, a person not proven within `mfa.window` gets the step-up modal
+        instead (`mfa` is True when this call follows an accepted code). Its card is posted by a
+        worker (workers/notices.py `announce`, from the store's outbox), and pending requests are
+        expired by every worker's loop.
         """
         policy, store = self.rt.policy, self.rt.store
         build = commands.build_request(policy, user, parsed, self.clock(), channel, self.rt.approvers.directory.members)
-        request = await store.create_async(build, policy.limits.pending_per_user)
+        target = policy.targets[parsed.target]
+        if target.require_mfa and not mfa:
+            if await asyncio.to_thread(self.mfa.due, user, target):
+                return await asyncio.to_thread(self._step_up_request, user, parsed, channel)
+            mfa = True  # proven within the window: the request counts as made with MFA
+        request = await store.create_async(_with_mfa(build) if mfa else build, policy.limits.pending_per_user)
         try:
             await self.rt.audit.request_event_async(
-                "request.created", request, actor=user, pending_until=request.pending_until
+                "request.created", request, actor=user, pending_until=request.pending_until, mfa=mfa or None
             )
         except AuditUnavailableError:
             await store.discard_async(request.id)
@@ -98,6 +109,8 @@ class CommandService:
             return self.extend(user, parsed)
         if isinstance(parsed, CancelCommand):
             return self.cancel(user, parsed.request_id)
+        if isinstance(parsed, MfaCommand):
+            return self._mfa(user, list(parsed.words))
         if isinstance(parsed, FormCommand):
             return Reply("", view=views.request_modal(self.rt.approvers.targets_for(user)))
         if isinstance(parsed, ListCommand):
@@ -107,6 +120,23 @@ class CommandService:
             return Reply(blocks.targets_text(self.rt.approvers.targets_for(user)))
         assert isinstance(parsed, HelpCommand), parsed  # a request was answered on the event loop
         return Reply(blocks.help_text(parsed.unknown))
+
+    def _step_up_request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
+        intent = {
+            "do": "request",
+            "target": parsed.target,
+            "duration": format_duration(parsed.duration) if parsed.duration else None,
+            "ip": parsed.ip,
+            "reason": parsed.reason,
+            "channel": channel,
+        }
+        try:
+            view = self.mfa.step_up(
+                user, intent, f"`{parsed.target}` asks for a one-time code before a request counts."
+            )
+        except MfaError as err:
+            raise CommandError(str(err)) from None
+        return Reply(f"`{parsed.target}` requires a one-time code: enter it in the form that opened.", view=view)
 
     def failed(self, user: str, text: str, err: Exception) -> Reply:
         """The answer to a command that changed nothing: Redis or the audit log away, or a refusal (audited).
@@ -147,7 +177,7 @@ class CommandService:
             raise StoreUnavailableError("the revoke could not be queued")
         return Reply(blocks.revoking_reply(request))
 
-    def extend(self, user: str, parsed: ExtendCommand) -> Reply:
+    def extend(self, user: str, parsed: ExtendCommand, mfa: bool = False) -> Reply:
         request = self.rt.store.get(parsed.request_id)
         if user != request.requester:
             raise CommandError(f"only <@{request.requester}>, who asked for {request.id}, can extend it")
@@ -156,6 +186,18 @@ class CommandService:
             raise CommandError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
         commands.check_duration(request.target, target, parsed.duration)
         commands.check_reason(request.target, target, parsed.reason)
+        if target.require_mfa and not mfa and self.mfa.due(user, target):
+            intent = {
+                "do": "extend",
+                "request": request.id,
+                "duration": format_duration(parsed.duration),
+                "reason": parsed.reason,
+            }
+            try:
+                view = self.mfa.step_up(user, intent, f"More time on `{request.target}` asks for a one-time code.")
+            except MfaError as err:
+                raise CommandError(str(err)) from None
+            return Reply("A one-time code is due: enter it in the form that opened.", view=view)
         if request.ends_at + parsed.duration - self.clock() > target.max_duration:
             raise CommandError(
                 f"that would end {request.id} more than {format_duration(target.max_duration)} from now, "
@@ -167,7 +209,12 @@ class CommandService:
 
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event(
-                "extension.requested", after, actor=user, extra_seconds=parsed.duration, extension_reason=parsed.reason
+                "extension.requested",
+                after,
+                actor=user,
+                extra_seconds=parsed.duration,
+                extension_reason=parsed.reason,
+                mfa=target.require_mfa or None,  # reached here on such a target only after a step-up
             )
 
         try:
@@ -177,6 +224,15 @@ class CommandService:
         # Its card is posted by a worker, as a new request's is.
         self.rt.store.announce_later(after.id)
         return Reply(blocks.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
+
+    def _mfa(self, user: str, words: list[str]) -> Reply:
+        try:
+            reply = self.mfa.command(user, words)
+        except MfaError as err:
+            raise CommandError(str(err)) from None
+        if reply.view is not None:  # an enrolment: its DM (the QR code) goes once the modal is open
+            return Reply(reply.text, reply.view, then=lambda: self.mfa.send_enrolment(user))
+        return reply
 
     def cancel(self, user: str, request_id: str) -> Reply:
         """Withdraw one's own pending request: recorded, then its card, thread and home are told by a worker."""
@@ -199,6 +255,15 @@ class CommandService:
     def _visible(self, user: str) -> list[AccessRequest]:
         policy, approvers = self.rt.policy, self.rt.approvers
         return [r for r in self.rt.store.open_requests() if approvers.may_see(user, r, policy.target_for(r.target))]
+
+
+def _with_mfa(build: Callable[[str], AccessRequest]) -> Callable[[str], AccessRequest]:
+    """The same request, marked as made after a step-up."""
+
+    def marked(request_id: str) -> AccessRequest:
+        return build(request_id).model_copy(update={"requested_with_mfa": True})
+
+    return marked
 
 
 def _target_word(text: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ class Reply:
 
     text: str
     view: dict[str, Any] | None = None
+    then: Callable[[], None] | None = None  # slow work for after the answer (and after the view is open)
 
 
 def utcnow() -> datetime:

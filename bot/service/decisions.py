@@ -18,6 +18,7 @@ from bot.messages.ids import ActionId
 from bot.messages.notify import Notifier
 from bot.messages.views import View
 from bot.service.common import enqueue, looks_like_id, refresh_homes, utcnow
+from bot.service.mfa import MfaService
 from jit_lb.access import requests
 from jit_lb.access.errors import (
     ApprovalError,
@@ -26,6 +27,7 @@ from jit_lb.access.errors import (
     StoreUnavailableError,
     TransitionError,
 )
+from jit_lb.access.mfa import MfaError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
 
@@ -45,25 +47,34 @@ class DenyOrder:
 class DecisionService:
     """Judges clicks on approval cards; a click that does not count is refused, audited, and changes nothing."""
 
-    def __init__(self, rt: Runtime, notifier: Notifier, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, rt: Runtime, notifier: Notifier, mfa: MfaService, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self.rt = rt
         self.notifier = notifier
+        self.mfa = mfa
         self.clock = clock
 
-    def decide(self, user: str, action_id: str, value: str, card: Card | None, reason: str | None = None) -> None:
-        """Judge one click (or a deny modal's submission, with its `reason`)."""
+    def decide(
+        self,
+        user: str,
+        action_id: str,
+        value: str,
+        card: Card | None,
+        reason: str | None = None,
+        mfa: bool = False,
+    ) -> None:
+        """Judge one click (or a deny modal's submission, with its `reason`; or a step-up's approval, with `mfa`)."""
         try:
             request, is_extension = self._card_request(value, *card) if card else self._home_request(value)
             self._check_decider(user, request)
             if action_id not in {ActionId.APPROVE, ActionId.DENY}:
                 raise ApprovalError(f"unknown action `{action_id[:40]}`")
-            approve = action_id == ActionId.APPROVE
-            if is_extension:
-                (self._approve_extension if approve else self._deny_extension)(user, request)
-            elif approve:
-                self._approve(user, request)
-            else:
-                self._deny(user, request, reason)
+            if action_id == ActionId.DENY:
+                (self._deny_extension(user, request) if is_extension else self._deny(user, request, reason))
+                return
+            mfa = self._stepped_up(user, request, mfa)
+            (self._approve_extension if is_extension else self._approve)(user, request, mfa)
         except StoreUnavailableError:
             self._tell(user, card, blocks.unavailable_text())
         except AuditUnavailableError as err:
@@ -71,6 +82,29 @@ class DecisionService:
         except (ApprovalError, TransitionError, NotFoundError) as err:
             self._refused(user, action_id, value, str(err))
             self._tell(user, card, blocks.refusal_text(str(err)))
+
+    def approve_form(self, user: str, value: str, card: Card | None) -> View | None:
+        """The step-up modal for this Approve, when the target requires MFA and the approver is not proven now."""
+        try:
+            request, _ = self._card_request(value, *card) if card else self._home_request(value)
+            self._check_decider(user, request)
+            target = self.rt.policy.target_for(request.target)
+            if not self.mfa.due(user, target):
+                return None
+            intent = {"do": "approve", "request": request.id, "card": list(card) if card else None}
+            what = f"Approving `{request.id}` on `{request.target}` asks for a one-time code."
+            return self.mfa.step_up(user, intent, what)
+        except (ApprovalError, TransitionError, NotFoundError, StoreUnavailableError, MfaError):
+            return None  # `decide` refuses it, with the same words, and records why
+
+    def _stepped_up(self, user: str, request: AccessRequest, mfa: bool) -> bool:
+        """Whether this approval counts as made with MFA; ApprovalError when the target wants a code and has none."""
+        target = self.rt.policy.target_for(request.target)
+        if target is None or not target.require_mfa:
+            return mfa
+        if mfa or not self.mfa.due(user, target):
+            return True
+        raise ApprovalError(f"`{request.target}` requires a one-time code to approve: click Approve again to enter it")
 
     def deny_form(self, user: str, value: str, card: Card | None) -> View | None:
         """The deny modal for this click, when the target asks whoever denies why; None: deny (or refuse) at once."""
@@ -161,13 +195,18 @@ class DecisionService:
             raise TransitionError(f"this extension of {request.id} was already decided")
         raise ApprovalError(f"this card is not an approval card of {request.id}")
 
-    def _approve(self, user: str, request: AccessRequest) -> None:
+    def _approve(self, user: str, request: AccessRequest, mfa: bool) -> None:
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event(
-                "request.approved", after, actor=user, approvals=len(after.approvals), required=after.approvals_required
+                "request.approved",
+                after,
+                actor=user,
+                approvals=len(after.approvals),
+                required=after.approvals_required,
+                mfa=mfa or None,
             )
 
-        _, after = self.rt.store.transition(request.id, lambda r: requests.approve(r, user, self.clock()), record)
+        _, after = self.rt.store.transition(request.id, lambda r: requests.approve(r, user, self.clock(), mfa), record)
         if after.status is Status.APPROVED:
             # If this is lost, the sweep re-enqueues approved requests that were not granted in time.
             enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
@@ -186,7 +225,7 @@ class DecisionService:
         self.notifier.dm(after.requester, blocks.denied_text(after), blocks.denied_blocks(after))
         refresh_homes(self.rt, after.id)
 
-    def _approve_extension(self, user: str, request: AccessRequest) -> None:
+    def _approve_extension(self, user: str, request: AccessRequest, mfa: bool) -> None:
         pending = request.extension
 
         def record(_: AccessRequest, after: AccessRequest) -> None:
@@ -196,10 +235,11 @@ class DecisionService:
                 actor=user,
                 extra_seconds=pending.duration_seconds if pending else None,
                 done=after.extension is None,
+                mfa=mfa or None,
             )
 
         _, after = self.rt.store.transition(
-            request.id, lambda r: requests.approve_extension(r, user, self.clock()), record
+            request.id, lambda r: requests.approve_extension(r, user, self.clock(), mfa), record
         )
         decided = after.extensions[-1] if after.extension is None else None
         if decided is not None:

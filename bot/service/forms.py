@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Any
 
 from bot.messages import blocks, views
 from bot.messages.home import publish_home
+from bot.messages.ids import ActionId
 from bot.messages.notify import Notifier
 from bot.messages.views import View
 from bot.service.background import after_answer
 from bot.service.commands import FAILURES, CommandService
 from bot.service.common import Reply
+from bot.service.decisions import DecisionService
+from bot.service.mfa import MfaService, Verified
 from jit_lb.access import commands
 from jit_lb.access.commands import ExtendCommand, RequestCommand
 from jit_lb.access.durations import parse_duration
@@ -36,10 +40,19 @@ Errors = dict[str, str]
 class FormService:
     """What the modals and the App Home do; built on the command service so that both judge alike."""
 
-    def __init__(self, rt: Runtime, notifier: Notifier, commands_service: CommandService) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        notifier: Notifier,
+        commands_service: CommandService,
+        decisions: DecisionService,
+        mfa: MfaService,
+    ) -> None:
         self.rt = rt
         self.notifier = notifier
         self.commands = commands_service
+        self.decisions = decisions
+        self.mfa = mfa
 
     # --- the request modal ------------------------------------------------------------------------
 
@@ -47,8 +60,9 @@ class FormService:
         """The request modal with the targets `user` may request (the shortcut and a bare `/jit` open it)."""
         return views.request_modal(self.rt.approvers.targets_for(user), selected)
 
-    async def submit_request(self, user: str, values: dict[str, str]) -> Errors | None:
-        """A `jit_request` submission: errors by block, or None once the request is made (and the person told).
+    async def submit_request(self, user: str, values: dict[str, str]) -> Errors | View | None:
+        """A `jit_request` submission: errors by block, the step-up modal to replace it with, or None once the
+        request is made (and the person told).
 
         The checks run in a thread (a usergroup may have to be read); the request is made on the event
         loop through the command's own path; the DM follows the answer.
@@ -62,8 +76,63 @@ class FormService:
         except FAILURES as err:
             text = blocks.unavailable_text() if isinstance(err, StoreUnavailableError) else str(err)
             return await asyncio.to_thread(self._refused, user, values, {"reason": text})
+        if reply.view is not None:
+            return reply.view  # the target requires a code: the form becomes the step-up modal
         after_answer(self.notifier.dm, user, reply.text)
         return None
+
+    # --- after a step-up --------------------------------------------------------------------------
+
+    async def submit_code(self, user: str, metadata: str, code: str) -> Errors | None:
+        """A `jit_mfa` submission: errors on `code`, or None once the code unlocked what it was for.
+
+        A request is made on the event loop; an approval or an extension is judged after the answer.
+        """
+        result = await asyncio.to_thread(self.mfa.verify, user, metadata, code)
+        if not isinstance(result, Verified):
+            return result
+        intent = result.intent
+        kind = intent.get("do")
+        if kind == "enroll":
+            after_answer(
+                self.notifier.dm,
+                user,
+                ":white_check_mark: Enrolled: jit-lb will ask for a code when a target needs one.",
+            )
+        elif kind == "request":
+            after_answer(self.notifier.dm, user, await self._request_after_code(user, intent))
+        elif kind == "approve":
+            card = intent.get("card")
+            where = (str(card[0]), str(card[1])) if isinstance(card, list) and len(card) == 2 else None
+            after_answer(
+                self.decisions.decide, user, ActionId.APPROVE, str(intent.get("request", "")), where, None, True
+            )
+        elif kind == "extend":
+            after_answer(self._extend_after_code, user, intent)
+        return None
+
+    async def _request_after_code(self, user: str, intent: dict[str, Any]) -> str:
+        try:
+            duration = parse_duration(str(intent["duration"])) if intent.get("duration") else None
+            command = RequestCommand(str(intent["target"]), duration, intent.get("ip"), str(intent["reason"]))
+            return (await self.commands.request(user, command, intent.get("channel"), mfa=True)).text
+        except (KeyError, ValueError) as err:
+            return blocks.refusal_text(f"the form did not say what to request ({err})")
+        except FAILURES as err:
+            return (await asyncio.to_thread(self.commands.failed, user, f"request {intent.get('target')}", err)).text
+
+    def _extend_after_code(self, user: str, intent: dict[str, Any]) -> None:
+        text = f"extend {intent.get('request')}"
+        try:
+            command = ExtendCommand(
+                str(intent["request"]), parse_duration(str(intent["duration"])), str(intent["reason"])
+            )
+            reply = self.commands.extend(user, command, mfa=True)
+        except (KeyError, ValueError) as err:
+            reply = Reply(blocks.refusal_text(f"the form did not say what to extend ({err})"))
+        except FAILURES as err:
+            reply = self.commands.failed(user, text, err)
+        self.notifier.dm(user, reply.text)
 
     def _check_request(self, user: str, values: dict[str, str]) -> tuple[Errors, RequestCommand | None]:
         targets = self.rt.approvers.targets_for(user)

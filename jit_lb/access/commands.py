@@ -60,6 +60,13 @@ class FormCommand:
     """`/jit` with no text: open the request modal."""
 
 
+@dataclass(frozen=True)
+class MfaCommand:
+    """`/jit mfa enroll | status | reset <user>`."""
+
+    words: tuple[str, ...]
+
+
 Command = (
     RequestCommand
     | ListCommand
@@ -69,6 +76,7 @@ Command = (
     | ExtendCommand
     | CancelCommand
     | FormCommand
+    | MfaCommand
 )
 
 USAGE = (
@@ -78,6 +86,7 @@ USAGE = (
     "`/jit cancel <request-id>`  withdraw your own pending request\n"
     "`/jit extend <request-id> <duration> <reason…>`  ask for more time (needs approval again)\n"
     "`/jit targets`  what you may request, with its limits\n"
+    "`/jit mfa enroll` | `status`  your authenticator for step-up; `/jit mfa reset <@user>` (admins)\n"
     "`/jit help`  this text\n"
     "`/jit`  with nothing after it: a form to request access\n"
     "Durations: `90s`, `30m`, `1h`, `1h30m`."
@@ -97,6 +106,8 @@ def parse_command(text: str) -> Command:
             raise CommandError(f"`/jit {verb}` takes no arguments")
         simple: dict[str, Command] = {"list": ListCommand(), "targets": TargetsCommand(), "help": HelpCommand()}
         return simple[verb]
+    if verb == "mfa":
+        return MfaCommand(tuple(rest[:3]))
     if verb in {"revoke", "cancel"}:
         if len(rest) != 1:
             raise CommandError(f"usage: `/jit {verb} <request-id>`")

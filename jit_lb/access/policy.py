@@ -15,9 +15,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -165,6 +167,17 @@ class HaproxyAclGrant(_Model):
     kind: Literal["haproxy_acl"]
     runtime_api: str = Field(pattern=r"^(unix:/.+|tcp:[^:]+:\d{1,5})$")
     acl: str = Field(min_length=1)
+    # The stick table the frontend tracks sources in (`http-request track-sc0 src table <name>`): the
+    # grantee's use is read from it (CONTRACT §10, §11). A proxy name, as HAProxy spells one.
+    stick_table: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_table(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave an unset stick_table out, so that grants recorded before the field existed keep their spec."""
+        data: dict[str, Any] = handler(self)
+        if self.stick_table is None:
+            data.pop("stick_table", None)
+        return data
 
 
 GrantSpec = Annotated[
@@ -205,6 +218,7 @@ class Target(_Model):
     reason_pattern: str | None = None
     reason_hint: str | None = Field(default=None, max_length=200)
     deny_reason: Literal["none", "optional", "required"] = "none"
+    require_mfa: bool = False  # requester and approvers step up with a one-time code (CONTRACT §9)
     allow_requester_ip: bool = False
     allow_private_ip: bool = False
     approver_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
@@ -233,6 +247,13 @@ class Target(_Model):
             maximum = _duration(data["max_duration"])
             data = {**data, "default_duration": min(timedelta(minutes=30), maximum)}
         return data
+
+    @model_validator(mode="after")
+    def _iam_keeps_mfa(self) -> Target:
+        """An IAM target that requires MFA also keeps `aws:MultiFactorAuthPresent` on the policy it grants."""
+        if self.require_mfa and isinstance(self.grant, IamPolicyGrant) and not self.grant.require_mfa:
+            object.__setattr__(self, "grant", self.grant.model_copy(update={"require_mfa": True}))
+        return self
 
     @model_validator(mode="after")
     def _check_limits(self) -> Target:
@@ -264,6 +285,14 @@ class Target(_Model):
         return self.grant.kind in NETWORK_KINDS
 
 
+class MfaRules(_Model):
+    """How step-ups work (CONTRACT §9): how long a code proves a person, and when wrong codes lock them out."""
+
+    window: Duration = timedelta(minutes=5)
+    lockout_after: int = Field(default=5, ge=1, le=100)
+    lockout: Duration = timedelta(minutes=15)
+
+
 class Limits(_Model):
     """How much one person may ask for: refusals past them are audited in summary (CONTRACT §3)."""
 
@@ -281,7 +310,13 @@ class Policy(_Model):
     admins: list[str] = Field(default_factory=list)
     roles: dict[str, list[str]] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
+    mfa: MfaRules = Field(default_factory=MfaRules)
     targets: dict[str, Target] = Field(min_length=1)
+
+    @property
+    def mfa_targets(self) -> list[str]:
+        """The targets that require a step-up, by name."""
+        return sorted(name for name, target in self.targets.items() if target.require_mfa)
 
     @field_validator("admins")
     @classmethod

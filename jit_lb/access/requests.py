@@ -51,6 +51,7 @@ class Approval(BaseModel):
 
     user: str
     at: datetime
+    mfa: bool = False  # the approver stepped up with a one-time code for it
 
 
 class Extension(BaseModel):
@@ -76,6 +77,64 @@ class Extension(BaseModel):
         return [approval.user for approval in self.approvals]
 
 
+class Use(BaseModel):
+    """One source's use as HAProxy's stick table counts it: at a moment, or the difference over a session.
+
+    A count is None where the table does not store it (or, in a difference, where either end lacked it).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    connections: int | None = None  # conn_cnt
+    http_requests: int | None = None  # http_req_cnt
+    bytes_in: int | None = None  # bytes_in_cnt: from the source
+    bytes_out: int | None = None  # bytes_out_cnt: to the source
+    open_connections: int | None = None  # conn_cur at that moment; never part of a difference
+
+
+class Snapshot(BaseModel):
+    """A target's surroundings at the load balancer at one moment, less jit-lb's own objects (CONTRACT §11).
+
+    `entries` maps what (a rule, an attribute, a server) to its state, in words; see workers/activity.py
+    for the caps. What could not be read says why (`unreadable`, `use_unreadable`) rather than guess.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    entries: dict[str, str] = Field(default_factory=dict)
+    left_out: int = 0  # entries past the caps, not kept: the kept ones are the first by `what`
+    unreadable: str | None = None
+    use: Use | None = None  # haproxy_acl with a stick_table: the source's counts at `at`
+    use_unreadable: str | None = None
+
+
+class Change(BaseModel):
+    """One difference between the start and the end of a session; `before` None is added, `after` None removed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    what: str
+    before: str | None = None
+    after: str | None = None
+
+
+class Activity(BaseModel):
+    """What happened during a session (CONTRACT §11): the changes around the target, and the source's use."""
+
+    model_config = ConfigDict(frozen=True)
+
+    changes: tuple[Change, ...] | None = None  # None: not known, and `unknown` says why
+    changes_left_out: int = 0  # changes past the cap, counted but not kept
+    unknown: str | None = None
+    not_compared: str | None = None  # what a capped snapshot kept out of the comparison
+    snapshot_at_start: datetime | None = None
+    snapshot_at_end: datetime | None = None
+    use: Use | None = None  # haproxy_acl with a stick_table: the use during the session
+    use_unknown: str | None = None
+    use_reset: bool = False  # a count fell (the entry expired or HAProxy restarted): counted from the reset
+
+
 class AccessRequest(BaseModel):
     """One `/jit request` from creation to its end."""
 
@@ -96,6 +155,7 @@ class AccessRequest(BaseModel):
     decided_by: str | None = None
     decided_at: datetime | None = None
     deny_reason: str | None = None  # what the person who denied it wrote, when the target asks for it
+    requested_with_mfa: bool = False  # the requester stepped up with a one-time code for it
     granted_at: datetime | None = None
     ends_at: datetime | None = None
     ended_at: datetime | None = None
@@ -108,6 +168,9 @@ class AccessRequest(BaseModel):
     object_refs: tuple[str, ...] = ()
     removed_objects: tuple[str, ...] = ()
     verified: bool | None = None
+    # What surrounded the target when the grant was applied, and what happened during it (CONTRACT §11).
+    start_snapshot: Snapshot | None = None
+    activity: Activity | None = None
     extension: Extension | None = None  # the one awaiting approval, if any
     extensions: tuple[Extension, ...] = ()  # decided ones, for the record
     # Where Slack shows the request: the card, the audit thread, and where it was asked for.
@@ -139,7 +202,7 @@ def new_request_id() -> str:
     return ID_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
 
 
-def approve(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
+def approve(request: AccessRequest, who: str, now: datetime, mfa: bool = False) -> AccessRequest:
     """Count `who`'s approval; the request turns `approved` once enough distinct approvers agree.
 
     The caller has already checked that `who` is an approver of the target.
@@ -152,7 +215,7 @@ def approve(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
         raise TransitionError(f"request {request.id} expired before it was approved")
     if who in request.approvers:
         raise ApprovalError(f"you have already approved {request.id}; it needs another approver")
-    approvals = (*request.approvals, Approval(user=who, at=now))
+    approvals = (*request.approvals, Approval(user=who, at=now, mfa=mfa))
     if len(approvals) < request.approvals_required:
         return request.model_copy(update={"approvals": approvals})
     return request.model_copy(
@@ -200,11 +263,13 @@ def grant(
     objects: list[str],
     verified: bool,
     refs: list[str] | None = None,
+    snapshot: Snapshot | None = None,
 ) -> AccessRequest:
     if request.status is not Status.APPROVED:
         raise TransitionError(f"request {request.id} is {request.status}, not approved")
     return request.model_copy(
         update={
+            "start_snapshot": snapshot,
             "status": Status.GRANTED,
             "granted_at": now,
             "ends_at": ends_at,
@@ -222,12 +287,19 @@ def fail(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
 
 
 def end(
-    request: AccessRequest, now: datetime, reason: EndReason, by: str, removed: list[str], verified: bool
+    request: AccessRequest,
+    now: datetime,
+    reason: EndReason,
+    by: str,
+    removed: list[str],
+    verified: bool,
+    activity: Activity | None = None,
 ) -> AccessRequest:
     if request.status is not Status.GRANTED:
         raise TransitionError(f"request {request.id} is {request.status}, not granted")
     return request.model_copy(
         update={
+            "activity": activity,
             "status": Status.REVOKED,
             "ended_at": now,
             "end_reason": reason,
@@ -247,7 +319,7 @@ def request_extension(request: AccessRequest, extra: timedelta, reason: str, now
     return request.model_copy(update={"extension": extension})
 
 
-def approve_extension(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
+def approve_extension(request: AccessRequest, who: str, now: datetime, mfa: bool = False) -> AccessRequest:
     """Count an approval of the pending extension; once enough agree, the grant's end moves."""
     extension = request.extension
     if who == request.requester:
@@ -256,7 +328,7 @@ def approve_extension(request: AccessRequest, who: str, now: datetime) -> Access
         raise TransitionError(f"{request.id} has no extension waiting for approval")
     if who in extension.approvers:
         raise ApprovalError(f"you have already approved this extension of {request.id}")
-    approvals = (*extension.approvals, Approval(user=who, at=now))
+    approvals = (*extension.approvals, Approval(user=who, at=now, mfa=mfa))
     if len(approvals) < request.approvals_required:
         return request.model_copy(update={"extension": extension.model_copy(update={"approvals": approvals})})
     assert request.ends_at is not None

@@ -138,7 +138,7 @@ def _text(value: object) -> str:
 
 
 @contextlib.contextmanager
-def _reachable() -> Iterator[None]:
+def reachable() -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as err:
@@ -161,7 +161,7 @@ class RequestStore:
 
         Its card is not queued here: the caller records the request first, then `announce_later`.
         """
-        with _reachable():
+        with reachable():
             for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
                 if _created(self._create(*_create_call(request, pending_limit)), request, pending_limit):
@@ -178,7 +178,7 @@ class RequestStore:
         if self._async_create is None:
             self._async_create = client.register_script(_CREATE)
         script = self._async_create
-        with _reachable():
+        with reachable():
             for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
                 if _created(await script(*_create_call(request, pending_limit)), request, pending_limit):
@@ -193,7 +193,7 @@ class RequestStore:
 
     def discard(self, request_id: str) -> None:
         """Take back a request just created whose record could not be written: as if it had never been stored."""
-        with _reachable():
+        with reachable():
             raw = self.redis.get(_REQUEST + request_id)
             if raw is None:
                 return
@@ -211,7 +211,7 @@ class RequestStore:
 
     async def announce_async(self, request_id: str) -> None:
         """`announce_later` for an event loop."""
-        with _reachable():
+        with reachable():
             await self._async_client().lpush(_OUTBOX, request_id)
 
     # --- limits -------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ class RequestStore:
     def count_command(self, user: str, now: datetime) -> int:
         """Count one command of `user` in this minute; the count so far, this one included."""
         key, _ = _rate_key(user, now)
-        with _reachable(), self.redis.pipeline() as pipe:
+        with reachable(), self.redis.pipeline() as pipe:
             pipe.incr(key)
             pipe.expire(key, 2 * _RATE_WINDOW)
             count, _ = pipe.execute()
@@ -230,7 +230,7 @@ class RequestStore:
         if self._url is None:
             return self.count_command(user, now)
         key, _ = _rate_key(user, now)
-        with _reachable():
+        with reachable():
             async with self._async_client().pipeline() as pipe:
                 pipe.incr(key)
                 pipe.expire(key, 2 * _RATE_WINDOW)
@@ -241,7 +241,7 @@ class RequestStore:
         """Count one refusal past a limit for `user` in this minute; 1 for the first, which the caller records."""
         _, window = _rate_key(user, now)
         field = f"{user}|{window}"
-        with _reachable(), self.redis.pipeline() as pipe:
+        with reachable(), self.redis.pipeline() as pipe:
             pipe.hincrby(_REFUSALS, field, 1)
             pipe.zadd(_REFUSALS_DUE, {field: window + _RATE_WINDOW})
             count, _ = pipe.execute()
@@ -249,7 +249,7 @@ class RequestStore:
 
     def take_refusal_summaries(self, now: datetime) -> list[RefusalSummary]:
         """The counted refusals of every minute that is over, each taken once across all workers."""
-        with _reachable():
+        with reachable():
             flat = self.redis.eval(_TAKE_REFUSALS, 2, _REFUSALS_DUE, _REFUSALS, now.timestamp())
         summaries = []
         for field, count in zip(flat[::2], flat[1::2], strict=True):
@@ -259,51 +259,51 @@ class RequestStore:
 
     def next_to_announce(self, timeout: float) -> str | None:
         """The oldest new request whose card is still to be posted, waiting up to `timeout` seconds for one."""
-        with _reachable():
+        with reachable():
             item = self.redis.brpop([_OUTBOX], timeout=timeout)
         return _text(item[1]) if item else None
 
     def announce_later(self, request_id: str) -> None:
         """Queue a request whose card (an extension's, say) a worker is to post, as `create` does for a new one."""
-        with _reachable():
+        with reachable():
             self.redis.lpush(_OUTBOX, request_id)
 
     def claim(self, name: str, seconds: int) -> bool:
         """True for the first caller to claim `name` within `seconds`: one job queued however many loops look."""
-        with _reachable():
+        with reachable():
             return bool(self.redis.set(_CLAIM + name, 1, nx=True, ex=seconds))
 
     def claim_many(self, names: list[str], seconds: int) -> list[bool]:
         """`claim` for many names in one round trip, each answer in the order of `names`."""
-        with _reachable(), self.redis.pipeline(transaction=False) as pipe:
+        with reachable(), self.redis.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.set(_CLAIM + name, 1, nx=True, ex=seconds)
             return [bool(won) for won in pipe.execute()]
 
     def note_home_user(self, user: str) -> None:
-        with _reachable():
+        with reachable():
             self.redis.sadd(_HOME_USERS, user)
 
     def any_home_users(self) -> bool:
-        with _reachable():
+        with reachable():
             return bool(self.redis.scard(_HOME_USERS))
 
     def home_users(self) -> set[str]:
-        with _reachable():
+        with reachable():
             return {_text(member) for member in self.redis.smembers(_HOME_USERS)}
 
     def first_delivery(self, event_id: str, seconds: int = 3600) -> bool:
         """True the first time an Events API event id is seen: a retried delivery is handled once."""
-        with _reachable():
+        with reachable():
             return bool(self.redis.set(_EVENTS + event_id, 1, nx=True, ex=seconds))
 
     def take_turn(self, name: str, holder: str, seconds: float) -> bool:
         """True when `holder` takes the turn `name` for `seconds` (the sweep's: one worker a period)."""
-        with _reachable():
+        with reachable():
             return bool(self.redis.set(PREFIX + "turn:" + name, holder, nx=True, px=int(seconds * 1000)))
 
     def get(self, request_id: str) -> AccessRequest:
-        with _reachable():
+        with reachable():
             raw = self.redis.get(_REQUEST + request_id)
         if raw is None:
             raise NotFoundError(f"there is no request {request_id}")
@@ -320,7 +320,7 @@ class RequestStore:
         ordered = sorted(request_ids)
         if not ordered:
             return {}
-        with _reachable():
+        with reachable():
             raws = self.redis.mget([_REQUEST + request_id for request_id in ordered])
         return {rid: AccessRequest.model_validate_json(raw) for rid, raw in zip(ordered, raws, strict=True) if raw}
 
@@ -341,7 +341,7 @@ class RequestStore:
             blocking_timeout=_TRANSITION_LOCK_SECONDS,
             sleep=0.005,  # a click that waits for another's transition (redis-py polls; its default is 0.1 s)
         )
-        with _reachable(), lock, self.redis.pipeline() as pipe:
+        with reachable(), lock, self.redis.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
@@ -367,18 +367,18 @@ class RequestStore:
         return self.transition(request_id, lambda request: request.model_copy(update=fields))[1]
 
     def open_requests(self) -> list[AccessRequest]:
-        with _reachable():
+        with reachable():
             ids = sorted(_text(member) for member in self.redis.smembers(_OPEN))
         return [request for request in map(self.find, ids) if request is not None]
 
     def granted_until(self, moment: datetime) -> list[str]:
         """Ids of granted requests whose end is at or before `moment`."""
-        with _reachable():
+        with reachable():
             return [_text(m) for m in self.redis.zrangebyscore(_GRANTED, "-inf", moment.timestamp())]
 
     def grants_ended(self, moment: datetime) -> dict[str, int]:
         """Granted requests whose end is at or before `moment`, each with its end (whole epoch seconds)."""
-        with _reachable():
+        with reachable():
             pairs: list[tuple[bytes, float]] = self.redis.zrangebyscore(  # type: ignore[assignment]
                 _GRANTED, "-inf", moment.timestamp(), withscores=True
             )
@@ -386,13 +386,13 @@ class RequestStore:
 
     def pending_until(self, moment: datetime) -> list[str]:
         """Ids of pending requests whose approval window closed at or before `moment`."""
-        with _reachable():
+        with reachable():
             return [_text(m) for m in self.redis.zrangebyscore(_PENDING, "-inf", moment.timestamp())]
 
     @contextlib.contextmanager
     def lock(self, scope: str, timeout: float = 120.0) -> Iterator[None]:
         """Serialise work on one object at the load balancer across every worker."""
-        with _reachable(), self.redis.lock(_LOCK + scope, timeout=timeout, blocking_timeout=timeout):
+        with reachable(), self.redis.lock(_LOCK + scope, timeout=timeout, blocking_timeout=timeout):
             yield
 
     @staticmethod

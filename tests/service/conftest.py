@@ -15,15 +15,21 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from bot.messages.notify import connect
 from bot.service.commands import CommandService
 from bot.service.decisions import DecisionService
+from bot.service.forms import FormService
+from bot.service.mfa import MfaService
 from devtools.moto_server import MotoServer, Network
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
 from jit_lb.settings import Settings
 from tests.service.world import World, policy_of
 from workers import context
+
+
+MFA_KEY = Fernet.generate_key().decode()  # one for the session: tests may turn require_mfa on
 
 
 @pytest.fixture(name="slack")
@@ -79,8 +85,11 @@ def fixture_world(
         jit_policy_file=str(policy_file),
         jit_audit_log=str(audit_path),
         jit_queue=f"jit-{uuid.uuid4().hex[:8]}",
+        jit_mfa_key=MFA_KEY,
     )
     rt, notifier = connect(settings)
+    mfa = MfaService(rt, notifier)
+    commands, decisions = CommandService(rt, mfa), DecisionService(rt, notifier, mfa)
     context.install(context.WorkerContext(rt, notifier))
     try:
         yield World(
@@ -90,8 +99,10 @@ def fixture_world(
             ec2=ec2,
             network=network,
             audit_path=audit_path,
-            commands=CommandService(rt),
-            decisions=DecisionService(rt, notifier),
+            mfa=mfa,
+            commands=commands,
+            decisions=decisions,
+            forms=FormService(rt, notifier, commands, decisions, mfa),
         )
     finally:
         context.install(None)

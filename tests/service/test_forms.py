@@ -18,7 +18,7 @@ from tests.service.world import APPROVALS, World, buttons, id_in
 
 @pytest.fixture(name="forms")
 def fixture_forms(world: World) -> FormService:
-    return FormService(world.rt, world.notifier, world.commands)
+    return world.forms
 
 
 def edit_policy(world: World, change: Any) -> None:

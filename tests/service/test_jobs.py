@@ -148,7 +148,9 @@ async def test_grant_on_a_missing_group_fails_and_leaves_nothing(world: World) -
 async def test_expire_closes_a_pending_request_past_its_window(world: World) -> None:
     """`expire_request` closes a request nobody decided within `pending_ttl`, records it, and tells the requester."""
     long_ago = datetime.now(UTC) - timedelta(minutes=20)
-    asked = await CommandService(world.rt, clock=lambda: long_ago).command("U0DEV1", "request lb-prod 30m x", DEVS)
+    asked = await CommandService(world.rt, world.mfa, clock=lambda: long_ago).command(
+        "U0DEV1", "request lb-prod 30m x", DEVS
+    )
     request_id = id_in(asked.text)
     world.outbox()
     notices.announce(request_id)

@@ -15,6 +15,8 @@ from rq.registry import FailedJobRegistry
 from bot.messages.notify import Notifier
 from bot.service.commands import CommandService
 from bot.service.decisions import DecisionService
+from bot.service.forms import FormService
+from bot.service.mfa import MfaService
 from devtools.moto_server import Network
 from devtools.slack_standin import SlackStandin
 from jit_lb.access import store
@@ -82,8 +84,10 @@ class World:
     ec2: Any  # a boto3 EC2 client of moto's, to look at the group as AWS has it
     network: Network
     audit_path: Path
+    mfa: MfaService
     commands: CommandService
     decisions: DecisionService
+    forms: FormService
 
     # --- the web ------------------------------------------------------------------------------
 

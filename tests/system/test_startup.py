@@ -76,6 +76,27 @@ def test_invalid_policy_stops_the_process(tmp_path: Path, module: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("module", ["bot", "workers"])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (None, "JIT_MFA_KEY: is required because these targets require MFA: lb-prod"),
+        ("not-a-fernet-key", "JIT_MFA_KEY: is not a Fernet key"),
+    ],
+)
+def test_mfa_without_its_key_stops_the_process(tmp_path: Path, module: str, key: str | None, expected: str) -> None:
+    """A policy that requires MFA with no key, or a key that is not a Fernet key, stops each process at start."""
+    data = valid()
+    data["targets"]["lb-prod"]["require_mfa"] = True
+    path = tmp_path / "policy.yml"
+    path.write_text(yaml.safe_dump(data))
+    env = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "JIT_POLICY_FILE": str(path)}
+    result = run(module, env | ({"JIT_MFA_KEY": key} if key else {}))
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_healthz_is_503_without_redis(policy_file: Path) -> None:
     """/healthz says 503 when Redis cannot be reached, and the web process keeps running."""
     port = free_port()

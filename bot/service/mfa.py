@@ -1,0 +1,175 @@
+"""Step-up MFA in Slack: enrolment, status, reset, and the `jit_mfa` modal that unlocks a request or an approval.
+
+A step-up is due when a target `require_mfa` and the person has not proven themselves within
+`mfa.window`. Then the command or click opens the `jit_mfa` modal (from its own trigger_id, at
+once) whose private_metadata says what the code is for; the act happens only after a valid code,
+through the same code path as without MFA, and its record says `mfa: true`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import segno
+
+from bot.messages import blocks, views
+from bot.messages.notify import Notifier
+from bot.messages.views import View
+from bot.service.common import Reply, utcnow
+from jit_lb.access.durations import format_duration
+from jit_lb.access.errors import AuditUnavailableError, CommandError, StoreUnavailableError
+from jit_lb.access.mfa import Enrolment, MfaError, matching_step, new_secret, provisioning_uri
+from jit_lb.access.policy import Target
+from jit_lb.runtime import Runtime
+
+Intent = dict[str, Any]  # what a code unlocks: {"do": "enroll"|"request"|"approve"|"extend", ...}
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A code was accepted for `intent`; the caller now does what it unlocks."""
+
+    intent: Intent
+
+
+class MfaService:
+    """What the MFA commands and the step-up modal do."""
+
+    def __init__(self, rt: Runtime, notifier: Notifier, clock: Callable[[], datetime] = utcnow) -> None:
+        self.rt = rt
+        self.notifier = notifier
+        self.clock = clock
+
+    # --- /jit mfa ---------------------------------------------------------------------------------
+
+    def command(self, user: str, words: list[str]) -> Reply:
+        verb = words[0].lower() if words else "status"
+        if verb == "enroll" and len(words) == 1:
+            return self.enroll(user)
+        if verb == "status" and len(words) == 1:
+            return Reply(self.status_text(user))
+        if verb == "reset" and len(words) == 2:
+            return self.reset(user, words[1])
+        raise CommandError("usage: `/jit mfa enroll`, `/jit mfa status`, `/jit mfa reset <@user>` (admins)")
+
+    def enroll(self, user: str) -> Reply:
+        """Make a secret (kept encrypted), open the modal for a first code, and DM the URI and its QR code."""
+        current = self.rt.mfa.enrolment(user)
+        if current is not None and current.confirmed:
+            raise CommandError("you are enrolled already; an admin's `/jit mfa reset` allows a new enrolment")
+        enrolment = Enrolment(user=user, secret=new_secret(), confirmed=False, created_at=self.clock())
+        self.rt.mfa.save(enrolment)
+        text = "Scan the QR code I sent you in a DM (or type its key), then enter the app's first code here."
+        return Reply("Check your DMs from jit-lb for the QR code.", view=views.mfa_modal({"do": "enroll"}, text))
+
+    def send_enrolment(self, user: str) -> None:
+        """The DM of an enrolment: the `otpauth://` URI and its QR code as a PNG (after the modal is open)."""
+        enrolment = self.rt.mfa.enrolment(user)
+        if enrolment is None or enrolment.confirmed:
+            return
+        uri = provisioning_uri(enrolment.secret, user)
+        png = io.BytesIO()
+        segno.make(uri, error="m").save(png, kind="png", scale=6, border=4)
+        self.notifier.dm(user, blocks.mfa_enrolment_text(uri))
+        self.notifier.send_file(user, png.getvalue(), "jit-lb-mfa.png", "jit-lb step-up", "Scan this with your app.")
+
+    def status_text(self, user: str) -> str:
+        status = self.rt.mfa.status(user)
+        if status.enrolment is None:
+            return "You are not enrolled for step-up MFA. `/jit mfa enroll` sets it up."
+        parts = [
+            "Enrolled" if status.enrolment.confirmed else "Enrolment started but not confirmed with a first code",
+        ]
+        if status.proven_for:
+            parts.append(f"a code proves you for {format_duration(status.proven_for)} more")
+        if status.locked_for:
+            parts.append(f"locked out of step-ups for {format_duration(status.locked_for)} after too many wrong codes")
+        return "; ".join(parts) + "."
+
+    def reset(self, admin: str, who: str) -> Reply:
+        if not self.rt.approvers.is_admin(admin):
+            raise CommandError("only an admin of jit-lb (`admins` in the policy) can reset an enrolment")
+        user = who.strip("<@>").split("|")[0].upper()
+        if user[:1] not in {"U", "W"} or not user.isalnum():
+            raise CommandError(f"`{who[:40]}` is not a user (`<@U…>` or a user id)")
+        self.rt.audit.record("mfa.reset", actor=admin, target=None, user=user)
+        existed = self.rt.mfa.remove(user)
+        return Reply(f"<@{user}>'s enrolment was {'removed' if existed else 'not there'}; they can `/jit mfa enroll`.")
+
+    # --- the step-up --------------------------------------------------------------------------------
+
+    def due(self, user: str, target: Target | None) -> bool:
+        """Whether `user` must step up before acting on `target` now."""
+        return target is not None and target.require_mfa and self.rt.mfa.proven_for(user) is None
+
+    def step_up(self, user: str, intent: Intent, what: str) -> View:
+        """The `jit_mfa` modal for `intent`; MfaError when the person cannot step up (not enrolled, locked out)."""
+        enrolment = self.rt.mfa.enrolment(user)
+        if enrolment is None or not enrolment.confirmed:
+            raise MfaError("this needs a one-time code, and you are not enrolled: `/jit mfa enroll` sets it up")
+        locked = self.rt.mfa.locked_for(user)
+        if locked:
+            raise MfaError(f"you are locked out of step-ups for {format_duration(locked)} after too many wrong codes")
+        return views.mfa_modal(intent, what)
+
+    def verify(self, user: str, metadata: str, code: str) -> dict[str, str] | Verified:
+        """A `jit_mfa` submission: errors on the `code` block, or the intent the accepted code unlocks.
+
+        Wrong codes count towards the lockout (and its approvers are told); a code is accepted once;
+        an accepted one proves the person for `mfa.window` and is recorded as `mfa.verified`.
+        """
+        try:
+            intent: Intent = json.loads(metadata)
+            kind = str(intent["do"])
+        except (ValueError, KeyError, TypeError):
+            return {"code": "this form does not say what it is for; start again"}
+        rules = self.rt.policy.mfa
+        try:
+            enrolment = self.rt.mfa.enrolment(user)
+            if enrolment is None or (not enrolment.confirmed and kind != "enroll"):
+                return {"code": "you are not enrolled: `/jit mfa enroll` sets it up"}
+            locked = self.rt.mfa.locked_for(user)
+            if locked:
+                return {"code": f"locked out for {format_duration(locked)} after too many wrong codes"}
+            now = self.clock()
+            step = matching_step(enrolment.secret, code, now)
+            if step is not None and not self.rt.mfa.first_use(user, step):
+                self._failed(user, kind, "a code that was used already")
+                return {"code": "that code was used already; wait for the next one"}
+            if step is None:
+                count = self.rt.mfa.fail(user, rules.lockout_after, rules.lockout)
+                locked_now = count >= rules.lockout_after
+                self._failed(user, kind, "a wrong code", locked=locked_now)
+                if locked_now:
+                    self._tell_lockout(user)
+                    return {"code": f"wrong code; you are locked out for {format_duration(rules.lockout)}"}
+                return {"code": f"wrong code ({rules.lockout_after - count} tries left)"}
+            if kind == "enroll" and not enrolment.confirmed:
+                confirmed = Enrolment(user, enrolment.secret, True, enrolment.created_at, now)
+                self.rt.audit.record("mfa.enrolled", actor=user, target=None)
+                self.rt.mfa.save(confirmed)
+            self.rt.audit.record("mfa.verified", actor=user, target=intent.get("target"), purpose=kind)
+            self.rt.mfa.prove(user, rules.window)
+        except (MfaError, AuditUnavailableError) as err:
+            return {"code": str(err)}
+        except StoreUnavailableError:
+            return {"code": blocks.unavailable_text()}
+        return Verified(intent)
+
+    def _failed(self, user: str, kind: str, why: str, locked: bool = False) -> None:
+        self.rt.audit.record("mfa.failed", actor=user, target=None, purpose=kind, why=why, locked=locked, must=True)
+
+    def _tell_lockout(self, user: str) -> None:
+        """Approvers hear of a lockout: it may be someone guessing codes in a stolen Slack session."""
+        channel = self.rt.policy.approver_channel
+        rules = self.rt.policy.mfa
+        self.notifier.post(
+            channel,
+            f":rotating_light: <@{user}> is locked out of step-ups for {format_duration(rules.lockout)} after "
+            f"{rules.lockout_after} wrong codes. If that was not them, their Slack session may be someone else's.",
+        )

@@ -1,0 +1,184 @@
+"""Step-up MFA (CONTRACT §9): TOTP enrolments kept encrypted, codes checked once, lockouts, the proof's window.
+
+TOTP is RFC 6238 as every authenticator app reads it (SHA-1, 6 digits, 30-second steps), checked
+with `pyotp`, one step either side for clock drift, time as a parameter. A code is accepted once:
+the time step it matched is remembered, so a code seen over someone's shoulder is worth nothing.
+Secrets are Fernet-encrypted with JIT_MFA_KEY before they reach Redis and are never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyotp
+import redis
+from cryptography.fernet import Fernet, InvalidToken
+
+from jit_lb.access.errors import JitError
+from jit_lb.access.store import PREFIX, reachable
+
+ISSUER = "jit-lb"
+STEP_SECONDS = 30
+DIGITS = 6
+DRIFT_STEPS = 1  # one step either side: a phone whose clock is up to 30 s off still works
+
+_SECRET = PREFIX + "mfa:secret:"  # the encrypted enrolment of a user
+_USED = PREFIX + "mfa:used:"  # time steps already accepted for a user (a code works once)
+_FAILS = PREFIX + "mfa:fails:"  # wrong codes in a row, until the lockout window passes
+_LOCKED = PREFIX + "mfa:locked:"  # set while a user is locked out of step-ups
+_PROVEN = PREFIX + "mfa:proven:"  # set while a verified code proves the user (mfa.window)
+
+
+class MfaError(JitError):
+    """A step-up could not be done: not enrolled, locked out, a wrong or used code; the message says which."""
+
+
+class MfaKeyError(JitError):
+    """JIT_MFA_KEY is missing or not a Fernet key while the policy requires MFA."""
+
+
+def fernet(key: str | None, needed_by: list[str]) -> Fernet | None:
+    """The cipher of enrolled secrets; refuses to start when targets require MFA and the key is missing or bad."""
+    if not key:
+        if needed_by:
+            raise MfaKeyError(f"JIT_MFA_KEY: is required because these targets require MFA: {', '.join(needed_by)}")
+        return None
+    try:
+        return Fernet(key.encode())
+    except (ValueError, TypeError):
+        raise MfaKeyError("JIT_MFA_KEY: is not a Fernet key (make one with Fernet.generate_key())") from None
+
+
+def new_secret() -> str:
+    return pyotp.random_base32()
+
+
+def provisioning_uri(secret: str, user: str) -> str:
+    """The `otpauth://` URI an authenticator app reads (as a QR code, or typed in)."""
+    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(name=user, issuer_name=ISSUER)
+
+
+def matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """The time step `code` is valid for at `now` (within the drift allowed), or None: RFC 6238, SHA-1, 6 digits."""
+    code = code.strip().replace(" ", "")
+    if len(code) != DIGITS or not (code.isascii() and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
+    current = totp.timecode(now)
+    for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """One person's authenticator: confirmed once they typed a first good code."""
+
+    user: str
+    secret: str
+    confirmed: bool
+    created_at: datetime
+    confirmed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    """What `/jit mfa status` says."""
+
+    enrolment: Enrolment | None
+    locked_for: timedelta | None
+    proven_for: timedelta | None
+
+
+class MfaStore:
+    """Enrolments, used codes, failures and proofs in Redis; every key is built here."""
+
+    def __init__(self, client: redis.Redis, cipher: Fernet | None) -> None:
+        self.redis = client
+        self.cipher = cipher
+
+    def _need_cipher(self) -> Fernet:
+        if self.cipher is None:
+            raise MfaError("MFA is not set up on this jit-lb (JIT_MFA_KEY is not set); ask your platform team")
+        return self.cipher
+
+    def save(self, enrolment: Enrolment) -> None:
+        sealed = self._need_cipher().encrypt(enrolment.secret.encode()).decode()
+        record = {
+            "secret": sealed,
+            "confirmed": enrolment.confirmed,
+            "created_at": enrolment.created_at.isoformat(),
+            "confirmed_at": enrolment.confirmed_at.isoformat() if enrolment.confirmed_at else None,
+        }
+        with reachable():
+            self.redis.set(_SECRET + enrolment.user, json.dumps(record))
+
+    def enrolment(self, user: str) -> Enrolment | None:
+        with reachable():
+            raw = self.redis.get(_SECRET + user)
+        if raw is None:
+            return None
+        record: dict[str, Any] = json.loads(raw)
+        try:
+            secret = self._need_cipher().decrypt(str(record["secret"]).encode()).decode()
+        except InvalidToken:
+            raise MfaError("this enrolment was sealed with another JIT_MFA_KEY; an admin must reset it") from None
+        confirmed_at = record.get("confirmed_at")
+        return Enrolment(
+            user=user,
+            secret=secret,
+            confirmed=bool(record.get("confirmed")),
+            created_at=datetime.fromisoformat(record["created_at"]),
+            confirmed_at=datetime.fromisoformat(confirmed_at) if confirmed_at else None,
+        )
+
+    def remove(self, user: str) -> bool:
+        with reachable():
+            return bool(self.redis.delete(_SECRET + user, _PROVEN + user, _FAILS + user, _LOCKED + user))
+
+    def first_use(self, user: str, step: int) -> bool:
+        """True the first time `user`'s code of time step `step` is accepted (held past the drift window)."""
+        ttl = STEP_SECONDS * (2 * DRIFT_STEPS + 2)
+        with reachable():
+            return bool(self.redis.set(f"{_USED}{user}:{step}", 1, nx=True, ex=ttl))
+
+    def fail(self, user: str, lockout_after: int, lockout: timedelta) -> int:
+        """Count a wrong code; past `lockout_after` the user is locked out for `lockout`. Returns the count."""
+        seconds = max(1, int(lockout.total_seconds()))
+        with reachable(), self.redis.pipeline() as pipe:
+            pipe.incr(_FAILS + user)
+            pipe.expire(_FAILS + user, seconds)
+            count = int(pipe.execute()[0])
+            if count >= lockout_after:
+                self.redis.set(_LOCKED + user, 1, ex=seconds)
+                self.redis.delete(_FAILS + user)
+        return count
+
+    def locked_for(self, user: str) -> timedelta | None:
+        with reachable():
+            ttl = int(self.redis.ttl(_LOCKED + user))
+        return timedelta(seconds=ttl) if ttl > 0 else None
+
+    def prove(self, user: str, window: timedelta) -> None:
+        """A verified code (or a confirmed enrolment) proves `user` for `window`; wrong codes so far are forgiven."""
+        with reachable(), self.redis.pipeline() as pipe:
+            pipe.set(_PROVEN + user, 1, ex=max(1, int(window.total_seconds())))
+            pipe.delete(_FAILS + user)
+            pipe.execute()
+
+    def proven_for(self, user: str) -> timedelta | None:
+        with reachable():
+            ttl = int(self.redis.ttl(_PROVEN + user))
+        return timedelta(seconds=ttl) if ttl > 0 else None
+
+    def status(self, user: str) -> Status:
+        return Status(self.enrolment(user), self.locked_for(user), self.proven_for(user))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,172 @@
+"""Step-up MFA in-process: enrolment (URI and QR by DM), requests and approvals that count only after a code."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+import yaml
+import zxingcpp
+from PIL import Image
+
+from bot.service.mfa import Verified
+from jit_lb.access.errors import CommandError
+from jit_lb.access.requests import Status
+from tests.service.world import APPROVALS, World
+
+
+def edit_policy(world: World, change: Any) -> None:
+    path = Path(world.rt.settings.jit_policy_file)
+    policy = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(policy)
+    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    assert world.rt.reload_policy()
+
+
+@pytest.fixture(name="mfa_world")
+def fixture_mfa_world(world: World) -> World:
+    """lb-prod requires MFA; U0ADMIN is an admin; two wrong codes lock a person out for a minute."""
+
+    def change(policy: dict[str, Any]) -> None:
+        policy["targets"]["lb-prod"]["require_mfa"] = True
+        policy["admins"] = ["U0ADMIN"]
+        policy["mfa"] = {"window": "5m", "lockout_after": 3, "lockout": "1m"}
+
+    edit_policy(world, change)
+    return world
+
+
+def enrol(world: World, user: str) -> str:
+    """Enrol `user` as a person would: the command, the DM's URI, a first code; returns the secret."""
+    reply = world.mfa.command(user, ["enroll"])
+    assert reply.view is not None
+    world.mfa.send_enrolment(user)
+    secret = secret_from_dm(world, user)
+    result = world.mfa.verify(user, reply.view["private_metadata"], pyotp.TOTP(secret).now())
+    assert isinstance(result, Verified)
+    return secret
+
+
+def secret_from_dm(world: World, user: str) -> str:
+    uri = next(m["text"] for m in reversed(world.slack.dms(user)) if "otpauth://" in m["text"])
+    return uri.split("secret=")[1].split("&")[0]
+
+
+def next_code(secret: str, steps: int = 1) -> str:
+    """A code of a later time step (within the drift allowed), so that a test can use two different codes now."""
+    return pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30 * steps))
+
+
+def test_enrolment_sends_uri_and_qr_and_keeps_the_secret_encrypted(mfa_world: World) -> None:
+    """The DM carries the otpauth URI and a PNG QR code of it; Redis holds the secret only encrypted."""
+    world = mfa_world
+    reply = world.mfa.command("U0DEV1", ["enroll"])
+    assert reply.view is not None
+    assert reply.view["callback_id"] == "jit_mfa"
+    world.mfa.send_enrolment("U0DEV1")
+    secret = secret_from_dm(world, "U0DEV1")
+
+    [upload] = world.slack.files()
+    image = Image.open(io.BytesIO(upload.content))
+    assert image.format == "PNG"
+    [decoded] = zxingcpp.read_barcodes(image)
+    assert decoded.text.startswith("otpauth://totp/jit-lb:U0DEV1?secret=" + secret)
+
+    raw = b"".join(world.rt.store.redis.get(key) or b"" for key in world.rt.store.redis.keys("jit:mfa:secret:*"))
+    assert raw
+    assert secret.encode() not in raw
+    assert secret not in world.audit_path.read_text()
+
+    wrong = world.mfa.verify("U0DEV1", reply.view["private_metadata"], "000000")
+    assert isinstance(wrong, dict)
+    assert "wrong code" in wrong["code"]
+    assert isinstance(world.mfa.verify("U0DEV1", reply.view["private_metadata"], pyotp.TOTP(secret).now()), Verified)
+    assert [e for e in world.events() if e.startswith("mfa.")] == ["mfa.failed", "mfa.enrolled", "mfa.verified"]
+    with pytest.raises(CommandError, match="enrolled already"):
+        world.mfa.command("U0DEV1", ["enroll"])
+
+
+async def test_a_request_counts_only_after_a_valid_code(mfa_world: World) -> None:
+    """On lb-prod the command opens the step-up modal and stores nothing; a good code makes the request, with MFA."""
+    world = mfa_world
+    refused = await world.ask("U0DEV1", "request lb-prod 30m debugging")
+    assert "not enrolled" in refused
+    secret = enrol(world, "U0DEV1")
+    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")  # the enrolment's proof spent: a fresh step-up is due
+
+    reply = await world.commands.command("U0DEV1", "request lb-prod 30m debugging", None)
+    assert reply.view is not None
+    assert world.rt.store.open_requests() == []
+    metadata = reply.view["private_metadata"]
+    assert json.loads(metadata)["target"] == "lb-prod"
+
+    assert await world.forms.submit_code("U0DEV1", metadata, "999999") == {"code": "wrong code (2 tries left)"}
+    assert world.rt.store.open_requests() == []
+    code = next_code(secret)  # the enrolment used now's code: a code works once
+    assert await world.forms.submit_code("U0DEV1", metadata, code) is None
+    [request] = world.rt.store.open_requests()
+    assert request.requested_with_mfa
+    assert world.record("request.created", request.id)["mfa"] is True
+
+    # The same code again is refused; within the window, a second request needs none.
+    assert await world.forms.submit_code("U0DEV1", metadata, code) == {
+        "code": "that code was used already; wait for the next one"
+    }
+    second = await world.commands.command("U0DEV1", "request lb-prod 30m again", None)
+    assert second.view is None
+    assert "waiting for approval" in second.text
+
+
+async def test_wrong_codes_lock_out_and_the_approvers_are_told(mfa_world: World) -> None:
+    """Three wrong codes lock the person out of step-ups for the lockout; the approvers' channel hears of it."""
+    world = mfa_world
+    enrol(world, "U0DEV1")
+    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")
+    reply = await world.commands.command("U0DEV1", "request lb-prod 30m debugging", None)
+    assert reply.view is not None
+    for _ in range(3):
+        answer = await world.forms.submit_code("U0DEV1", reply.view["private_metadata"], "123456")
+    assert answer == {"code": "wrong code; you are locked out for 1m"}
+    assert "locked out of step-ups" in world.texts(world.slack.messages(APPROVALS))
+    assert "locked out" in await world.ask("U0DEV1", "request lb-prod 30m once more")
+    locked = [r for r in world.audit() if r["event"] == "mfa.failed" and r.get("locked")]
+    assert len(locked) == 1
+
+
+async def test_an_approval_counts_only_after_a_valid_code(mfa_world: World) -> None:
+    """An approver's click opens the step-up modal; the click alone is refused; with a code it approves, with MFA."""
+    world = mfa_world
+    requester_secret = enrol(world, "U0DEV1")
+    approver_secret = enrol(world, "U0APPROVER1")
+    world.rt.store.redis.delete("jit:mfa:proven:U0APPROVER1")
+    assert requester_secret != approver_secret
+    request = await world.request(text="request lb-prod 30m debugging")  # proven by the enrolment: no code now
+    card = (str(request.card_channel), str(request.card_ts))
+
+    view = world.decisions.approve_form("U0APPROVER1", request.id, card)
+    assert view is not None
+    world.decisions.decide("U0APPROVER1", "jit_approve", request.id, card)  # a click that skipped the modal
+    assert world.rt.store.get(request.id).status is Status.PENDING
+    assert "requires a one-time code" in world.record("approval.refused", request.id)["why"]
+
+    assert await world.forms.submit_code("U0APPROVER1", view["private_metadata"], next_code(approver_secret)) is None
+    world.slack.wait_for(lambda: world.rt.store.get(request.id).status is Status.APPROVED)
+    approved = world.record("request.approved", request.id)
+    assert approved["mfa"] is True
+    assert "Approved by <@U0APPROVER1> with MFA" in json.dumps(world.slack.updates(*card)[-1]["blocks"])
+
+
+def test_reset_is_for_admins(mfa_world: World) -> None:
+    """Only an admin resets an enrolment; after it the person may enrol again."""
+    world = mfa_world
+    enrol(world, "U0DEV1")
+    with pytest.raises(CommandError, match="only an admin"):
+        world.mfa.command("U0DEV2", ["reset", "<@U0DEV1>"])
+    assert "removed" in world.mfa.command("U0ADMIN", ["reset", "<@U0DEV1|dev1>"]).text
+    assert world.record("mfa.reset")["user"] == "U0DEV1"
+    assert world.mfa.command("U0DEV1", ["enroll"]).view is not None
