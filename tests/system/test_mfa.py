@@ -1,0 +1,119 @@
+"""Step-up MFA with the Procfile's processes: enrol by DM and QR code, then requests and approvals behind a code."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyotp
+import pytest
+import zxingcpp
+from cryptography.fernet import Fernet
+from PIL import Image
+
+from devtools.moto_server import Network
+from devtools.slack_client import inputs, text_input
+from devtools.stack import Stack
+from tests.helpers import APPROVALS, DEVS, card_ts, rules_of, stack_policy
+
+pytestmark = pytest.mark.slow
+
+
+def mfa_policy(network: Network) -> dict[str, Any]:
+    policy = stack_policy(network)
+    policy["targets"]["lb-prod"]["require_mfa"] = True
+    policy["mfa"] = {"window": "2s", "lockout_after": 3, "lockout": "1m"}
+    return policy
+
+
+@pytest.fixture(name="stack", scope="module")
+def fixture_stack() -> Iterator[Stack]:
+    key = Fernet.generate_key().decode()
+    with Stack(policy=mfa_policy, sweep_interval=2.0, extra_env={"JIT_MFA_KEY": key}) as stack:
+        yield stack
+
+
+def code(secret: str, steps: int = 0) -> str:
+    return pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30 * steps))
+
+
+def enrol(stack: Stack, user: str) -> str:
+    """`/jit mfa enroll`, the secret read from the DM, the QR code decoded, a first code typed: the secret."""
+    assert stack.client().command(user, "mfa enroll", channel=DEVS).status == 200
+    modal = stack.wait_for(lambda: stack.slack.views(user, "jit_mfa"), what="the enrolment modal")[-1]
+    dm = stack.wait_for(lambda: [m for m in stack.slack.dms(user) if "otpauth://" in m.get("text", "")])[-1]
+    uri = dm["text"][dm["text"].index("otpauth://") :].split("`")[0]
+    upload = stack.wait_for(lambda: [f for f in stack.slack.files() if f.filename == "jit-lb-mfa.png"], what="the QR")
+    image = Image.open(io.BytesIO(upload[-1].content))
+    assert image.format == "PNG"
+    assert [result.text for result in zxingcpp.read_barcodes(image)] == [uri]
+    secret = uri.split("secret=")[1].split("&")[0]
+    answer = stack.client().submit(user, inputs(code=text_input(code(secret))), view=modal)
+    assert answer.status == 200
+    assert answer.body == ""
+    return secret
+
+
+def past_window(stack: Stack, user: str) -> None:
+    """Wait out the enrolment's proof (mfa.window, 2 s here): then `/jit mfa status` says plain "Enrolled."."""
+    time.sleep(2.2)  # the window is time itself; polling `/jit mfa status` would spend the rate limit
+    assert stack.client().command(user, "mfa status").json()["text"] == "Enrolled."
+
+
+def test_requests_and_approvals_need_a_fresh_valid_code(stack: Stack) -> None:
+    """Nothing is stored, and no approval counts, without a valid code; codes work once; the window ends."""
+    requester = enrol(stack, "U0DEV1")
+    approver = enrol(stack, "U0APPROVER1")
+    events = [r["event"] for r in stack.audit()]
+    assert (events.count("mfa.enrolled"), events.count("mfa.verified")) == (2, 2)
+    past_window(stack, "U0DEV1")
+
+    # Past the window (2 s), the request opens the modal and stores nothing.
+    answer = stack.client().command("U0DEV1", "request lb-prod 30m OPS-1 debugging", channel=DEVS)
+    assert "requires a one-time code" in answer.json()["text"]
+    modal = stack.wait_for(lambda: [v for v in stack.slack.views("U0DEV1", "jit_mfa") if "lb-prod" in str(v)])[-1]
+    assert not [r for r in stack.audit() if r["event"] == "request.created"]
+
+    wrong = stack.client().submit("U0DEV1", inputs(code=text_input("000000")), view=modal)
+    assert wrong.json() == {"response_action": "errors", "errors": {"code": "wrong code (2 tries left)"}}
+    used = stack.client().submit("U0DEV1", inputs(code=text_input(code(requester))), view=modal)
+    assert used.json()["errors"]["code"].startswith("that code was used")  # the enrolment's code, already spent
+    good = stack.client().submit("U0DEV1", inputs(code=text_input(code(requester, 1))), view=modal)
+    assert good.body == ""
+    created = stack.wait_for(lambda: [r for r in stack.audit() if r["event"] == "request.created"])[-1]
+    request_id = created["request_id"]
+    assert created["mfa"] is True
+
+    # The approver's click opens the modal; nothing counts until the code.
+    ts = card_ts(stack, request_id)
+    assert stack.client().click("U0APPROVER1", "jit_approve", request_id, APPROVALS, ts).status == 200
+    approve_modal = stack.wait_for(
+        lambda: [v for v in stack.slack.views("U0APPROVER1", "jit_mfa") if request_id in str(v)], what="step-up"
+    )[-1]
+    assert "request.approved" not in stack.events(request_id)
+    assert (
+        stack.client().submit("U0APPROVER1", inputs(code=text_input(code(approver, 1))), view=approve_modal).body == ""
+    )
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="the grant")
+    approved = next(r for r in stack.audit(request_id) if r["event"] == "request.approved")
+    assert approved["mfa"] is True
+    assert len(rules_of(stack, request_id)) == 2
+    assert "with MFA" in json.dumps(stack.slack.updates(APPROVALS, ts)[-1]["blocks"])
+
+
+def test_wrong_codes_lock_a_person_out(stack: Stack) -> None:
+    """Three wrong codes lock the person out; the approvers' channel is told; the next request is refused."""
+    enrol(stack, "U0DEV2")
+    past_window(stack, "U0DEV2")
+    answer = stack.client().command("U0DEV2", "request lb-prod 30m OPS-2 checking", channel=DEVS)
+    assert "requires a one-time code" in answer.json()["text"]
+    modal = stack.wait_for(lambda: stack.slack.views("U0DEV2", "jit_mfa"))[-1]
+    for _ in range(3):
+        last = stack.client().submit("U0DEV2", inputs(code=text_input("111111")), view=modal)
+    assert last.json()["errors"]["code"] == "wrong code; you are locked out for 1m"
+    assert "<@U0DEV2> is locked out" in json.dumps(stack.wait_for(lambda: stack.slack.messages(APPROVALS)))
+    assert "locked out" in stack.client().command("U0DEV2", "request lb-prod 30m OPS-3 again").json()["text"]
