@@ -1,4 +1,5 @@
-"""`python -m bot` runs the web process; `python -m bot check-policy FILE` validates a policy file."""
+"""`python -m bot` runs the web process; `python -m bot check-policy FILE` validates a policy file; `python -m bot
+audit verify|who|report FILE…` reads audit logs (jit_lb/auditing/cli.py)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,12 @@ def main(argv: list[str]) -> int:
             print("usage: python -m bot check-policy FILE", file=sys.stderr)
             return 2
         return check_policy(argv[1])
+    if argv[:1] == ["audit"]:
+        from jit_lb.auditing.cli import main as audit
+
+        return audit(argv[1:])
     if argv:
-        print("usage: python -m bot [check-policy FILE]", file=sys.stderr)
+        print("usage: python -m bot [check-policy FILE | audit verify|who|report …]", file=sys.stderr)
         return 2
     # SIGHUP reads the policy again once the server runs (bot/app.py); during start-up the file is read anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -75,6 +75,19 @@ def web_application(settings: Settings, runtime: Runtime, notifier: Notifier) ->
     return app, server
 
 
+def audit_checkpoints(runtime: Runtime, notifier: Notifier) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The web's audit chain: begun at start, a checkpoint every 5 minutes and one at stop, each posted to Slack."""
+
+    async def checkpoints(_: web.Application) -> AsyncIterator[None]:
+        runtime.audit.start_chain("web", runtime.settings.jit_audit_key, witness=notifier.post_checkpoint)
+        every = asyncio.create_task(runtime.audit.keep_checkpoints())
+        yield
+        every.cancel()
+        await runtime.audit.checkpoint_async("stop", background=False)
+
+    return checkpoints
+
+
 def serve(settings: Settings) -> None:
     """Run the `web` process until SIGTERM or SIGINT; SIGHUP reads the policy file again."""
     runtime, notifier = connect(settings)
@@ -86,6 +99,7 @@ def serve(settings: Settings) -> None:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, runtime.reload_policy))
 
     server.on_startup.append(reload_on_sighup)
+    server.cleanup_ctx.append(audit_checkpoints(runtime, notifier))
     if settings.socket_mode:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 

@@ -173,10 +173,31 @@ def main_flow(stack: Stack) -> None:
     section("Security group during the grant")
     show_rules(stack)
 
+    assert stack.network is not None
+    section("Meanwhile, someone opens tcp/22 on the group by hand, not through jit-lb")
+    stack.moto.client("ec2").authorize_security_group_ingress(
+        GroupId=stack.network.security_group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "10.0.0.0/8", "Description": "added by hand during the session"}],
+            }
+        ],
+    )
+    show_rules(stack)
+
     print(f"\n  ... waiting for the grant's end ({GRANT_SECONDS}s) ...")
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=GRANT_SECONDS + 20, what="the revoke")
     section("Security group after")
     show_rules(stack)
+    section("What changed during the session (grant.activity: jit-lb's own rules left out)")
+    happened = next(r for r in stack.audit(request_id) if r["event"] == "grant.activity")
+    for change in happened.get("changes") or []:
+        print(f"  {change['what']}: {change['before'] or '(none)'} -> {change['after'] or '(none)'}")
+    if happened.get("changes") == []:
+        print("  no changes")
 
     section("Card, as edited in place")
     print("  " + slack_text(stack.slack.updates(APPROVALS, ts)[-1]).replace("\n", "\n  "))

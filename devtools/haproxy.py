@@ -16,6 +16,8 @@ from devtools.ports import free_port, wait_for_port
 
 # How long /stream keeps a response open: long enough that only a shut session ends it early.
 STREAM_SECONDS = 30.0
+# The stick table the frontend counts each admitted source's use in (a grant spec's `stick_table`).
+STICK_TABLE = "jit_use"
 
 CONFIG = """\
 global
@@ -34,10 +36,16 @@ defaults
 frontend jit
     bind 127.0.0.1:{port}
     http-request deny deny_status 403 unless {{ src -f {acl_file} }}
+    # After the deny: only admitted requests are counted, per source address.
+    http-request track-sc0 src table {stick_table}
     default_backend app
 
 backend app
     server app 127.0.0.1:{backend_port}
+
+# Holds no servers: the table a grant's use is read from. `type ipv6` holds IPv4 sources too (as ::ffff:a.b.c.d).
+backend {stick_table}
+    stick-table type ipv6 size 100k expire 24h store conn_cnt,conn_cur,http_req_cnt,bytes_in_cnt,bytes_out_cnt,gpc0
 """
 
 
@@ -132,6 +140,11 @@ class HaproxyServer:
         return str(self._dir / "jit-allow.acl")
 
     @property
+    def stick_table(self) -> str:
+        """The stick table the frontend tracks sources in: a grant spec's `stick_table`."""
+        return STICK_TABLE
+
+    @property
     def config_file(self) -> Path:
         return self._dir / "haproxy.cfg"
 
@@ -156,6 +169,7 @@ class HaproxyServer:
                 port=self.port,
                 acl_file=self.acl_file,
                 backend_port=self._backend.port,
+                stick_table=STICK_TABLE,
             ),
             encoding="utf-8",
         )

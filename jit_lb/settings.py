@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     jit_policy_file: str = "policy.yml"
     jit_audit_log: str = "-"
+    jit_audit_key: SecretStr | None = None  # the audit chain's HMAC key; unset or empty: SHA-256, with a warning
     jit_sweep_interval: float = Field(default=60.0, gt=0, le=3600)
     port: int = Field(default=3000, ge=1, le=65535)
     jit_queue: str = "jit"
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     jit_warn_before: float = Field(default=300.0, gt=0)
     # Seconds between a failed revoke's retries, comma-separated; the sweep keeps trying after them.
     jit_revoke_retry_intervals: str = "1,2,5,10,30"
+    # Seconds before its end that a grant's revoke is queued, at least: access is gone by the approved end.
+    jit_revoke_lead: float = Field(default=2.0, ge=0, le=60)
+    # Revokes a second the workers keep up with: the lead grows by the revokes due in the next minute at this rate.
+    jit_revoke_rate: float = Field(default=15.0, gt=0)
     # Test hook: seconds a grant job waits between applying and recording, so a test can kill the worker there.
     jit_fault_pause_after_apply: float = Field(default=0.0, ge=0)
 

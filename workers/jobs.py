@@ -12,8 +12,9 @@ from rq import get_current_job
 from jit_lb.access import requests
 from jit_lb.access.errors import AuditUnavailableError, TransitionError
 from jit_lb.access.policy import parse_grant_spec, spec_record
-from jit_lb.access.requests import AccessRequest, EndReason, Status
+from jit_lb.access.requests import AccessRequest, Activity, EndReason, Status
 from jit_lb.runtime import Runtime
+from workers import activity
 from workers.context import current
 from workers.judge import GRACE, applied_spec, grant_refusal
 from workers.leasing import holds_lease, order_of, release, roll_back
@@ -81,7 +82,9 @@ def grant_access(request_id: str) -> str:
         roll_back(rt, provider, order)
         _fail(rt, request, str(err))
         return "failed"
-    created = [obj.description for obj in objects]
+    created, refs = [obj.description for obj in objects], [obj.ref for obj in objects]
+    # Recorded with the grant, in the same transition: what surrounds the target now, and the source's use so far.
+    start = activity.observe(provider, order, utcnow())
 
     def record(_: AccessRequest, granted: AccessRequest) -> None:
         rt.audit.request_event(
@@ -90,16 +93,15 @@ def grant_access(request_id: str) -> str:
             actor="system",
             granted_at=now,
             ends_at=order.ends_at,
-            objects=[obj.ref for obj in objects],
+            objects=refs,
             created=created,
             verified=verified,
             kind=spec.kind,
         )
 
-    refs = [obj.ref for obj in objects]
     try:
         _, granted = rt.store.transition(
-            request_id, lambda r: requests.grant(r, now, order.ends_at, created, verified, refs), record
+            request_id, lambda r: requests.grant(r, now, order.ends_at, created, verified, refs, start), record
         )
     except AuditUnavailableError as err:
         # No grant without its record: take the access back, and say why.
@@ -184,11 +186,15 @@ def _fail(rt: Runtime, request: AccessRequest, why: str) -> None:
 # --- revoke -------------------------------------------------------------------------------------
 
 
-def revoke_access(request_id: str, reason: str = EndReason.EXPIRED.value, actor: str = "system") -> str:
+def revoke_access(
+    request_id: str, reason: str = EndReason.EXPIRED.value, actor: str = "system", for_end: int | None = None
+) -> str:
     """End a grant: drop its leases where it was applied, verify, record, tell everyone.
 
     It works from what the grant recorded (its spec and objects), never from today's policy: a
-    target that left the policy, or moved to another group, is revoked where it was applied.
+    target that left the policy, or moved to another group, is revoked where it was applied. The
+    workers' loop queues an expiry a little before the end (`for_end`, whole epoch seconds), so that
+    access is gone by the approved end; an extension since moves the end, and this job stands down.
     """
     rt = current().rt
     request = rt.store.find(request_id)
@@ -196,7 +202,9 @@ def revoke_access(request_id: str, reason: str = EndReason.EXPIRED.value, actor:
         return "not granted"
     assert request.ends_at is not None
     now = utcnow()
-    if reason == EndReason.EXPIRED and request.ends_at > now + GRACE:
+    if for_end is not None and int(request.ends_at.timestamp()) != for_end:
+        return "extended since"  # enqueue_ended queues it again before the new end
+    if reason == EndReason.EXPIRED and for_end is None and request.ends_at > now + GRACE:
         return "not yet"  # extended since this job was queued; enqueue_ended queues it again at the new end
     spec = applied_spec(rt.policy, request)
     if spec is None:
@@ -222,10 +230,14 @@ def finish_revoke(
     verified: bool,
     **details: Any,
 ) -> None:
-    """Record a grant's end once its leases are gone; a second caller finds it ended and does nothing.
+    """Record a grant's end once its leases are gone, with what happened during it; a second caller does nothing.
 
     The end stands whatever the audit log does: its record is spooled until the log takes it.
     """
+    request = rt.store.find(request_id)
+    if request is None or request.status is not Status.GRANTED:
+        return
+    happened = _session_activity(rt, request)
 
     def record(_: AccessRequest, ended: AccessRequest) -> None:
         rt.audit.request_event(
@@ -242,14 +254,26 @@ def finish_revoke(
             must=True,
             **details,
         )
+        rt.audit.request_event("grant.activity", ended, actor="system", **activity.audit_fields(happened), must=True)
 
     try:
         _, ended = rt.store.transition(
-            request_id, lambda r: requests.end(r, utcnow(), reason, actor, removed, verified), record
+            request_id, lambda r: requests.end(r, utcnow(), reason, actor, removed, verified, happened), record
         )
     except TransitionError:
         return
     queue_notice(rt, ended, Notice.ENDED)
+
+
+def _session_activity(rt: Runtime, request: AccessRequest) -> Activity:
+    """What happened during a grant that is ending: the load balancer read now, compared with the grant's start."""
+    spec = applied_spec(rt.policy, request)
+    if spec is None:
+        return Activity(unknown="the grant records no spec and its target left the policy: nothing could be read")
+    provider = provider_for(spec, rt.store.redis, rt.policy)
+    now = utcnow()
+    end = activity.observe(provider, order_of(request, request.ends_at or now, spec), now)
+    return activity.compare(request.start_snapshot, end)
 
 
 def _revoke_failed(rt: Runtime, request: AccessRequest, error: str) -> None:

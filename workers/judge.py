@@ -59,6 +59,14 @@ def grant_refusal(
     """
     if target is None:
         return f"target `{request.target}` is no longer in the policy"
+    if request.break_glass:
+        rules = policy.break_glass
+        users = policy.people(rules.users, approvers.directory.members) if rules else set()
+        if request.requester not in users or not policy.break_glass_covers(request.target):
+            return (
+                f"break-glass no longer covers <@{request.requester}> on `{request.target}` under the policy in force"
+            )
+        return None  # no approval to judge: its approvers review it afterwards
     if not approvers.may_request(request.requester, target):
         return f"<@{request.requester}> may no longer request `{request.target}` under the policy in force"
     allowed = approvers.of(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import uuid
@@ -10,7 +11,7 @@ import structlog
 
 from jit_lb.access.errors import StoreUnavailableError
 from jit_lb.runtime import Runtime
-from workers import notices, reconcile
+from workers import context, notices, reconcile
 
 log = structlog.get_logger("jit_lb.worker")
 
@@ -37,6 +38,10 @@ class ReconcileLoop(threading.Thread):
         # Set by the SIGHUP handler, which must not do the work itself: this thread reads, judges and records.
         self.reload_asked = reload_asked or threading.Event()
         self.judged = False  # a restart reads the policy too: the open grants are judged against it at once
+        # The process's audit chain begins here, before any loop or job writes a record; a checkpoint every
+        # 5 minutes (run) and one at stop (RQ returns on SIGTERM, then the interpreter exits) go to Slack too.
+        rt.audit.start_chain("worker", rt.settings.jit_audit_key, witness=context.current().notifier.post_checkpoint)
+        atexit.register(rt.audit.checkpoint, "stop", background=False)
 
     def run(self) -> None:
         interval = self.rt.settings.jit_sweep_interval
@@ -54,6 +59,10 @@ class ReconcileLoop(threading.Thread):
                     continue
                 next_due = time.monotonic() + DUE_CHECK_SECONDS
                 self.rt.audit.flush()
+                self.rt.audit.checkpoint_if_due()
+                reconcile.enforce_lockdown()
+                reconcile.end_idle()
+                reconcile.announce_overdue_reviews()
                 reconcile.record_refusal_summaries()
                 reconcile.enqueue_due()
                 if self.rt.store.take_turn("sweep", self.holder, interval):

@@ -43,6 +43,8 @@ def announce(request_id: str) -> str:
     request = context.rt.store.find(request_id)
     if request is None:
         return "unknown request"
+    if request.break_glass and request.card_ts is None:
+        return _post_breakglass_card(context, request)
     if request.status is Status.PENDING and request.card_ts is None:
         return _post_request_card(context, request)
     if request.status is Status.GRANTED and request.extension is not None and request.extension.card_ts is None:
@@ -76,6 +78,32 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
     notifier.thread(request, blocks.created_text(request, card_channel), blocks.created_blocks(request, card_channel))
     home.refresh_homes(rt, notifier, request)
     return "posted"
+
+
+def _post_breakglass_card(context: WorkerContext, request: AccessRequest, again: bool = False) -> str:
+    """Announce a break-glass grant in the approver channel, mentioning its approvers, with its review buttons."""
+    rt, notifier = context.rt, context.notifier
+    target = rt.policy.target_for(request.target)
+    channel = rt.policy.channel_for(target) if target else rt.policy.approver_channel
+    approvers = sorted(rt.approvers.of(target))
+    card_ts = notifier.post_breakglass_card(request, channel, approvers, again)
+    if card_ts is None or again:
+        return "posted" if card_ts else "not posted"
+    request = rt.store.update(
+        request.id, card_channel=channel, card_ts=card_ts, thread_channel=channel, thread_ts=card_ts
+    )
+    home.refresh_homes(rt, notifier, request)
+    return "posted"
+
+
+def announce_review(request_id: str) -> str:
+    """Announce again a break-glass grant nobody reviewed within `review_within` (queued by the reconciler)."""
+    context = current()
+    request = context.rt.store.find(request_id)
+    if request is None or not request.break_glass or request.review is not None:
+        context.rt.store.reviewed(request_id)
+        return "reviewed"
+    return _post_breakglass_card(context, request, again=True)
 
 
 def _post_extension_card(context: WorkerContext, request: AccessRequest) -> str:

@@ -14,12 +14,16 @@ import structlog
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from jit_lb.access import requests
+from jit_lb.access.errors import TransitionError
 from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.runtime import Runtime
+from workers import activity
 from workers.context import current
 from workers.jobs import expire_request, extend_access, finish_revoke, grant_access, revoke_access
-from workers.judge import GRACE, lease_verdict, longest_grant
+from workers.judge import GRACE, applied_spec, lease_verdict, longest_grant
+from workers.notices import Notice, announce_review, queue_notice
 from workers.providers.base import ManagedObject, Provider, ProviderError
 from workers.providers.registry import provider_for, specs_of
 
@@ -27,6 +31,7 @@ log = structlog.get_logger("jit_lb.reconcile")
 
 STUCK_APPROVED = timedelta(seconds=15)  # an approved request not granted by then lost its job
 ENDED_HOLD = 3600  # seconds one end's revoke is not queued again; enqueue_due retries a lost or failed one sooner
+LOOKAHEAD = timedelta(seconds=60)  # the furthest ahead of its end a revoke is queued
 REPORT_EVERY = 86400  # seconds between two reports of the same object the sweep leaves alone
 
 
@@ -34,21 +39,35 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def revoke_lead(rt: Runtime, now: datetime) -> timedelta:
+    """How long before its end a grant's revoke is queued, so that access is gone by the approved end.
+
+    JIT_REVOKE_LEAD, plus the time the workers need for the revokes due in the next minute at
+    JIT_REVOKE_RATE a second: when many grants end together, their revokes start earlier, not later.
+    """
+    settings = rt.settings
+    soon = rt.store.grants_ending_between(now, now + LOOKAHEAD)
+    lead = settings.jit_revoke_lead + soon / settings.jit_revoke_rate
+    return timedelta(seconds=min(lead, LOOKAHEAD.total_seconds()))
+
+
 def enqueue_ended(now: datetime | None = None) -> int:
-    """Queue the revoke of each grant whose end has come, once per end; two Redis round trips, run every 0.1 s."""
+    """Queue the revoke of each grant whose end is due within the revoke lead, once per end; run every 0.1 s."""
     rt = current().rt
-    ended = list(rt.store.grants_ended(now or utcnow()).items())
+    now = now or utcnow()
+    ended = list(rt.store.grants_ended(now + revoke_lead(rt, now)).items())
     if not ended:
         return 0
     # One claim per (request, end) across every worker's loop; an extension's new end is claimed anew.
     claimed = rt.store.claim_many([f"revoke-{request_id}-{end}" for request_id, end in ended], ENDED_HOLD)
-    for (request_id, _), won in zip(ended, claimed, strict=True):
+    for (request_id, end), won in zip(ended, claimed, strict=True):
         if won:
             rt.queue.enqueue(
                 revoke_access,
                 request_id,
                 EndReason.EXPIRED.value,
                 "system",
+                end,
                 job_id=f"revoke-{request_id}",
                 retry=rt.revoke_retry,
             )
@@ -79,11 +98,13 @@ def _waiting_in_queue(rt: Runtime, job_id: str) -> bool:
     return status in {JobStatus.QUEUED, JobStatus.STARTED}
 
 
-def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10) -> None:
+def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10) -> int:
     """Enqueue unless the same job was enqueued within `hold` seconds, so that a loop does not pile up jobs."""
-    if rt.store.claim(job_id, hold):
-        retry = rt.revoke_retry if func is revoke_access else None
-        rt.queue.enqueue(func, *args, job_id=job_id, retry=retry)
+    if not rt.store.claim(job_id, hold):
+        return 0
+    retry = rt.revoke_retry if func is revoke_access else None
+    rt.queue.enqueue(func, *args, job_id=job_id, retry=retry)
+    return 1
 
 
 def sweep(now: datetime | None = None) -> int:
@@ -217,6 +238,7 @@ def _sweep_request(
             note="request unknown to Redis; judged by the marker at the load balancer",
             must=True,
         )
+        activity.record_unknown(rt, request_id, objs[0].kind)
 
 
 def end_orphans(open_requests: list[AccessRequest] | None = None) -> int:
@@ -233,6 +255,91 @@ def end_orphans(open_requests: list[AccessRequest] | None = None) -> int:
                 rt, f"revoke-policy-{request.id}", revoke_access, request.id, EndReason.POLICY.value, "system"
             )
     return orphans
+
+
+def enforce_lockdown(now: datetime | None = None) -> int:
+    """While a lockdown is on: cancel every pending request, fail every approved one, and end every grant.
+
+    Run every second by every worker's loop, so that a grant a job applied after the lockdown began
+    (it was running when it started) is ended too; each revoke is queued once, on the fast queue.
+    """
+    rt = current().rt
+    lockdown = rt.store.lockdown()
+    if lockdown is None:
+        return 0
+    now = now or utcnow()
+    acted = 0
+    for request in rt.store.open_requests():
+        if request.status is Status.GRANTED:
+            job_id = f"revoke-lockdown-{request.id}"
+            acted += _enqueue_once(rt, job_id, revoke_access, request.id, EndReason.LOCKDOWN.value, lockdown.by)
+        elif request.status in {Status.PENDING, Status.APPROVED}:
+            acted += _close_for_lockdown(rt, request, now)
+    return acted
+
+
+def _close_for_lockdown(rt: Runtime, request: AccessRequest, now: datetime) -> int:
+    why = "cancelled by the lockdown"
+    change = (
+        (lambda r: requests.cancel(r, why, now))
+        if request.status is Status.PENDING
+        else (lambda r: requests.fail(r, why, now))
+    )
+    event = "request.cancelled" if request.status is Status.PENDING else "grant.failed"
+
+    def record(_: AccessRequest, after: AccessRequest) -> None:
+        rt.audit.request_event(event, after, actor="system", why=why, error=why, must=True)
+
+    try:
+        _, after = rt.store.transition(request.id, change, record)
+    except TransitionError:
+        return 0
+    queue_notice(rt, after, Notice.CANCELLED if event == "request.cancelled" else Notice.FAILED)
+    return 1
+
+
+def end_idle(now: datetime | None = None) -> int:
+    """End (reason `idle`) each grant on a target with `idle_timeout` whose source has not used it for that long.
+
+    Use is what the load balancer counts for the source (HAProxy's stick table: its connection count,
+    and connections open now): any change since the last look, or an open connection, is use now. A
+    grant is idle from its start, or from its last use. A count that cannot be read is logged and
+    judged again next time, never guessed: access then ends at its end, as without `idle_timeout`.
+    """
+    rt = current().rt
+    now = now or utcnow()
+    ended = 0
+    for request in rt.store.open_requests():
+        target = rt.policy.target_for(request.target)
+        if request.status is not Status.GRANTED or target is None or target.idle_timeout is None or not request.cidr:
+            continue
+        spec = applied_spec(rt.policy, request)
+        if spec is None:
+            continue
+        try:
+            use = provider_for(spec, rt.store.redis, rt.policy).use_of(request.cidr)
+        except ProviderError as err:
+            log.warning("use of a grant could not be read; it ends at its end", request_id=request.id, error=str(err))
+            continue
+        if use is None:
+            continue
+        last_use = rt.store.note_use(request.id, use.connections or 0, bool(use.open_connections), now)
+        idle_since = max(filter(None, [request.granted_at, last_use]))
+        if now - idle_since >= target.idle_timeout:
+            ended += _enqueue_once(rt, f"revoke-idle-{request.id}", revoke_access, request.id, EndReason.IDLE.value)
+    return ended
+
+
+def announce_overdue_reviews(now: datetime | None = None) -> int:
+    """Announce again, once a `review_within`, each break-glass grant nobody has reviewed."""
+    rt = current().rt
+    now = now or utcnow()
+    due = rt.store.reviews_due(now)
+    rules = rt.policy.break_glass
+    for request_id in due:
+        rt.store.review_due(request_id, now + (rules.review_within if rules else timedelta(hours=24)))
+        rt.notices.enqueue(announce_review, request_id)
+    return len(due)
 
 
 def record_refusal_summaries(now: datetime | None = None) -> int:

@@ -1,5 +1,5 @@
-"""Buttons: Approve and Deny (on a card or the App Home), the App Home's End now, Extend… and Cancel, and the
-request modal's target select."""
+"""Buttons: Approve and Deny (on a card or the App Home), a break-glass grant's review, the App Home's End now,
+Extend… and Cancel, and the request modal's target select."""
 
 from __future__ import annotations
 
@@ -54,6 +54,12 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
         else:
             after_answer(decisions.decide, user, ActionId.DENY, value, card)
 
+    async def handle_action_review(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        after_answer(
+            decisions.review, _user(body), str(action.get("action_id")), str(action.get("value", "")), _card(body)
+        )
+
     async def handle_action_revoke(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
         after_answer(forms.home_revoke, _user(body), str(action.get("value", "")))
@@ -82,6 +88,8 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
     app.action(ActionId.APPROVE.value)(handle_action_approve)
     app.action(ActionId.DENY.value)(handle_action_deny)
     app.action(ActionId.REVOKE.value)(handle_action_revoke)
+    app.action(ActionId.REVIEW_OK.value)(handle_action_review)
+    app.action(ActionId.REVIEW_FLAG.value)(handle_action_review)
     app.action(ActionId.CANCEL.value)(handle_action_cancel)
     app.action(ActionId.EXTEND.value)(handle_action_extend)
     app.action(ActionId.TARGET.value)(handle_action_target)

@@ -10,7 +10,7 @@ from typing import Any
 from bot.messages.ids import ActionId, BlockId
 from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import Target
-from jit_lb.access.requests import AccessRequest, Approval, Extension, Status
+from jit_lb.access.requests import AccessRequest, Approval, Change, Extension, Status, Use
 
 Blocks = list[dict[str, Any]]
 
@@ -404,12 +404,107 @@ def summary_blocks(request: AccessRequest) -> Blocks:
             *typed_blocks("Reason", request.reason),
             *_list_blocks("Created:", request.created_objects),
             *_list_blocks(removed, request.removed_objects),
+            *activity_blocks(request),
         ]
     )
 
 
 def summary_text(request: AccessRequest) -> str:
-    return f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.id}`."
+    ended = f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.id}`."
+    return ended + _activity_sentence(request)
+
+
+MAX_CHANGES_SHOWN = 30  # changes a summary lists before "… and N more"; the audit record keeps more
+
+
+def activity_blocks(request: AccessRequest) -> Blocks:
+    """What happened during the session (CONTRACT §11): what changed at the load balancer, and the source's use.
+
+    Changes quote the load balancer (rule descriptions, policy and server names other people chose), so
+    they are plain_text, as typed text is; up to MAX_CHANGES_SHOWN, then "… and N more".
+    """
+    activity = request.activity
+    if activity is None:
+        return [_section(_plain("What changed during the session: not recorded for this grant."))]
+    if activity.changes is None:
+        lines = [f"What changed during the session is not known: {activity.unknown or 'it was not read'}"]
+    elif not activity.changes:
+        lines = ["No changes during the session at the load balancer (jit-lb's own objects aside)."]
+    else:
+        total = len(activity.changes) + activity.changes_left_out
+        shown = activity.changes[:MAX_CHANGES_SHOWN]
+        lines = [f"Changed during the session at the load balancer ({total}):"]
+        lines += [f"• {clip(change_text(change), _MAX_LINE)}" for change in shown]
+        if total > len(shown):
+            lines.append(f"… and {total - len(shown)} more")
+    if activity.not_compared:
+        lines.append(f"Not compared: {activity.not_compared}")
+    source = request.cidr or "the source"
+    if activity.use is not None:
+        reset = " (counted since HAProxy's entry for it was reset)" if activity.use_reset else ""
+        lines.append(f"Use from {source} during the session: {use_text(activity.use)}{reset}")
+    elif activity.use_unknown:
+        lines.append(f"Use from {source} during the session is not known: {activity.use_unknown}")
+    blocks = [_section(_plain(text)) for text in _packed(lines)]
+    if activity.snapshot_at_end is not None:
+        start = f"when granted ({when(activity.snapshot_at_start)}) and " if activity.snapshot_at_start else ""
+        blocks.append(
+            _context(f"The load balancer was read {start}when the grant ended ({when(activity.snapshot_at_end)}).")
+        )
+    return blocks
+
+
+def change_text(change: Change) -> str:
+    """One change in words: `what: before → after`, `what: added — after`, or `what: removed — was before`."""
+    if change.before is None:
+        return f"{change.what}: added — {change.after}"
+    if change.after is None:
+        return f"{change.what}: removed — was {change.before}"
+    return f"{change.what}: {change.before} → {change.after}"
+
+
+def use_text(use: Use) -> str:
+    """A source's counts in words; a count the load balancer does not keep is said so."""
+
+    def count(value: int | None, one: str, many: str) -> str:
+        return f"{one} not counted" if value is None else f"{value} {one if value == 1 else many}"
+
+    def size(value: int | None, way: str) -> str:
+        return f"bytes {way} not counted" if value is None else f"{_bytes(value)} {way}"
+
+    return ", ".join(
+        [
+            count(use.connections, "connection", "connections"),
+            count(use.http_requests, "HTTP request", "HTTP requests"),
+            size(use.bytes_in, "in"),
+            size(use.bytes_out, "out"),
+        ]
+    )
+
+
+def _bytes(value: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value} B"
+
+
+def _activity_sentence(request: AccessRequest) -> str:
+    """The summary's notification text about the session: how many changes, and the use; "" when not recorded."""
+    activity = request.activity
+    if activity is None:
+        return ""
+    if activity.changes is None:
+        sentence = " What changed during the session is not known."
+    elif not activity.changes:
+        sentence = " No changes during the session."
+    else:
+        total = len(activity.changes) + activity.changes_left_out
+        sentence = f" {total} change{'' if total == 1 else 's'} during the session."
+    requests_made = activity.use.http_requests if activity.use is not None else None
+    if requests_made is not None:
+        sentence += f" {requests_made} HTTP request{'' if requests_made == 1 else 's'} from its source."
+    return sentence
 
 
 def targets_text(targets: dict[str, Target]) -> str:
@@ -547,3 +642,88 @@ def mfa_enrolment_text(uri: str) -> str:
 
 def enrolled_text() -> str:
     return ":white_check_mark: Enrolled: jit-lb will ask for a code from your app when a target requires one."
+
+
+def breakglass_reply(request: AccessRequest) -> str:
+    return (
+        f":rotating_light: Break-glass `{request.id}` on `{request.target}` for {request.duration_text}: being applied "
+        "now, without approval. The approvers are told and will review it."
+    )
+
+
+def breakglass_card_text(request: AccessRequest) -> str:
+    return f"Break-glass {request.id}: <@{request.requester}> took {request.target} for {request.duration_text}"
+
+
+def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: bool = False) -> Blocks:
+    """The review card of a break-glass grant: who took what and why, its approvers mentioned, and the two buttons."""
+    still = " (still unreviewed)" if again else ""
+    asked = f" {_who(sorted(approvers))}: please review it." if approvers else ""
+    head = (
+        f":rotating_light: *Break-glass{still}* `{request.id}`: <@{request.requester}> took `{request.target}` for "
+        f"{request.duration_text} without approval.{asked}"
+    )
+    blocks: Blocks = [_section(_mrkdwn(head)), _fields(request), *typed_blocks("Reason", request.reason)]
+    if request.review is None:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.REVIEW,
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ActionId.REVIEW_OK,
+                        "style": "primary",
+                        "text": _plain("Acknowledge"),
+                        "value": request.id,
+                    },
+                    {
+                        "type": "button",
+                        "action_id": ActionId.REVIEW_FLAG,
+                        "style": "danger",
+                        "text": _plain("Flag"),
+                        "value": request.id,
+                    },
+                ],
+            }
+        )
+    else:
+        verdict = (
+            ":white_check_mark: Acknowledged"
+            if request.review == "acknowledged"
+            else ":triangular_flag_on_post: Flagged"
+        )
+        blocks.append(_outcome(f"{verdict} by <@{request.reviewed_by}> · {outcome_line(request, detail=False)}"))
+    return capped(blocks)
+
+
+def review_text(request: AccessRequest) -> str:
+    verdict = "acknowledged" if request.review == "acknowledged" else "flagged"
+    return f":mag: <@{request.reviewed_by}> {verdict} break-glass `{request.id}` on `{request.target}`."
+
+
+def flagged_dm_text(request: AccessRequest) -> str:
+    return (
+        f":triangular_flag_on_post: <@{request.reviewed_by}> flagged break-glass `{request.id}`: "
+        f"<@{request.requester}> took `{request.target}` for {request.duration_text}. "
+        f"`/jit revoke {request.id}` ends it if it still runs."
+    )
+
+
+def lockdown_started_text(user: str, reason: str) -> str:
+    return (
+        f":lock: Lockdown on, by <@{user}>: {escape(clip(reason, _MAX_LINE))}. Every grant is being ended and every "
+        "pending request cancelled; new requests and break-glass are refused until `/jit lockdown off`."
+    )
+
+
+def lockdown_ended_text(user: str, ended: Any) -> str:
+    return f":unlock: Lockdown lifted by <@{user}> (it was turned on by <@{ended.by}> {when(ended.at)})."
+
+
+def lockdown_status_text(lockdown: Any) -> str:
+    if lockdown is None:
+        return "No lockdown: requests are open."
+    return (
+        f":lock: Lockdown on since {when(lockdown.at)}, by <@{lockdown.by}>: {escape(clip(lockdown.reason, _MAX_LINE))}"
+    )

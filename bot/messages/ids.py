@@ -12,6 +12,8 @@ class ActionId(StrEnum):
     EXTEND = "jit_extend"  # the App Home's Extend…
     CANCEL = "jit_cancel"  # the App Home's Cancel of one's own pending request
     TARGET = "target"  # the request modal's target select, which updates the modal
+    REVIEW_OK = "jit_review_ok"  # a break-glass grant's review: acknowledged
+    REVIEW_FLAG = "jit_review_flag"  # ...or flagged for the admins
 
 
 class CallbackId(StrEnum):
@@ -27,3 +29,4 @@ class CallbackId(StrEnum):
 class BlockId(StrEnum):
     DECISION = "decision"
     SUMMARY = "summary"
+    REVIEW = "review"

@@ -76,14 +76,26 @@ class Notifier:
     def update_card(self, request: AccessRequest) -> None:
         if request.card_channel is None or request.card_ts is None:
             return
-        target = self.policy.target_for(request.target)
-        self._call(
-            "chat.update",
-            channel=request.card_channel,
-            ts=request.card_ts,
-            text=blocks.card_text(request),
-            blocks=blocks.approval_card(request, target),
+        if request.break_glass:
+            text, card = blocks.breakglass_card_text(request), blocks.breakglass_card(request, [])
+        else:
+            text, card = (
+                blocks.card_text(request),
+                blocks.approval_card(request, self.policy.target_for(request.target)),
+            )
+        self._call("chat.update", channel=request.card_channel, ts=request.card_ts, text=text, blocks=card)
+
+    def post_breakglass_card(
+        self, request: AccessRequest, channel: str, approvers: list[str], again: bool
+    ) -> str | None:
+        """The review card of a break-glass grant, mentioning its approvers; its ts, or None when Slack refused."""
+        answer = self._call(
+            "chat.postMessage",
+            channel=channel,
+            text=blocks.breakglass_card_text(request),
+            blocks=blocks.breakglass_card(request, approvers, again),
         )
+        return str(answer["ts"]) if answer else None
 
     def post_extension_card(self, request: AccessRequest, channel: str) -> str | None:
         if request.extension is None:
@@ -154,6 +166,18 @@ class Notifier:
 
     def ephemeral(self, channel: str, user: str, text: str) -> None:
         self._call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    def post_checkpoint(self, record: dict[str, Any]) -> None:
+        """An `audit.checkpoint` in the audit channel (else the approver channel): a witness the log's editors cannot
+        edit, written CHAIN:SEQ:HASH as `audit verify --checkpoint` takes it."""
+        mark = f"{record['chain']}:{record['seq']}:{record['hash']}"
+        self._call(
+            "chat.postMessage",
+            channel=self.policy.audit_channel or self.policy.approver_channel,
+            text=f":lock: Audit checkpoint ({record.get('reason', 'interval')}) of chain `{record['chain']}`: "
+            f"seq {record['seq']}, hash `{record['hash']}`. Check a copy of the log against it with "
+            f"`python -m bot audit verify --checkpoint {mark} FILE…`",
+        )
 
 
 class UsergroupDirectory:

@@ -11,12 +11,14 @@ from bot.service.common import Reply, enqueue, tell, utcnow
 from bot.service.mfa import MfaService
 from jit_lb.access import commands, requests
 from jit_lb.access.commands import (
+    BreakGlassCommand,
     CancelCommand,
     Command,
     ExtendCommand,
     FormCommand,
     HelpCommand,
     ListCommand,
+    LockdownCommand,
     MfaCommand,
     RequestCommand,
     RevokeCommand,
@@ -36,6 +38,7 @@ from jit_lb.access.store import LimitError
 from jit_lb.runtime import Runtime
 
 # What a command may fail with and still be answered: Redis or the audit log away, or a refusal.
+LOCKED = "jit-lb is locked down: no new access until an admin lifts it (`/jit lockdown status` says who and why)"
 LIST_LIMIT = 25  # lines of `/jit list`; the rest are counted
 
 FAILURES = (StoreUnavailableError, AuditUnavailableError, CommandError, NotFoundError, LimitError)
@@ -56,19 +59,26 @@ class CommandService:
         written on the audit log's own thread); the rest run in a thread.
         """
         try:
-            await self.count(user)
+            locked = await self.count(user)
             parsed = commands.parse_command(text)
             if isinstance(parsed, RequestCommand):
+                if locked:
+                    raise CommandError(LOCKED)
                 return await self.request(user, parsed, channel)
         except FAILURES as err:
             return await asyncio.to_thread(self.failed, user, text, err)
         return await asyncio.to_thread(self._answer, user, text, parsed, channel)
 
-    async def count(self, user: str) -> None:
-        """Count one command (or form) of `user` this minute; LimitError past `limits.commands_per_minute`."""
+    async def count(self, user: str) -> bool:
+        """Count one command (or form) of `user` this minute; LimitError past `limits.commands_per_minute`.
+
+        Returns whether a lockdown is on (read in the same round trip).
+        """
         limit = self.rt.policy.limits.commands_per_minute
-        if await self.rt.store.count_command_async(user, self.clock()) > limit:
+        count, locked = await self.rt.store.count_command_async(user, self.clock())
+        if count > limit:
             raise LimitError(f"you sent more than {limit} `/jit` commands this minute; wait a minute and try again")
+        return locked
 
     async def request(self, user: str, parsed: RequestCommand, channel: str | None, mfa: bool = False) -> Reply:
         """Store a request, record it, then queue its card: a request whose record cannot be written is taken back.
@@ -111,6 +121,10 @@ class CommandService:
             return self.cancel(user, parsed.request_id)
         if isinstance(parsed, MfaCommand):
             return self._mfa(user, list(parsed.words))
+        if isinstance(parsed, BreakGlassCommand):
+            return self.breakglass(user, parsed)
+        if isinstance(parsed, LockdownCommand):
+            return self.lockdown(user, parsed)
         if isinstance(parsed, FormCommand):
             return Reply("", view=views.request_modal(self.rt.approvers.targets_for(user)))
         if isinstance(parsed, ListCommand):
@@ -233,6 +247,73 @@ class CommandService:
         if reply.view is not None:  # an enrolment: its DM (the QR code) goes once the modal is open
             return Reply(reply.text, reply.view, then=lambda: self.mfa.send_enrolment(user))
         return reply
+
+    def breakglass(self, user: str, parsed: BreakGlassCommand, mfa: bool = False) -> Reply:
+        """Emergency access without approval (CONTRACT §10): applied at once, announced, reviewed afterwards."""
+        policy = self.rt.policy
+        rules = policy.break_glass
+        if self.rt.store.lockdown() is not None:
+            raise CommandError(LOCKED)
+        if rules is None or user not in policy.people(rules.users, self.rt.approvers.directory.members):
+            raise CommandError("you may not use break-glass (`break_glass.users` in the policy)")
+        target = policy.target_for(parsed.target)
+        if target is None or not policy.break_glass_covers(parsed.target):
+            raise CommandError(f"break-glass does not cover `{parsed.target}`")
+        if parsed.duration > rules.max_duration:
+            raise CommandError(f"break-glass grants at most {format_duration(rules.max_duration)}")
+        if target.require_mfa and not mfa and self.mfa.due(user, target):
+            intent = {"do": "breakglass", "target": parsed.target, "duration": format_duration(parsed.duration)}
+            intent["reason"] = parsed.reason
+            try:
+                view = self.mfa.step_up(user, intent, f"Break-glass on `{parsed.target}` asks for a one-time code.")
+            except MfaError as err:
+                raise CommandError(str(err)) from None
+            return Reply("A one-time code is due: enter it in the form that opened.", view=view)
+        command = RequestCommand(parsed.target, parsed.duration, None, parsed.reason)
+        # Its own limits (max_duration above), not the target's requesters or freezes: that is what break-glass is.
+        members = self.rt.approvers.directory.members
+        build = commands.build_request(policy, user, command, self.clock(), None, members, emergency=True)
+        request = self.rt.store.create(build)
+        try:
+            self.rt.audit.request_event(
+                "request.created", request, actor=user, break_glass=True, mfa=target.require_mfa or None
+            )
+        except AuditUnavailableError:
+            self.rt.store.discard(request.id)
+            raise
+
+        def record(_: AccessRequest, after: AccessRequest) -> None:
+            self.rt.audit.request_event(
+                "grant.breakglass", after, actor=user, review_within=rules.review_within, mfa=target.require_mfa or None
+            )
+
+        _, after = self.rt.store.transition(request.id, lambda r: requests.break_glass(r, user, self.clock()), record)
+        self.rt.store.review_due(after.id, self.clock() + rules.review_within)
+        self.rt.store.announce_later(after.id)
+        enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
+        return Reply(blocks.breakglass_reply(after))
+
+    def lockdown(self, user: str, parsed: LockdownCommand) -> Reply:
+        """`/jit lockdown on|off|status`: admins end every grant and refuse new ones until they lift it."""
+        store = self.rt.store
+        if parsed.action == "status":
+            return Reply(blocks.lockdown_status_text(store.lockdown()))
+        if not self.rt.approvers.is_admin(user):
+            raise CommandError("only an admin of jit-lb (`admins` in the policy) can turn a lockdown on or off")
+        if parsed.action == "on":
+            already = store.start_lockdown(user, self.clock(), parsed.reason)
+            if already is not None:
+                return Reply(blocks.lockdown_status_text(already))
+            # It goes ahead whatever the log does: it only takes access away. The workers end every grant.
+            self.rt.audit.record("lockdown.started", actor=user, target=None, why=parsed.reason, must=True)
+            return Reply(blocks.lockdown_started_text(user, parsed.reason))
+        ended = store.end_lockdown()
+        if ended is None:
+            raise CommandError("there is no lockdown to lift")
+        self.rt.audit.record(
+            "lockdown.ended", actor=user, target=None, started_by=ended.by, started_at=ended.at, why=ended.reason
+        )
+        return Reply(blocks.lockdown_ended_text(user, ended))
 
     def cancel(self, user: str, request_id: str) -> Reply:
         """Withdraw one's own pending request: recorded, then its card, thread and home are told by a worker."""

@@ -83,6 +83,37 @@ class DecisionService:
             self._refused(user, action_id, value, str(err))
             self._tell(user, card, blocks.refusal_text(str(err)))
 
+    def review(self, user: str, action_id: str, value: str, card: Card | None) -> None:
+        """An approver's review of a break-glass grant: acknowledged, or flagged (and the admins are told)."""
+        verdict = "acknowledged" if action_id == ActionId.REVIEW_OK else "flagged"
+        try:
+            if not looks_like_id(value):
+                raise ApprovalError("this button does not name a request")
+            request = self.rt.store.get(value)
+            self._check_decider(user, request)
+
+            def record(_: AccessRequest, after: AccessRequest) -> None:
+                self.rt.audit.request_event(f"review.{verdict}", after, actor=user)
+
+            _, after = self.rt.store.transition(request.id, lambda r: requests.review(r, user, verdict), record)
+        except StoreUnavailableError:
+            self._tell(user, card, blocks.unavailable_text())
+            return
+        except AuditUnavailableError as err:
+            self._tell(user, card, blocks.refusal_text(str(err)))
+            return
+        except (ApprovalError, TransitionError, NotFoundError) as err:
+            self._refused(user, action_id, value, str(err))
+            self._tell(user, card, blocks.refusal_text(str(err)))
+            return
+        self.rt.store.reviewed(after.id)
+        self.notifier.update_card(after)
+        self.notifier.thread(after, blocks.review_text(after))
+        if verdict == "flagged":
+            admins = self.rt.policy.people(self.rt.policy.admins, self.rt.approvers.directory.members)
+            for admin in sorted(admins):
+                self.notifier.dm(admin, blocks.flagged_dm_text(after))
+
     def approve_form(self, user: str, value: str, card: Card | None) -> View | None:
         """The step-up modal for this Approve, when the target requires MFA and the approver is not proven now."""
         try:

@@ -23,7 +23,7 @@ from bot.service.common import Reply
 from bot.service.decisions import DecisionService
 from bot.service.mfa import MfaService, Verified
 from jit_lb.access import commands
-from jit_lb.access.commands import ExtendCommand, RequestCommand
+from jit_lb.access.commands import BreakGlassCommand, ExtendCommand, RequestCommand
 from jit_lb.access.durations import parse_duration
 from jit_lb.access.errors import (
     AuditUnavailableError,
@@ -109,6 +109,8 @@ class FormService:
             )
         elif kind == "extend":
             after_answer(self._extend_after_code, user, intent)
+        elif kind == "breakglass":
+            after_answer(self._breakglass_after_code, user, intent)
         return None
 
     async def _request_after_code(self, user: str, intent: dict[str, Any]) -> str:
@@ -120,6 +122,19 @@ class FormService:
             return blocks.refusal_text(f"the form did not say what to request ({err})")
         except FAILURES as err:
             return (await asyncio.to_thread(self.commands.failed, user, f"request {intent.get('target')}", err)).text
+
+    def _breakglass_after_code(self, user: str, intent: dict[str, Any]) -> None:
+        text = f"breakglass {intent.get('target')}"
+        try:
+            command = BreakGlassCommand(
+                str(intent["target"]), parse_duration(str(intent["duration"])), str(intent["reason"])
+            )
+            reply = self.commands.breakglass(user, command, mfa=True)
+        except (KeyError, ValueError) as err:
+            reply = Reply(blocks.refusal_text(f"the form did not say what to grant ({err})"))
+        except FAILURES as err:
+            reply = self.commands.failed(user, text, err)
+        self.notifier.dm(user, reply.text)
 
     def _extend_after_code(self, user: str, intent: dict[str, Any]) -> None:
         text = f"extend {intent.get('request')}"

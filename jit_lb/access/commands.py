@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from jit_lb.access.durations import format_duration, parse_duration
 from jit_lb.access.errors import CommandError
@@ -61,6 +62,19 @@ class FormCommand:
 
 
 @dataclass(frozen=True)
+class BreakGlassCommand:
+    target: str
+    duration: timedelta
+    reason: str
+
+
+@dataclass(frozen=True)
+class LockdownCommand:
+    action: Literal["on", "off", "status"]
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class MfaCommand:
     """`/jit mfa enroll | status | reset <user>`."""
 
@@ -77,6 +91,8 @@ Command = (
     | CancelCommand
     | FormCommand
     | MfaCommand
+    | BreakGlassCommand
+    | LockdownCommand
 )
 
 USAGE = (
@@ -87,6 +103,8 @@ USAGE = (
     "`/jit extend <request-id> <duration> <reason…>`  ask for more time (needs approval again)\n"
     "`/jit targets`  what you may request, with its limits\n"
     "`/jit mfa enroll` | `status`  your authenticator for step-up; `/jit mfa reset <@user>` (admins)\n"
+    "`/jit breakglass <target> <duration> <reason…>`  emergency access without approval, reviewed afterwards\n"
+    "`/jit lockdown on <reason…>` | `off` | `status`  end every grant and refuse new ones (admins)\n"
     "`/jit help`  this text\n"
     "`/jit`  with nothing after it: a form to request access\n"
     "Durations: `90s`, `30m`, `1h`, `1h30m`."
@@ -99,25 +117,57 @@ def parse_command(text: str) -> Command:
     if not words:
         return FormCommand()
     verb, rest = words[0].lower(), words[1:]
-    if verb == "request":
-        return _parse_request(rest)
-    if verb in {"list", "targets", "help"}:
-        if rest:
-            raise CommandError(f"`/jit {verb}` takes no arguments")
-        simple: dict[str, Command] = {"list": ListCommand(), "targets": TargetsCommand(), "help": HelpCommand()}
-        return simple[verb]
-    if verb == "mfa":
-        return MfaCommand(tuple(rest[:3]))
-    if verb in {"revoke", "cancel"}:
-        if len(rest) != 1:
-            raise CommandError(f"usage: `/jit {verb} <request-id>`")
-        return RevokeCommand(_request_id(rest[0])) if verb == "revoke" else CancelCommand(_request_id(rest[0]))
-    if verb == "extend":
-        if len(rest) < 2:
-            raise CommandError("usage: `/jit extend <request-id> <duration> <reason…>`")
-        reason = _reason(rest[2:])
-        return ExtendCommand(_request_id(rest[0]), _duration(rest[1]), reason)
-    return HelpCommand(unknown=verb)
+    parse = _PARSERS.get(verb)
+    return parse(verb, rest) if parse is not None else HelpCommand(unknown=verb)
+
+
+def _parse_simple(verb: str, rest: list[str]) -> Command:
+    if rest:
+        raise CommandError(f"`/jit {verb}` takes no arguments")
+    simple: dict[str, Command] = {"list": ListCommand(), "targets": TargetsCommand(), "help": HelpCommand()}
+    return simple[verb]
+
+
+def _parse_one_id(verb: str, rest: list[str]) -> Command:
+    if len(rest) != 1:
+        raise CommandError(f"usage: `/jit {verb} <request-id>`")
+    return RevokeCommand(_request_id(rest[0])) if verb == "revoke" else CancelCommand(_request_id(rest[0]))
+
+
+def _parse_extend(_: str, rest: list[str]) -> Command:
+    if len(rest) < 2:
+        raise CommandError("usage: `/jit extend <request-id> <duration> <reason…>`")
+    reason = _reason(rest[2:])
+    return ExtendCommand(_request_id(rest[0]), _duration(rest[1]), reason)
+
+
+def _parse_breakglass(_: str, rest: list[str]) -> Command:
+    if len(rest) < 3:
+        raise CommandError("usage: `/jit breakglass <target> <duration> <reason…>`")
+    return BreakGlassCommand(rest[0].lower(), _duration(rest[1]), _reason(rest[2:]))
+
+
+def _parse_lockdown(_: str, rest: list[str]) -> Command:
+    action = rest[0].lower() if rest else ""
+    if action == "on":
+        return LockdownCommand("on", _reason(rest[1:]))
+    if action in {"off", "status"} and len(rest) == 1:
+        return LockdownCommand("off" if action == "off" else "status")
+    raise CommandError("usage: `/jit lockdown on <reason…>`, `/jit lockdown off`, `/jit lockdown status`")
+
+
+_PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
+    "request": lambda _, rest: _parse_request(rest),
+    "list": _parse_simple,
+    "targets": _parse_simple,
+    "help": _parse_simple,
+    "revoke": _parse_one_id,
+    "cancel": _parse_one_id,
+    "extend": _parse_extend,
+    "mfa": lambda _, rest: MfaCommand(tuple(rest[:3])),
+    "breakglass": _parse_breakglass,
+    "lockdown": _parse_lockdown,
+}
 
 
 def _parse_request(words: list[str]) -> RequestCommand:
@@ -172,21 +222,30 @@ def build_request(
     now: datetime,
     channel: str | None = None,
     members: Members = lambda _: [],
+    emergency: bool = False,
 ) -> Callable[[str], AccessRequest]:
     """Check a request against the policy; return a builder taking the new id, or raise CommandError.
 
     `members` reads a usergroup's members, for requesters named by usergroup (directly or in a role).
+    An `emergency` (break-glass) request is judged by its own rules, which the caller checked: the
+    target's requesters, reason rule and freezes do not apply; the principal must still fit it.
     """
     target = policy.target_for(command.target)
     if target is None:
         known = ", ".join(f"`{name}`" for name in policy.targets_for(user, members)) or "none"
         raise CommandError(f"unknown target `{command.target}`; targets you may request: {known}")
-    if not policy.may_request(user, target, members):
+    principal = policy.principals.get(user)
+    if emergency:
+        if principal is None or (principal.source_cidr if target.is_network else principal.aws_role_name) is None:
+            raise CommandError(f"you have no source address or role for `{command.target}` under principals")
+    elif not policy.may_request(user, target, members):
         raise CommandError(f"you are not allowed to request `{command.target}`")
     duration = command.duration or target.default_duration
-    check_duration(command.target, target, duration)
-    check_reason(command.target, target, command.reason)
-    principal = policy.principals[user]
+    if not emergency:
+        check_duration(command.target, target, duration)
+        check_reason(command.target, target, command.reason)
+        check_freeze(policy, command.target, now)
+    assert principal is not None  # may_request, or the emergency check above, found it
     cidr = principal.source_cidr if target.is_network else None
     if command.ip is not None:
         if not target.allow_requester_ip:
@@ -214,6 +273,14 @@ def build_request(
         )
 
     return build
+
+
+def check_freeze(policy: Policy, name: str, now: datetime) -> None:
+    """Raise CommandError while `name` is inside a freeze window, naming it (break-glass is not asked this)."""
+    freeze = policy.freeze_of(name, now)
+    if freeze is not None:
+        until = freeze.to.strftime("%Y-%m-%d %H:%M UTC")
+        raise CommandError(f"`{name}` is frozen until {until}: {freeze.reason}; only break-glass may grant it now")
 
 
 def check_reason(name: str, target: Target, reason: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -92,7 +92,7 @@ def host_address(text: str, allow_private: bool = False) -> ipaddress.IPv4Networ
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Principal(_Model):
@@ -219,6 +219,7 @@ class Target(_Model):
     reason_hint: str | None = Field(default=None, max_length=200)
     deny_reason: Literal["none", "optional", "required"] = "none"
     require_mfa: bool = False  # requester and approvers step up with a one-time code (CONTRACT §9)
+    idle_timeout: Duration | None = None  # haproxy_acl with a stick_table only: end a grant unused this long
     allow_requester_ip: bool = False
     allow_private_ip: bool = False
     approver_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
@@ -247,6 +248,20 @@ class Target(_Model):
             maximum = _duration(data["max_duration"])
             data = {**data, "default_duration": min(timedelta(minutes=30), maximum)}
         return data
+
+    @model_validator(mode="after")
+    def _idle_needs_use(self) -> Target:
+        """Idle expiry needs use that can be observed: an HAProxy ACL whose frontend tracks sources in a table."""
+        if self.idle_timeout is not None:
+            if not isinstance(self.grant, HaproxyAclGrant) or self.grant.stick_table is None:
+                raise ValueError(
+                    "idle_timeout: use can only be observed on a haproxy_acl grant with a stick_table; "
+                    f"this target grants {self.grant.kind}"
+                    + (" without one" if self.grant.kind == "haproxy_acl" else "")
+                )
+            if self.idle_timeout < timedelta(seconds=10):
+                raise ValueError("idle_timeout: at least 10s (use is read every few seconds)")
+        return self
 
     @model_validator(mode="after")
     def _iam_keeps_mfa(self) -> Target:
@@ -293,6 +308,40 @@ class MfaRules(_Model):
     lockout: Duration = timedelta(minutes=15)
 
 
+class BreakGlass(_Model):
+    """Emergency access without approval (CONTRACT §10): who, on which targets, how long, reviewed by when."""
+
+    users: list[str] = Field(min_length=1)
+    targets: list[str] | None = None  # default: every target
+    max_duration: Duration = timedelta(hours=1)
+    review_within: Duration = timedelta(hours=24)
+
+    @field_validator("users")
+    @classmethod
+    def _check_users(cls, value: list[str]) -> list[str]:
+        return check_people(value)
+
+
+class Freeze(_Model):
+    """A window in which requests for some targets are refused (break-glass still works)."""
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+    targets: list[str] | None = None  # default: every target
+    reason: str = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> Freeze:
+        if self.from_.tzinfo is None or self.to.tzinfo is None:
+            raise ValueError("from and to need a time zone (e.g. 2026-12-20T00:00:00Z)")
+        if self.to <= self.from_:
+            raise ValueError("`to` must come after `from`")
+        return self
+
+    def covers(self, target: str, now: datetime) -> bool:
+        return self.from_ <= now < self.to and (self.targets is None or target in self.targets)
+
+
 class Limits(_Model):
     """How much one person may ask for: refusals past them are audited in summary (CONTRACT §3)."""
 
@@ -311,7 +360,17 @@ class Policy(_Model):
     roles: dict[str, list[str]] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     mfa: MfaRules = Field(default_factory=MfaRules)
+    break_glass: BreakGlass | None = None
+    freezes: list[Freeze] = Field(default_factory=list)
     targets: dict[str, Target] = Field(min_length=1)
+
+    def freeze_of(self, target: str, now: datetime) -> Freeze | None:
+        """The freeze window `target` is in at `now`, if any."""
+        return next((freeze for freeze in self.freezes if freeze.covers(target, now)), None)
+
+    def break_glass_covers(self, target: str) -> bool:
+        rules = self.break_glass
+        return rules is not None and (rules.targets is None or target in rules.targets)
 
     @property
     def mfa_targets(self) -> list[str]:
@@ -361,6 +420,11 @@ class Policy(_Model):
         if undefined:
             where, role = undefined[0]
             raise ValueError(f"{where}: `role:{role}` is not defined under roles")
+        named = [*(self.break_glass.targets or [] if self.break_glass else [])]
+        named += [name for freeze in self.freezes for name in freeze.targets or []]
+        unknown = [name for name in named if name not in self.targets]
+        if unknown:
+            raise ValueError(f"`{unknown[0]}` is named by break_glass or freezes but is not a target")
         for name, target in self.targets.items():
             for who in self.named_users(target.requesters or []):
                 principal = self.principals.get(who)
@@ -379,6 +443,8 @@ class Policy(_Model):
 
     def _people_fields(self) -> list[tuple[str, list[str]]]:
         fields = [("admins", self.admins)]
+        if self.break_glass is not None:
+            fields.append(("break_glass.users", self.break_glass.users))
         for name, target in self.targets.items():
             fields += [(f"targets.{name}.approvers", target.approvers)]
             fields += [(f"targets.{name}.requesters", target.requesters or [])]

@@ -156,6 +156,9 @@ class AccessRequest(BaseModel):
     decided_at: datetime | None = None
     deny_reason: str | None = None  # what the person who denied it wrote, when the target asks for it
     requested_with_mfa: bool = False  # the requester stepped up with a one-time code for it
+    break_glass: bool = False  # applied at once, without approval; approvers review it afterwards
+    review: str | None = None  # a break-glass grant's review: "acknowledged" or "flagged"
+    reviewed_by: str | None = None
     granted_at: datetime | None = None
     ends_at: datetime | None = None
     ended_at: datetime | None = None
@@ -221,6 +224,26 @@ def approve(request: AccessRequest, who: str, now: datetime, mfa: bool = False) 
     return request.model_copy(
         update={"approvals": approvals, "status": Status.APPROVED, "decided_by": who, "decided_at": now}
     )
+
+
+def break_glass(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
+    """A pending request turned approved at once by its requester, under the policy's break-glass rules."""
+    if request.status is not Status.PENDING or who != request.requester:
+        raise TransitionError(f"request {request.id} cannot be a break-glass grant now")
+    return request.model_copy(
+        update={"status": Status.APPROVED, "decided_by": who, "decided_at": now, "break_glass": True}
+    )
+
+
+def review(request: AccessRequest, who: str, verdict: str) -> AccessRequest:
+    """An approver's review of a break-glass grant: acknowledged, or flagged for the admins."""
+    if not request.break_glass:
+        raise TransitionError(f"{request.id} was not a break-glass grant")
+    if request.review is not None:
+        raise TransitionError(f"{request.id} was already {request.review} by <@{request.reviewed_by}>")
+    if who == request.requester:
+        raise ApprovalError("you cannot review your own break-glass grant")
+    return request.model_copy(update={"review": verdict, "reviewed_by": who})
 
 
 def deny(request: AccessRequest, who: str, now: datetime, reason: str | None = None) -> AccessRequest:

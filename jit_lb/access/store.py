@@ -28,6 +28,9 @@ _GRANTED = PREFIX + "granted"  # granted ids, scored by when they end
 _OUTBOX = PREFIX + "outbox"  # request ids whose approval card (a new request's, an extension's) a worker is to post
 _USER_PENDING = PREFIX + "user-pending:"  # one set a user: their pending request ids
 _RATE = PREFIX + "rate:"  # one counter a user and minute: the commands they sent in it
+_LOCKDOWN = PREFIX + "lockdown"  # a hash while a lockdown is on: by, at, reason (it outlives every process)
+_REVIEWS = PREFIX + "reviews"  # break-glass grants whose review is due, scored by when to announce them again
+_USE = PREFIX + "use:"  # a grant's last seen use count and when it last changed (idle expiry)
 _HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes are published on changes
 _EVENTS = PREFIX + "event:"  # Events API ids already handled (Slack retries an event not acked in 3 s)
 _REFUSALS = PREFIX + "refusals"  # hash: refusals past a limit, counted per user and minute
@@ -68,6 +71,23 @@ for _, key in ipairs(due) do
   redis.call('ZREM', KEYS[1], key)
 end
 return out
+"""
+
+
+@dataclass(frozen=True)
+class Lockdown:
+    """A lockdown in force: who turned it on, when, and why."""
+
+    by: str
+    at: datetime
+    reason: str
+
+
+# A lockdown is set whole, once: a second admin's `on` finds the first one's and changes nothing.
+_START_LOCKDOWN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'by', ARGV[1], 'at', ARGV[2], 'reason', ARGV[3])
+return 1
 """
 
 
@@ -225,17 +245,18 @@ class RequestStore:
             count, _ = pipe.execute()
         return int(count)
 
-    async def count_command_async(self, user: str, now: datetime) -> int:
-        """`count_command` for an event loop."""
+    async def count_command_async(self, user: str, now: datetime) -> tuple[int, bool]:
+        """`count_command` for an event loop, and whether a lockdown is on, in the same round trip."""
         if self._url is None:
-            return self.count_command(user, now)
+            return self.count_command(user, now), self.lockdown() is not None
         key, _ = _rate_key(user, now)
         with reachable():
             async with self._async_client().pipeline() as pipe:
                 pipe.incr(key)
                 pipe.expire(key, 2 * _RATE_WINDOW)
-                count, _ = await pipe.execute()
-        return int(count)
+                pipe.exists(_LOCKDOWN)
+                count, _, locked = await pipe.execute()
+        return int(count), bool(locked)
 
     def count_refusal(self, user: str, now: datetime) -> int:
         """Count one refusal past a limit for `user` in this minute; 1 for the first, which the caller records."""
@@ -279,6 +300,64 @@ class RequestStore:
             for name in names:
                 pipe.set(_CLAIM + name, 1, nx=True, ex=seconds)
             return [bool(won) for won in pipe.execute()]
+
+    # --- lockdown and break-glass reviews ----------------------------------------------------------
+
+    def start_lockdown(self, by: str, at: datetime, reason: str) -> Lockdown | None:
+        """Turn the lockdown on; the one already in force when there is one (nothing is changed then)."""
+        with reachable():
+            if self.redis.eval(_START_LOCKDOWN, 1, _LOCKDOWN, by, at.isoformat(), reason):
+                return None
+        return self.lockdown()
+
+    def end_lockdown(self) -> Lockdown | None:
+        """Lift the lockdown; the one that was in force, or None when there was none."""
+        current = self.lockdown()
+        with reachable():
+            self.redis.delete(_LOCKDOWN)
+        return current
+
+    def lockdown(self) -> Lockdown | None:
+        with reachable():
+            raw = self.redis.hgetall(_LOCKDOWN)
+        fields = {_text(key): _text(value) for key, value in raw.items()}
+        if "at" not in fields:
+            return None
+        return Lockdown(fields.get("by", "?"), datetime.fromisoformat(fields["at"]), fields.get("reason", ""))
+
+    async def lockdown_async(self) -> bool:
+        """Whether a lockdown is on, for the event loop (one EXISTS)."""
+        if self._url is None:
+            return self.lockdown() is not None
+        with reachable():
+            return bool(await self._async_client().exists(_LOCKDOWN))
+
+    def review_due(self, request_id: str, at: datetime) -> None:
+        with reachable():
+            self.redis.zadd(_REVIEWS, {request_id: at.timestamp()})
+
+    def reviewed(self, request_id: str) -> None:
+        with reachable():
+            self.redis.zrem(_REVIEWS, request_id)
+
+    def reviews_due(self, now: datetime) -> list[str]:
+        with reachable():
+            return [_text(m) for m in self.redis.zrangebyscore(_REVIEWS, "-inf", now.timestamp())]
+
+    def note_use(self, request_id: str, count: int, open_now: bool, now: datetime) -> datetime | None:
+        """Remember a grant's use count; returns when it was last used (now, when the count moved or a connection
+        is open), or None when no use has been seen since the grant (its first look counts as none)."""
+        key = _USE + request_id
+        with reachable():
+            seen = {_text(k): _text(v) for k, v in self.redis.hgetall(key).items()}
+            last = datetime.fromisoformat(seen["at"]) if seen.get("at") else None
+            moved = "count" in seen and int(seen["count"]) != count
+            if moved or open_now:
+                last = now
+            fields = {"count": str(count)} | ({"at": last.isoformat()} if last else {})
+            self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]
+            self.redis.expire(key, _HISTORY_SECONDS)
+        return last
 
     def note_home_user(self, user: str) -> None:
         with reachable():
@@ -383,6 +462,11 @@ class RequestStore:
                 _GRANTED, "-inf", moment.timestamp(), withscores=True
             )
         return {_text(member): int(score) for member, score in pairs}
+
+    def grants_ending_between(self, start: datetime, end: datetime) -> int:
+        """How many grants end within (start, end]."""
+        with reachable():
+            return int(self.redis.zcount(_GRANTED, f"({start.timestamp()}", end.timestamp()))
 
     def pending_until(self, moment: datetime) -> list[str]:
         """Ids of pending requests whose approval window closed at or before `moment`."""

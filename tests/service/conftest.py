@@ -28,7 +28,6 @@ from jit_lb.settings import Settings
 from tests.service.world import World, policy_of
 from workers import context
 
-
 MFA_KEY = Fernet.generate_key().decode()  # one for the session: tests may turn require_mfa on
 
 

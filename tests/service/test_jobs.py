@@ -85,7 +85,8 @@ async def test_revoke_by_the_requester_removes_the_rules(world: World) -> None:
     assert len(revoked["removed"]) == 2
     assert world.rt.store.open_requests() == []
     summary = [m for m in world.slack.thread(APPROVALS, str(request.card_ts)) if m["text"].startswith(":lock:")]
-    assert [f":lock: Access on `lb-prod` ended (revoked) for `{request.id}`."] == [m["text"] for m in summary]
+    ended = f":lock: Access on `lb-prod` ended (revoked) for `{request.id}`. No changes during the session."
+    assert [ended] == [m["text"] for m in summary]
     assert "removal NOT verified" not in str(summary[0]["blocks"])
     assert f"ended (revoked) for `{request.id}`" in world.texts(world.slack.dms("U0DEV1"))
 

@@ -9,7 +9,7 @@ import pytest
 from jit_lb.access import requests
 from jit_lb.access.requests import EndReason, Status
 from tests.service.world import APPROVALS, MISSING_GROUP, World
-from workers import reconcile
+from workers import jobs, reconcile
 from workers.judge import GRACE
 
 
@@ -89,20 +89,22 @@ async def test_sweep_of_one_broken_target_does_not_stop_the_others(
 
 
 async def test_enqueue_ended_queues_one_revoke_per_end(world: World) -> None:
-    """Each ended grant's revoke is queued once, however many times (or loops) look: the claim holds."""
+    """Each grant's revoke is queued once, a little before its end (the lead), however many loops look."""
     first = await world.granted("U0DEV1")
     second = await world.granted("U0DEV2")
     assert first.ends_at is not None and second.ends_at is not None
-    later = max(first.ends_at, second.ends_at)
+    earlier, later = sorted([first.ends_at, second.ends_at])
 
-    assert reconcile.enqueue_ended(now=min(first.ends_at, second.ends_at) - timedelta(seconds=1)) == 0
+    # The lead is JIT_REVOKE_LEAD (2 s) plus the two revokes due at 15 a second: about 2.1 s.
+    assert reconcile.enqueue_ended(now=earlier - timedelta(seconds=5)) == 0
     assert world.queued() == []
 
-    assert reconcile.enqueue_ended(now=later) == 2
+    assert reconcile.enqueue_ended(now=later - timedelta(seconds=1)) == 2  # before the end, not after it
     assert reconcile.enqueue_ended(now=later + timedelta(seconds=1)) == 2
 
+    ends = {first.id: int(first.ends_at.timestamp()), second.id: int(second.ends_at.timestamp())}
     expected = [
-        ("workers.jobs.revoke_access", (request_id, "expired", "system"))
+        ("workers.jobs.revoke_access", (request_id, "expired", "system", ends[request_id]))
         for request_id in sorted([first.id, second.id])
     ]
     assert expected == sorted(world.queued())
@@ -139,3 +141,13 @@ async def test_sweep_requeues_an_approval_whose_grant_job_was_lost(world: World)
     assert [("workers.jobs.grant_access", (request.id,))] == world.queued()
     world.work()
     assert world.rt.store.get(request.id).status == Status.GRANTED
+
+
+async def test_an_early_revoke_stands_down_when_the_grant_was_extended(world: World) -> None:
+    """A revoke queued before the old end finds a new end and leaves the grant alone; the loop queues the new one."""
+    request = await world.granted()
+    assert request.ends_at is not None
+    old_end = int(request.ends_at.timestamp()) - 600  # the end it was queued for, before an extension moved it
+    assert jobs.revoke_access(request.id, "expired", "system", old_end) == "extended since"
+    assert world.rt.store.get(request.id).status is Status.GRANTED
+    assert jobs.revoke_access(request.id, "expired", "system", int(request.ends_at.timestamp())) == "revoked"

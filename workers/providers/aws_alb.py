@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jit_lb.access.policy import ListenerRuleGrant
+from jit_lb.access.requests import Use
 from workers.providers import aws, leases
-from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -30,6 +31,8 @@ MAX_TAGS_PER_RULE = 50
 PRIORITY_ATTEMPTS = 8
 # describe_tags takes at most 20 ARNs per call.
 TAGS_BATCH = 20
+# A snapshot reads at most this many target groups (three calls each); past them it says how many it left out.
+SNAPSHOT_TARGET_GROUPS = 20
 
 _GONE = frozenset({"RuleNotFound", "ListenerNotFound", "LoadBalancerNotFound"})
 _CONFIG_KEYS = {
@@ -108,6 +111,78 @@ class ListenerRuleProvider:
     def restore(self, now: datetime) -> list[str]:
         """Nothing to restore: the leases live on the rules themselves."""
         return []
+
+    def snapshot(self, order: GrantOrder) -> Entries:
+        """The listener, its rules other than jit-lb's, its load balancer's attributes, and the target groups used.
+
+        Target groups are those the listener's default actions and its other rules forward to, and the
+        spec's own; each with its settings, attributes and registered targets (with their health).
+        """
+        with self._errors("elasticloadbalancing:DescribeListeners"):
+            listener = self.elbv2.describe_listeners(ListenerArns=[self.spec.listener_arn])["Listeners"][0]
+        balancer = listener["LoadBalancerArn"]
+        with self._errors("elasticloadbalancing:DescribeLoadBalancerAttributes"):
+            attributes = self.elbv2.describe_load_balancer_attributes(LoadBalancerArn=balancer)["Attributes"]
+        entries = {
+            f"load balancer {_balancer_name(balancer)}: {a.get('Key')}": str(a.get("Value") or "(empty)")
+            for a in attributes
+        }
+        here = f"listener {self.spec.listener_arn.rpartition('/')[2]}"
+        default_actions = listener.get("DefaultActions", [])
+        entries[here] = f"{listener.get('Protocol')}:{listener.get('Port')}, default: {_actions_text(default_actions)}"
+        groups = [*aws.forwarded_to(default_actions), self.spec.target_group_arn]
+        for rule in self._rules_of_others():
+            conditions = "; ".join(
+                f"{name} {' '.join(values)}" for name, values in sorted(_condition_key(rule.get("Conditions", [])))
+            )
+            actions = rule.get("Actions", [])
+            entries[f"{here}: rule {rule.get('Priority')}"] = f"if {conditions or 'anything'}: {_actions_text(actions)}"
+            groups.extend(aws.forwarded_to(actions))
+        used = sorted(set(groups))
+        if len(used) > SNAPSHOT_TARGET_GROUPS:
+            entries["target groups in use"] = f"{len(used)}, of which the first {SNAPSHOT_TARGET_GROUPS} are read"
+        for arn in used[:SNAPSHOT_TARGET_GROUPS]:
+            entries.update(self._group_entries(arn))
+        return entries
+
+    def use_of(self, cidr: str) -> Use | None:
+        """Not counted: an ALB keeps no per-source counts to ask for (its access logs in S3 would; see the README)."""
+        return None
+
+    def _rules_of_others(self) -> list[RuleTypeDef]:
+        """The listener's rules that are not jit-lb's nor the default one, as AWS describes them."""
+        described: list[RuleTypeDef] = []
+        with self._errors("elasticloadbalancing:DescribeRules"):
+            for page in self.elbv2.get_paginator("describe_rules").paginate(ListenerArn=self.spec.listener_arn):
+                described.extend(rule for rule in page["Rules"] if not rule.get("IsDefault"))
+        tags = self._tags([rule["RuleArn"] for rule in described])
+        # A rule deleted while we read has no tags to judge it by: it is gone, and left out.
+        return [rule for rule in described if rule["RuleArn"] in tags and not leases.is_managed(tags[rule["RuleArn"]])]
+
+    def _group_entries(self, arn: str) -> Entries:
+        """One target group's settings, attributes and targets; none when it is gone."""
+        with self._errors("elasticloadbalancing:DescribeTargetGroups", passing={"TargetGroupNotFound"}) as gone:
+            found = self.elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"]
+        if gone or not found:
+            return {}
+        group = found[0]
+        here = f"target group {group.get('TargetGroupName') or _group_name(arn)}"
+        check = f"{group.get('HealthCheckProtocol')} {group.get('HealthCheckPath', '')}".strip()
+        entries = {
+            here: f"{group.get('TargetType')} targets on {group.get('Protocol')}:{group.get('Port')}, "
+            f"health check {check} every {group.get('HealthCheckIntervalSeconds')}s"
+        }
+        with self._errors("elasticloadbalancing:DescribeTargetGroupAttributes", passing={"TargetGroupNotFound"}):
+            for attribute in self.elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]:
+                entries[f"{here}: {attribute.get('Key')}"] = str(attribute.get("Value") or "(empty)")
+        with self._errors("elasticloadbalancing:DescribeTargetHealth", passing={"TargetGroupNotFound"}):
+            for described in self.elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
+                target = described.get("Target", {})
+                port = f":{target['Port']}" if target.get("Port") else ""
+                entries[f"{here}: target {target.get('Id')}{port}"] = str(
+                    described.get("TargetHealth", {}).get("State", "unknown")
+                )
+        return entries
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         rule = self._rule(obj.ref)
@@ -369,6 +444,33 @@ def _read(rule: RuleTypeDef, tags: dict[str, str]) -> _Rule:
         tags=tags,
         actions=tuple(str(action.get("Type", "")) for action in actions),
     )
+
+
+def _balancer_name(arn: str) -> str:
+    """A load balancer's name from its ARN (`…:loadbalancer/app/NAME/ID`)."""
+    return [*arn.partition(":loadbalancer/")[2].split("/"), "", ""][1] or arn
+
+
+def _actions_text(actions: Iterable[Mapping[str, Any]]) -> str:
+    """What listener or rule actions do, in words: `forward to web-tg`, `fixed-response 403`, `redirect to …`."""
+    done = []
+    for action in sorted(actions, key=lambda action: int(action.get("Order") or 0)):
+        kind = str(action.get("Type", ""))
+        if kind == "forward":
+            done.append("forward to " + ", ".join(map(_group_name, aws.forwarded_to([action]))))
+        elif kind == "fixed-response":
+            done.append(f"fixed-response {action.get('FixedResponseConfig', {}).get('StatusCode', '')}".strip())
+        elif kind == "redirect":
+            to = action.get("RedirectConfig", {})
+            where = "".join(
+                f"{prefix}{to[key]}"
+                for prefix, key in (("", "Protocol"), ("://", "Host"), (":", "Port"), ("", "Path"), ("?", "Query"))
+                if to.get(key)
+            )
+            done.append(f"redirect to {where} ({to.get('StatusCode', '')})")
+        else:
+            done.append(kind)
+    return ", then ".join(done) or "nothing"
 
 
 def _group_name(arn: str) -> str:

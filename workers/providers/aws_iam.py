@@ -12,6 +12,7 @@ one by one, never as `targetgroup/*`. Every statement carries the grant's end as
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from jit_lb.access.policy import IamPolicyGrant
+from jit_lb.access.requests import Use
 from workers.providers import aws, leases
-from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -46,6 +48,8 @@ _BALANCER_OF = re.compile(
     r"(?P<path>(?:app|net|gwy)/[^/]+/[^/]+)"
 )
 _KNOWN_KEYS = frozenset({"Sid", "Effect", "Action", "Resource", "Condition"})
+# A snapshot reads at most this many inline policies' documents (one call each); the rest it names unread.
+SNAPSHOT_DOCUMENTS = 20
 
 
 def split_actions(actions: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -210,6 +214,43 @@ class IamPolicyProvider:
     def restore(self, now: datetime) -> list[str]:
         """Nothing to restore: each lease lives in its policy's condition."""
         return []
+
+    def snapshot(self, order: GrantOrder) -> Entries:
+        """The grant's role's other policies: inline ones with a digest of their document, and attached ones.
+
+        jit-lb's own inline policies (a request id's name and jit-lb's statement id, whatever load balancer
+        they name) are left out.
+        """
+        role = _require_role(order)
+        here = f"IAM role {role}"
+        names: list[str] = []
+        with self._errors("iam:ListRolePolicies", role):
+            for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=role):
+                names.extend(page["PolicyNames"])
+        entries: Entries = {}
+        for index, name in enumerate(sorted(names)):
+            if index >= SNAPSHOT_DOCUMENTS:
+                if not leases.REQUEST_ID.match(name):  # named like a request: most likely jit-lb's own, unread
+                    entries[f"{here}: inline policy {name}"] = "present (document not read)"
+                continue
+            with self._errors("iam:GetRolePolicy", role, passing={"NoSuchEntity"}) as gone:
+                document = _document(self.iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
+            statements = _statements(document)
+            if gone or (leases.REQUEST_ID.match(name) and statements and _marker(statements, name)):
+                continue
+            canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+            digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+            count = len(statements) if statements is not None else 0
+            entries[f"{here}: inline policy {name}"] = f"{count} statement(s), document sha256 {digest}"
+        with self._errors("iam:ListAttachedRolePolicies", role):
+            for listed in self.iam.get_paginator("list_attached_role_policies").paginate(RoleName=role):
+                for attached in listed["AttachedPolicies"]:
+                    entries[f"{here}: attached policy {attached.get('PolicyName')}"] = str(attached.get("PolicyArn"))
+        return entries
+
+    def use_of(self, cidr: str) -> Use | None:
+        """Not counted: an IAM grant has no source to count (CloudTrail records its calls; see the README)."""
+        return None
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         if obj.request_ids() - request_ids:

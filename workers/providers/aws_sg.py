@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from jit_lb.access.policy import SecurityGroupGrant
+from jit_lb.access.requests import Use
 from workers.providers import aws, leases
-from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 KIND = "aws_security_group"
 # A rule already gone counts as deleted.
@@ -62,6 +63,19 @@ class SecurityGroupProvider:
     def restore(self, now: datetime) -> list[str]:
         """Nothing to restore: the leases live on the rules themselves."""
         return []
+
+    def snapshot(self, order: GrantOrder) -> Entries:
+        """The group's ingress rules other than jit-lb's: what each admits, and its id and description."""
+        where = f"security group {self.spec.security_group_id}"
+        return {
+            f"{where}: ingress {_admits(rule)}": _rule_state(rule)
+            for rule in self._rules()
+            if not rule["IsEgress"] and not _is_managed(rule)
+        }
+
+    def use_of(self, cidr: str) -> Use | None:
+        """Not counted: a security group keeps no per-source counts (VPC flow logs would; see the README)."""
+        return None
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         if fresh and not obj.request_ids() - request_ids:
@@ -212,6 +226,30 @@ def _source(rule: dict[str, Any]) -> str | None:
 def _ports(rule: dict[str, Any]) -> str:
     low, high = rule.get("FromPort"), rule.get("ToPort")
     return str(low) if low == high else f"{low}-{high}"
+
+
+def _admits(rule: dict[str, Any]) -> str:
+    """What an ingress rule lets in, in words: `tcp/22 from 10.0.0.0/8`, `all traffic from sg-0abc`."""
+    protocol = str(rule.get("IpProtocol"))
+    if protocol == "-1":
+        traffic = "all traffic"
+    elif rule.get("FromPort") in {None, -1}:
+        traffic = f"{protocol} (all ports)"
+    else:
+        traffic = f"{protocol}/{_ports(rule)}"
+    source = (
+        _source(rule)
+        or rule.get("ReferencedGroupInfo", {}).get("GroupId")
+        or rule.get("PrefixListId")
+        or "an unnamed source"
+    )
+    return f"{traffic} from {source}"
+
+
+def _rule_state(rule: dict[str, Any]) -> str:
+    """A rule's id and description, as a snapshot records it: a rule re-made by hand shows as changed."""
+    description = str(rule.get("Description") or "")
+    return f"rule {rule['SecurityGroupRuleId']}" + (f" ({leases.shown(description)})" if description else "")
 
 
 def _anomaly(rule: dict[str, Any], spec: SecurityGroupGrant) -> str:

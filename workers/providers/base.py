@@ -14,6 +14,11 @@ from datetime import datetime
 from typing import Protocol
 
 from jit_lb.access.policy import GrantSpec
+from jit_lb.access.requests import Use
+
+# What a provider reads around a target (CONTRACT §11): what (a rule, an attribute, a server), in words, to its
+# state, in words. Bounded by the provider in how much it reads, and by workers/activity.py in what is kept.
+Entries = dict[str, str]
 
 
 class ProviderError(Exception):
@@ -120,6 +125,22 @@ class Provider(Protocol):
         """Bring the load balancer back in line with what the provider's own book says; return the refs it put back.
 
         A no-op (nothing put back) for providers whose markers live on the objects.
+        """
+        ...
+
+    def snapshot(self, order: GrantOrder) -> Entries | None:
+        """An optional ability: the target's surroundings now, less jit-lb's own objects; None where not observed.
+
+        Each entry names one thing another person could change (a rule, an attribute, a server) and
+        its state, both in words, so that two snapshots compare key by key. Raises ProviderError when
+        the load balancer cannot be read: a snapshot is read or said to be unreadable, never guessed.
+        """
+        ...
+
+    def use_of(self, cidr: str) -> Use | None:
+        """An optional ability: the source's use as the load balancer counts it now; None where it is not counted.
+
+        Raises ProviderError when the counts exist but cannot be read (or not for this source).
         """
         ...
 

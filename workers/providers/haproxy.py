@@ -20,10 +20,17 @@ ends with an empty line):
   rules on its next request), but a request in flight, a tunnel or a TCP-mode connection does.
 - `shutdown session 0x<id>` answers nothing, or `No such session (use 'show sess').`; it needs
   `level admin` (`Permission denied` otherwise).
+- `show stat -1 6 -1` answers CSV (`# pxname,svname,…` then a line a backend or server; `type` 1 is a
+  backend, 2 a server; `status` is UP, DOWN, MAINT, DRAIN, `no check`…).
+- `show table` lists `# table: <name>, type: <ip|ipv6|…>, size:<n>, used:<n>` per stick table;
+  `show table <name> key <key>` answers that header and `0x<ref>: key=<key> use=0 exp=<ms> conn_cnt=<n> …`
+  (one `<data type>=<value>` per type the table stores), nothing at all for a key it does not hold,
+  `No such table` or `Invalid key` (an IPv4 key in a `type ipv6` table is written `::ffff:a.b.c.d`).
 """
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 import re
 import socket
@@ -36,9 +43,10 @@ from redis import Redis
 from redis.exceptions import LockNotOwnedError, RedisError
 
 from jit_lb.access.policy import HaproxyAclGrant
+from jit_lb.access.requests import Use
 from jit_lb.access.store import haproxy_book_key
 from workers.providers import leases
-from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 KIND = "haproxy_acl"
 # Connecting, and each wait for the next bytes of an answer.
@@ -57,6 +65,20 @@ CIDR_CHARACTERS = re.compile(r"^[0-9A-Fa-f.:/]+$")
 SESSION_ID = re.compile(r"^0x[0-9a-f]+$")
 SESSION_LINE = re.compile(r"^(?P<id>0x[0-9a-f]+): proto=\S+ src=(?P<src>\S+) fe=(?P<fe>\S+)")
 ACL_LIST_LINE = re.compile(r"^\d+ \((?P<file>[^)]*)\)")
+TABLE_LINE = re.compile(r"^# table: (?P<name>[^,]+), type: (?P<type>[^,]+),")
+TABLE_KEY = re.compile(r"^[0-9A-Fa-f.:]+$")
+# A source read from a stick table is at most this many addresses, each one `show table … key` command.
+MAX_USE_ADDRESSES = 16
+# `show stat`'s types: 2 backends and 4 servers, for every proxy (-1) and server (-1).
+STAT_COMMAND = "show stat -1 6 -1"
+# The stick-table data types that make up a Use, and the Use field each one is.
+USE_COUNTS = {
+    "conn_cnt": "connections",
+    "http_req_cnt": "http_requests",
+    "bytes_in_cnt": "bytes_in",
+    "bytes_out_cnt": "bytes_out",
+    "conn_cur": "open_connections",
+}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -101,6 +123,17 @@ class RuntimeApi:
 
     def show_sess(self) -> str:
         return self.run("show sess")
+
+    def show_stat(self) -> str:
+        """Backends and servers with their states, as CSV."""
+        return self.run(STAT_COMMAND)
+
+    def show_table(self, table: str | None = None, key: str | None = None) -> str:
+        """`show table`: the stick tables; with a name and a key, that key's entry (nothing when there is none)."""
+        if table is None:
+            return self.run("show table")
+        command = f"show table {table_name(table)}"
+        return self.run(command if key is None else f"{command} key {table_key(key)}")
 
     def shutdown_session(self, session_id: str) -> None:
         if not SESSION_ID.match(session_id):
@@ -216,6 +249,48 @@ def cidr_pattern(text: str) -> str:
     return text
 
 
+def table_name(text: str) -> str:
+    """`text` as a stick table's name; a ProviderError naming it if it holds a blank, `;`, `\\` or a control."""
+    if not text or UNSAFE_NAME.search(text):
+        raise _unsendable(
+            "stick table name", text, "blanks, `;`, `\\` and control characters would end it or start another command"
+        )
+    return text
+
+
+def table_key(text: str) -> str:
+    """`text` as a stick table key; a ProviderError naming it unless it holds only hex digits, `.` and `:`."""
+    if not TABLE_KEY.match(text):
+        raise _unsendable("stick table key", text, "an address holds only hex digits, `.` and `:`")
+    return text
+
+
+def parse_table(answer: str) -> list[dict[str, str]]:
+    """The entries of a `show table <name> [key <key>]` answer, each as its `name=value` fields; [] for none.
+
+    The one reader of HAProxy's stick-table lines: a line that is neither the `# table:` header nor an
+    entry (`No such table`, `Invalid key`, a refusal) raises ValueError with the line.
+    """
+    entries = []
+    for line in answer.splitlines():
+        if not line.strip() or line.startswith("# table:"):
+            continue
+        ref, _, rest = line.partition(": ")
+        if not ref.startswith("0x") or not rest:
+            raise ValueError(line.strip())
+        entries.append(dict(field.split("=", 1) for field in rest.split() if "=" in field))
+    return entries
+
+
+def parse_stat(answer: str) -> list[dict[str, str]]:
+    """The rows of a `show stat` answer (CSV under a `# pxname,svname,…` header); ValueError when it is not one."""
+    header, _, body = answer.partition("\n")
+    if not header.startswith("# pxname,"):
+        raise ValueError(header.strip() or "an empty answer")
+    names = header.removeprefix("# ").split(",")
+    return [dict(zip(names, row, strict=False)) for row in csv.reader(body.splitlines()) if row]
+
+
 def _unsendable(what: str, text: str, why: str) -> ProviderError:
     return ProviderError(f"{what} `{leases.shown(text)}` cannot be sent to HAProxy's runtime API: {why}")
 
@@ -277,6 +352,69 @@ class HaproxyAclProvider:
     def objects_for(self, request_id: str) -> list[ManagedObject] | None:
         """No query of its own: the book is kept by entry, not by request, so the listing decides."""
         return None
+
+    def snapshot(self, order: GrantOrder) -> Entries:
+        """Every backend's state and every server's state, weight and address (`show stat`); ACLs are not in it."""
+        answer = self.api.show_stat()
+        try:
+            rows = parse_stat(answer)
+        except ValueError:
+            raise self.api.refused(STAT_COMMAND, answer) from None
+        entries: Entries = {}
+        for row in rows:
+            backend, status = row.get("pxname", ""), _status(row.get("status", ""))
+            if row.get("type") == "1":
+                entries[f"backend {backend}"] = status
+            elif row.get("type") == "2":
+                entries[f"backend {backend}: server {row.get('svname', '')}"] = (
+                    f"{status}, weight {row.get('weight', '?')}, {row.get('addr') or 'no address'}"
+                )
+        return entries
+
+    def use_of(self, cidr: str) -> Use | None:
+        """The source's counts in the spec's stick table now, summed over its addresses; None without a stick table.
+
+        HAProxy keeps one entry per address, so a CIDR of up to MAX_USE_ADDRESSES addresses is read
+        address by address; a source never seen (or whose entry expired) counts nothing. A count the
+        table does not store is None. Raises ProviderError when HAProxy cannot be read, has no such
+        table, or cannot hold this source (a wider CIDR, an IPv6 source in a `type ip` table).
+        """
+        if self.spec.stick_table is None:
+            return None
+        table = table_name(self.spec.stick_table)
+        network = _network(cidr)
+        if network is None or network.num_addresses > MAX_USE_ADDRESSES:
+            raise ProviderError(
+                f"the use of `{leases.shown(cidr)}` cannot be read from stick table {table}: it keeps one entry "
+                f"an address, and jit-lb reads at most {MAX_USE_ADDRESSES} of them"
+            )
+        key_type = self._table_type(table)
+        entries = []
+        for address in network:
+            key = _table_key_of(address, key_type)
+            if key is None:
+                raise ProviderError(
+                    f"stick table {table} at HAProxy {self.spec.runtime_api} is `type {key_type}`: it cannot "
+                    f"hold {address}; use `type ipv6`, which holds IPv4 sources too"
+                )
+            answer = self.api.show_table(table, key)
+            try:
+                entries.extend(parse_table(answer))
+            except ValueError:
+                raise self.api.refused(f"show table {table} key {key}", answer) from None
+        return _use(entries)
+
+    def _table_type(self, table: str) -> str:
+        """The key type of a stick table HAProxy has (`ip`, `ipv6`, …); a ProviderError naming those it has."""
+        answer = self.api.show_table()
+        tables = {m["name"]: m["type"] for m in map(TABLE_LINE.match, answer.splitlines()) if m}
+        if table not in tables:
+            have = f"it has {', '.join(sorted(tables))}" if tables else "it has none"
+            raise ProviderError(
+                f"HAProxy at {self.spec.runtime_api} has no stick table `{table}`: name the backend that holds "
+                f"the `stick-table` the frontend tracks sources in (`http-request track-sc0 src table {table}`); {have}"
+            )
+        return tables[table].strip()
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         pattern = cidr_pattern(obj.ref)
@@ -422,6 +560,30 @@ class HaproxyAclProvider:
             # The lock may have outlived its timeout and belong to another worker now: theirs to release.
             with suppress(LockNotOwnedError):
                 lock.release()
+
+
+def _status(status: str) -> str:
+    """`show stat`'s status in words: a server HAProxy does not check is up as far as it knows."""
+    return "UP (not health-checked)" if status == "no check" else status or "unknown"
+
+
+def _table_key_of(address: Address, key_type: str) -> str | None:
+    """How a stick table of `key_type` spells `address`; None when it cannot hold it."""
+    if key_type == "ipv6":
+        return f"::ffff:{address}" if address.version == 4 else str(address)
+    if key_type == "ip" and address.version == 4:
+        return str(address)
+    return None
+
+
+def _use(entries: list[dict[str, str]]) -> Use:
+    """The counts of a source's entries, summed; a count some entry lacks is not stored, so None."""
+    counts: dict[str, int | None] = {}
+    for data_type, name in USE_COUNTS.items():
+        values = [entry.get(data_type) for entry in entries]
+        known = [int(value) for value in values if value is not None and value.isdigit()]
+        counts[name] = sum(known) if len(known) == len(values) else None
+    return Use(**counts)
 
 
 def _network(pattern: str) -> Network | None:

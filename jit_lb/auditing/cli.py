@@ -1,0 +1,206 @@
+"""`python -m bot audit verify|who|report FILE…` (CONTRACT §8): the auditor's commands, run where the files are.
+
+Exit status: 0 the answer (for verify: every chain whole), 1 verify found something wrong, 2 the command
+could not run (a bad argument, a file that cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jit_lb.auditing.files import AuditFileError, lines, oldest_first
+from jit_lb.auditing.trails import COLUMNS, Filters, Reading, parse_instant, report, who
+from jit_lb.auditing.verify import Checkpoint, Outcome, Verifier
+
+FILES = "log files, rotated and gzipped ones too, read oldest first (audit.log.2.gz, audit.log.1, audit.log)"
+
+
+class AuditorSettings(BaseSettings):
+    """The one variable the auditor's machine needs; the product's Settings would ask for a Slack token too."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+
+    jit_audit_key: SecretStr | None = None
+
+
+def main(argv: Sequence[str], out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        files = oldest_first(args.files)
+        if args.command == "verify":
+            return _verify(args, files, out)
+        if args.command == "who":
+            return _who(args, files, out)
+        return _report(args, files, out)
+    except AuditFileError as err:
+        print(f"audit {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot audit", description="Read jit-lb audit logs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify", help="exit 0 when every chain in the files is whole, else 1 naming the line")
+    verify.add_argument("files", nargs="+", metavar="FILE", help=FILES)
+    verify.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        type=_checkpoint,
+        metavar="CHAIN:SEQ:HASH",
+        help="a checkpoint as posted to the audit channel: the chain must reach that seq with that hash",
+    )
+    verify.add_argument(
+        "--key-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file holding a retired JIT_AUDIT_KEY, for chains written before the key was rotated",
+    )
+    verify.add_argument(
+        "--also-unkeyed", action="store_true", help="with a key, also accept SHA-256 chains (from before a key was set)"
+    )
+    verify.add_argument(
+        "--partial", action="store_true", help="chains may begin after seq 1 (older files are not given)"
+    )
+
+    who_ = commands.add_parser("who", help="who had access to a target at an instant, from the log alone")
+    who_.add_argument("target", metavar="TARGET")
+    who_.add_argument("--at", required=True, type=_instant, metavar="TIME", help="ISO 8601; without a zone, UTC")
+    who_.add_argument("--format", choices=("text", "json"), default="text", help="json: one object a line")
+    who_.add_argument("files", nargs="+", metavar="FILE", help=FILES)
+
+    report_ = commands.add_parser("report", help="one row per request, as CSV (with a header) or JSON lines")
+    report_.add_argument("--since", type=_instant, metavar="T", help="requests still open at or after T")
+    report_.add_argument("--until", type=_instant, metavar="T", help="requests begun before T")
+    report_.add_argument("--target", metavar="X")
+    report_.add_argument("--user", metavar="U", help="requests U made or approved")
+    report_.add_argument("--format", choices=("csv", "json"), default="csv", help="json: one object a line")
+    report_.add_argument("files", nargs="+", metavar="FILE", help=FILES)
+    return parser
+
+
+def _checkpoint(text: str) -> Checkpoint:
+    try:
+        return Checkpoint.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time, e.g. 2026-11-23T21:00:00Z") from None
+
+
+# --- verify ----------------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
+    keys = []
+    current = AuditorSettings().jit_audit_key
+    if current is not None and current.get_secret_value():
+        keys.append(current.get_secret_value().encode())
+    for key_file in args.key_file:
+        try:
+            keys.append(Path(key_file).read_text(encoding="utf-8").strip().encode())
+        except OSError as err:
+            raise AuditFileError(key_file, None, f"cannot be read ({err.strerror or err})") from None
+    verifier = Verifier(keys, checkpoints=args.checkpoint, also_unkeyed=args.also_unkeyed, partial=args.partial)
+    outcome = verifier.run(files)
+    _print_outcome(outcome, bool(keys), out)
+    return 0 if outcome.ok else 1
+
+
+def _print_outcome(outcome: Outcome, keyed: bool, out: TextIO) -> None:
+    if outcome.finding is not None:
+        print(f"FAILED {outcome.finding}", file=out)
+        print(f"({outcome.records} good records before it; files, oldest first: {', '.join(outcome.files)})", file=out)
+        return
+    how = "HMAC-SHA256 with the key(s) given" if keyed else "plain SHA-256 (no JIT_AUDIT_KEY set)"
+    print(f"ok: {outcome.records} records in {len(outcome.chains)} chain(s), {how}", file=out)
+    print(f"files, oldest first: {', '.join(outcome.files)}", file=out)
+    for note in outcome.notes:
+        print(f"note: {note}", file=out)
+    for summary in outcome.chains.values():
+        line = f"  {summary.chain}: seq {summary.first_seq}..{summary.seq}{'' if summary.keyed else ' (unkeyed)'}"
+        if summary.checkpoint is not None:
+            seq, digest, reason = summary.checkpoint
+            line += f", last checkpoint {summary.chain}:{seq}:{digest} ({reason})"
+        print(line, file=out)
+
+
+# --- who and report --------------------------------------------------------------------------------
+
+
+def _who(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
+    reading = Reading(lines(files), needle=json.dumps(args.target, ensure_ascii=False).encode())
+    grants = who(args.target, args.at, reading)
+    reading.warn()
+    if args.format == "json":
+        for grant in grants:
+            print(json.dumps(grant, ensure_ascii=False), file=out)
+        return 0
+    moment = args.at.isoformat().replace("+00:00", "Z")
+    if not grants:
+        print(f"nobody had access to {args.target} at {moment}", file=out)
+    for grant in grants:
+        approved = f"approved by {', '.join(grant['approvers'])}" if grant["approvers"] else "no approver"
+        print(
+            f"{grant['request_id']}  {grant['requester']}  from {grant['source']}  "
+            f"granted {grant['granted_at']} until {grant['until']} ({grant['how']})  "
+            f"{'break-glass' if grant['break_glass'] else approved}",
+            file=out,
+        )
+    return 0
+
+
+def _report(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
+    reading = Reading(lines(files))
+    rows = report(reading, Filters(since=args.since, until=args.until, target=args.target, user=args.user))
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False), file=out)
+    else:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(_csv_row(row))
+    reading.warn()
+    return 0
+
+
+def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    cells = dict(row)
+    cells["approvers"] = " ".join(row["approvers"])
+    cells["mfa"] = "yes" if row["mfa"] else "no"
+    cells["break_glass"] = "yes" if row["break_glass"] else "no"
+    changes = row["changes"]
+    cells["changes"] = "" if changes is None else "; ".join(_change(c) for c in changes) or "no changes"
+    return cells
+
+
+def _change(change: Any) -> str:
+    if not isinstance(change, dict):
+        return _plain(change)
+    return f"{_plain(change.get('what'))}: {_plain(change.get('before'))} -> {_plain(change.get('after'))}"
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,152 @@
+"""Emergencies in-process: break-glass and its review, lockdown, freezes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.messages.ids import ActionId
+from jit_lb.access.commands import BreakGlassCommand
+from jit_lb.access.errors import CommandError
+from jit_lb.access.requests import EndReason, Status
+from tests.service.world import APPROVALS, World, buttons, id_in
+from workers import jobs, notices, reconcile
+
+
+def edit_policy(world: World, change: Any) -> None:
+    path = Path(world.rt.settings.jit_policy_file)
+    policy = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(policy)
+    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    assert world.rt.reload_policy()
+
+
+@pytest.fixture(name="emergency")
+def fixture_emergency(world: World) -> World:
+    """U0DEV2 may break glass on lb-prod for up to 1h; U0ADMIN is an admin."""
+
+    def change(policy: dict[str, Any]) -> None:
+        policy["admins"] = ["U0ADMIN"]
+        policy["roles"] = {"oncall": ["U0DEV2"]}
+        policy["break_glass"] = {"users": ["role:oncall"], "targets": ["lb-prod"], "max_duration": "1h"}
+        policy["break_glass"]["review_within"] = "1h"
+
+    edit_policy(world, change)
+    return world
+
+
+def test_break_glass_is_refused_to_anyone_not_listed(emergency: World) -> None:
+    """U0DEV1 is not in break_glass.users: refused, recorded, nothing stored."""
+    with pytest.raises(CommandError, match="you may not use break-glass"):
+        emergency.commands.breakglass("U0DEV1", _glass("lb-prod", 30))
+    assert emergency.rt.store.open_requests() == []
+
+
+async def test_break_glass_is_applied_without_a_click_and_reviewed(emergency: World) -> None:
+    """A listed user's break-glass is granted at once, announced with its approvers, and an approver reviews it."""
+    world = emergency
+    answer = await world.ask("U0DEV2", "breakglass lb-prod 30m prod is down, INC-7")
+    request_id = id_in(answer)
+    assert world.rt.store.get(request_id).status is Status.APPROVED
+    assert world.queued() == [("workers.jobs.grant_access", (request_id,))]
+    world.work()
+    assert world.rt.store.get(request_id).status is Status.GRANTED
+    assert len(world.rules_of(request_id)) == 2
+    assert [e for e in world.events(request_id) if e in {"request.created", "grant.breakglass", "grant.applied"}] == [
+        "request.created",
+        "grant.breakglass",
+        "grant.applied",
+    ]
+
+    assert world.outbox() == [request_id]
+    assert notices.announce(request_id) == "posted"
+    [card] = [m for m in world.slack.messages(APPROVALS) if "Break-glass" in m["text"]]
+    assert "<@U0APPROVER1>" in json.dumps(card["blocks"])
+    assert {"jit_review_ok", "jit_review_flag"} == {b["action_id"] for b in buttons(card["blocks"])}
+
+    request = world.rt.store.get(request_id)
+    card_at = (str(request.card_channel), str(request.card_ts))
+    world.decisions.review("U0DEV2", ActionId.REVIEW_OK, request_id, card_at)  # its own requester
+    assert world.rt.store.get(request_id).review is None
+    world.decisions.review("U0APPROVER1", ActionId.REVIEW_FLAG, request_id, card_at)
+    after = world.rt.store.get(request_id)
+    assert (after.review, after.reviewed_by) == ("flagged", "U0APPROVER1")
+    assert world.record("review.flagged", request_id)["actor"] == "U0APPROVER1"
+    assert "flagged break-glass" in world.texts(world.slack.dms("U0ADMIN"))
+
+
+def test_an_unreviewed_break_glass_is_announced_again(emergency: World) -> None:
+    """Past review_within with no review, the reconciler queues a second announcement, once a period."""
+    world = emergency
+    reply = world.commands.breakglass("U0DEV2", _glass("lb-prod", 30))
+    request_id = id_in(reply.text)
+    later = datetime.now(UTC) + timedelta(hours=1, minutes=1)
+    assert reconcile.announce_overdue_reviews(later) == 1
+    assert reconcile.announce_overdue_reviews(later) == 0
+    assert any(job.func_name == "workers.notices.announce_review" for job in world.rt.notices.jobs)
+    assert request_id
+
+
+async def test_lockdown_ends_everything_refuses_and_lifts(emergency: World) -> None:
+    """Lockdown: grants end (reason lockdown), pending requests are cancelled, requests refused until lifted."""
+    world = emergency
+    granted = await world.granted()
+    pending = await world.request(user="U0DEV2", text="request lb-prod 30m pending one")
+
+    assert "only an admin" in await world.ask("U0DEV1", "lockdown on because")
+    assert "Lockdown on" in await world.ask("U0ADMIN", "lockdown on suspected credential leak")
+    assert "since" in await world.ask("U0DEV1", "lockdown status")
+    assert reconcile.enforce_lockdown() == 2
+    world.work()
+
+    assert world.rules_of(granted.id) == []
+    revoked = world.record("grant.revoked", granted.id)
+    assert (revoked["reason"], revoked["actor"]) == (EndReason.LOCKDOWN.value, "U0ADMIN")
+    assert world.rt.store.get(pending.id).status is Status.CANCELLED
+    assert "locked down" in await world.ask("U0DEV1", "request lb-prod 30m now")
+    with pytest.raises(CommandError, match="locked down"):
+        world.commands.breakglass("U0DEV2", _glass("lb-prod", 30))
+
+    assert "lifted" in await world.ask("U0ADMIN", "lockdown off")
+    assert "waiting for approval" in await world.ask("U0DEV1", "request lb-prod 30m after")
+    assert [e for e in world.events() if e.startswith("lockdown.")] == ["lockdown.started", "lockdown.ended"]
+
+
+async def test_a_grant_applied_by_a_job_running_when_the_lockdown_began_is_removed(emergency: World) -> None:
+    """The job applied it after the lockdown began: the reconciler's next round ends it."""
+    world = emergency
+    request = await world.request()
+    world.click("U0APPROVER1", "jit_approve", request)
+    assert jobs.grant_access(request.id) == "granted"  # as if it was already running
+    world.rt.store.start_lockdown("U0ADMIN", datetime.now(UTC), "during a grant job")
+    reconcile.enforce_lockdown()
+    world.work()
+    assert world.rules_of(request.id) == []
+
+
+async def test_a_frozen_target_is_refused_naming_the_freeze_and_break_glass_still_works(emergency: World) -> None:
+    """Inside a freeze window lb-prod is refused with the freeze's reason; break-glass still grants it."""
+    world = emergency
+    now = datetime.now(UTC)
+    freeze = {
+        "from": (now - timedelta(hours=1)).isoformat(),
+        "to": (now + timedelta(hours=1)).isoformat(),
+        "targets": ["lb-prod"],
+        "reason": "holiday change freeze",
+    }
+    edit_policy(world, lambda policy: policy.update(freezes=[freeze]))
+    answer = await world.ask("U0DEV1", "request lb-prod 30m please")
+    assert "frozen until" in answer
+    assert "holiday change freeze" in answer
+    assert "waiting for approval" in await world.ask("U0DEV1", "request lb-two 30m another target")
+    reply = world.commands.breakglass("U0DEV2", _glass("lb-prod", 30))
+    assert "Break-glass" in reply.text
+
+
+def _glass(target: str, minutes: int) -> BreakGlassCommand:
+    return BreakGlassCommand(target, timedelta(minutes=minutes), "prod is down")
