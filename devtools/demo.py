@@ -7,7 +7,11 @@ import re
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import pyotp
+from cryptography.fernet import Fernet
 
 from devtools.haproxy import http_status as haproxy_status
 from devtools.moto_server import Network
@@ -19,6 +23,7 @@ APPROVALS = "C0APPROVALS"
 AUDIT = "C0AUDIT"
 GRANT_SECONDS = 8
 HAPROXY_SOURCE = "127.0.0.7"
+DEMO_DIR = Path(".demo")  # what the demo leaves for a person to look at (the enrolment QR codes); git ignores it
 
 
 def demo_policy(network: Network) -> dict[str, Any]:
@@ -62,6 +67,13 @@ def demo_policy(network: Network) -> dict[str, Any]:
             },
         },
     }
+    targets["lb-mfa"] = {
+        "description": "The same security group, behind a one-time code",
+        **window,
+        "approvers": ["U0APPROVER1"],
+        "require_mfa": True,
+        "grant": {**targets["lb-prod"]["grant"], "ports": [8443]},
+    }
     if network.haproxy_acl:
         targets["edge-haproxy"] = {
             "description": "The edge HAProxy",
@@ -74,6 +86,9 @@ def demo_policy(network: Network) -> dict[str, Any]:
         "audit_channel": AUDIT,
         "pending_ttl": "15m",
         "roles": {"netops": ["U0APPROVER1", "S0NETOPS"]},
+        "admins": ["U0ADMIN"],
+        "mfa": {"window": "2s", "lockout_after": 5, "lockout": "15m"},  # a short window, for the demo to show codes
+        "break_glass": {"users": ["U0DEV1"], "targets": ["lb-prod"], "max_duration": "1h", "review_within": "1h"},
         "principals": {
             "U0DEV1": {"source_cidr": "203.0.113.7/32", "aws_role_name": network.role_name},
             "U0DEV3": {"source_cidr": f"{HAPROXY_SOURCE}/32"},
@@ -137,12 +152,18 @@ def main() -> int:
     started = time.monotonic()
     haproxy = shutil.which("haproxy") is not None
     with Stack(
-        policy=demo_policy, sweep_interval=5.0, usergroups={"S0NETOPS": ["U0NETOPS1"]}, with_haproxy=haproxy
+        policy=demo_policy,
+        sweep_interval=5.0,
+        usergroups={"S0NETOPS": ["U0NETOPS1"]},
+        with_haproxy=haproxy,
+        extra_env={"JIT_MFA_KEY": Fernet.generate_key().decode()},
     ) as stack:
         print(f"Started: redis {stack.redis.url}, moto {stack.moto.endpoint}, Slack stand-in {stack.slack.api_url},")
         print("         the Procfile's web and worker" + (", and a real HAProxy" if haproxy else "") + ".")
         main_flow(stack)
         slack_native(stack)
+        step_up(stack)
+        emergencies(stack)
         other_kinds(stack, haproxy)
     print(f"\nDemo finished in {time.monotonic() - started:.1f}s; everything it started is stopped.")
     return 0
@@ -255,6 +276,88 @@ def slack_native(stack: Stack) -> None:
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
     ended = next(r for r in stack.audit(request_id) if r["event"] == "grant.revoked")
     print(f"  audit: grant.revoked reason={ended['reason']} actor={ended['actor']} verified={ended['verified']}")
+
+
+def step_up(stack: Stack) -> None:
+    """MFA: enrolment by DM and QR code, then a request and an approval that count only after a code."""
+    client = stack.client()
+    secrets = {}
+    for user in ("U0DEV1", "U0APPROVER1"):
+        client.command(user, "mfa enroll")
+        dm = stack.slack.wait_for(lambda u=user: [m for m in stack.slack.dms(u) if "otpauth://" in m["text"]])
+        uri = dm[-1]["text"][dm[-1]["text"].index("otpauth://") :].split("`")[0]
+        secrets[user] = uri.split("secret=")[1].split("&")[0]
+        qr = stack.slack.wait_for(lambda: [f for f in stack.slack.files() if f.filename == "jit-lb-mfa.png"])[-1]
+        saved = DEMO_DIR / f"mfa-qr-{user}.png"
+        saved.parent.mkdir(exist_ok=True)
+        saved.write_bytes(qr.content)
+        client.submit(user, inputs(code=text_input(pyotp.TOTP(secrets[user]).now())), callback_id="jit_mfa")
+    section("Step-up MFA: U0DEV1 and U0APPROVER1 enrolled (`/jit mfa enroll`, QR by DM, a first code)")
+    print(f"  each got a DM with an otpauth:// URI and its QR code; saved as {DEMO_DIR}/mfa-qr-<user>.png")
+    time.sleep(2.1)  # past the demo's 2 s window: the next act asks for a code again
+
+    section("U0DEV1 types /jit request lb-mfa 10m OPS-5 rotate certificates: a code is asked first")
+    print("  " + client.command("U0DEV1", "request lb-mfa 10m OPS-5 rotate certificates").json()["text"])
+    modal = stack.slack.views("U0DEV1", "jit_mfa")[-1]
+    print(indent(render_view(modal)))
+    later = pyotp.TOTP(secrets["U0DEV1"]).at(time.time() + 30)  # the enrolment spent now's code: codes work once
+    client.submit("U0DEV1", inputs(code=text_input(later)), view=modal)
+    created = stack.wait_for(lambda: [r for r in stack.audit() if r["event"] == "request.created"][-1:])[-1]
+    request_id = created["request_id"]
+    print(f"  request.created {request_id} mfa={created.get('mfa')}")
+    card = stack.slack.wait_for(
+        lambda: next((m for m in stack.slack.messages(APPROVALS) if request_id in m["text"]), None)
+    )
+
+    section("U0APPROVER1 clicks Approve: a code again, then the card says so")
+    client.click("U0APPROVER1", "jit_approve", request_id, APPROVALS, card["ts"])
+    approve = stack.wait_for(lambda: [v for v in stack.slack.views("U0APPROVER1", "jit_mfa") if request_id in str(v)])
+    client.submit(
+        "U0APPROVER1",
+        inputs(code=text_input(pyotp.TOTP(secrets["U0APPROVER1"]).at(time.time() + 30))),
+        view=approve[-1],
+    )
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="the grant")
+    print("  " + slack_text(stack.slack.updates(APPROVALS, card["ts"])[-1]).split("\n")[-1])
+    client.command("U0DEV1", f"revoke {request_id}")
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
+
+
+def emergencies(stack: Stack) -> None:
+    """Break-glass without a click, its review card, then a lockdown that ends it and refuses new requests."""
+    client = stack.client()
+    section("U0DEV1 types /jit breakglass lb-prod 10m INC-42 the site is down (no approver awake)")
+    print("  " + client.command("U0DEV1", "breakglass lb-prod 10m INC-42 the site is down").json()["text"])
+    request_id = [r for r in stack.audit() if r["event"] == "grant.breakglass"][-1]["request_id"]
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="the break-glass grant")
+    card = stack.slack.wait_for(
+        lambda: next((m for m in stack.slack.messages(APPROVALS) if "Break-glass" in m["text"]), None)
+    )
+    print("  " + slack_text(card).replace("\n", "\n  "))
+    client.click("U0APPROVER1", "jit_review_ok", request_id, APPROVALS, card["ts"])
+    stack.wait_for(lambda: "review.acknowledged" in stack.events(request_id), what="the review")
+    print("  U0APPROVER1 clicked Acknowledge: review.acknowledged recorded")
+
+    section("U0ADMIN types /jit lockdown on suspected credential leak")
+    print("  security group before:")
+    show_rules(stack)
+    started = time.monotonic()
+    print("  " + client.command("U0ADMIN", "lockdown on suspected credential leak").json()["text"])
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the lockdown's revoke")
+    ended = next(r for r in stack.audit(request_id) if r["event"] == "grant.revoked")
+    print(f"  every grant ended in {time.monotonic() - started:.1f}s (reason={ended['reason']}); security group after:")
+    show_rules(stack)
+    print(
+        "  U0DEV1 tries /jit request lb-prod 10m OPS-6 x: "
+        + client.command("U0DEV1", "request lb-prod 10m OPS-6 x").json()["text"]
+    )
+    print("  /jit lockdown status: " + readable(client.command("U0DEV1", "lockdown status").json()["text"]))
+    print("  U0ADMIN: /jit lockdown off: " + readable(client.command("U0ADMIN", "lockdown off").json()["text"]))
+
+
+def card_of(stack: Stack, request_id: str) -> dict[str, Any] | None:
+    """The first message in the approvers' channel naming the request (its card), once posted."""
+    return next((m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "")), None)
 
 
 def indent(text: str) -> str:

@@ -101,3 +101,8 @@ def render_message(message: dict[str, Any]) -> str:
     """A message as shown: its blocks when it has them, its text otherwise."""
     blocks = message.get("blocks")
     return "\n".join(blocks_lines(blocks)) if isinstance(blocks, list) and blocks else str(message.get("text", ""))
+
+
+def readable(text: str) -> str:
+    """Slack mrkdwn as a person reads it: dates in their fallback form, @people and #channels."""
+    return _text({"type": "mrkdwn", "text": text})

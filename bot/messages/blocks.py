@@ -186,7 +186,9 @@ def _fields(request: AccessRequest) -> dict[str, Any]:
         f"*Duration*\n{request.duration_text}",
         f"*Source*\n`{source}`" if request.cidr else f"*Source*\n{source}",
         f"*Request*\n`{request.id}`",
-        f"*Approvals*\n{len(request.approvals)} of {request.approvals_required}",
+        "*Approval*\nnone: break-glass, reviewed afterwards"
+        if request.break_glass
+        else f"*Approvals*\n{len(request.approvals)} of {request.approvals_required}",
     ]
     return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(field, MAX_FIELD_TEXT)} for field in fields]}
 
