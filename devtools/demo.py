@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 
 from devtools.haproxy import http_status as haproxy_status
 from devtools.moto_server import Network
-from devtools.render import render_view
+from devtools.render import readable, render_view
 from devtools.slack_client import inputs, select, text_input
 from devtools.stack import Stack
 
