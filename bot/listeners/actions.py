@@ -30,29 +30,29 @@ def _card(body: dict[str, Any]) -> Card | None:
 
 
 def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> None:
-    async def handle_action_approve(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    async def decide_or_ask(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient, verdict: ActionId
     ) -> None:
+        """Approve or Deny: the form the target asks for first (a one-time code, a reason), else the decision."""
         await ack()
         user, value, card = _user(body), str(action.get("value", "")), _card(body)
-        # A target that requires MFA: the step-up modal first, from this click's trigger (valid 3 seconds).
-        view = await asyncio.to_thread(decisions.approve_form, user, value, card)
+        form = decisions.approve_form if verdict is ActionId.APPROVE else decisions.deny_form
+        # The trigger is valid 3 seconds: a form is opened before anything else.
+        view = await asyncio.to_thread(form, user, value, card)
         if view is not None:
             await open_view(client, body.get("trigger_id"), view)
         else:
-            after_answer(decisions.decide, user, ActionId.APPROVE, value, card)
+            after_answer(decisions.decide, user, verdict, value, card)
+
+    async def handle_action_approve(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await decide_or_ask(ack, body, action, client, ActionId.APPROVE)
 
     async def handle_action_deny(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
     ) -> None:
-        await ack()
-        user, value, card = _user(body), str(action.get("value", "")), _card(body)
-        # The trigger is valid 3 seconds: the modal, when the target asks why, is opened before anything else.
-        view = await asyncio.to_thread(decisions.deny_form, user, value, card)
-        if view is not None:
-            await open_view(client, body.get("trigger_id"), view)
-        else:
-            after_answer(decisions.decide, user, ActionId.DENY, value, card)
+        await decide_or_ask(ack, body, action, client, ActionId.DENY)
 
     async def handle_action_review(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from bot.messages import blocks, views
@@ -124,27 +125,25 @@ class FormService:
             return (await asyncio.to_thread(self.commands.failed, user, f"request {intent.get('target')}", err)).text
 
     def _breakglass_after_code(self, user: str, intent: dict[str, Any]) -> None:
-        text = f"breakglass {intent.get('target')}"
-        try:
-            command = BreakGlassCommand(
-                str(intent["target"]), parse_duration(str(intent["duration"])), str(intent["reason"])
-            )
-            reply = self.commands.breakglass(user, command, mfa=True)
-        except (KeyError, ValueError) as err:
-            reply = Reply(blocks.refusal_text(f"the form did not say what to grant ({err})"))
-        except FAILURES as err:
-            reply = self.commands.failed(user, text, err)
-        self.notifier.dm(user, reply.text)
+        def act() -> Reply:
+            command = BreakGlassCommand(str(intent["target"]), _duration_of(intent), str(intent["reason"]))
+            return self.commands.breakglass(user, command, mfa=True)
+
+        self._after_code(user, f"breakglass {intent.get('target')}", act)
 
     def _extend_after_code(self, user: str, intent: dict[str, Any]) -> None:
-        text = f"extend {intent.get('request')}"
+        def act() -> Reply:
+            command = ExtendCommand(str(intent["request"]), _duration_of(intent), str(intent["reason"]))
+            return self.commands.extend(user, command, mfa=True)
+
+        self._after_code(user, f"extend {intent.get('request')}", act)
+
+    def _after_code(self, user: str, text: str, act: Callable[[], Reply]) -> None:
+        """Do what a code unlocked as the command `text` would, refusals recorded alike; answer by DM."""
         try:
-            command = ExtendCommand(
-                str(intent["request"]), parse_duration(str(intent["duration"])), str(intent["reason"])
-            )
-            reply = self.commands.extend(user, command, mfa=True)
+            reply = act()
         except (KeyError, ValueError) as err:
-            reply = Reply(blocks.refusal_text(f"the form did not say what to extend ({err})"))
+            reply = Reply(blocks.refusal_text(f"the form did not say what to do ({err})"))
         except FAILURES as err:
             reply = self.commands.failed(user, text, err)
         self.notifier.dm(user, reply.text)
@@ -247,3 +246,7 @@ class FormService:
         except FAILURES as err:
             reply = self.commands.failed(user, text, err)
         self.notifier.dm(user, reply.text)
+
+
+def _duration_of(intent: dict[str, Any]) -> timedelta:
+    return parse_duration(str(intent["duration"]))

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import yaml
 from slack_sdk import WebClient
 
 from bot.messages.notify import UsergroupDirectory
@@ -17,15 +15,6 @@ from tests.service.world import World, id_in, policy_of
 from workers import jobs, reconcile
 
 FOREVER = "2099-01-01T00:00:00Z"
-
-
-def edit_policy(world: World, change: Any) -> None:
-    """Rewrite the policy file with `change(policy)` applied, then reload it as SIGHUP does."""
-    path = Path(world.rt.settings.jit_policy_file)
-    policy = yaml.safe_load(path.read_text(encoding="utf-8"))
-    change(policy)
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    assert world.rt.reload_policy()
 
 
 def new_group(world: World) -> str:
@@ -47,7 +36,7 @@ async def test_a_target_moved_to_another_group_is_revoked_where_it_was_applied(w
     assert len(world.rules_of(request.id)) == 2
     moved_to = new_group(world)
 
-    edit_policy(world, lambda p: p["targets"]["lb-prod"]["grant"].update(security_group_id=moved_to))
+    world.edit_policy(lambda p: p["targets"]["lb-prod"]["grant"].update(security_group_id=moved_to))
     assert reconcile.end_orphans() == 1
     world.work()
 
@@ -62,7 +51,7 @@ async def test_a_target_moved_to_another_group_is_revoked_where_it_was_applied(w
 async def test_a_target_removed_from_the_policy_is_revoked_at_once(world: World) -> None:
     """A grant whose target left the policy ends at once (reason policy) where it was applied."""
     request = await world.granted()
-    edit_policy(world, lambda p: p["targets"].pop("lb-prod"))
+    world.edit_policy(lambda p: p["targets"].pop("lb-prod"))
     assert reconcile.end_orphans() == 1
     world.work()
     assert world.rules_of(request.id) == []
@@ -72,7 +61,7 @@ async def test_a_target_removed_from_the_policy_is_revoked_at_once(world: World)
 async def test_the_sweep_looks_where_open_grants_were_applied(world: World) -> None:
     """Past its end, a grant whose target left the policy is still found by the sweep, at its recorded spec."""
     request = await world.granted()
-    edit_policy(world, lambda p: p["targets"].pop("lb-prod"))
+    world.edit_policy(lambda p: p["targets"].pop("lb-prod"))
     assert reconcile.sweep(now=datetime.now(UTC) + timedelta(hours=2)) == 2
     assert world.rules_of(request.id) == []
     assert world.rt.store.get(request.id).status is Status.REVOKED
@@ -261,7 +250,7 @@ async def test_a_flood_of_commands_is_refused_and_recorded_in_summary(world: Wor
 
 async def test_list_is_bounded(world: World) -> None:
     """`/jit list` shows at most 25 requests and says how many more there are."""
-    edit_policy(world, lambda p: p.setdefault("limits", {}).update(pending_per_user=40, commands_per_minute=100))
+    world.edit_policy(lambda p: p.setdefault("limits", {}).update(pending_per_user=40, commands_per_minute=100))
     for n in range(30):
         id_in(await world.ask("U0DEV1", f"request lb-prod 30m reason {n}"))
     answer = await world.ask("U0DEV1", "list")
@@ -276,7 +265,7 @@ async def test_an_approver_removed_since_counts_for_nothing(world: World) -> Non
     """Approved by someone the policy no longer names, a request fails at grant time and nothing is applied."""
     request = await world.request()
     world.click("U0APPROVER1", "jit_approve", request)
-    edit_policy(world, lambda p: p["targets"]["lb-prod"].update(approvers=["U0APPROVER2"]))
+    world.edit_policy(lambda p: p["targets"]["lb-prod"].update(approvers=["U0APPROVER2"]))
 
     assert jobs.grant_access(request.id) == "failed"
 
@@ -303,7 +292,7 @@ async def test_a_requester_removed_since_is_refused_at_grant_time(world: World) 
     """A requester no longer allowed to ask for the target when the grant is applied gets nothing."""
     request = await world.request()
     world.click("U0APPROVER1", "jit_approve", request)
-    edit_policy(world, lambda p: p["targets"]["lb-prod"].update(requesters=["U0DEV2"]))
+    world.edit_policy(lambda p: p["targets"]["lb-prod"].update(requesters=["U0DEV2"]))
     assert jobs.grant_access(request.id) == "failed"
     assert "may no longer request" in world.record("grant.failed", request.id)["error"]
 

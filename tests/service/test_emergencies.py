@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from bot.messages.ids import ActionId
 from jit_lb.access.commands import BreakGlassCommand
@@ -16,14 +14,6 @@ from jit_lb.access.errors import CommandError
 from jit_lb.access.requests import EndReason, Status
 from tests.service.world import APPROVALS, World, buttons, id_in
 from workers import jobs, notices, reconcile
-
-
-def edit_policy(world: World, change: Any) -> None:
-    path = Path(world.rt.settings.jit_policy_file)
-    policy = yaml.safe_load(path.read_text(encoding="utf-8"))
-    change(policy)
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    assert world.rt.reload_policy()
 
 
 @pytest.fixture(name="emergency")
@@ -36,7 +26,7 @@ def fixture_emergency(world: World) -> World:
         policy["break_glass"] = {"users": ["role:oncall"], "targets": ["lb-prod"], "max_duration": "1h"}
         policy["break_glass"]["review_within"] = "1h"
 
-    edit_policy(world, change)
+    world.edit_policy(change)
     return world
 
 
@@ -139,7 +129,7 @@ async def test_a_frozen_target_is_refused_naming_the_freeze_and_break_glass_stil
         "targets": ["lb-prod"],
         "reason": "holiday change freeze",
     }
-    edit_policy(world, lambda policy: policy.update(freezes=[freeze]))
+    world.edit_policy(lambda policy: policy.update(freezes=[freeze]))
     answer = await world.ask("U0DEV1", "request lb-prod 30m please")
     assert "frozen until" in answer
     assert "holiday change freeze" in answer

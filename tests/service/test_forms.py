@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from bot.messages.views import field_values
 from bot.service.forms import FormService
@@ -19,14 +17,6 @@ from tests.service.world import APPROVALS, World, buttons, id_in
 @pytest.fixture(name="forms")
 def fixture_forms(world: World) -> FormService:
     return world.forms
-
-
-def edit_policy(world: World, change: Any) -> None:
-    path = Path(world.rt.settings.jit_policy_file)
-    policy = yaml.safe_load(path.read_text(encoding="utf-8"))
-    change(policy)
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    assert world.rt.reload_policy()
 
 
 def options(view: dict[str, Any], block_id: str) -> list[str]:
@@ -50,16 +40,15 @@ async def test_a_bare_jit_opens_the_modal_with_only_the_users_targets(world: Wor
 
 def test_the_modal_follows_the_selected_targets_durations(world: World, forms: FormService) -> None:
     """Selecting a target offers its own `durations` (or steps within its limits)."""
-    edit_policy(world, lambda p: p["targets"]["lb-prod"].update(durations=["15m", "45m"]))
+    world.edit_policy(lambda p: p["targets"]["lb-prod"].update(durations=["15m", "45m"]))
     assert options(forms.request_view("U0DEV1", "lb-prod"), "duration") == ["15m", "45m"]
     assert options(forms.request_view("U0DEV1", "lb-two"), "duration") == ["5m", "15m", "30m", "1h"]
 
 
 async def test_a_bad_submission_is_answered_with_errors_and_stores_nothing(world: World, forms: FormService) -> None:
     """A reason that breaks the target's rule is an error on the reason block; nothing is stored or posted."""
-    edit_policy(
-        world, lambda p: p["targets"]["lb-prod"].update(reason_pattern="^[A-Z]+-[0-9]+ ", reason_hint="a ticket")
-    )
+    rule = {"reason_pattern": "^[A-Z]+-[0-9]+ ", "reason_hint": "a ticket"}
+    world.edit_policy(lambda p: p["targets"]["lb-prod"].update(rule))
     errors = await forms.submit_request("U0DEV1", submission("lb-prod", "30m", "debugging"))
     assert errors == {"reason": "a ticket"}
     assert world.rt.store.open_requests() == []
@@ -127,7 +116,7 @@ async def test_only_the_requester_may_cancel(world: World) -> None:
 
 async def test_deny_with_a_required_reason(world: World) -> None:
     """Where `deny_reason` is required, Deny opens a modal; an empty reason is refused; the reason goes everywhere."""
-    edit_policy(world, lambda p: p["targets"]["lb-prod"].update(deny_reason="required"))
+    world.edit_policy(lambda p: p["targets"]["lb-prod"].update(deny_reason="required"))
     request = await world.request()
     card = (APPROVALS, str(request.card_ts))
 
@@ -205,7 +194,7 @@ async def test_a_usergroup_member_of_a_role_may_request(world: World) -> None:
         policy["roles"] = {"sre": ["S0SRE"]}
         policy["targets"]["lb-prod"]["requesters"] = ["role:sre"]
 
-    edit_policy(world, roles)
+    world.edit_policy(roles)
     world.slack.set_usergroup("S0SRE", ["U0DEV2"])
     answer = await world.ask("U0DEV2", "request lb-prod 30m via the role")
     assert "waiting for approval" in answer

@@ -5,12 +5,10 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
-import yaml
 import zxingcpp
 from PIL import Image
 
@@ -18,14 +16,6 @@ from bot.service.mfa import Verified
 from jit_lb.access.errors import CommandError
 from jit_lb.access.requests import Status
 from tests.service.world import APPROVALS, World
-
-
-def edit_policy(world: World, change: Any) -> None:
-    path = Path(world.rt.settings.jit_policy_file)
-    policy = yaml.safe_load(path.read_text(encoding="utf-8"))
-    change(policy)
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    assert world.rt.reload_policy()
 
 
 @pytest.fixture(name="mfa_world")
@@ -37,7 +27,7 @@ def fixture_mfa_world(world: World) -> World:
         policy["admins"] = ["U0ADMIN"]
         policy["mfa"] = {"window": "5m", "lockout_after": 3, "lockout": "1m"}
 
-    edit_policy(world, change)
+    world.edit_policy(change)
     return world
 
 

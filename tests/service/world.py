@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
@@ -88,6 +89,14 @@ class World:
     commands: CommandService
     decisions: DecisionService
     forms: FormService
+
+    def edit_policy(self, change: Any) -> None:
+        """Rewrite the policy file with `change(policy)` applied, then read it again as SIGHUP does."""
+        path = Path(self.rt.settings.jit_policy_file)
+        policy = yaml.safe_load(path.read_text(encoding="utf-8"))
+        change(policy)
+        path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+        assert self.rt.reload_policy()
 
     # --- the web ------------------------------------------------------------------------------
 
