@@ -279,11 +279,11 @@ def report(reading: Reading, filters: Filters) -> Iterator[dict[str, Any]]:
     """
     trails: dict[str, Trail] = {}
     closed: deque[Trail] = deque()
-    done: dict[str, datetime | None] = {}  # given rows' ids, by when their request closed, oldest first
+    done = _Given()
     for record, at in reading:
         request_id = record["request_id"]
         if at is not None:
-            _forget(done, at)
+            done.forget(at)
         if request_id in done:
             continue
         trail = trails.get(request_id)
@@ -301,19 +301,28 @@ def report(reading: Reading, filters: Filters) -> Iterator[dict[str, Any]]:
         yield from _given(trail, trails, done, filters)
 
 
-def _forget(done: dict[str, datetime | None], at: datetime) -> None:
-    """Drop the ids of rows given more than REMEMBER of log time ago: no record of theirs comes so late."""
-    while done:
-        request_id, closed_at = next(iter(done.items()))
-        if closed_at is not None and at - closed_at <= REMEMBER:
-            return
-        del done[request_id]
+class _Given:
+    """The ids of the rows given, in the order given (a deque: a dict popped from its front slows down)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.order: deque[tuple[datetime | None, str]] = deque()
+
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self.ids
+
+    def add(self, trail: Trail) -> None:
+        self.ids.add(trail.request_id)
+        self.order.append((trail.closed_at, trail.request_id))
+
+    def forget(self, at: datetime) -> None:
+        """Drop the ids of rows given more than REMEMBER of log time ago: no record of theirs comes so late."""
+        while self.order and (self.order[0][0] is None or at - self.order[0][0] > REMEMBER):
+            self.ids.discard(self.order.popleft()[1])
 
 
-def _given(
-    trail: Trail, trails: dict[str, Trail], done: dict[str, datetime | None], filters: Filters
-) -> Iterator[dict[str, Any]]:
+def _given(trail: Trail, trails: dict[str, Trail], done: _Given, filters: Filters) -> Iterator[dict[str, Any]]:
     trails.pop(trail.request_id, None)
-    done[trail.request_id] = trail.closed_at
+    done.add(trail)
     if filters.keep(trail):
         yield trail.row()
