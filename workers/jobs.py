@@ -11,7 +11,7 @@ from rq import get_current_job
 
 from jit_lb.access import requests
 from jit_lb.access.errors import AuditUnavailableError, TransitionError
-from jit_lb.access.policy import parse_grant_spec, spec_record
+from jit_lb.access.policy import Target, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, Activity, EndReason, Status
 from jit_lb.runtime import Runtime
 from workers import activity
@@ -45,9 +45,7 @@ def grant_access(request_id: str) -> str:
         return f"request is {request.status}"
     now = utcnow()
     target = rt.policy.target_for(request.target)
-    refusal = grant_refusal(rt.policy, rt.approvers, request, target, now)
-    if refusal is None and not rt.audit.flush():
-        refusal = "the audit log cannot be written, so nothing was applied; ask again once it is fixed"
+    refusal = _why_not(rt, request, target, now)
     if refusal is not None or target is None:
         _fail(rt, request, refusal or "")
         return "failed"
@@ -117,6 +115,16 @@ def grant_access(request_id: str) -> str:
     schedule_warning(rt, granted)
     queue_notice(rt, granted, Notice.GRANTED, verified=verified)
     return "granted"
+
+
+def _why_not(rt: Runtime, request: AccessRequest, target: Target | None, now: datetime) -> str | None:
+    """Why an approved request is not applied now: the policy in force, a lockdown, or an audit log down."""
+    refusal = grant_refusal(rt.policy, rt.approvers, request, target, now)
+    if refusal is None and rt.store.lockdown() is not None:
+        refusal = "jit-lb is locked down: nothing is granted until an admin lifts it"
+    if refusal is None and not rt.audit.flush():
+        refusal = "the audit log cannot be written, so nothing was applied; ask again once it is fixed"
+    return refusal
 
 
 def schedule_warning(rt: Runtime, request: AccessRequest) -> None:

@@ -66,11 +66,18 @@ def grant_refusal(
             return (
                 f"break-glass no longer covers <@{request.requester}> on `{request.target}` under the policy in force"
             )
+        if target.require_mfa and not request.requested_with_mfa:
+            return f"`{request.target}` requires MFA and this break-glass was not made with a one-time code"
         return None  # no approval to judge: its approvers review it afterwards
     if not approvers.may_request(request.requester, target):
         return f"<@{request.requester}> may no longer request `{request.target}` under the policy in force"
+    if target.require_mfa and not request.requested_with_mfa:
+        return f"`{request.target}` requires MFA now and this request was made without a one-time code"
     allowed = approvers.of(target)
-    fresh = {a.user for a in request.approvals if now - a.at <= policy.pending_ttl}
+    # On a target that requires MFA, only approvals made with a code count (it may have required it only since).
+    fresh = {
+        a.user for a in request.approvals if now - a.at <= policy.pending_ttl and (a.mfa or not target.require_mfa)
+    }
     valid = {user for user in fresh if user in allowed and user != request.requester}
     if len(valid) < target.approvals_required:
         stale = sorted({a.user for a in request.approvals} - fresh)

@@ -20,6 +20,16 @@ def _user(body: dict[str, Any]) -> str:
     return str((body.get("user") or {}).get("id", ""))
 
 
+async def _answer(ack: AsyncAck, answer: dict[str, Any] | None) -> None:
+    """A submission's answer: close it (None), errors by block, or the step-up modal in its place."""
+    if answer is None:
+        await ack()
+    elif answer.get("type") == "modal":
+        await ack(response_action="update", view=answer)  # the target requires a one-time code first
+    else:
+        await ack(response_action="errors", errors=answer)
+
+
 def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> None:
     async def handle_shortcut_request(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -28,10 +38,7 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
 
     async def handle_view_request(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         answer = await forms.submit_request(_user(body), field_values(view.get("state") or {}))
-        if answer is not None and answer.get("type") == "modal":
-            await ack(response_action="update", view=answer)  # the target requires a code first
-        else:
-            await (ack(response_action="errors", errors=answer) if answer else ack())
+        await _answer(ack, answer)
 
     async def handle_view_mfa(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         code = field_values(view.get("state") or {}).get("code", "")

@@ -59,26 +59,19 @@ class CommandService:
         written on the audit log's own thread); the rest run in a thread.
         """
         try:
-            locked = await self.count(user)
+            await self.count(user)
             parsed = commands.parse_command(text)
             if isinstance(parsed, RequestCommand):
-                if locked:
-                    raise CommandError(LOCKED)
                 return await self.request(user, parsed, channel)
         except FAILURES as err:
             return await asyncio.to_thread(self.failed, user, text, err)
         return await asyncio.to_thread(self._answer, user, text, parsed, channel)
 
-    async def count(self, user: str) -> bool:
-        """Count one command (or form) of `user` this minute; LimitError past `limits.commands_per_minute`.
-
-        Returns whether a lockdown is on (read in the same round trip).
-        """
+    async def count(self, user: str) -> None:
+        """Count one command (or form) of `user` this minute; LimitError past `limits.commands_per_minute`."""
         limit = self.rt.policy.limits.commands_per_minute
-        count, locked = await self.rt.store.count_command_async(user, self.clock())
-        if count > limit:
+        if await self.rt.store.count_command_async(user, self.clock()) > limit:
             raise LimitError(f"you sent more than {limit} `/jit` commands this minute; wait a minute and try again")
-        return locked
 
     async def request(self, user: str, parsed: RequestCommand, channel: str | None, mfa: bool = False) -> Reply:
         """Store a request, record it, then queue its card: a request whose record cannot be written is taken back.
@@ -89,6 +82,8 @@ class CommandService:
         expired by every worker's loop.
         """
         policy, store = self.rt.policy, self.rt.store
+        if await store.lockdown_async():
+            raise CommandError(LOCKED)  # every way in (command, form, after a code) comes through here
         build = commands.build_request(policy, user, parsed, self.clock(), channel, self.rt.approvers.directory.members)
         target = policy.targets[parsed.target]
         if target.require_mfa and not mfa:
@@ -273,21 +268,25 @@ class CommandService:
         # Its own limits (max_duration above), not the target's requesters or freezes: that is what break-glass is.
         members = self.rt.approvers.directory.members
         build = commands.build_request(policy, user, command, self.clock(), None, members, emergency=True)
-        request = self.rt.store.create(build)
-        try:
-            self.rt.audit.request_event(
-                "request.created", request, actor=user, break_glass=True, mfa=target.require_mfa or None
-            )
-        except AuditUnavailableError:
-            self.rt.store.discard(request.id)
-            raise
+        # On a target that requires MFA this is reached only after a code (or within its window).
+        request = self.rt.store.create(_with_mfa(build) if target.require_mfa else build)
 
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event(
                 "grant.breakglass", after, actor=user, review_within=rules.review_within, mfa=target.require_mfa or None
             )
 
-        _, after = self.rt.store.transition(request.id, lambda r: requests.break_glass(r, user, self.clock()), record)
+        try:
+            self.rt.audit.request_event(
+                "request.created", request, actor=user, break_glass=True, mfa=target.require_mfa or None
+            )
+            _, after = self.rt.store.transition(
+                request.id, lambda r: requests.break_glass(r, user, self.clock()), record
+            )
+        except (AuditUnavailableError, TransitionError) as err:
+            # Nothing half-done: a break-glass request that skipped the normal checks never stays pending.
+            self.rt.store.discard(request.id)
+            raise CommandError(str(err)) from None
         self.rt.store.review_due(after.id, self.clock() + rules.review_within)
         self.rt.store.announce_later(after.id)
         enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
@@ -307,13 +306,15 @@ class CommandService:
             # It goes ahead whatever the log does: it only takes access away. The workers end every grant.
             self.rt.audit.record("lockdown.started", actor=user, target=None, why=parsed.reason, must=True)
             return Reply(blocks.lockdown_started_text(user, parsed.reason))
-        ended = store.end_lockdown()
-        if ended is None:
+        current = store.lockdown()
+        if current is None:
             raise CommandError("there is no lockdown to lift")
+        # Recorded first: lifting opens access again, so it does not happen without its record.
         self.rt.audit.record(
-            "lockdown.ended", actor=user, target=None, started_by=ended.by, started_at=ended.at, why=ended.reason
+            "lockdown.ended", actor=user, target=None, started_by=current.by, started_at=current.at, why=current.reason
         )
-        return Reply(blocks.lockdown_ended_text(user, ended))
+        store.end_lockdown()
+        return Reply(blocks.lockdown_ended_text(user, current))
 
     def cancel(self, user: str, request_id: str) -> Reply:
         """Withdraw one's own pending request: recorded, then its card, thread and home are told by a worker."""

@@ -73,6 +73,8 @@ class DecisionService:
             if action_id == ActionId.DENY:
                 (self._deny_extension(user, request) if is_extension else self._deny(user, request, reason))
                 return
+            if self.rt.store.lockdown() is not None:
+                raise ApprovalError("jit-lb is locked down: no approval counts until an admin lifts it")
             mfa = self._stepped_up(user, request, mfa)
             (self._approve_extension if is_extension else self._approve)(user, request, mfa)
         except StoreUnavailableError:

@@ -221,7 +221,7 @@ class FormService:
             return None
         return views.extend_modal(request, target)
 
-    def submit_extend(self, user: str, metadata: str, values: dict[str, str]) -> Errors | None:
+    def submit_extend(self, user: str, metadata: str, values: dict[str, str]) -> Errors | View | None:
         """A `jit_extend` submission: `/jit extend`'s checks, with errors on the block they are about."""
         try:
             request_id = str(json.loads(metadata)["request"])
@@ -236,6 +236,8 @@ class FormService:
         except (CommandError, NotFoundError, AuditUnavailableError, StoreUnavailableError) as err:
             block = "reason" if "reason" in str(err) else "duration"
             return {block: str(err)}
+        if reply.view is not None:
+            return reply.view  # the target requires a code: the form becomes the step-up modal
         self.notifier.dm(user, reply.text)
         return None
 

@@ -156,7 +156,7 @@ class MfaStore:
             count = int(pipe.execute()[0])
             if count >= lockout_after:
                 self.redis.set(_LOCKED + user, 1, ex=seconds)
-                self.redis.delete(_FAILS + user)
+                self.redis.delete(_FAILS + user, _PROVEN + user)  # a lockout also ends a proof still running
         return count
 
     def locked_for(self, user: str) -> timedelta | None:

@@ -245,18 +245,17 @@ class RequestStore:
             count, _ = pipe.execute()
         return int(count)
 
-    async def count_command_async(self, user: str, now: datetime) -> tuple[int, bool]:
-        """`count_command` for an event loop, and whether a lockdown is on, in the same round trip."""
+    async def count_command_async(self, user: str, now: datetime) -> int:
+        """`count_command` for an event loop."""
         if self._url is None:
-            return self.count_command(user, now), self.lockdown() is not None
+            return self.count_command(user, now)
         key, _ = _rate_key(user, now)
         with reachable():
             async with self._async_client().pipeline() as pipe:
                 pipe.incr(key)
                 pipe.expire(key, 2 * _RATE_WINDOW)
-                pipe.exists(_LOCKDOWN)
-                count, _, locked = await pipe.execute()
-        return int(count), bool(locked)
+                count, _ = await pipe.execute()
+        return int(count)
 
     def count_refusal(self, user: str, now: datetime) -> int:
         """Count one refusal past a limit for `user` in this minute; 1 for the first, which the caller records."""

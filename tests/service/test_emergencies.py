@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bot.messages.ids import ActionId
+from jit_lb.access.audit import AuditLog
 from jit_lb.access.commands import BreakGlassCommand
 from jit_lb.access.errors import CommandError
 from jit_lb.access.requests import EndReason, Status
@@ -140,3 +141,25 @@ async def test_a_frozen_target_is_refused_naming_the_freeze_and_break_glass_stil
 
 def _glass(target: str, minutes: int) -> BreakGlassCommand:
     return BreakGlassCommand(target, timedelta(minutes=minutes), "prod is down")
+
+
+async def test_no_way_in_during_a_lockdown(emergency: World) -> None:
+    """During a lockdown the form is refused too, and a click on a pending card counts for nothing."""
+    world = emergency
+    pending = await world.request()
+    world.rt.store.start_lockdown("U0ADMIN", datetime.now(UTC), "drill")
+    errors = await world.forms.submit_request("U0DEV1", {"target": "lb-prod", "duration": "30m", "reason": "x"})
+    assert errors is not None
+    assert "locked down" in str(errors)
+    world.click("U0APPROVER1", "jit_approve", pending)
+    assert world.rt.store.get(pending.id).status is Status.PENDING
+    assert "locked down" in world.record("approval.refused", pending.id)["why"]
+
+
+async def test_a_lockdown_is_not_lifted_without_its_record(emergency: World) -> None:
+    """With the audit log full, `/jit lockdown off` is refused and the lockdown stays on."""
+    world = emergency
+    assert "Lockdown on" in await world.ask("U0ADMIN", "lockdown on drill")
+    world.rt.audit = AuditLog.open("/dev/full")
+    assert "audit log cannot be written" in await world.ask("U0ADMIN", "lockdown off")
+    assert world.rt.store.lockdown() is not None

@@ -16,6 +16,7 @@ from bot.service.mfa import Verified
 from jit_lb.access.errors import CommandError
 from jit_lb.access.requests import Status
 from tests.service.world import APPROVALS, World
+from workers import jobs
 
 
 @pytest.fixture(name="mfa_world")
@@ -160,3 +161,13 @@ def test_reset_is_for_admins(mfa_world: World) -> None:
     assert "removed" in world.mfa.command("U0ADMIN", ["reset", "<@U0DEV1|dev1>"]).text
     assert world.record("mfa.reset")["user"] == "U0DEV1"
     assert world.mfa.command("U0DEV1", ["enroll"]).view is not None
+
+
+async def test_a_target_that_requires_mfa_since_refuses_a_request_made_without_a_code(world: World) -> None:
+    """Approved before lb-prod required MFA, without codes: when the grant is applied, it is refused."""
+    request = await world.request()
+    world.click("U0APPROVER1", "jit_approve", request)
+    world.edit_policy(lambda p: p["targets"]["lb-prod"].update(require_mfa=True))
+    assert jobs.grant_access(request.id) == "failed"
+    assert "requires MFA now" in world.record("grant.failed", request.id)["error"]
+    assert world.ingress() == []
