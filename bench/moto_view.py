@@ -23,6 +23,7 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.models.security_groups import SecurityGroupBackend
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, is_valid_security_group_id
+from moto.elbv2.models import elbv2_backends
 
 from workers.providers.leases import parse_time
 
@@ -180,3 +181,26 @@ class MotoView:
                                 rule.id, group_id, str(rule.ip_range.get("CidrIp", "")), parse_time(value)
                             )
         return found
+
+    def rule_ids(self) -> set[str]:
+        """The ids of every ingress rule in the watched groups: a cheaper poll than `leases` once the ids are known."""
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID][self.region]
+        return {
+            rule.id
+            for vpc_groups in list(backend.groups.values())
+            for group_id, group in list(vpc_groups.items())
+            if group_id in self.group_ids
+            for rule in list(group.ingress_rules)
+        }
+
+
+def listener_rule_arns(listener_arns: set[str], region: str = REGION) -> set[str]:
+    """The ARNs of the non-default rules on those ALB listeners, read straight from moto's memory."""
+    backend = elbv2_backends[DEFAULT_ACCOUNT_ID][region]
+    return {
+        arn
+        for balancer in list(backend.load_balancers.values())
+        for listener_arn, listener in list(balancer.listeners.items())
+        if listener_arn in listener_arns
+        for arn in list(listener._non_default_rules)  # moto keeps no public view of them without copying
+    }

@@ -6,9 +6,10 @@ import argparse
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bench import grants, memory, slash, sweep
+from bench import deadline, grants, lockdown, memory, slash, sweep
+from bench.lockdown import Mix
 from bench.moto_view import install_speedups, reset_moto
 from bench.stats import Row, render
 from bench.world import World, settle
@@ -27,10 +28,22 @@ class Plan:
     burst: int = 500
     sweep_sizes: tuple[int, ...] = (500, 1000, 2500, 5000)
     sweep_expired: int = 500
+    deadline_grants: int = 200
+    deadline_seconds: tuple[int, int] = (30, 50)  # the shortest and longest grant; all end within a few seconds
+    lockdown_mix: Mix = field(default_factory=lambda: Mix(sg=600, alb=200, haproxy=200))
 
 
 QUICK = Plan(
-    slash_requests=200, approvals=10, revokes=30, revoke_seconds=15, burst=50, sweep_sizes=(200, 500), sweep_expired=50
+    slash_requests=200,
+    approvals=10,
+    revokes=30,
+    revoke_seconds=15,
+    burst=50,
+    sweep_sizes=(200, 500),
+    sweep_expired=50,
+    deadline_grants=30,
+    deadline_seconds=(10, 20),
+    lockdown_mix=Mix(sg=60, alb=20, haproxy=20),
 )
 
 
@@ -42,31 +55,44 @@ def timed(name: str, step: Callable[[], list[Row]]) -> list[Row]:
     return rows
 
 
-FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "memory")
+# In the order the table shows them; `deadline` runs on the main Stack, `lockdown` and `sweep` on Stacks of their own.
+FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "deadline", "lockdown", "memory")
 
 
-def main_stack_rows(plan: Plan, only: set[str]) -> list[Row]:
-    """Figures 1-4 and 6 against one Stack (1 web, 3 workers); the slash-command load runs last, then memory."""
-    world = World({"sl": 1, "ag": plan.approvals, "rv": plan.revokes, "bu": plan.burst})
+def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
+    """Figures 1-4, 7 and 6 against one Stack (1 web, 3 workers); the slash-command load runs last, then memory."""
+    pools = {"sl": 1, "ag": plan.approvals, "rv": plan.revokes, "bu": plan.burst, "dl": plan.deadline_grants}
+    world = World(pools)
     stack = Stack(policy=world.policy, webs=1, workers=3)
     world.stack = stack
-    rows: list[Row] = []
+    rows: dict[str, list[Row]] = {}
     with stack:
         if "approve" in only:
-            rows += timed("approve → granted", lambda: grants.approve_to_granted(stack, world, plan.approvals))
+            rows["approve"] = timed(
+                "approve → granted", lambda: grants.approve_to_granted(stack, world, plan.approvals)
+            )
             settle(stack)
         if "revoke" in only:
-            rows += timed("revoke lag", lambda: grants.revoke_lag(stack, world, plan.revokes, plan.revoke_seconds))
+            rows["revoke"] = timed(
+                "revoke lag", lambda: grants.revoke_lag(stack, world, plan.revokes, plan.revoke_seconds)
+            )
+            settle(stack)
+        if "deadline" in only:
+            shortest, longest = plan.deadline_seconds
+            rows["deadline"] = timed(
+                "revoke vs deadline",
+                lambda: deadline.revoke_deadline(stack, world, plan.deadline_grants, shortest, longest),
+            )
             settle(stack)
         if "burst" in only:
-            rows += timed("burst", lambda: grants.burst(stack, world, plan.burst))
+            rows["burst"] = timed("burst", lambda: grants.burst(stack, world, plan.burst))
             settle(stack)
         if "slash" in only:
             count, concurrency = plan.slash_requests, plan.slash_concurrency
-            rows[:0] = timed("slash commands", lambda: slash.slash_commands(stack, world, count, concurrency))
+            rows["slash"] = timed("slash commands", lambda: slash.slash_commands(stack, world, count, concurrency))
         if "memory" in only:
-            rows += memory.peak_memory(stack)
-    reset_moto()  # moto's state is global to this process; the sweep's Stack starts from nothing
+            rows["memory"] = memory.peak_memory(stack)
+    reset_moto()  # moto's state is global to this process; the next Stack starts from nothing
     return rows
 
 
@@ -84,11 +110,14 @@ def main(argv: list[str]) -> int:
         install_speedups()
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    rows = main_stack_rows(plan, only) if only - {"sweep"} else []
+    figures = main_stack_rows(plan, only) if only - {"sweep", "lockdown"} else {}
     if "sweep" in only:
-        sweep_rows = timed("sweep", lambda: sweep.sweeps(list(plan.sweep_sizes), plan.sweep_expired))
-        peaks = [row for row in rows if row.name.startswith("6.")]
-        rows = [row for row in rows if not row.name.startswith("6.")] + sweep_rows + peaks
+        figures["sweep"] = timed("sweep", lambda: sweep.sweeps(list(plan.sweep_sizes), plan.sweep_expired))
+        reset_moto()
+    if "lockdown" in only:
+        figures["lockdown"] = timed("lockdown", lambda: lockdown.lockdown(plan.lockdown_mix))
+        reset_moto()
+    rows = [row for name in FIGURES for row in figures.get(name, [])]
     mode = "quick" if args.quick else "full"
     moto = "stock moto" if args.stock_moto else "moto with bench/moto_view.py speed-ups"
     title = (

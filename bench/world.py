@@ -93,12 +93,12 @@ class World:
         self._next_host += 1
         return str(ipaddress.IPv4Address("10.0.0.0") + self._next_host)
 
-    def commands(self, pool: str, count: int, duration: str) -> list[str]:
-        """`/jit request` bodies spread round-robin over the pool's targets."""
+    def commands(self, pool: str, count: int, duration: str, start: int = 0) -> list[str]:
+        """`/jit request` bodies spread round-robin over the pool's targets, from its `start`-th request on."""
         pairs = self.targets[pool]
         return [
             command_body(REQUESTER, f"request {pairs[i % len(pairs)][0]} {duration} --ip {self.host()} bench {i}")
-            for i in range(count)
+            for i in range(start, start + count)
         ]
 
 

@@ -1,0 +1,193 @@
+"""Revokes against the deadline: when each grant's rule is gone at moto, against the end its approver gave it."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from bench.grants import log, ms
+from bench.load import LoadResult
+from bench.moto_view import MotoMeter, MotoView
+from bench.stats import Row, latency_row
+from bench.world import World, approve_bodies, card_timestamps, job_times, post, request_ids
+from devtools.stack import Stack
+
+POOL = "dl"
+STEP_S = 2  # one wave of approvals every STEP_S seconds, each wave's grants STEP_S seconds shorter
+POLL_S = 0.02  # how often moto's rules are looked at: a gone time is at most this late
+LEARN_S = 0.2  # how often new rules (and their lease ends) are looked for while grants are being applied
+
+
+@dataclass
+class Wave:
+    """Requests of one duration, approved together at `at` (epoch seconds)."""
+
+    duration_s: int
+    at: float = 0.0
+    ids: list[str] = field(default_factory=list)
+    clicks: LoadResult | None = None
+
+
+@dataclass
+class DeadlineWatch:
+    """Per request: its rule at moto, its lease end as the rule's tag says, and when the rule was first seen gone."""
+
+    rules: dict[str, str] = field(default_factory=dict)
+    ends: dict[str, float] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)
+
+    def learn(self, view: MotoView) -> None:
+        for request_id, rule in view.leases().items():
+            if request_id not in self.rules:
+                self.rules[request_id] = rule.rule_id
+                self.ends[request_id] = rule.ends_at.timestamp()
+
+    def note_gone(self, present: set[str], now: float) -> None:
+        for request_id, rule_id in self.rules.items():
+            if rule_id not in present and request_id not in self.gone:
+                self.gone[request_id] = now
+
+
+def waves_of(world: World, stack: Stack, count: int, shortest_s: int, longest_s: int) -> list[Wave]:
+    """File `count` requests in waves of decreasing duration (longest first), and wait for their approval cards."""
+    waves = [Wave(duration) for duration in range(longest_s, shortest_s - 1, -STEP_S)]
+    sizes = [count // len(waves) + (index < count % len(waves)) for index in range(len(waves))]
+    bodies, start = [], 0
+    for wave, size in zip(waves, sizes, strict=True):
+        bodies += world.commands(POOL, size, f"{wave.duration_s}s", start=start)
+        start += size
+    ids = request_ids(post(stack, bodies, concurrency=20))
+    start = 0
+    for wave, size in zip(waves, sizes, strict=True):
+        wave.ids, start = ids[start : start + size], start + size
+    return waves
+
+
+def approve_in_waves(stack: Stack, waves: list[Wave], cards: dict[str, str]) -> list[threading.Thread]:
+    """Approve wave k at t0 + k * STEP_S, each from a thread of its own, so that every grant ends near t0 + longest."""
+    t0 = time.time() + 1.0
+
+    def approve(wave: Wave) -> None:
+        time.sleep(max(0.0, wave.at - time.time()))
+        wave.clicks = post(stack, approve_bodies(wave.ids, cards), concurrency=len(wave.ids))
+
+    threads = []
+    for index, wave in enumerate(waves):
+        wave.at = t0 + index * STEP_S
+        threads.append(threading.Thread(target=approve, args=(wave,), name=f"wave-{index}", daemon=True))
+        threads[-1].start()
+    return threads
+
+
+def revoke_deadline(stack: Stack, world: World, count: int, shortest_s: int, longest_s: int) -> list[Row]:
+    """`count` grants ending within a few seconds of each other; for each, rule gone at moto - approved end.
+
+    The requests are filed with durations from `longest_s` down to `shortest_s`, STEP_S apart, and
+    approved in waves STEP_S apart, longest first: each grant's end (its grant time + its duration,
+    cut to the second) then falls near the same moment, and every grant is applied well before the
+    workers' revoke lead (JIT_REVOKE_LEAD + the revokes due in the next minute / JIT_REVOKE_RATE) opens.
+    """
+    waves = waves_of(world, stack, count, shortest_s, longest_s)
+    ids = [rid for wave in waves for rid in wave.ids]
+    cards = card_timestamps(stack, ids, timeout=60 + count / 10)
+    view = MotoView(world.group_ids(POOL))
+    watch = DeadlineWatch()
+    threads = approve_in_waves(stack, waves, cards)
+    last_wave = waves[-1].at
+    give_up = waves[0].at + longest_s + 60
+    learned_at = 0.0
+    with contextlib.ExitStack() as metering:
+        meter: MotoMeter | None = None
+        while time.time() < give_up:
+            now = time.time()
+            if len(watch.rules) < len(ids) and now - learned_at >= LEARN_S:
+                watch.learn(view)
+                learned_at = now
+            if meter is None and (len(watch.rules) == len(ids) or now > last_wave + 5):
+                meter = metering.enter_context(MotoMeter())  # from here on, moto's CPU is the revokes'
+                log(f"deadline: {len(watch.rules)}/{len(ids)} granted, {now - last_wave:.1f}s after the last wave")
+            watch.note_gone(view.rule_ids(), time.time())
+            if (
+                watch.rules
+                and len(watch.gone) == len(watch.rules)
+                and (len(watch.rules) == len(ids) or now > last_wave + 10)
+            ):
+                break
+            time.sleep(POLL_S)
+    for thread in threads:
+        thread.join()
+    bad_clicks = sum(1 for wave in waves for status in (wave.clicks.statuses if wave.clicks else []) if status != 200)
+    return deadline_rows(stack, watch, count, bad_clicks, meter)
+
+
+def deadline_rows(
+    stack: Stack, watch: DeadlineWatch, count: int, bad_clicks: int, meter: MotoMeter | None
+) -> list[Row]:
+    """The figure and its stages, from the watch and RQ's record of each `revoke-<id>` job."""
+    ends = watch.ends
+    differences = [ms(watch.gone[rid] - end) for rid, end in ends.items() if rid in watch.gone]
+    early = [-difference for difference in differences if difference <= 0]
+    late = sum(1 for difference in differences if difference > 0)
+    rq = redis.Redis.from_url(stack.redis.url)
+    queued_before_end, waited, working, after, enqueued = [], [], [], [], []
+    for request_id, end in ends.items():
+        job = job_times(rq, f"revoke-{request_id}")
+        gone = watch.gone.get(request_id)
+        if job.enqueued and job.started and job.ended and gone:
+            enqueued.append(job.enqueued)
+            queued_before_end.append(ms(end - job.enqueued))
+            waited.append(ms(job.started - job.enqueued))
+            working.append(ms(gone - job.started))
+            after.append(ms(job.ended - gone))
+    spread = max(ends.values(), default=0) - min(ends.values(), default=0)
+    gone_times = sorted(watch.gone.values())
+    rate = len(gone_times) / max(gone_times[-1] - gone_times[0], 1e-9) if len(gone_times) > 1 else 0.0
+    never = len(watch.rules) - len(watch.gone)
+    note = f"{len(ends)} grants, their ends in {spread + 1:.0f} whole second(s), 3 workers; {late} gone after their end"
+    if len(watch.rules) < count or never or bad_clicks:
+        note += f"; {count - len(watch.rules)} never seen granted, {never} never gone, {bad_clicks} clicks not 200"
+    moto = (
+        Row(
+            "   moto CPU while revoking",
+            f"{sum(meter.seconds.values()):.1f} s",
+            "",
+            meter.text(len(gone_times) or 1, "revoke"),
+        )
+        if meter is not None
+        else Row("   moto CPU while revoking", "not measured")
+    )
+    return [
+        latency_row("7. revoke vs deadline: rule gone - approved end", differences, "p99 <= 0", note),
+        latency_row(
+            "   access cut short (end - gone, if gone early)",
+            early,
+            note=f"{len(early)} of {len(differences)} gone by their end",
+        ),
+        latency_row(
+            "   revoke job queued before the end",
+            queued_before_end,
+            note="the lead: JIT_REVOKE_LEAD 2 s + grants ending in the next 60 s / JIT_REVOKE_RATE 15",
+        ),
+        Row(
+            "   revoke jobs queued, first → last",
+            f"{max(enqueued) - min(enqueued):.2f} s" if enqueued else "none",
+            "",
+            "enqueue_ended claims every due grant at once, then queues them one by one",
+        ),
+        latency_row("   revoke job waits in queue", waited),
+        latency_row("   job started → rule gone", working, note="worker: lock, describe by lease tag, revoke"),
+        latency_row(
+            "   rule gone → job ended", after, note="worker: read back, activity snapshot, record, audit, notice"
+        ),
+        Row(
+            "   revokes done per second",
+            f"{rate:.1f}/s",
+            "",
+            f"first to last rule gone: {gone_times[-1] - gone_times[0]:.1f} s" if len(gone_times) > 1 else "",
+        ),
+        moto,
+    ]
