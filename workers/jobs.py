@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -292,6 +293,52 @@ def _revoke_failed(rt: Runtime, request: AccessRequest, error: str) -> None:
     )
     if retries_left == 0:
         queue_notice(rt, request, Notice.REVOKE_FAILED, error=error)
+
+
+# --- lockdown ---------------------------------------------------------------------------------------
+
+
+def clear_spec(spec: str) -> str:
+    """A lockdown's first move on one grant spec: every object jit-lb holds there is removed, at once.
+
+    Each grant's own revoke job follows to record its end (it finds its objects gone, and verifies
+    that by reading them back). Objects that are not jit-lb's to judge (an anomaly, no lease on an
+    AWS object) are left alone, as the sweep leaves them.
+    """
+    rt = current().rt
+    if rt.store.lockdown() is None:
+        return "no lockdown"
+    grant_spec = parse_grant_spec(json.loads(spec))
+    provider = provider_for(grant_spec, rt.store.redis, rt.policy)
+    try:
+        objects = provider.list_managed()
+    except ProviderError as err:
+        log.error("lockdown could not list a load balancer; its grants' revoke jobs try again", error=str(err))
+        return "unreachable"
+    removed = 0
+    for obj in objects:
+        if obj.anomaly or not (obj.leases or provider.owns_unleased):
+            continue
+        try:
+            with rt.store.lock(obj.scope or f"{grant_spec.kind}:{obj.ref}"):
+                deleted = provider.drop(obj, obj.request_ids(), fresh=True)
+        except ProviderError as err:
+            log.error("lockdown could not remove an object; its revoke job tries again", object=obj.ref, error=str(err))
+            continue
+        removed += int(deleted)
+        rt.audit.record(
+            "sweep.removed",
+            actor="system",
+            target=None,
+            kind=grant_spec.kind,
+            object=obj.ref,
+            description=obj.description,
+            leases_dropped=sorted(obj.request_ids()),
+            why="lockdown",
+            deleted=deleted,
+            must=True,
+        )
+    return f"{removed} removed"
 
 
 # --- pending expiry -----------------------------------------------------------------------------

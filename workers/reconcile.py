@@ -6,6 +6,7 @@ to do they queue as jobs, each claimed once in the store so that many loops queu
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
-from workers.jobs import expire_request, extend_access, finish_revoke, grant_access, revoke_access
+from workers.jobs import clear_spec, expire_request, extend_access, finish_revoke, grant_access, revoke_access
 from workers.judge import GRACE, applied_spec, lease_verdict, longest_grant
 from workers.notices import Notice, announce_review, queue_notice
 from workers.providers.base import ManagedObject, Provider, ProviderError
@@ -31,6 +32,7 @@ log = structlog.get_logger("jit_lb.reconcile")
 
 STUCK_APPROVED = timedelta(seconds=15)  # an approved request not granted by then lost its job
 ENDED_HOLD = 3600  # seconds one end's revoke is not queued again; enqueue_due retries a lost or failed one sooner
+LOCKDOWN_HOLD = 3600  # a lockdown's job is queued once (a slow queue must not run it twice)
 LOOKAHEAD = timedelta(seconds=60)  # the furthest ahead of its end a revoke is queued
 REPORT_EVERY = 86400  # seconds between two reports of the same object the sweep leaves alone
 
@@ -268,11 +270,20 @@ def enforce_lockdown(now: datetime | None = None) -> int:
     if lockdown is None:
         return 0
     now = now or utcnow()
+    stamp = int(lockdown.at.timestamp())
+    open_requests = rt.store.open_requests()
     acted = 0
-    for request in rt.store.open_requests():
+    # First, at once and side by side: one job a grant spec removes every object jit-lb holds there.
+    for spec in _specs_to_sweep(rt, open_requests):
+        record = json.dumps(spec_record(spec), sort_keys=True)
+        digest = hashlib.sha256(record.encode()).hexdigest()[:16]
+        acted += _enqueue_once(rt, f"clear-{digest}-{stamp}", clear_spec, record, hold=LOCKDOWN_HOLD)
+    # Then each grant's own revoke records its end (verified by reading its objects back) and tells people.
+    for request in open_requests:
         if request.status is Status.GRANTED:
-            job_id = f"revoke-lockdown-{request.id}"
-            acted += _enqueue_once(rt, job_id, revoke_access, request.id, EndReason.LOCKDOWN.value, lockdown.by)
+            job_id = f"revoke-lockdown-{request.id}-{stamp}"
+            args = (request.id, EndReason.LOCKDOWN.value, lockdown.by)
+            acted += _enqueue_once(rt, job_id, revoke_access, *args, hold=LOCKDOWN_HOLD)
         elif request.status in {Status.PENDING, Status.APPROVED}:
             acted += _close_for_lockdown(rt, request, now)
     return acted
@@ -307,6 +318,8 @@ def end_idle(now: datetime | None = None) -> int:
     judged again next time, never guessed: access then ends at its end, as without `idle_timeout`.
     """
     rt = current().rt
+    if not any(target.idle_timeout for target in rt.policy.targets.values()):
+        return 0  # nothing to watch: no read of the open requests every second
     now = now or utcnow()
     ended = 0
     for request in rt.store.open_requests():

@@ -92,7 +92,8 @@ async def test_lockdown_ends_everything_refuses_and_lifts(emergency: World) -> N
     assert "only an admin" in await world.ask("U0DEV1", "lockdown on because")
     assert "Lockdown on" in await world.ask("U0ADMIN", "lockdown on suspected credential leak")
     assert "since" in await world.ask("U0DEV1", "lockdown status")
-    assert reconcile.enforce_lockdown() == 2
+    # One clearing job for each of the policy's two grant specs, a revoke for the grant, a cancel for the pending.
+    assert reconcile.enforce_lockdown() == 4
     world.work()
 
     assert world.rules_of(granted.id) == []
