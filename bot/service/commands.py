@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from bot.messages import blocks, views
-from bot.service.common import Reply, enqueue, tell, utcnow
+from bot.service.common import RECONCILE, Reply, enqueue, tell, utcnow
 from bot.service.mfa import MfaService
 from jit_lb.access import commands, requests
 from jit_lb.access.commands import (
@@ -303,8 +303,12 @@ class CommandService:
             already = store.start_lockdown(user, self.clock(), parsed.reason)
             if already is not None:
                 return Reply(blocks.lockdown_status_text(already))
-            # It goes ahead whatever the log does: it only takes access away. The workers end every grant.
+            # It goes ahead whatever the log does: it only takes access away. The workers end every grant: their
+            # loops look every second, and this job starts them now.
             self.rt.audit.record("lockdown.started", actor=user, target=None, why=parsed.reason, must=True)
+            enqueue(
+                self.rt.queue, "enforce_lockdown", job_id=f"lockdown-{int(self.clock().timestamp())}", module=RECONCILE
+            )
             return Reply(blocks.lockdown_started_text(user, parsed.reason))
         current = store.lockdown()
         if current is None:

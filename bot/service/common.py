@@ -21,6 +21,7 @@ log = structlog.get_logger("jit_lb.service")
 # The web reaches the workers only through the queue, by job name: it never imports them.
 JOBS = "workers.jobs."
 NOTICES = "workers.notices."
+RECONCILE = "workers.reconcile."
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def enqueue(queue: Queue, job: str, *args: str, job_id: str) -> bool:
-    """Queue a worker job; False when Redis refused, which the caller's fallback covers."""
+def enqueue(queue: Queue, job: str, *args: str, job_id: str, module: str = JOBS) -> bool:
+    """Queue a worker job by its name; False when Redis refused, which the caller's fallback covers."""
     try:
-        queue.enqueue(JOBS + job, *args, job_id=job_id)
+        queue.enqueue(module + job, *args, job_id=job_id)
     except RedisError as err:
         log.error("could not queue a job", job=job, job_id=job_id, error=str(err))
         return False
