@@ -265,3 +265,15 @@ def test_dropping_a_lease_keeps_an_odd_rule_as_it_was(moto: MotoServer, spec: Se
     [rule] = ingress(moto, spec)
     assert (rule["SecurityGroupRuleId"], rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == (odd, "udp", 22, 22)
     assert "jit-lb jit-kkkkkk until" in rule["Description"]
+
+
+def test_drop_all_removes_many_rules_and_survives_one_gone_already(moto: MotoServer, spec: SecurityGroupGrant) -> None:
+    """A lockdown's batch delete removes every listed rule, even when one of them was removed meanwhile."""
+    provider = SecurityGroupProvider(spec)
+    for index in range(6):
+        provider.apply(order(spec, f"jit-aaaaa{index}", cidr=f"203.0.113.{10 + index}/32"))
+    objects = provider.list_managed()
+    assert len(objects) == 12
+    provider.drop(objects[0], objects[0].request_ids(), fresh=True)  # a revoke job got there first
+    assert provider.drop_all(objects) == 12
+    assert ingress(moto, spec) == []

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from jit_lb.access.policy import ListenerRuleGrant
 from jit_lb.access.requests import Use
 from workers.providers import aws, leases
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError, drop_each
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -183,6 +183,9 @@ class ListenerRuleProvider:
                     described.get("TargetHealth", {}).get("State", "unknown")
                 )
         return entries
+
+    def drop_all(self, objects: list[ManagedObject]) -> int:
+        return drop_each(self, objects)
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         rule = self._rule(obj.ref)

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from jit_lb.access.policy import IamPolicyGrant
 from jit_lb.access.requests import Use
 from workers.providers import aws, leases
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError, drop_each
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -251,6 +251,9 @@ class IamPolicyProvider:
     def use_of(self, cidr: str) -> Use | None:
         """Not counted: an IAM grant has no source to count (CloudTrail records its calls; see the README)."""
         return None
+
+    def drop_all(self, objects: list[ManagedObject]) -> int:
+        return drop_each(self, objects)
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         if obj.request_ids() - request_ids:

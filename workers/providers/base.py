@@ -117,6 +117,11 @@ class Provider(Protocol):
         """One managed object as the load balancer has it now, by its ref; None when it is gone or not ours."""
         ...
 
+    def drop_all(self, objects: list[ManagedObject]) -> int:
+        """Remove these objects outright, every lease on them (a lockdown), as few calls as the load balancer
+        allows; returns how many are gone."""
+        ...
+
     def objects_for(self, request_id: str) -> list[ManagedObject] | None:
         """The objects holding a lease for that request by a query of the provider's own, or None without one."""
         ...
@@ -157,3 +162,8 @@ def objects_of(provider: Provider, request_id: str) -> list[ManagedObject]:
     if found:
         return found
     return [obj for obj in provider.list_managed() if request_id in obj.request_ids()]
+
+
+def drop_each(provider: Provider, objects: list[ManagedObject]) -> int:
+    """`drop_all` for a load balancer that removes one object a call."""
+    return sum(provider.drop(obj, obj.request_ids(), fresh=True) for obj in objects)

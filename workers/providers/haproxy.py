@@ -46,7 +46,7 @@ from jit_lb.access.policy import HaproxyAclGrant
 from jit_lb.access.requests import Use
 from jit_lb.access.store import haproxy_book_key
 from workers.providers import leases
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError, drop_each
 
 KIND = "haproxy_acl"
 # Connecting, and each wait for the next bytes of an answer.
@@ -415,6 +415,9 @@ class HaproxyAclProvider:
                 f"the `stick-table` the frontend tracks sources in (`http-request track-sc0 src table {table}`); {have}"
             )
         return tables[table].strip()
+
+    def drop_all(self, objects: list[ManagedObject]) -> int:
+        return drop_each(self, objects)
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         pattern = cidr_pattern(obj.ref)
