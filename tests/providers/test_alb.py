@@ -319,3 +319,15 @@ def test_a_lease_with_a_bad_request_id_is_an_anomaly_not_an_error(
     moto.client("elbv2").add_tags(ResourceArns=[obj.ref], Tags=[{"Key": "jit-lb:lease:JIT AAA", "Value": "soon"}])
     [listed] = provider.list_managed()
     assert listed.anomaly == "a lease names `JIT AAA`, not a request id"
+
+
+def test_drop_all_deletes_every_listed_rule(moto: MotoServer, alb: Alb, spec: ListenerRuleGrant) -> None:
+    """A lockdown's delete removes each rule once, without reading it again; one deleted meanwhile is no error."""
+    provider = ListenerRuleProvider(spec)
+    for index in range(3):
+        provider.apply(order(spec, f"jit-aaaaa{index}", cidr=f"203.0.113.{10 + index}/32"))
+    objects = provider.list_managed()
+    assert len(objects) == 3
+    moto.client("elbv2").delete_rule(RuleArn=objects[0].ref)
+    assert provider.drop_all(objects) == 3
+    assert provider.list_managed() == []

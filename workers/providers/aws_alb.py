@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from jit_lb.access.policy import ListenerRuleGrant
 from jit_lb.access.requests import Use
 from workers.providers import aws, leases
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError, drop_each
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -185,7 +185,11 @@ class ListenerRuleProvider:
         return entries
 
     def drop_all(self, objects: list[ManagedObject]) -> int:
-        return drop_each(self, objects)
+        """Delete each rule just listed without reading it again (a lockdown: one DeleteRule a rule, not three)."""
+        for obj in objects:
+            with self._errors("elasticloadbalancing:DeleteRule", passing=_GONE):
+                self.elbv2.delete_rule(RuleArn=obj.ref)
+        return len(objects)
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         rule = self._rule(obj.ref)
