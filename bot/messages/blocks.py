@@ -352,6 +352,9 @@ def denied_blocks(request: AccessRequest) -> Blocks:
 
 
 def cancelled_text(request: AccessRequest) -> str:
+    if request.decided_by in {None, "system"}:
+        why = f": {escape(clip(request.failure, _MAX_LINE))}" if request.failure else ""
+        return f":wastebasket: `{request.id}` (`{request.target}`) was cancelled{why}."
     return f":wastebasket: <@{request.decided_by}> withdrew `{request.id}` (`{request.target}`)."
 
 

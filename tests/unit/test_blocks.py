@@ -280,3 +280,13 @@ def test_capped_keeps_fifty_blocks_and_says_how_many_were_left_out() -> None:
     capped = blocks.capped(many)
     assert_valid(capped)
     assert (len(capped), capped[-1]["elements"][0]["text"]) == (50, "… and 31 more blocks not shown")
+
+
+def test_a_cancellation_names_who_or_why() -> None:
+    """Withdrawn by its requester, the thread names them; cancelled by jit-lb (a lockdown), it says why."""
+    assert "<@U0DEV1> withdrew `jit-abcdef`" in blocks.cancelled_text(
+        requests.cancel(pending(), "withdrawn", NOW, by="U0DEV1")
+    )
+    by_lockdown = blocks.cancelled_text(requests.cancel(pending(), "cancelled by the lockdown", NOW))
+    assert "was cancelled: cancelled by the lockdown" in by_lockdown
+    assert "<@system>" not in by_lockdown
