@@ -26,6 +26,7 @@ from jit_lb.access.commands import (
 )
 from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import (
+    LOCKED,
     AuditUnavailableError,
     CommandError,
     NotFoundError,
@@ -38,7 +39,6 @@ from jit_lb.access.store import LimitError
 from jit_lb.runtime import Runtime
 
 # What a command may fail with and still be answered: Redis or the audit log away, or a refusal.
-LOCKED = "jit-lb is locked down: no new access until an admin lifts it (`/jit lockdown status` says who and why)"
 LIST_LIMIT = 25  # lines of `/jit list`; the rest are counted
 
 FAILURES = (StoreUnavailableError, AuditUnavailableError, CommandError, NotFoundError, LimitError)
@@ -82,14 +82,13 @@ class CommandService:
         expired by every worker's loop.
         """
         policy, store = self.rt.policy, self.rt.store
-        if await store.lockdown_async():
-            raise CommandError(LOCKED)  # every way in (command, form, after a code) comes through here
         build = commands.build_request(policy, user, parsed, self.clock(), channel, self.rt.approvers.directory.members)
         target = policy.targets[parsed.target]
         if target.require_mfa and not mfa:
             if await asyncio.to_thread(self.mfa.due, user, target):
                 return await asyncio.to_thread(self._step_up_request, user, parsed, channel)
             mfa = True  # proven within the window: the request counts as made with MFA
+        # Every way in (command, form, after a code) comes through here; the store refuses it in a lockdown.
         request = await store.create_async(_with_mfa(build) if mfa else build, policy.limits.pending_per_user)
         try:
             await self.rt.audit.request_event_async(

@@ -3,6 +3,7 @@
 JitError                   base; its message is meant for a person
 ├── PolicyError            the policy file is invalid (raised at start)
 ├── CommandError           a `/jit` command was refused (bad text, not allowed, out of range)
+│   └── LockdownError      ...because a lockdown is on
 ├── ApprovalError          a button click did not count
 ├── TransitionError        a request is not in a state that allows the change
 ├── NotFoundError          no such request
@@ -43,3 +44,10 @@ class StoreUnavailableError(JitError):
 
 class AuditUnavailableError(JitError):
     """The audit log cannot be written; the act it would record does not happen."""
+
+
+LOCKED = "jit-lb is locked down: no new access until an admin lifts it (`/jit lockdown status` says who and why)"
+
+
+class LockdownError(CommandError):
+    """A request was refused because a lockdown is on."""

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from jit_lb.access.errors import JitError, NotFoundError, StoreUnavailableError, TransitionError
+from jit_lb.access.errors import LOCKED, JitError, LockdownError, NotFoundError, StoreUnavailableError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status, new_request_id
 
 PREFIX = "jit:"
@@ -42,9 +42,10 @@ _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the au
 Transition = Callable[[AccessRequest], AccessRequest]
 Record = Callable[[AccessRequest, AccessRequest], None]
 
-# A new request and its indexes (what _index writes for a pending one), in one round trip, only if the id
-# is free and its requester has fewer than ARGV[5] pending requests; the index forgets what history has.
+# A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
+# on, the id is free and its requester has fewer than ARGV[5] pending requests; the index forgets what history has.
 _CREATE = """
+if redis.call('EXISTS', KEYS[6]) == 1 then return -2 end
 if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then return -1 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
@@ -126,7 +127,7 @@ def connect_async(url: str) -> redis.asyncio.Redis:
 def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str], list[str | float]]:
     """KEYS and ARGV of the _CREATE script for a new (pending) request."""
     assert request.status is Status.PENDING, "only a pending request is created"
-    keys = [_REQUEST + request.id, *_CREATE_KEYS, _USER_PENDING + request.requester]
+    keys = [_REQUEST + request.id, *_CREATE_KEYS, _USER_PENDING + request.requester, _LOCKDOWN]
     args: list[str | float] = [
         request.model_dump_json(),
         request.id,
@@ -140,6 +141,8 @@ def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str],
 
 def _created(answer: object, request: AccessRequest, pending_limit: int) -> bool:
     """Read the _CREATE script's answer: True when stored, False when the id was taken."""
+    if answer == -2:
+        raise LockdownError(LOCKED)
     if answer == -1:
         raise LimitError(
             f"you already have {pending_limit} pending request(s), the most the policy allows; wait for a decision, "
@@ -323,13 +326,6 @@ class RequestStore:
         if "at" not in fields:
             return None
         return Lockdown(fields.get("by", "?"), datetime.fromisoformat(fields["at"]), fields.get("reason", ""))
-
-    async def lockdown_async(self) -> bool:
-        """Whether a lockdown is on, for the event loop (one EXISTS)."""
-        if self._url is None:
-            return self.lockdown() is not None
-        with reachable():
-            return bool(await self._async_client().exists(_LOCKDOWN))
 
     def review_due(self, request_id: str, at: datetime) -> None:
         with reachable():
