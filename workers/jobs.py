@@ -18,7 +18,7 @@ from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
 from workers.judge import GRACE, applied_spec, grant_refusal
-from workers.leasing import holds_lease, order_of, release, roll_back
+from workers.leasing import holds_lease, order_of, record_removed, release, roll_back
 from workers.notices import Notice, queue_notice, warn_expiry
 from workers.providers.base import ProviderError
 from workers.providers.registry import provider_for
@@ -323,18 +323,7 @@ def clear_spec(spec: str) -> str:
         log.error("lockdown could not remove objects; their revoke jobs try again", error=str(err))
         return "failed"
     for obj in ours:
-        rt.audit.record(
-            "sweep.removed",
-            actor="system",
-            target=None,
-            kind=grant_spec.kind,
-            object=obj.ref,
-            description=obj.description,
-            leases_dropped=sorted(obj.request_ids()),
-            why="lockdown",
-            deleted=True,
-            must=True,
-        )
+        record_removed(rt, grant_spec.kind, obj, sorted(obj.request_ids()), "lockdown", True)
     return f"{removed} removed"
 
 

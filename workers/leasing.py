@@ -1,4 +1,4 @@
-"""What a job does at the load balancer under its scope lock: take a grant back, release it and verify."""
+"""What a job does at the load balancer under its scope lock: take a grant back, release it, verify, record it."""
 
 from __future__ import annotations
 
@@ -72,3 +72,21 @@ def release(
         after = [provider.read(ref) for ref in sorted(refs)]
         verified = bool(refs) and all(obj is None or order.request_id not in obj.request_ids() for obj in after)
     return removed, verified, dropped
+
+
+def record_removed(
+    rt: Runtime, kind: str, obj: ManagedObject, dropped: list[str], why: str | dict[str, str], deleted: bool
+) -> None:
+    """The record of an object the sweep or a lockdown removed (or whose leases it dropped): kept whatever the log."""
+    rt.audit.record(
+        "sweep.removed",
+        actor="system",
+        target=None,
+        kind=kind,
+        object=obj.ref,
+        description=obj.description,
+        leases_dropped=dropped,
+        why=why,
+        deleted=deleted,
+        must=True,
+    )

@@ -24,6 +24,7 @@ from workers import activity
 from workers.context import current
 from workers.jobs import clear_spec, expire_request, extend_access, finish_revoke, grant_access, revoke_access
 from workers.judge import GRACE, applied_spec, lease_verdict, longest_grant
+from workers.leasing import record_removed
 from workers.notices import Notice, announce_review, queue_notice
 from workers.providers.base import ManagedObject, Provider, ProviderError
 from workers.providers.registry import provider_for, specs_of
@@ -179,18 +180,8 @@ def _sweep_objects(
             log.error("sweep could not remove an object; the next sweep tries again", object=obj.ref, error=str(err))
             continue
         removed += int(deleted)
-        rt.audit.record(
-            "sweep.removed",
-            actor="system",
-            target=None,
-            kind=spec.kind,
-            object=obj.ref,
-            description=obj.description,
-            leases_dropped=sorted(verdicts),
-            why=verdicts or "no lease backs it, in a place only jit-lb writes",
-            deleted=deleted,
-            must=True,
-        )
+        because = verdicts or "no lease backs it, in a place only jit-lb writes"
+        record_removed(rt, spec.kind, obj, sorted(verdicts), because, deleted)
         for request_id in verdicts:
             ended.setdefault(request_id, []).append(obj)
     for request_id, objs in ended.items():
