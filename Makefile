@@ -1,10 +1,11 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv by itself.
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv by itself and first makes sure
+# the Debian packages they start privately are installed (devtools/ensure-packages.sh: installs as root, else says what to run).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck docs check bench packages clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,19 +13,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m devtools.demo
+packages:
+	@sh devtools/ensure-packages.sh
 
-test: $(STAMP)
-	$(PY) -m pytest
+demo: $(STAMP) packages
+	PATH="$$PATH:/usr/sbin" $(PY) -m devtools.demo
+
+test: $(STAMP) packages
+	PATH="$$PATH:/usr/sbin" $(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-# What CI runs: lint (with the import contracts), the type check, then the tests.
-check: lint typecheck test
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link, anchor or a page left out of the
+# nav fails. Not --quiet: it hides the warnings --strict counts. NO_MKDOCS_2_WARNING: no banner in every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# What CI runs: lint (with the import contracts), the type check, the docs, then the tests.
+check: lint typecheck docs test
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -33,4 +42,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
