@@ -121,4 +121,4 @@ def serve(settings: Settings) -> None:
     # of the collector's sight, a full collection under load takes ~1 ms instead of ~40 ms that every answer waits.
     gc.freeze()
     # No access log: bot/http.py logs each refusal, and the audit log records each command and click.
-    web.run_app(server, host="0.0.0.0", port=settings.port, print=None, access_log=None)  # noqa: S104 - CONTRACT §1 serves on all interfaces
+    web.run_app(server, host="0.0.0.0", port=settings.port, print=None, access_log=None)  # noqa: S104 - web serves on all interfaces (docs/deployment.md)

@@ -70,7 +70,7 @@ def decoded(value: Any) -> Any:
 
 
 # --- Block Kit, checked as Slack checks it ----------------------------------------------------------
-# Limits from Slack's Block Kit reference (api.slack.com/reference/block-kit) and CONTRACT §5. Slack refuses
+# Limits from Slack's Block Kit reference (api.slack.com/reference/block-kit). Slack refuses
 # the whole message (`invalid_blocks`) or view (`invalid_arguments`) when any one is broken.
 
 MAX_MESSAGE_BLOCKS = 50

@@ -1,4 +1,4 @@
-"""Process settings from the environment (CONTRACT §2), validated once at start."""
+"""Process settings from the environment (docs/deployment.md), validated once at start."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class SettingsError(JitError):
 
 
 class Settings(BaseSettings):
-    """Every variable of CONTRACT §2; names are the variables' own, case-insensitive."""
+    """Every variable in docs/deployment.md (Environment); names are the variables' own, case-insensitive."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
 

@@ -1,4 +1,4 @@
-"""What happened during a session (CONTRACT §11): snapshots when a grant is applied and when it ends, compared.
+"""What happened during a session (docs/policy.md): snapshots when a grant is applied and when it ends, compared.
 
 A snapshot is what a provider reads around the target (`Provider.snapshot`: the security group's other
 rules, the ALB's listener, rules, attributes and target groups, the IAM role's other policies, HAProxy's
@@ -145,7 +145,7 @@ def _use_during(start: Snapshot | None, end: Snapshot) -> tuple[Use | None, str 
 
 
 def audit_fields(activity: Activity) -> dict[str, Any]:
-    """The fields of a `grant.activity` record (CONTRACT §7, §11); fields that are None are left out by the log."""
+    """The fields of a `grant.activity` record (docs/auditors.md, docs/policy.md); None fields are left out."""
     fields: dict[str, Any] = {
         "changes": None if activity.changes is None else [change.model_dump() for change in activity.changes],
         "changes_left_out": activity.changes_left_out or None,

@@ -1,4 +1,4 @@
-"""What is judged before access is given or kept (CONTRACT §6): approvals again at grant time, and markers.
+"""What is judged before access is given or kept (docs/operating.md): approvals again at grant time, and markers.
 
 A lease whose request Redis knows is judged by Redis's word: it is over when the request is no
 longer granted, or its end (plus GRACE, the grant's own revoke job's turn) has passed. A lease
@@ -52,7 +52,7 @@ def lease_verdict(lease_end: datetime, request: AccessRequest | None, now: datet
 def grant_refusal(
     policy: Policy, approvers: Approvers, request: AccessRequest, target: Target | None, now: datetime
 ) -> str | None:
-    """Why an approved request may not be applied under today's policy (CONTRACT §6); None when it may.
+    """Why an approved request may not be applied under today's policy (docs/policy.md); None when it may.
 
     Its target must still be there and its requester still allowed to ask; its approvals count
     only from people who still approve the target, and only if they are younger than `pending_ttl`.

@@ -25,7 +25,7 @@ _OUTCOME = {
     Status.CANCELLED: ":heavy_multiplication_x: Cancelled",
 }
 
-# Slack's Block Kit limits (CONTRACT §5): past any one of them Slack refuses the whole message (invalid_blocks).
+# Slack's Block Kit limits: past any one of them Slack refuses the whole message (invalid_blocks).
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_FIELD_TEXT = 2000
@@ -423,7 +423,7 @@ MAX_CHANGES_SHOWN = 30  # changes a summary lists before "… and N more"; the a
 
 
 def activity_blocks(request: AccessRequest) -> Blocks:
-    """What happened during the session (CONTRACT §11): what changed at the load balancer, and the source's use.
+    """What happened during the session (docs/policy.md): what changed at the load balancer, and the source's use.
 
     Changes quote the load balancer (rule descriptions, policy and server names other people chose), so
     they are plain_text, as typed text is; up to MAX_CHANGES_SHOWN, then "… and N more".

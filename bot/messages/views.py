@@ -1,4 +1,4 @@
-"""Modals and the App Home as Block Kit views: pure builders of domain state, tested as dicts (CONTRACT §5)."""
+"""Modals and the App Home as Block Kit views: pure builders of domain state, tested as dicts."""
 
 from __future__ import annotations
 

@@ -243,7 +243,7 @@ class CommandService:
         return reply
 
     def breakglass(self, user: str, parsed: BreakGlassCommand, mfa: bool = False) -> Reply:
-        """Emergency access without approval (CONTRACT §10): applied at once, announced, reviewed afterwards."""
+        """Emergency access without approval (docs/operating.md): applied at once, announced, reviewed afterwards."""
         policy = self.rt.policy
         rules = policy.break_glass
         if self.rt.store.lockdown() is not None:

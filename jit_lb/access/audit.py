@@ -1,4 +1,4 @@
-"""The audit log: one JSON object a line, appended by one writer a process, failing closed (CONTRACT §7).
+"""The audit log: one JSON object a line, appended by one writer a process, failing closed (docs/auditors.md).
 
 A record that cannot be written stops the act it records (`AuditUnavailableError`), except the
 records of acts that take access away (`must=True`: revokes, expiries, refusals): those are kept
@@ -41,7 +41,7 @@ from jit_lb.access.requests import AccessRequest
 
 log = structlog.get_logger("jit_lb.audit")
 
-CHECKPOINT_SECONDS = 300.0  # CONTRACT §7: a checkpoint every 5 minutes, and one when the process stops
+CHECKPOINT_SECONDS = 300.0  # docs/auditors.md: a checkpoint every 5 minutes, and one when the process stops
 HEAD_SAVE_SECONDS = 1.0  # a chain's head is saved beside the log at most this often (and at rotation and stop)
 SHORT_KEY = 16  # characters; a shorter JIT_AUDIT_KEY is accepted, with a warning
 

@@ -1,4 +1,4 @@
-"""The audit log's hash chain (CONTRACT §7): canonical JSON, a record's hash, and where a process keeps its head.
+"""The audit log's hash chain (docs/auditors.md): canonical JSON, a record's hash, and where a process keeps its head.
 
 Every record carries `chain`, `seq`, `prev` and `hash`; `hash` is the hex HMAC-SHA256 (with JIT_AUDIT_KEY) or
 SHA-256 (without) of the record's canonical JSON without `hash`. The writer (audit.py) and the auditor's tools

@@ -1,4 +1,4 @@
-"""The `/jit` grammar (CONTRACT §3): command text in, a typed command or a CommandError out."""
+"""The `/jit` grammar (docs/command-and-slack.md): command text in, a typed command or a CommandError out."""
 
 from __future__ import annotations
 

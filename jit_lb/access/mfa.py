@@ -1,4 +1,4 @@
-"""Step-up MFA (CONTRACT §9): TOTP enrolments kept encrypted, codes checked once, lockouts, the proof's window.
+"""Step-up MFA (docs/command-and-slack.md): TOTP enrolments encrypted, codes checked once, lockouts, the proof's window.
 
 TOTP is RFC 6238 as every authenticator app reads it (SHA-1, 6 digits, 30-second steps), checked
 with `pyotp`, one step either side for clock drift, time as a parameter. A code is accepted once:

@@ -168,7 +168,7 @@ class HaproxyAclGrant(_Model):
     runtime_api: str = Field(pattern=r"^(unix:/.+|tcp:[^:]+:\d{1,5})$")
     acl: str = Field(min_length=1)
     # The stick table the frontend tracks sources in (`http-request track-sc0 src table <name>`): the
-    # grantee's use is read from it (CONTRACT §10, §11). A proxy name, as HAProxy spells one.
+    # grantee's use is read from it (docs/operating.md, docs/policy.md). A proxy name, as HAProxy spells one.
     stick_table: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
 
     @model_serializer(mode="wrap")
@@ -218,7 +218,7 @@ class Target(_Model):
     reason_pattern: str | None = None
     reason_hint: str | None = Field(default=None, max_length=200)
     deny_reason: Literal["none", "optional", "required"] = "none"
-    require_mfa: bool = False  # requester and approvers step up with a one-time code (CONTRACT §9)
+    require_mfa: bool = False  # requester and approvers step up with a one-time code (docs/command-and-slack.md)
     idle_timeout: Duration | None = None  # haproxy_acl with a stick_table only: end a grant unused this long
     allow_requester_ip: bool = False
     allow_private_ip: bool = False
@@ -301,7 +301,7 @@ class Target(_Model):
 
 
 class MfaRules(_Model):
-    """How step-ups work (CONTRACT §9): how long a code proves a person, and when wrong codes lock them out."""
+    """How step-ups work (docs/command-and-slack.md): how long a code proves a person, when bad codes lock them out."""
 
     window: Duration = timedelta(minutes=5)
     lockout_after: int = Field(default=5, ge=1, le=100)
@@ -309,7 +309,7 @@ class MfaRules(_Model):
 
 
 class BreakGlass(_Model):
-    """Emergency access without approval (CONTRACT §10): who, on which targets, how long, reviewed by when."""
+    """Emergency access without approval (docs/operating.md): who, on which targets, how long, reviewed by when."""
 
     users: list[str] = Field(min_length=1)
     targets: list[str] | None = None  # default: every target
@@ -343,7 +343,7 @@ class Freeze(_Model):
 
 
 class Limits(_Model):
-    """How much one person may ask for: refusals past them are audited in summary (CONTRACT §3)."""
+    """How much one person may ask for: refusals past them are audited in summary (docs/command-and-slack.md)."""
 
     pending_per_user: int = Field(default=3, ge=1, le=10_000)
     commands_per_minute: int = Field(default=20, ge=1, le=100_000)

@@ -19,7 +19,7 @@ ID_PATTERN = r"^jit-[23456789abcdefghjkmnpqrstuvwxyz]{6}$"
 
 
 class Status(StrEnum):
-    """Where a request stands; see CONTRACT §6."""
+    """Where a request stands; see docs/index.md (How it works)."""
 
     PENDING = "pending"
     APPROVED = "approved"
@@ -36,7 +36,7 @@ class Status(StrEnum):
 
 
 class EndReason(StrEnum):
-    """Why a grant ended (CONTRACT §6)."""
+    """Why a grant ended (docs/auditors.md: `grant.revoked`'s `reason`)."""
 
     EXPIRED = "expired"  # its time ran out
     REVOKED = "revoked"  # a person ended it
@@ -93,7 +93,7 @@ class Use(BaseModel):
 
 
 class Snapshot(BaseModel):
-    """A target's surroundings at the load balancer at one moment, less jit-lb's own objects (CONTRACT §11).
+    """A target's surroundings at the load balancer at one moment, less jit-lb's own objects (docs/policy.md).
 
     `entries` maps what (a rule, an attribute, a server) to its state, in words; see workers/activity.py
     for the caps. What could not be read says why (`unreadable`, `use_unreadable`) rather than guess.
@@ -120,7 +120,7 @@ class Change(BaseModel):
 
 
 class Activity(BaseModel):
-    """What happened during a session (CONTRACT §11): the changes around the target, and the source's use."""
+    """What happened during a session (docs/policy.md): the changes around the target, and the source's use."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -171,7 +171,7 @@ class AccessRequest(BaseModel):
     object_refs: tuple[str, ...] = ()
     removed_objects: tuple[str, ...] = ()
     verified: bool | None = None
-    # What surrounded the target when the grant was applied, and what happened during it (CONTRACT §11).
+    # What surrounded the target when the grant was applied, and what happened during it (docs/policy.md).
     start_snapshot: Snapshot | None = None
     activity: Activity | None = None
     extension: Extension | None = None  # the one awaiting approval, if any

@@ -1,1 +1,1 @@
-"""The auditor's tools over audit log files alone (CONTRACT §8): `verify` the chains, `who` had access, `report`."""
+"""The auditor's tools over audit log files alone (docs/auditors.md): `verify` chains, `who` had access, `report`."""

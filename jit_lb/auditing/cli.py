@@ -1,4 +1,4 @@
-"""`python -m bot audit verify|who|report FILE…` (CONTRACT §8): the auditor's commands, run where the files are.
+"""`python -m bot audit verify|who|report FILE…` (docs/auditors.md): the auditor's commands, run where the files are.
 
 Exit status: 0 the answer (for verify: every chain whole), 1 verify found something wrong, 2 the command
 could not run (a bad argument, a file that cannot be read).

@@ -1,4 +1,4 @@
-"""What each provider reads around a target (CONTRACT §11): other people's objects in words, never jit-lb's own."""
+"""What each provider reads around a target (docs/policy.md): other people's objects in words, never jit-lb's own."""
 
 from __future__ import annotations
 

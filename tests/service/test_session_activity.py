@@ -1,4 +1,4 @@
-"""What happened during a session (CONTRACT §11): changes made at the load balancer while a grant ran, in words.
+"""What happened during a session (docs/policy.md): changes made at the load balancer while a grant ran, in words.
 
 Each test grants a target, changes the load balancer by hand as another person would, ends the grant
 through the worker's jobs, and reads the `grant.activity` record and the closing summary Slack was sent.

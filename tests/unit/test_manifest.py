@@ -1,4 +1,4 @@
-"""manifest.yml is a manifest Slack accepts, and declares every surface and scope jit-lb uses (CONTRACT §5)."""
+"""manifest.yml is a manifest Slack accepts, and declares every surface and scope jit-lb uses (docs/slack-app.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ SCOPES = {
     "chat:write": "chat.postMessage, chat.update, chat.postEphemeral: cards, thread replies, DMs, refusals",
     "im:write": "conversations.open: the DM channel id that files.completeUploadExternal needs",
     "usergroups:read": "usergroups.users.list: usergroup approvers",
-    "files:write": "files.uploadV2: the QR code of an MFA enrolment (CONTRACT §9)",
+    "files:write": "files.uploadV2: the QR code of an MFA enrolment (docs/slack-app.md)",
 }
 # The scope each Web API method the code may call needs (None: none). A method not listed here fails
 # test_every_web_api_method_the_code_calls_is_covered until it is added, with its scope.

@@ -146,7 +146,7 @@ class ListenerRuleProvider:
         return entries
 
     def use_of(self, cidr: str) -> Use | None:
-        """Not counted: an ALB keeps no per-source counts to ask for (its access logs in S3 would; see the README)."""
+        """Not counted: an ALB keeps no per-source counts (its access logs in S3 would; see docs/policy.md)."""
         return None
 
     def _rules_of_others(self) -> list[RuleTypeDef]:

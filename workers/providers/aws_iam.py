@@ -249,7 +249,7 @@ class IamPolicyProvider:
         return entries
 
     def use_of(self, cidr: str) -> Use | None:
-        """Not counted: an IAM grant has no source to count (CloudTrail records its calls; see the README)."""
+        """Not counted: an IAM grant has no source to count (CloudTrail records its calls; see docs/policy.md)."""
         return None
 
     def drop_all(self, objects: list[ManagedObject]) -> int:

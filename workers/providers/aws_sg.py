@@ -77,7 +77,7 @@ class SecurityGroupProvider:
         }
 
     def use_of(self, cidr: str) -> Use | None:
-        """Not counted: a security group keeps no per-source counts (VPC flow logs would; see the README)."""
+        """Not counted: a security group keeps no per-source counts (VPC flow logs would; see docs/policy.md)."""
         return None
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:

@@ -16,7 +16,7 @@ from typing import Protocol
 from jit_lb.access.policy import GrantSpec
 from jit_lb.access.requests import Use
 
-# What a provider reads around a target (CONTRACT §11): what (a rule, an attribute, a server), in words, to its
+# What a provider reads around a target (docs/policy.md): what (a rule, an attribute, a server), in words, to its
 # state, in words. Bounded by the provider in how much it reads, and by workers/activity.py in what is kept.
 Entries = dict[str, str]
 
@@ -52,7 +52,7 @@ class ManagedObject:
     `anomaly` is empty for an object this provider could have made for its spec. Otherwise it says,
     in words, how the object differs (a port or target group the spec does not name, a CIDR as wide
     as the internet, a lease whose request id is unreadable, a policy not of jit-lb's shape): such an
-    object is left alone by the sweep and reported (CONTRACT §6). An object with no lease at all has
+    object is left alone by the sweep and reported (docs/operating.md). An object with no lease at all has
     empty `leases` and, on that count alone, no anomaly; nor is a lease whose end cannot be read one:
     that lease has ended (`leases.UNREADABLE_END`, fail closed).
     """
