@@ -1,4 +1,4 @@
-"""Access that ends with Redis gone (CONTRACT §12): every worker sweeps the load balancers by their markers alone,
+"""Access that ends with Redis gone (docs/operating.md): every worker sweeps the load balancers by their markers alone,
 and spools what it ended until Redis takes the records again.
 
 While no Redis answers, nothing is granted (grants need Redis), so a worker can judge each object by
