@@ -1,10 +1,13 @@
 """`python -m bot` runs the web process; `python -m bot check-policy FILE` validates a policy file; `python -m bot
-audit verify|who|report FILE…` reads audit logs (jit_lb/auditing/cli.py)."""
+audit verify|who|report FILE…` reads audit logs (jit_lb/auditing/cli.py); `python -m bot policy
+explain|test|diff|schema` explains, tests and compares policies (jit_lb/policytools/cli.py)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from collections.abc import Callable
 
 from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import JitError
@@ -29,6 +32,20 @@ def check_policy(path: str) -> int:
     return 0
 
 
+def slack_usergroups() -> Callable[[str], list[str]] | None:
+    """Usergroup members from Slack for the policy tools, when SLACK_BOT_TOKEN is set; else None (unknown)."""
+    token = os.environ.get("SLACK_BOT_TOKEN")
+    if not token:
+        return None
+    from slack_sdk import WebClient
+
+    from bot.messages.notify import UsergroupDirectory
+
+    url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
+    client = WebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=10)
+    return UsergroupDirectory(client).members
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["check-policy"]:
         if len(argv) != 2:
@@ -39,8 +56,15 @@ def main(argv: list[str]) -> int:
         from jit_lb.auditing.cli import main as audit
 
         return audit(argv[1:])
+    if argv[:1] == ["policy"]:
+        from jit_lb.policytools.cli import main as policy_tools
+
+        return policy_tools(argv[1:], slack=slack_usergroups)
     if argv:
-        print("usage: python -m bot [check-policy FILE | audit verify|who|report …]", file=sys.stderr)
+        print(
+            "usage: python -m bot [check-policy FILE | audit verify|who|report … | policy explain|test|diff|schema …]",
+            file=sys.stderr,
+        )
         return 2
     # SIGHUP reads the policy again once the server runs (bot/app.py); during start-up the file is read anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -19,6 +19,7 @@ from jit_lb.access import requests
 from jit_lb.access.errors import TransitionError
 from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
+from jit_lb.policytools.diff import ended_by
 from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
@@ -185,7 +186,7 @@ def _sweep_objects(
         for request_id in verdicts:
             ended.setdefault(request_id, []).append(obj)
     for request_id, objs in ended.items():
-        close_swept(rt, provider, request_id, objs, known.get(request_id))
+        _sweep_request(rt, provider, request_id, objs, known.get(request_id))
     return removed
 
 
@@ -206,27 +207,20 @@ def _report(rt: Runtime, spec: GrantSpec, obj: ManagedObject, why: str) -> None:
         )
 
 
-def close_swept(
-    rt: Runtime,
-    provider: Provider,
-    request_id: str,
-    objs: list[ManagedObject],
-    request: AccessRequest | None,
-    at: datetime | None = None,
+def _sweep_request(
+    rt: Runtime, provider: Provider, request_id: str, objs: list[ManagedObject], request: AccessRequest | None
 ) -> None:
     """Close in Redis what the sweep removed, once a request, naming every object it dropped for it.
 
     Verified when each object the grant recorded or the sweep dropped, read back, holds no lease of
-    it; finish_revoke's own transition makes a race with the revoke job safe. `at`: when a sweep
-    made while Redis was gone removed them (its end is recorded once Redis is back).
+    it; finish_revoke's own transition makes a race with the revoke job safe.
     """
     removed = [obj.description for obj in objs]
     if request is not None and request.status is Status.GRANTED:
         refs = sorted({obj.ref for obj in objs} | set(request.object_refs))
         after = [provider.read(ref) for ref in refs]
         verified = all(obj is None or request_id not in obj.request_ids() for obj in after)
-        details = {"removed_while_redis_was_gone": True} if at is not None else {}
-        finish_revoke(rt, request_id, EndReason.SWEEP, "system", removed, verified, at=at, **details)
+        finish_revoke(rt, request_id, EndReason.SWEEP, "system", removed, verified)
     elif request is None:
         rt.audit.record(
             "grant.revoked",
@@ -246,10 +240,7 @@ def end_orphans(open_requests: list[AccessRequest] | None = None) -> int:
     rt = current().rt
     orphans = 0
     for request in rt.store.open_requests() if open_requests is None else open_requests:
-        if request.status is not Status.GRANTED:
-            continue
-        target = rt.policy.target_for(request.target)
-        if target is None or (request.grant_spec is not None and request.grant_spec != spec_record(target.grant)):
+        if ended_by(rt.policy, request) is not None:  # the rule `policy diff` shows an author before the edit
             orphans += 1
             _enqueue_once(
                 rt, f"revoke-policy-{request.id}", revoke_access, request.id, EndReason.POLICY.value, "system"

@@ -8,7 +8,8 @@ JitError                   base; its message is meant for a person
 ├── TransitionError        a request is not in a state that allows the change
 ├── NotFoundError          no such request
 ├── StoreUnavailableError  Redis could not be reached
-└── AuditUnavailableError  the audit log cannot be written, so the act it would record does not happen
+├── AuditUnavailableError  the audit log cannot be written, so the act it would record does not happen
+└── PolicyToolError        a policy tool was asked about an unknown target, or given a bad cases file
 """
 
 from __future__ import annotations
@@ -51,3 +52,7 @@ LOCKED = "jit-lb is locked down: no new access until an admin lifts it (`/jit lo
 
 class LockdownError(CommandError):
     """A request was refused because a lockdown is on."""
+
+
+class PolicyToolError(JitError):
+    """A policy tool (`python -m bot policy …`) cannot answer: an unknown target, a bad cases file."""

@@ -18,6 +18,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
@@ -45,7 +46,13 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(value.strip())
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+# The JSON Schema (`policy schema`) says what the file holds, a duration as typed, not the timedelta it becomes.
+DURATION_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\s*([0-9]+[smhd])+\s*$",
+    "description": "a duration: one or more <integer><unit> parts, unit s, m, h or d (90s, 30m, 1h30m, 2d)",
+}
+Duration = Annotated[timedelta, BeforeValidator(_duration), WithJsonSchema(DURATION_SCHEMA)]
 Members = Callable[[str], list[str]]  # a usergroup's members, as Slack says (the core's GroupDirectory)
 
 
