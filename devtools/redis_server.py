@@ -11,10 +11,16 @@ from devtools.ports import free_port, wait_for_port
 
 
 class RedisServer:
-    """Start `redis-server` on 127.0.0.1 with no persistence; stop it on exit."""
+    """Start `redis-server` on 127.0.0.1, with no persistence unless `durable`; stop it on exit.
 
-    def __init__(self, port: int | None = None) -> None:
+    `durable`: an append-only file synced at every write, so that a server killed (SIGKILL) and
+    started again has every write it acknowledged, as a production Redis with persistence would.
+    """
+
+    def __init__(self, port: int | None = None, durable: bool = False, extra: list[str] | None = None) -> None:
         self.port = port or free_port()
+        self.durable = durable
+        self.extra = extra or []
         self._dir = tempfile.mkdtemp(prefix="jitlb-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -35,12 +41,12 @@ class RedisServer:
                 str(self.port),
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]),
                 "--dir",
                 self._dir,
                 "--protected-mode",
                 "yes",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -51,6 +57,13 @@ class RedisServer:
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
+            self._process.wait(timeout=10)
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is flushed, and the port refuses connections until `start`."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
             self._process.wait(timeout=10)
         self._process = None
 

@@ -89,9 +89,10 @@ class Stack:
     keep_workdir: bool = False
     with_haproxy: bool = False
     socket_mode: bool = False
+    durable_redis: bool = False  # Redis with an fsynced append-only file: a kill and a start keep its data
 
     def __post_init__(self) -> None:
-        self.redis = RedisServer()
+        self.redis = RedisServer(durable=self.durable_redis)
         self.moto = MotoServer()
         self.slack = SlackStandin()
         self.haproxy = HaproxyServer() if self.with_haproxy else None

@@ -237,11 +237,13 @@ def finish_revoke(
     actor: str,
     removed: list[str],
     verified: bool,
+    at: datetime | None = None,
     **details: Any,
 ) -> None:
     """Record a grant's end once its leases are gone, with what happened during it; a second caller does nothing.
 
-    The end stands whatever the audit log does: its record is spooled until the log takes it.
+    The end stands whatever the audit log does: its record is spooled until the log takes it. `at` is
+    when the access was removed, when that was before now (a sweep while Redis was gone).
     """
     request = rt.store.find(request_id)
     if request is None or request.status is not Status.GRANTED:
@@ -267,7 +269,7 @@ def finish_revoke(
 
     try:
         _, ended = rt.store.transition(
-            request_id, lambda r: requests.end(r, utcnow(), reason, actor, removed, verified, happened), record
+            request_id, lambda r: requests.end(r, at or utcnow(), reason, actor, removed, verified, happened), record
         )
     except TransitionError:
         return

@@ -8,22 +8,28 @@ import time
 import uuid
 
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jit_lb.access.errors import StoreUnavailableError
 from jit_lb.runtime import Runtime
 from workers import context, notices, reconcile
+from workers.outage import Outage
 
 log = structlog.get_logger("jit_lb.worker")
 
 ENDED_CHECK_SECONDS = 0.1  # how often ended grants are looked for: at most this late, a revoke is queued
 DUE_CHECK_SECONDS = 1.0
 REDIS_RETRY_SECONDS = 1.0
+# What Redis being away looks like from here: the store's own error, or redis-py's from RQ's calls.
+REDIS_GONE = (StoreUnavailableError, RedisConnectionError, RedisTimeoutError)
 
 
 class ReconcileLoop(threading.Thread):
     """Every 0.1 s: queue the revokes of ended grants. Every second: requeue lost revokes, expire pending
     requests, write spooled audit records and refusal summaries. Every JIT_SWEEP_INTERVAL across all
-    workers: one sweep. At start and after each SIGHUP (`reload`): read the policy and end the grants
+    workers: one sweep. While Redis is gone: each worker sweeps by the markers alone (workers/outage.py).
+    At start and after each SIGHUP (`reload`): read the policy and end the grants
     it no longer covers.
 
     The sweep's turn is held in the store for the interval: whichever live worker takes it sweeps,
@@ -37,6 +43,8 @@ class ReconcileLoop(threading.Thread):
         self.stopping = threading.Event()
         # Set by the SIGHUP handler, which must not do the work itself: this thread reads, judges and records.
         self.reload_asked = reload_asked or threading.Event()
+        self.next_due = time.monotonic()
+        self.outage = Outage(rt)
         self.judged = False  # a restart reads the policy too: the open grants are judged against it at once
         # The process's audit chain begins here, before any loop or job writes a record; a checkpoint every
         # 5 minutes (run) and one at stop (RQ returns on SIGTERM, then the interpreter exits) go to Slack too.
@@ -44,33 +52,39 @@ class ReconcileLoop(threading.Thread):
         atexit.register(rt.audit.checkpoint, "stop", background=False)
 
     def run(self) -> None:
-        interval = self.rt.settings.jit_sweep_interval
-        next_due = time.monotonic()
         while not self.stopping.wait(ENDED_CHECK_SECONDS):
             try:
-                if self.reload_asked.is_set():
-                    self.reload_asked.clear()
-                    self.judged = not self.rt.reload_policy()
-                if not self.judged:
-                    reconcile.end_orphans()
-                    self.judged = True
-                reconcile.enqueue_ended()
-                if time.monotonic() < next_due:
-                    continue
-                next_due = time.monotonic() + DUE_CHECK_SECONDS
-                self.rt.audit.flush()
-                self.rt.audit.checkpoint_if_due()
-                reconcile.enforce_lockdown()
-                reconcile.end_idle()
-                reconcile.announce_overdue_reviews()
-                reconcile.record_refusal_summaries()
-                reconcile.enqueue_due()
-                if self.rt.store.take_turn("sweep", self.holder, interval):
-                    started = time.monotonic()
-                    removed = reconcile.sweep()
-                    log.info("sweep done", removed=removed, seconds=round(time.monotonic() - started, 3))
+                self.outage.replay()  # what sweeps made while Redis was gone is recorded before anything else
+                self.tick()
+                self.outage.over()
+            except REDIS_GONE as err:
+                self.outage.begin(err)
             except Exception:
                 log.exception("reconcile loop iteration failed; retrying next tick")
+
+    def tick(self) -> None:
+        """One turn of the loop, with Redis: the revokes due now, and what is due each second or sweep interval."""
+        if self.reload_asked.is_set():
+            self.reload_asked.clear()
+            self.judged = not self.rt.reload_policy()
+        if not self.judged:
+            reconcile.end_orphans()
+            self.judged = True
+        reconcile.enqueue_ended()
+        if time.monotonic() < self.next_due:
+            return
+        self.next_due = time.monotonic() + DUE_CHECK_SECONDS
+        self.rt.audit.flush()
+        self.rt.audit.checkpoint_if_due()
+        reconcile.enforce_lockdown()
+        reconcile.end_idle()
+        reconcile.announce_overdue_reviews()
+        reconcile.record_refusal_summaries()
+        reconcile.enqueue_due()
+        if self.rt.store.take_turn("sweep", self.holder, self.rt.settings.jit_sweep_interval):
+            started = time.monotonic()
+            removed = reconcile.sweep()
+            log.info("sweep done", removed=removed, seconds=round(time.monotonic() - started, 3))
 
 
 class OutboxLoop(threading.Thread):

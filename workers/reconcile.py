@@ -186,7 +186,7 @@ def _sweep_objects(
         for request_id in verdicts:
             ended.setdefault(request_id, []).append(obj)
     for request_id, objs in ended.items():
-        _sweep_request(rt, provider, request_id, objs, known.get(request_id))
+        close_swept(rt, provider, request_id, objs, known.get(request_id))
     return removed
 
 
@@ -207,20 +207,27 @@ def _report(rt: Runtime, spec: GrantSpec, obj: ManagedObject, why: str) -> None:
         )
 
 
-def _sweep_request(
-    rt: Runtime, provider: Provider, request_id: str, objs: list[ManagedObject], request: AccessRequest | None
+def close_swept(
+    rt: Runtime,
+    provider: Provider,
+    request_id: str,
+    objs: list[ManagedObject],
+    request: AccessRequest | None,
+    at: datetime | None = None,
 ) -> None:
     """Close in Redis what the sweep removed, once a request, naming every object it dropped for it.
 
     Verified when each object the grant recorded or the sweep dropped, read back, holds no lease of
-    it; finish_revoke's own transition makes a race with the revoke job safe.
+    it; finish_revoke's own transition makes a race with the revoke job safe. `at`: when a sweep
+    made while Redis was gone removed them (its end is recorded once Redis is back).
     """
     removed = [obj.description for obj in objs]
     if request is not None and request.status is Status.GRANTED:
         refs = sorted({obj.ref for obj in objs} | set(request.object_refs))
         after = [provider.read(ref) for ref in refs]
         verified = all(obj is None or request_id not in obj.request_ids() for obj in after)
-        finish_revoke(rt, request_id, EndReason.SWEEP, "system", removed, verified)
+        details = {"removed_while_redis_was_gone": True} if at is not None else {}
+        finish_revoke(rt, request_id, EndReason.SWEEP, "system", removed, verified, at=at, **details)
     elif request is None:
         rt.audit.record(
             "grant.revoked",

@@ -311,8 +311,8 @@ def submitted_reply(request: AccessRequest, channel: str) -> str:
 def unavailable_text() -> str:
     """The answer when Redis cannot be reached: nothing was done."""
     return (
-        "jit-lb cannot reach its state store (Redis) right now, so nothing was requested or changed. "
-        "Try again in a minute; if it persists, tell your platform team."
+        "jit-lb is unavailable: it cannot reach its state store (Redis) right now, so nothing was requested or "
+        "changed. Try again in a minute; if it persists, tell your platform team."
     )
 
 

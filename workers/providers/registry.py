@@ -10,6 +10,7 @@ from jit_lb.access.policy import GrantSpec, Policy
 from workers.providers.base import Provider
 
 _cache: dict[str, Provider] = {}
+_specs: dict[str, GrantSpec] = {}
 _lock = threading.Lock()
 
 
@@ -19,6 +20,7 @@ def provider_for(spec: GrantSpec, client: redis.Redis, policy: Policy) -> Provid
         provider = _cache.get(key)
         if provider is None:
             provider = _cache[key] = _make(spec, client, policy)
+            _specs[key] = spec
         return provider
 
 
@@ -40,6 +42,15 @@ def _make(spec: GrantSpec, client: redis.Redis, policy: Policy) -> Provider:
     from workers.providers.haproxy import HaproxyAclProvider
 
     return HaproxyAclProvider(spec, client)
+
+
+def known_specs(policy: Policy) -> list[GrantSpec]:
+    """Each spec of the policy, and each other spec this process has worked on (a grant recorded under a spec the
+    policy has left): what a sweep without Redis, which cannot read the open grants' specs, looks at."""
+    specs = {spec.model_dump_json(): spec for spec in specs_of(policy)}
+    with _lock:
+        specs.update(_specs)
+    return list(specs.values())
 
 
 def specs_of(policy: Policy) -> list[GrantSpec]:

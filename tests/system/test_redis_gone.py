@@ -1,0 +1,59 @@
+"""Redis killed (SIGKILL) while grants are active: access still ends on time, and the records arrive once it is back."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from devtools.stack import Stack
+from tests.helpers import granted, lease_end, rules_of, stack_policy
+
+pytestmark = pytest.mark.slow
+
+SWEEP = 5.0
+
+
+@pytest.fixture(name="stack")
+def fixture_stack() -> Iterator[Stack]:
+    with Stack(policy=stack_policy, sweep_interval=SWEEP, workers=2, durable_redis=True) as stack:
+        yield stack
+
+
+def test_access_ends_with_redis_gone_and_is_recorded_once_it_is_back(stack: Stack) -> None:
+    """Two grants ending while Redis is dead: their rules go by end + JIT_SWEEP_INTERVAL, the web says jit-lb is
+    unavailable and /healthz is 503; once Redis is back each grant is recorded revoked (reason sweep) once."""
+    first = granted(stack, "U0DEV1", "request lb-prod 12s redis will die")
+    second = granted(stack, "U0DEV2", "request lb-prod 15s redis will die too")
+    ends = {request_id: lease_end(stack, request_id) for request_id in (first, second)}
+    stack.redis.kill()
+
+    answer = stack.client().command("U0DEV2", "request lb-prod 5m while redis is dead")
+    assert answer.status == 200
+    assert "jit-lb is unavailable" in answer.json()["text"]
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"http://127.0.0.1:{stack.web_ports[0]}/healthz", timeout=10)
+    assert caught.value.code == 503
+    caught.value.close()
+
+    for request_id, end in sorted(ends.items(), key=lambda item: item[1]):
+        stack.wait_for(lambda rid=request_id: not rules_of(stack, rid), timeout=60, what=f"the rules of {request_id}")
+        assert (datetime.now(UTC) - end).total_seconds() <= SWEEP
+    removed = [r for r in stack.audit() if r["event"] == "sweep.removed"]
+    assert {rid for r in removed for rid in r["leases_dropped"]} == set(ends)
+    assert all("grant.revoked" not in stack.events(request_id) for request_id in ends)
+
+    stack.redis.start()
+    for request_id in ends:
+        stack.wait_for(lambda rid=request_id: "grant.revoked" in stack.events(rid), timeout=30, what="grant.revoked")
+    after = granted(stack, "U0DEV1", "request lb-prod 1m after redis is back")
+    for request_id in ends:
+        counts = Counter(stack.events(request_id))
+        assert counts["grant.revoked"] == 1, counts
+        (revoked,) = [r for r in stack.audit(request_id) if r["event"] == "grant.revoked"]
+        assert revoked["reason"] == "sweep"
+    assert rules_of(stack, after)

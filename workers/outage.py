@@ -1,0 +1,130 @@
+"""Access that ends with Redis gone (docs/operating.md): every worker sweeps the load balancers by their markers alone,
+and spools what it ended until Redis takes the records again.
+
+While no Redis answers, nothing is granted (grants need Redis), so a worker can judge each object by
+the leases it carries: a lease whose end is within JIT_REVOKE_LEAD is over, and dropped. Each worker
+does so on its own, at least every JIT_SWEEP_INTERVAL and again at the next end it saw, so that no
+one worker is needed. What it removed is recorded at once as `sweep.removed` (the audit log does not
+need Redis); the grant's end, a state change in Redis, waits in the spool, in order, and is recorded
+(`grant.revoked`, reason `sweep`) once Redis answers again, before the loop does anything else.
+HAProxy ACL grants keep their leases in Redis, so they cannot be judged while it is gone: they end
+once it is back.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from jit_lb.access.policy import GrantSpec
+from jit_lb.runtime import Runtime
+from workers import reconcile
+from workers.judge import lease_verdict, longest_grant
+from workers.leasing import record_removed
+from workers.providers.base import ManagedObject, Provider, ProviderError
+from workers.providers.registry import known_specs, provider_for
+
+log = structlog.get_logger("jit_lb.outage")
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Leases a worker dropped while Redis was gone: the grant's end to record once Redis is back."""
+
+    spec: GrantSpec
+    request_id: str
+    obj: ManagedObject
+    at: datetime
+
+
+class Outage:
+    """One worker's view of a Redis outage: when it began, when to sweep next, and the spool of ends to record."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.since: float | None = None
+        self.next_sweep = 0.0
+        self.spool: deque[Removal] = deque()
+
+    def begin(self, error: Exception) -> None:
+        """Note that Redis is gone (logged once an outage), then sweep by the markers when a sweep is due."""
+        if self.since is None:
+            self.since = time.monotonic()
+            self.next_sweep = self.since
+            log.error("Redis unreachable: sweeping the load balancers by their markers", error=str(error))
+        if time.monotonic() >= self.next_sweep:
+            self.next_sweep = self.sweep(datetime.now(UTC))
+
+    def replay(self) -> None:
+        """Record what the outage's sweeps ended, in order, once a request; raises (keeping the rest) if Redis fails."""
+        while self.spool:
+            first = self.spool[0]
+            same = [item for item in self.spool if item.request_id == first.request_id]
+            provider = provider_for(first.spec, self.rt.store.redis, self.rt.policy)
+            request = self.rt.store.find(first.request_id)  # StoreUnavailableError: kept for the next try
+            reconcile.close_swept(self.rt, provider, first.request_id, [item.obj for item in same], request, first.at)
+            self.spool = deque(item for item in self.spool if item.request_id != first.request_id)
+
+    def over(self) -> None:
+        """Redis answered a whole turn of the loop: the outage, if there was one, is over."""
+        if self.since is not None:
+            log.info("Redis is back; the sweeps by markers stop", seconds=round(time.monotonic() - self.since, 1))
+            self.since = None
+
+    def sweep(self, now: datetime) -> float:
+        """Drop every lease whose end is due, on every spec this worker knows; return when to sweep next (monotonic).
+
+        The next sweep is at the interval, or sooner when a lease seen now ends before it.
+        """
+        lead = timedelta(seconds=self.rt.settings.jit_revoke_lead)
+        interval = self.rt.settings.jit_sweep_interval
+        soonest = now + timedelta(seconds=interval)
+        removed = 0
+        for spec in known_specs(self.rt.policy):
+            provider = provider_for(spec, self.rt.store.redis, self.rt.policy)
+            try:
+                objects = provider.list_managed()
+            except ProviderError as err:
+                log.error("a load balancer could not be swept while Redis is gone", kind=spec.kind, error=str(err))
+                continue
+            longest = longest_grant(self.rt.policy, spec)
+            for obj in objects:
+                if obj.anomaly or not obj.leases:
+                    continue  # not ours to judge without Redis: the sweep reports it once Redis is back
+                verdicts = {
+                    lease.request_id: why
+                    for lease in obj.leases
+                    if (why := lease_verdict(lease.ends_at, None, now + lead, longest)) is not None
+                }
+                for lease in obj.leases:
+                    if lease.request_id not in verdicts:
+                        soonest = min(soonest, lease.ends_at - lead)
+                if verdicts:
+                    removed += self._drop(spec, provider, obj, verdicts, now)
+        log.info("swept by markers while Redis is gone", removed=removed, spooled=len(self.spool))
+        # Workers that saw the same end would sweep at the same instant: a little jitter, well within the lead.
+        jitter = random.uniform(0, min(0.5, lead.total_seconds() / 4))  # noqa: S311 - jitter, not a secret
+        wait = (soonest - datetime.now(UTC)).total_seconds() + jitter
+        return time.monotonic() + min(max(wait, 0.05), interval)
+
+    def _drop(
+        self, spec: GrantSpec, provider: Provider, obj: ManagedObject, verdicts: dict[str, str], now: datetime
+    ) -> int:
+        try:
+            # No scope lock (it lives in Redis): nothing is granted meanwhile. Read again just before: another
+            # worker sweeping at the same moment may have removed it, and then it is that worker's to record.
+            now_obj = provider.read(obj.ref)
+            if now_obj is None or not set(verdicts) & now_obj.request_ids():
+                return 0
+            deleted = bool(provider.drop(now_obj, set(verdicts)))
+        except ProviderError as err:
+            log.error("an ended lease could not be removed; the next sweep tries again", object=obj.ref, error=str(err))
+            return 0
+        record_removed(self.rt, spec.kind, obj, sorted(verdicts), verdicts, deleted)
+        self.spool.extend(Removal(spec, request_id, obj, now) for request_id in sorted(verdicts))
+        return int(deleted)
