@@ -169,15 +169,34 @@ class Notifier:
 
     def post_checkpoint(self, record: dict[str, Any]) -> None:
         """An `audit.checkpoint` in the audit channel (else the approver channel): a witness the log's editors cannot
-        edit, written CHAIN:SEQ:HASH as `audit verify --checkpoint` takes it."""
+        edit, written CHAIN:SEQ:HASH as `audit verify --checkpoint` takes it. A chain's start also names the
+        head it continues from, or the chain it replaces (whose last records a cut would have removed)."""
         mark = f"{record['chain']}:{record['seq']}:{record['hash']}"
-        self._call(
-            "chat.postMessage",
-            channel=self.policy.audit_channel or self.policy.approver_channel,
-            text=f":lock: Audit checkpoint ({record.get('reason', 'interval')}) of chain `{record['chain']}`: "
-            f"seq {record['seq']}, hash `{record['hash']}`. Check a copy of the log against it with "
-            f"`python -m bot audit verify --checkpoint {mark} FILE…`",
+        reason = record.get("reason", "interval")
+        text = (
+            f":lock: Audit checkpoint ({reason}) of chain `{record['chain']}`: "
+            f"seq {record['seq']}, hash `{record['hash']}`."
         )
+        marks = [mark]
+        if reason == "start":
+            previous = record.get("previous_chain")
+            if previous is None:
+                text += f" The chain starts ({record.get('start', 'new')}); no chain was kept in its place before."
+            elif previous == record["chain"]:
+                text += (
+                    f" It continues from seq {record['previous_seq']}, hash `{record['previous_hash']}` "
+                    f"({record.get('start')})."
+                )
+            else:
+                text += (
+                    f" It replaces chain `{previous}`, last kept at seq {record['previous_seq']}, hash "
+                    f"`{record['previous_hash']}` ({record.get('start')})."
+                )
+                if record.get("previous_seq"):
+                    marks.append(f"{previous}:{record['previous_seq']}:{record['previous_hash']}")
+        options = " ".join(f"--checkpoint {m}" for m in marks)
+        text += f" Check a copy of the log against it with `python -m bot audit verify {options} FILE…`"
+        self._call("chat.postMessage", channel=self.policy.audit_channel or self.policy.approver_channel, text=text)
 
 
 class UsergroupDirectory:

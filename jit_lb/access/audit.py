@@ -8,9 +8,12 @@ logrotate moves the file away, the next record reopens the path.
 
 Every record is a link of this process's hash chain (jit_lb/access/chain.py): `chain`, `seq`, `prev`,
 `hash`. A seq belongs to a record only once it is accepted: written, or spooled with `must`; a record
-that fails closed leaves its seq to the next one. A checkpoint (`audit.checkpoint`) every 5 minutes and
-at stop is also handed to the process's witness, which posts it to Slack, out of reach of whoever can
-edit the file.
+that fails closed leaves its seq to the next one. A checkpoint (`audit.checkpoint`) every 5 minutes, at
+stop, and a few seconds after each security-relevant record (WITNESSED: approvals, grants, break-glass,
+lockdowns, MFA resets; at most one every SOON_SECONDS a process) is also handed to the process's witness,
+which posts it to Slack, out of reach of whoever can edit the file. With a witness, the start of a chain is
+such a checkpoint too (reason `start`): it names the head it continues from, or the chain it replaces, so
+that a tail cut before a restart shows against what Slack holds.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ log = structlog.get_logger("jit_lb.audit")
 CHECKPOINT_SECONDS = 300.0  # docs/auditors.md: a checkpoint every 5 minutes, and one when the process stops
 HEAD_SAVE_SECONDS = 1.0  # a chain's head is saved beside the log at most this often (and at rotation and stop)
 SHORT_KEY = 16  # characters; a shorter JIT_AUDIT_KEY is accepted, with a warning
+SOON_SECONDS = 3.0  # a witnessed record is checkpointed within this, and such checkpoints come at most this often
+SOON_BATCH = 0.5  # seconds a checkpoint waits after a witnessed record, so that a burst of them shares one
 
 # Posts a checkpoint record where nobody with access to the log file can edit it (the processes post to Slack).
 Witness = Callable[[dict[str, Any]], None]
@@ -81,6 +86,22 @@ EVENTS = frozenset(
         "policy.reloaded",
         "policy.refused",
         "audit.checkpoint",
+    }
+)
+
+
+# Records after which a checkpoint follows soon (SOON_SECONDS): the acts that give access or take away the
+# means to check it; a tail cut after one of them shows against the checkpoint posted to Slack.
+WITNESSED = frozenset(
+    {
+        "request.approved",
+        "grant.applied",
+        "grant.extended",
+        "extension.approved",
+        "grant.breakglass",
+        "lockdown.started",
+        "lockdown.ended",
+        "mfa.reset",
     }
 )
 
@@ -143,6 +164,25 @@ class _Chain:
 
 
 @dataclass(frozen=True)
+class _Start:
+    """How a chain began: `how` in words, and the head it continues from (or the chain it replaces)."""
+
+    how: str
+    previous: Head | None
+
+    def fields(self) -> dict[str, Any]:
+        previous = self.previous
+        if previous is None:
+            return {"start": self.how}
+        return {
+            "start": self.how,
+            "previous_chain": previous.chain,
+            "previous_seq": previous.seq,
+            "previous_hash": previous.hash,
+        }
+
+
+@dataclass(frozen=True)
 class _Spooled:
     """A record accepted while the log failed: its seq is taken, and it is written before any later one."""
 
@@ -171,6 +211,8 @@ class AuditLog:
         self._witnesses: ThreadPoolExecutor | None = None
         self._clock = clock
         self._last_checkpoint = clock()
+        self._soon: threading.Timer | None = None  # the checkpoint due after a witnessed record, once scheduled
+        self._last_soon = -SOON_SECONDS
         _logs.add(self)
 
     @classmethod
@@ -189,20 +231,24 @@ class AuditLog:
     def start_chain(self, kind: str, key: SecretStr | None = None, witness: Witness | None = None) -> str:
         """Begin this process's chain, or continue the one its slot beside the log kept; return the chain's id.
 
-        `kind` names the process (`web`, `worker`); `key` is JIT_AUDIT_KEY; `witness` posts checkpoints.
-        Call it before the process writes its first record; a record written before starts a chain of
-        kind `process` without a key.
+        `kind` names the process (`web`, `worker`); `key` is JIT_AUDIT_KEY; `witness` posts checkpoints. With a
+        witness, the start is itself a checkpoint (reason `start`) naming the head it continues from, or the
+        chain it replaces and why, and is posted. Call it before the process writes its first record; a record
+        written before starts a chain of kind `process` without a key.
         """
         secret = key.get_secret_value() if key is not None else ""
         _warn_about_key(secret)
         with self._lock:
             if self._chain is not None and self._chain.slot is not None:
                 self._chain.slot.release()
-            self._chain = self._open_chain(kind, Hasher(secret.encode() or None))
+            self._chain, start = self._open_chain(kind, Hasher(secret.encode() or None))
             self._witness = witness
             self._last_checkpoint = self._clock()
-            log.info("audit chain", chain=self._chain.id, seq=self._chain.seq, keyed=self._chain.hasher.keyed)
-            return self._chain.id
+            chain = self._chain
+            log.info("audit chain", chain=chain.id, seq=chain.seq, keyed=chain.hasher.keyed, start=start.how)
+        if witness is not None:
+            self._checkpoint("start", background=True, **start.fields())
+        return chain.id
 
     def close(self) -> None:
         """Let go of the file and of the chain's slot, so another writer may continue the chain (a process's exit
@@ -219,20 +265,22 @@ class AuditLog:
         with self._lock:
             return None if self._chain is None else Head(self._chain.id, self._chain.seq, self._chain.hash)
 
-    def _open_chain(self, kind: str, hasher: Hasher) -> _Chain:
+    def _open_chain(self, kind: str, hasher: Hasher) -> tuple[_Chain, _Start]:
         """Continue the chain kept in the lowest free slot of `kind`, unless the key changed or the log disagrees."""
         if self.destination == "-" or not _regular(self.destination):
             # stdout or a device (/dev/null): nothing to find the chain again by, and no folder beside it to make.
-            return _Chain(Head(new_chain_id(kind, None)), hasher, None)
+            return _Chain(Head(new_chain_id(kind, None)), hasher, None), _Start("new", None)
         try:
             slot = HeadFile.claim(self.destination, kind)
         except OSError as err:
             log.warning("the audit chain's head cannot be kept beside the log; a restart starts anew", error=str(err))
-            return _Chain(Head(new_chain_id(kind, None)), hasher, None)
+            return _Chain(Head(new_chain_id(kind, None)), hasher, None), _Start("new: no slot beside the log", None)
         saved = slot.load()
         head: Head | None = None
+        start = _Start("new", None)
         if saved is not None and saved.key_id != hasher.key_id:
             log.info("the audit key changed: a new chain starts", old_chain=saved.head.chain, old_seq=saved.head.seq)
+            start = _Start("new: the audit key changed", saved.head)
         elif saved is not None and not saved.clean and saved.file is not None:
             # The process died: records may follow the saved head. Read on from where it was saved; when the
             # file was rotated (or truncated) since, they may be gone: a new chain starts rather than a fork.
@@ -240,17 +288,21 @@ class AuditLog:
             head = follow(saved.head, hasher, self.destination, saved.offset) if same_file else None
             if head is None:
                 log.warning("the audit chain's saved head cannot be trusted; a new chain starts", old=saved.head.chain)
+                start = _Start("new: the log disagrees with the head kept beside it", saved.head)
+            else:
+                start = _Start("continued after a stop without a checkpoint", head)
         elif saved is not None:
             head = saved.head
+            start = _Start("continued", head)
         chain = _Chain(head or Head(new_chain_id(kind, slot.number)), hasher, slot)
         chain.keep(chain.seq, chain.hash, _identity(self.destination), _size(self.destination))
         chain.saved_at = -HEAD_SAVE_SECONDS  # and the first record written saves it again at once
-        return chain
+        return chain, start
 
     def _current_chain(self) -> _Chain:
         if self._chain is None:
             _warn_about_key("")
-            self._chain = self._open_chain("process", Hasher(None))
+            self._chain, _ = self._open_chain("process", Hasher(None))
         return self._chain
 
     # --- writing -----------------------------------------------------------------------------------
@@ -290,6 +342,8 @@ class AuditLog:
                 # The process log keeps a copy too, in case the process dies before the log takes it.
                 log.error("audit record spooled: the audit log cannot be written", error=str(err), record=written)
             chain.accept(seq, written["hash"])
+        if event in WITNESSED:
+            self._checkpoint_soon()
         return written
 
     def request_event(self, event: str, request: AccessRequest, *, actor: str, **fields: Any) -> None:
@@ -326,9 +380,12 @@ class AuditLog:
         With `background`, the witness posts from a thread of its own, so a slow Slack holds up nothing;
         at stop, it posts before this returns.
         """
+        return self._checkpoint(reason, background=background)
+
+    def _checkpoint(self, reason: str, *, background: bool, **fields: Any) -> dict[str, Any] | None:
         self._last_checkpoint = self._clock()
         try:
-            written = self.record("audit.checkpoint", actor="system", reason=reason)
+            written = self.record("audit.checkpoint", actor="system", reason=reason, **fields)
         except AuditUnavailableError as err:
             log.error("audit checkpoint not written", reason=reason, error=str(err))
             return None
@@ -341,6 +398,23 @@ class AuditLog:
             else:
                 _post(witness, written)
         return written
+
+    def _checkpoint_soon(self) -> None:
+        """After a witnessed record: a checkpoint within SOON_SECONDS, one for every such record in between."""
+        with self._lock:
+            if self._witness is None or self._soon is not None:
+                return
+            delay = max(SOON_BATCH, self._last_soon + SOON_SECONDS - time.monotonic())
+            self._soon = threading.Timer(delay, self._soon_due)
+            self._soon.name = "jit-audit-soon"
+            self._soon.daemon = True
+            self._soon.start()
+
+    def _soon_due(self) -> None:
+        with self._lock:
+            self._soon = None
+            self._last_soon = time.monotonic()
+        self._checkpoint("security", background=True)
 
     def checkpoint_if_due(self, now: float | None = None) -> dict[str, Any] | None:
         """A checkpoint when CHECKPOINT_SECONDS have passed since the last (a loop calls this every second)."""
@@ -447,6 +521,7 @@ class AuditLog:
         self._chain = None
         self._spool.clear()
         self._executor = self._witnesses = None
+        self._soon = None  # its thread did not come along
 
 
 def _regular(path: str) -> bool:

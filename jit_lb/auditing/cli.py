@@ -125,6 +125,12 @@ def _verify(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
     verifier = Verifier(keys, checkpoints=args.checkpoint, also_unkeyed=args.also_unkeyed, partial=args.partial)
     outcome = verifier.run(files)
     _print_outcome(outcome, bool(keys), out)
+    if not args.checkpoint:
+        print(
+            "warning: no --checkpoint given, so a cut tail cannot be seen: records removed from the end of a chain "
+            "leave the rest whole. Give the latest checkpoint of each chain posted to the audit channel.",
+            file=out,
+        )
     return 0 if outcome.ok else 1
 
 

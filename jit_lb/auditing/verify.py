@@ -10,7 +10,11 @@ What each finding means:
 - removed: the chain skips seqs here (or begins after seq 1: its first records are missing);
 - reordered: a seq comes after a later one (two records swapped, or one copied in again);
 - inserted: the seq follows but `prev` is not the hash of the record before;
-- cut: a checkpoint posted to Slack names a seq the chain never reaches, or another hash at that seq.
+- cut: a checkpoint posted to Slack names a seq the chain never reaches, or another hash at that seq; or a
+  chain that replaced another at its start names a seq of that chain which the files do not reach.
+
+Without checkpoints, a chain whose last records were removed looks whole: the file alone cannot show a cut
+tail (the CLI says so).
 """
 
 from __future__ import annotations
@@ -114,6 +118,8 @@ class Verifier:
             self.checkpoints.setdefault(checkpoint.chain, {})[checkpoint.seq] = checkpoint.hash
         self.partial = partial
         self._hashers: dict[str, Hasher] = {}
+        # Heads that a later chain's start names for the chain it replaced: chain -> (seq, where it is said).
+        self._replaced: dict[str, tuple[int, str]] = {}
 
     def run(self, files: list[str]) -> Outcome:
         """Read the files in the order given (see files.oldest_first); stop at the first finding."""
@@ -199,6 +205,9 @@ class Verifier:
         outcome.records += 1
         if record.get("event") == "audit.checkpoint":
             summary.checkpoint = (seq, digest, str(record.get("reason", "")))
+            previous, previous_seq = record.get("previous_chain"), record.get("previous_seq")
+            if isinstance(previous, str) and previous != summary.chain and type(previous_seq) is int:
+                self._replaced[previous] = (previous_seq, f"{line.file}:{line.number}")
         return None
 
     def _mismatch(self, body: bytes, digest: str, chain: str, expected: Hasher | None) -> str:
@@ -223,5 +232,11 @@ class Verifier:
                 return Finding(None, None, f"cut: chain {chain} is not in the files, but a checkpoint names seq {last}")
             if summary.seq < last:
                 what = f"cut: chain {chain} ends here at seq {summary.seq}, before the checkpoint posted at seq {last}"
+                return Finding(summary.file, summary.line, what)
+        for chain, (seq, where) in self._replaced.items():
+            summary = outcome.chains.get(chain)
+            if summary is not None and summary.seq < seq:  # absent: in older files not given
+                what = f"cut: chain {chain} ends here at seq {summary.seq}, but the chain that replaced it ({where}) "
+                what += f"says it reached seq {seq}"
                 return Finding(summary.file, summary.line, what)
         return None

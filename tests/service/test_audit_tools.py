@@ -91,7 +91,7 @@ async def test_a_checkpoint_is_posted_as_chain_seq_hash_to_the_audit_channel(wor
     second = world.rt.audit.checkpoint("stop", background=False)
     assert second is not None
 
-    posts = [call.args for call in world.slack.calls("chat.postMessage")]
+    posts = [call.args for call in world.slack.calls("chat.postMessage") if "(stop)" in call.args["text"]]
     assert [post["channel"] for post in posts] == [APPROVALS, "C0AUDIT"]
     for post, record in zip(posts, (first, second), strict=True):
         assert f"{record['chain']}:{record['seq']}:{record['hash']}" in post["text"]

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,8 +48,10 @@ def read(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def posted_checkpoints(stack: Stack) -> list[str]:
-    return [m for message in stack.slack.messages(APPROVALS) for m in CHECKPOINT.findall(str(message.get("text")))]
+def posted_checkpoints(stack: Stack, reason: str | None = None) -> list[str]:
+    """CHAIN:SEQ:HASH of each checkpoint posted (of `reason` alone, when given)."""
+    texts = [str(message.get("text")) for message in stack.slack.messages(APPROVALS)]
+    return [m for text in texts if reason is None or f"({reason})" in text for m in CHECKPOINT.findall(text)]
 
 
 @dataclass
@@ -99,7 +102,9 @@ def fixture_trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
 
         for process in stack.processes:
             process.stop()  # SIGTERM: each writes its stop checkpoint and posts it
-        checkpoints = stack.wait_for(lambda: len(posted_checkpoints(stack)) == 3 and posted_checkpoints(stack))
+        checkpoints = stack.wait_for(
+            lambda: len(posted_checkpoints(stack, "stop")) == 3 and posted_checkpoints(stack, "stop")
+        )
         log = tmp_path_factory.mktemp("audit") / "audit.log"
         shutil.copy(stack.audit_path, log)
         yield Trail(log, expired, revoked, during_expired, during_revoked, checkpoints)
@@ -234,6 +239,43 @@ def test_report_has_one_row_per_grant_as_it_happened(trail: Trail) -> None:
     assert header.startswith("request_id,requester,target,reason,source,approvers,requested_at,granted_at")
 
 
+def test_a_tail_cut_while_the_processes_run_shows_against_the_checkpoints_posted_seconds_after_the_grant() -> None:
+    """Within seconds of an approval and its grant, web and worker each post a checkpoint covering them; a copy of
+    the log with those records cut from the end (and the processes killed, so no stop checkpoint follows) fails
+    `verify` against the posted checkpoints; without them, verify says plainly a cut tail cannot be seen."""
+    with Stack(policy=stack_policy, sweep_interval=2.0, extra_env={"JIT_AUDIT_KEY": KEY}) as stack:
+        request_id = granted(stack, "U0DEV1", "request lb-prod 1h witnessed grant")
+        approved, applied = (
+            next(r for r in stack.audit(request_id) if r["event"] == event)
+            for event in ("request.approved", "grant.applied")
+        )
+
+        def covering() -> list[str]:
+            marks = [m.split(":") for m in posted_checkpoints(stack, "security")]
+            return [
+                ":".join(mark)
+                for mark in marks
+                for record in (approved, applied)
+                if mark[0] == record["chain"] and int(mark[1]) > record["seq"]
+            ]
+
+        posted = stack.wait_for(lambda: len(covering()) >= 2 and covering(), timeout=20, what="checkpoints posted")
+        for process in stack.processes:
+            process.stop(signal.SIGKILL)
+        lines = stack.audit_path.read_text(encoding="utf-8").splitlines(keepends=True)
+        first_cut = [json.loads(line) for line in lines].index(approved)
+        copy = stack.workdir / "cut.log"
+        copy.write_text("".join(lines[:first_cut]), encoding="utf-8")
+
+        result = audit("verify", str(copy), *[f"--checkpoint={mark}" for mark in posted])
+        blind = audit("verify", str(copy))
+
+    assert result.returncode == 1, result.stdout
+    assert "FAILED" in result.stdout and ": cut: chain " in result.stdout
+    assert blind.returncode == 0, blind.stdout
+    assert "a cut tail cannot be seen" in blind.stdout
+
+
 def test_a_restarted_worker_continues_its_chain_across_a_gzipped_rotation() -> None:
     """Stop the worker, rotate the log, start a worker: its chain goes on from the stop checkpoint, and the two
     files (the older gzipped, given newest first) verify as one, against the checkpoint posted."""
@@ -251,6 +293,15 @@ def test_a_restarted_worker_continues_its_chain_across_a_gzipped_rotation() -> N
 
         stack.start_worker()
         after = granted(stack, "U0DEV2", "request lb-prod 1h after the restart")
+        start = stack.wait_for(
+            lambda: [m for m in posted_checkpoints(stack, "start") if m.startswith(f"{chain}:{stop['seq'] + 1}:")],
+            what="the continuation posted",
+        )
+        assert any(
+            f"continues from seq {stop['seq']}, hash `{stop['hash']}`" in str(m.get("text"))
+            for m in stack.slack.messages(APPROVALS)
+            if start[0] in str(m.get("text"))
+        )
 
         continued = [r for r in stack.audit() if r["chain"] == chain]
         assert continued, "the new worker writes the same chain"

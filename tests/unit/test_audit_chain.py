@@ -9,12 +9,14 @@ import io
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from jit_lb.access import audit as audit_module
 from jit_lb.access.audit import CHECKPOINT_SECONDS, AuditLog
 from jit_lb.access.chain import canonical
 from jit_lb.access.errors import AuditUnavailableError
@@ -293,9 +295,90 @@ def test_a_checkpoint_is_due_every_five_minutes_and_goes_to_the_witness(path: Pa
     assert audit._witnesses is not None
     audit._witnesses.shutdown(wait=True)
 
-    assert [written] == posted
-    assert (written["event"], written["seq"], written["reason"]) == ("audit.checkpoint", 2, "interval")
+    assert [written] == posted[1:]  # after the chain's start, itself a checkpoint posted
+    assert (written["event"], written["seq"], written["reason"]) == ("audit.checkpoint", 3, "interval")
     assert records(path)[-1] == written
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    """Poll until `condition()` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_an_approval_is_checkpointed_and_posted_within_seconds(path: Path, keyed: None) -> None:
+    """An approval and a grant are followed within SOON_SECONDS by one checkpoint, posted; a copy of the log cut
+    back to before the approval fails `verify` against it, and without checkpoints verify says it cannot tell."""
+    posted: list[dict[str, Any]] = []
+    audit = AuditLog.open(str(path))
+    audit.start_chain("worker", SecretStr(KEY), witness=posted.append)
+    write(audit, 1)
+    approved = audit.record("request.approved", actor="U0APPROVER1", target="lb-prod", request_id="jit-000000")
+    granted = audit.record("grant.applied", actor="system", target="lb-prod", request_id="jit-000000")
+
+    wait_until(lambda: any(p["seq"] > granted["seq"] for p in posted))
+
+    (soon,) = [p for p in posted if p["reason"] == "security"]
+    assert soon["seq"] == granted["seq"] + 1  # the two shared one checkpoint
+    cut = path.with_name("cut.log")
+    cut.write_text("".join(lines_of(path)[: approved["seq"] - 1]), encoding="utf-8")
+    code, out = verify(str(cut), f"--checkpoint={soon['chain']}:{soon['seq']}:{soon['hash']}")
+    assert code == 1
+    assert f"cut: chain {soon['chain']} ends here at seq {approved['seq'] - 1}" in out
+    code, out = verify(str(cut))
+    assert code == 0
+    assert "warning: no --checkpoint given, so a cut tail cannot be seen" in out
+
+
+def test_a_chain_continued_after_a_crash_names_the_head_it_continues_from(path: Path, keyed: None) -> None:
+    """A writer that dies without a stop checkpoint: the next one's start record, posted, names the chain and the
+    seq and hash it continues from."""
+    first = AuditLog.open(str(path))
+    first.start_chain("worker", SecretStr(KEY), witness=lambda _: None)
+    last = write(first, 3)[-1]
+    first.close()  # as a kill -9 leaves it: no stop checkpoint
+    posted: list[dict[str, Any]] = []
+
+    second = AuditLog.open(str(path))
+    second.start_chain("worker", SecretStr(KEY), witness=posted.append)
+    wait_until(lambda: bool(posted))
+
+    (start,) = posted
+    assert (start["reason"], start["chain"], start["seq"]) == ("start", last["chain"], last["seq"] + 1)
+    assert (last["chain"], last["seq"], last["hash"]) == (
+        start["previous_chain"],
+        start["previous_seq"],
+        start["previous_hash"],
+    )
+
+
+def test_a_new_chain_that_replaces_a_cut_one_shows_the_cut(
+    path: Path, keyed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log cut in place behind a dead writer's back: the next writer cannot continue, starts a new chain whose
+    start names the old chain's kept head, and verify fails on the cut without any checkpoint given."""
+    monkeypatch.setattr(audit_module, "HEAD_SAVE_SECONDS", 0.0)  # the head kept after every record, as after a pause
+    first = AuditLog.open(str(path))
+    first.start_chain("worker", SecretStr(KEY), witness=lambda _: None)
+    write(first, 3)
+    first.close()
+    kept = lines_of(path)
+    path.write_text("".join(kept[:2]), encoding="utf-8")  # the last record removed (same file, shorter)
+    posted: list[dict[str, Any]] = []
+
+    second = AuditLog.open(str(path))
+    second.start_chain("worker", SecretStr(KEY), witness=posted.append)
+    wait_until(lambda: bool(posted))
+
+    (start,) = posted
+    old = json.loads(kept[-1])
+    assert start["chain"] != old["chain"]
+    assert (old["chain"], old["seq"]) == (start["previous_chain"], start["previous_seq"])
+    code, out = verify(str(path))
+    assert code == 1
+    assert f"cut: chain {old['chain']} ends here at seq 2, but the chain that replaced it" in out
 
 
 def test_a_checkpoint_the_log_cannot_take_is_neither_written_nor_posted(path: Path) -> None:
@@ -306,9 +389,11 @@ def test_a_checkpoint_the_log_cannot_take_is_neither_written_nor_posted(path: Pa
     audit.destination = "/dev/full"
 
     assert audit.checkpoint("stop", background=False) is None
-    assert posted == []
+    assert audit._witnesses is not None
+    audit._witnesses.shutdown(wait=True)
+    assert [p["reason"] for p in posted] == ["start"]  # the chain's start alone
     head = audit.chain
-    assert head is not None and head.seq == 0
+    assert head is not None and head.seq == 1
 
 
 # --- verify ------------------------------------------------------------------------------------------
