@@ -385,6 +385,7 @@ class UploadedFile:
     initial_comment: str | None = None
     thread_ts: str | None = None
     completed: bool = False  # files.completeUploadExternal took it
+    deleted: bool = False  # files.delete took it: Slack keeps neither its bytes nor its title
 
     @property
     def channels(self) -> list[str]:
@@ -458,6 +459,7 @@ class SlackStandin:
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
+            "chat.delete": self._delete,
             "chat.getPermalink": self._permalink,
             "conversations.open": self._open,
             "users.info": self._user_info,
@@ -468,6 +470,7 @@ class SlackStandin:
             "views.publish": self._views_publish,
             "files.getUploadURLExternal": self._upload_url,
             "files.completeUploadExternal": self._complete_upload,
+            "files.delete": self._delete_file,
         }
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -800,6 +803,19 @@ class SlackStandin:
         message.update({key: args[key] for key in ("text", "blocks", "attachments") if key in args})
         return {"ok": True, "channel": channel, "ts": ts, "text": message.get("text", ""), "message": dict(message)}
 
+    def _delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        """chat.delete: a conversation id (a user id is not one: channel_not_found) and a message the app posted."""
+        channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
+        if not channel or channel[:1] not in {"C", "G", "D"}:
+            return {"ok": False, "error": "channel_not_found"}
+        message = self._messages.get((channel, ts))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if message.get("user") != "U0BOT":
+            return {"ok": False, "error": "cant_delete_message"}  # a bot token deletes only the app's own messages
+        del self._messages[(channel, ts)]
+        return {"ok": True, "channel": channel, "ts": ts}
+
     def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("channel") or not args.get("user"):
             return {"ok": False, "error": "channel_not_found" if not args.get("channel") else "user_not_found"}
@@ -1004,6 +1020,22 @@ class SlackStandin:
             shared.append(_file_object(done))
         return {"ok": True, "files": shared}
 
+    def _delete_file(self, args: dict[str, Any]) -> dict[str, Any]:
+        """files.delete: the file goes, and each message that shared it keeps only a tombstone of it."""
+        upload = self._files.get(str(args.get("file") or ""))
+        if upload is None or not upload.completed:
+            return {"ok": False, "error": "file_not_found"}
+        if upload.deleted:
+            return {"ok": False, "error": "file_deleted"}
+        self._files[upload.id] = dataclasses.replace(upload, content=None, title="", deleted=True)
+        for channel, ts in upload.shares:
+            message = self._messages.get((channel, ts))
+            if message is not None:
+                message["files"] = [
+                    {"id": f["id"], "mode": "tombstone"} if f.get("id") == upload.id else f for f in message["files"]
+                ]
+        return {"ok": True}
+
     def _share(self, channel: str, upload: UploadedFile, args: dict[str, Any]) -> str:
         """Post the message that shares `upload` in `channel`, and return its ts."""
         ts = self._next_ts()
@@ -1096,8 +1128,23 @@ class SlackStandin:
         """Files that files.completeUploadExternal took, with their bytes: shared in `channel` (a user id and its
         DM channel are one), or all, private ones included."""
         with self._lock:
-            done = [upload for upload in self._files.values() if upload.completed]
+            done = [upload for upload in self._files.values() if upload.completed and not upload.deleted]
         return [upload for upload in done if channel is None or dm_channel(channel) in upload.channels]
+
+    def holding(self, text: str) -> list[str]:
+        """Where Slack still keeps `text` now (messages as they stand after updates and deletes, files not
+        deleted, their titles and comments, open views): empty once nothing the workspace keeps holds it."""
+        found = []
+        with self._lock:
+            for (channel, ts), message in self._messages.items():
+                if text in json.dumps(message):
+                    found.append(f"message {channel} {ts}")
+            for upload in self._files.values():
+                kept = f"{upload.title} {upload.initial_comment or ''} {upload.filename}"
+                if not upload.deleted and (text in kept or text.encode() in (upload.content or b"")):
+                    found.append(f"file {upload.id}")
+            found += [f"view {view_id}" for view_id, view in self._views.items() if text in json.dumps(view)]
+        return found
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:
         """Poll `predicate` until it returns something truthy, and return that."""

@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jit_lb.access.errors import StoreUnavailableError
 from jit_lb.runtime import Runtime
-from workers import context, notices, reconcile
+from workers import context, enrolments, notices, reconcile
 from workers.outage import Outage
 
 log = structlog.get_logger("jit_lb.worker")
@@ -79,6 +79,7 @@ class ReconcileLoop(threading.Thread):
         reconcile.enforce_lockdown()
         reconcile.end_idle()
         reconcile.announce_overdue_reviews()
+        enrolments.forget_due()
         reconcile.record_refusal_summaries()
         reconcile.enqueue_due()
         if self.rt.store.take_turn("sweep", self.holder, self.rt.settings.jit_sweep_interval):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.messages.ids import ActionId, BlockId
@@ -636,12 +636,21 @@ def _context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [_mrkdwn(text)]}
 
 
-def mfa_enrolment_text(uri: str) -> str:
-    """The enrolment DM: the `otpauth://` URI (its QR code follows as an image). The secret is in it: a DM only."""
+def mfa_enrolment_text(uri: str, within: timedelta) -> str:
+    """The enrolment DM: the `otpauth://` URI (its QR code follows as an image); deleted once it has served."""
     return (
         ":closed_lock_with_key: Step-up MFA for jit-lb: scan the QR code below with your authenticator app "
-        f"(or add this key by hand: `{uri}`), then type the app's first code in the form I opened. "
-        "Nobody at jit-lb can see this secret again; if you lose the app, an admin resets your enrolment."
+        f"(or add this key by hand: `{uri}`), then type the app's first code in the form I opened, "
+        f"within {format_duration(within)}. This message and the QR code are deleted once you confirm (or when "
+        "that time is up, which cancels the enrolment), so that nobody reading your DMs later finds the secret. "
+        "If you lose the app, an admin resets your enrolment."
+    )
+
+
+def mfa_cancelled_text(within: timedelta) -> str:
+    return (
+        f":hourglass: Your step-up MFA enrolment was not confirmed within {format_duration(within)}: it is cancelled, "
+        "its secret destroyed and its QR code deleted. `/jit mfa enroll` starts again."
     )
 
 

@@ -135,23 +135,52 @@ class Notifier:
         """A plain message in a channel (a lockout for the approvers, say)."""
         self._call("chat.postMessage", channel=channel, text=text)
 
-    def dm(self, user: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
-        """A direct message: chat.postMessage to the user id opens the DM with the app."""
+    def dm(self, user: str, text: str, blocks: list[dict[str, Any]] | None = None) -> tuple[str, str] | None:
+        """A direct message: chat.postMessage to the user id opens the DM with the app. Where it landed (the DM's
+        channel id and the message's ts, what chat.delete takes), or None when Slack refused it."""
         extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
-        self._call("chat.postMessage", channel=user, text=text, **extra)
+        answer = self._call("chat.postMessage", channel=user, text=text, **extra)
+        if not answer or not answer.get("channel") or not answer.get("ts"):
+            return None
+        return str(answer["channel"]), str(answer["ts"])
 
-    def send_file(self, user: str, content: bytes, filename: str, title: str, comment: str) -> bool:
-        """Share a file with `user` in their DM with the app (files.uploadV2 wants the DM's channel id)."""
+    def send_file(self, user: str, content: bytes, filename: str, title: str, comment: str) -> str | None:
+        """Share a file with `user` in their DM with the app (files.uploadV2 wants the DM's channel id); its file id,
+        or None when Slack refused it."""
         opened = self._call("conversations.open", users=user)
         channel = opened.get("channel", {}).get("id") if opened else None
         if not channel:
-            return False
+            return None
         try:
-            self.client.files_upload_v2(
+            answer = self.client.files_upload_v2(
                 channel=str(channel), content=content, filename=filename, title=title, initial_comment=comment
             )
         except (SlackApiError, SlackClientError, OSError) as err:
             log.error("slack file upload failed", user=user, filename=filename, error=str(err))
+            return None
+        uploaded = answer.get("files") or [answer.get("file") or {}]
+        file_id = uploaded[0].get("id") if uploaded and isinstance(uploaded[0], dict) else None
+        return str(file_id) if file_id else None
+
+    def delete_message(self, channel: str, ts: str) -> bool:
+        """chat.delete of a message the app posted; True once it is gone (already gone counts)."""
+        return self._delete("chat.delete", {"message_not_found"}, channel=channel, ts=ts)
+
+    def delete_file(self, file_id: str) -> bool:
+        """files.delete of a file the app uploaded; True once it is gone (already gone counts)."""
+        return self._delete("files.delete", {"file_not_found", "file_deleted"}, file=file_id)
+
+    def _delete(self, method: str, gone: set[str], **kwargs: Any) -> bool:
+        try:
+            self.client.api_call(method, json=kwargs)
+        except SlackApiError as err:
+            error = err.response.get("error") if isinstance(err.response.data, dict) else None
+            if error in gone:
+                return True
+            log.error("slack refused a delete", method=method, error=str(error))
+            return False
+        except (SlackClientError, OSError) as err:
+            log.error("slack delete failed", method=method, error=str(err))
             return False
         return True
 

@@ -22,6 +22,7 @@ log = structlog.get_logger("jit_lb.service")
 JOBS = "workers.jobs."
 NOTICES = "workers.notices."
 RECONCILE = "workers.reconcile."
+ENROLMENTS = "workers.enrolments."
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ import segno
 from bot.messages import blocks, views
 from bot.messages.notify import Notifier
 from bot.messages.views import View
-from bot.service.common import Reply, utcnow
+from bot.service.common import ENROLMENTS, Reply, enqueue, utcnow
 from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import AuditUnavailableError, CommandError, StoreUnavailableError
-from jit_lb.access.mfa import Enrolment, MfaError, matching_step, new_secret, provisioning_uri
+from jit_lb.access.mfa import SECRET_GRACE, Enrolment, MfaError, matching_step, new_secret, provisioning_uri
 from jit_lb.access.policy import Target
 from jit_lb.runtime import Runtime
 
@@ -63,7 +63,9 @@ class MfaService:
         if current is not None and current.confirmed:
             raise CommandError("you are enrolled already; an admin's `/jit mfa reset` allows a new enrolment")
         enrolment = Enrolment(user=user, secret=new_secret(), confirmed=False, created_at=self.clock())
-        self.rt.mfa.save(enrolment)
+        within = self.rt.policy.mfa.enrol_within
+        self.rt.mfa.save(enrolment, expires_in=within + SECRET_GRACE)
+        self.rt.mfa.forget_at(user, enrolment.created_at + within)  # a worker cancels it then, if unconfirmed
         text = "Scan the QR code I sent you in a DM (or type its key), then enter the app's first code here."
         return Reply("Check your DMs from jit-lb for the QR code.", view=views.mfa_modal({"do": "enroll"}, text))
 
@@ -75,8 +77,18 @@ class MfaService:
         uri = provisioning_uri(enrolment.secret, user)
         png = io.BytesIO()
         segno.make(uri, error="m").save(png, kind="png", scale=6, border=4)
-        self.notifier.dm(user, blocks.mfa_enrolment_text(uri))
-        self.notifier.send_file(user, png.getvalue(), "jit-lb-mfa.png", "jit-lb step-up", "Scan this with your app.")
+        # Each carrier of the secret is remembered before anything else, for the workers to delete (CONTRACT §9).
+        posted = self.notifier.dm(user, blocks.mfa_enrolment_text(uri, self.rt.policy.mfa.enrol_within))
+        if posted is not None:
+            self.rt.mfa.keep_carrier(user, "message", list(posted))
+        file_id = self.notifier.send_file(
+            user, png.getvalue(), "jit-lb-mfa.png", "jit-lb step-up", "Scan this with your app."
+        )
+        if file_id is not None:
+            self.rt.mfa.keep_carrier(user, "file", [file_id])
+        current = self.rt.mfa.enrolment(user)
+        if current is None or current.confirmed:  # confirmed (or gone) while the DM was on its way
+            self._forget_now(user)
 
     def status_text(self, user: str) -> str:
         status = self.rt.mfa.status(user)
@@ -133,6 +145,8 @@ class MfaService:
             enrolment = self.rt.mfa.enrolment(user)
             if enrolment is None or (not enrolment.confirmed and kind != "enroll"):
                 return {"code": "you are not enrolled: `/jit mfa enroll` sets it up"}
+            if not enrolment.confirmed and self.clock() >= enrolment.created_at + rules.enrol_within:
+                return {"code": "this enrolment was not confirmed in time and is cancelled: `/jit mfa enroll` again"}
             locked = self.rt.mfa.locked_for(user)
             if locked:
                 return {"code": f"locked out for {format_duration(locked)} after too many wrong codes"}
@@ -153,6 +167,7 @@ class MfaService:
                 confirmed = Enrolment(user, enrolment.secret, True, enrolment.created_at, now)
                 self.rt.audit.record("mfa.enrolled", actor=user, target=None)
                 self.rt.mfa.save(confirmed)
+                self._forget_now(user)  # the DM and the QR code have served: they go now
             self.rt.audit.record("mfa.verified", actor=user, target=intent.get("target"), purpose=kind)
             self.rt.mfa.prove(user, rules.window)
         except (MfaError, AuditUnavailableError) as err:
@@ -160,6 +175,19 @@ class MfaService:
         except StoreUnavailableError:
             return {"code": blocks.unavailable_text()}
         return Verified(intent)
+
+    def _forget_now(self, user: str) -> None:
+        """Have a worker delete the Slack messages and files that carried `user`'s secret, at once."""
+        now = self.clock()
+        self.rt.mfa.forget_at(user, now)
+        # The workers' loop also takes it within a second: the job only saves that second.
+        enqueue(
+            self.rt.notices,
+            "forget_enrolment",
+            user,
+            job_id=f"forget-mfa-{user}-{int(now.timestamp())}",
+            module=ENROLMENTS,
+        )
 
     def _failed(self, user: str, kind: str, why: str, locked: bool = False) -> None:
         self.rt.audit.record("mfa.failed", actor=user, target=None, purpose=kind, why=why, locked=locked, must=True)

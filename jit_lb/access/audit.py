@@ -83,6 +83,7 @@ EVENTS = frozenset(
         "mfa.verified",
         "mfa.failed",
         "mfa.reset",
+        "mfa.cancelled",
         "policy.reloaded",
         "policy.refused",
         "audit.checkpoint",

@@ -31,6 +31,20 @@ _USED = PREFIX + "mfa:used:"  # time steps already accepted for a user (a code w
 _FAILS = PREFIX + "mfa:fails:"  # wrong codes in a row, until the lockout window passes
 _LOCKED = PREFIX + "mfa:locked:"  # set while a user is locked out of step-ups
 _PROVEN = PREFIX + "mfa:proven:"  # set while a verified code proves the user (mfa.window)
+_CARRIERS = PREFIX + "mfa:carriers:"  # the Slack messages and files that carried a user's secret, until deleted
+_FORGET = PREFIX + "mfa:forget"  # users whose carriers (or unconfirmed enrolment) are due to go, by when
+SECRET_GRACE = timedelta(minutes=1)  # Redis drops an unconfirmed secret itself this long after the worker should
+
+# Drop an enrolment only while it is still unconfirmed and still the one begun at ARGV[1]: a first code
+# confirming it at the same moment wins, and a newer enrolment is not the abandoned one.
+_ABANDON = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local record = cjson.decode(raw)
+if record['confirmed'] or record['created_at'] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
 
 
 class MfaError(JitError):
@@ -107,7 +121,8 @@ class MfaStore:
             raise MfaError("MFA is not set up on this jit-lb (JIT_MFA_KEY is not set); ask your platform team")
         return self.cipher
 
-    def save(self, enrolment: Enrolment) -> None:
+    def save(self, enrolment: Enrolment, expires_in: timedelta | None = None) -> None:
+        """Keep `enrolment` (sealed); an unconfirmed one with `expires_in`, after which Redis drops it by itself."""
         sealed = self._need_cipher().encrypt(enrolment.secret.encode()).decode()
         record = {
             "secret": sealed,
@@ -115,8 +130,47 @@ class MfaStore:
             "created_at": enrolment.created_at.isoformat(),
             "confirmed_at": enrolment.confirmed_at.isoformat() if enrolment.confirmed_at else None,
         }
+        seconds = max(1, int(expires_in.total_seconds())) if expires_in is not None else None
         with reachable():
-            self.redis.set(_SECRET + enrolment.user, json.dumps(record))
+            self.redis.set(_SECRET + enrolment.user, json.dumps(record), ex=seconds)
+
+    def abandon(self, enrolment: Enrolment) -> bool:
+        """Destroy `enrolment` if it is still unconfirmed and still the current one; True when it was."""
+        with reachable():
+            done = self.redis.eval(_ABANDON, 1, _SECRET + enrolment.user, enrolment.created_at.isoformat())
+        return bool(done)
+
+    # --- what Slack keeps of a secret: the DM and the QR code, until they are deleted -------------------
+
+    def keep_carrier(self, user: str, kind: str, ref: list[str]) -> None:
+        """Remember a Slack object that carries `user`'s secret: ("message", [channel, ts]) or ("file", [id])."""
+        with reachable():
+            self.redis.rpush(_CARRIERS + user, json.dumps([kind, *ref]))
+
+    def carriers(self, user: str) -> list[list[str]]:
+        with reachable():
+            raw = self.redis.lrange(_CARRIERS + user, 0, -1)
+        return [list(json.loads(item)) for item in raw]
+
+    def carrier_gone(self, user: str, carrier: list[str]) -> None:
+        with reachable():
+            self.redis.lrem(_CARRIERS + user, 0, json.dumps(carrier))
+
+    def forget_at(self, user: str, when: datetime) -> None:
+        """Have the workers delete `user`'s carriers (and an enrolment then still unconfirmed) at `when`, or sooner
+        if that was asked already."""
+        with reachable():
+            self.redis.zadd(_FORGET, {user: when.timestamp()}, lt=True)  # LT still adds a user not there
+
+    def due_to_forget(self, now: datetime) -> list[str]:
+        with reachable():
+            raw = self.redis.zrangebyscore(_FORGET, "-inf", now.timestamp())
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
+
+    def take_forget(self, user: str) -> bool:
+        """Claim `user`'s due forgetting: True for the one worker that takes it."""
+        with reachable():
+            return bool(self.redis.zrem(_FORGET, user))
 
     def enrolment(self, user: str) -> Enrolment | None:
         with reachable():

@@ -313,6 +313,8 @@ class MfaRules(_Model):
     window: Duration = timedelta(minutes=5)
     lockout_after: int = Field(default=5, ge=1, le=100)
     lockout: Duration = timedelta(minutes=15)
+    # An enrolment not confirmed with a first code this long after it began is cancelled and its secret destroyed.
+    enrol_within: Duration = timedelta(minutes=5)
 
 
 class BreakGlass(_Model):

@@ -16,7 +16,7 @@ from bot.service.mfa import Verified
 from jit_lb.access.errors import CommandError
 from jit_lb.access.requests import Status
 from tests.service.world import APPROVALS, World
-from workers import jobs
+from workers import enrolments, jobs
 
 
 @pytest.fixture(name="mfa_world")
@@ -171,3 +171,36 @@ async def test_a_target_that_requires_mfa_since_refuses_a_request_made_without_a
     assert jobs.grant_access(request.id) == "failed"
     assert "requires MFA now" in world.record("grant.failed", request.id)["error"]
     assert world.ingress() == []
+
+
+def test_an_enrolment_not_confirmed_in_time_is_cancelled_and_leaves_slack(mfa_world: World) -> None:
+    """Unconfirmed past mfa.enrol_within: the secret is destroyed, the DM and QR deleted, the person told why."""
+    world = mfa_world
+    reply = world.mfa.command("U0DEV1", ["enroll"])
+    assert reply.view is not None
+    world.mfa.send_enrolment("U0DEV1")
+    secret = secret_from_dm(world, "U0DEV1")
+    assert world.slack.holding(secret)
+    assert enrolments.forget_due(datetime.now(UTC)) == 0  # still within its time: the person needs them
+
+    assert enrolments.forget_due(datetime.now(UTC) + timedelta(minutes=5, seconds=1)) == 1
+    assert world.slack.holding(secret) == []
+    assert world.slack.files() == []
+    assert world.rt.store.redis.keys("jit:mfa:secret:*") == []
+    assert world.record("mfa.cancelled")["user"] == "U0DEV1"
+    assert "not confirmed within 5m" in world.texts(world.slack.dms("U0DEV1"))
+    late = world.mfa.verify("U0DEV1", reply.view["private_metadata"], pyotp.TOTP(secret).now())
+    assert late == {"code": "you are not enrolled: `/jit mfa enroll` sets it up"}
+
+
+def test_a_confirmed_enrolment_leaves_nothing_of_its_secret_in_slack(mfa_world: World) -> None:
+    """The first code confirms the enrolment; the worker then deletes the DM and the QR code that carried it."""
+    world = mfa_world
+    secret = enrol(world, "U0DEV1")
+    assert enrolments.forget_enrolment("U0DEV1") == "forgotten"
+    assert world.slack.holding(secret) == []
+    assert world.slack.files() == []
+    assert [call.method for call in world.slack.calls() if call.method.endswith(".delete")] == [
+        "chat.delete",
+        "files.delete",
+    ]

@@ -117,3 +117,22 @@ def test_wrong_codes_lock_a_person_out(stack: Stack) -> None:
     assert last.json()["errors"]["code"] == "wrong code; you are locked out for 1m"
     assert "<@U0DEV2> is locked out" in json.dumps(stack.wait_for(lambda: stack.slack.messages(APPROVALS)))
     assert "locked out" in stack.client().command("U0DEV2", "request lb-prod 30m OPS-3 again").json()["text"]
+
+
+def test_the_secret_leaves_slack_once_the_enrolment_is_confirmed(stack: Stack) -> None:
+    """After the first code, neither the DM with the otpauth URI nor the QR code is anywhere Slack keeps."""
+    secret = enrol(stack, "U0APPROVER2")
+    stack.wait_for(lambda: not stack.slack.holding(secret), what="the secret's DM deleted")
+    assert [f.id for f in stack.slack.files() if f.filename == "jit-lb-mfa.png" and _qr_holds(f.content, secret)] == []
+    deletes = [call.response for call in stack.slack.calls("chat.delete") + stack.slack.calls("files.delete")]
+    assert deletes
+    assert all(answer["ok"] for answer in deletes)
+    # The authenticator still works: the secret left Slack, not jit-lb.
+    answer = stack.client().command("U0APPROVER2", "mfa status")
+    assert answer.json()["text"].startswith("Enrolled")
+
+
+def _qr_holds(content: bytes | None, secret: str) -> bool:
+    if not content:
+        return False
+    return any(secret in result.text for result in zxingcpp.read_barcodes(Image.open(io.BytesIO(content))))

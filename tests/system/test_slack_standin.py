@@ -492,6 +492,41 @@ def test_a_file_for_a_person_goes_to_their_dm_channel(standin: SlackStandin, cli
     assert standin.files("C0APPROVALS") == []
 
 
+def test_chat_delete_takes_the_conversation_id_and_only_the_apps_messages(
+    standin: SlackStandin, client: WebClient
+) -> None:
+    """chat.delete answers channel and ts; a user id, an unknown ts or a second delete are refused as Slack does."""
+    posted = client.chat_postMessage(channel="U0DEV1", text="otpauth://totp/x?secret=ABC")
+    by_user = refused(lambda: client.chat_delete(channel="U0DEV1", ts=posted["ts"]))
+    unknown = refused(lambda: client.chat_delete(channel=posted["channel"], ts="1.000001"))
+    assert standin.holding("secret=ABC") == [f"message {posted['channel']} {posted['ts']}"]
+
+    answer = client.chat_delete(channel=posted["channel"], ts=posted["ts"])
+
+    assert (answer["channel"], answer["ts"]) == (posted["channel"], posted["ts"])
+    assert (by_user["error"], unknown["error"]) == ("channel_not_found", "message_not_found")
+    assert refused(lambda: client.chat_delete(channel=posted["channel"], ts=posted["ts"]))["error"] == (
+        "message_not_found"
+    )
+    assert standin.holding("secret=ABC") == []
+
+
+def test_files_delete_removes_the_file_and_leaves_a_tombstone(standin: SlackStandin, client: WebClient) -> None:
+    """files.delete answers ok; the file's bytes and title go, its share shows a tombstone; again: file_deleted."""
+    dm = client.conversations_open(users="U0DEV1")["channel"]["id"]
+    file_id = client.files_upload_v2(channel=dm, content=b"secret=ABC", filename="qr.png", title="t")["files"][0]["id"]
+    assert standin.holding("secret=ABC") == [f"file {file_id}"]
+    [share] = standin.files(dm)[0].shares
+
+    assert client.files_delete(file=file_id)["ok"] is True
+
+    assert standin.files() == []
+    assert standin.holding("secret=ABC") == []
+    assert (standin.message(*share) or {})["files"] == [{"id": file_id, "mode": "tombstone"}]
+    assert refused(lambda: client.files_delete(file=file_id))["error"] == "file_deleted"
+    assert refused(lambda: client.files_delete(file="F0NOTHERE"))["error"] == "file_not_found"
+
+
 def test_an_upload_needs_its_fields_and_its_bytes(standin: SlackStandin, client: WebClient) -> None:
     """A missing length is invalid_arguments; completing a file whose bytes never came is file_not_found."""
     missing = refused(lambda: client.api_call("files.getUploadURLExternal", params={"filename": "x.png"}))

@@ -22,10 +22,10 @@ EVENTS_URL = "https://jit-lb.example.com/slack/events"
 # Every bot scope jit-lb needs, with what needs it; the manifest asks for these and nothing more.
 SCOPES = {
     "commands": "the /jit slash command and the jit_request global shortcut",
-    "chat:write": "chat.postMessage, chat.update, chat.postEphemeral: cards, thread replies, DMs, refusals",
+    "chat:write": "chat.postMessage, chat.update, chat.postEphemeral, chat.delete: cards, replies, DMs, refusals",
     "im:write": "conversations.open: the DM channel id that files.completeUploadExternal needs",
     "usergroups:read": "usergroups.users.list: usergroup approvers",
-    "files:write": "files.uploadV2: the QR code of an MFA enrolment (docs/slack-app.md)",
+    "files:write": "files.uploadV2, files.delete: the QR code of an MFA enrolment, deleted once it served (docs/security.md)",
 }
 # The scope each Web API method the code may call needs (None: none). A method not listed here fails
 # test_every_web_api_method_the_code_calls_is_covered until it is added, with its scope.
@@ -34,6 +34,7 @@ METHOD_SCOPES: dict[str, str | None] = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "chat.postEphemeral": "chat:write",
+    "chat.delete": "chat:write",
     "chat.getPermalink": None,
     "conversations.open": "im:write",
     "usergroups.users.list": "usergroups:read",
@@ -44,6 +45,7 @@ METHOD_SCOPES: dict[str, str | None] = {
     "files.uploadV2": "files:write",
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
+    "files.delete": "files:write",
 }
 _FAMILIES = "chat|views|files|usergroups|users|conversations|reactions|pins|bookmarks|team|auth|apps"
 # A method named as a string ("chat.postMessage") or called through slack_sdk (client.views_open(...)).
