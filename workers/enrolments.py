@@ -1,5 +1,6 @@
-"""What Slack keeps of an MFA secret goes (CONTRACT §9): the enrolment's DM and QR code are deleted once it is
-confirmed, and an enrolment not confirmed within `mfa.enrol_within` is cancelled and its secret destroyed.
+"""What Slack keeps of an MFA secret goes (docs/command-and-slack.md, Step-up MFA): the enrolment's DM and QR
+code are deleted once it is confirmed, and an enrolment not confirmed within `mfa.enrol_within` is cancelled
+and its secret destroyed.
 
 The web marks a user due (at once on a confirmation, at the deadline on an enrolment) and queues
 `forget_enrolment`; every worker's loop also takes the users that are due each second, so a lost

@@ -77,7 +77,7 @@ class MfaService:
         uri = provisioning_uri(enrolment.secret, user)
         png = io.BytesIO()
         segno.make(uri, error="m").save(png, kind="png", scale=6, border=4)
-        # Each carrier of the secret is remembered before anything else, for the workers to delete (CONTRACT §9).
+        # Each carrier of the secret is remembered at once, for the workers to delete (docs/command-and-slack.md).
         posted = self.notifier.dm(user, blocks.mfa_enrolment_text(uri, self.rt.policy.mfa.enrol_within))
         if posted is not None:
             self.rt.mfa.keep_carrier(user, "message", list(posted))

@@ -25,7 +25,7 @@ SCOPES = {
     "chat:write": "chat.postMessage, chat.update, chat.postEphemeral, chat.delete: cards, replies, DMs, refusals",
     "im:write": "conversations.open: the DM channel id that files.completeUploadExternal needs",
     "usergroups:read": "usergroups.users.list: usergroup approvers",
-    "files:write": "files.uploadV2, files.delete: the QR code of an MFA enrolment, deleted once it served (docs/security.md)",
+    "files:write": "files.uploadV2, files.delete: the QR code of an MFA enrolment, deleted once confirmed",
 }
 # The scope each Web API method the code may call needs (None: none). A method not listed here fails
 # test_every_web_api_method_the_code_calls_is_covered until it is added, with its scope.
