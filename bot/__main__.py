@@ -24,8 +24,12 @@ def check_policy(path: str) -> int:
         return 1
     print(f"{path}: valid; {len(policy.targets)} target(s), {len(policy.principals)} principal(s)")
     for name, target in sorted(policy.targets.items()):
+        grant = target.grant
+        where = (
+            f" (allow_file {grant.allow_file}, pid_file {grant.pid_file})" if grant.kind == "nginx_allowlist" else ""
+        )
         print(
-            f"  {name}: {target.grant.kind}, {format_duration(target.min_duration)}.."
+            f"  {name}: {grant.kind}{where}, {format_duration(target.min_duration)}.."
             f"{format_duration(target.max_duration)} (default {format_duration(target.default_duration)}), "
             f"{target.approvals_required} of {', '.join(target.approvers)}"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -187,8 +189,40 @@ class HaproxyAclGrant(_Model):
         return data
 
 
+def _absolute_path(value: str) -> str:
+    """A file path as a grant spec names one: absolute, normalised, no control characters."""
+    if not value or any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must be a file path without control characters")
+    if not value.startswith("/"):
+        raise ValueError(f"`{value[:100]}` is not an absolute path")
+    normal = posixpath.normpath(value)
+    if normal in {"/", "//"}:
+        raise ValueError(f"`{value[:100]}` names a directory, not a file")
+    return normal
+
+
+FilePath = Annotated[str, AfterValidator(_absolute_path)]
+
+
+class NginxAllowlistGrant(_Model):
+    """A line `allow <cidr>;` in a file NGINX includes before `deny all;`, then NGINX tested and reloaded."""
+
+    kind: Literal["nginx_allowlist"]
+    allow_file: FilePath  # included inside the protected server or location, before its `deny all;`
+    pid_file: FilePath  # the master's pid file: a reload is SIGHUP to that process
+    # The binary that tests a configuration before it is loaded: a name on the PATH or an absolute path.
+    nginx: str = Field(default="nginx", pattern=r"^(/[^\x00-\x1f\x7f]+|[A-Za-z0-9_.+-]+)$")
+    config: FilePath | None = None  # the main configuration file for that test (default: the binary's own)
+
+    @model_validator(mode="after")
+    def _distinct_files(self) -> NginxAllowlistGrant:
+        if self.allow_file in {self.pid_file, self.config}:
+            raise ValueError("allow_file: must be a file of its own, not the pid file or the main configuration")
+        return self
+
+
 GrantSpec = Annotated[
-    SecurityGroupGrant | ListenerRuleGrant | IamPolicyGrant | HaproxyAclGrant,
+    SecurityGroupGrant | ListenerRuleGrant | IamPolicyGrant | HaproxyAclGrant | NginxAllowlistGrant,
     Field(discriminator="kind"),
 ]
 
@@ -208,7 +242,7 @@ def spec_record(spec: GrantSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json")
 
 
-NETWORK_KINDS = frozenset({"aws_security_group", "aws_alb_listener_rule", "haproxy_acl"})
+NETWORK_KINDS = frozenset({"aws_security_group", "aws_alb_listener_rule", "haproxy_acl", "nginx_allowlist"})
 
 
 class Target(_Model):
@@ -265,6 +299,7 @@ class Target(_Model):
                     "idle_timeout: use can only be observed on a haproxy_acl grant with a stick_table; "
                     f"this target grants {self.grant.kind}"
                     + (" without one" if self.grant.kind == "haproxy_acl" else "")
+                    + (" (NGINX keeps no count of use per source)" if self.grant.kind == "nginx_allowlist" else "")
                 )
             if self.idle_timeout < timedelta(seconds=10):
                 raise ValueError("idle_timeout: at least 10s (use is read every few seconds)")
@@ -535,7 +570,7 @@ def parse_policy(data: Any, source: str = "policy") -> Policy:
 
 
 def _is_union_tag(part: int | str) -> bool:
-    return part in {"aws_security_group", "aws_alb_listener_rule", "aws_iam_policy", "haproxy_acl"}
+    return part in {"aws_security_group", "aws_alb_listener_rule", "aws_iam_policy", "haproxy_acl", "nginx_allowlist"}
 
 
 def load_policy(path: str | Path) -> Policy:

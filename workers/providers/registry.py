@@ -39,6 +39,10 @@ def _make(spec: GrantSpec, client: redis.Redis, policy: Policy) -> Provider:
 
         roles = sorted({p.aws_role_name for p in policy.principals.values() if p.aws_role_name})
         return IamPolicyProvider(spec, role_names=roles)
+    if spec.kind == "nginx_allowlist":
+        from workers.providers.nginx import NginxAllowlistProvider
+
+        return NginxAllowlistProvider(spec)
     from workers.providers.haproxy import HaproxyAclProvider
 
     return HaproxyAclProvider(spec, client)
