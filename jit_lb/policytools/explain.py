@@ -39,6 +39,11 @@ def grant_summary(target: Target) -> str:
         return f"aws_alb_listener_rule on {spec.listener_arn} forwarding to {spec.target_group_arn}"
     if spec.kind == "aws_iam_policy":
         return f"aws_iam_policy on the role: {', '.join(spec.actions)} on {spec.load_balancer_arn}"
+    if spec.kind == "nginx_allowlist":
+        return (
+            f"nginx_allowlist: `allow <the CIDR>;` in {spec.allow_file}, NGINX reloaded by SIGHUP to the master "
+            f"in {spec.pid_file}"
+        )
     return f"haproxy_acl {spec.acl} over {spec.runtime_api}"
 
 

@@ -12,6 +12,7 @@ import yaml
 
 from jit_lb.access.errors import PolicyError
 from jit_lb.access.policy import NginxAllowlistGrant, parse_policy
+from jit_lb.policytools.explain import grant_summary
 from tests.helpers import ROOT, valid
 
 GRANT = {"kind": "nginx_allowlist", "allow_file": "/etc/nginx/jit-lb/allow.conf", "pid_file": "/run/nginx.pid"}
@@ -76,3 +77,13 @@ def test_check_policy_shows_the_nginx_target(tmp_path: Path) -> None:
 
     assert shown.returncode == 0
     assert "lb-prod: nginx_allowlist (allow_file /etc/nginx/jit-lb/allow.conf, pid_file /run/nginx.pid)" in shown.stdout
+
+
+def test_policy_explain_says_what_an_nginx_grant_writes() -> None:
+    """`policy explain` names the allow file and the master a grant reloads."""
+    target = parse_policy(nginx_policy()).targets["lb-prod"]
+
+    assert grant_summary(target) == (
+        "nginx_allowlist: `allow <the CIDR>;` in /etc/nginx/jit-lb/allow.conf, NGINX reloaded by SIGHUP to the master "
+        "in /run/nginx.pid"
+    )
