@@ -647,6 +647,18 @@ def mfa_enrolment_text(uri: str, within: timedelta) -> str:
     )
 
 
+def mfa_reset_dm_text(admin: str) -> str:
+    return (
+        f":warning: <@{admin}> reset your step-up MFA enrolment: your authenticator no longer works for jit-lb, and "
+        "`/jit mfa enroll` sets up a new one. If you did not ask for this, tell your security team."
+    )
+
+
+def mfa_reset_post_text(admin: str, user: str, existed: bool) -> str:
+    done = "reset" if existed else "reset (there was none)"
+    return f":key: <@{admin}> {done} <@{user}>'s step-up MFA enrolment, with a one-time code of their own."
+
+
 def mfa_cancelled_text(within: timedelta) -> str:
     return (
         f":hourglass: Your step-up MFA enrolment was not confirmed within {format_duration(within)}: it is cancelled, "

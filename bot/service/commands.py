@@ -238,7 +238,9 @@ class CommandService:
             reply = self.mfa.command(user, words)
         except MfaError as err:
             raise CommandError(str(err)) from None
-        if reply.view is not None:  # an enrolment: its DM (the QR code) goes once the modal is open
+        if reply.view is not None and [w.lower() for w in words[:1]] == [
+            "enroll"
+        ]:  # its DM (the QR code) goes once the modal is open
             return Reply(reply.text, reply.view, then=lambda: self.mfa.send_enrolment(user))
         return reply
 

@@ -112,6 +112,8 @@ class FormService:
             after_answer(self._extend_after_code, user, intent)
         elif kind == "breakglass":
             after_answer(self._breakglass_after_code, user, intent)
+        elif kind == "reset":
+            after_answer(self._reset_after_code, user, intent)
         return None
 
     async def _request_after_code(self, user: str, intent: dict[str, Any]) -> str:
@@ -130,6 +132,11 @@ class FormService:
             return self.commands.breakglass(user, command, mfa=True)
 
         self._after_code(user, f"breakglass {intent.get('target')}", act)
+
+    def _reset_after_code(self, user: str, intent: dict[str, Any]) -> None:
+        self._after_code(
+            user, f"mfa reset {intent.get('user')}", lambda: Reply(self.mfa.do_reset(user, intent["user"]))
+        )
 
     def _extend_after_code(self, user: str, intent: dict[str, Any]) -> None:
         def act() -> Reply:

@@ -62,6 +62,9 @@ class MfaService:
         current = self.rt.mfa.enrolment(user)
         if current is not None and current.confirmed:
             raise CommandError("you are enrolled already; an admin's `/jit mfa reset` allows a new enrolment")
+        locked = self.rt.mfa.locked_for(user)
+        if locked:  # a reset does not lift a lockout: no new authenticator while it runs
+            raise CommandError(f"you are locked out of step-ups for {format_duration(locked)}; enrol after that")
         enrolment = Enrolment(user=user, secret=new_secret(), confirmed=False, created_at=self.clock())
         within = self.rt.policy.mfa.enrol_within
         self.rt.mfa.save(enrolment, expires_in=within + SECRET_GRACE)
@@ -93,6 +96,12 @@ class MfaService:
     def status_text(self, user: str) -> str:
         status = self.rt.mfa.status(user)
         if status.enrolment is None:
+            locked = status.locked_for
+            if locked:
+                return (
+                    f"You are not enrolled for step-up MFA, and locked out of step-ups for {format_duration(locked)} "
+                    "after too many wrong codes; `/jit mfa enroll` works once that is over."
+                )
             return "You are not enrolled for step-up MFA. `/jit mfa enroll` sets it up."
         parts = [
             "Enrolled" if status.enrolment.confirmed else "Enrolment started but not confirmed with a first code",
@@ -104,14 +113,34 @@ class MfaService:
         return "; ".join(parts) + "."
 
     def reset(self, admin: str, who: str) -> Reply:
+        """`/jit mfa reset`: another person's enrolment, by an admin who steps up first (docs: Step-up MFA).
+
+        An admin may not reset their own (their Slack session alone would then be enough to enrol a new
+        authenticator and approve); the step-up modal opens unless a code proves the admin now.
+        """
         if not self.rt.approvers.is_admin(admin):
             raise CommandError("only an admin of jit-lb (`admins` in the policy) can reset an enrolment")
         user = who.strip("<@>").split("|")[0].upper()
         if user[:1] not in {"U", "W"} or not user.isalnum():
             raise CommandError(f"`{who[:40]}` is not a user (`<@U…>` or a user id)")
-        self.rt.audit.record("mfa.reset", actor=admin, target=None, user=user)
+        if user == admin:
+            raise CommandError("you may not reset your own enrolment: ask another admin")
+        if self.rt.mfa.proven_for(admin) is None:
+            what = f"Resetting <@{user}>'s step-up MFA enrolment asks for a one-time code from you."
+            view = self.step_up(admin, {"do": "reset", "user": user}, what)
+            return Reply("A reset asks for your own one-time code: enter it in the form that opened.", view=view)
+        return Reply(self.do_reset(admin, user))
+
+    def do_reset(self, admin: str, user: str) -> str:
+        """Remove `user`'s enrolment after `admin`'s step-up; the person and the approvers are told. A lockout
+        stays: a reset is no way around one."""
+        if user == admin or not self.rt.approvers.is_admin(admin):
+            raise CommandError("only another admin of jit-lb can reset this enrolment")
+        self.rt.audit.record("mfa.reset", actor=admin, target=None, user=user, mfa=True)
         existed = self.rt.mfa.remove(user)
-        return Reply(f"<@{user}>'s enrolment was {'removed' if existed else 'not there'}; they can `/jit mfa enroll`.")
+        self.notifier.dm(user, blocks.mfa_reset_dm_text(admin))
+        self.notifier.post(self.rt.policy.approver_channel, blocks.mfa_reset_post_text(admin, user, existed))
+        return f"<@{user}>'s enrolment was {'removed' if existed else 'not there'}; they can `/jit mfa enroll`."
 
     # --- the step-up --------------------------------------------------------------------------------
 

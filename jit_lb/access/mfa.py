@@ -192,8 +192,11 @@ class MfaStore:
         )
 
     def remove(self, user: str) -> bool:
-        with reachable():
-            return bool(self.redis.delete(_SECRET + user, _PROVEN + user, _FAILS + user, _LOCKED + user))
+        """Remove `user`'s enrolment and any proof running; a lockout and its count stay (a reset is no way out)."""
+        with reachable(), self.redis.pipeline() as pipe:
+            pipe.delete(_SECRET + user)
+            pipe.delete(_PROVEN + user)
+            return bool(pipe.execute()[0])
 
     def first_use(self, user: str, step: int) -> bool:
         """True the first time `user`'s code of time step `step` is accepted (held past the drift window)."""

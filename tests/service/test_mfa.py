@@ -14,6 +14,7 @@ from PIL import Image
 
 from bot.service.mfa import Verified
 from jit_lb.access.errors import CommandError
+from jit_lb.access.mfa import MfaError
 from jit_lb.access.requests import Status
 from tests.service.world import APPROVALS, World
 from workers import enrolments, jobs
@@ -152,15 +153,56 @@ async def test_an_approval_counts_only_after_a_valid_code(mfa_world: World) -> N
     assert "Approved by <@U0APPROVER1> with MFA" in json.dumps(world.slack.updates(*card)[-1]["blocks"])
 
 
-def test_reset_is_for_admins(mfa_world: World) -> None:
-    """Only an admin resets an enrolment; after it the person may enrol again."""
+async def test_reset_is_for_admins_after_their_own_code(mfa_world: World) -> None:
+    """Only an admin resets an enrolment, and only with a code of their own; then the person may enrol again."""
     world = mfa_world
     enrol(world, "U0DEV1")
     with pytest.raises(CommandError, match="only an admin"):
         world.mfa.command("U0DEV2", ["reset", "<@U0DEV1>"])
-    assert "removed" in world.mfa.command("U0ADMIN", ["reset", "<@U0DEV1|dev1>"]).text
-    assert world.record("mfa.reset")["user"] == "U0DEV1"
+    with pytest.raises(MfaError, match="not enrolled"):
+        world.mfa.command("U0ADMIN", ["reset", "<@U0DEV1|dev1>"])  # an admin's Slack session alone is not enough
+    admin_secret = enrol(world, "U0ADMIN")
+    world.rt.store.redis.delete("jit:mfa:proven:U0ADMIN")
+
+    reply = world.mfa.command("U0ADMIN", ["reset", "<@U0DEV1|dev1>"])
+    assert reply.view is not None
+    assert world.rt.mfa.enrolment("U0DEV1") is not None  # nothing reset before the code
+    assert await world.forms.submit_code("U0ADMIN", reply.view["private_metadata"], next_code(admin_secret)) is None
+    world.slack.wait_for(lambda: world.rt.mfa.enrolment("U0DEV1") is None)
+    record = world.record("mfa.reset")
+    assert (record["actor"], record["user"], record["mfa"]) == ("U0ADMIN", "U0DEV1", True)
+    world.slack.wait_for(
+        lambda: "<@U0ADMIN> reset your step-up MFA enrolment" in world.texts(world.slack.dms("U0DEV1"))
+    )
+    assert "<@U0ADMIN> reset <@U0DEV1>'s step-up MFA enrolment" in world.texts(world.slack.messages(APPROVALS))
     assert world.mfa.command("U0DEV1", ["enroll"]).view is not None
+
+
+def test_an_admin_may_not_reset_their_own_enrolment(mfa_world: World) -> None:
+    """An admin's own reset is refused, even proven: a stolen admin session must not enrol a new authenticator."""
+    world = mfa_world
+    enrol(world, "U0ADMIN")
+    with pytest.raises(CommandError, match="your own enrolment"):
+        world.mfa.command("U0ADMIN", ["reset", "<@U0ADMIN>"])
+    assert world.rt.mfa.enrolment("U0ADMIN") is not None
+    assert "mfa.reset" not in world.events()
+
+
+async def test_a_reset_does_not_lift_a_lockout(mfa_world: World) -> None:
+    """A person locked out and then reset is still locked out: no new enrolment until the lockout ends."""
+    world = mfa_world
+    enrol(world, "U0DEV1")
+    enrol(world, "U0ADMIN")  # proven by the enrolment: the reset needs no second code now
+    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")
+    reply = await world.commands.command("U0DEV1", "request lb-prod 30m debugging", None)
+    assert reply.view is not None
+    for _ in range(3):
+        await world.forms.submit_code("U0DEV1", reply.view["private_metadata"], "123456")
+    assert "removed" in world.mfa.command("U0ADMIN", ["reset", "<@U0DEV1>"]).text
+
+    assert "locked out of step-ups" in world.mfa.status_text("U0DEV1")
+    with pytest.raises(CommandError, match="locked out of step-ups"):
+        world.mfa.command("U0DEV1", ["enroll"])
 
 
 async def test_a_target_that_requires_mfa_since_refuses_a_request_made_without_a_code(world: World) -> None:
