@@ -437,6 +437,7 @@ class SlackStandin:
         self._calls: list[Call] = []
         self._messages: dict[tuple[str, str], dict[str, Any]] = {}
         self._usergroups: dict[str, list[str]] = {}
+        self._emails: dict[str, str] = {}  # user -> profile.email, as users.info shows it with users:read.email
         self._faults: dict[str, list[tuple[int, int]]] = {}
         self._last_post: dict[str, float] = {}
         self._last_ts = 0
@@ -549,6 +550,11 @@ class SlackStandin:
     def set_usergroup(self, group_id: str, users: list[str]) -> None:
         with self._lock:
             self._usergroups[group_id] = list(users)
+
+    def set_email(self, user: str, email: str) -> None:
+        """The e-mail users.info shows in the person's profile (Slack shows it to apps with users:read.email)."""
+        with self._lock:
+            self._emails[user] = email
 
     def fail_next(self, method: str, times: int = 1, status: int = 429, retry_after: int = 1) -> None:
         """The next `times` calls of `method` answer HTTP `status` (429 with Retry-After, or a 5xx)."""
@@ -837,15 +843,14 @@ class SlackStandin:
         if not user:
             return {"ok": False, "error": "user_not_found"}
         name = user.lower()
+        profile = {"display_name": name, "real_name": name.title()}
+        with self._lock:
+            email = self._emails.get(user)
+        if email is not None:
+            profile["email"] = email
         return {
             "ok": True,
-            "user": {
-                "id": user,
-                "name": name,
-                "real_name": name.title(),
-                "tz": "UTC",
-                "profile": {"display_name": name, "real_name": name.title()},
-            },
+            "user": {"id": user, "name": name, "real_name": name.title(), "tz": "UTC", "profile": profile},
         }
 
     def _usergroup_users(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -9,11 +9,11 @@ from rq import Queue, Retry
 
 from jit_lb.access.approvers import Approvers, GroupDirectory
 from jit_lb.access.audit import AuditLog
-from jit_lb.access.connections import WORKER, Timeouts, connect
 from jit_lb.access.errors import PolicyError
 from jit_lb.access.mfa import MfaKeyError, MfaStore, fernet
+from jit_lb.access.oncall import PagerDuty, PagerDutyConfigError, pagerduty_for
 from jit_lb.access.policy import Policy, load_policy
-from jit_lb.access.store import RequestStore
+from jit_lb.access.store import RequestStore, connect
 from jit_lb.settings import Settings
 
 log = structlog.get_logger("jit_lb.runtime")
@@ -31,6 +31,7 @@ class Runtime:
     mfa: MfaStore
     queue: Queue  # grants, revokes and the sweep's follow-ups
     notices: Queue  # Slack posts of outcomes; workers take them when `queue` is empty
+    pagerduty: PagerDuty | None = None  # asked live for auto-approval from on-call; None when no target does
 
     def reload_policy(self) -> bool:
         """Read the policy file again (SIGHUP); an invalid one is refused and audited, and the one in force stays.
@@ -43,11 +44,13 @@ class Runtime:
             policy = load_policy(path)
             if policy.mfa_targets and self.mfa.cipher is None:
                 fernet(None, policy.mfa_targets)
-        except (PolicyError, MfaKeyError) as err:
+            pagerduty = self.pagerduty or _pagerduty(self.settings, policy)
+        except (PolicyError, MfaKeyError, PagerDutyConfigError) as err:
             self.audit.record("policy.refused", actor="system", file=path, why=str(err), must=True)
             log.error("policy reload refused; the policy in force stays", error=str(err))
             return False
         self.policy = policy
+        self.pagerduty = pagerduty
         self.audit.record("policy.reloaded", actor="system", file=path, targets=sorted(policy.targets), must=True)
         log.info("policy reloaded", targets=len(policy.targets))
         return True
@@ -59,24 +62,30 @@ class Runtime:
         return Retry(max=len(intervals), interval=intervals)
 
 
-def build_runtime(settings: Settings, directory: GroupDirectory, timeouts: Timeouts = WORKER) -> Runtime:
+def build_runtime(settings: Settings, directory: GroupDirectory) -> Runtime:
     """Load the policy and connect to Redis and the audit log; raises PolicyError on a bad policy.
 
     `directory` looks usergroups up (Slack, in both processes); the core only asks it for members.
-    `timeouts`: how long the process waits for Redis (the web, which answers Slack, waits less).
     """
     policy = load_policy(settings.jit_policy_file)
     key = settings.jit_mfa_key.get_secret_value() if settings.jit_mfa_key else None
     cipher = fernet(key, policy.mfa_targets)
-    client = connect(settings.redis, timeouts)
+    pagerduty = _pagerduty(settings, policy)
+    client = connect(settings.redis_url)
     runtime = Runtime(
         settings=settings,
         policy=policy,
-        store=RequestStore(client, settings.redis),
+        store=RequestStore(client, settings.redis_url),
         audit=AuditLog.open(settings.jit_audit_log),
         approvers=Approvers(directory, lambda: runtime.policy),
         mfa=MfaStore(client, cipher),
         queue=Queue(settings.jit_queue, connection=client),
         notices=Queue(f"{settings.jit_queue}-notices", connection=client),
+        pagerduty=pagerduty,
     )
     return runtime
+
+
+def _pagerduty(settings: Settings, policy: Policy) -> PagerDuty | None:
+    token = settings.pagerduty_token.get_secret_value() if settings.pagerduty_token else None
+    return pagerduty_for(token, settings.pagerduty_api_url, policy.on_call_targets)

@@ -7,7 +7,6 @@ from datetime import timedelta
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jit_lb.access.connections import RedisAddress, parse_sentinels
 from jit_lb.access.errors import JitError
 
 
@@ -25,10 +24,6 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     redis_url: str = "redis://localhost:6379/0"
-    # Set: the master named REDIS_SENTINEL_MASTER is found through these Sentinels (host:port, comma-separated),
-    # and followed across failovers; REDIS_URL then gives only the database number and password.
-    redis_sentinels: str | None = None
-    redis_sentinel_master: str = Field(default="mymaster", min_length=1)
     jit_policy_file: str = "policy.yml"
     jit_audit_log: str = "-"
     jit_audit_key: SecretStr | None = None  # the audit chain's HMAC key; unset or empty: SHA-256, with a warning
@@ -37,6 +32,9 @@ class Settings(BaseSettings):
     jit_queue: str = "jit"
     jit_log_level: str = "INFO"
     jit_mfa_key: SecretStr | None = None  # a Fernet key; required when any target requires MFA
+    # PagerDuty's REST API, asked live for auto-approval from on-call (docs/approvals.md); read-only is enough.
+    pagerduty_token: SecretStr | None = None
+    pagerduty_api_url: str = "https://api.pagerduty.com"
     # How long before its end a grant's requester is warned; only grants twice as long get a warning.
     jit_warn_before: float = Field(default=300.0, gt=0)
     # Seconds between a failed revoke's retries, comma-separated; the sweep keeps trying after them.
@@ -71,20 +69,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value if value.endswith("/") else value + "/"
 
+    @field_validator("pagerduty_api_url")
+    @classmethod
+    def _pagerduty_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value
-
-    @field_validator("redis_sentinels")
-    @classmethod
-    def _sentinels(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        if not parse_sentinels(value):
-            raise ValueError("must name at least one Sentinel as host:port")
         return value
 
     @field_validator("jit_log_level")
@@ -101,12 +97,6 @@ class Settings(BaseSettings):
         if not parts or not all(part.isdigit() for part in parts):
             raise ValueError("must be whole seconds separated by commas, e.g. 1,2,5,10,30")
         return ",".join(parts)
-
-    @property
-    def redis(self) -> RedisAddress:
-        """Where Redis is: REDIS_URL, or the Sentinels and the master's name."""
-        sentinels = parse_sentinels(self.redis_sentinels) if self.redis_sentinels else ()
-        return RedisAddress(self.redis_url, sentinels, self.redis_sentinel_master)
 
     @property
     def socket_mode(self) -> bool:

@@ -52,7 +52,8 @@ def grant_access(request_id: str) -> str:
         return "failed"
     try:
         _, request = rt.store.transition(
-            request_id, lambda r: requests.fix_end(r, _whole_second(now + r.duration), spec_record(target.grant))
+            request_id,
+            lambda r: requests.fix_end(r, _whole_second(requests.grant_end(r, now)), spec_record(target.grant)),
         )
     except TransitionError as err:
         return str(err)  # a twin job granted it, or it was closed, since we looked

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from jit_lb.access.approvers import Approvers
+from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import GrantSpec, Policy, Target, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, Status
 
@@ -73,6 +74,8 @@ def grant_refusal(
         return f"<@{request.requester}> may no longer request `{request.target}` under the policy in force"
     if target.require_mfa and not request.requested_with_mfa:
         return f"`{request.target}` requires MFA now and this request was made without a one-time code"
+    if request.auto_approval is not None:
+        return _auto_approval_refusal(request, target, now)
     allowed = approvers.of(target)
     # On a target that requires MFA, only approvals made with a code count (it may have required it only since).
     fresh = {
@@ -94,6 +97,21 @@ def grant_refusal(
             f"its approvals no longer meet the policy ({len(valid)} of {target.approvals_required} count"
             f"{'; ' + details if details else ''})"
         )
+    return None
+
+
+def _auto_approval_refusal(request: AccessRequest, target: Target, now: datetime) -> str | None:
+    """An auto-approval counts while the target still auto-approves from that schedule, for that long."""
+    approval, rules, limit = request.auto_approval, target.auto_approve, target.auto_approve_limit()
+    assert approval is not None
+    if rules is None or limit is None or approval.schedule not in rules.on_call.schedules:
+        return f"`{request.target}` no longer auto-approves from on-call schedule {approval.schedule}"
+    if approval.escalation_level > rules.on_call.escalation_level:
+        return f"`{request.target}` now auto-approves only escalation level {rules.on_call.escalation_level} or nearer"
+    if request.duration > limit:
+        return f"`{request.target}` now auto-approves at most {format_duration(limit)}"
+    if approval.end_with_shift and approval.shift_end is not None and approval.shift_end <= now:
+        return "the on-call shift it was approved for has ended"
     return None
 
 

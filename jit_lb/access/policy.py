@@ -109,6 +109,8 @@ class Principal(_Model):
 
     source_cidr: str | None = None
     aws_role_name: str | None = Field(default=None, pattern=r"^[\w+=,.@-]{1,64}$")
+    # How PagerDuty knows this person (auto-approval from on-call); unset: Slack's users.info.
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
 
     @field_validator("source_cidr")
     @classmethod
@@ -245,6 +247,21 @@ def spec_record(spec: GrantSpec) -> dict[str, Any]:
 NETWORK_KINDS = frozenset({"aws_security_group", "aws_alb_listener_rule", "haproxy_acl", "nginx_allowlist"})
 
 
+class OnCallRule(_Model):
+    """Who counts as on call: an entry of one of these PagerDuty schedules at this escalation level or nearer."""
+
+    schedules: list[Annotated[str, Field(pattern=r"^P[A-Z0-9]{5,13}$")]] = Field(min_length=1, max_length=20)
+    escalation_level: int = Field(default=1, ge=1, le=20)
+
+
+class AutoApprove(_Model):
+    """Approval without a click while a condition holds (docs/approvals.md); MFA, freezes and lockdown still apply."""
+
+    on_call: OnCallRule
+    max_duration: Duration | None = None  # default: the target's max_duration
+    end_with_shift: bool = False  # the grant ends when the requester's on-call entry ends, if that comes first
+
+
 class Target(_Model):
     """One load balancer access that can be requested."""
 
@@ -264,6 +281,7 @@ class Target(_Model):
     allow_requester_ip: bool = False
     allow_private_ip: bool = False
     approver_channel: str | None = Field(default=None, pattern=SLACK_CHANNEL.pattern)
+    auto_approve: AutoApprove | None = None
     grant: GrantSpec
 
     @field_validator("approvers", "requesters")
@@ -324,7 +342,19 @@ class Target(_Model):
                 f"default_duration ({format_duration(self.default_duration)}) <= "
                 f"max_duration ({format_duration(self.max_duration)})"
             )
+        auto = self.auto_approve
+        if auto is not None and auto.max_duration is not None and not self.min_duration <= auto.max_duration:
+            raise ValueError(
+                f"auto_approve.max_duration ({format_duration(auto.max_duration)}) is shorter than "
+                f"min_duration ({format_duration(self.min_duration)}): nothing could be auto-approved"
+            )
         return self
+
+    def auto_approve_limit(self) -> timedelta | None:
+        """The longest grant auto-approval may give, or None when the target has no auto-approval."""
+        if self.auto_approve is None:
+            return None
+        return min(self.auto_approve.max_duration or self.max_duration, self.max_duration)
 
     def matches_reason(self, reason: str) -> bool:
         """Whether a reason satisfies the target's `reason_pattern` (searched, as Teleport and JIT Access do)."""
@@ -391,6 +421,7 @@ class Limits(_Model):
 
     pending_per_user: int = Field(default=3, ge=1, le=10_000)
     commands_per_minute: int = Field(default=20, ge=1, le=100_000)
+    schedule_ahead: Duration = timedelta(days=7)  # how far ahead `--at` may start a window
 
 
 class Policy(_Model):
@@ -415,6 +446,11 @@ class Policy(_Model):
     def break_glass_covers(self, target: str) -> bool:
         rules = self.break_glass
         return rules is not None and (rules.targets is None or target in rules.targets)
+
+    @property
+    def on_call_targets(self) -> list[str]:
+        """The targets whose auto-approval asks PagerDuty, by name."""
+        return sorted(name for name, target in self.targets.items() if target.auto_approve is not None)
 
     @property
     def mfa_targets(self) -> list[str]:

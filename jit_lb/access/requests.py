@@ -54,6 +54,29 @@ class Approval(BaseModel):
     mfa: bool = False  # the approver stepped up with a one-time code for it
 
 
+class AutoApproval(BaseModel):
+    """Why a request was approved without a click: the requester's on-call entry when PagerDuty was asked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schedule: str
+    escalation_level: int
+    shift_start: datetime | None = None
+    shift_end: datetime | None = None
+    checked_at: datetime
+    end_with_shift: bool = False  # the grant ends at `shift_end` if that comes first
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule,
+            "escalation_level": self.escalation_level,
+            "start": self.shift_start.isoformat() if self.shift_start else None,
+            "end": self.shift_end.isoformat() if self.shift_end else None,
+            "checked_at": self.checked_at.isoformat(),
+            "end_with_shift": self.end_with_shift,
+        }
+
+
 class Extension(BaseModel):
     """A request for more time on a granted request; it needs approval again."""
 
@@ -157,6 +180,8 @@ class AccessRequest(BaseModel):
     deny_reason: str | None = None  # what the person who denied it wrote, when the target asks for it
     requested_with_mfa: bool = False  # the requester stepped up with a one-time code for it
     break_glass: bool = False  # applied at once, without approval; approvers review it afterwards
+    auto_approval: AutoApproval | None = None  # approved by `system` because its requester was on call
+    not_auto_approved: str | None = None  # why a target with auto-approval still waits for approvers
     review: str | None = None  # a break-glass grant's review: "acknowledged" or "flagged"
     reviewed_by: str | None = None
     granted_at: datetime | None = None
@@ -224,6 +249,31 @@ def approve(request: AccessRequest, who: str, now: datetime, mfa: bool = False) 
     return request.model_copy(
         update={"approvals": approvals, "status": Status.APPROVED, "decided_by": who, "decided_at": now}
     )
+
+
+def auto_approve(request: AccessRequest, approval: AutoApproval) -> AccessRequest:
+    """A pending request approved by `system` because its requester is on call (docs/approvals.md)."""
+    if request.status is not Status.PENDING:
+        raise TransitionError(f"request {request.id} is already {request.status}")
+    if approval.checked_at >= request.pending_until:
+        raise TransitionError(f"request {request.id} expired before it was approved")
+    return request.model_copy(
+        update={
+            "status": Status.APPROVED,
+            "decided_by": "system",
+            "decided_at": approval.checked_at,
+            "auto_approval": approval,
+        }
+    )
+
+
+def grant_end(request: AccessRequest, start: datetime) -> datetime:
+    """When a grant applied at `start` ends: its duration later, or when the on-call shift it rode on ends."""
+    end = start + request.duration
+    approval = request.auto_approval
+    if approval is not None and approval.end_with_shift and approval.shift_end is not None:
+        return min(end, approval.shift_end)
+    return end
 
 
 def break_glass(request: AccessRequest, who: str, now: datetime) -> AccessRequest:

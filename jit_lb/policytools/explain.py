@@ -145,10 +145,16 @@ def _fits(principal: Any, needed: str) -> bool:
 
 
 def _auto(target: Target) -> str:
-    rules: Any = getattr(target, "auto_approve", None)  # on-call auto-approval, where the policy model has it
-    if rules is None:
+    rules, limit = target.auto_approve, target.auto_approve_limit()
+    if rules is None or limit is None:
         return "none (every request waits for approvers)"
-    return f"when the requester is on call ({rules!r})"
+    level = rules.on_call.escalation_level
+    tier = "the primary (escalation level 1)" if level == 1 else f"escalation level {level} or nearer"
+    shift = "; the grant ends when the shift ends" if rules.end_with_shift else ""
+    return (
+        f"when the requester is on call as {tier} in PagerDuty schedule(s) {', '.join(rules.on_call.schedules)}, "
+        f"for at most {format_duration(limit)}{shift}"
+    )
 
 
 def _window(freeze: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from jit_lb.access.commands import RequestCommand, build_request
 from jit_lb.access.durations import format_duration
@@ -169,10 +169,9 @@ def _without_reason_rule(policy: Policy, name: str) -> Policy:
 
 def _auto_approval(target: Target, duration: timedelta, on_call: bool) -> str | None:
     """Why the request would be approved without a click (on call), or None; `on_call`: PagerDuty says yes."""
-    rules: Any = getattr(target, "auto_approve", None)  # a policy without §14's auto_approve has none to apply
-    if rules is None or not on_call:
+    longest = target.auto_approve_limit()
+    if longest is None or not on_call:
         return None
-    longest = getattr(rules, "max_duration", None) or target.max_duration
     if duration > longest:
         return None
     return f"the requester is on call, and {format_duration(duration)} is within {format_duration(longest)}"

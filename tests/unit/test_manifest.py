@@ -26,6 +26,8 @@ SCOPES = {
     "im:write": "conversations.open: the DM channel id that files.completeUploadExternal needs",
     "usergroups:read": "usergroups.users.list: usergroup approvers",
     "files:write": "files.uploadV2, files.delete: the QR code of an MFA enrolment, deleted once confirmed",
+    "users:read": "users.info: a requester's profile, to find them in PagerDuty for auto-approval",
+    "users:read.email": "users.info's profile.email, when the policy names no e-mail",
 }
 # The scope each Web API method the code may call needs (None: none). A method not listed here fails
 # test_every_web_api_method_the_code_calls_is_covered until it is added, with its scope.
