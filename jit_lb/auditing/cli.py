@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +20,7 @@ from typing import Any, TextIO
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jit_lb.auditing.files import AuditFileError, lines, oldest_first
+from jit_lb.auditing.files import AuditFileError, Line, lines, oldest_first
 from jit_lb.auditing.trails import COLUMNS, Filters, Reading, parse_instant, report, who
 from jit_lb.auditing.verify import Checkpoint, Outcome, Verifier
 
@@ -57,33 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     verify = commands.add_parser("verify", help="exit 0 when every chain in the files is whole, else 1 naming the line")
     verify.add_argument("files", nargs="+", metavar="FILE", help=FILES)
-    verify.add_argument(
-        "--checkpoint",
-        action="append",
-        default=[],
-        type=_checkpoint,
-        metavar="CHAIN:SEQ:HASH",
-        help="a checkpoint as posted to the audit channel: the chain must reach that seq with that hash",
-    )
-    verify.add_argument(
-        "--key-file",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="a file holding a retired JIT_AUDIT_KEY, for chains written before the key was rotated",
-    )
-    verify.add_argument(
-        "--also-unkeyed", action="store_true", help="with a key, also accept SHA-256 chains (from before a key was set)"
-    )
-    verify.add_argument(
-        "--partial", action="store_true", help="chains may begin after seq 1 (older files are not given)"
-    )
+    _verify_options(verify)
 
     who_ = commands.add_parser("who", help="who had access to a target at an instant, from the log alone")
     who_.add_argument("target", metavar="TARGET")
     who_.add_argument("--at", required=True, type=_instant, metavar="TIME", help="ISO 8601; without a zone, UTC")
     who_.add_argument("--format", choices=("text", "json"), default="text", help="json: one object a line")
     who_.add_argument("files", nargs="+", metavar="FILE", help=FILES)
+    _verify_options(who_)
 
     report_ = commands.add_parser("report", help="one row per request, as CSV (with a header) or JSON lines")
     report_.add_argument("--since", type=_instant, metavar="T", help="requests still open at or after T")
@@ -92,7 +75,33 @@ def _parser() -> argparse.ArgumentParser:
     report_.add_argument("--user", metavar="U", help="requests U made or approved")
     report_.add_argument("--format", choices=("csv", "json"), default="csv", help="json: one object a line")
     report_.add_argument("files", nargs="+", metavar="FILE", help=FILES)
+    _verify_options(report_)
     return parser
+
+
+def _verify_options(parser: argparse.ArgumentParser) -> None:
+    """verify's options; who and report take them too, since they verify every line as they read it."""
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        type=_checkpoint,
+        metavar="CHAIN:SEQ:HASH",
+        help="a checkpoint as posted to the audit channel: the chain must reach that seq with that hash",
+    )
+    parser.add_argument(
+        "--key-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file holding a retired JIT_AUDIT_KEY, for chains written before the key was rotated",
+    )
+    parser.add_argument(
+        "--also-unkeyed", action="store_true", help="with a key, also accept SHA-256 chains (from before a key was set)"
+    )
+    parser.add_argument(
+        "--partial", action="store_true", help="chains may begin after seq 1 (older files are not given)"
+    )
 
 
 def _checkpoint(text: str) -> Checkpoint:
@@ -112,7 +121,8 @@ def _instant(text: str) -> datetime:
 # --- verify ----------------------------------------------------------------------------------------
 
 
-def _verify(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
+def _verifier(args: argparse.Namespace) -> tuple[Verifier, bool]:
+    """The Verifier the options ask for, and whether it has a key."""
     keys = []
     current = AuditorSettings().jit_audit_key
     if current is not None and current.get_secret_value():
@@ -123,15 +133,22 @@ def _verify(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
         except OSError as err:
             raise AuditFileError(key_file, None, f"cannot be read ({err.strerror or err})") from None
     verifier = Verifier(keys, checkpoints=args.checkpoint, also_unkeyed=args.also_unkeyed, partial=args.partial)
+    return verifier, bool(keys)
+
+
+def _verify(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
+    verifier, keyed = _verifier(args)
     outcome = verifier.run(files)
-    _print_outcome(outcome, bool(keys), out)
+    _print_outcome(outcome, keyed, out)
     if not args.checkpoint:
-        print(
-            "warning: no --checkpoint given, so a cut tail cannot be seen: records removed from the end of a chain "
-            "leave the rest whole. Give the latest checkpoint of each chain posted to the audit channel.",
-            file=out,
-        )
+        print(f"warning: {NO_CHECKPOINT}", file=out)
     return 0 if outcome.ok else 1
+
+
+NO_CHECKPOINT = (
+    "no --checkpoint given, so a cut tail cannot be seen: records removed from the end of a chain leave the rest "
+    "whole. Give the latest checkpoint of each chain posted to the audit channel."
+)
 
 
 def _print_outcome(outcome: Outcome, keyed: bool, out: TextIO) -> None:
@@ -155,10 +172,31 @@ def _print_outcome(outcome: Outcome, keyed: bool, out: TextIO) -> None:
 # --- who and report --------------------------------------------------------------------------------
 
 
+def _verified(args: argparse.Namespace, files: list[str]) -> tuple[Iterator[Line], Outcome]:
+    """The files' lines, each verified as it is read: they stop at the first that verify rejects (see Outcome)."""
+    verifier, _ = _verifier(args)
+    outcome = Outcome(files=files)
+    return verifier.passing(lines(files), outcome), outcome
+
+
+def _refused(command: str, outcome: Outcome) -> int:
+    """who and report answer nothing from files that do not verify: they say which line, and exit 1."""
+    print(
+        f"audit {command}: refused: the files do not verify, so no answer is given from them.\n"
+        f"FAILED {outcome.finding}\n(`python -m bot audit verify` with the same files says the same)",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _who(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
-    reading = Reading(lines(files), needle=json.dumps(args.target, ensure_ascii=False).encode())
+    verified, outcome = _verified(args, files)
+    reading = Reading(verified, needle=json.dumps(args.target, ensure_ascii=False).encode())
     grants = who(args.target, args.at, reading)
+    if not outcome.ok:
+        return _refused("who", outcome)
     reading.warn()
+    _warn_without_checkpoint(args)
     if args.format == "json":
         for grant in grants:
             print(json.dumps(grant, ensure_ascii=False), file=out)
@@ -178,18 +216,35 @@ def _who(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
 
 
 def _report(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
-    reading = Reading(lines(files))
+    verified, outcome = _verified(args, files)
+    reading = Reading(verified)
     rows = report(reading, Filters(since=args.since, until=args.until, target=args.target, user=args.user))
-    if args.format == "json":
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False), file=out)
-    else:
-        writer = csv.DictWriter(out, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(_csv_row(row))
+    # Rows stream as requests close; they wait in a spooled file until the last line verified, so that a
+    # line verify rejects stops the report before any of it is given.
+    with tempfile.SpooledTemporaryFile(max_size=_REPORT_IN_MEMORY, mode="w+", encoding="utf-8", newline="") as held:
+        if args.format == "json":
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False), file=held)
+        else:
+            writer = csv.DictWriter(held, fieldnames=COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(_csv_row(row))
+        if not outcome.ok:
+            return _refused("report", outcome)
+        held.seek(0)
+        shutil.copyfileobj(held, out)
     reading.warn()
+    _warn_without_checkpoint(args)
     return 0
+
+
+_REPORT_IN_MEMORY = 8 << 20  # bytes of a report held in memory before it waits on disk
+
+
+def _warn_without_checkpoint(args: argparse.Namespace) -> None:
+    if not args.checkpoint:
+        print(f"note: every line verified as read; {NO_CHECKPOINT}", file=sys.stderr)
 
 
 def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +254,17 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
     cells["break_glass"] = "yes" if row["break_glass"] else "no"
     changes = row["changes"]
     cells["changes"] = "" if changes is None else "; ".join(_change(c) for c in changes) or "no changes"
-    return cells
+    return {column: _inert(value) for column, value in cells.items()}
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    """A text cell a spreadsheet would read as a formula (`=HYPERLINK(…)` typed as a reason) starts with `'`."""
+    if isinstance(value, str) and value.startswith(_FORMULA):
+        return "'" + value
+    return value
 
 
 def _change(change: Any) -> str:

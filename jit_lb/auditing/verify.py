@@ -5,7 +5,9 @@ year of logs needs no more memory than an hour of them.
 
 What each finding means:
 
-- edited: the record's hash does not match its content;
+- edited: the record's hash does not match its content; or a key appears twice in one object (JSON readers
+  disagree on which one counts); or the line's bytes are not those the writer writes for that record
+  (spacing, key order, escapes changed: the writer's form is the only one it makes);
 - re-hashed without the key: its hash is a plain SHA-256 where an HMAC with JIT_AUDIT_KEY is expected;
 - removed: the chain skips seqs here (or begins after seq 1: its first records are missing);
 - reordered: a seq comes after a later one (two records swapped, or one copied in again);
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,19 +126,28 @@ class Verifier:
     def run(self, files: list[str]) -> Outcome:
         """Read the files in the order given (see files.oldest_first); stop at the first finding."""
         outcome = Outcome(files=files)
-        for line in lines(files):
+        for _ in self.passing(lines(files), outcome):
+            pass
+        return outcome
+
+    def passing(self, given: Iterable[Line], outcome: Outcome) -> Iterator[Line]:
+        """The lines that verify, as they are read; at the first that does not, the finding goes in `outcome` and
+        the lines stop (as they do after the last line when the files end before a checkpoint given)."""
+        for line in given:
             finding = self._check(line, outcome)
             if finding is not None:
                 outcome.finding = finding
-                return outcome
+                return
+            yield line
         outcome.finding = self._cut(outcome)
-        return outcome
 
     def _check(self, line: Line, outcome: Outcome) -> Finding | None:
         if not line.raw.strip():
             return None
         try:
-            record = json.loads(line.raw)
+            record = json.loads(line.raw, object_pairs_hook=_unique_keys)
+        except _DuplicateKeyError as err:
+            return Finding(line.file, line.number, f"edited: the key {err.key!r} appears twice in one object")
         except ValueError:
             return Finding(line.file, line.number, "edited or damaged: not a JSON record")
         if not isinstance(record, dict):
@@ -153,6 +164,8 @@ class Verifier:
         hasher = self._hashers[chain]
         if hasher(body) != digest:
             return Finding(line.file, line.number, self._mismatch(body, digest, chain, hasher))
+        if not _as_written(line.raw, record):
+            return Finding(line.file, line.number, _NOT_AS_WRITTEN)
         if seq <= summary.seq:
             where = f"{summary.file}:{summary.line}"
             what = f"reordered: seq {seq} of chain {chain} comes after seq {summary.seq} ({where}), or is a copy"
@@ -175,6 +188,8 @@ class Verifier:
         hasher = next((candidate for candidate in self.hashers if candidate(body) == digest), None)
         if hasher is None:
             return Finding(line.file, line.number, self._mismatch(body, digest, chain, None))
+        if not _as_written(line.raw, record):
+            return Finding(line.file, line.number, _NOT_AS_WRITTEN)
         posted = self.checkpoints.get(chain, {})
         if seq == 1 and prev:
             return Finding(line.file, line.number, f"inserted: seq 1 of chain {chain} names a prev")
@@ -240,3 +255,34 @@ class Verifier:
                 what += f"says it reached seq {seq}"
                 return Finding(summary.file, summary.line, what)
         return None
+
+
+_NOT_AS_WRITTEN = (
+    "edited: the line's bytes are not the writer's form of its record (spacing, key order or escapes changed)"
+)
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object hook: an object that names a key twice is refused (readers differ on which counts)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKeyError(key)
+        found[key] = value
+    return found
+
+
+def _as_written(raw: bytes, record: dict[str, Any]) -> bool:
+    """Whether `raw` is the line the writer (jit_lb audit's seal) makes of `record`: json.dumps' default spacing,
+    non-ASCII as UTF-8, the record's keys in their order and `hash` last."""
+    if "hash" not in record or next(reversed(record)) != "hash":
+        return False
+    body = json.dumps({key: value for key, value in record.items() if key != "hash"}, ensure_ascii=False)
+    written = (body[:-1] + f', "hash": "{record["hash"]}"}}').encode("utf-8", "surrogatepass")
+    return raw.removesuffix(b"\n") == written

