@@ -20,6 +20,7 @@ from bot.service.commands import CommandService
 from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
 from bot.service.mfa import MfaService
+from jit_lb.access.connections import WEB
 from jit_lb.runtime import Runtime
 from jit_lb.settings import Settings
 
@@ -90,7 +91,7 @@ def audit_checkpoints(runtime: Runtime, notifier: Notifier) -> Callable[[web.App
 
 def serve(settings: Settings) -> None:
     """Run the `web` process until SIGTERM or SIGINT; SIGHUP reads the policy file again."""
-    runtime, notifier = connect(settings)
+    runtime, notifier = connect(settings, WEB)
     app, server = web_application(settings, runtime, notifier)
 
     async def reload_on_sighup(_: web.Application) -> None:

@@ -26,6 +26,7 @@ from devtools.haproxy import HaproxyServer
 from devtools.moto_server import MotoServer, Network, seed_network
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
+from devtools.sentinel import MASTER_NAME, SentinelTopology
 from devtools.slack_client import SlackClient
 from devtools.slack_standin import SlackStandin
 
@@ -90,9 +91,11 @@ class Stack:
     with_haproxy: bool = False
     socket_mode: bool = False
     durable_redis: bool = False  # Redis with an fsynced append-only file: a kill and a start keep its data
+    sentinel: bool = False  # a master, a replica and three Sentinels (devtools/sentinel.py) instead of one Redis
 
     def __post_init__(self) -> None:
         self.redis = RedisServer(durable=self.durable_redis)
+        self.topology = SentinelTopology() if self.sentinel else None
         self.moto = MotoServer()
         self.slack = SlackStandin()
         self.haproxy = HaproxyServer() if self.with_haproxy else None
@@ -105,7 +108,10 @@ class Stack:
     # --- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> Stack:
-        self.redis.start()
+        if self.topology is not None:
+            self.topology.start()
+        else:
+            self.redis.start()
         self.moto.start()
         self.slack.start()
         for group, members in self.usergroups.items():
@@ -140,7 +146,7 @@ class Stack:
             SLACK_BOT_TOKEN=BOT_TOKEN,
             SLACK_SIGNING_SECRET=SIGNING_SECRET,
             SLACK_API_URL=self.slack.api_url,
-            REDIS_URL=self.redis.url,
+            REDIS_URL=self.redis_url,
             JIT_POLICY_FILE=str(self.policy_path),
             JIT_AUDIT_LOG=str(self.audit_path),
             JIT_SWEEP_INTERVAL=str(self.sweep_interval),
@@ -148,6 +154,9 @@ class Stack:
         )
         if self.socket_mode:
             env["SLACK_APP_TOKEN"] = APP_TOKEN
+        if self.topology is not None:
+            env["REDIS_SENTINELS"] = self.topology.sentinels
+            env["REDIS_SENTINEL_MASTER"] = MASTER_NAME
         env.update(self.extra_env)
         env.update(extra or {})
         return env
@@ -191,6 +200,8 @@ class Stack:
             self.haproxy.close()
         self.moto.stop()
         self.redis.close()
+        if self.topology is not None:
+            self.topology.stop()
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -203,6 +214,11 @@ class Stack:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.stop()
+
+    @property
+    def redis_url(self) -> str:
+        """The master's URL now (with Sentinel: as the Sentinels name it, so after a failover the new one's)."""
+        return self.topology.url if self.topology is not None else self.redis.url
 
     # --- talking to it ------------------------------------------------------------------------
 

@@ -9,11 +9,12 @@ from rq import Queue, Retry
 
 from jit_lb.access.approvers import Approvers, GroupDirectory
 from jit_lb.access.audit import AuditLog
+from jit_lb.access.connections import WORKER, Timeouts, connect
 from jit_lb.access.errors import PolicyError
 from jit_lb.access.mfa import MfaKeyError, MfaStore, fernet
 from jit_lb.access.oncall import PagerDuty, PagerDutyConfigError, pagerduty_for
 from jit_lb.access.policy import Policy, load_policy
-from jit_lb.access.store import RequestStore, connect
+from jit_lb.access.store import RequestStore
 from jit_lb.settings import Settings
 
 log = structlog.get_logger("jit_lb.runtime")
@@ -62,20 +63,21 @@ class Runtime:
         return Retry(max=len(intervals), interval=intervals)
 
 
-def build_runtime(settings: Settings, directory: GroupDirectory) -> Runtime:
+def build_runtime(settings: Settings, directory: GroupDirectory, timeouts: Timeouts = WORKER) -> Runtime:
     """Load the policy and connect to Redis and the audit log; raises PolicyError on a bad policy.
 
     `directory` looks usergroups up (Slack, in both processes); the core only asks it for members.
+    `timeouts`: how long the process waits for Redis (the web, which answers Slack, waits less).
     """
     policy = load_policy(settings.jit_policy_file)
     key = settings.jit_mfa_key.get_secret_value() if settings.jit_mfa_key else None
     cipher = fernet(key, policy.mfa_targets)
     pagerduty = _pagerduty(settings, policy)
-    client = connect(settings.redis_url)
+    client = connect(settings.redis, timeouts)
     runtime = Runtime(
         settings=settings,
         policy=policy,
-        store=RequestStore(client, settings.redis_url),
+        store=RequestStore(client, settings.redis),
         audit=AuditLog.open(settings.jit_audit_log),
         approvers=Approvers(directory, lambda: runtime.policy),
         mfa=MfaStore(client, cipher),

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jit_lb.access.connections import RedisAddress, parse_sentinels
 from jit_lb.access.errors import JitError
 
 
@@ -24,6 +25,10 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     redis_url: str = "redis://localhost:6379/0"
+    # Set: the master named REDIS_SENTINEL_MASTER is found through these Sentinels (host:port, comma-separated),
+    # and followed across failovers; REDIS_URL then gives only the database number and password.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = Field(default="mymaster", min_length=1)
     jit_policy_file: str = "policy.yml"
     jit_audit_log: str = "-"
     jit_audit_key: SecretStr | None = None  # the audit chain's HMAC key; unset or empty: SHA-256, with a warning
@@ -83,6 +88,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not parse_sentinels(value):
+            raise ValueError("must name at least one Sentinel as host:port")
+        return value
+
     @field_validator("jit_log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -97,6 +111,12 @@ class Settings(BaseSettings):
         if not parts or not all(part.isdigit() for part in parts):
             raise ValueError("must be whole seconds separated by commas, e.g. 1,2,5,10,30")
         return ",".join(parts)
+
+    @property
+    def redis(self) -> RedisAddress:
+        """Where Redis is: REDIS_URL, or the Sentinels and the master's name."""
+        sentinels = parse_sentinels(self.redis_sentinels) if self.redis_sentinels else ()
+        return RedisAddress(self.redis_url, sentinels, self.redis_sentinel_master)
 
     @property
     def socket_mode(self) -> bool:

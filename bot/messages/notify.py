@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 
 from bot.messages import blocks
+from jit_lb.access.connections import WORKER, Timeouts
 from jit_lb.access.policy import Policy
 from jit_lb.access.requests import AccessRequest, Extension
 from jit_lb.runtime import Runtime, build_runtime
@@ -273,8 +274,8 @@ class UsergroupDirectory:
         return members
 
 
-def connect(settings: Settings) -> tuple[Runtime, Notifier]:
+def connect(settings: Settings, timeouts: Timeouts = WORKER) -> tuple[Runtime, Notifier]:
     """A process's runtime and its Slack poster, sharing one WebClient (usergroups are read through it too)."""
     client = web_client(settings)
-    runtime = build_runtime(settings, UsergroupDirectory(client))
+    runtime = build_runtime(settings, UsergroupDirectory(client), timeouts)
     return runtime, Notifier(client, lambda: runtime.policy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -97,8 +98,20 @@ class CommandService:
         except AuditUnavailableError:
             await store.discard_async(request.id)
             raise
-        await store.announce_async(request.id)
+        try:
+            await store.announce_async(request.id)  # confirmed by a replica, when there are replicas
+        except StoreUnavailableError:
+            await self._take_back(request)
+            raise
         return Reply(blocks.submitted_reply(request, policy.channel_for(policy.targets[request.target])))
+
+    async def _take_back(self, request: AccessRequest) -> None:
+        """A request a replica did not confirm (a failover under way) is taken back, as if never stored, and
+        the record says so; the person is told to try again. Redis away too: it expires unannounced."""
+        why = "no Redis replica confirmed the request; taken back, the requester was told to try again"
+        with contextlib.suppress(StoreUnavailableError):
+            await self.rt.store.discard_async(request.id)
+        await self.rt.audit.request_event_async("request.cancelled", request, actor="system", why=why, must=True)
 
     def _answer(self, user: str, text: str, parsed: Command, channel: str | None) -> Reply:
         try:

@@ -176,22 +176,27 @@ class MfaService:
                 return {"code": "you are not enrolled: `/jit mfa enroll` sets it up"}
             if not enrolment.confirmed and self.clock() >= enrolment.created_at + rules.enrol_within:
                 return {"code": "this enrolment was not confirmed in time and is cancelled: `/jit mfa enroll` again"}
-            locked = self.rt.mfa.locked_for(user)
-            if locked:
+            number = self.rt.mfa.attempt(user, rules.lockout_after, rules.lockout)
+            if number is None:
+                locked = self.rt.mfa.locked_for(user) or rules.lockout
                 return {"code": f"locked out for {format_duration(locked)} after too many wrong codes"}
+            if number == 0:
+                self._failed(user, kind, "more codes at once than the tries allowed; not checked")
+                return {"code": "too many codes at once; wait a moment and try again"}
             now = self.clock()
             step = matching_step(enrolment.secret, code, now)
-            if step is not None and not self.rt.mfa.first_use(user, step):
-                self._failed(user, kind, "a code that was used already")
-                return {"code": "that code was used already; wait for the next one"}
-            if step is None:
-                count = self.rt.mfa.fail(user, rules.lockout_after, rules.lockout)
-                locked_now = count >= rules.lockout_after
-                self._failed(user, kind, "a wrong code", locked=locked_now)
+            used = step is not None and not self.rt.mfa.first_use(user, step)
+            if step is None or used:
+                # A code used already counts as a wrong one: replaying a code seen over a shoulder is a guess too.
+                locked_now = self.rt.mfa.wrong(user, number, rules.lockout_after, rules.lockout)
+                self._failed(user, kind, "a code that was used already" if used else "a wrong code", locked=locked_now)
                 if locked_now:
                     self._tell_lockout(user)
+                if number >= rules.lockout_after:
                     return {"code": f"wrong code; you are locked out for {format_duration(rules.lockout)}"}
-                return {"code": f"wrong code ({rules.lockout_after - count} tries left)"}
+                if used:
+                    return {"code": "that code was used already; wait for the next one"}
+                return {"code": f"wrong code ({rules.lockout_after - number} tries left)"}
             if kind == "enroll" and not enrolment.confirmed:
                 confirmed = Enrolment(user, enrolment.secret, True, enrolment.created_at, now)
                 self.rt.audit.record("mfa.enrolled", actor=user, target=None)

@@ -35,6 +35,25 @@ _CARRIERS = PREFIX + "mfa:carriers:"  # the Slack messages and files that carrie
 _FORGET = PREFIX + "mfa:forget"  # users whose carriers (or unconfirmed enrolment) are due to go, by when
 SECRET_GRACE = timedelta(minutes=1)  # Redis drops an unconfirmed secret itself this long after the worker should
 
+# One try at a code, counted before the code is checked, in one step with the lockout's check: codes sent at the
+# same moment each get their own number, and none past `lockout_after` is checked at all. -1: locked out;
+# 0: more tries at once than allowed (not checked); else the try's number since the last good code.
+_ATTEMPT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if count > tonumber(ARGV[1]) then return 0 end
+return count
+"""
+# A wrong code on the try numbered `lockout_after` locks: once (SET NX), so one lockout is told once.
+_LOCK = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return 1
+end
+return 0
+"""
+
 # Drop an enrolment only while it is still unconfirmed and still the one begun at ARGV[1]: a first code
 # confirming it at the same moment wins, and a newer enrolment is not the abandoned one.
 _ABANDON = """
@@ -204,17 +223,22 @@ class MfaStore:
         with reachable():
             return bool(self.redis.set(f"{_USED}{user}:{step}", 1, nx=True, ex=ttl))
 
-    def fail(self, user: str, lockout_after: int, lockout: timedelta) -> int:
-        """Count a wrong code; past `lockout_after` the user is locked out for `lockout`. Returns the count."""
+    def attempt(self, user: str, lockout_after: int, lockout: timedelta) -> int | None:
+        """Count one try at a code before it is checked: its number since the last good code, 0 when more tries
+        are in flight than `lockout_after` allows (it must not be checked), None while `user` is locked out."""
         seconds = max(1, int(lockout.total_seconds()))
-        with reachable(), self.redis.pipeline() as pipe:
-            pipe.incr(_FAILS + user)
-            pipe.expire(_FAILS + user, seconds)
-            count = int(pipe.execute()[0])
-            if count >= lockout_after:
-                self.redis.set(_LOCKED + user, 1, ex=seconds)
-                self.redis.delete(_FAILS + user, _PROVEN + user)  # a lockout also ends a proof still running
-        return count
+        with reachable():
+            number = int(self.redis.eval(_ATTEMPT, 2, _FAILS + user, _LOCKED + user, lockout_after, seconds))
+        return None if number < 0 else number
+
+    def wrong(self, user: str, number: int, lockout_after: int, lockout: timedelta) -> bool:
+        """Try `number` was a wrong code: on the `lockout_after`-th, lock `user` out for `lockout` (ending a proof
+        still running). True only for the call that locked."""
+        if number < lockout_after:
+            return False
+        seconds = max(1, int(lockout.total_seconds()))
+        with reachable():
+            return bool(self.redis.eval(_LOCK, 3, _LOCKED + user, _FAILS + user, _PROVEN + user, seconds))
 
     def locked_for(self, user: str) -> timedelta | None:
         with reachable():

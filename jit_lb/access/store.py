@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
+from jit_lb.access.connections import RedisAddress, connect_async
 from jit_lb.access.errors import LOCKED, JitError, LockdownError, NotFoundError, StoreUnavailableError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status, new_request_id
 
@@ -37,6 +39,7 @@ _REFUSALS = PREFIX + "refusals"  # hash: refusals past a limit, counted per user
 _REFUSALS_DUE = PREFIX + "refusals:due"  # the same keys, scored by when their minute is over
 _LOCK = PREFIX + "lock:"  # one lock per scope at the load balancer
 _CLAIM = PREFIX + "enqueued:"  # a job's id, held while that job counts as queued
+_CONFIRM = PREFIX + "confirm"  # written just before a WAIT: its connection's WAIT then covers every earlier write
 _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
 
 Transition = Callable[[AccessRequest], AccessRequest]
@@ -59,6 +62,9 @@ _CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
 _ID_ATTEMPTS = 20
 _RATE_WINDOW = 60  # seconds: limits.commands_per_minute counts commands in whole minutes
 _TRANSITION_LOCK_SECONDS = 10.0
+CONFIRM_MS = 500  # how long a write waits for a replica's confirmation (WAIT) before it counts as not done
+_REPLICAS_TTL = 1.0  # seconds the master's count of connected replicas is trusted before it is asked again
+UNCONFIRMED = "no Redis replica confirmed the write in time (a failover may be under way), so it does not count"
 
 # Refusal summaries whose minute is over, taken (read and removed) in one step so that two workers never both
 # write one.
@@ -110,20 +116,6 @@ def haproxy_book_key(runtime_api: str, acl: str) -> str:
     return f"{PREFIX}haproxy:{runtime_api}:{acl}"
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that fails fast when Redis is away, instead of hanging a Slack request."""
-    return redis.Redis.from_url(
-        url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=30, retry_on_timeout=True
-    )
-
-
-def connect_async(url: str) -> redis.asyncio.Redis:
-    """`connect`'s asyncio twin, for the web process's event loop."""
-    return redis.asyncio.Redis.from_url(
-        url, socket_timeout=3, socket_connect_timeout=2, health_check_interval=30, retry_on_timeout=True
-    )
-
-
 def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str], list[str | float]]:
     """KEYS and ARGV of the _CREATE script for a new (pending) request."""
     assert request.status is Status.PENDING, "only a pending request is created"
@@ -171,13 +163,42 @@ def reachable() -> Iterator[None]:
 class RequestStore:
     """Persistence of AccessRequests; every status change goes through `transition`."""
 
-    def __init__(self, client: redis.Redis, url: str | None = None) -> None:
+    def __init__(self, client: redis.Redis, address: RedisAddress | str | None = None) -> None:
         self.redis = client
         self._create = client.register_script(_CREATE)
         # The web process's event loop stores new requests through an asyncio client, made in that loop on first use.
-        self._url = url
+        self._url = RedisAddress(address) if isinstance(address, str) else address
         self._async: redis.asyncio.Redis | None = None
         self._async_create: AsyncScript | None = None
+        self._replicas: tuple[float, int] = (-_REPLICAS_TTL, 0)  # (when asked, how many)
+
+    # --- replication --------------------------------------------------------------------------------
+
+    def replicas(self) -> int:
+        """How many replicas the master has connected now (asked at most once a second)."""
+        asked, count = self._replicas
+        if time.monotonic() - asked < _REPLICAS_TTL:
+            return count
+        with reachable():
+            count = int(self.redis.info("replication").get("connected_slaves", 0))
+        self._replicas = (time.monotonic(), count)
+        return count
+
+    def confirm(self) -> None:
+        """Every write made so far is on a replica too (WAIT), when the master has replicas.
+
+        StoreUnavailableError when none confirms within CONFIRM_MS: what was written may vanish in a
+        failover, so the caller does not report it as done. The counter written first gives this
+        connection's WAIT a write of its own that comes after every earlier one, on any connection.
+        """
+        if not self.replicas():
+            return
+        with reachable(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(_CONFIRM)
+            pipe.execute_command("WAIT", 1, CONFIRM_MS)  # type: ignore[no-untyped-call]
+            _, acked = pipe.execute()
+        if int(acked) < 1:
+            raise StoreUnavailableError(UNCONFIRMED)
 
     def create(self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000) -> AccessRequest:
         """Store a new request under a fresh id that no other request has; LimitError past `pending_limit`.
@@ -222,6 +243,7 @@ class RequestStore:
                 return
             request = AccessRequest.model_validate_json(raw)
             with self.redis.pipeline() as pipe:
+                pipe.lrem(_OUTBOX, 0, request_id)
                 pipe.delete(_REQUEST + request_id)
                 pipe.zrem(_INDEX, request_id)
                 pipe.srem(_OPEN, request_id)
@@ -233,9 +255,17 @@ class RequestStore:
         await asyncio.to_thread(self.discard, request_id)
 
     async def announce_async(self, request_id: str) -> None:
-        """`announce_later` for an event loop."""
+        """`announce_later` for an event loop, and the confirmation of the request by a replica (WAIT), when the
+        master has replicas: StoreUnavailableError when none confirms, and the caller takes the request back."""
+        replicas = await asyncio.to_thread(self.replicas)
         with reachable():
-            await self._async_client().lpush(_OUTBOX, request_id)
+            async with self._async_client().pipeline(transaction=False) as pipe:
+                pipe.lpush(_OUTBOX, request_id)
+                if replicas:
+                    pipe.execute_command("WAIT", 1, CONFIRM_MS)
+                answers = await pipe.execute()
+        if replicas and int(answers[-1]) < 1:
+            raise StoreUnavailableError(UNCONFIRMED)
 
     # --- limits -------------------------------------------------------------------------------------
 
@@ -432,9 +462,11 @@ class RequestStore:
                     pipe.set(key, after.model_dump_json())
                     self._index(pipe, after)
                     pipe.execute()
-                    return before, after
+                    break
                 except WatchError:
                     continue
+            self.confirm()
+            return before, after
 
     def update(self, request_id: str, **fields: Any) -> AccessRequest:
         """Change fields that are not the status (where the card is, say)."""

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
+from jit_lb.access.connections import RedisAddress, connect, parse_sentinels
 from jit_lb.access.errors import JitError, StoreUnavailableError
 from jit_lb.access.policy import Policy, load_policy
 from jit_lb.access.requests import Status
-from jit_lb.access.store import RequestStore, connect
+from jit_lb.access.store import RequestStore
 from jit_lb.policytools.cases import load_cases, run_cases, summary
 from jit_lb.policytools.diff import diff, grants_ended
 from jit_lb.policytools.explain import explain
@@ -116,13 +117,19 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
     for line in diff(old, new):
         print(line, file=out)
     url = os.environ.get("REDIS_URL")
-    if not url:
+    sentinels = os.environ.get("REDIS_SENTINELS")
+    if not url and not sentinels:
         print("active grants: not read (REDIS_URL is not set)", file=out)
         return 0
     try:
-        store = RequestStore(connect(url))
+        address = RedisAddress(
+            url or "redis://localhost:6379/0",
+            parse_sentinels(sentinels or ""),
+            os.environ.get("REDIS_SENTINEL_MASTER") or "mymaster",
+        )
+        store = RequestStore(connect(address))
         active = [request for request in store.open_requests() if request.status is Status.GRANTED]
-    except StoreUnavailableError as err:
+    except (StoreUnavailableError, ValueError) as err:
         print(f"active grants: not read ({err})", file=out)
         return 0
     ended = grants_ended(new, active)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -246,3 +248,29 @@ def test_a_confirmed_enrolment_leaves_nothing_of_its_secret_in_slack(mfa_world: 
         "chat.delete",
         "files.delete",
     ]
+
+
+async def test_wrong_codes_sent_at_once_are_checked_only_as_far_as_the_lockout(mfa_world: World) -> None:
+    """Twenty wrong codes at the same moment: three are checked, one lockout is recorded and told once."""
+    world = mfa_world
+    enrol(world, "U0DEV1")
+    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")
+    reply = await world.commands.command("U0DEV1", "request lb-prod 30m debugging", None)
+    assert reply.view is not None
+    metadata = reply.view["private_metadata"]
+    start = threading.Barrier(20)
+
+    def submit(code: str) -> dict[str, str] | Verified:
+        start.wait()
+        return world.mfa.verify("U0DEV1", metadata, code)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(submit, [f"{n:06d}" for n in range(100000, 100020)]))
+
+    assert not any(isinstance(answer, Verified) for answer in answers)
+    checked = [r for r in world.audit() if r["event"] == "mfa.failed" and r["why"] == "a wrong code"]
+    assert len(checked) == 3
+    assert [r["locked"] for r in checked].count(True) == 1
+    alerts = [m for m in world.slack.messages(APPROVALS) if "locked out of step-ups" in m.get("text", "")]
+    assert len(alerts) == 1
+    assert world.rt.mfa.locked_for("U0DEV1") is not None

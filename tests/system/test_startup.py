@@ -53,6 +53,8 @@ def fixture_policy_file(tmp_path: Path) -> Path:
             "REDIS_URL: must be a redis://",
         ),
         ("workers", {"SLACK_BOT_TOKEN": "xoxb-1", "JIT_SWEEP_INTERVAL": "0"}, "JIT_SWEEP_INTERVAL: "),
+        ("workers", {"SLACK_BOT_TOKEN": "xoxb-1", "REDIS_SENTINELS": "10.0.0.1"}, "REDIS_SENTINELS: `10.0.0.1` is not"),
+        ("bot", {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "REDIS_SENTINELS": "a:1,b:x"}, "`b:x`"),
     ],
 )
 def test_bad_setting_stops_the_process(policy_file: Path, module: str, env: dict[str, str], expected: str) -> None:
