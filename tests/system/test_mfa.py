@@ -17,7 +17,7 @@ from PIL import Image
 
 from devtools.moto_server import Network
 from devtools.slack_client import inputs, text_input
-from devtools.stack import Stack
+from devtools.stack import BOT_TOKEN, SIGNING_SECRET, Stack
 from tests.helpers import APPROVALS, DEVS, card_ts, rules_of, stack_policy
 
 pytestmark = pytest.mark.slow
@@ -136,3 +136,17 @@ def _qr_holds(content: bytes | None, secret: str) -> bool:
     if not content:
         return False
     return any(secret in result.text for result in zxingcpp.read_barcodes(Image.open(io.BytesIO(content))))
+
+
+def test_no_secret_or_token_reaches_the_logs_at_debug() -> None:
+    """With JIT_LOG_LEVEL=DEBUG (slack_sdk then logs each request's body), an enrolment leaves no secret in a log."""
+    keys = {"JIT_MFA_KEY": Fernet.generate_key().decode(), "JIT_AUDIT_KEY": "audit-key-" + "k" * 24}
+    with Stack(policy=mfa_policy, sweep_interval=2.0, extra_env={**keys, "JIT_LOG_LEVEL": "DEBUG"}) as debug:
+        secret = enrol(debug, "U0DEV1")
+        debug.wait_for(lambda: not debug.slack.holding(secret), what="the secret's DM deleted")
+        logs = {p.name: p.log_path.read_text(encoding="utf-8", errors="replace") for p in debug.processes}
+    assert "Sending a request" in logs["web.1"]  # slack_sdk's DEBUG lines are there, redacted
+    secrets = {"the TOTP secret": secret, "the bot token": BOT_TOKEN, "the signing secret": SIGNING_SECRET, **keys}
+    found = [(what, name) for what, value in secrets.items() for name, text in logs.items() if value in text]
+    assert found == []
+    assert [name for name, text in logs.items() if "otpauth://" in text] == []
