@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,25 +138,30 @@ def test_a_revoke_that_cannot_reload_is_retried_told_and_done_once_fixed(stack: 
     assert allow_lines(nginx) == []
 
 
-def test_a_forged_line_is_removed_by_the_sweep_and_a_hand_written_one_reported(
-    stack: Stack, nginx: NginxServer
-) -> None:
-    """A line naming a request nobody made, ending far ahead, goes; a line without jit-lb's marker stays."""
+def test_lines_are_judged_by_the_sweep_and_a_hand_written_one_reported(stack: Stack, nginx: NginxServer) -> None:
+    """Lines ending far ahead (forged), past their end, or naming an ended request go; one without a marker stays."""
+    ended = granted(stack, REQUESTER, "request edge-nginx 2s soon over")
+    stack.wait_for(lambda: "grant.revoked" in stack.events(ended), timeout=20, what="the first grant's end")
+    soon = (datetime.now(UTC) + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     Path(nginx.allow_file).write_text(
-        f"allow {SOURCE}/32; # jit-lb: jit-forged2 until 2099-01-01T00:00:00Z\nallow 127.0.0.3/32;\n", encoding="utf-8"
+        f"allow {SOURCE}/32; # jit-lb: jit-forged2 until 2099-01-01T00:00:00Z\n"
+        "allow 127.0.0.4/32; # jit-lb: jit-passed until 2020-01-01T00:00:00Z\n"
+        f"allow 127.0.0.5/32; # jit-lb: {ended} until {soon}\n"
+        "allow 127.0.0.3/32;\n",
+        encoding="utf-8",
     )
     nginx.reload_by_hand()
     stack.wait_for(lambda: status(nginx) == 200, what="the forged line in force")
 
-    removed = stack.wait_for(
-        lambda: [
-            r for r in stack.audit() if r["event"] == "sweep.removed" and r.get("leases_dropped") == ["jit-forged2"]
-        ],
-        timeout=20,
-        what="the sweep removing the forged line",
-    )
+    def removed(lease: str) -> list[dict[str, Any]]:
+        return [r for r in stack.audit() if r["event"] == "sweep.removed" and lease in r["leases_dropped"]]
 
-    assert "further ahead" in str(removed[0]["why"])
+    for lease in ("jit-forged2", "jit-passed", ended):
+        stack.wait_for(lambda lease=lease: removed(lease), timeout=20, what=f"the sweep removing {lease}'s line")
+
+    assert "further ahead" in str(removed("jit-forged2")[0]["why"])
+    assert "end has passed" in str(removed("jit-passed")[0]["why"])
+    assert "revoked" in str(removed(ended)[0]["why"])
     assert allow_lines(nginx) == ["allow 127.0.0.3/32;"]
     assert status(nginx) == 403
     reported = stack.wait_for(
