@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 
 from devtools.haproxy import http_status as haproxy_status
 from devtools.moto_server import Network
+from devtools.nginx import NginxServer, nginx_binary
 from devtools.render import readable, render_view
 from devtools.slack_client import inputs, select, text_input
 from devtools.stack import Stack
@@ -23,11 +24,12 @@ APPROVALS = "C0APPROVALS"
 AUDIT = "C0AUDIT"
 GRANT_SECONDS = 8
 HAPROXY_SOURCE = "127.0.0.7"
+NGINX_SOURCE = "127.0.0.2"
 DEMO_DIR = Path(".demo")  # what the demo leaves for a person to look at (the enrolment QR codes); git ignores it
 
 
-def demo_policy(network: Network) -> dict[str, Any]:
-    """One target per grant kind; HAProxy's only when this machine has HAProxy."""
+def demo_policy(network: Network, nginx: NginxServer | None = None) -> dict[str, Any]:
+    """One target per grant kind; HAProxy's and NGINX's only when this machine has them."""
     window = {"default_duration": "30m", "min_duration": "5s", "max_duration": "1h"}
     targets: dict[str, Any] = {
         "lb-prod": {
@@ -81,6 +83,18 @@ def demo_policy(network: Network) -> dict[str, Any]:
             "approvers": ["U0APPROVER1"],
             "grant": {"kind": "haproxy_acl", "runtime_api": network.haproxy_runtime_api, "acl": network.haproxy_acl},
         }
+    principals: dict[str, Any] = {
+        "U0DEV1": {"source_cidr": "203.0.113.7/32", "aws_role_name": network.role_name},
+        "U0DEV3": {"source_cidr": f"{HAPROXY_SOURCE}/32"},
+    }
+    if nginx is not None:
+        targets["edge-nginx"] = {
+            "description": "The edge NGINX",
+            **window,
+            "approvers": ["U0APPROVER1"],
+            "grant": nginx.grant_spec(),
+        }
+        principals["U0DEV4"] = {"source_cidr": f"{NGINX_SOURCE}/32"}
     return {
         "approver_channel": APPROVALS,
         "audit_channel": AUDIT,
@@ -89,10 +103,7 @@ def demo_policy(network: Network) -> dict[str, Any]:
         "admins": ["U0ADMIN"],
         "mfa": {"window": "2s", "lockout_after": 5, "lockout": "15m"},  # a short window, for the demo to show codes
         "break_glass": {"users": ["U0DEV1"], "targets": ["lb-prod"], "max_duration": "1h", "review_within": "1h"},
-        "principals": {
-            "U0DEV1": {"source_cidr": "203.0.113.7/32", "aws_role_name": network.role_name},
-            "U0DEV3": {"source_cidr": f"{HAPROXY_SOURCE}/32"},
-        },
+        "principals": principals,
         "targets": targets,
     }
 
@@ -151,22 +162,32 @@ def ask_and_approve(stack: Stack, user: str, text: str) -> tuple[str, str]:
 def main() -> int:
     started = time.monotonic()
     haproxy = shutil.which("haproxy") is not None
+    nginx = NginxServer(shutdown_timeout="5s").start() if nginx_binary() else None
+    try:
+        run(haproxy, nginx)
+    finally:
+        if nginx is not None:
+            nginx.close()
+    print(f"\nDemo finished in {time.monotonic() - started:.1f}s; everything it started is stopped.")
+    return 0
+
+
+def run(haproxy: bool, nginx: NginxServer | None) -> None:
     with Stack(
-        policy=demo_policy,
+        policy=lambda network: demo_policy(network, nginx),
         sweep_interval=5.0,
         usergroups={"S0NETOPS": ["U0NETOPS1"]},
         with_haproxy=haproxy,
         extra_env={"JIT_MFA_KEY": Fernet.generate_key().decode()},
     ) as stack:
         print(f"Started: redis {stack.redis.url}, moto {stack.moto.endpoint}, Slack stand-in {stack.slack.api_url},")
-        print("         the Procfile's web and worker" + (", and a real HAProxy" if haproxy else "") + ".")
+        real = [name for name, present in (("HAProxy", haproxy), ("NGINX", nginx is not None)) if present]
+        print("         the Procfile's web and worker" + "".join(f", a real {name}" for name in real) + ".")
         main_flow(stack)
         slack_native(stack)
         step_up(stack)
         emergencies(stack)
-        other_kinds(stack, haproxy)
-    print(f"\nDemo finished in {time.monotonic() - started:.1f}s; everything it started is stopped.")
-    return 0
+        other_kinds(stack, haproxy, nginx)
 
 
 def main_flow(stack: Stack) -> None:
@@ -364,7 +385,7 @@ def indent(text: str) -> str:
     return "  " + text.replace("\n", "\n  ")
 
 
-def other_kinds(stack: Stack, haproxy: bool) -> None:
+def other_kinds(stack: Stack, haproxy: bool, nginx: NginxServer | None) -> None:
     """The other grant kinds, granted together and ended with `/jit revoke`: what each puts at the load balancer."""
     assert stack.network is not None
     network = stack.network
@@ -393,8 +414,17 @@ def other_kinds(stack: Stack, haproxy: bool) -> None:
         ("lb-admin", "U0DEV1", "ALB listener rules", listener_rules),
         ("lb-config", "U0DEV1", f"inline policies on IAM role {network.role_name}", role_policies),
     ]
+
+    def nginx_view() -> list[str]:
+        assert nginx is not None
+        lines = Path(nginx.allow_file).read_text(encoding="utf-8").splitlines()
+        status = haproxy_status(nginx.port, NGINX_SOURCE)
+        return [f"GET {nginx.url} from {NGINX_SOURCE}: HTTP {status}", f"allow file: {lines or '(empty)'}"]
+
     if haproxy:
         views.append(("edge-haproxy", "U0DEV3", "HAProxy", haproxy_view))
+    if nginx is not None:
+        views.append(("edge-nginx", "U0DEV4", "NGINX", nginx_view))
     for target, user, what, view in views:
         section(f"{target}: {what}, before / during / after")
         print("  before: " + ("; ".join(view()) or "(none)"))
