@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench import deadline, grants, lockdown, memory, slash, sweep
+from bench import deadline, grants, lockdown, memory, nginx, slash, sweep
 from bench.lockdown import Mix
 from bench.moto_view import install_speedups, reset_moto
 from bench.stats import Row, render
@@ -31,6 +31,7 @@ class Plan:
     deadline_grants: int = 200
     deadline_seconds: tuple[int, int] = (30, 50)  # the shortest and longest grant; all end within a few seconds
     lockdown_mix: Mix = field(default_factory=lambda: Mix(sg=600, alb=200, haproxy=200))
+    nginx_rounds: tuple[int, int, int] = (30, 10, 3)  # provider apply+drop, through the product, drop while busy
 
 
 QUICK = Plan(
@@ -44,6 +45,7 @@ QUICK = Plan(
     deadline_grants=30,
     deadline_seconds=(10, 20),
     lockdown_mix=Mix(sg=60, alb=20, haproxy=20),
+    nginx_rounds=(10, 3, 1),
 )
 
 
@@ -55,8 +57,8 @@ def timed(name: str, step: Callable[[], list[Row]]) -> list[Row]:
     return rows
 
 
-# In the order the table shows them; `deadline` runs on the main Stack, `lockdown` and `sweep` on Stacks of their own.
-FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "deadline", "lockdown", "memory")
+# In the order the table shows them; `deadline` runs on the main Stack, `lockdown`, `sweep` and `nginx` on their own.
+FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "deadline", "lockdown", "nginx", "memory")
 
 
 def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
@@ -110,12 +112,16 @@ def main(argv: list[str]) -> int:
         install_speedups()
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    figures = main_stack_rows(plan, only) if only - {"sweep", "lockdown"} else {}
+    figures = main_stack_rows(plan, only) if only - {"sweep", "lockdown", "nginx"} else {}
     if "sweep" in only:
         figures["sweep"] = timed("sweep", lambda: sweep.sweeps(list(plan.sweep_sizes), plan.sweep_expired))
         reset_moto()
     if "lockdown" in only:
         figures["lockdown"] = timed("lockdown", lambda: lockdown.lockdown(plan.lockdown_mix))
+        reset_moto()
+    if "nginx" in only:
+        provider_rounds, flow_rounds, busy_rounds = plan.nginx_rounds
+        figures["nginx"] = timed("nginx", lambda: nginx.nginx_figures(provider_rounds, flow_rounds, busy_rounds))
         reset_moto()
     rows = [row for name in FIGURES for row in figures.get(name, [])]
     mode = "quick" if args.quick else "full"
