@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ import redis
 import redis.asyncio
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from jit_lb.access.connections import RedisAddress, connect_async
 from jit_lb.access.errors import LOCKED, JitError, LockdownError, NotFoundError, StoreUnavailableError, TransitionError
@@ -501,6 +502,36 @@ class RequestStore:
         """Ids of pending requests whose approval window closed at or before `moment`."""
         with reachable():
             return [_text(m) for m in self.redis.zrangebyscore(_PENDING, "-inf", moment.timestamp())]
+
+    @contextlib.contextmanager
+    def running(self, name: str, seconds: float = 10.0) -> Iterator[bool]:
+        """True inside for the one caller that runs `name` now across every worker (a sweep), False for others.
+
+        The hold is renewed every third of `seconds` while the caller runs, so a long run stays alone and a
+        worker that dies mid-run frees it within `seconds`.
+        """
+        with reachable():
+            lock = self.redis.lock(_LOCK + "running:" + name, timeout=seconds, blocking=False)
+            mine = bool(lock.acquire(blocking=False))
+        if not mine:
+            yield False
+            return
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(seconds / 3):
+                with contextlib.suppress(RedisError):
+                    lock.reacquire()
+
+        renewer = threading.Thread(target=renew, name=f"jit-{name}-hold", daemon=True)
+        renewer.start()
+        try:
+            yield True
+        finally:
+            done.set()
+            renewer.join()
+            with contextlib.suppress(RedisError):
+                lock.release()
 
     @contextlib.contextmanager
     def lock(self, scope: str, timeout: float = 120.0) -> Iterator[None]:

@@ -1,12 +1,15 @@
-"""Two web and three worker processes on one Redis: a burst with concurrent clicks grants each request once."""
+"""Two web and two worker processes on one Redis: a burst with concurrent clicks grants each request once, each card
+and each summary is posted once, and the sweeps of the two workers never overlap."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -27,11 +30,12 @@ def burst_policy(network: Network) -> dict[str, Any]:
 
 @pytest.fixture(name="stack", scope="module")
 def fixture_stack() -> Iterator[Stack]:
-    with Stack(policy=burst_policy, sweep_interval=2.0, webs=2, workers=3) as stack:
+    # A sweep interval shorter than a sweep under this load: the turn comes round while the last sweep still runs.
+    with Stack(policy=burst_policy, sweep_interval=0.3, webs=2, workers=2) as stack:
         yield stack
 
 
-def test_burst_through_two_webs_and_three_workers(stack: Stack) -> None:
+def test_burst_through_two_webs_and_two_workers(stack: Stack) -> None:
     """30 requests through both webs, each approved by two approvers at once through both webs: one grant each."""
     users = ["U0DEV1", "U0DEV2"]
 
@@ -79,3 +83,33 @@ def test_burst_through_two_webs_and_three_workers(stack: Stack) -> None:
         assert counts["grant.applied"] == 1, (request_id, counts)
         assert counts["grant.revoked"] == 1, (request_id, counts)
     assert stack.sg_rules() == []
+    for request_id, ts in cards.items():
+        posted = [
+            m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m
+        ]
+        assert len(posted) == 1, request_id
+        summaries = stack.wait_for(
+            lambda ts=ts: [m for m in stack.slack.thread(APPROVALS, ts) if "Summary of" in str(m)], what="summary"
+        )
+        assert len(summaries) == 1, request_id
+
+
+def test_one_sweep_at_a_time(stack: Stack) -> None:
+    """Across both workers' logs, no sweep starts while another is running."""
+    runs = []
+    for worker in stack.by_prefix("worker"):
+        started = None
+        for line in worker.log_path.read_text().splitlines():
+            if "sweep started" in line:
+                started = _at(line)
+            elif "sweep done" in line and started is not None:
+                runs.append((started, _at(line)))
+                started = None
+    assert len(runs) >= 2
+    runs.sort()
+    overlapping = [(a, b) for a, b in itertools.pairwise(runs) if b[0] < a[1]]
+    assert overlapping == []
+
+
+def _at(line: str) -> datetime:
+    return datetime.fromisoformat(line.split(maxsplit=1)[0].replace("Z", "+00:00"))
