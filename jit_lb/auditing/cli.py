@@ -1,7 +1,8 @@
-"""`python -m bot audit verify|who|report FILE…` (docs/auditors.md): the auditor's commands, run where the files are.
+"""`python -m bot audit verify|export|who|report FILE…` (docs/auditors.md): the auditor's commands, run where the
+files are.
 
-Exit status: 0 the answer (for verify: every chain whole), 1 verify found something wrong, 2 the command
-could not run (a bad argument, a file that cannot be read).
+Exit status: 0 the answer (for verify: every chain whole), 1 verify found something wrong (for export: a line
+that is not verified, or a chain cut short), 2 the command could not run (a bad argument, an unreadable file).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jit_lb.auditing.files import AuditFileError, Line, lines, oldest_first
+from jit_lb.auditing.ocsf import to_ocsf, unreadable
 from jit_lb.auditing.trails import COLUMNS, Filters, Reading, parse_instant, report, who
 from jit_lb.auditing.verify import Checkpoint, Outcome, Verifier
 
@@ -48,6 +50,8 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> int:
             return _verify(args, files, out)
         if args.command == "who":
             return _who(args, files, out)
+        if args.command == "export":
+            return _export(args, files, out)
         return _report(args, files, out)
     except AuditFileError as err:
         print(f"audit {args.command}: {err}", file=sys.stderr)
@@ -60,6 +64,18 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="exit 0 when every chain in the files is whole, else 1 naming the line")
     verify.add_argument("files", nargs="+", metavar="FILE", help=FILES)
     _verify_options(verify)
+
+    export = commands.add_parser(
+        "export", help="every record as an OCSF event, one JSON object a line, each verified as it is read"
+    )
+    export.add_argument("--format", choices=("ocsf",), required=True, help="ocsf: OCSF 1.7.0 events")
+    export.add_argument(
+        "--flag-unverified",
+        action="store_true",
+        help="export a line that fails verification too, labelled `unverified` (default: stop there, exit 1)",
+    )
+    export.add_argument("files", nargs="+", metavar="FILE", help=FILES)
+    _verify_options(export)
 
     who_ = commands.add_parser("who", help="who had access to a target at an instant, from the log alone")
     who_.add_argument("target", metavar="TARGET")
@@ -167,6 +183,46 @@ def _print_outcome(outcome: Outcome, keyed: bool, out: TextIO) -> None:
             seq, digest, reason = summary.checkpoint
             line += f", last checkpoint {summary.chain}:{seq}:{digest} ({reason})"
         print(line, file=out)
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace, files: list[str], out: TextIO) -> int:
+    """One OCSF event a line, each record verified against its chain as it is read (docs/ocsf-export.md).
+
+    A line that fails verification stops the export (exit 1, naming it), or with --flag-unverified is
+    exported labelled `unverified` and the rest of its chain is judged afresh; never exported as sound.
+    """
+    verifier, _ = _verifier(args)
+    outcome = Outcome(files=files)
+    exported = flagged = 0
+    for line in lines(files):
+        record, finding = verifier.read(line, outcome)
+        if finding is None and record is None:
+            continue  # a blank line
+        if finding is not None:
+            if not args.flag_unverified:
+                print(f"audit export: stopped: {finding} ({exported} events exported before it)", file=sys.stderr)
+                return 1
+            flagged += 1
+            verifier.resume(record, outcome)
+            labels = ["unverified", f"unverified: {finding.what}"]
+            event = to_ocsf(record, labels) if record is not None else unreadable(line.raw, labels)
+        else:
+            assert record is not None  # a verified line is a record
+            event = to_ocsf(record)
+        out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        exported += 1
+    cut = verifier.cut(outcome)
+    if cut is not None:
+        print(f"audit export: {cut} ({exported} events exported)", file=sys.stderr)
+        return 1
+    if flagged:
+        print(f"audit export: {flagged} of {exported} events labelled unverified", file=sys.stderr)
+        return 1
+    _warn_without_checkpoint(args)
+    return 0
 
 
 # --- who and report --------------------------------------------------------------------------------

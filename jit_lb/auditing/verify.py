@@ -122,6 +122,7 @@ class Verifier:
         self._hashers: dict[str, Hasher] = {}
         # Heads that a later chain's start names for the chain it replaced: chain -> (seq, where it is said).
         self._replaced: dict[str, tuple[int, str]] = {}
+        self._resumed: set[str] = set()  # chains judged afresh after a finding (resume)
 
     def run(self, files: list[str]) -> Outcome:
         """Read the files in the order given (see files.oldest_first); stop at the first finding."""
@@ -139,19 +140,38 @@ class Verifier:
                 outcome.finding = finding
                 return
             yield line
-        outcome.finding = self._cut(outcome)
+        outcome.finding = self.cut(outcome)
 
     def _check(self, line: Line, outcome: Outcome) -> Finding | None:
+        return self.read(line, outcome)[1]
+
+    def read(self, line: Line, outcome: Outcome) -> tuple[dict[str, Any] | None, Finding | None]:
+        """One line checked against its chain: the record (None for a blank line or one that is not a JSON
+        object) and the finding, if any. The OCSF export reads records this way, each verified as it is read."""
         if not line.raw.strip():
-            return None
+            return None, None
         try:
             record = json.loads(line.raw, object_pairs_hook=_unique_keys)
         except _DuplicateKeyError as err:
-            return Finding(line.file, line.number, f"edited: the key {err.key!r} appears twice in one object")
+            return None, Finding(line.file, line.number, f"edited: the key {err.key!r} appears twice in one object")
         except ValueError:
-            return Finding(line.file, line.number, "edited or damaged: not a JSON record")
+            return None, Finding(line.file, line.number, "edited or damaged: not a JSON record")
         if not isinstance(record, dict):
-            return Finding(line.file, line.number, "edited or damaged: not a JSON object")
+            return None, Finding(line.file, line.number, "edited or damaged: not a JSON object")
+        return record, self._check_record(line, record, outcome)
+
+    def resume(self, record: dict[str, Any] | None, outcome: Outcome) -> None:
+        """After a finding, judge the rest of the record's chain afresh: its next record begins it again.
+
+        Used by `export --flag-unverified`, which goes on past a bad line: the lines after it are verified
+        against each other, not condemned for the one before them.
+        """
+        chain = record.get("chain") if record is not None else None
+        if isinstance(chain, str) and chain:
+            outcome.chains.pop(chain, None)
+            self._resumed.add(chain)
+
+    def _check_record(self, line: Line, record: dict[str, Any], outcome: Outcome) -> Finding | None:
         chain, seq, prev, digest = record.get("chain"), record.get("seq"), record.get("prev"), record.get("hash")
         if not (isinstance(chain, str) and chain and type(seq) is int and seq >= 1) or not (
             isinstance(prev, str) and isinstance(digest, str)
@@ -198,6 +218,8 @@ class Verifier:
                 outcome.notes.append(f"chain {chain} begins at seq {seq}, right after a checkpoint given")
             elif self.partial:
                 outcome.notes.append(f"chain {chain} begins at seq {seq} ({line.file}:{line.number}): partial")
+            elif chain in self._resumed:
+                outcome.notes.append(f"chain {chain} judged afresh from seq {seq} ({line.file}:{line.number})")
             else:
                 what = (
                     f"removed: chain {chain} begins here at seq {seq}, so seqs 1..{seq - 1} are missing "
@@ -238,7 +260,7 @@ class Verifier:
             return f"edited: its hash does not match its content (chain {chain}; a keyed log needs JIT_AUDIT_KEY)"
         return f"edited: its hash does not match its content (chain {chain})"
 
-    def _cut(self, outcome: Outcome) -> Finding | None:
+    def cut(self, outcome: Outcome) -> Finding | None:
         """After the last line: a chain that stops before a checkpoint posted for it was cut short."""
         for chain, posted in self.checkpoints.items():
             summary = outcome.chains.get(chain)

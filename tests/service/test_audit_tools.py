@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from jit_lb.auditing import cli
+from jit_lb.auditing.ocsf import OCSF_VERSION
+from tests.ocsf_schema import OcsfSchema
 from tests.service.world import APPROVALS, World
 from workers import jobs
 
@@ -114,3 +116,26 @@ async def test_a_checkpoint_is_posted_as_chain_seq_hash_to_the_audit_channel(wor
     for post, record in zip(posts, (first, second), strict=True):
         assert f"{record['chain']}:{record['seq']}:{record['hash']}" in post["text"]
     assert (first["seq"] + 2, first["chain"]) == (second["seq"], second["chain"])  # policy.reloaded between
+
+
+async def test_the_ocsf_export_of_a_real_log_validates_against_the_ocsf_schema(world: World) -> None:
+    """A log the services and jobs wrote (request, approval, grant, revoke, denial): every record one valid event."""
+    granted = await world.granted()
+    assert jobs.revoke_access(granted.id, "revoked", "U0DEV1") == "revoked"
+    denied = await world.request("U0DEV2", "request lb-prod 30m looking around")
+    world.click("U0APPROVER1", "jit_deny", denied)
+    records = json_lines(world.audit_path.read_text(encoding="utf-8"))
+
+    code, out = run("export", "--format", "ocsf", str(world.audit_path))
+
+    events = json_lines(out)
+    assert (code, [event["unmapped"] for event in events]) == (0, records)
+    schema = OcsfSchema(OCSF_VERSION)
+    assert {event["metadata"]["event_code"]: schema.problems(event) for event in events if schema.problems(event)} == {}
+    by_code = {event["metadata"]["event_code"]: event for event in events}
+    assert (by_code["request.approved"]["class_uid"], by_code["request.approved"]["actor"]["user"]["uid"]) == (
+        3003,
+        "U0APPROVER1",
+    )
+    assert (by_code["grant.applied"]["type_uid"], by_code["grant.revoked"]["type_uid"]) == (300501, 300502)
+    assert (by_code["request.denied"]["status_id"], by_code["request.denied"]["user"]["uid"]) == (2, "U0DEV2")

@@ -26,7 +26,9 @@ import pytest
 
 from devtools.stack import ROOT, Stack
 from jit_lb.access.chain import canonical
+from jit_lb.auditing.ocsf import OCSF_VERSION
 from tests.helpers import APPROVALS, granted, rules_of, stack_policy
+from tests.ocsf_schema import OcsfSchema
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +136,20 @@ def test_verify_passes_on_the_log_as_written(trail: Trail) -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "in 3 chain(s), HMAC-SHA256" in result.stdout
+
+
+def test_the_ocsf_export_of_the_log_validates_against_the_ocsf_schema(trail: Trail) -> None:
+    """`audit export --format ocsf` over the processes' log: one valid OCSF 1.7.0 event a record, as `verify` holds."""
+    result = audit("export", "--format", "ocsf", str(trail.log), *marks(trail))
+
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [event["unmapped"] for event in events] == trail.records
+    schema = OcsfSchema(OCSF_VERSION)
+    assert {e["metadata"]["event_code"]: schema.problems(e) for e in events if schema.problems(e)} == {}
+    revoked = [e for e in events if e["metadata"]["event_code"] == "grant.revoked"]
+    assert sorted(e["metadata"]["correlation_uid"] for e in revoked) == sorted([trail.expired, trail.revoked])
+    assert {e["type_uid"] for e in revoked} == {300502}
 
 
 def test_without_the_key_the_log_does_not_verify(trail: Trail) -> None:
