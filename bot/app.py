@@ -70,7 +70,9 @@ def web_application(settings: Settings, runtime: Runtime, notifier: Notifier) ->
     server = web.Application(client_max_size=MAX_BODY)
     if not settings.socket_mode:
         assert settings.slack_signing_secret is not None
-        handler = slack_events_handler(app, settings.slack_signing_secret.get_secret_value())
+        handler = slack_events_handler(
+            app, settings.slack_signing_secret.get_secret_value(), runtime.store.first_signed_async
+        )
         server.router.add_post("/slack/events", handler)
     server.router.add_get("/healthz", healthz_handler(runtime))
     return app, server

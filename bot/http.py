@@ -21,8 +21,13 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from jit_lb.access.errors import StoreUnavailableError
+
 MAX_BODY = 256 * 1024  # Slack's payloads are a few kilobytes; anything near this is not from Slack
 MAX_SKEW = 60 * 5
+# A signed request is remembered this long: past it, its timestamp is stale anyway (MAX_SKEW either side of now).
+REMEMBER_SIGNED = 2 * MAX_SKEW + 60
+REPLAYED = "This exact request (same time and signature) reached jit-lb before, so it was not done again."
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 # ASCII digits only (str.isdigit() takes "²", which int() refuses), and few of them (int() refuses 5,000 digits).
@@ -38,9 +43,15 @@ class MalformedError(ValueError):
     """The body is signed correctly but is not something Slack sends."""
 
 
-def slack_events_handler(app: AsyncApp, secret: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """401 for a bad or stale signature, 413 for a huge body, 400 for a malformed one, 200 for one we ignore,
-    else Bolt's answer."""
+# True the first time a (timestamp, signature) is seen by any web process (RequestStore.first_signed_async).
+FirstSigned = Callable[[str, str, int], Awaitable[bool]]
+
+
+def slack_events_handler(
+    app: AsyncApp, secret: str, first_signed: FirstSigned
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """401 for a bad or stale signature, 413 for a huge body, 400 for a malformed one, 200 for one we ignore
+    or one already taken (a replay within the signature's window), else Bolt's answer."""
     key = secret.encode()
 
     async def handle_slack_events(request: web.Request) -> web.StreamResponse:
@@ -51,9 +62,24 @@ def slack_events_handler(app: AsyncApp, secret: str) -> Callable[[web.Request], 
         if kind is None:
             log.info("slack request ignored", path=request.path)
             return web.Response(status=200)
+        if not await _first(request, first_signed):
+            log.warning("slack request replayed: answered without acting", kind=kind, remote=request.remote)
+            if kind == "command":
+                return web.json_response({"response_type": "ephemeral", "text": REPLAYED})
+            return web.Response(status=200)
         return await to_aiohttp_response(await app.async_dispatch(_bolt_request(request, body)))
 
     return handle_slack_events
+
+
+async def _first(request: web.Request, first_signed: FirstSigned) -> bool:
+    """Whether this signed request is taken for the first time; with Redis out of reach it is let through, since
+    then nothing it asks can be done (the person is told jit-lb is unavailable) and so nothing can be done twice."""
+    headers = request.headers
+    try:
+        return await first_signed(headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"], REMEMBER_SIGNED)
+    except StoreUnavailableError:
+        return True
 
 
 async def _admit(request: web.Request, key: bytes) -> tuple[str, str | None] | web.Response:

@@ -36,6 +36,7 @@ _REVIEWS = PREFIX + "reviews"  # break-glass grants whose review is due, scored 
 _USE = PREFIX + "use:"  # a grant's last seen use count and when it last changed (idle expiry)
 _HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes are published on changes
 _EVENTS = PREFIX + "event:"  # Events API ids already handled (Slack retries an event not acked in 3 s)
+_DELIVERIES = PREFIX + "signed:"  # signed HTTP requests already taken (timestamp and signature), for their window
 _REFUSALS = PREFIX + "refusals"  # hash: refusals past a limit, counted per user and minute
 _REFUSALS_DUE = PREFIX + "refusals:due"  # the same keys, scored by when their minute is over
 _LOCK = PREFIX + "lock:"  # one lock per scope at the load balancer
@@ -396,6 +397,16 @@ class RequestStore:
     def home_users(self) -> set[str]:
         with reachable():
             return {_text(member) for member in self.redis.smembers(_HOME_USERS)}
+
+    async def first_signed_async(self, timestamp: str, signature: str, seconds: int) -> bool:
+        """True the first time a signed HTTP request (its timestamp and signature) reaches any web process: a replay
+        within the signature's window is not taken again. Raises StoreUnavailableError."""
+        key = f"{_DELIVERIES}{timestamp}:{signature}"
+        if self._url is None:
+            with reachable():
+                return bool(self.redis.set(key, 1, nx=True, ex=seconds))
+        with reachable():
+            return bool(await self._async_client().set(key, 1, nx=True, ex=seconds))
 
     def first_delivery(self, event_id: str, seconds: int = 3600) -> bool:
         """True the first time an Events API event id is seen: a retried delivery is handled once."""

@@ -32,10 +32,11 @@ from bot.http import MAX_BODY
 from bot.messages.notify import connect
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
-from devtools.slack_client import click_payload, command_body
+from devtools.slack_client import click_payload, command_body, fresh_trigger_id, signed_headers
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
+from devtools.stack import SIGNING_SECRET, Stack
 from jit_lb.settings import Settings
-from tests.helpers import valid
+from tests.helpers import stack_policy, valid
 
 SECRET = "edge-secret"
 FORM = "application/x-www-form-urlencoded"
@@ -433,3 +434,21 @@ def test_healthz_without_redis_says_not_ok_and_not_where_redis_is(tmp_path: Path
         status, answer = served.exchange("GET", "/healthz", [], b"")
     assert (status, json.loads(answer)) == (503, {"ok": False})
     assert str(port).encode() not in answer and b"127.0.0.1" not in answer
+
+
+def test_a_signed_command_replayed_within_its_window_is_answered_without_acting() -> None:
+    """The bytes and headers of one signed `/jit request` sent again, to the other web process and to the first:
+    one request is stored and recorded; each repeat is answered (ephemeral, saying so) and does nothing."""
+    with Stack(policy=stack_policy, webs=2) as stack:
+        body = command_body("U0DEV1", "request lb-prod 30m replayed once", "C0DEVS", trigger_id=fresh_trigger_id())
+        headers = signed_headers(SIGNING_SECRET, body)
+
+        first = stack.client(0).post(body, headers)
+        repeats = [stack.client(1).post(body, headers), stack.client(0).post(body, headers)]
+
+        created = [r for r in stack.audit() if r["event"] == "request.created"]
+        assert ["replayed once"] == [r["request_reason"] for r in created]
+        assert "waiting for approval" in first.json()["text"]
+        for repeat in repeats:
+            assert (200, "ephemeral") == (repeat.status, repeat.json()["response_type"])
+            assert "reached jit-lb before, so it was not done again" in repeat.json()["text"]
