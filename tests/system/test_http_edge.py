@@ -447,8 +447,8 @@ def test_a_signed_command_replayed_within_its_window_is_answered_without_acting(
         repeats = [stack.client(1).post(body, headers), stack.client(0).post(body, headers)]
 
         created = [r for r in stack.audit() if r["event"] == "request.created"]
-        assert ["replayed once"] == [r["request_reason"] for r in created]
+        assert [r["request_reason"] for r in created] == ["replayed once"]
         assert "waiting for approval" in first.json()["text"]
         for repeat in repeats:
-            assert (200, "ephemeral") == (repeat.status, repeat.json()["response_type"])
+            assert (repeat.status, repeat.json()["response_type"]) == (200, "ephemeral")
             assert "reached jit-lb before, so it was not done again" in repeat.json()["text"]
