@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from jit_lb.access.audit import AuditLog
-from jit_lb.access.chain import Hasher, canonical
+from jit_lb.audit.chain import Hasher, canonical
+from jit_lb.audit.writer import AuditLog
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-audit-key-0b7f3c9d2e6a4f18a5c1"
@@ -35,7 +35,7 @@ FILES = 4  # audit.log.3.gz, audit.log.2.gz, audit.log.1, audit.log
 
 
 class Chain:
-    """One writer's chain, sealed the way jit_lb/access/audit.py seals a record."""
+    """One writer's chain, sealed the way jit_lb/audit/writer.py seals a record."""
 
     def __init__(self, name: str, hasher: Hasher) -> None:
         self.id = f"{name}@bench.{random.getrandbits(32):08x}"

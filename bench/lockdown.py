@@ -353,7 +353,7 @@ def stage_rows(watch: LockdownWatch, run: Run, jobs: dict[str, JobTimes], runs: 
             "   revoke jobs run twice",
             f"{twice} of {len(runs)}",
             "",
-            "the 10 s claim of _enqueue_once ran out while the job waited; the second run found it ended",
+            "the 10 s claim of enqueue_once ran out while the job waited; the second run found it ended",
         ),
         latency_row(
             "   revoke job waits in queue (jobs run once)",

@@ -25,7 +25,7 @@ from moto.ec2.models.security_groups import SecurityGroupBackend
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, is_valid_security_group_id
 from moto.elbv2.models import elbv2_backends
 
-from workers.providers.leases import parse_time
+from workers.providers.markers import parse_time
 
 LEASE_PREFIX = "jit-lb:lease:"
 REGION = "us-east-1"

@@ -14,13 +14,13 @@ import yaml
 from bench.moto_view import MotoMeter
 from bench.stats import Row
 from bench.world import RULES_PER_GROUP, create_groups, group_count, policy_document
-from bot.messages.notify import connect
 from devtools.moto_server import Network
 from devtools.stack import Stack
 from jit_lb.settings import load_settings
+from slack_out.process import connect
 from workers import context, reconcile
 from workers.providers import aws
-from workers.providers.leases import format_time
+from workers.providers.markers import format_time
 from workers.providers.registry import provider_for, specs_of
 
 

@@ -1,5 +1,5 @@
 """`python -m bot` runs the web process; `python -m bot check-policy FILE` validates a policy file; `python -m bot
-audit verify|who|report FILE…` reads audit logs (jit_lb/auditing/cli.py); `python -m bot policy
+audit verify|who|report FILE…` reads audit logs (jit_lb/audit/cli.py); `python -m bot policy
 explain|test|diff|schema` explains, tests and compares policies (jit_lb/policytools/cli.py)."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def slack_usergroups() -> Callable[[str], list[str]] | None:
         return None
     from slack_sdk import WebClient
 
-    from bot.messages.notify import UsergroupDirectory
+    from slack_out.directory import UsergroupDirectory
 
     url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = WebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=10)
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
             return 2
         return check_policy(argv[1])
     if argv[:1] == ["audit"]:
-        from jit_lb.auditing.cli import main as audit
+        from jit_lb.audit.cli import main as audit
 
         return audit(argv[1:])
     if argv[:1] == ["policy"]:

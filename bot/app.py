@@ -15,7 +15,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.http import MAX_BODY, slack_events_handler
 from bot.listeners import actions, commands, views
-from bot.messages.notify import Notifier, connect
 from bot.service.commands import CommandService
 from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
@@ -23,6 +22,8 @@ from bot.service.mfa import MfaService
 from jit_lb.access.connections import WEB
 from jit_lb.runtime import Runtime
 from jit_lb.settings import Settings
+from slack_out.poster import Notifier
+from slack_out.process import connect
 
 log = structlog.get_logger("jit_lb.web")
 

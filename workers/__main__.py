@@ -13,11 +13,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
 
-from bot.messages.notify import connect
 from jit_lb.access.errors import JitError
 from jit_lb.logs import configure_logging
 from jit_lb.runtime import Runtime
 from jit_lb.settings import load_settings
+from slack_out.process import connect
 from workers import context
 from workers.loops import REDIS_RETRY_SECONDS, OutboxLoop, ReconcileLoop
 from workers.providers.registry import provider_for, specs_of

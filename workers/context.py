@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from bot.messages.notify import Notifier, connect
 from jit_lb.runtime import Runtime
 from jit_lb.settings import load_settings
+from slack_out.poster import Notifier
+from slack_out.process import connect
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from bot.messages import blocks
 from jit_lb.access.mfa import MfaError
+from slack_out import sentences
 from workers import context
 
 log = structlog.get_logger("jit_lb.worker")
@@ -64,7 +64,7 @@ def forget(user: str, now: datetime) -> str:
             return "waiting"
         if rt.mfa.abandon(enrolment):
             rt.audit.record("mfa.cancelled", actor="system", target=None, user=user, why="not confirmed in time")
-            notifier.dm(user, blocks.mfa_cancelled_text(within))
+            notifier.dm(user, sentences.mfa_cancelled_text(within))
     left = 0
     for carrier in rt.mfa.carriers(user):
         kind, *ref = carrier

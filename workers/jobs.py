@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,8 +17,8 @@ from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
 from workers.judge import GRACE, applied_spec, grant_refusal
-from workers.leasing import holds_lease, order_of, record_removed, release, roll_back
 from workers.notices import Notice, queue_notice, warn_expiry
+from workers.orders import holds_lease, order_of, release, roll_back
 from workers.providers.base import ProviderError
 from workers.providers.registry import provider_for
 
@@ -296,38 +295,6 @@ def _revoke_failed(rt: Runtime, request: AccessRequest, error: str) -> None:
     )
     if retries_left == 0:
         queue_notice(rt, request, Notice.REVOKE_FAILED, error=error)
-
-
-# --- lockdown ---------------------------------------------------------------------------------------
-
-
-def clear_spec(spec: str) -> str:
-    """A lockdown's first move on one grant spec: every object jit-lb holds there is removed, at once.
-
-    Each grant's own revoke job follows to record its end (it finds its objects gone, and verifies
-    that by reading them back). Objects that are not jit-lb's to judge (an anomaly, no lease on an
-    AWS object) are left alone, as the sweep leaves them.
-    """
-    rt = current().rt
-    if rt.store.lockdown() is None:
-        return "no lockdown"
-    grant_spec = parse_grant_spec(json.loads(spec))
-    provider = provider_for(grant_spec, rt.store.redis, rt.policy)
-    try:
-        objects = provider.list_managed()
-    except ProviderError as err:
-        log.error("lockdown could not list a load balancer; its grants' revoke jobs try again", error=str(err))
-        return "unreachable"
-    ours = [obj for obj in objects if not obj.anomaly and (obj.leases or provider.owns_unleased)]
-    try:
-        # No scope locks: nothing is granted during a lockdown, and a revoke job that races this finds the object gone.
-        removed = provider.drop_all(ours)
-    except ProviderError as err:
-        log.error("lockdown could not remove objects; their revoke jobs try again", error=str(err))
-        return "failed"
-    for obj in ours:
-        record_removed(rt, grant_spec.kind, obj, sorted(obj.request_ids()), "lockdown", True)
-    return f"{removed} removed"
 
 
 # --- pending expiry -----------------------------------------------------------------------------

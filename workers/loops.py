@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jit_lb.access.errors import StoreUnavailableError
 from jit_lb.runtime import Runtime
-from workers import context, enrolments, notices, reconcile
+from workers import context, enrolments, lockdown, notices, reconcile
 from workers.outage import Outage
 
 log = structlog.get_logger("jit_lb.worker")
@@ -76,7 +76,7 @@ class ReconcileLoop(threading.Thread):
         self.next_due = time.monotonic() + DUE_CHECK_SECONDS
         self.rt.audit.flush()
         self.rt.audit.checkpoint_if_due()
-        reconcile.enforce_lockdown()
+        lockdown.enforce_lockdown()
         reconcile.end_idle()
         reconcile.announce_overdue_reviews()
         enrolments.forget_due()

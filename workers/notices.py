@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from bot.messages import blocks, home
 from jit_lb.access import requests
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
+from slack_out import cards, home, sentences, summaries
 from workers.context import WorkerContext, current
 
 
@@ -64,7 +64,7 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
         why = "the approval card could not be posted to Slack"
         _, request = rt.store.transition(request.id, lambda r: requests.cancel(r, why, utcnow()))
         rt.audit.request_event("request.cancelled", request, actor="system", why=request.failure)
-        notifier.dm(request.requester, blocks.outcome_line(request) + f" (`{request.id}`)")
+        notifier.dm(request.requester, cards.outcome_line(request) + f" (`{request.id}`)")
         return "cancelled"
     # Recorded at once: a click on the card is judged against it.
     request = rt.store.update(
@@ -75,7 +75,9 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
         parent = notifier.post_parent(request, audit_channel)
         if parent is not None:
             request = rt.store.update(request.id, thread_channel=audit_channel, thread_ts=parent)
-    notifier.thread(request, blocks.created_text(request, card_channel), blocks.created_blocks(request, card_channel))
+    notifier.thread(
+        request, sentences.created_text(request, card_channel), sentences.created_blocks(request, card_channel)
+    )
     home.refresh_homes(rt, notifier, request)
     return "posted"
 
@@ -117,7 +119,7 @@ def _post_extension_card(context: WorkerContext, request: AccessRequest) -> str:
         return "not posted"
     extension = request.extension.model_copy(update={"card_channel": channel, "card_ts": card_ts})
     after = rt.store.update(request.id, extension=extension)
-    notifier.thread(after, blocks.extension_requested_text(after), blocks.extension_requested_blocks(after))
+    notifier.thread(after, sentences.extension_requested_text(after), sentences.extension_requested_blocks(after))
     home.refresh_homes(rt, notifier, after)
     return "posted"
 
@@ -143,13 +145,13 @@ def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -
     if kind is Notice.REVOKE_FAILED:
         # For the approvers, in the thread: the requester has nothing to do about it.
         approvers = sorted(rt.approvers.of(rt.policy.target_for(request.target)))
-        notifier.thread(request, blocks.revoke_failed_text(request, error, approvers))
+        notifier.thread(request, sentences.revoke_failed_text(request, error, approvers))
         return "told"
     notifier.update_card(request)
     if kind is Notice.CANCELLED:
-        notifier.thread(request, blocks.cancelled_text(request))  # the requester did it: no DM
+        notifier.thread(request, sentences.cancelled_text(request))  # the requester did it: no DM
     else:
-        summary = blocks.summary_blocks(request) if kind is Notice.ENDED else None
+        summary = summaries.summary_blocks(request) if kind is Notice.ENDED else None
         text = _outcome_text(request, kind, verified)
         notifier.thread(request, text, summary)
         notifier.dm(request.requester, text)
@@ -168,14 +170,14 @@ def refresh_homes(request_id: str) -> str:
 
 def _outcome_text(request: AccessRequest, kind: Notice, verified: bool) -> str:
     if kind is Notice.GRANTED:
-        return blocks.granted_text(request, list(request.created_objects), verified)
+        return sentences.granted_text(request, list(request.created_objects), verified)
     if kind is Notice.FAILED:
-        return blocks.failed_text(request)
+        return sentences.failed_text(request)
     if kind is Notice.ENDED:
-        return blocks.summary_text(request)
+        return summaries.summary_text(request)
     if kind is Notice.EXPIRED:
-        return blocks.expired_text(request)
-    return blocks.extended_text(request, verified)
+        return sentences.expired_text(request)
+    return sentences.extended_text(request, verified)
 
 
 def warn_expiry(request_id: str, ends_at: int) -> str:
@@ -188,6 +190,6 @@ def warn_expiry(request_id: str, ends_at: int) -> str:
     if int(request.ends_at.timestamp()) != ends_at:
         return "extended since"
     minutes = max(1, round((request.ends_at - utcnow()).total_seconds() / 60))
-    context.notifier.dm(request.requester, blocks.warning_text(request, minutes))
+    context.notifier.dm(request.requester, sentences.warning_text(request, minutes))
     rt.audit.request_event("grant.warned", request, actor="system", ends_at=request.ends_at)
     return "warned"

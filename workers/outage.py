@@ -25,7 +25,7 @@ from jit_lb.access.policy import GrantSpec
 from jit_lb.runtime import Runtime
 from workers import reconcile
 from workers.judge import lease_verdict, longest_grant
-from workers.leasing import record_removed
+from workers.orders import record_removed
 from workers.providers.base import ManagedObject, Provider, ProviderError
 from workers.providers.registry import known_specs, provider_for
 

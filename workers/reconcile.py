@@ -6,7 +6,6 @@ to do they queue as jobs, each claimed once in the store so that many loops queu
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,18 +14,16 @@ import structlog
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from jit_lb.access import requests
-from jit_lb.access.errors import TransitionError
 from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.policytools.diff import ended_by
 from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
-from workers.jobs import clear_spec, expire_request, extend_access, finish_revoke, grant_access, revoke_access
+from workers.jobs import expire_request, extend_access, finish_revoke, grant_access, revoke_access
 from workers.judge import GRACE, applied_spec, lease_verdict, longest_grant
-from workers.leasing import record_removed
-from workers.notices import Notice, announce_review, queue_notice
+from workers.notices import announce_review
+from workers.orders import record_removed
 from workers.providers.base import ManagedObject, Provider, ProviderError
 from workers.providers.registry import provider_for, specs_of
 
@@ -34,7 +31,6 @@ log = structlog.get_logger("jit_lb.reconcile")
 
 STUCK_APPROVED = timedelta(seconds=15)  # an approved request not granted by then lost its job
 ENDED_HOLD = 3600  # seconds one end's revoke is not queued again; enqueue_due retries a lost or failed one sooner
-LOCKDOWN_HOLD = 3600  # a lockdown's job is queued once (a slow queue must not run it twice)
 LOOKAHEAD = timedelta(seconds=60)  # the furthest ahead of its end a revoke is queued
 REPORT_EVERY = 86400  # seconds between two reports of the same object the sweep leaves alone
 
@@ -87,9 +83,9 @@ def enqueue_due(now: datetime | None = None) -> int:
     for request_id in due:
         if _waiting_in_queue(rt, f"revoke-{request_id}"):
             continue  # its scheduled revoke is in the queue already, only behind others
-        _enqueue_once(rt, f"revoke-due-{request_id}", revoke_access, request_id, EndReason.EXPIRED.value, "system")
+        enqueue_once(rt, f"revoke-due-{request_id}", revoke_access, request_id, EndReason.EXPIRED.value, "system")
     for request_id in rt.store.pending_until(now):
-        _enqueue_once(rt, f"expire-due-{request_id}", expire_request, request_id)
+        enqueue_once(rt, f"expire-due-{request_id}", expire_request, request_id)
     return len(due)
 
 
@@ -102,7 +98,7 @@ def _waiting_in_queue(rt: Runtime, job_id: str) -> bool:
     return status in {JobStatus.QUEUED, JobStatus.STARTED}
 
 
-def _enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10) -> int:
+def enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str, hold: int = 10) -> int:
     """Enqueue unless the same job was enqueued within `hold` seconds, so that a loop does not pile up jobs."""
     if not rt.store.claim(job_id, hold):
         return 0
@@ -122,7 +118,7 @@ def sweep(now: datetime | None = None) -> int:
     now = now or utcnow()
     open_requests = rt.store.open_requests()
     listings: list[tuple[GrantSpec, Provider, list[ManagedObject]]] = []
-    for spec in _specs_to_sweep(rt, open_requests):
+    for spec in specs_to_sweep(rt, open_requests):
         provider = provider_for(spec, rt.store.redis, rt.policy)
         try:
             provider.restore(now)
@@ -139,7 +135,7 @@ def sweep(now: datetime | None = None) -> int:
     return removed
 
 
-def _specs_to_sweep(rt: Runtime, open_requests: list[AccessRequest]) -> list[GrantSpec]:
+def specs_to_sweep(rt: Runtime, open_requests: list[AccessRequest]) -> list[GrantSpec]:
     specs = {json.dumps(spec_record(spec), sort_keys=True): spec for spec in specs_of(rt.policy)}
     for request in open_requests:
         if request.grant_spec is not None:
@@ -169,7 +165,7 @@ def _sweep_objects(
             why = lease_verdict(lease.ends_at, request, now, longest)
             if why is None and request is not None and request.ends_at is not None and request.ends_at > lease.ends_at:
                 # Extended, but the markers have not moved yet (its extend job was lost or is late).
-                _enqueue_once(rt, f"extend-markers-{lease.request_id}", extend_access, lease.request_id)
+                enqueue_once(rt, f"extend-markers-{lease.request_id}", extend_access, lease.request_id)
             if why is not None:
                 verdicts[lease.request_id] = why
         if obj.leases and not verdicts:
@@ -249,60 +245,8 @@ def end_orphans(open_requests: list[AccessRequest] | None = None) -> int:
     for request in rt.store.open_requests() if open_requests is None else open_requests:
         if ended_by(rt.policy, request) is not None:  # the rule `policy diff` shows an author before the edit
             orphans += 1
-            _enqueue_once(
-                rt, f"revoke-policy-{request.id}", revoke_access, request.id, EndReason.POLICY.value, "system"
-            )
+            enqueue_once(rt, f"revoke-policy-{request.id}", revoke_access, request.id, EndReason.POLICY.value, "system")
     return orphans
-
-
-def enforce_lockdown(now: datetime | None = None) -> int:
-    """While a lockdown is on: cancel every pending request, fail every approved one, and end every grant.
-
-    Run every second by every worker's loop, so that a grant a job applied after the lockdown began
-    (it was running when it started) is ended too; each revoke is queued once, on the fast queue.
-    """
-    rt = current().rt
-    lockdown = rt.store.lockdown()
-    if lockdown is None:
-        return 0
-    now = now or utcnow()
-    stamp = int(lockdown.at.timestamp())
-    open_requests = rt.store.open_requests()
-    acted = 0
-    # First, at once and side by side: one job a grant spec removes every object jit-lb holds there.
-    for spec in _specs_to_sweep(rt, open_requests):
-        record = json.dumps(spec_record(spec), sort_keys=True)
-        digest = hashlib.sha256(record.encode()).hexdigest()[:16]
-        acted += _enqueue_once(rt, f"clear-{digest}-{stamp}", clear_spec, record, hold=LOCKDOWN_HOLD)
-    # Then each grant's own revoke records its end (verified by reading its objects back) and tells people.
-    for request in open_requests:
-        if request.status is Status.GRANTED:
-            job_id = f"revoke-lockdown-{request.id}-{stamp}"
-            args = (request.id, EndReason.LOCKDOWN.value, lockdown.by)
-            acted += _enqueue_once(rt, job_id, revoke_access, *args, hold=LOCKDOWN_HOLD)
-        elif request.status in {Status.PENDING, Status.APPROVED}:
-            acted += _close_for_lockdown(rt, request, now)
-    return acted
-
-
-def _close_for_lockdown(rt: Runtime, request: AccessRequest, now: datetime) -> int:
-    why = "cancelled by the lockdown"
-    change = (
-        (lambda r: requests.cancel(r, why, now))
-        if request.status is Status.PENDING
-        else (lambda r: requests.fail(r, why, now))
-    )
-    event = "request.cancelled" if request.status is Status.PENDING else "grant.failed"
-
-    def record(_: AccessRequest, after: AccessRequest) -> None:
-        rt.audit.request_event(event, after, actor="system", why=why, error=why, must=True)
-
-    try:
-        _, after = rt.store.transition(request.id, change, record)
-    except TransitionError:
-        return 0
-    queue_notice(rt, after, Notice.CANCELLED if event == "request.cancelled" else Notice.FAILED)
-    return 1
 
 
 def end_idle(now: datetime | None = None) -> int:
@@ -335,7 +279,7 @@ def end_idle(now: datetime | None = None) -> int:
         last_use = rt.store.note_use(request.id, use.connections or 0, bool(use.open_connections), now)
         idle_since = max(filter(None, [request.granted_at, last_use]))
         if now - idle_since >= target.idle_timeout:
-            ended += _enqueue_once(rt, f"revoke-idle-{request.id}", revoke_access, request.id, EndReason.IDLE.value)
+            ended += enqueue_once(rt, f"revoke-idle-{request.id}", revoke_access, request.id, EndReason.IDLE.value)
     return ended
 
 
@@ -373,8 +317,8 @@ def record_refusal_summaries(now: datetime | None = None) -> int:
 def _reconcile(rt: Runtime, now: datetime, open_requests: list[AccessRequest]) -> None:
     """Grants past their end whose objects are already gone, orphans of a policy edit, and lost grant jobs."""
     for request_id in rt.store.granted_until(now - GRACE):
-        _enqueue_once(rt, f"revoke-sweep-{request_id}", revoke_access, request_id, EndReason.SWEEP.value, "system")
+        enqueue_once(rt, f"revoke-sweep-{request_id}", revoke_access, request_id, EndReason.SWEEP.value, "system")
     end_orphans(open_requests)
     for request in open_requests:
         if request.status is Status.APPROVED and request.decided_at and now - request.decided_at > STUCK_APPROVED:
-            _enqueue_once(rt, f"grant-again-{request.id}", grant_access, request.id)
+            enqueue_once(rt, f"grant-again-{request.id}", grant_access, request.id)

@@ -10,10 +10,10 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.slack import open_view, update_view
-from bot.messages.ids import ActionId
 from bot.service.background import after_answer
 from bot.service.decisions import Card, DecisionService
 from bot.service.forms import FormService
+from slack_out.ids import ActionId
 
 
 def _user(body: dict[str, Any]) -> str:

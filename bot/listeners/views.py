@@ -9,11 +9,11 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.slack import open_view
-from bot.messages.ids import CallbackId
-from bot.messages.views import field_values
 from bot.service.background import after_answer
 from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
+from slack_out.ids import CallbackId
+from slack_out.views import field_values
 
 
 def _user(body: dict[str, Any]) -> str:

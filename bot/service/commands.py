@@ -7,8 +7,7 @@ import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
-from bot.messages import blocks, views
-from bot.service.common import RECONCILE, Reply, enqueue, tell, utcnow
+from bot.service.common import LOCKDOWN, Reply, enqueue, tell, utcnow
 from bot.service.mfa import MfaService
 from jit_lb.access import commands, requests
 from jit_lb.access.commands import (
@@ -38,6 +37,7 @@ from jit_lb.access.mfa import MfaError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.access.store import LimitError
 from jit_lb.runtime import Runtime
+from slack_out import sentences, views
 
 # What a command may fail with and still be answered: Redis or the audit log away, or a refusal.
 LIST_LIMIT = 25  # lines of `/jit list`; the rest are counted
@@ -103,7 +103,7 @@ class CommandService:
         except StoreUnavailableError:
             await self._take_back(request)
             raise
-        return Reply(blocks.submitted_reply(request, policy.channel_for(policy.targets[request.target])))
+        return Reply(sentences.submitted_reply(request, policy.channel_for(policy.targets[request.target])))
 
     async def _take_back(self, request: AccessRequest) -> None:
         """A request a replica did not confirm (a failover under way) is taken back, as if never stored, and
@@ -136,11 +136,11 @@ class CommandService:
             return Reply("", view=views.request_modal(self.rt.approvers.targets_for(user)))
         if isinstance(parsed, ListCommand):
             visible = self._visible(user)
-            return Reply(blocks.list_text(visible[:LIST_LIMIT], more=len(visible) - LIST_LIMIT))
+            return Reply(sentences.list_text(visible[:LIST_LIMIT], more=len(visible) - LIST_LIMIT))
         if isinstance(parsed, TargetsCommand):
-            return Reply(blocks.targets_text(self.rt.approvers.targets_for(user)))
+            return Reply(sentences.targets_text(self.rt.approvers.targets_for(user)))
         assert isinstance(parsed, HelpCommand), parsed  # a request was answered on the event loop
-        return Reply(blocks.help_text(parsed.unknown))
+        return Reply(sentences.help_text(parsed.unknown))
 
     def _step_up_request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
         intent = {
@@ -166,16 +166,16 @@ class CommandService:
         counted, and a worker records their number when the minute is over.
         """
         if isinstance(err, StoreUnavailableError):
-            return Reply(blocks.unavailable_text())
+            return Reply(sentences.unavailable_text())
         if isinstance(err, AuditUnavailableError):
-            return Reply(blocks.refusal_text(str(err)))
+            return Reply(sentences.refusal_text(str(err)))
         if isinstance(err, LimitError):
             try:
                 first = self.rt.store.count_refusal(user, self.clock()) == 1
             except StoreUnavailableError:
                 first = True
             if not first:
-                return Reply(blocks.refusal_text(str(err)))
+                return Reply(sentences.refusal_text(str(err)))
         self.rt.audit.record(
             "request.refused",
             actor=user,
@@ -185,7 +185,7 @@ class CommandService:
             more_counted=isinstance(err, LimitError) or None,
             must=True,
         )
-        return Reply(blocks.refusal_text(str(err)))
+        return Reply(sentences.refusal_text(str(err)))
 
     def revoke(self, user: str, request_id: str) -> Reply:
         request = self.rt.store.get(request_id)
@@ -196,7 +196,7 @@ class CommandService:
             raise CommandError(f"{request_id} is {request.status}, not granted; there is nothing to revoke")
         if not enqueue(self.rt.queue, "revoke_access", request_id, "revoked", user, job_id=f"revoke-now-{request_id}"):
             raise StoreUnavailableError("the revoke could not be queued")
-        return Reply(blocks.revoking_reply(request))
+        return Reply(sentences.revoking_reply(request))
 
     def extend(self, user: str, parsed: ExtendCommand, mfa: bool = False) -> Reply:
         request = self.rt.store.get(parsed.request_id)
@@ -244,7 +244,7 @@ class CommandService:
             raise CommandError(str(err)) from None
         # Its card is posted by a worker, as a new request's is.
         self.rt.store.announce_later(after.id)
-        return Reply(blocks.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
+        return Reply(sentences.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
 
     def _mfa(self, user: str, words: list[str]) -> Reply:
         try:
@@ -304,26 +304,26 @@ class CommandService:
         self.rt.store.review_due(after.id, self.clock() + rules.review_within)
         self.rt.store.announce_later(after.id)
         enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
-        return Reply(blocks.breakglass_reply(after))
+        return Reply(sentences.breakglass_reply(after))
 
     def lockdown(self, user: str, parsed: LockdownCommand) -> Reply:
         """`/jit lockdown on|off|status`: admins end every grant and refuse new ones until they lift it."""
         store = self.rt.store
         if parsed.action == "status":
-            return Reply(blocks.lockdown_status_text(store.lockdown()))
+            return Reply(sentences.lockdown_status_text(store.lockdown()))
         if not self.rt.approvers.is_admin(user):
             raise CommandError("only an admin of jit-lb (`admins` in the policy) can turn a lockdown on or off")
         if parsed.action == "on":
             already = store.start_lockdown(user, self.clock(), parsed.reason)
             if already is not None:
-                return Reply(blocks.lockdown_status_text(already))
+                return Reply(sentences.lockdown_status_text(already))
             # It goes ahead whatever the log does: it only takes access away. The workers end every grant: their
             # loops look every second, and this job starts them now.
             self.rt.audit.record("lockdown.started", actor=user, target=None, why=parsed.reason, must=True)
             enqueue(
-                self.rt.queue, "enforce_lockdown", job_id=f"lockdown-{int(self.clock().timestamp())}", module=RECONCILE
+                self.rt.queue, "enforce_lockdown", job_id=f"lockdown-{int(self.clock().timestamp())}", module=LOCKDOWN
             )
-            return Reply(blocks.lockdown_started_text(user, parsed.reason))
+            return Reply(sentences.lockdown_started_text(user, parsed.reason))
         current = store.lockdown()
         if current is None:
             raise CommandError("there is no lockdown to lift")
@@ -332,7 +332,7 @@ class CommandService:
             "lockdown.ended", actor=user, target=None, started_by=current.by, started_at=current.at, why=current.reason
         )
         store.end_lockdown()
-        return Reply(blocks.lockdown_ended_text(user, current))
+        return Reply(sentences.lockdown_ended_text(user, current))
 
     def cancel(self, user: str, request_id: str) -> Reply:
         """Withdraw one's own pending request: recorded, then its card, thread and home are told by a worker."""
@@ -350,7 +350,7 @@ class CommandService:
         except TransitionError as err:
             raise CommandError(str(err)) from None
         tell(self.rt, after.id, "cancelled")
-        return Reply(blocks.cancelled_text(after))
+        return Reply(sentences.cancelled_text(after))
 
     def _visible(self, user: str) -> list[AccessRequest]:
         policy, approvers = self.rt.policy, self.rt.approvers

@@ -21,7 +21,7 @@ log = structlog.get_logger("jit_lb.service")
 # The web reaches the workers only through the queue, by job name: it never imports them.
 JOBS = "workers.jobs."
 NOTICES = "workers.notices."
-RECONCILE = "workers.reconcile."
+LOCKDOWN = "workers.lockdown."
 ENROLMENTS = "workers.enrolments."
 
 

@@ -13,10 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.messages import blocks, views
-from bot.messages.ids import ActionId
-from bot.messages.notify import Notifier
-from bot.messages.views import View
 from bot.service.common import enqueue, looks_like_id, refresh_homes, utcnow
 from bot.service.mfa import MfaService
 from jit_lb.access import requests
@@ -30,6 +26,10 @@ from jit_lb.access.errors import (
 from jit_lb.access.mfa import MfaError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
+from slack_out import sentences, views
+from slack_out.ids import ActionId
+from slack_out.poster import Notifier
+from slack_out.views import View
 
 CARD_RECORD_WAIT = 2.0  # seconds a click may wait for the card's position to be recorded
 Card = tuple[str, str]  # where a card is: (channel, message ts)
@@ -78,12 +78,12 @@ class DecisionService:
             mfa = self._stepped_up(user, request, mfa)
             (self._approve_extension if is_extension else self._approve)(user, request, mfa)
         except StoreUnavailableError:
-            self._tell(user, card, blocks.unavailable_text())
+            self._tell(user, card, sentences.unavailable_text())
         except AuditUnavailableError as err:
-            self._tell(user, card, blocks.refusal_text(str(err)))
+            self._tell(user, card, sentences.refusal_text(str(err)))
         except (ApprovalError, TransitionError, NotFoundError) as err:
             self._refused(user, action_id, value, str(err))
-            self._tell(user, card, blocks.refusal_text(str(err)))
+            self._tell(user, card, sentences.refusal_text(str(err)))
 
     def review(self, user: str, action_id: str, value: str, card: Card | None) -> None:
         """An approver's review of a break-glass grant: acknowledged, or flagged (and the admins are told)."""
@@ -99,22 +99,22 @@ class DecisionService:
 
             _, after = self.rt.store.transition(request.id, lambda r: requests.review(r, user, verdict), record)
         except StoreUnavailableError:
-            self._tell(user, card, blocks.unavailable_text())
+            self._tell(user, card, sentences.unavailable_text())
             return
         except AuditUnavailableError as err:
-            self._tell(user, card, blocks.refusal_text(str(err)))
+            self._tell(user, card, sentences.refusal_text(str(err)))
             return
         except (ApprovalError, TransitionError, NotFoundError) as err:
             self._refused(user, action_id, value, str(err))
-            self._tell(user, card, blocks.refusal_text(str(err)))
+            self._tell(user, card, sentences.refusal_text(str(err)))
             return
         self.rt.store.reviewed(after.id)
         self.notifier.update_card(after)
-        self.notifier.thread(after, blocks.review_text(after))
+        self.notifier.thread(after, sentences.review_text(after))
         if verdict == "flagged":
             admins = self.rt.policy.people(self.rt.policy.admins, self.rt.approvers.directory.members)
             for admin in sorted(admins):
-                self.notifier.dm(admin, blocks.flagged_dm_text(after))
+                self.notifier.dm(admin, sentences.flagged_dm_text(after))
 
     def approve_form(self, user: str, value: str, card: Card | None) -> View | None:
         """The step-up modal for this Approve, when the target requires MFA and the approver is not proven now."""
@@ -243,9 +243,9 @@ class DecisionService:
         if after.status is Status.APPROVED:
             # If this is lost, the sweep re-enqueues approved requests that were not granted in time.
             enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
-            self.notifier.dm(after.requester, blocks.approved_dm_text(after))
+            self.notifier.dm(after.requester, sentences.approved_dm_text(after))
         self.notifier.update_card(after)
-        self.notifier.thread(after, blocks.approval_text(after, user))
+        self.notifier.thread(after, sentences.approval_text(after, user))
         refresh_homes(self.rt, after.id)
 
     def _deny(self, user: str, request: AccessRequest, reason: str | None) -> None:
@@ -254,8 +254,8 @@ class DecisionService:
 
         _, after = self.rt.store.transition(request.id, lambda r: requests.deny(r, user, self.clock(), reason), record)
         self.notifier.update_card(after)
-        self.notifier.thread(after, blocks.denied_text(after), blocks.denied_blocks(after))
-        self.notifier.dm(after.requester, blocks.denied_text(after), blocks.denied_blocks(after))
+        self.notifier.thread(after, sentences.denied_text(after), sentences.denied_blocks(after))
+        self.notifier.dm(after.requester, sentences.denied_text(after), sentences.denied_blocks(after))
         refresh_homes(self.rt, after.id)
 
     def _approve_extension(self, user: str, request: AccessRequest, mfa: bool) -> None:
@@ -279,7 +279,7 @@ class DecisionService:
             # If this is lost, the sweep sees the markers behind Redis's end and moves them.
             enqueue(self.rt.queue, "extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
         self.notifier.update_extension_card(after, decided or after.extension)
-        self.notifier.thread(after, blocks.extension_approval_text(after, user, decided is not None))
+        self.notifier.thread(after, sentences.extension_approval_text(after, user, decided is not None))
         refresh_homes(self.rt, after.id)
 
     def _deny_extension(self, user: str, request: AccessRequest) -> None:
@@ -289,7 +289,7 @@ class DecisionService:
             self._recorder("extension.denied", user),
         )
         self.notifier.update_extension_card(after, after.extensions[-1])
-        text = blocks.extension_denied_text(after, user)
+        text = sentences.extension_denied_text(after, user)
         self.notifier.thread(after, text)
         self.notifier.dm(after.requester, text)
         refresh_homes(self.rt, after.id)

@@ -13,11 +13,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from bot.messages import blocks, views
-from bot.messages.home import publish_home
-from bot.messages.ids import ActionId
-from bot.messages.notify import Notifier
-from bot.messages.views import View
 from bot.service.background import after_answer
 from bot.service.commands import FAILURES, CommandService
 from bot.service.common import Reply
@@ -34,6 +29,11 @@ from jit_lb.access.errors import (
 )
 from jit_lb.access.policy import host_address
 from jit_lb.runtime import Runtime
+from slack_out import sentences, views
+from slack_out.home import publish_home
+from slack_out.ids import ActionId
+from slack_out.poster import Notifier
+from slack_out.views import View
 
 Errors = dict[str, str]
 
@@ -75,7 +75,7 @@ class FormService:
             await self.commands.count(user)
             reply = await self.commands.request(user, command, None)
         except FAILURES as err:
-            text = blocks.unavailable_text() if isinstance(err, StoreUnavailableError) else str(err)
+            text = sentences.unavailable_text() if isinstance(err, StoreUnavailableError) else str(err)
             return await asyncio.to_thread(self._refused, user, values, {"reason": text})
         if reply.view is not None:
             return reply.view  # the target requires a code: the form becomes the step-up modal
@@ -122,7 +122,7 @@ class FormService:
             command = RequestCommand(str(intent["target"]), duration, intent.get("ip"), str(intent["reason"]))
             return (await self.commands.request(user, command, intent.get("channel"), mfa=True)).text
         except (KeyError, ValueError) as err:
-            return blocks.refusal_text(f"the form did not say what to request ({err})")
+            return sentences.refusal_text(f"the form did not say what to request ({err})")
         except FAILURES as err:
             return (await asyncio.to_thread(self.commands.failed, user, f"request {intent.get('target')}", err)).text
 
@@ -150,7 +150,7 @@ class FormService:
         try:
             reply = act()
         except (KeyError, ValueError) as err:
-            reply = Reply(blocks.refusal_text(f"the form did not say what to do ({err})"))
+            reply = Reply(sentences.refusal_text(f"the form did not say what to do ({err})"))
         except FAILURES as err:
             reply = self.commands.failed(user, text, err)
         self.notifier.dm(user, reply.text)
@@ -224,7 +224,7 @@ class FormService:
         request = self.rt.store.find(request_id)
         target = self.rt.policy.target_for(request.target) if request else None
         if request is None or target is None or request.requester != user or request.ends_at is None:
-            self.notifier.dm(user, blocks.refusal_text(f"there is no grant of yours `{request_id}` to extend"))
+            self.notifier.dm(user, sentences.refusal_text(f"there is no grant of yours `{request_id}` to extend"))
             return None
         return views.extend_modal(request, target)
 

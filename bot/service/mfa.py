@@ -17,15 +17,15 @@ from typing import Any
 
 import segno
 
-from bot.messages import blocks, views
-from bot.messages.notify import Notifier
-from bot.messages.views import View
 from bot.service.common import ENROLMENTS, Reply, enqueue, utcnow
 from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import AuditUnavailableError, CommandError, StoreUnavailableError
 from jit_lb.access.mfa import SECRET_GRACE, Enrolment, MfaError, matching_step, new_secret, provisioning_uri
 from jit_lb.access.policy import Target
 from jit_lb.runtime import Runtime
+from slack_out import sentences, views
+from slack_out.poster import Notifier
+from slack_out.views import View
 
 Intent = dict[str, Any]  # what a code unlocks: {"do": "enroll"|"request"|"approve"|"extend", ...}
 
@@ -81,7 +81,7 @@ class MfaService:
         png = io.BytesIO()
         segno.make(uri, error="m").save(png, kind="png", scale=6, border=4)
         # Each carrier of the secret is remembered at once, for the workers to delete (docs/command-and-slack.md).
-        posted = self.notifier.dm(user, blocks.mfa_enrolment_text(uri, self.rt.policy.mfa.enrol_within))
+        posted = self.notifier.dm(user, sentences.mfa_enrolment_text(uri, self.rt.policy.mfa.enrol_within))
         if posted is not None:
             self.rt.mfa.keep_carrier(user, "message", list(posted))
         file_id = self.notifier.send_file(
@@ -138,8 +138,8 @@ class MfaService:
             raise CommandError("only another admin of jit-lb can reset this enrolment")
         self.rt.audit.record("mfa.reset", actor=admin, target=None, user=user, mfa=True)
         existed = self.rt.mfa.remove(user)
-        self.notifier.dm(user, blocks.mfa_reset_dm_text(admin))
-        self.notifier.post(self.rt.policy.approver_channel, blocks.mfa_reset_post_text(admin, user, existed))
+        self.notifier.dm(user, sentences.mfa_reset_dm_text(admin))
+        self.notifier.post(self.rt.policy.approver_channel, sentences.mfa_reset_post_text(admin, user, existed))
         return f"<@{user}>'s enrolment was {'removed' if existed else 'not there'}; they can `/jit mfa enroll`."
 
     # --- the step-up --------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ class MfaService:
         except (MfaError, AuditUnavailableError) as err:
             return {"code": str(err)}
         except StoreUnavailableError:
-            return {"code": blocks.unavailable_text()}
+            return {"code": sentences.unavailable_text()}
         return Verified(intent)
 
     def _forget_now(self, user: str) -> None:

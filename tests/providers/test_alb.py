@@ -17,7 +17,7 @@ from devtools.ports import free_port
 from jit_lb.access.policy import ListenerRuleGrant
 from workers.providers.aws_alb import ListenerRuleProvider
 from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError, objects_of
-from workers.providers.leases import format_time
+from workers.providers.markers import format_time
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CIDR = "203.0.113.7/32"

@@ -16,7 +16,7 @@ import redis
 from devtools.haproxy import HaproxyServer
 from devtools.ports import free_port
 from jit_lb.access.policy import HaproxyAclGrant
-from workers.providers import leases
+from workers.providers import markers
 from workers.providers.base import GrantOrder, ManagedObject, ProviderError, objects_of
 from workers.providers.haproxy import HaproxyAclProvider, RuntimeApi
 
@@ -361,7 +361,7 @@ def test_a_book_lease_with_a_bad_request_id_is_an_anomaly(
 
     [listed] = provider.list_managed()
 
-    assert listed.anomaly == f"a lease names `{leases.shown(read)}`, not a request id"
+    assert listed.anomaly == f"a lease names `{markers.shown(read)}`, not a request id"
     assert listed.request_ids() == {"jit-aaaaaa", read}
 
 

@@ -13,7 +13,7 @@ from devtools.moto_server import Alb, MotoServer, seed_load_balancer
 from jit_lb.access.policy import IamPolicyGrant
 from workers.providers.aws_iam import IamPolicyProvider, resources_for
 from workers.providers.base import GrantOrder, Lease, ProviderError
-from workers.providers.leases import UNREADABLE_END
+from workers.providers.markers import UNREADABLE_END
 
 END = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
 LB = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/prod/50dc6c495c0c9188"

@@ -19,7 +19,7 @@ from devtools.nginx import NginxServer, nginx_binary
 from jit_lb.access.policy import NginxAllowlistGrant
 from workers.providers import nginx as nginx_provider
 from workers.providers.base import GrantOrder, ProviderError, objects_of
-from workers.providers.leases import format_time
+from workers.providers.markers import format_time
 from workers.providers.nginx import LOCK_NAME, NginxAllowlistProvider
 
 pytestmark = [

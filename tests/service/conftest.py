@@ -17,7 +17,6 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from bot.messages.notify import connect
 from bot.service.commands import CommandService
 from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
@@ -25,6 +24,7 @@ from bot.service.mfa import MfaService
 from devtools.moto_server import MotoServer, Network
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
 from jit_lb.settings import Settings
+from slack_out.process import connect
 from tests.service.world import World, policy_of
 from workers import context
 

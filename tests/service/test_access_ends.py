@@ -7,10 +7,10 @@ from pathlib import Path
 
 from slack_sdk import WebClient
 
-from bot.messages.notify import UsergroupDirectory
 from devtools.slack_standin import TEST_TOKEN
-from jit_lb.access.audit import AuditLog
 from jit_lb.access.requests import Status
+from jit_lb.audit.writer import AuditLog
+from slack_out.directory import UsergroupDirectory
 from tests.service.world import World, id_in, policy_of
 from workers import jobs, reconcile
 

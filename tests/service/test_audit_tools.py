@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from jit_lb.auditing import cli
-from jit_lb.auditing.ocsf import OCSF_VERSION
+from jit_lb.audit import cli
+from jit_lb.audit.ocsf import OCSF_VERSION
 from tests.ocsf_schema import OcsfSchema
 from tests.service.world import APPROVALS, World
 from workers import jobs

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from bot.messages.ids import ActionId
-from jit_lb.access.audit import AuditLog
 from jit_lb.access.commands import BreakGlassCommand
 from jit_lb.access.errors import CommandError
 from jit_lb.access.requests import EndReason, Status
+from jit_lb.audit.writer import AuditLog
+from slack_out.ids import ActionId
 from tests.service.world import APPROVALS, World, buttons, id_in
-from workers import jobs, notices, reconcile
+from workers import jobs, lockdown, notices, reconcile
 
 
 @pytest.fixture(name="emergency")
@@ -93,7 +93,7 @@ async def test_lockdown_ends_everything_refuses_and_lifts(emergency: World) -> N
     assert "Lockdown on" in await world.ask("U0ADMIN", "lockdown on suspected credential leak")
     assert "since" in await world.ask("U0DEV1", "lockdown status")
     # One clearing job for each of the policy's two grant specs, a revoke for the grant, a cancel for the pending.
-    assert reconcile.enforce_lockdown() == 4
+    assert lockdown.enforce_lockdown() == 4
     world.work()
 
     assert world.rules_of(granted.id) == []
@@ -116,7 +116,7 @@ async def test_a_grant_applied_by_a_job_running_when_the_lockdown_began_is_remov
     world.click("U0APPROVER1", "jit_approve", request)
     assert jobs.grant_access(request.id) == "granted"  # as if it was already running
     world.rt.store.start_lockdown("U0ADMIN", datetime.now(UTC), "during a grant job")
-    reconcile.enforce_lockdown()
+    lockdown.enforce_lockdown()
     world.work()
     assert world.rules_of(request.id) == []
 

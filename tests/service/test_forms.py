@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from bot.messages.views import field_values
 from bot.service.forms import FormService
 from devtools.slack_standin import block_kit_errors
 from jit_lb.access.requests import Status
+from slack_out.views import field_values
 from tests.service.world import APPROVALS, World, buttons, id_in
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.messages import blocks
 from devtools.haproxy import HaproxyServer, http_status
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer, seed_role
 from devtools.slack_standin import block_kit_errors
 from jit_lb.access.requests import AccessRequest, Snapshot, Use
+from slack_out import summaries
 from tests.service.world import APPROVALS, World
 from workers import activity, reconcile
 from workers.providers.haproxy import RuntimeApi
@@ -157,7 +157,7 @@ async def test_many_changes_are_listed_up_to_a_cap_within_block_kit(world: World
     assert len(record["changes"]) == 55
     summary = summary_of(world, request)
     assert summary["text"].endswith("55 changes during the session.")
-    assert f"… and {55 - blocks.MAX_CHANGES_SHOWN} more" in changes_shown(summary)
+    assert f"… and {55 - summaries.MAX_CHANGES_SHOWN} more" in changes_shown(summary)
     assert "<@U0ADMIN>" not in str([b for b in summary["blocks"] if b.get("text", {}).get("type") == "mrkdwn"])
 
 

@@ -13,7 +13,6 @@ import yaml
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
-from bot.messages.notify import Notifier
 from bot.service.commands import CommandService
 from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
@@ -23,6 +22,7 @@ from devtools.slack_standin import SlackStandin
 from jit_lb.access import store
 from jit_lb.access.requests import AccessRequest
 from jit_lb.runtime import Runtime
+from slack_out.poster import Notifier
 from workers import jobs, notices
 
 APPROVALS = "C0APPROVALS"

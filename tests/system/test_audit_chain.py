@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from devtools.stack import ROOT, Stack
-from jit_lb.access.chain import canonical
-from jit_lb.auditing.ocsf import OCSF_VERSION
+from jit_lb.audit.chain import canonical
+from jit_lb.audit.ocsf import OCSF_VERSION
 from tests.helpers import APPROVALS, granted, rules_of, stack_policy
 from tests.ocsf_schema import OcsfSchema
 

@@ -29,13 +29,13 @@ from hypothesis import strategies as st
 
 from bot.app import healthz_handler, web_application
 from bot.http import MAX_BODY
-from bot.messages.notify import connect
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
 from devtools.slack_client import click_payload, command_body, fresh_trigger_id, signed_headers
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
 from devtools.stack import SIGNING_SECRET, Stack
 from jit_lb.settings import Settings
+from slack_out.process import connect
 from tests.helpers import stack_policy, valid
 
 SECRET = "edge-secret"

@@ -23,7 +23,6 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.messages.blocks import approval_card
 from devtools.ports import free_port
 from devtools.slack_client import (
     SlackClient,
@@ -35,6 +34,7 @@ from devtools.slack_client import (
     view_submission_payload,
 )
 from devtools.slack_standin import TEST_TOKEN, SlackStandin, block_kit_errors, view_errors
+from slack_out.cards import approval_card
 from tests.helpers import pending
 
 APP_TOKEN = "xapp-1-test"

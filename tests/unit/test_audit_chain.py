@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from jit_lb.access import audit as audit_module
-from jit_lb.access.audit import CHECKPOINT_SECONDS, AuditLog
-from jit_lb.access.chain import canonical
 from jit_lb.access.errors import AuditUnavailableError
-from jit_lb.auditing import cli
-from jit_lb.auditing.files import oldest_first
-from jit_lb.auditing.verify import Checkpoint, Verifier
+from jit_lb.audit import cli
+from jit_lb.audit import writer as audit_module
+from jit_lb.audit.chain import canonical
+from jit_lb.audit.files import oldest_first
+from jit_lb.audit.verify import Checkpoint, Verifier
+from jit_lb.audit.writer import CHECKPOINT_SECONDS, AuditLog
 
 KEY = "k3y-for-the-unit-tests-0123456789abcdef"
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from jit_lb.access.audit import AuditLog
-from jit_lb.auditing import cli
-from jit_lb.auditing.files import Line
-from jit_lb.auditing.trails import LINGER, Filters, Reading, report, who
+from jit_lb.audit import cli
+from jit_lb.audit.files import Line
+from jit_lb.audit.trails import LINGER, Filters, Reading, report, who
+from jit_lb.audit.writer import AuditLog
 
 T0 = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
 

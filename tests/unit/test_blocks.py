@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
-from bot.messages import blocks
-from bot.messages.blocks import Blocks
 from devtools.slack_standin import MAX_MESSAGE_TEXT, block_kit_errors
 from jit_lb.access import requests
 from jit_lb.access.policy import Target, parse_policy
 from jit_lb.access.requests import AccessRequest, Approval, EndReason, Extension, Status
+from slack_out import cards, limits, sentences, summaries
+from slack_out.limits import Blocks
 from tests.helpers import NOW, pending, valid
 
 
@@ -26,7 +26,7 @@ def actions_of(card: list[dict[str, object]]) -> list[dict[str, object]]:
 
 def test_pending_card_has_approve_and_deny_carrying_the_request_id() -> None:
     """A pending card has the two buttons, each with the request id as its value."""
-    card = blocks.approval_card(pending())
+    card = cards.approval_card(pending())
     (actions,) = actions_of(card)
     assert [
         (button["action_id"], button["value"])
@@ -39,7 +39,7 @@ def test_pending_card_has_approve_and_deny_carrying_the_request_id() -> None:
 
 def test_decided_card_has_no_buttons_and_says_who_decided() -> None:
     """Once denied, the card shows no buttons, the outcome and the person who decided."""
-    card = blocks.approval_card(requests.deny(pending(), "U0APPROVER2", NOW))
+    card = cards.approval_card(requests.deny(pending(), "U0APPROVER2", NOW))
     assert actions_of(card) == []
     assert "Denied" in str(card)
     assert "<@U0APPROVER2>" in str(card)
@@ -50,7 +50,7 @@ def test_summary_names_everything_an_auditor_asks() -> None:
     approved = requests.approve(pending(), "U0APPROVER1", NOW)
     granted = requests.grant(approved, NOW, NOW + timedelta(minutes=10), ["sgr-1 on sg-1"], verified=True)
     ended = requests.end(granted, NOW + timedelta(minutes=4), EndReason.REVOKED, "U0DEV1", ["sgr-1 on sg-1"], True)
-    text = str(blocks.summary_blocks(ended))
+    text = str(summaries.summary_blocks(ended))
     for fact in ("<@U0DEV1>", "<@U0APPROVER1>", "why", "Granted at", "Ended at", "Lasted: 4m", "revoked", "sgr-1"):
         assert fact in text
 
@@ -59,7 +59,7 @@ def test_times_render_in_the_readers_zone_with_a_utc_fallback() -> None:
     """Times use Slack's date formatting with a UTC fallback text."""
     moment = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
     assert f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time_secs}}|2026-11-23 12:30:00 UTC>" == (
-        blocks.when(moment)
+        limits.when(moment)
     )
 
 
@@ -90,11 +90,11 @@ def messages_of(request: AccessRequest) -> dict[str, Blocks]:
     """Every message whose blocks may show text a person typed."""
     assert request.extension is not None
     return {
-        "card": blocks.approval_card(request),
-        "extension card": blocks.extension_card(request, request.extension),
-        "summary": blocks.summary_blocks(request),
-        "created": blocks.created_blocks(request, "C0APPROVALS"),
-        "extension requested": blocks.extension_requested_blocks(request),
+        "card": cards.approval_card(request),
+        "extension card": cards.extension_card(request, request.extension),
+        "summary": summaries.summary_blocks(request),
+        "created": sentences.created_blocks(request, "C0APPROVALS"),
+        "extension requested": sentences.extension_requested_blocks(request),
     }
 
 
@@ -111,12 +111,12 @@ def test_notification_texts_escape_typed_text() -> None:
     """Top-level texts carry typed text escaped as Slack documents: no mention, no link."""
     request = typed_everywhere(Status.CANCELLED)
     texts = [
-        blocks.created_text(request, "C0APPROVALS"),
-        blocks.extension_requested_text(request),
-        blocks.outcome_line(request),
-        blocks.failed_text(request),
-        blocks.revoke_failed_text(request, TYPED, ["U0APPROVER1"]),
-        blocks.granted_text(request, [TYPED], verified=True),
+        sentences.created_text(request, "C0APPROVALS"),
+        sentences.extension_requested_text(request),
+        cards.outcome_line(request),
+        sentences.failed_text(request),
+        sentences.revoke_failed_text(request, TYPED, ["U0APPROVER1"]),
+        sentences.granted_text(request, [TYPED], verified=True),
     ]
     for text in texts:
         assert "<!channel>" not in text and "<https://" not in text, text
@@ -125,7 +125,7 @@ def test_notification_texts_escape_typed_text() -> None:
 
 def test_escape_is_slacks() -> None:
     """&, < and > become entities, in that order, so that an entity typed by a person is shown as typed."""
-    assert blocks.escape("a &amp; <@U1>") == "a &amp;amp; &lt;@U1&gt;"
+    assert limits.escape("a &amp; <@U1>") == "a &amp;amp; &lt;@U1&gt;"
 
 
 # --- every message is valid Block Kit ----------------------------------------------------------------
@@ -158,7 +158,7 @@ def ended(request: AccessRequest, created: list[str], removed: list[str], approv
 
 def test_summary_of_a_fifteen_port_grant_is_valid() -> None:
     """The issue's case: 15 ports created and removed fit (it was one 3,067-character section Slack refused)."""
-    summary = blocks.summary_blocks(ended(pending(), sg_rules(15), sg_rules(15)))
+    summary = summaries.summary_blocks(ended(pending(), sg_rules(15), sg_rules(15)))
     assert_valid(summary)
     assert all(rule in str(summary) for rule in sg_rules(15))
 
@@ -166,10 +166,10 @@ def test_summary_of_a_fifteen_port_grant_is_valid() -> None:
 @pytest.mark.parametrize("count", [0, 1, 20, 40, 99, 100, 101, 500, 5000])
 def test_summary_lists_many_objects_within_the_limits(count: int) -> None:
     """Any number of objects fits in 50 blocks; past MAX_LISTED the list says how many more there were."""
-    summary = blocks.summary_blocks(ended(pending(), sg_rules(count), sg_rules(count)))
+    summary = summaries.summary_blocks(ended(pending(), sg_rules(count), sg_rules(count)))
     assert_valid(summary)
-    more = f"… and {count - blocks.MAX_LISTED} more"
-    assert (more in str(summary)) == (count > blocks.MAX_LISTED)
+    more = f"… and {count - limits.MAX_LISTED} more"
+    assert (more in str(summary)) == (count > limits.MAX_LISTED)
 
 
 LONG_TEXTS = {
@@ -190,11 +190,11 @@ def test_every_message_is_valid_for_extreme_reasons(reason: str) -> None:
     """Every builder's blocks are valid Block Kit whatever the reason's length or content."""
     extension = Extension(duration_seconds=600, reason=reason, requested_at=NOW)
     request = pending().model_copy(update={"reason": reason, "extension": extension})
-    for message in [*messages_of(request).values(), blocks.typed_blocks("Reason", reason)]:
+    for message in [*messages_of(request).values(), limits.typed_blocks("Reason", reason)]:
         assert_valid(message)
     finished = ended(request, sg_rules(40), sg_rules(40), approvers=30)
-    assert_valid(blocks.summary_blocks(finished))
-    assert_valid(blocks.approval_card(finished, target()))
+    assert_valid(summaries.summary_blocks(finished))
+    assert_valid(cards.approval_card(finished, target()))
 
 
 def target(description: str = "Production public ALB") -> Target:
@@ -259,17 +259,17 @@ def test_every_builder_is_valid_block_kit_for_any_request(request: AccessRequest
     assert request.extension is not None
     for message in messages_of(request).values():
         assert_valid(message)
-    assert_valid(blocks.approval_card(request, target(description)))
+    assert_valid(cards.approval_card(request, target(description)))
     for text in [
-        blocks.card_text(request),
-        blocks.created_text(request, "C0APPROVALS"),
-        blocks.extension_requested_text(request),
-        blocks.extension_card_text(request, request.extension),
-        blocks.summary_text(request),
-        blocks.outcome_line(request),
-        blocks.granted_text(request, list(request.created_objects), verified=False),
-        blocks.failed_text(request),
-        blocks.revoke_failed_text(request, str(request.failure), request.approvers),
+        cards.card_text(request),
+        sentences.created_text(request, "C0APPROVALS"),
+        sentences.extension_requested_text(request),
+        cards.extension_card_text(request, request.extension),
+        summaries.summary_text(request),
+        cards.outcome_line(request),
+        sentences.granted_text(request, list(request.created_objects), verified=False),
+        sentences.failed_text(request),
+        sentences.revoke_failed_text(request, str(request.failure), request.approvers),
     ]:
         assert 0 < len(text) <= MAX_MESSAGE_TEXT
 
@@ -277,16 +277,16 @@ def test_every_builder_is_valid_block_kit_for_any_request(request: AccessRequest
 def test_capped_keeps_fifty_blocks_and_says_how_many_were_left_out() -> None:
     """The last resort: 80 blocks become 49 and a note that 31 were left out."""
     many = [{"type": "divider"} for _ in range(80)]
-    capped = blocks.capped(many)
+    capped = limits.capped(many)
     assert_valid(capped)
     assert (len(capped), capped[-1]["elements"][0]["text"]) == (50, "… and 31 more blocks not shown")
 
 
 def test_a_cancellation_names_who_or_why() -> None:
     """Withdrawn by its requester, the thread names them; cancelled by jit-lb (a lockdown), it says why."""
-    assert "<@U0DEV1> withdrew `jit-abcdef`" in blocks.cancelled_text(
+    assert "<@U0DEV1> withdrew `jit-abcdef`" in sentences.cancelled_text(
         requests.cancel(pending(), "withdrawn", NOW, by="U0DEV1")
     )
-    by_lockdown = blocks.cancelled_text(requests.cancel(pending(), "cancelled by the lockdown", NOW))
+    by_lockdown = sentences.cancelled_text(requests.cancel(pending(), "cancelled by the lockdown", NOW))
     assert "was cancelled: cancelled by the lockdown" in by_lockdown
     assert "<@system>" not in by_lockdown

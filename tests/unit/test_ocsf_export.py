@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from jit_lb.access.audit import EVENTS, AuditLog
-from jit_lb.access.chain import Hasher, canonical
-from jit_lb.auditing import cli
-from jit_lb.auditing.ocsf import ACTIVITIES, CLASSES, MAPPINGS, OCSF_VERSION, SEVERITIES, STATUSES
+from jit_lb.audit import cli
+from jit_lb.audit.chain import Hasher, canonical
+from jit_lb.audit.ocsf import ACTIVITIES, CLASSES, MAPPINGS, OCSF_VERSION, SEVERITIES, STATUSES
+from jit_lb.audit.writer import EVENTS, AuditLog
 from tests.helpers import ROOT
 from tests.ocsf_schema import OcsfSchema
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from jit_lb.access.policy import ListenerRuleGrant
 from jit_lb.access.requests import Use
-from workers.providers import aws, leases
+from workers.providers import aws, markers
 from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 if TYPE_CHECKING:
@@ -61,11 +61,11 @@ class _Rule:
 
     @property
     def managed(self) -> bool:
-        return leases.is_managed(self.tags)
+        return markers.is_managed(self.tags)
 
     @property
     def leases(self) -> list[Lease]:
-        return sorted(leases.read_leases(self.tags), key=lambda lease: (lease.ends_at, lease.request_id))
+        return sorted(markers.read_leases(self.tags), key=lambda lease: (lease.ends_at, lease.request_id))
 
 
 class ListenerRuleProvider:
@@ -81,14 +81,14 @@ class ListenerRuleProvider:
         self._target_group_name = spec.target_group_arn.partition(":targetgroup/")[2].split("/")[0]
 
     def scope(self, order: GrantOrder) -> str:
-        return f"{KIND}:{self.spec.listener_arn}:{leases.require_cidr(order)}"
+        return f"{KIND}:{self.spec.listener_arn}:{markers.require_cidr(order)}"
 
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
-        cidr = leases.require_cidr(order)
+        cidr = markers.require_cidr(order)
         # Refuse what AWS would refuse, before anything is created.
         conditions = self._conditions(cidr)
         wanted = _condition_key(conditions)
-        lease: TagTypeDef = {"Key": leases.lease_key(order.request_id), "Value": leases.format_time(order.ends_at)}
+        lease: TagTypeDef = {"Key": markers.lease_key(order.request_id), "Value": markers.format_time(order.ends_at)}
         rules = self._rules()
         existing = self._match(rules, wanted)
         arn = self._add_lease(existing, lease) if existing else self._create(conditions, wanted, lease, rules)
@@ -157,7 +157,7 @@ class ListenerRuleProvider:
                 described.extend(rule for rule in page["Rules"] if not rule.get("IsDefault"))
         tags = self._tags([rule["RuleArn"] for rule in described])
         # A rule deleted while we read has no tags to judge it by: it is gone, and left out.
-        return [rule for rule in described if rule["RuleArn"] in tags and not leases.is_managed(tags[rule["RuleArn"]])]
+        return [rule for rule in described if rule["RuleArn"] in tags and not markers.is_managed(tags[rule["RuleArn"]])]
 
     def _group_entries(self, arn: str) -> Entries:
         """One target group's settings, attributes and targets; none when it is gone."""
@@ -200,7 +200,7 @@ class ListenerRuleProvider:
             return False
         remaining = [lease for lease in rule.leases if lease.request_id not in request_ids]
         if remaining:
-            gone = [leases.lease_key(lease.request_id) for lease in rule.leases if lease.request_id in request_ids]
+            gone = [markers.lease_key(lease.request_id) for lease in rule.leases if lease.request_id in request_ids]
             if gone:
                 with self._errors("elasticloadbalancing:RemoveTags", passing=_GONE) as passed:
                     self.elbv2.remove_tags(ResourceArns=[obj.ref], TagKeys=gone)
@@ -293,7 +293,7 @@ class ListenerRuleProvider:
                     Priority=priority,
                     Conditions=conditions,
                     Actions=[{"Type": "forward", "TargetGroupArn": self.spec.target_group_arn}],
-                    Tags=[{"Key": leases.MANAGED_TAG, "Value": leases.MANAGED_VALUE}, lease],
+                    Tags=[{"Key": markers.MANAGED_TAG, "Value": markers.MANAGED_VALUE}, lease],
                 )
             if not passed:
                 return response["Rules"][0]["RuleArn"]
@@ -383,15 +383,15 @@ class ListenerRuleProvider:
         sources = dict(rule.conditions).get("source-ip", ())
         if len(sources) != 1:
             reasons.append(f"it has {len(sources)} source-ip values, not one")
-        elif leases.cidr_anomaly(sources[0]):
-            reasons.append(leases.cidr_anomaly(sources[0]))
+        elif markers.cidr_anomaly(sources[0]):
+            reasons.append(markers.cidr_anomaly(sources[0]))
         elif rule.conditions != _condition_key(self._conditions_for(sources[0])):
             reasons.append("its path or host conditions are not the spec's")
         low, high = self.spec.priority_range
         if rule.priority is None or not low <= rule.priority <= high:
             reasons.append(f"priority {rule.priority} is outside priority_range {low}-{high}")
-        reasons.append(leases.lease_anomaly(rule.leases))
-        return leases.join_anomalies(*reasons)
+        reasons.append(markers.lease_anomaly(rule.leases))
+        return markers.join_anomalies(*reasons)
 
     def _errors(self, action: str, passing: Iterable[str] = ()) -> AbstractContextManager[aws.Passed]:
         """Turn botocore errors into sentences; codes in `passing` are expected and recorded instead."""

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from jit_lb.access.policy import IamPolicyGrant
 from jit_lb.access.requests import Use
-from workers.providers import aws, leases
+from workers.providers import aws, markers
 from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError, drop_each
 
 if TYPE_CHECKING:
@@ -120,14 +120,14 @@ def policy_document(
 
 
 def _condition(spec: IamPolicyGrant, ends_at: datetime) -> dict[str, dict[str, str]]:
-    condition: dict[str, dict[str, str]] = {"DateLessThan": {"aws:CurrentTime": leases.format_time(ends_at)}}
+    condition: dict[str, dict[str, str]] = {"DateLessThan": {"aws:CurrentTime": markers.format_time(ends_at)}}
     if spec.require_mfa:
         condition["Bool"] = {"aws:MultiFactorAuthPresent": "true"}
     return condition
 
 
 def _compact(moment: datetime) -> str:
-    return leases.format_time(moment).replace("-", "").replace(":", "")
+    return markers.format_time(moment).replace("-", "").replace(":", "")
 
 
 def _sid_marker(request_id: str) -> str:
@@ -182,7 +182,7 @@ class IamPolicyProvider:
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
         role = _require_role(order)
         name = policy_name(order.request_id)
-        if not leases.REQUEST_ID.match(name):
+        if not markers.REQUEST_ID.match(name):
             raise ProviderError(f"request id {order.request_id} cannot name an IAM policy")
         groups = self.target_groups()
         document = json.dumps(self.document(order.request_id, order.ends_at, groups), separators=(",", ":"))
@@ -230,13 +230,13 @@ class IamPolicyProvider:
         entries: Entries = {}
         for index, name in enumerate(sorted(names)):
             if index >= SNAPSHOT_DOCUMENTS:
-                if not leases.REQUEST_ID.match(name):  # named like a request: most likely jit-lb's own, unread
+                if not markers.REQUEST_ID.match(name):  # named like a request: most likely jit-lb's own, unread
                     entries[f"{here}: inline policy {name}"] = "present (document not read)"
                 continue
             with self._errors("iam:GetRolePolicy", role, passing={"NoSuchEntity"}) as gone:
                 document = _document(self.iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
             statements = _statements(document)
-            if gone or (leases.REQUEST_ID.match(name) and statements and _marker(statements, name)):
+            if gone or (markers.REQUEST_ID.match(name) and statements and _marker(statements, name)):
                 continue
             canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
             digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
@@ -277,12 +277,12 @@ class IamPolicyProvider:
         which target groups the listeners used then), with the difference as its anomaly. Our
         statement id with an end that cannot be read is a lease that has ended, not an anomaly.
         """
-        if not leases.REQUEST_ID.match(name):
+        if not markers.REQUEST_ID.match(name):
             return None
         document = _document(raw_document)
         statements = _statements(document)
         if document is None or statements is None:
-            return self._managed(role, name, leases.read_lease(name, ""), "its document is not a JSON IAM policy")
+            return self._managed(role, name, markers.read_lease(name, ""), "its document is not a JSON IAM policy")
         named = {balancer for statement in statements for balancer in map(_balancer_of, _resources(statement))}
         named.discard(None)
         if named and self.spec.load_balancer_arn not in named:
@@ -291,12 +291,12 @@ class IamPolicyProvider:
         if marker is None:
             if not named:
                 return None
-            return self._managed(role, name, leases.read_lease(name, ""), "no statement carries jit-lb's statement id")
+            return self._managed(role, name, markers.read_lease(name, ""), "no statement carries jit-lb's statement id")
         if not named and _describe_only(statements) and split_actions(self.spec.actions)[1]:
             # Another target's grant of Describe actions alone: it names no load balancer, this spec's grants do.
             return None
-        lease = leases.read_lease(name, _end_of(marker))
-        if lease.ends_at == leases.UNREADABLE_END:
+        lease = markers.read_lease(name, _end_of(marker))
+        if lease.ends_at == markers.UNREADABLE_END:
             # Our statement without a readable end has ended, as any lease whose end cannot be read: fail closed.
             return self._managed(role, name, lease, "")
         groups = [r for statement in statements for r in _resources(statement) if self._target_group.fullmatch(r)]
@@ -309,7 +309,7 @@ class IamPolicyProvider:
             ref=f"{role}/{name}",
             scope=f"{KIND}:{role}:{name}",
             description=f"policy {name} on IAM role {role}: {', '.join(self.spec.actions)} on "
-            f"{self._balancer} until {leases.format_time(lease.ends_at)}",
+            f"{self._balancer} until {markers.format_time(lease.ends_at)}",
             leases=(lease,),
             anomaly=anomaly,
         )
@@ -320,11 +320,11 @@ class IamPolicyProvider:
         with self._errors("iam:ListRolePolicies", role, passing={"NoSuchEntity"}):
             for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=role):
                 names.extend(page["PolicyNames"])
-        return [name for name in names if leases.REQUEST_ID.match(name)]
+        return [name for name in names if markers.REQUEST_ID.match(name)]
 
     def _read(self, role: str, name: str) -> ManagedObject | None:
         """The policy as a managed object, or None when it is gone or is not one of ours for this load balancer."""
-        if not leases.REQUEST_ID.match(name):
+        if not markers.REQUEST_ID.match(name):
             return None
         with self._errors("iam:GetRolePolicy", role, passing={"NoSuchEntity"}) as passed:
             response = self.iam.get_role_policy(RoleName=role, PolicyName=name)
@@ -442,8 +442,8 @@ def _difference(document: dict[str, Any], statements: list[dict[str, Any]], expe
         for key in ("Action", "Resource"):
             have_items, want_items = _items(statement[key]), _items(wanted[key])
             if have_items != want_items:
-                extra = ", ".join(map(leases.shown, sorted(have_items - want_items)))
-                lacking = ", ".join(map(leases.shown, sorted(want_items - have_items)))
+                extra = ", ".join(map(markers.shown, sorted(have_items - want_items)))
+                lacking = ", ".join(map(markers.shown, sorted(want_items - have_items)))
                 parts = [f"{key} {extra} beyond jit-lb's" if extra else "", f"no {key} {lacking}" if lacking else ""]
                 return f"statement {sid} has {' and '.join(part for part in parts if part)}"
         for key in ("Effect", "Condition"):
@@ -462,4 +462,4 @@ def _items(value: object) -> set[str]:
 
 
 def _quoted(value: object) -> str:
-    return leases.shown(json.dumps(value, sort_keys=True))
+    return markers.shown(json.dumps(value, sort_keys=True))

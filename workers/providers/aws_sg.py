@@ -7,7 +7,7 @@ from typing import Any
 
 from jit_lb.access.policy import SecurityGroupGrant
 from jit_lb.access.requests import Use
-from workers.providers import aws, leases
+from workers.providers import aws, markers
 from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 KIND = "aws_security_group"
@@ -32,11 +32,11 @@ class SecurityGroupProvider:
         self._where = f"security group {spec.security_group_id} in {spec.region}"
 
     def scope(self, order: GrantOrder) -> str:
-        return _scope(self.spec, leases.require_cidr(order))
+        return _scope(self.spec, markers.require_cidr(order))
 
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
-        cidr = leases.require_cidr(order)
-        lease_tag = {"Key": leases.lease_key(order.request_id), "Value": leases.format_time(order.ends_at)}
+        cidr = markers.require_cidr(order)
+        lease_tag = {"Key": markers.lease_key(order.request_id), "Value": markers.format_time(order.ends_at)}
         existing = {rule["FromPort"]: rule for rule in self._rules() if _matches(rule, self.spec, cidr)}
         missing = [port for port in self.spec.ports if port not in existing]
         if missing:
@@ -56,7 +56,7 @@ class SecurityGroupProvider:
 
     def objects_for(self, request_id: str) -> list[ManagedObject]:
         """The rules holding one request's lease: a tag filter, so AWS sends those rules and not the whole group."""
-        lease_filter = {"Name": f"tag:{leases.lease_key(request_id)}", "Values": ["*"]}
+        lease_filter = {"Name": f"tag:{markers.lease_key(request_id)}", "Values": ["*"]}
         return _ingress_managed(self._rules(extra_filters=[lease_filter]), self.spec)
 
     def read(self, ref: str) -> ManagedObject | None:
@@ -93,7 +93,7 @@ class SecurityGroupProvider:
             self._revoke(obj.ref)
             return True
         gone = [
-            {"Key": leases.lease_key(rid)}
+            {"Key": markers.lease_key(rid)}
             for rid in request_ids
             if rid in {lease.request_id for lease in _leases(rule)}
         ]
@@ -132,7 +132,7 @@ class SecurityGroupProvider:
             }
             for port in ports
         ]
-        tags = [{"Key": leases.MANAGED_TAG, "Value": leases.MANAGED_VALUE}, lease_tag]
+        tags = [{"Key": markers.MANAGED_TAG, "Value": markers.MANAGED_VALUE}, lease_tag]
         self._call(
             "ec2:AuthorizeSecurityGroupIngress",
             self.ec2.authorize_security_group_ingress,
@@ -216,21 +216,21 @@ def _matches(rule: dict[str, Any], spec: SecurityGroupGrant, cidr: str) -> bool:
 
 
 def _is_managed(rule: dict[str, Any]) -> bool:
-    return leases.is_managed(aws.tag_map(rule.get("Tags", [])))
+    return markers.is_managed(aws.tag_map(rule.get("Tags", [])))
 
 
 def _lease_of(tag: dict[str, str]) -> Lease:
-    return leases.read_lease(tag["Key"].removeprefix(leases.LEASE_TAG), tag["Value"])
+    return markers.read_lease(tag["Key"].removeprefix(markers.LEASE_TAG), tag["Value"])
 
 
 def _leases(rule: dict[str, Any]) -> list[Lease]:
-    return leases.read_leases(aws.tag_map(rule.get("Tags", [])))
+    return markers.read_leases(aws.tag_map(rule.get("Tags", [])))
 
 
 def _description(held: list[Lease]) -> str:
     last = max(held, key=lambda lease: lease.ends_at)
     more = f" +{len(held) - 1}" if len(held) > 1 else ""
-    return f"{leases.MARKER_PREFIX} {last.request_id}{more} until {leases.format_time(last.ends_at)}"
+    return f"{markers.MARKER_PREFIX} {last.request_id}{more} until {markers.format_time(last.ends_at)}"
 
 
 def _source(rule: dict[str, Any]) -> str | None:
@@ -265,7 +265,7 @@ def _admits(rule: dict[str, Any]) -> str:
 def _rule_state(rule: dict[str, Any]) -> str:
     """A rule's id and description, as a snapshot records it: a rule re-made by hand shows as changed."""
     description = str(rule.get("Description") or "")
-    return f"rule {rule['SecurityGroupRuleId']}" + (f" ({leases.shown(description)})" if description else "")
+    return f"rule {rule['SecurityGroupRuleId']}" + (f" ({markers.shown(description)})" if description else "")
 
 
 def _anomaly(rule: dict[str, Any], spec: SecurityGroupGrant) -> str:
@@ -281,9 +281,9 @@ def _anomaly(rule: dict[str, Any], spec: SecurityGroupGrant) -> str:
         admits = rule.get("ReferencedGroupInfo", {}).get("GroupId") or rule.get("PrefixListId") or "something"
         reasons.append(f"it admits {admits} rather than a CIDR")
     else:
-        reasons.append(leases.cidr_anomaly(cidr))
-    reasons.append(leases.lease_anomaly(_leases(rule)))
-    return leases.join_anomalies(*reasons)
+        reasons.append(markers.cidr_anomaly(cidr))
+    reasons.append(markers.lease_anomaly(_leases(rule)))
+    return markers.join_anomalies(*reasons)
 
 
 def _managed(rule: dict[str, Any], spec: SecurityGroupGrant) -> ManagedObject:

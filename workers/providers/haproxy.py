@@ -45,7 +45,7 @@ from redis.exceptions import LockNotOwnedError, RedisError
 from jit_lb.access.policy import HaproxyAclGrant
 from jit_lb.access.requests import Use
 from jit_lb.access.store import haproxy_book_key
-from workers.providers import leases
+from workers.providers import markers
 from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError, drop_each
 
 KIND = "haproxy_acl"
@@ -292,7 +292,7 @@ def parse_stat(answer: str) -> list[dict[str, str]]:
 
 
 def _unsendable(what: str, text: str, why: str) -> ProviderError:
-    return ProviderError(f"{what} `{leases.shown(text)}` cannot be sent to HAProxy's runtime API: {why}")
+    return ProviderError(f"{what} `{markers.shown(text)}` cannot be sent to HAProxy's runtime API: {why}")
 
 
 class HaproxyAclProvider:
@@ -313,13 +313,13 @@ class HaproxyAclProvider:
         return acl_name(self.spec.acl)
 
     def scope(self, order: GrantOrder) -> str:
-        return self._scope(leases.require_cidr(order))
+        return self._scope(markers.require_cidr(order))
 
     def _scope(self, pattern: str) -> str:
         return f"{KIND}:{self.spec.runtime_api}:{self.spec.acl}:{pattern}"
 
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
-        pattern = leases.require_cidr(order)
+        pattern = markers.require_cidr(order)
         with self._entry_lock(pattern):
             if pattern not in self._patterns():
                 self.api.add_acl(self.acl, pattern)
@@ -329,7 +329,7 @@ class HaproxyAclProvider:
             # which the sweep removes, never a lease that grants nothing.
             with self._book_errors():
                 pipe = self.redis.pipeline()
-                pipe.hset(self._lease_key(pattern), order.request_id, leases.format_time(order.ends_at))
+                pipe.hset(self._lease_key(pattern), order.request_id, markers.format_time(order.ends_at))
                 pipe.sadd(self._entries_key, pattern)
                 pipe.execute()
         return [self._managed(pattern, present=True)]
@@ -385,7 +385,7 @@ class HaproxyAclProvider:
         network = _network(cidr)
         if network is None or network.num_addresses > MAX_USE_ADDRESSES:
             raise ProviderError(
-                f"the use of `{leases.shown(cidr)}` cannot be read from stick table {table}: it keeps one entry "
+                f"the use of `{markers.shown(cidr)}` cannot be read from stick table {table}: it keeps one entry "
                 f"an address, and jit-lb reads at most {MAX_USE_ADDRESSES} of them"
             )
         key_type = self._table_type(table)
@@ -439,7 +439,7 @@ class HaproxyAclProvider:
         present = set(self._patterns())
         restored: list[str] = []
         for pattern in sorted(self._booked() - present):
-            if leases.cidr_anomaly(pattern):
+            if markers.cidr_anomaly(pattern):
                 # No grant makes such an entry (the book was edited by hand): listed with its anomaly, never put back.
                 continue
             with self._entry_lock(pattern):
@@ -520,16 +520,16 @@ class HaproxyAclProvider:
         return ManagedObject(
             kind=KIND,
             ref=pattern,
-            description=f"{leases.shown(pattern)} in {self._where}{lost}",
+            description=f"{markers.shown(pattern)} in {self._where}{lost}",
             leases=held,
             scope=self._scope(pattern),
-            anomaly=leases.join_anomalies(leases.cidr_anomaly(pattern), leases.lease_anomaly(held)),
+            anomaly=markers.join_anomalies(markers.cidr_anomaly(pattern), markers.lease_anomaly(held)),
         )
 
     def _leases(self, pattern: str) -> list[Lease]:
         with self._book_errors():
             book = self.redis.hgetall(self._lease_key(pattern))
-        return [leases.read_lease(_text(request_id), _text(end)) for request_id, end in book.items()]
+        return [markers.read_lease(_text(request_id), _text(end)) for request_id, end in book.items()]
 
     def _booked(self) -> set[str]:
         with self._book_errors():

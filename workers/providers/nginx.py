@@ -51,7 +51,7 @@ from pathlib import Path
 
 from jit_lb.access.policy import NginxAllowlistGrant
 from jit_lb.access.requests import Use
-from workers.providers import leases
+from workers.providers import markers
 from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 KIND = "nginx_allowlist"
@@ -104,7 +104,7 @@ class AllowLine:
     def render(self) -> str:
         if not self.marked:
             return self.original
-        held = ", ".join(f"{lease.request_id} until {leases.format_time(lease.ends_at)}" for lease in self.leases)
+        held = ", ".join(f"{lease.request_id} until {markers.format_time(lease.ends_at)}" for lease in self.leases)
         return f"allow {self.source}; # {MARK} {held}".rstrip()
 
 
@@ -186,7 +186,7 @@ def _parse_line(text: str) -> str | AllowLine:
         if lease is None:
             line.unreadable.append(part)
         else:
-            line.leases.append(leases.read_lease(lease["id"], lease["end"]))
+            line.leases.append(markers.read_lease(lease["id"], lease["end"]))
     return line
 
 
@@ -242,7 +242,7 @@ class Nginx:
                 LOG_PREFIX.sub("", line.removeprefix("nginx: ")) for line in said if "test failed" not in line
             )
             raise ProviderError(
-                f"NGINX's configuration does not pass `{' '.join(command)}`: {leases.shown(why or 'no reason given')}"
+                f"NGINX's configuration does not pass `{' '.join(command)}`: {markers.shown(why or 'no reason given')}"
             )
         return _parse_dump(done.stdout.decode(errors="replace"))
 
@@ -256,14 +256,14 @@ class Nginx:
                 "the `pid` its configuration names?"
             ) from None
         if not text.isdigit():
-            raise ProviderError(f"NGINX's pid file {self.pid_file} holds `{leases.shown(text)}`, not a pid")
+            raise ProviderError(f"NGINX's pid file {self.pid_file} holds `{markers.shown(text)}`, not a pid")
         pid = int(text)
         title = _cmdline(pid)
         if title is None:
             raise ProviderError(f"NGINX's pid file {self.pid_file} names pid {pid}, which is not running")
         if not title.startswith("nginx: master process"):
             raise ProviderError(
-                f"NGINX's pid file {self.pid_file} names pid {pid}, which is `{leases.shown(title[:80])}`, not an "
+                f"NGINX's pid file {self.pid_file} names pid {pid}, which is `{markers.shown(title[:80])}`, not an "
                 "NGINX master process"
             )
         return pid
@@ -419,12 +419,12 @@ class NginxAllowlistProvider:
         self._where = f"NGINX allow file {spec.allow_file}"
 
     def scope(self, order: GrantOrder) -> str:
-        return f"{KIND}:{self.spec.allow_file}:{leases.require_cidr(order)}"
+        return f"{KIND}:{self.spec.allow_file}:{markers.require_cidr(order)}"
 
     def apply(self, order: GrantOrder) -> list[ManagedObject]:
-        source = leases.require_cidr(order)
-        if not leases.REQUEST_ID.match(order.request_id):
-            raise ProviderError(f"`{leases.shown(order.request_id)}` is not a request id a marker can carry")
+        source = markers.require_cidr(order)
+        if not markers.REQUEST_ID.match(order.request_id):
+            raise ProviderError(f"`{markers.shown(order.request_id)}` is not a request id a marker can carry")
         allow = self._change(lambda allow: allow.hold(source, Lease(order.request_id, order.ends_at)), grant=True)
         return [self._object(allow, source)]
 
@@ -608,21 +608,21 @@ class NginxAllowlistProvider:
         lines = allow.marked(source)
         held = [lease for line in lines for lease in line.leases]
         unreadable = [text for line in lines for text in line.unreadable]
-        odd = f"a lease reads `{leases.shown(unreadable[0])}`, not `<request id> until <time>`" if unreadable else ""
+        odd = f"a lease reads `{markers.shown(unreadable[0])}`, not `<request id> until <time>`" if unreadable else ""
         return ManagedObject(
             kind=KIND,
             ref=source,
-            description=f"`allow {leases.shown(source)};` in {self._where}",
+            description=f"`allow {markers.shown(source)};` in {self._where}",
             leases=tuple(held),
             scope=f"{KIND}:{self.spec.allow_file}:{source}",
-            anomaly=leases.join_anomalies(_source_anomaly(source), leases.lease_anomaly(held), odd),
+            anomaly=markers.join_anomalies(_source_anomaly(source), markers.lease_anomaly(held), odd),
         )
 
     def _unmarked(self, source: str) -> ManagedObject:
         return ManagedObject(
             kind=KIND,
             ref=f"unmarked:{source}",
-            description=f"`allow {leases.shown(source)};` without jit-lb's marker in {self._where}",
+            description=f"`allow {markers.shown(source)};` without jit-lb's marker in {self._where}",
             scope=f"{KIND}:{self.spec.allow_file}:{source}",
             anomaly="the line carries no jit-lb marker: someone's own, written by hand",
         )
@@ -635,5 +635,5 @@ def _source_anomaly(source: str) -> str:
     try:
         ipaddress.ip_network(source, strict=False)
     except ValueError:
-        return f"its source `{leases.shown(source)}` is not a network in CIDR form"
-    return leases.cidr_anomaly(source if "/" in source else f"{source}/{128 if ':' in source else 32}")
+        return f"its source `{markers.shown(source)}` is not a network in CIDR form"
+    return markers.cidr_anomaly(source if "/" in source else f"{source}/{128 if ':' in source else 32}")

@@ -21,10 +21,10 @@ from typing import Any, TextIO
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jit_lb.auditing.files import AuditFileError, Line, lines, oldest_first
-from jit_lb.auditing.ocsf import to_ocsf, unreadable
-from jit_lb.auditing.trails import COLUMNS, Filters, Reading, parse_instant, report, who
-from jit_lb.auditing.verify import Checkpoint, Outcome, Verifier
+from jit_lb.audit.files import AuditFileError, Line, lines, oldest_first
+from jit_lb.audit.ocsf import to_ocsf, unreadable
+from jit_lb.audit.trails import COLUMNS, Filters, Reading, parse_instant, report, who
+from jit_lb.audit.verify import Checkpoint, Outcome, Verifier
 
 FILES = "log files, rotated and gzipped ones too, read oldest first (audit.log.2.gz, audit.log.1, audit.log)"
 

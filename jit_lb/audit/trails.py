@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jit_lb.access.durations import format_duration
-from jit_lb.auditing.files import Line
+from jit_lb.audit.files import Line
 
 CLOSING = frozenset({"grant.revoked", "request.denied", "request.expired", "request.cancelled", "grant.failed"})
 # Records a `who` trail begins at: the grant, a break-glass (applied next), or a revoke (its apply in an older file).

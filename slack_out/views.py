@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from bot.messages.blocks import Blocks, clip, typed_blocks, when
-from bot.messages.ids import ActionId, CallbackId
 from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest
+from slack_out.ids import ActionId, CallbackId
+from slack_out.limits import Blocks, clip, typed_blocks, when
 
 View = dict[str, Any]
 

@@ -1,10 +1,7 @@
-"""Posting to Slack from any process (cards, audit-thread replies, DMs), and usergroup look-ups; a failed post never
-loses state."""
+"""The Web API client of both processes: every post, update, DM and upload; a failed post never loses state."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,18 +10,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 
-from bot.messages import blocks
-from jit_lb.access.connections import WORKER, Timeouts
 from jit_lb.access.policy import Policy
 from jit_lb.access.requests import AccessRequest, Extension
-from jit_lb.runtime import Runtime, build_runtime
 from jit_lb.settings import Settings
+from slack_out import cards, sentences
 
 log = structlog.get_logger("jit_lb.notify")
-
-_USERGROUP_TTL = 60.0  # seconds a group's members are used without asking Slack again
-_USERGROUP_MAX_STALE = 300.0  # while Slack fails, members read longer ago than this count for nothing
-_USERGROUP_RETRY = 5.0  # seconds between two calls for a group Slack just failed to answer
 
 
 def web_client(settings: Settings) -> WebClient:
@@ -69,8 +60,8 @@ class Notifier:
         answer = self._call(
             "chat.postMessage",
             channel=channel,
-            text=blocks.card_text(request),
-            blocks=blocks.approval_card(request, target),
+            text=cards.card_text(request),
+            blocks=cards.approval_card(request, target),
         )
         return str(answer["ts"]) if answer else None
 
@@ -78,11 +69,11 @@ class Notifier:
         if request.card_channel is None or request.card_ts is None:
             return
         if request.break_glass:
-            text, card = blocks.breakglass_card_text(request), blocks.breakglass_card(request, [])
+            text, card = cards.breakglass_card_text(request), cards.breakglass_card(request, [])
         else:
             text, card = (
-                blocks.card_text(request),
-                blocks.approval_card(request, self.policy.target_for(request.target)),
+                cards.card_text(request),
+                cards.approval_card(request, self.policy.target_for(request.target)),
             )
         self._call("chat.update", channel=request.card_channel, ts=request.card_ts, text=text, blocks=card)
 
@@ -93,8 +84,8 @@ class Notifier:
         answer = self._call(
             "chat.postMessage",
             channel=channel,
-            text=blocks.breakglass_card_text(request),
-            blocks=blocks.breakglass_card(request, approvers, again),
+            text=cards.breakglass_card_text(request),
+            blocks=cards.breakglass_card(request, approvers, again),
         )
         return str(answer["ts"]) if answer else None
 
@@ -104,8 +95,8 @@ class Notifier:
         answer = self._call(
             "chat.postMessage",
             channel=channel,
-            text=blocks.extension_card_text(request, request.extension),
-            blocks=blocks.extension_card(request, request.extension),
+            text=cards.extension_card_text(request, request.extension),
+            blocks=cards.extension_card(request, request.extension),
         )
         return str(answer["ts"]) if answer else None
 
@@ -116,12 +107,12 @@ class Notifier:
             "chat.update",
             channel=extension.card_channel,
             ts=extension.card_ts,
-            text=blocks.extension_card_text(request, extension),
-            blocks=blocks.extension_card(request, extension),
+            text=cards.extension_card_text(request, extension),
+            blocks=cards.extension_card(request, extension),
         )
 
     def post_parent(self, request: AccessRequest, channel: str) -> str | None:
-        answer = self._call("chat.postMessage", channel=channel, text=blocks.thread_parent_text(request))
+        answer = self._call("chat.postMessage", channel=channel, text=sentences.thread_parent_text(request))
         return str(answer["ts"]) if answer else None
 
     def thread(self, request: AccessRequest, text: str, summary: list[dict[str, Any]] | None = None) -> None:
@@ -227,55 +218,3 @@ class Notifier:
         options = " ".join(f"--checkpoint {m}" for m in marks)
         text += f" Check a copy of the log against it with `python -m bot audit verify {options} FILE…`"
         self._call("chat.postMessage", channel=self.policy.audit_channel or self.policy.approver_channel, text=text)
-
-
-class UsergroupDirectory:
-    """Usergroup members from usergroups.users.list, kept a minute (the core's GroupDirectory).
-
-    While Slack fails, members read less than MAX_STALE ago still count; older ones do not (a person
-    removed from a group must not keep approving through an outage), and one failure is remembered
-    for a few seconds so that a burst of clicks does not become a burst of calls.
-    """
-
-    def __init__(
-        self,
-        client: WebClient,
-        fresh: float = _USERGROUP_TTL,
-        max_stale: float = _USERGROUP_MAX_STALE,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.client = client
-        self.clock = clock
-        self.fresh = fresh
-        self.max_stale = max_stale
-        self._groups: dict[str, tuple[float, list[str]]] = {}
-        self._failed: dict[str, float] = {}
-        self._groups_lock = threading.Lock()
-
-    def members(self, group: str) -> list[str]:
-        now = self.clock()
-        with self._groups_lock:
-            cached = self._groups.get(group)
-            failed_at = self._failed.get(group)
-        if cached and now - cached[0] < self.fresh:
-            return cached[1]
-        answer = None
-        if failed_at is None or now - failed_at >= _USERGROUP_RETRY:
-            answer = call(self.client, "usergroups.users.list", usergroup=group)
-        if answer is None:
-            with self._groups_lock:
-                self._failed[group] = failed_at if failed_at is not None and now - failed_at < _USERGROUP_RETRY else now
-            # Fail closed past the bound: members of a group we cannot read cannot approve.
-            return cached[1] if cached and now - cached[0] < self.max_stale else []
-        members = [str(user) for user in answer.get("users", [])]
-        with self._groups_lock:
-            self._groups[group] = (now, members)
-            self._failed.pop(group, None)
-        return members
-
-
-def connect(settings: Settings, timeouts: Timeouts = WORKER) -> tuple[Runtime, Notifier]:
-    """A process's runtime and its Slack poster, sharing one WebClient (usergroups are read through it too)."""
-    client = web_client(settings)
-    runtime = build_runtime(settings, UsergroupDirectory(client), timeouts)
-    return runtime, Notifier(client, lambda: runtime.policy)

@@ -1,8 +1,8 @@
 """The audit log's hash chain (docs/auditors.md): canonical JSON, a record's hash, and where a process keeps its head.
 
 Every record carries `chain`, `seq`, `prev` and `hash`; `hash` is the hex HMAC-SHA256 (with JIT_AUDIT_KEY) or
-SHA-256 (without) of the record's canonical JSON without `hash`. The writer (audit.py) and the auditor's tools
-(jit_lb/auditing) share these few functions, so that both sides hash the same bytes.
+SHA-256 (without) of the record's canonical JSON without `hash`. The writer (writer.py) and the auditor's tools
+(verify.py, trails.py) share these few functions, so that both sides hash the same bytes.
 
 A chain outlives the process that writes it: its head (chain id, seq, hash, and where in the log its last
 record ended) is kept in `<JIT_AUDIT_LOG>.chains/<kind>.<n>.json`, one slot per live process of a kind, held

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from jit_lb.access.chain import Hasher, canonical
-from jit_lb.auditing.files import Line, lines
+from jit_lb.audit.chain import Hasher, canonical
+from jit_lb.audit.files import Line, lines
 
 _HEX = frozenset("0123456789abcdef")
 

@@ -1,4 +1,4 @@
-"""What a job does at the load balancer under its scope lock: take a grant back, release it, verify, record it."""
+"""A grant order at the load balancer and what a job does with it under its scope lock: check, undo, release."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ in a spool, in order, and written first once the file takes writes again. Each l
 `write(2)` on a file opened with O_APPEND, so that web and workers can share one file; when
 logrotate moves the file away, the next record reopens the path.
 
-Every record is a link of this process's hash chain (jit_lb/access/chain.py): `chain`, `seq`, `prev`,
+Every record is a link of this process's hash chain (jit_lb/audit/chain.py): `chain`, `seq`, `prev`,
 `hash`. A seq belongs to a record only once it is accepted: written, or spooled with `must`; a record
 that fails closed leaves its seq to the next one. A checkpoint (`audit.checkpoint`) every 5 minutes, at
 stop, and a few seconds after each security-relevant record (WITNESSED: approvals, grants, break-glass,
@@ -38,9 +38,9 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from jit_lb.access.chain import CHAIN_FIELDS, Hasher, Head, HeadFile, SavedHead, canonical, follow, new_chain_id
 from jit_lb.access.errors import AuditUnavailableError
 from jit_lb.access.requests import AccessRequest
+from jit_lb.audit.chain import CHAIN_FIELDS, Hasher, Head, HeadFile, SavedHead, canonical, follow, new_chain_id
 
 log = structlog.get_logger("jit_lb.audit")
 

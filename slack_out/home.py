@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.messages.notify import Notifier
-from bot.messages.views import View, home_view
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
+from slack_out.poster import Notifier
+from slack_out.views import View, home_view
 
 MAX_REFRESHED = 50  # people whose home one change republishes (the requester first, then approvers)
 

@@ -1,0 +1,224 @@
+"""The cards people decide on: a request's approval card, an extension's, a break-glass grant's review card."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jit_lb.access.policy import Target
+from jit_lb.access.requests import AccessRequest, Approval, Extension, Status
+from slack_out.ids import ActionId, BlockId
+from slack_out.limits import (
+    MAX_FIELD_TEXT,
+    MAX_LINE,
+    MAX_NAMED,
+    Blocks,
+    capped,
+    clip,
+    context_block,
+    escape,
+    mrkdwn,
+    people,
+    plain,
+    section,
+    typed_blocks,
+    when,
+)
+
+_OUTCOME = {
+    Status.PENDING: ":hourglass_flowing_sand: Waiting for approval",
+    Status.APPROVED: ":white_check_mark: Approved",
+    Status.GRANTED: ":unlock: Granted",
+    Status.REVOKED: ":lock: Ended",
+    Status.DENIED: ":no_entry: Denied",
+    Status.EXPIRED: ":alarm_clock: Expired without a decision",
+    Status.FAILED: ":x: Failed",
+    Status.CANCELLED: ":heavy_multiplication_x: Cancelled",
+}
+
+
+def approvers_text(approvals: Sequence[Approval]) -> str:
+    """Who approved, each marked when they stepped up with a one-time code: `<@U1> with MFA, <@U2>`."""
+    if not approvals:
+        return "—"
+    shown = [f"<@{a.user}>" + (" with MFA" if a.mfa else "") for a in approvals[:MAX_NAMED]]
+    more = f" and {len(approvals) - MAX_NAMED} more" if len(approvals) > MAX_NAMED else ""
+    return ", ".join(shown) + more
+
+
+def _fields(request: AccessRequest) -> dict[str, Any]:
+    source = request.cidr or (f"IAM role `{request.role_name}`" if request.role_name else "—")
+    fields = [
+        f"*Requester*\n<@{request.requester}>" + (" with MFA" if request.requested_with_mfa else ""),
+        f"*Target*\n`{request.target}`",
+        f"*Duration*\n{request.duration_text}",
+        f"*Source*\n`{source}`" if request.cidr else f"*Source*\n{source}",
+        f"*Request*\n`{request.id}`",
+        "*Approval*\nnone: break-glass, reviewed afterwards"
+        if request.break_glass
+        else f"*Approvals*\n{len(request.approvals)} of {request.approvals_required}",
+    ]
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(field, MAX_FIELD_TEXT)} for field in fields]}
+
+
+def card_text(request: AccessRequest) -> str:
+    """The notification text of the approval card (what shows where blocks cannot)."""
+    return (
+        f"Access request {request.id}: <@{request.requester}> asks for {request.target} "
+        f"for {request.duration_text} — {_OUTCOME[request.status]}"
+    )
+
+
+def approval_card(request: AccessRequest, target: Target | None = None) -> Blocks:
+    """The approval card: the request, and either the buttons (pending) or the outcome and who decided.
+
+    The reason is shown as typed (plain_text); a failure or cancellation's why, which may be typed too, likewise.
+    """
+    description = f" — {escape(clip(target.description, MAX_LINE))}" if target and target.description else ""
+    blocks: Blocks = [
+        section(mrkdwn(f"*Access request* `{request.id}`{description}")),
+        _fields(request),
+        *typed_blocks("Reason", request.reason),
+    ]
+    if request.status is Status.PENDING:
+        blocks.append(_decision_buttons(request))
+        blocks.append(context_block(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request)))
+    else:
+        blocks.append(outcome_block(outcome_line(request, detail=False)))
+        why = _why(request)
+        if why:
+            blocks.extend(typed_blocks("Why", why))
+    return capped(blocks)
+
+
+def _decision_buttons(request: AccessRequest) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "block_id": BlockId.DECISION,
+        "elements": [
+            {
+                "type": "button",
+                "action_id": ActionId.APPROVE,
+                "style": "primary",
+                "text": {"type": "plain_text", "text": "Approve"},
+                "value": request.id,
+            },
+            {
+                "type": "button",
+                "action_id": ActionId.DENY,
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Deny"},
+                "value": request.id,
+            },
+        ],
+    }
+
+
+def _approved_so_far(request: AccessRequest) -> str:
+    return f" · approved so far by {approvers_text(request.approvals)}" if request.approvals else ""
+
+
+def _why(request: AccessRequest) -> str | None:
+    """Why a request failed, was cancelled or was denied, as recorded (words of a system, or of a person)."""
+    if request.status is Status.DENIED:
+        return request.deny_reason
+    return request.failure if request.status in {Status.FAILED, Status.CANCELLED} and request.failure else None
+
+
+def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
+    """One line saying where the request stands and who decided; with `detail`, why it failed (escaped)."""
+    status = request.status
+    line = _OUTCOME[status]
+    if status is Status.REVOKED:
+        ended_by = f" by <@{request.ended_by}>" if request.ended_by and request.ended_by != "system" else ""
+        line += f" at {when(request.ended_at)} ({request.end_reason}){ended_by} · approved by "
+        line += approvers_text(request.approvals)
+    elif status in {Status.APPROVED, Status.GRANTED}:
+        line += f" by {approvers_text(request.approvals)}"
+    elif status is Status.DENIED or (status is Status.CANCELLED and request.decided_by not in {None, "system"}):
+        line += f" by <@{request.decided_by}>"
+    if status is Status.GRANTED:
+        line += f" · until {when(request.ends_at)}"
+    why = _why(request)
+    if detail and why:
+        line += f": {escape(clip(why, MAX_LINE))}"
+    return line
+
+
+def extension_card_text(request: AccessRequest, extension: Extension) -> str:
+    return (
+        f"Extension of {request.id}: <@{request.requester}> asks for {extension.duration_text} more on "
+        f"{request.target} — {extension.outcome}"
+    )
+
+
+def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
+    """The approval card of an extension: same buttons, same value, its own message; the reason as typed."""
+    line = (
+        f"*Extension of* `{request.id}`: <@{request.requester}> asks for *{extension.duration_text}* more on "
+        f"`{request.target}` (now until {when(request.ends_at)})"
+    )
+    blocks: Blocks = [section(mrkdwn(line)), *typed_blocks("Reason", extension.reason)]
+    if extension.outcome == "pending":
+        blocks.append(_decision_buttons(request))
+        if extension.approvals:
+            blocks.append(context_block(f"Approved so far by {people(extension.approvers)}"))
+    elif extension.outcome == "approved":
+        blocks.append(
+            outcome_block(
+                f":white_check_mark: Extended by {people(extension.approvers)} · now until {when(request.ends_at)}"
+            )
+        )
+    else:
+        blocks.append(outcome_block(f":no_entry: Extension denied by <@{extension.decided_by}>"))
+    return blocks
+
+
+def outcome_block(text: str) -> dict[str, Any]:
+    return section(mrkdwn(text), BlockId.DECISION)
+
+
+def breakglass_card_text(request: AccessRequest) -> str:
+    return f"Break-glass {request.id}: <@{request.requester}> took {request.target} for {request.duration_text}"
+
+
+def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: bool = False) -> Blocks:
+    """The review card of a break-glass grant: who took what and why, its approvers mentioned, and the two buttons."""
+    still = " (still unreviewed)" if again else ""
+    asked = f" {people(sorted(approvers))}: please review it." if approvers else ""
+    head = (
+        f":rotating_light: *Break-glass{still}* `{request.id}`: <@{request.requester}> took `{request.target}` for "
+        f"{request.duration_text} without approval.{asked}"
+    )
+    blocks: Blocks = [section(mrkdwn(head)), _fields(request), *typed_blocks("Reason", request.reason)]
+    if request.review is None:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.REVIEW,
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ActionId.REVIEW_OK,
+                        "style": "primary",
+                        "text": plain("Acknowledge"),
+                        "value": request.id,
+                    },
+                    {
+                        "type": "button",
+                        "action_id": ActionId.REVIEW_FLAG,
+                        "style": "danger",
+                        "text": plain("Flag"),
+                        "value": request.id,
+                    },
+                ],
+            }
+        )
+    else:
+        verdict = (
+            ":white_check_mark: Acknowledged"
+            if request.review == "acknowledged"
+            else ":triangular_flag_on_post: Flagged"
+        )
+        blocks.append(outcome_block(f"{verdict} by <@{request.reviewed_by}> · {outcome_line(request, detail=False)}"))
+    return capped(blocks)

@@ -1,0 +1,16 @@
+"""What each process opens at start: its runtime and its Slack poster, sharing one WebClient (usergroups too)."""
+
+from __future__ import annotations
+
+from jit_lb.access.connections import WORKER, Timeouts
+from jit_lb.runtime import Runtime, build_runtime
+from jit_lb.settings import Settings
+from slack_out.directory import UsergroupDirectory
+from slack_out.poster import Notifier, web_client
+
+
+def connect(settings: Settings, timeouts: Timeouts = WORKER) -> tuple[Runtime, Notifier]:
+    """A process's runtime and its Slack poster, sharing one WebClient (usergroups are read through it too)."""
+    client = web_client(settings)
+    runtime = build_runtime(settings, UsergroupDirectory(client), timeouts)
+    return runtime, Notifier(client, lambda: runtime.policy)

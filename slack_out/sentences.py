@@ -1,0 +1,295 @@
+"""The plain sentences jit-lb says: replies to the person who asked, audit-thread notes, DMs and notices."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from jit_lb.access.durations import format_duration
+from jit_lb.access.policy import Target
+from jit_lb.access.requests import AccessRequest, Status
+from slack_out.limits import (
+    MAX_LINE,
+    MAX_SECTION_TEXT,
+    Blocks,
+    bounded,
+    capped,
+    clip,
+    escape,
+    mrkdwn,
+    people,
+    section,
+    typed_blocks,
+    when,
+)
+
+
+def thread_parent_text(request: AccessRequest) -> str:
+    """The audit channel's parent message for one request; its events go in the thread below."""
+    return f"Audit trail of {request.id}: <@{request.requester}> → `{request.target}` for {request.duration_text}"
+
+
+def created_text(request: AccessRequest, channel: str) -> str:
+    """The audit thread's first reply as text (the notification of created_blocks, or the message alone)."""
+    return (
+        f":memo: Requested by <@{request.requester}>: `{request.target}` for {request.duration_text} "
+        f"from `{request.cidr or request.role_name}`. Reason: {escape(clip(request.reason, MAX_SECTION_TEXT))}. "
+        f"Approval card in <#{channel}>."
+    )
+
+
+def created_blocks(request: AccessRequest, channel: str) -> Blocks:
+    """The audit thread's first reply: who asked for what, and the reason as typed."""
+    line = (
+        f":memo: Requested by <@{request.requester}>: `{request.target}` for {request.duration_text} "
+        f"from `{request.cidr or request.role_name}`. Approval card in <#{channel}>."
+    )
+    return [section(mrkdwn(line)), *typed_blocks("Reason", request.reason)]
+
+
+def submitted_reply(request: AccessRequest, channel: str) -> str:
+    """What the requester sees right after asking."""
+    return (
+        f"Request `{request.id}` for `{request.target}` ({request.duration_text}) is waiting for approval in "
+        f"<#{channel}>. It expires unanswered {when(request.pending_until)}."
+    )
+
+
+def unavailable_text() -> str:
+    """The answer when Redis cannot be reached: nothing was done."""
+    return (
+        "jit-lb is unavailable: it cannot reach its state store (Redis) right now, so nothing was requested or "
+        "changed. Try again in a minute; if it persists, tell your platform team."
+    )
+
+
+def revoking_reply(request: AccessRequest) -> str:
+    return f"Revoking `{request.id}` on `{request.target}` now; the thread will say when it is done."
+
+
+def extension_submitted_reply(request: AccessRequest, channel: str) -> str:
+    more = request.extension.duration_text if request.extension else "more time"
+    return f"Asked to extend `{request.id}` by {more}; waiting for approval in <#{channel}>."
+
+
+def approved_dm_text(request: AccessRequest) -> str:
+    """The requester's DM once every approval a request needs is in."""
+    return f":white_check_mark: `{request.id}` was approved by {people(request.approvers)}; access is being granted."
+
+
+def approval_text(request: AccessRequest, who: str) -> str:
+    if request.status is Status.PENDING:
+        return (
+            f":ballot_box_with_check: <@{who}> approved ({len(request.approvals)} of "
+            f"{request.approvals_required}); waiting for another approver."
+        )
+    return f":white_check_mark: <@{who}> approved `{request.id}`; granting access now."
+
+
+def denied_text(request: AccessRequest) -> str:
+    reason = f" Reason: {escape(clip(request.deny_reason, MAX_LINE))}" if request.deny_reason else ""
+    return f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`).{reason}"
+
+
+def denied_blocks(request: AccessRequest) -> Blocks:
+    """The denial in the thread and the requester's DM, its reason shown as typed."""
+    head = f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`)."
+    reason = typed_blocks("Reason", request.deny_reason) if request.deny_reason else []
+    return capped([section(mrkdwn(head)), *reason])
+
+
+def cancelled_text(request: AccessRequest) -> str:
+    if request.decided_by in {None, "system"}:
+        why = f": {escape(clip(request.failure, MAX_LINE))}" if request.failure else ""
+        return f":wastebasket: `{request.id}` (`{request.target}`) was cancelled{why}."
+    return f":wastebasket: <@{request.decided_by}> withdrew `{request.id}` (`{request.target}`)."
+
+
+def expired_text(request: AccessRequest) -> str:
+    return f":alarm_clock: `{request.id}` expired: nobody decided within the approval window."
+
+
+def granted_text(request: AccessRequest, objects: list[str], verified: bool) -> str:
+    check = "verified at the load balancer" if verified else ":warning: NOT verified at the load balancer"
+    head = (
+        f":unlock: Access granted to <@{request.requester}> on `{request.target}` until {when(request.ends_at)} "
+        f"({check}):"
+    )
+    listed = [f"• `{escape(clip(obj, MAX_LINE))}`" for obj in objects]
+    return bounded([head, *(listed or ["• (access already present; nothing new created)"])])
+
+
+def failed_text(request: AccessRequest) -> str:
+    return (
+        f":x: Could not grant `{request.id}` on `{request.target}`: {escape(clip(str(request.failure), MAX_LINE))}. "
+        "Nothing was left at the load balancer."
+    )
+
+
+def revoke_failed_text(request: AccessRequest, error: str, approvers: list[str]) -> str:
+    return (
+        f":rotating_light: Revoking `{request.id}` on `{request.target}` failed: {escape(clip(error, MAX_LINE))}. "
+        f"It is retried, and the sweep keeps trying. {people(approvers)}"
+    )
+
+
+def targets_text(targets: dict[str, Target]) -> str:
+    """`/jit targets`: the targets a person may request, with their limits."""
+    if not targets:
+        return "You may not request any target. Ask your platform team to add you to the policy."
+    lines = ["*Targets you may request:*"]
+    for name, target in sorted(targets.items()):
+        required = f", {target.approvals_required} approvals" if target.approvals_required > 1 else ""
+        lines.append(
+            f"• `{name}` {escape(clip(target.description, MAX_LINE))} — "
+            f"default {format_duration(target.default_duration)}, "
+            f"{format_duration(target.min_duration)} to {format_duration(target.max_duration)}{required}; "
+            f"approvers {people(target.approvers)}"
+        )
+    return "\n".join(lines)
+
+
+def list_text(requests: list[AccessRequest], more: int = 0) -> str:
+    """`/jit list`: a line a request, and how many more there are past the ones shown."""
+    if not requests:
+        return "No pending or active requests that you can see."
+    lines = ["*Pending and active requests:*"]
+    for request in requests:
+        if request.status is Status.GRANTED:
+            state = f"granted until {when(request.ends_at)}"
+        elif request.status is Status.PENDING:
+            approvals = f"{len(request.approvals)} of {request.approvals_required}"
+            state = f"pending ({approvals}), expires {when(request.pending_until)}"
+        else:
+            state = str(request.status)
+        lines.append(
+            f"• `{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
+        )
+    if more > 0:
+        lines.append(f"… and {more} more not shown")
+    return "\n".join(lines)
+
+
+def extension_requested_text(request: AccessRequest) -> str:
+    """The thread's note of an extension request as text (the notification of extension_requested_blocks)."""
+    extension = request.extension
+    more = extension.duration_text if extension else "more time"
+    reason = escape(clip(extension.reason, MAX_SECTION_TEXT)) if extension else ""
+    return f":hourglass: <@{request.requester}> asked to extend `{request.id}` by {more}. Reason: {reason}"
+
+
+def extension_requested_blocks(request: AccessRequest) -> Blocks:
+    """The thread's note of an extension request, the reason as typed."""
+    extension = request.extension
+    more = extension.duration_text if extension else "more time"
+    line = f":hourglass: <@{request.requester}> asked to extend `{request.id}` by {more}."
+    return [section(mrkdwn(line)), *typed_blocks("Reason", extension.reason if extension else "")]
+
+
+def extension_approval_text(request: AccessRequest, who: str, done: bool) -> str:
+    if done:
+        return (
+            f":white_check_mark: <@{who}> approved the extension of `{request.id}`; "
+            f"moving its end to {when(request.ends_at)}."
+        )
+    return f":ballot_box_with_check: <@{who}> approved the extension of `{request.id}`; waiting for another approver."
+
+
+def extension_denied_text(request: AccessRequest, who: str) -> str:
+    return f":no_entry: <@{who}> denied the extension of `{request.id}`; it still ends {when(request.ends_at)}."
+
+
+def extended_text(request: AccessRequest, verified: bool) -> str:
+    check = "markers at the load balancer moved and verified" if verified else ":warning: markers NOT verified"
+    return f":hourglass_flowing_sand: `{request.id}` on `{request.target}` now ends {when(request.ends_at)} ({check})."
+
+
+def warning_text(request: AccessRequest, minutes: int) -> str:
+    return (
+        f":alarm_clock: Your access `{request.id}` on `{request.target}` ends in about {minutes} minutes "
+        f"({when(request.ends_at)}). Need more? `/jit extend {request.id} 30m <reason>`"
+    )
+
+
+def help_text(unknown: str | None = None) -> str:
+    from jit_lb.access.commands import USAGE
+
+    prefix = f"`{unknown}` is not a `/jit` command.\n" if unknown else ""
+    return prefix + USAGE
+
+
+def refusal_text(reason: str) -> str:
+    return f":no_entry_sign: Refused: {reason}"
+
+
+def mfa_enrolment_text(uri: str, within: timedelta) -> str:
+    """The enrolment DM: the `otpauth://` URI (its QR code follows as an image); deleted once it has served."""
+    return (
+        ":closed_lock_with_key: Step-up MFA for jit-lb: scan the QR code below with your authenticator app "
+        f"(or add this key by hand: `{uri}`), then type the app's first code in the form I opened, "
+        f"within {format_duration(within)}. This message and the QR code are deleted once you confirm (or when "
+        "that time is up, which cancels the enrolment), so that nobody reading your DMs later finds the secret. "
+        "If you lose the app, an admin resets your enrolment."
+    )
+
+
+def mfa_reset_dm_text(admin: str) -> str:
+    return (
+        f":warning: <@{admin}> reset your step-up MFA enrolment: your authenticator no longer works for jit-lb, and "
+        "`/jit mfa enroll` sets up a new one. If you did not ask for this, tell your security team."
+    )
+
+
+def mfa_reset_post_text(admin: str, user: str, existed: bool) -> str:
+    done = "reset" if existed else "reset (there was none)"
+    return f":key: <@{admin}> {done} <@{user}>'s step-up MFA enrolment, with a one-time code of their own."
+
+
+def mfa_cancelled_text(within: timedelta) -> str:
+    return (
+        f":hourglass: Your step-up MFA enrolment was not confirmed within {format_duration(within)}: it is cancelled, "
+        "its secret destroyed and its QR code deleted. `/jit mfa enroll` starts again."
+    )
+
+
+def enrolled_text() -> str:
+    return ":white_check_mark: Enrolled: jit-lb will ask for a code from your app when a target requires one."
+
+
+def breakglass_reply(request: AccessRequest) -> str:
+    return (
+        f":rotating_light: Break-glass `{request.id}` on `{request.target}` for {request.duration_text}: being applied "
+        "now, without approval. The approvers are told and will review it."
+    )
+
+
+def review_text(request: AccessRequest) -> str:
+    verdict = "acknowledged" if request.review == "acknowledged" else "flagged"
+    return f":mag: <@{request.reviewed_by}> {verdict} break-glass `{request.id}` on `{request.target}`."
+
+
+def flagged_dm_text(request: AccessRequest) -> str:
+    return (
+        f":triangular_flag_on_post: <@{request.reviewed_by}> flagged break-glass `{request.id}`: "
+        f"<@{request.requester}> took `{request.target}` for {request.duration_text}. "
+        f"`/jit revoke {request.id}` ends it if it still runs."
+    )
+
+
+def lockdown_started_text(user: str, reason: str) -> str:
+    return (
+        f":lock: Lockdown on, by <@{user}>: {escape(clip(reason, MAX_LINE))}. Every grant is being ended and every "
+        "pending request cancelled; new requests and break-glass are refused until `/jit lockdown off`."
+    )
+
+
+def lockdown_ended_text(user: str, ended: Any) -> str:
+    return f":unlock: Lockdown lifted by <@{user}> (it was turned on by <@{ended.by}> {when(ended.at)})."
+
+
+def lockdown_status_text(lockdown: Any) -> str:
+    if lockdown is None:
+        return "No lockdown: requests are open."
+    return (
+        f":lock: Lockdown on since {when(lockdown.at)}, by <@{lockdown.by}>: {escape(clip(lockdown.reason, MAX_LINE))}"
+    )

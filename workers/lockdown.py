@@ -1,0 +1,109 @@
+"""The lockdown: while an admin's `/jit lockdown on` holds, every grant is ended and every open request closed.
+
+`enforce_lockdown` runs every second in every worker's loop (workers/loops.py); `clear_spec` is the
+job that removes at once every object jit-lb holds at one grant spec, before each grant's own revoke.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+import structlog
+
+from jit_lb.access import requests
+from jit_lb.access.errors import TransitionError
+from jit_lb.access.policy import parse_grant_spec, spec_record
+from jit_lb.access.requests import AccessRequest, EndReason, Status
+from jit_lb.runtime import Runtime
+from workers.context import current
+from workers.jobs import revoke_access
+from workers.notices import Notice, queue_notice
+from workers.orders import record_removed
+from workers.providers.base import ProviderError
+from workers.providers.registry import provider_for
+from workers.reconcile import enqueue_once, specs_to_sweep, utcnow
+
+log = structlog.get_logger("jit_lb.lockdown")
+
+LOCKDOWN_HOLD = 3600  # a lockdown's job is queued once (a slow queue must not run it twice)
+
+
+def enforce_lockdown(now: datetime | None = None) -> int:
+    """While a lockdown is on: cancel every pending request, fail every approved one, and end every grant.
+
+    Run every second by every worker's loop, so that a grant a job applied after the lockdown began
+    (it was running when it started) is ended too; each revoke is queued once, on the fast queue.
+    """
+    rt = current().rt
+    lockdown = rt.store.lockdown()
+    if lockdown is None:
+        return 0
+    now = now or utcnow()
+    stamp = int(lockdown.at.timestamp())
+    open_requests = rt.store.open_requests()
+    acted = 0
+    # First, at once and side by side: one job a grant spec removes every object jit-lb holds there.
+    for spec in specs_to_sweep(rt, open_requests):
+        record = json.dumps(spec_record(spec), sort_keys=True)
+        digest = hashlib.sha256(record.encode()).hexdigest()[:16]
+        acted += enqueue_once(rt, f"clear-{digest}-{stamp}", clear_spec, record, hold=LOCKDOWN_HOLD)
+    # Then each grant's own revoke records its end (verified by reading its objects back) and tells people.
+    for request in open_requests:
+        if request.status is Status.GRANTED:
+            job_id = f"revoke-lockdown-{request.id}-{stamp}"
+            args = (request.id, EndReason.LOCKDOWN.value, lockdown.by)
+            acted += enqueue_once(rt, job_id, revoke_access, *args, hold=LOCKDOWN_HOLD)
+        elif request.status in {Status.PENDING, Status.APPROVED}:
+            acted += _close_for_lockdown(rt, request, now)
+    return acted
+
+
+def _close_for_lockdown(rt: Runtime, request: AccessRequest, now: datetime) -> int:
+    why = "cancelled by the lockdown"
+    change = (
+        (lambda r: requests.cancel(r, why, now))
+        if request.status is Status.PENDING
+        else (lambda r: requests.fail(r, why, now))
+    )
+    event = "request.cancelled" if request.status is Status.PENDING else "grant.failed"
+
+    def record(_: AccessRequest, after: AccessRequest) -> None:
+        rt.audit.request_event(event, after, actor="system", why=why, error=why, must=True)
+
+    try:
+        _, after = rt.store.transition(request.id, change, record)
+    except TransitionError:
+        return 0
+    queue_notice(rt, after, Notice.CANCELLED if event == "request.cancelled" else Notice.FAILED)
+    return 1
+
+
+def clear_spec(spec: str) -> str:
+    """A lockdown's first move on one grant spec: every object jit-lb holds there is removed, at once.
+
+    Each grant's own revoke job follows to record its end (it finds its objects gone, and verifies
+    that by reading them back). Objects that are not jit-lb's to judge (an anomaly, no lease on an
+    AWS object) are left alone, as the sweep leaves them.
+    """
+    rt = current().rt
+    if rt.store.lockdown() is None:
+        return "no lockdown"
+    grant_spec = parse_grant_spec(json.loads(spec))
+    provider = provider_for(grant_spec, rt.store.redis, rt.policy)
+    try:
+        objects = provider.list_managed()
+    except ProviderError as err:
+        log.error("lockdown could not list a load balancer; its grants' revoke jobs try again", error=str(err))
+        return "unreachable"
+    ours = [obj for obj in objects if not obj.anomaly and (obj.leases or provider.owns_unleased)]
+    try:
+        # No scope locks: nothing is granted during a lockdown, and a revoke job that races this finds the object gone.
+        removed = provider.drop_all(ours)
+    except ProviderError as err:
+        log.error("lockdown could not remove objects; their revoke jobs try again", error=str(err))
+        return "failed"
+    for obj in ours:
+        record_removed(rt, grant_spec.kind, obj, sorted(obj.request_ids()), "lockdown", True)
+    return f"{removed} removed"
