@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench import deadline, grants, lockdown, memory, nginx, slash, sweep
+from bench import deadline, grants, ha, lockdown, memory, nginx, slash, sweep
 from bench.lockdown import Mix
 from bench.moto_view import install_speedups, reset_moto
 from bench.stats import Row, render
@@ -58,7 +58,7 @@ def timed(name: str, step: Callable[[], list[Row]]) -> list[Row]:
 
 
 # In the order the table shows them; `deadline` runs on the main Stack, `lockdown`, `sweep` and `nginx` on their own.
-FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "deadline", "lockdown", "nginx", "memory")
+FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "deadline", "lockdown", "nginx", "ha", "memory")
 
 
 def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
         install_speedups()
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    figures = main_stack_rows(plan, only) if only - {"sweep", "lockdown", "nginx"} else {}
+    figures = main_stack_rows(plan, only) if only - {"sweep", "lockdown", "nginx", "ha"} else {}
     if "sweep" in only:
         figures["sweep"] = timed("sweep", lambda: sweep.sweeps(list(plan.sweep_sizes), plan.sweep_expired))
         reset_moto()
@@ -122,6 +122,9 @@ def main(argv: list[str]) -> int:
     if "nginx" in only:
         provider_rounds, flow_rounds, busy_rounds = plan.nginx_rounds
         figures["nginx"] = timed("nginx", lambda: nginx.nginx_figures(provider_rounds, flow_rounds, busy_rounds))
+        reset_moto()
+    if "ha" in only:
+        figures["ha"] = timed("high availability", lambda: ha.ha_figures(args.quick))
         reset_moto()
     rows = [row for name in FIGURES for row in figures.get(name, [])]
     mode = "quick" if args.quick else "full"
