@@ -253,7 +253,8 @@ def end_idle(now: datetime | None = None) -> int:
     """End (reason `idle`) each grant on a target with `idle_timeout` whose source has not used it for that long.
 
     Use is what the load balancer counts for the source (HAProxy's stick table: its connection count,
-    and connections open now): any change since the last look, or an open connection, is use now. A
+    and connections open now): a count higher than at the last look, or an open connection, is use now;
+    a count that fell (an entry expired, HAProxy restarted) is not. A
     grant is idle from its start, or from its last use. A count that cannot be read is logged and
     judged again next time, never guessed: access then ends at its end, as without `idle_timeout`.
     """

@@ -372,14 +372,18 @@ class RequestStore:
             return [_text(m) for m in self.redis.zrangebyscore(_REVIEWS, "-inf", now.timestamp())]
 
     def note_use(self, request_id: str, count: int, open_now: bool, now: datetime) -> datetime | None:
-        """Remember a grant's use count; returns when it was last used (now, when the count moved or a connection
-        is open), or None when no use has been seen since the grant (its first look counts as none)."""
+        """Remember a grant's use count; returns when it was last used (now, when the count rose or a connection
+        is open), or None when no use has been seen since the grant (its first look counts as none).
+
+        A count that falls is no use: the load balancer forgot the source (a stick-table entry expired, HAProxy
+        restarted). It is kept as the new base, so that use from there on counts.
+        """
         key = _USE + request_id
         with reachable():
             seen = {_text(k): _text(v) for k, v in self.redis.hgetall(key).items()}
             last = datetime.fromisoformat(seen["at"]) if seen.get("at") else None
-            moved = "count" in seen and int(seen["count"]) != count
-            if moved or open_now:
+            rose = "count" in seen and count > int(seen["count"])
+            if rose or open_now:
                 last = now
             fields = {"count": str(count)} | ({"at": last.isoformat()} if last else {})
             self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]

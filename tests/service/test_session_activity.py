@@ -393,3 +393,29 @@ def test_a_grant_redis_no_longer_knows_has_no_start_snapshot(world: World) -> No
     record = world.record("grant.activity", "jit-gone22")
     assert record["changes_unknown"] == activity.UNKNOWN_REQUEST
     assert (record["actor"], record["kind"], "changes" in record) == ("system", "aws_security_group", False)
+
+
+@pytest.mark.haproxy
+async def test_a_use_count_that_falls_is_not_use_and_the_idle_grant_ends(world: World, haproxy: HaproxyServer) -> None:
+    """Used, then seen used again a second later; then its stick-table entry is cleared (as an expiry or an HAProxy
+    restart does) so the count falls to 0: that is no use, and the grant ends idle `idle_timeout` after the last
+    real use, not that long after the fall."""
+    haproxy_target(world, haproxy, haproxy.stick_table)
+    path = Path(world.rt.settings.jit_policy_file)
+    policy = yaml.safe_load(path.read_text(encoding="utf-8"))
+    policy["targets"]["edge-haproxy"]["idle_timeout"] = "1m"
+    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    assert world.rt.reload_policy()
+    request = await world.granted("U0DEV3", "request edge-haproxy 30m check the edge")
+    assert [http_status(haproxy.port, LOOPBACK) for _ in range(3)] == [200, 200, 200]
+    start = datetime.now(UTC)
+    assert reconcile.end_idle(start) == 0  # the first look: 3 connections
+    assert http_status(haproxy.port, LOOPBACK) == 200
+    assert reconcile.end_idle(start + timedelta(seconds=1)) == 0  # 4: used at start + 1 s
+    table = haproxy.stick_table.rsplit("/", 1)[-1]
+    RuntimeApi(haproxy.runtime_api_unix).command(f"clear table {table} key ::ffff:{LOOPBACK}")  # a type ipv6 table
+
+    assert reconcile.end_idle(start + timedelta(seconds=61)) == 1  # 0 now: a fall, not use; a minute since the use
+
+    world.work()
+    assert ("grant.revoked", "idle") == ("grant.revoked", world.record("grant.revoked", request.id)["reason"])
