@@ -169,6 +169,8 @@ def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
                 f":white_check_mark: Extended by {people(extension.approvers)} · now until {when(request.ends_at)}"
             )
         )
+    elif extension.outcome == "refused":
+        blocks.append(outcome_block(f":no_entry: Approved, then refused under the policy in force: {extension.why}"))
     else:
         blocks.append(outcome_block(f":no_entry: Extension denied by <@{extension.decided_by}>"))
     return blocks

@@ -204,6 +204,13 @@ def extended_text(request: AccessRequest, verified: bool) -> str:
     return f":hourglass_flowing_sand: `{request.id}` on `{request.target}` now ends {when(request.ends_at)} ({check})."
 
 
+def extension_refused_text(request: AccessRequest, why: str) -> str:
+    return (
+        f":no_entry: The extension of `{request.id}` on `{request.target}` was approved but not applied: {why}. "
+        f"It still ends {when(request.ends_at)}."
+    )
+
+
 def warning_text(request: AccessRequest, minutes: int) -> str:
     return (
         f":alarm_clock: Your access `{request.id}` on `{request.target}` ends in about {minutes} minutes "

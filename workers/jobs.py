@@ -16,7 +16,7 @@ from jit_lb.access.requests import AccessRequest, Activity, EndReason, Status
 from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
-from workers.judge import GRACE, applied_spec, grant_refusal
+from workers.judge import GRACE, applied_spec, extension_refusal, grant_refusal
 from workers.notices import Notice, queue_notice, warn_expiry
 from workers.orders import holds_lease, order_of, release, roll_back
 from workers.providers.base import ProviderError
@@ -150,8 +150,13 @@ def extend_access(request_id: str) -> str:
     if request is None or request.status is not Status.GRANTED or request.ends_at is None:
         return "not granted"
     spec = applied_spec(rt.policy, request)
-    if spec is None or rt.policy.target_for(request.target) is None:
+    target = rt.policy.target_for(request.target)
+    if spec is None or target is None:
         return "target gone"  # the reconciler ends it (reason `policy`)
+    # Judged again as a request is, now that the markers are to move (the policy may have changed since).
+    refusal = extension_refusal(rt.policy, rt.approvers, request, target, rt.store.lockdown() is not None, utcnow())
+    if refusal is not None:
+        return _refuse_extension(rt, request, refusal)
     provider = provider_for(spec, rt.store.redis, rt.policy)
     order = order_of(request, request.ends_at, spec)
     with rt.store.lock(provider.scope(order)):
@@ -172,6 +177,21 @@ def extend_access(request_id: str) -> str:
     )
     queue_notice(rt, request, Notice.EXTENDED, verified=verified)
     return "extended"
+
+
+def _refuse_extension(rt: Runtime, request: AccessRequest, why: str) -> str:
+    """Take an approved extension back (its end moves back; the markers never moved), record it, and say why."""
+    number = len(request.extensions)
+
+    def record(_: AccessRequest, after: AccessRequest) -> None:
+        rt.audit.request_event("extension.refused", after, actor="system", why=why, ends_at=after.ends_at, must=True)
+
+    try:
+        _, after = rt.store.transition(request.id, lambda r: requests.refuse_extension(r, number, why), record)
+    except TransitionError:
+        return "moved on"  # revoked, or extended again, meanwhile: the next job judges that
+    queue_notice(rt, after, Notice.EXTENSION_REFUSED, error=why)
+    return "refused"
 
 
 def _whole_second(moment: datetime) -> datetime:

@@ -28,6 +28,7 @@ class Notice(StrEnum):
     EXTENDED = "extended"
     REVOKE_FAILED = "revoke_failed"
     CANCELLED = "cancelled"  # withdrawn by its requester (the web recorded it)
+    EXTENSION_REFUSED = "extension_refused"  # approved, then refused when judged again at the load balancer
 
 
 def utcnow() -> datetime:
@@ -146,6 +147,13 @@ def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -
         # For the approvers, in the thread: the requester has nothing to do about it.
         approvers = sorted(rt.approvers.of(rt.policy.target_for(request.target)))
         notifier.thread(request, sentences.revoke_failed_text(request, error, approvers))
+        return "told"
+    if kind is Notice.EXTENSION_REFUSED:
+        notifier.update_extension_card(request, request.extensions[-1] if request.extensions else None)
+        text = sentences.extension_refused_text(request, error)
+        notifier.thread(request, text)
+        notifier.dm(request.requester, text)
+        home.refresh_homes(rt, notifier, request)
         return "told"
     notifier.update_card(request)
     if kind is Notice.CANCELLED:

@@ -34,6 +34,7 @@ from jit_lb.access.errors import (
     TransitionError,
 )
 from jit_lb.access.mfa import MfaError
+from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.access.store import LimitError
 from jit_lb.runtime import Runtime
@@ -207,6 +208,7 @@ class CommandService:
             raise CommandError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
         commands.check_duration(request.target, target, parsed.duration)
         commands.check_reason(request.target, target, parsed.reason)
+        self._judge_extension(user, request, target, parsed)
         if target.require_mfa and not mfa and self.mfa.due(user, target):
             intent = {
                 "do": "extend",
@@ -226,7 +228,9 @@ class CommandService:
             )
 
         def extension(current: AccessRequest) -> AccessRequest:
-            return requests.request_extension(current, parsed.duration, parsed.reason, self.clock())
+            # On a target that requires MFA this is reached only after a code (or within its window).
+            with_mfa = target.require_mfa
+            return requests.request_extension(current, parsed.duration, parsed.reason, self.clock(), with_mfa)
 
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event(
@@ -245,6 +249,29 @@ class CommandService:
         # Its card is posted by a worker, as a new request's is.
         self.rt.store.announce_later(after.id)
         return Reply(sentences.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
+
+    def _judge_extension(self, user: str, request: AccessRequest, target: Target, parsed: ExtendCommand) -> None:
+        """An extension is judged as a request is: lockdown, the requester still allowed, freezes over the
+        time it adds (the workers judge it again when the markers move)."""
+        policy = self.rt.policy
+        if self.rt.store.lockdown() is not None:
+            raise CommandError(LOCKED)
+        members = self.rt.approvers.directory.members
+        if request.break_glass:
+            rules = policy.break_glass
+            if rules is None or user not in policy.people(rules.users, members):
+                raise CommandError(f"break-glass no longer covers you on `{request.target}`, so you cannot extend it")
+        elif not self.rt.approvers.may_request(user, target):
+            raise CommandError(f"you may no longer request `{request.target}`, so you cannot extend {request.id}")
+        assert request.ends_at is not None
+        now = self.clock()
+        freeze = policy.freeze_during(request.target, now, request.ends_at + parsed.duration)
+        if freeze is not None:
+            until = freeze.to.strftime("%Y-%m-%d %H:%M UTC")
+            raise CommandError(
+                f"`{request.target}` is frozen from {freeze.from_:%Y-%m-%d %H:%M} UTC until {until}: {freeze.reason}; "
+                "an extension may not reach into a freeze"
+            )
 
     def _mfa(self, user: str, words: list[str]) -> Reply:
         try:

@@ -443,6 +443,17 @@ class Policy(_Model):
         """The freeze window `target` is in at `now`, if any."""
         return next((freeze for freeze in self.freezes if freeze.covers(target, now)), None)
 
+    def freeze_during(self, target: str, start: datetime, end: datetime) -> Freeze | None:
+        """A freeze window of `target` that overlaps [start, end), if any (an extension may not reach into one)."""
+        return next(
+            (
+                freeze
+                for freeze in self.freezes
+                if freeze.from_ < end and start < freeze.to and (freeze.targets is None or target in freeze.targets)
+            ),
+            None,
+        )
+
     def break_glass_covers(self, target: str) -> bool:
         rules = self.break_glass
         return rules is not None and (rules.targets is None or target in rules.targets)

@@ -85,8 +85,10 @@ class Extension(BaseModel):
     duration_seconds: int
     reason: str
     requested_at: datetime
+    mfa: bool = False  # asked with a one-time code (or within its window)
     approvals: tuple[Approval, ...] = ()
-    outcome: str = "pending"  # pending, approved, denied
+    outcome: str = "pending"  # pending, approved, denied, refused (approved, then judged again and refused)
+    why: str | None = None  # why an approved extension was refused when the markers were to move
     decided_by: str | None = None
     card_channel: str | None = None
     card_ts: str | None = None
@@ -383,13 +385,33 @@ def end(
     )
 
 
-def request_extension(request: AccessRequest, extra: timedelta, reason: str, now: datetime) -> AccessRequest:
+def request_extension(
+    request: AccessRequest, extra: timedelta, reason: str, now: datetime, mfa: bool = False
+) -> AccessRequest:
     if request.status is not Status.GRANTED:
         raise TransitionError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
     if request.extension is not None:
         raise TransitionError(f"{request.id} already has an extension waiting for approval")
-    extension = Extension(duration_seconds=int(extra.total_seconds()), reason=reason, requested_at=now)
+    extension = Extension(duration_seconds=int(extra.total_seconds()), reason=reason, requested_at=now, mfa=mfa)
     return request.model_copy(update={"extension": extension})
+
+
+def refuse_extension(request: AccessRequest, number: int, why: str) -> AccessRequest:
+    """Take back the approved extension numbered `number` (1-based) when it may not be applied: the grant's
+    end moves back to where it was, and the extension is recorded `refused`."""
+    if request.status is not Status.GRANTED or request.ends_at is None or len(request.extensions) != number:
+        raise TransitionError(f"{request.id} is not where that extension left it")
+    done = request.extensions[-1]
+    if done.outcome != "approved":
+        raise TransitionError(f"that extension of {request.id} is {done.outcome}")
+    back = timedelta(seconds=done.duration_seconds)
+    return request.model_copy(
+        update={
+            "extensions": (*request.extensions[:-1], done.model_copy(update={"outcome": "refused", "why": why})),
+            "ends_at": request.ends_at - back,
+            "duration_seconds": request.duration_seconds - done.duration_seconds,
+        }
+    )
 
 
 def approve_extension(request: AccessRequest, who: str, now: datetime, mfa: bool = False) -> AccessRequest:

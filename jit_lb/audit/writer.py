@@ -71,6 +71,7 @@ EVENTS = frozenset(
         "extension.requested",
         "extension.approved",
         "extension.denied",
+        "extension.refused",
         "sweep.removed",
         "sweep.reported",
         "grant.activity",
