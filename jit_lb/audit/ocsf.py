@@ -65,6 +65,7 @@ MAPPINGS: dict[str, Mapping] = {
     "extension.requested": Mapping(3003, 99, OTHER, INFO, "Request Extension", "Pending"),
     "extension.approved": Mapping(3003, 1, SUCCESS, INFO),
     "extension.denied": Mapping(3003, 1, FAILURE, INFO),
+    "extension.refused": Mapping(3003, 1, FAILURE, INFO),  # approved, then refused when the markers were to move
     "review.acknowledged": Mapping(3003, 99, SUCCESS, INFO, "Review Break-Glass"),
     "review.flagged": Mapping(3003, 99, FAILURE, HIGH, "Review Break-Glass"),
     # Access at the load balancer: User Access Management.
