@@ -44,9 +44,9 @@ class Settings(BaseSettings):
     jit_warn_before: float = Field(default=300.0, gt=0)
     # Seconds between a failed revoke's retries, comma-separated; the sweep keeps trying after them.
     jit_revoke_retry_intervals: str = "1,2,5,10,30"
-    # Seconds before its end that a grant's revoke is queued, at least: access is gone by the approved end.
-    jit_revoke_lead: float = Field(default=2.0, ge=0, le=60)
-    # Revokes a second the workers keep up with: the lead grows by the revokes due in the next minute at this rate.
+    # The fixed margin of each grant's revoke lead (seconds): the loop's tick, a worker taking the job, and jitter.
+    jit_revoke_lead: float = Field(default=1.0, ge=0, le=60)
+    # Revokes a second assumed until the workers' own rate has been measured (the lead adds the work ahead at it).
     jit_revoke_rate: float = Field(default=15.0, gt=0)
     # Test hook: seconds a grant job waits between applying and recording, so a test can kill the worker there.
     jit_fault_pause_after_apply: float = Field(default=0.0, ge=0)

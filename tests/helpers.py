@@ -4,6 +4,7 @@ pending request at a fixed time, and the steps of driving the stack as Slack and
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,39 @@ def lease_end(stack: Stack, request_id: str) -> datetime:
     """The one end time the request's rules carry."""
     (value,) = lease_tags(stack, request_id)
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class GoneWatch:
+    """When each request's security-group rules were last seen at moto and first seen gone (epoch seconds).
+
+    One EC2 client polled as fast as moto answers: the rules went between `last_present` and `first_gone`.
+    """
+
+    def __init__(self, stack: Stack, request_ids: list[str]) -> None:
+        assert stack.network is not None
+        self.group_id = stack.network.security_group_id
+        self.ec2 = stack.moto.client("ec2")
+        self.last_present: dict[str, float] = {}
+        self.first_gone: dict[str, float] = {}
+        self.request_ids = request_ids
+
+    def leased(self) -> set[str]:
+        rules = self.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [self.group_id]}])
+        return {
+            tag["Key"].removeprefix("jit-lb:lease:")
+            for rule in rules["SecurityGroupRules"]
+            for tag in rule.get("Tags", [])
+            if tag["Key"].startswith("jit-lb:lease:")
+        }
+
+    def until_gone(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.first_gone) < len(self.request_ids):
+            assert time.monotonic() < deadline, f"still present: {set(self.request_ids) - set(self.first_gone)}"
+            before = time.time()
+            leased = self.leased()
+            for request_id in self.request_ids:
+                if request_id in leased:
+                    self.last_present[request_id] = before  # the answer reflects moto at or after `before`
+                elif request_id not in self.first_gone:
+                    self.first_gone[request_id] = time.time()

@@ -24,7 +24,7 @@ from typing import Any
 
 from jit_lb.access.requests import Activity, Change, Snapshot, Use
 from jit_lb.runtime import Runtime
-from workers.providers.base import GrantOrder, Provider, ProviderError
+from workers.providers.base import Entries, GrantOrder, Provider, ProviderError
 
 MAX_ENTRIES = 200
 MAX_WHAT = 200
@@ -41,13 +41,27 @@ UNKNOWN_REQUEST = (
 NO_STICK_TABLE = "the target names no stick_table, so HAProxy does not count its use"
 
 
-def observe(provider: Provider, order: GrantOrder, now: datetime) -> Snapshot:
-    """The target's surroundings and the order's source's use now, as far as they can be read; never raises."""
-    unreadable = None
-    try:
-        entries = provider.snapshot(order)
-    except ProviderError as err:
-        entries, unreadable = None, str(err)
+# The surroundings read for one batch of grants of a spec, by the principal's role (or ""), with why unreadable.
+Seen = dict[str, tuple[Entries | None, str | None]]
+
+
+def observe(provider: Provider, order: GrantOrder, now: datetime, seen: Seen | None = None) -> Snapshot:
+    """The target's surroundings and the order's source's use now, as far as they can be read; never raises.
+
+    `seen` keeps the surroundings read for one batch of orders of the same spec: they differ only by the
+    principal's role (IAM), so a batch of grants ending together reads them once a role, not once a grant.
+    """
+    key = order.role_name or ""
+    if seen is not None and key in seen:
+        entries, unreadable = seen[key]
+    else:
+        unreadable = None
+        try:
+            entries = provider.snapshot(order)
+        except ProviderError as err:
+            entries, unreadable = None, str(err)
+        if seen is not None:
+            seen[key] = (entries, unreadable)
     if entries is None and unreadable is None:
         unreadable = f"jit-lb does not read the load balancer around {order.spec.kind} grants"
     use, use_unreadable = None, None

@@ -18,7 +18,7 @@ from workers import activity
 from workers.context import current
 from workers.judge import GRACE, applied_spec, extension_refusal, grant_refusal
 from workers.notices import Notice, queue_notice, warn_expiry
-from workers.orders import holds_lease, order_of, release, roll_back
+from workers.orders import holds_lease, order_of, release, release_many, roll_back
 from workers.providers.base import ProviderError
 from workers.providers.registry import provider_for
 
@@ -250,6 +250,58 @@ def revoke_access(
     return "revoked"
 
 
+def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
+    """End grants of one grant spec at their ends, together: access first, for all of them, then their records.
+
+    The workers' loop queues the grants whose revoke leads open at the same moment in one job a
+    grant spec (`reconcile.enqueue_ended`); `ends` are the ends they were queued for, and a grant
+    extended since stands down, as in `revoke_access`. Access is taken away in as few calls as the
+    load balancer allows (`leasing.release_many`); the time that took is kept for the revoke rate
+    the next leads are measured by; then each grant's end is recorded and told, as one revoke does.
+    """
+    rt = current().rt
+    started = time.time()
+    found = rt.store.find_many(set(request_ids))
+    batch = {
+        request_id: found[request_id]
+        for request_id, end in zip(request_ids, ends, strict=True)
+        if request_id in found
+        and found[request_id].status is Status.GRANTED
+        and found[request_id].ends_at is not None
+        and int(found[request_id].ends_at.timestamp()) == end  # type: ignore[union-attr]
+    }
+    if not batch:
+        return "none to revoke"
+    spec = applied_spec(rt.policy, next(iter(batch.values())))
+    if spec is None:
+        for request_id, request in batch.items():
+            revoke_access(request_id, for_end=int(request.ends_at.timestamp()))  # type: ignore[union-attr]
+        return f"{len(batch)} revoked one by one"
+    provider = provider_for(spec, rt.store.redis, rt.policy)
+    orders = [order_of(request, request.ends_at, spec) for request in batch.values() if request.ends_at]
+    try:
+        released = release_many(rt, provider, orders, batch, utcnow())
+    except ProviderError as err:
+        for request in batch.values():
+            _revoke_failed(rt, request, str(err))
+        raise
+    rt.store.note_revoke_work(started, time.time(), len(batch))
+    seen: activity.Seen = {}  # the surroundings at the end, read once for the batch
+    for order in orders:
+        result = released[order.request_id]
+        finish_revoke(
+            rt,
+            order.request_id,
+            EndReason.EXPIRED,
+            "system",
+            result.removed,
+            result.verified,
+            seen=seen,
+            dropped_leases=result.dropped or None,
+        )
+    return f"{len(batch)} revoked"
+
+
 def finish_revoke(
     rt: Runtime,
     request_id: str,
@@ -258,17 +310,19 @@ def finish_revoke(
     removed: list[str],
     verified: bool,
     at: datetime | None = None,
+    seen: activity.Seen | None = None,
     **details: Any,
 ) -> None:
     """Record a grant's end once its leases are gone, with what happened during it; a second caller does nothing.
 
     The end stands whatever the audit log does: its record is spooled until the log takes it. `at` is
-    when the access was removed, when that was before now (a sweep while Redis was gone).
+    when the access was removed, when that was before now (a sweep while Redis was gone). `seen`: the
+    surroundings read for a batch of grants of one spec (`activity.observe`).
     """
     request = rt.store.find(request_id)
     if request is None or request.status is not Status.GRANTED:
         return
-    happened = _session_activity(rt, request)
+    happened = _session_activity(rt, request, seen)
 
     def record(_: AccessRequest, ended: AccessRequest) -> None:
         rt.audit.request_event(
@@ -296,14 +350,14 @@ def finish_revoke(
     queue_notice(rt, ended, Notice.ENDED)
 
 
-def _session_activity(rt: Runtime, request: AccessRequest) -> Activity:
+def _session_activity(rt: Runtime, request: AccessRequest, seen: activity.Seen | None = None) -> Activity:
     """What happened during a grant that is ending: the load balancer read now, compared with the grant's start."""
     spec = applied_spec(rt.policy, request)
     if spec is None:
         return Activity(unknown="the grant records no spec and its target left the policy: nothing could be read")
     provider = provider_for(spec, rt.store.redis, rt.policy)
     now = utcnow()
-    end = activity.observe(provider, order_of(request, request.ends_at or now, spec), now)
+    end = activity.observe(provider, order_of(request, request.ends_at or now, spec), now, seen)
     return activity.compare(request.start_snapshot, end)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
@@ -72,6 +74,80 @@ def release(
         after = [provider.read(ref) for ref in sorted(refs)]
         verified = bool(refs) and all(obj is None or order.request_id not in obj.request_ids() for obj in after)
     return removed, verified, dropped
+
+
+@dataclass
+class Released:
+    """What releasing one grant did: the objects removed (or kept for another grant), verified, leases dropped."""
+
+    removed: list[str] = field(default_factory=list)
+    verified: bool = False
+    dropped: dict[str, str] = field(default_factory=dict)
+
+
+def release_many(
+    rt: Runtime, provider: Provider, orders: list[GrantOrder], requests: dict[str, AccessRequest], now: datetime
+) -> dict[str, Released]:
+    """`release` for many grants of one grant spec at once, as a lockdown removes objects.
+
+    One listing finds every object holding their leases; the objects no live grant still holds are
+    removed together (`drop_all`: a security group's rules in one RevokeSecurityGroupIngress a
+    hundred, an ALB's rules without reading each again, HAProxy's entries on one connection); an
+    object another grant still holds loses only these leases. One listing after verifies them all.
+    """
+    ids = {order.request_id for order in orders}
+    with contextlib.ExitStack() as locks:
+        for scope in sorted({provider.scope(order) for order in orders}):  # sorted: two batches never deadlock
+            locks.enter_context(rt.store.lock(scope))
+        held = [obj for obj in provider.list_managed() if obj.request_ids() & ids]
+        listed = {obj.ref for obj in held}
+        for request in requests.values():
+            for ref in set(request.object_refs) - listed:
+                obj = provider.read(ref)  # a recorded object the listing did not show
+                if obj is not None and request.id in obj.request_ids():
+                    held.append(obj)
+                    listed.add(ref)
+        released = {request_id: Released() for request_id in ids}
+        whole: list[tuple[ManagedObject, set[str]]] = []
+        partial: list[tuple[ManagedObject, set[str]]] = []
+        for obj, over in _leases_over(rt, held, ids, orders[0].spec, now, released):
+            (whole if over >= obj.request_ids() else partial).append((obj, over))
+        provider.drop_all([obj for obj, _ in whole])
+        for obj, over in whole:
+            for request_id in over & ids:
+                released[request_id].removed.append(obj.description)
+        for obj, over in partial:
+            deleted = provider.drop(obj, over, fresh=True)
+            for request_id in over & ids:
+                released[request_id].removed.append(
+                    obj.description + ("" if deleted else " (kept: still leased by another grant)")
+                )
+        after = {obj.ref: obj for obj in provider.list_managed()}
+    for request_id, result in released.items():
+        refs = {obj.ref for obj in held if request_id in obj.request_ids()} | set(requests[request_id].object_refs)
+        result.verified = bool(refs) and all(
+            ref not in after or request_id not in after[ref].request_ids() for ref in refs
+        )
+    return released
+
+
+def _leases_over(
+    rt: Runtime, held: list[ManagedObject], ids: set[str], spec: GrantSpec, now: datetime, released: dict[str, Released]
+) -> list[tuple[ManagedObject, set[str]]]:
+    """Each object with the leases to drop from it: the batch's own, and any other judged over (a forged one)."""
+    others = rt.store.find_many({rid for obj in held for rid in obj.request_ids()} - ids)
+    longest = longest_grant(rt.policy, spec)
+    judged = []
+    for obj in held:
+        over = obj.request_ids() & ids
+        for lease in obj.leases:
+            why = lease_verdict(lease.ends_at, others.get(lease.request_id), now, longest)
+            if lease.request_id not in ids and why is not None:
+                over.add(lease.request_id)
+                for request_id in obj.request_ids() & ids:
+                    released[request_id].dropped[lease.request_id] = why
+        judged.append((obj, over))
+    return judged
 
 
 def record_removed(

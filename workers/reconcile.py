@@ -6,7 +6,9 @@ to do they queue as jobs, each claimed once in the store so that many loops queu
 
 from __future__ import annotations
 
+import bisect
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +22,7 @@ from jit_lb.policytools.diff import ended_by
 from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
-from workers.jobs import expire_request, extend_access, finish_revoke, grant_access, revoke_access
+from workers.jobs import expire_request, extend_access, finish_revoke, grant_access, revoke_access, revoke_expired
 from workers.judge import GRACE, applied_spec, lease_verdict, longest_grant
 from workers.notices import announce_review
 from workers.orders import record_removed
@@ -39,39 +41,76 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def revoke_lead(rt: Runtime, now: datetime) -> timedelta:
-    """How long before its end a grant's revoke is queued, so that access is gone by the approved end.
+def revoke_leads(
+    ends: list[tuple[str, int]], now: float, margin: float, rate: float
+) -> tuple[list[tuple[str, int]], float]:
+    """The grants whose revoke is to be queued now, first to end first, from grants sorted by their ends; and the
+    lead that opened (the longest of theirs: none of them is cut short by more).
 
-    JIT_REVOKE_LEAD, plus the time the workers need for the revokes due in the next minute at
-    JIT_REVOKE_RATE a second: when many grants end together, their revokes start earlier, not later.
+    Each grant's own lead is `margin` plus the work queued ahead of it (the grants ending at or
+    before it, itself included) at `rate` revokes a second; its revoke is due once the lead reaches
+    its end. The grants ending before a due one are due with it, so that the queue runs in the order
+    of the ends, and each goes only as early as the work ahead of it needs.
     """
-    settings = rt.settings
-    soon = rt.store.grants_ending_between(now, now + LOOKAHEAD)
-    lead = settings.jit_revoke_lead + soon / settings.jit_revoke_rate
-    return timedelta(seconds=min(lead, LOOKAHEAD.total_seconds()))
+    moments = [end for _, end in ends]
+    due, opened = 0, 0.0
+    for end in moments:
+        ahead = bisect.bisect_right(moments, end)  # ties end together: each counts the others as work ahead of it
+        lead = min(margin + ahead / rate, LOOKAHEAD.total_seconds())
+        if now + lead >= end:
+            due, opened = ahead, lead
+    return ends[:due], opened
 
 
 def enqueue_ended(now: datetime | None = None) -> int:
-    """Queue the revoke of each grant whose end is due within the revoke lead, once per end; run every 0.1 s."""
+    """Queue the revokes whose leads have opened, once per end, batched by grant spec; run every 0.1 s.
+
+    The lead is each grant's own (`revoke_leads`): JIT_REVOKE_LEAD plus the grants ending at or before
+    it over the revoke rate the workers achieved in the last minute (JIT_REVOKE_RATE until one was
+    measured). The revokes due together of one grant spec are one `revoke_expired` job, and every job
+    is queued in one round trip.
+    """
     rt = current().rt
     now = now or utcnow()
-    ended = list(rt.store.grants_ended(now + revoke_lead(rt, now)).items())
-    if not ended:
+    coming = list(rt.store.grants_ended(now + LOOKAHEAD).items())
+    if not coming:
+        return 0
+    rate = rt.store.revoke_rate(time.time(), rt.settings.jit_revoke_rate)
+    due, lead = revoke_leads(coming, now.timestamp(), rt.settings.jit_revoke_lead, rate)
+    if not due:
         return 0
     # One claim per (request, end) across every worker's loop; an extension's new end is claimed anew.
-    claimed = rt.store.claim_many([f"revoke-{request_id}-{end}" for request_id, end in ended], ENDED_HOLD)
-    for (request_id, end), won in zip(ended, claimed, strict=True):
-        if won:
-            rt.queue.enqueue(
-                revoke_access,
-                request_id,
-                EndReason.EXPIRED.value,
-                "system",
-                end,
-                job_id=f"revoke-{request_id}",
-                retry=rt.revoke_retry,
-            )
-    return len(ended)
+    claimed = rt.store.claim_many([f"revoke-{request_id}-{end}" for request_id, end in due], ENDED_HOLD)
+    won = [(request_id, end) for (request_id, end), first in zip(due, claimed, strict=True) if first]
+    if won:
+        _enqueue_revokes(rt, won, {"lead": round(lead, 3), "rate": round(rate, 3)})
+    return len(due)
+
+
+def _enqueue_revokes(rt: Runtime, won: list[tuple[str, int]], meta: dict[str, float]) -> None:
+    """One `revoke_expired` job a grant spec, in the order of the ends, all queued in one round trip; each job's
+    meta says the lead it was queued at and the rate that lead assumed."""
+    requests_by_id = rt.store.find_many({request_id for request_id, _ in won})
+    batches: dict[str, list[tuple[str, int]]] = {}
+    for request_id, end in won:
+        request = requests_by_id.get(request_id)
+        spec = request.grant_spec if request is not None else None
+        # A grant recording no spec (from before specs were recorded) goes alone; the job finds its spec.
+        key = json.dumps(spec, sort_keys=True) if spec is not None else f"alone-{request_id}"
+        batches.setdefault(key, []).append((request_id, end))
+    datas, jobs = [], {}
+    for batch in batches.values():
+        (first, first_end), count = batch[0], len(batch)
+        job_id = f"revoke-{first}-{first_end}-{count}"
+        ids, ends = [request_id for request_id, _ in batch], [end for _, end in batch]
+        datas.append(
+            rt.queue.prepare_data(revoke_expired, (ids, ends), job_id=job_id, meta=meta, retry=rt.revoke_retry)
+        )
+        jobs.update(dict.fromkeys(ids, job_id))
+    with rt.store.redis.pipeline() as pipe:
+        rt.queue.enqueue_many(datas, pipeline=pipe)
+        pipe.execute()
+    rt.store.note_revoke_jobs(jobs, ENDED_HOLD)
 
 
 def enqueue_due(now: datetime | None = None) -> int:
@@ -81,7 +120,7 @@ def enqueue_due(now: datetime | None = None) -> int:
     now = now or utcnow()
     due = rt.store.granted_until(now - GRACE)
     for request_id in due:
-        if _waiting_in_queue(rt, f"revoke-{request_id}"):
+        if _waiting_in_queue(rt, rt.store.revoke_job(request_id) or f"revoke-{request_id}"):
             continue  # its scheduled revoke is in the queue already, only behind others
         enqueue_once(rt, f"revoke-due-{request_id}", revoke_access, request_id, EndReason.EXPIRED.value, "system")
     for request_id in rt.store.pending_until(now):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,9 @@ _REFUSALS_DUE = PREFIX + "refusals:due"  # the same keys, scored by when their m
 _LOCK = PREFIX + "lock:"  # one lock per scope at the load balancer
 _CLAIM = PREFIX + "enqueued:"  # a job's id, held while that job counts as queued
 _CONFIRM = PREFIX + "confirm"  # written just before a WAIT: its connection's WAIT then covers every earlier write
+_REVOKE_WORK = PREFIX + "revoke-work"  # revoke jobs' spans (start, access gone, grants), scored by when access went
+_REVOKE_RATE = PREFIX + "revoke-rate"  # the last revoke rate measured (grants a second), kept when the minute is quiet
+_REVOKE_JOB = PREFIX + "revoke-job:"  # one a granted request: the id of the job that revokes it at its end
 _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
 
 Transition = Callable[[AccessRequest], AccessRequest]
@@ -508,10 +512,55 @@ class RequestStore:
             )
         return {_text(member): int(score) for member, score in pairs}
 
-    def grants_ending_between(self, start: datetime, end: datetime) -> int:
-        """How many grants end within (start, end]."""
+    # --- the revoke rate the workers achieve (workers/reconcile.py's per-grant lead) ----------------
+
+    def note_revoke_work(self, started: float, gone: float, grants: int, window: float = 60.0) -> None:
+        """Keep one revoke job's span (epoch seconds, from its start until access was gone) for `window` seconds."""
+        member = f"{started:.6f}:{gone:.6f}:{grants}:{uuid.uuid4().hex[:8]}"
+        with reachable(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(_REVOKE_WORK, {member: gone})
+            pipe.zremrangebyscore(_REVOKE_WORK, "-inf", gone - window)
+            pipe.execute()
+
+    def revoke_rate(self, now: float, default: float, window: float = 60.0) -> float:
+        """Grants a second the workers took access away at over the last `window` seconds of wall time.
+
+        Grants revoked, over the time during which at least one revoke job was working (the union of the
+        spans, so that jobs side by side count once): the throughput, not one job's speed. A quiet minute
+        keeps the last figure measured; `default` until anything was measured.
+        """
         with reachable():
-            return int(self.redis.zcount(_GRANTED, f"({start.timestamp()}", end.timestamp()))
+            members = self.redis.zrangebyscore(_REVOKE_WORK, now - window, "+inf")
+            if not members:
+                last = self.redis.get(_REVOKE_RATE)
+                return float(last) if last else default
+        spans: list[tuple[float, float, int]] = []
+        for member in members:
+            fields = _text(member).split(":")
+            spans.append((float(fields[0]), float(fields[1]), int(fields[2])))
+        busy, reach = 0.0, float("-inf")
+        for began, ended, _ in sorted(spans):
+            start = max(began, reach)
+            if ended > start:
+                busy += ended - start
+            reach = max(reach, ended)
+        rate = sum(count for _, _, count in spans) / max(busy, 0.001)
+        with reachable():
+            self.redis.set(_REVOKE_RATE, rate)
+        return rate
+
+    def note_revoke_jobs(self, jobs: dict[str, str], seconds: int) -> None:
+        """Which job revokes each request at its end, for `seconds` (so that a loop can tell one is queued)."""
+        with reachable(), self.redis.pipeline(transaction=False) as pipe:
+            for request_id, job_id in jobs.items():
+                pipe.set(_REVOKE_JOB + request_id, job_id, ex=seconds)
+            pipe.execute()
+
+    def revoke_job(self, request_id: str) -> str | None:
+        """The id of the job queued to revoke that request at its end, if one was."""
+        with reachable():
+            raw = self.redis.get(_REVOKE_JOB + request_id)
+        return None if raw is None else _text(raw)
 
     def pending_until(self, moment: datetime) -> list[str]:
         """Ids of pending requests whose approval window closed at or before `moment`."""

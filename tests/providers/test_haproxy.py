@@ -377,3 +377,32 @@ def test_a_hand_added_entry_for_everyone_is_an_anomaly(haproxy: HaproxyServer, p
         "0.0.0.0/0": "its source 0.0.0.0/0 is wider than any grant opens (/8 or narrower)",
         "127.0.0.0/29": "",
     }
+
+
+def connections_so_far(api: RuntimeApi) -> int:
+    """HAProxy's count of connections accepted since it started, the runtime API's own included (`show info`)."""
+    (line,) = [line for line in api.run("show info").splitlines() if line.startswith("CumConns:")]
+    return int(line.split(":")[1])
+
+
+def test_drop_all_removes_many_entries_over_one_connection(
+    haproxy: HaproxyServer, spec: HaproxyAclGrant, provider: HaproxyAclProvider, redis_client: redis.Redis
+) -> None:
+    """Twenty entries go in one runtime API connection (as a batch of revokes or a lockdown asks): gone from the
+    ACL and the book, and a stream open from one of them cut."""
+    objects = [provider.apply(order(spec, f"jit-{n:06d}", cidr=f"127.0.0.{n}/32"))[0] for n in range(8, 27)]
+    objects += provider.apply(order(spec, "jit-aaaaaa"))
+    api = RuntimeApi(haproxy.runtime_api_unix)
+    with closing(connect(haproxy)) as conn:
+        conn.request("GET", "/stream")
+        response = conn.getresponse()
+        assert response.read(5) == b"tick."
+        before = connections_so_far(api)
+
+        assert provider.drop_all(objects) == 20
+
+        assert connections_so_far(api) - before == 2  # drop_all's one, and this `show info`
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            response.read()
+    assert provider.list_managed() == []
+    assert api.show_acl(haproxy.acl_file) == ""

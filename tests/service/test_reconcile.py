@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,6 +13,7 @@ from jit_lb.access.requests import EndReason, Status
 from tests.service.world import APPROVALS, MISSING_GROUP, World
 from workers import jobs, reconcile
 from workers.judge import GRACE
+from workers.loops import ENDED_CHECK_SECONDS
 
 
 async def test_sweep_removes_a_grant_whose_lease_ended_and_closes_it(world: World) -> None:
@@ -89,26 +92,95 @@ async def test_sweep_of_one_broken_target_does_not_stop_the_others(
 
 
 async def test_enqueue_ended_queues_one_revoke_per_end(world: World) -> None:
-    """Each grant's revoke is queued once, a little before its end (the lead), however many loops look."""
+    """Grants of one spec due together are one revoke job, queued once a little before their ends (the lead)."""
     first = await world.granted("U0DEV1")
     second = await world.granted("U0DEV2")
     assert first.ends_at is not None and second.ends_at is not None
     earlier, later = sorted([first.ends_at, second.ends_at])
 
-    # The lead is JIT_REVOKE_LEAD (2 s) plus the two revokes due at 15 a second: about 2.1 s.
+    # Each lead is JIT_REVOKE_LEAD (1 s) plus the grants ending at or before it at 15 a second (nothing measured).
     assert reconcile.enqueue_ended(now=earlier - timedelta(seconds=5)) == 0
     assert world.queued() == []
 
     assert reconcile.enqueue_ended(now=later - timedelta(seconds=1)) == 2  # before the end, not after it
     assert reconcile.enqueue_ended(now=later + timedelta(seconds=1)) == 2
 
-    ends = {first.id: int(first.ends_at.timestamp()), second.id: int(second.ends_at.timestamp())}
-    expected = [
-        ("workers.jobs.revoke_access", (request_id, "expired", "system", ends[request_id]))
-        for request_id in sorted([first.id, second.id])
-    ]
-    assert expected == sorted(world.queued())
-    assert sorted([f"revoke-{first.id}", f"revoke-{second.id}"]) == sorted(world.rt.queue.job_ids)
+    by_end = sorted([first, second], key=lambda r: (r.ends_at, r.id))
+    ids, ends = [r.id for r in by_end], [int(r.ends_at.timestamp()) for r in by_end if r.ends_at]
+    assert [("workers.jobs.revoke_expired", (ids, ends))] == world.queued()
+    assert [f"revoke-{ids[0]}-{ends[0]}-2"] == world.rt.queue.job_ids
+    assert world.rt.store.revoke_job(first.id) == world.rt.store.revoke_job(second.id) == world.rt.queue.job_ids[0]
+
+
+async def test_access_is_gone_at_the_load_balancer_by_the_approved_end(world: World) -> None:
+    """The loop, ticking every 0.1 s towards the end, queues the revoke; run as it is queued, the rules are gone
+    at moto before the approved end, the clock moving on by the time the work took."""
+    request = await world.granted()
+    assert request.ends_at is not None
+    end = request.ends_at.timestamp()
+    clock = end - 10.0
+    while not world.queued():
+        clock += ENDED_CHECK_SECONDS
+        reconcile.enqueue_ended(now=datetime.fromtimestamp(clock, UTC))
+    started, gone = time.monotonic(), []
+
+    def watch() -> None:
+        while world.rules_of(request.id):
+            time.sleep(0.01)
+        gone.append(time.monotonic())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    world.work()
+    watcher.join(timeout=30)
+
+    assert world.rules_of(request.id) == []
+    assert clock + (gone[0] - started) <= end
+    assert world.record("grant.revoked", request.id)["verified"] is True
+
+
+async def test_a_batch_of_grants_is_revoked_together_and_their_records_follow(world: World) -> None:
+    """Grants of one spec due together go in one job: every rule of theirs removed, each end recorded and verified."""
+    grants = [await world.granted(user, f"request lb-prod 30m batch {user}") for user in ("U0DEV1", "U0DEV2")]
+    due = [(r.id, int(r.ends_at.timestamp())) for r in grants if r.ends_at]
+
+    assert jobs.revoke_expired([rid for rid, _ in due], [end for _, end in due]) == "2 revoked"
+
+    assert world.ingress() == []
+    for request in grants:
+        revoked = world.record("grant.revoked", request.id)
+        assert (revoked["reason"], revoked["verified"], len(revoked["removed"])) == ("expired", True, 2)
+        assert world.rt.store.get(request.id).status is Status.REVOKED
+    assert world.rt.store.revoke_rate(time.time(), default=0.001) > 1  # measured: two grants in well under a second
+
+
+async def test_a_batch_leaves_a_rule_another_live_grant_shares(world: World) -> None:
+    """A grant ending in a batch drops only its own lease from a rule a longer grant of the same source holds."""
+    short = await world.granted("U0DEV1", "request lb-prod 30m short one")
+    long = await world.granted("U0DEV1", "request lb-prod 1h long one")
+    assert short.ends_at is not None
+
+    assert jobs.revoke_expired([short.id], [int(short.ends_at.timestamp())]) == "1 revoked"
+
+    assert len(world.rules_of(long.id)) == 2
+    assert world.rules_of(short.id) == []
+    revoked = world.record("grant.revoked", short.id)
+    assert all("kept: still leased by another grant" in line for line in revoked["removed"])
+    assert revoked["verified"] is True
+
+
+async def test_a_batch_stands_down_for_a_grant_extended_since(world: World) -> None:
+    """A grant whose end moved after its batch was queued is left granted; the rest of the batch ends."""
+    moved = await world.granted("U0DEV1")
+    ending = await world.granted("U0DEV2")
+    assert moved.ends_at is not None and ending.ends_at is not None
+    old_end = int(moved.ends_at.timestamp()) - 600
+
+    assert jobs.revoke_expired([moved.id, ending.id], [old_end, int(ending.ends_at.timestamp())]) == "1 revoked"
+
+    assert world.rt.store.get(moved.id).status is Status.GRANTED
+    assert len(world.rules_of(moved.id)) == 2
+    assert world.rt.store.get(ending.id).status is Status.REVOKED
 
 
 async def test_enqueue_due_expires_pending_requests_past_their_window(world: World) -> None:

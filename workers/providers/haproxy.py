@@ -9,7 +9,7 @@ sweep removes it (fail closed). Entries HAProxy lost (a reload keeps only the fi
 still leases are put back by `restore`.
 
 HAProxy 2.6's runtime API, as this module relies on it (one command per connection, the answer
-ends with an empty line):
+ending with an empty line; or, after `prompt`, many on one connection, each answer then ending with `\n> `):
 
 - `show acl <acl>` lists `0x<ref> <pattern>` per entry, patterns spelled exactly as added;
   an unknown name answers `Unknown ACL identifier. Please use #<id> or <file>.`
@@ -30,6 +30,7 @@ ends with an empty line):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import ipaddress
 import re
@@ -46,7 +47,7 @@ from jit_lb.access.policy import HaproxyAclGrant
 from jit_lb.access.requests import Use
 from jit_lb.access.store import haproxy_book_key
 from workers.providers import markers
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError, drop_each
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
 
 KIND = "haproxy_acl"
 # Connecting, and each wait for the next bytes of an answer.
@@ -57,6 +58,7 @@ READ_TIMEOUT_SECONDS = 10.0
 LOCK_SECONDS = 60.0
 # `del acl` removes every duplicate of a pattern at once in 2.6; a few more tries cover other versions.
 MAX_DELETES = 5
+PROMPT = b"\n> "  # how every answer ends in interactive (`prompt`) mode
 # The CLI ends a command at a newline or `;`, reads `\` as an escape and splits words at blanks: an
 # argument holding one of these would be cut short or run a command of its own.
 UNSAFE_LINE = re.compile(r"[;\\\x00-\x1f\x7f-\x9f]")
@@ -85,7 +87,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RuntimeApi:
-    """HAProxy's runtime API at `unix:/path` or `tcp:host:port`, one command per connection.
+    """HAProxy's runtime API at `unix:/path` or `tcp:host:port`, one command per connection (or many, in `session`).
 
     The commands jit-lb sends have methods of their own that check each argument (an ACL name, a
     CIDR, a session id) against the characters it may hold, and refuse it in words before anything
@@ -98,6 +100,7 @@ class RuntimeApi:
         self.address = address
         self.timeout = timeout
         self.read_timeout = read_timeout
+        self._session: socket.socket | None = None  # the one connection while inside `session()`
         kind, _, rest = address.partition(":")
         if kind == "unix" and rest.startswith("/"):
             self._path: str | None = rest
@@ -144,24 +147,53 @@ class RuntimeApi:
         """Send one command and return HAProxy's answer, without the empty line that ends it.
 
         The whole answer must arrive within `read_timeout` seconds and no wait for its next bytes may
-        last longer than `timeout`; otherwise a ProviderError says so.
+        last longer than `timeout`; otherwise a ProviderError says so. Inside `session()` the command
+        goes over the session's one connection; otherwise over a connection of its own.
         """
         if UNSAFE_LINE.search(command):
             raise _unsendable("the command", command, "`;`, `\\` and control characters would start another command")
         deadline = time.monotonic() + self.read_timeout
+        if self._session is not None:
+            answer = self._exchange(self._session, command, deadline, PROMPT)
+        else:
+            try:
+                sock = self._connect()
+            except OSError as err:
+                raise ProviderError(self._explain(err)) from None
+            with sock:
+                answer = self._exchange(sock, command, deadline, None)
+        return answer.decode("utf-8", errors="replace").rstrip("\n")
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Every command in the block over one connection in HAProxy's interactive `prompt` mode (each answer
+        ends with the prompt `\\n> `), so that many entries cost one connection, not one each."""
+        if self._session is not None:
+            yield
+            return
         try:
             sock = self._connect()
         except OSError as err:
             raise ProviderError(self._explain(err)) from None
         with sock:
+            self._exchange(sock, "prompt", time.monotonic() + self.read_timeout, PROMPT)
+            self._session = sock
             try:
-                sock.sendall(command.encode() + b"\n")
-                answer = _read_answer(sock, deadline, self.timeout)
-            except TimeoutError:
-                raise ProviderError(self._slow(command, deadline)) from None
-            except OSError as err:
-                raise ProviderError(self._explain(err)) from None
-        return answer.decode("utf-8", errors="replace").rstrip("\n")
+                yield
+            finally:
+                self._session = None
+                with suppress(OSError):
+                    sock.sendall(b"quit\n")
+
+    def _exchange(self, sock: socket.socket, command: str, deadline: float, until: bytes | None) -> bytes:
+        try:
+            sock.sendall(command.encode() + b"\n")
+            answer = _read_answer(sock, deadline, self.timeout, until)
+        except TimeoutError:
+            raise ProviderError(self._slow(command, deadline)) from None
+        except OSError as err:
+            raise ProviderError(self._explain(err)) from None
+        return answer[: -len(until)] if until else answer
 
     def command(self, command: str, harmless: tuple[str, ...] = ()) -> str:
         """Run a command that answers nothing when it works; an answer not in `harmless` is an error."""
@@ -219,9 +251,10 @@ class RuntimeApi:
         return f"{where} failed: {err.strerror or err}; {setup}"
 
 
-def _read_answer(sock: socket.socket, deadline: float, silence: float) -> bytes:
-    """Read until HAProxy closes the connection; TimeoutError past `deadline`, or after `silence` seconds of nothing."""
-    chunks: list[bytes] = []
+def _read_answer(sock: socket.socket, deadline: float, silence: float, until: bytes | None = None) -> bytes:
+    """Read until HAProxy closes the connection (or, in prompt mode, until the answer ends with `until`);
+    TimeoutError past `deadline`, or after `silence` seconds of nothing."""
+    answer = b""
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -229,8 +262,12 @@ def _read_answer(sock: socket.socket, deadline: float, silence: float) -> bytes:
         sock.settimeout(min(silence, left))
         chunk = sock.recv(65536)
         if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+            if until is not None:
+                raise ConnectionResetError("HAProxy closed the runtime API session")
+            return answer
+        answer += chunk
+        if until is not None and answer.endswith(until):
+            return answer
 
 
 def acl_name(text: str) -> str:
@@ -417,7 +454,33 @@ class HaproxyAclProvider:
         return tables[table].strip()
 
     def drop_all(self, objects: list[ManagedObject]) -> int:
-        return drop_each(self, objects)
+        """Remove these entries outright, every lease on them, over one runtime API connection: each `del acl`,
+        one `show acl` to check them gone, one `show sess` and the shutdown of their sources' open sessions."""
+        patterns = sorted({cidr_pattern(obj.ref) for obj in objects})
+        if not patterns:
+            return 0
+        with contextlib.ExitStack() as locks:
+            for pattern in patterns:
+                locks.enter_context(self._entry_lock(pattern))
+            # The book first, as `drop` does: a failure after it leaves an unleased entry, which the sweep removes.
+            with self._book_errors():
+                pipe = self.redis.pipeline()
+                for pattern in patterns:
+                    pipe.delete(self._lease_key(pattern))
+                    pipe.srem(self._entries_key, pattern)
+                pipe.execute()
+            with self.api.session():
+                left = set(patterns)
+                for _ in range(MAX_DELETES):
+                    for pattern in sorted(left):
+                        self.api.del_acl(self.acl, pattern)
+                    left &= set(self._patterns())
+                    if not left:
+                        break
+                if left:
+                    raise ProviderError(f"{self._where} still lists {', '.join(sorted(left))} after `del acl`")
+                self._shut_sessions(*patterns)
+        return len(patterns)
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         pattern = cidr_pattern(obj.ref)
@@ -457,15 +520,16 @@ class HaproxyAclProvider:
             raise ProviderError(f"HAProxy took `add acl` but {self._where} does not list {', '.join(sorted(missing))}")
         return restored
 
-    def _shut_sessions(self, pattern: str) -> list[str]:
-        network = _network(pattern)
-        if network is None:
+    def _shut_sessions(self, *patterns: str) -> list[str]:
+        networks = [net for net in map(_network, patterns) if net is not None]
+        if not networks:
             return []
         # A source still admitted by another entry (a wider CIDR someone else holds) keeps its sessions.
         others = [net for net in map(_network, self._patterns()) if net is not None]
         shut = []
         for session_id, source in self._sessions():
-            if _inside(source, network) and not any(_inside(source, other) for other in others):
+            gone = any(_inside(source, network) for network in networks)
+            if gone and not any(_inside(source, other) for other in others):
                 self.api.shutdown_session(session_id)
                 shut.append(session_id)
         return shut
