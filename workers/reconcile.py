@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from rq.exceptions import NoSuchJobError
@@ -261,7 +262,7 @@ def close_swept(
         refs = sorted({obj.ref for obj in objs} | set(request.object_refs))
         after = [provider.read(ref) for ref in refs]
         verified = all(obj is None or request_id not in obj.request_ids() for obj in after)
-        details = {"removed_while_redis_was_gone": True} if at is not None else {}
+        details: dict[str, Any] = {"removed_while_redis_was_gone": True} if at is not None else {}
         finish_revoke(rt, request_id, EndReason.SWEEP, "system", removed, verified, at=at, **details)
     elif request is None:
         rt.audit.record(
