@@ -160,6 +160,11 @@ def extend_access(request_id: str) -> str:
     provider = provider_for(spec, rt.store.redis, rt.policy)
     order = order_of(request, request.ends_at, spec)
     with rt.store.lock(provider.scope(order)):
+        # Read again under the lock: a revoke that began since this job read the grant (it marks the grant before
+        # it takes the lock, and ends its state after) has removed the rule, which must not come back.
+        now = rt.store.find(request_id)
+        if rt.store.ending(request_id) or now is None or now.status is not Status.GRANTED:
+            return "ended since"
         objects = provider.apply(order)
     verified = holds_lease(objects, order) and all(
         lease.ends_at >= order.ends_at for obj in objects for lease in obj.leases if lease.request_id == request_id
@@ -241,6 +246,7 @@ def revoke_access(
         return "target gone"
     provider = provider_for(spec, rt.store.redis, rt.policy)
     order = order_of(request, request.ends_at, spec)
+    rt.store.mark_ending(request_id)  # before the lock: an extension waiting for it stands down (extend_access)
     try:
         removed, verified, dropped = release(rt, provider, order, request, now)
     except ProviderError as err:

@@ -41,6 +41,8 @@ _DELIVERIES = PREFIX + "signed:"  # signed HTTP requests already taken (timestam
 _REFUSALS = PREFIX + "refusals"  # hash: refusals past a limit, counted per user and minute
 _REFUSALS_DUE = PREFIX + "refusals:due"  # the same keys, scored by when their minute is over
 _LOCK = PREFIX + "lock:"  # one lock per scope at the load balancer
+_ENDING = PREFIX + "ending:"  # grants whose revoke has begun: an extension waiting for the lock then stands down
+_ENDING_SECONDS = 86400
 _CLAIM = PREFIX + "enqueued:"  # a job's id, held while that job counts as queued
 _CONFIRM = PREFIX + "confirm"  # written just before a WAIT: its connection's WAIT then covers every earlier write
 _REVOKE_WORK = PREFIX + "revoke-work"  # revoke jobs' spans (start, access gone, grants), scored by when access went
@@ -596,6 +598,17 @@ class RequestStore:
             renewer.join()
             with contextlib.suppress(RedisError):
                 lock.release()
+
+    def mark_ending(self, request_id: str) -> None:
+        """Note that a grant's revoke begins, before it takes the scope's lock (see `ending`)."""
+        with reachable():
+            self.redis.set(_ENDING + request_id, 1, ex=_ENDING_SECONDS)
+
+    def ending(self, request_id: str) -> bool:
+        """Whether a revoke of the grant has begun: read under the scope's lock, it tells an extension that read
+        the grant before the revoke took the lock (and may find it still granted) not to put the rule back."""
+        with reachable():
+            return bool(self.redis.exists(_ENDING + request_id))
 
     @contextlib.contextmanager
     def lock(self, scope: str, timeout: float = 120.0) -> Iterator[None]:

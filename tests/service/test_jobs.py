@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +12,10 @@ from bot.service.commands import CommandService
 from jit_lb.access.requests import EndReason, Status
 from tests.service.world import APPROVALS, DEV1_CIDR, DEVS, MISSING_GROUP, World, buttons, id_in
 from workers import jobs, notices
+from workers.judge import applied_spec
+from workers.orders import order_of
 from workers.providers.base import ProviderError
+from workers.providers.registry import provider_for
 
 
 async def test_grant_applies_the_rules_records_and_queues_its_notice(world: World) -> None:
@@ -236,3 +241,33 @@ async def test_card_slack_refuses_cancels_the_request(world: World) -> None:
     assert world.record("request.cancelled", request_id)["why"] == why
     assert world.slack.messages(APPROVALS) == []
     assert f"Cancelled: {why} (`{request_id}`)" in world.texts(world.slack.dms("U0DEV1"))
+
+
+async def test_a_revoke_racing_an_approved_extension_leaves_no_rule(world: World) -> None:
+    """An approved extension's job has read the grant and waits for the scope's lock while the requester's revoke
+    runs: once both are done, no rule at moto holds the request's lease (the extension stood down or was undone).
+    Three rounds: the revoke takes the lock first in most of them, the order that left the rule behind."""
+    for round_ in range(3):
+        request = await world.granted(text=f"request lb-prod 30m race {round_}")
+        await world.ask("U0DEV1", f"extend {request.id} 10m still digging")
+        world.outbox()
+        notices.announce(request.id)
+        extension = world.rt.store.get(request.id).extension
+        assert extension is not None and extension.card_ts is not None
+        world.decisions.decide("U0APPROVER2", "jit_approve", request.id, (APPROVALS, str(extension.card_ts)))
+        granted = world.rt.store.get(request.id)
+        spec = applied_spec(world.rt.policy, granted)
+        assert spec is not None and granted.ends_at is not None
+        scope = provider_for(spec, world.rt.store.redis, world.rt.policy).scope(
+            order_of(granted, granted.ends_at, spec)
+        )
+        extending = threading.Thread(target=jobs.extend_access, args=(request.id,), name="extend-under-test")
+
+        with world.rt.store.lock(scope):
+            extending.start()
+            await asyncio.sleep(0.5)  # the extension reads the grant, then waits for the lock held here
+        assert jobs.revoke_access(request.id, "revoked", "U0DEV1") == "revoked"
+        extending.join(30)
+
+        assert world.rules_of(request.id) == [], f"round {round_}: the extension put the rule back after the revoke"
+        assert world.rt.store.get(request.id).status is Status.REVOKED
