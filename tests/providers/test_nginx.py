@@ -429,3 +429,24 @@ def test_an_old_worker_that_ignores_its_shutdown_is_ended(
     finally:
         with suppress(ProcessLookupError):
             os.kill(worker, signal.SIGCONT)
+
+
+def test_an_ipv6_source_gets_a_line_nginx_accepts(
+    nginx: NginxServer, spec: NginxAllowlistGrant, provider: NginxAllowlistProvider
+) -> None:
+    """An IPv6 network is written as NGINX reads it (the configuration tests and loads), and dropped again."""
+    [obj] = provider.apply(order(spec, "jit-aaaaaa", cidr="2001:db8:1::/48"))
+
+    assert allow_text(nginx).startswith("allow 2001:db8:1::/48; # jit-lb: jit-aaaaaa until ")
+    assert provider.drop(obj, {"jit-aaaaaa"}) is True
+    assert allow_text(nginx) == ""
+
+
+def test_a_source_that_is_not_a_network_never_reaches_the_file(
+    nginx: NginxServer, spec: NginxAllowlistGrant, provider: NginxAllowlistProvider
+) -> None:
+    """A source with a directive smuggled in (`1.2.3.4; allow all`) is refused before anything is written."""
+    with pytest.raises(ProviderError, match="not a network in CIDR form"):
+        provider.apply(order(spec, "jit-aaaaaa", cidr="127.0.0.2/32; allow all"))
+
+    assert allow_text(nginx) == ""
