@@ -183,6 +183,14 @@ class NginxServer:
             time.sleep(0.01)
         return before
 
+    def wait_gone(self, old: set[int], timeout: float = 30.0) -> None:
+        """Wait until none of `old` (workers from before a reload) is left."""
+        deadline = time.monotonic() + timeout
+        while self.workers() & old:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"old nginx workers {sorted(self.workers() & old)} still run")
+            time.sleep(0.01)
+
     def _wait_for_workers(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not (Path(self.pid_file).exists() and self.workers()):

@@ -43,7 +43,7 @@ def fixture_nginx_server() -> Iterator[NginxServer]:
 def fixture_nginx(nginx_server: NginxServer) -> Iterator[NginxServer]:
     Path(nginx_server.allow_file).write_text("", encoding="utf-8")
     nginx_server.extra_file.write_text("", encoding="utf-8")
-    nginx_server.reload_by_hand()
+    nginx_server.wait_gone(nginx_server.reload_by_hand())
     yield nginx_server
     nginx_server.extra_file.write_text("", encoding="utf-8")
 
@@ -174,8 +174,7 @@ def test_a_reload_alone_leaves_old_workers_answering(
                 answered_late.append(ask(conn))
             except (http.client.HTTPException, ConnectionError):
                 answered_late.append(0)
-        while nginx.workers() & old:
-            time.sleep(0.01)
+        nginx.wait_gone(old)
         provider.apply(order(spec, "jit-aaaaaa"))
     assert 200 in answered_late
 
@@ -243,7 +242,7 @@ def test_a_configuration_that_does_not_test_is_never_loaded_and_the_grant_rolled
     break_configuration(nginx)
     workers = nginx.workers()
 
-    with pytest.raises(ProviderError, match=r"does not pass `.*-T.*`: .*unknown directive \"this\""):
+    with pytest.raises(ProviderError, match=r"`nginx -T` refuses NGINX's configuration: .*unknown directive \"this\""):
         provider.apply(order(spec, "jit-aaaaaa"))
 
     assert allow_text(nginx) == "# the team's own notes\n"
@@ -259,7 +258,7 @@ def test_a_revoke_that_cannot_reload_keeps_the_line_for_its_retry(
     before = allow_text(nginx)
     break_configuration(nginx)
 
-    with pytest.raises(ProviderError, match="does not pass"):
+    with pytest.raises(ProviderError, match="refuses NGINX's configuration"):
         provider.drop(obj, {"jit-aaaaaa"})
 
     assert before == allow_text(nginx)

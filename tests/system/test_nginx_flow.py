@@ -127,6 +127,7 @@ def test_a_revoke_that_cannot_reload_is_retried_told_and_done_once_fixed(stack: 
         what="the approvers told",
     )
     assert "<@U0APPROVER1>" in alarm[-1]["text"] and "<@U0APPROVER2>" in alarm[-1]["text"]
+    assert "unknown directive" in alarm[-1]["text"] and "by hand: remove the line, fix, reload" in alarm[-1]["text"]
     # Still admitted, and still in the file for the sweep: nothing pretends the revoke happened.
     assert status(nginx) == 200
     assert [line for line in allow_lines(nginx) if request_id in line]

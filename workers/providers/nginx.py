@@ -241,9 +241,7 @@ class Nginx:
             why = "; ".join(
                 LOG_PREFIX.sub("", line.removeprefix("nginx: ")) for line in said if "test failed" not in line
             )
-            raise ProviderError(
-                f"NGINX's configuration does not pass `{' '.join(command)}`: {markers.shown(why or 'no reason given')}"
-            )
+            raise ProviderError(f"`nginx -T` refuses NGINX's configuration: {markers.shown(why or 'no reason given')}")
         return _parse_dump(done.stdout.decode(errors="replace"))
 
     def master(self) -> int:
@@ -508,13 +506,18 @@ class NginxAllowlistProvider:
             shutdown = dump.shutdown_timeout()
             signalled = True
             master, old = self.nginx.reload()
-        except ProviderError:
+        except ProviderError as err:
             if after != before:
                 self._write(before)
                 if signalled:
                     # NGINX may still pick up the reload later: whatever it loads then is the file as it was.
                     with suppress(ProviderError, OSError):
                         os.kill(self.nginx.master(), signal.SIGHUP)
+            if removed:
+                raise ProviderError(
+                    f"{err} (the line stays: NGINX admits the source until its configuration tests again; by hand: "
+                    "remove the line, fix, reload)"
+                ) from None
             raise
         if removed:
             # The line is gone from the new workers; the old ones answer what they hold until they exit.
