@@ -90,6 +90,7 @@ def test_a_source_is_refused_then_allowed_during_its_grant_then_refused_after(st
         assert status(nginx, keep_alive) != 200
     finally:
         keep_alive.close()
+    stack.wait_for(lambda: "grant.activity" in stack.events(request_id), what="the session's activity record")
     records = {record["event"]: record for record in stack.audit(request_id)}
     assert records["grant.applied"]["kind"] == "nginx_allowlist"
     assert records["grant.revoked"]["verified"] is True
