@@ -285,6 +285,8 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
         return f"{len(batch)} revoked one by one"
     provider = provider_for(spec, rt.store.redis, rt.policy)
     orders = [order_of(request, request.ends_at, spec) for request in batch.values() if request.ends_at]
+    for request_id in batch:
+        rt.store.mark_ending(request_id)  # as revoke_access does: an extension waiting for the lock stands down
     try:
         released = release_many(rt, provider, orders, batch, utcnow())
     except ProviderError as err:
