@@ -21,7 +21,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from jit_lb.access.errors import StoreUnavailableError
+from jit_lb.access.errors import MalformedError, StoreUnavailableError
 
 MAX_BODY = 256 * 1024  # Slack's payloads are a few kilobytes; anything near this is not from Slack
 MAX_SKEW = 60 * 5
@@ -37,10 +37,6 @@ _SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 _MAX_NESTING = 6
 
 log = structlog.get_logger("jit_lb.web")
-
-
-class MalformedError(ValueError):
-    """The body is signed correctly but is not something Slack sends."""
 
 
 # True the first time a (timestamp, signature) is seen by any web process (RequestStore.first_signed_async).

@@ -9,9 +9,9 @@ from rq import Queue, Retry
 
 from jit_lb.access.approvers import Approvers, GroupDirectory
 from jit_lb.access.connections import WORKER, Timeouts, connect
-from jit_lb.access.errors import PolicyError
-from jit_lb.access.mfa import MfaKeyError, MfaStore, fernet
-from jit_lb.access.oncall import PagerDuty, PagerDutyConfigError, pagerduty_for
+from jit_lb.access.errors import MfaKeyError, PagerDutyConfigError, PolicyError
+from jit_lb.access.mfa import MfaStore, fernet
+from jit_lb.access.oncall import PagerDuty, pagerduty_for
 from jit_lb.access.policy import Policy, load_policy
 from jit_lb.access.store import RequestStore
 from jit_lb.audit.writer import AuditLog

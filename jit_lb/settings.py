@@ -8,11 +8,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jit_lb.access.connections import RedisAddress, parse_sentinels
-from jit_lb.access.errors import JitError
-
-
-class SettingsError(JitError):
-    """An environment variable is missing or invalid."""
+from jit_lb.access.errors import SettingsError
 
 
 class Settings(BaseSettings):

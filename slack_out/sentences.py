@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from jit_lb.access.durations import format_duration
+from jit_lb.access.errors import JitError, StoreUnavailableError
 from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest, Status
 from slack_out.limits import (
@@ -227,6 +228,15 @@ def help_text(unknown: str | None = None) -> str:
 
 def refusal_text(reason: str) -> str:
     return f":no_entry_sign: Refused: {reason}"
+
+
+def error_reply(err: JitError, *, bare: bool = False) -> str:
+    """What the person is told of any domain error: the one place the error tree (jit_lb/access/errors.py) becomes
+    words. Redis away is said in jit-lb's own words; any other error's message is the reason. `bare`: the sentence
+    alone, as a form shows it beside its field."""
+    if isinstance(err, StoreUnavailableError):
+        return unavailable_text()
+    return str(err) if bare else refusal_text(str(err))
 
 
 def mfa_enrolment_text(uri: str, within: timedelta) -> str:

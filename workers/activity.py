@@ -22,9 +22,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.requests import Activity, Change, Snapshot, Use
 from jit_lb.runtime import Runtime
-from workers.providers.base import Entries, GrantOrder, Provider, ProviderError
+from workers.providers.base import Entries, GrantOrder, Provider
 
 MAX_ENTRIES = 200
 MAX_WHAT = 200

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from jit_lb.access.mfa import MfaError
+from jit_lb.access.errors import MfaError
 from slack_out import sentences
 from workers import context
 

@@ -10,7 +10,7 @@ import structlog
 from rq import get_current_job
 
 from jit_lb.access import requests
-from jit_lb.access.errors import AuditUnavailableError, TransitionError
+from jit_lb.access.errors import AuditUnavailableError, ProviderError, TransitionError
 from jit_lb.access.policy import Target, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, Activity, EndReason, Status
 from jit_lb.runtime import Runtime
@@ -19,7 +19,6 @@ from workers.context import current
 from workers.judge import GRACE, applied_spec, extension_refusal, grant_refusal
 from workers.notices import Notice, queue_notice, warn_expiry
 from workers.orders import holds_lease, order_of, release, release_many, roll_back
-from workers.providers.base import ProviderError
 from workers.providers.registry import provider_for
 
 log = structlog.get_logger("jit_lb.jobs")

@@ -13,7 +13,7 @@ from datetime import datetime
 import structlog
 
 from jit_lb.access import requests
-from jit_lb.access.errors import TransitionError
+from jit_lb.access.errors import ProviderError, TransitionError
 from jit_lb.access.policy import parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.runtime import Runtime
@@ -21,7 +21,6 @@ from workers.context import current
 from workers.jobs import revoke_access
 from workers.notices import Notice, queue_notice
 from workers.orders import record_removed
-from workers.providers.base import ProviderError
 from workers.providers.registry import provider_for
 from workers.reconcile import enqueue_once, specs_to_sweep, utcnow
 

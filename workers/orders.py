@@ -8,11 +8,12 @@ from datetime import datetime
 
 import structlog
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import GrantSpec
 from jit_lb.access.requests import AccessRequest
 from jit_lb.runtime import Runtime
 from workers.judge import lease_verdict, longest_grant
-from workers.providers.base import GrantOrder, ManagedObject, Provider, ProviderError, objects_of
+from workers.providers.base import GrantOrder, ManagedObject, Provider, objects_of
 
 log = structlog.get_logger("jit_lb.jobs")
 

@@ -21,12 +21,13 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import GrantSpec
 from jit_lb.runtime import Runtime
 from workers import reconcile
 from workers.judge import lease_verdict, longest_grant
 from workers.orders import record_removed
-from workers.providers.base import ManagedObject, Provider, ProviderError
+from workers.providers.base import ManagedObject, Provider
 from workers.providers.registry import known_specs, provider_for
 
 log = structlog.get_logger("jit_lb.outage")

@@ -17,6 +17,7 @@ import structlog
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.policytools.diff import ended_by
@@ -27,7 +28,7 @@ from workers.jobs import expire_request, extend_access, finish_revoke, grant_acc
 from workers.judge import GRACE, applied_spec, lease_verdict, longest_grant
 from workers.notices import announce_review
 from workers.orders import record_removed
-from workers.providers.base import ManagedObject, Provider, ProviderError
+from workers.providers.base import ManagedObject, Provider
 from workers.providers.registry import provider_for, specs_of
 
 log = structlog.get_logger("jit_lb.reconcile")

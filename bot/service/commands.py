@@ -29,21 +29,18 @@ from jit_lb.access.errors import (
     LOCKED,
     AuditUnavailableError,
     CommandError,
-    NotFoundError,
+    JitError,
+    LimitError,
+    RefusedError,
     StoreUnavailableError,
     TransitionError,
 )
-from jit_lb.access.mfa import MfaError
 from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest, Status
-from jit_lb.access.store import LimitError
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
 
-# What a command may fail with and still be answered: Redis or the audit log away, or a refusal.
 LIST_LIMIT = 25  # lines of `/jit list`; the rest are counted
-
-FAILURES = (StoreUnavailableError, AuditUnavailableError, CommandError, NotFoundError, LimitError)
 
 
 class CommandService:
@@ -65,7 +62,7 @@ class CommandService:
             parsed = commands.parse_command(text)
             if isinstance(parsed, RequestCommand):
                 return await self.request(user, parsed, channel)
-        except FAILURES as err:
+        except JitError as err:
             return await asyncio.to_thread(self.failed, user, text, err)
         return await asyncio.to_thread(self._answer, user, text, parsed, channel)
 
@@ -117,7 +114,7 @@ class CommandService:
     def _answer(self, user: str, text: str, parsed: Command, channel: str | None) -> Reply:
         try:
             return self._dispatch(user, parsed, channel)
-        except FAILURES as err:
+        except JitError as err:
             return self.failed(user, text, err)
 
     def _dispatch(self, user: str, parsed: Command, channel: str | None) -> Reply:
@@ -152,31 +149,24 @@ class CommandService:
             "reason": parsed.reason,
             "channel": channel,
         }
-        try:
-            view = self.mfa.step_up(
-                user, intent, f"`{parsed.target}` asks for a one-time code before a request counts."
-            )
-        except MfaError as err:
-            raise CommandError(str(err)) from None
+        view = self.mfa.step_up(user, intent, f"`{parsed.target}` asks for a one-time code before a request counts.")
         return Reply(f"`{parsed.target}` requires a one-time code: enter it in the form that opened.", view=view)
 
-    def failed(self, user: str, text: str, err: Exception) -> Reply:
-        """The answer to a command that changed nothing: Redis or the audit log away, or a refusal (audited).
+    def failed(self, user: str, text: str, err: JitError) -> Reply:
+        """The answer to a command that changed nothing (sentences.error_reply); a refusal is recorded too.
 
         Refusals past a limit are recorded once a minute and user; the rest of that minute's are
         counted, and a worker records their number when the minute is over.
         """
-        if isinstance(err, StoreUnavailableError):
-            return Reply(sentences.unavailable_text())
-        if isinstance(err, AuditUnavailableError):
-            return Reply(sentences.refusal_text(str(err)))
+        if not isinstance(err, RefusedError):
+            return Reply(sentences.error_reply(err))
         if isinstance(err, LimitError):
             try:
                 first = self.rt.store.count_refusal(user, self.clock()) == 1
             except StoreUnavailableError:
                 first = True
             if not first:
-                return Reply(sentences.refusal_text(str(err)))
+                return Reply(sentences.error_reply(err))
         self.rt.audit.record(
             "request.refused",
             actor=user,
@@ -186,7 +176,7 @@ class CommandService:
             more_counted=isinstance(err, LimitError) or None,
             must=True,
         )
-        return Reply(sentences.refusal_text(str(err)))
+        return Reply(sentences.error_reply(err))
 
     def revoke(self, user: str, request_id: str) -> Reply:
         request = self.rt.store.get(request_id)
@@ -216,10 +206,7 @@ class CommandService:
                 "duration": format_duration(parsed.duration),
                 "reason": parsed.reason,
             }
-            try:
-                view = self.mfa.step_up(user, intent, f"More time on `{request.target}` asks for a one-time code.")
-            except MfaError as err:
-                raise CommandError(str(err)) from None
+            view = self.mfa.step_up(user, intent, f"More time on `{request.target}` asks for a one-time code.")
             return Reply("A one-time code is due: enter it in the form that opened.", view=view)
         if request.ends_at + parsed.duration - self.clock() > target.max_duration:
             raise CommandError(
@@ -242,10 +229,7 @@ class CommandService:
                 mfa=target.require_mfa or None,  # reached here on such a target only after a step-up
             )
 
-        try:
-            _, after = self.rt.store.transition(request.id, extension, record)
-        except TransitionError as err:
-            raise CommandError(str(err)) from None
+        _, after = self.rt.store.transition(request.id, extension, record)
         # Its card is posted by a worker, as a new request's is.
         self.rt.store.announce_later(after.id)
         return Reply(sentences.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
@@ -274,10 +258,7 @@ class CommandService:
             )
 
     def _mfa(self, user: str, words: list[str]) -> Reply:
-        try:
-            reply = self.mfa.command(user, words)
-        except MfaError as err:
-            raise CommandError(str(err)) from None
+        reply = self.mfa.command(user, words)
         if reply.view is not None and [w.lower() for w in words[:1]] == [
             "enroll"
         ]:  # its DM (the QR code) goes once the modal is open
@@ -300,10 +281,7 @@ class CommandService:
         if target.require_mfa and not mfa and self.mfa.due(user, target):
             intent = {"do": "breakglass", "target": parsed.target, "duration": format_duration(parsed.duration)}
             intent["reason"] = parsed.reason
-            try:
-                view = self.mfa.step_up(user, intent, f"Break-glass on `{parsed.target}` asks for a one-time code.")
-            except MfaError as err:
-                raise CommandError(str(err)) from None
+            view = self.mfa.step_up(user, intent, f"Break-glass on `{parsed.target}` asks for a one-time code.")
             return Reply("A one-time code is due: enter it in the form that opened.", view=view)
         command = RequestCommand(parsed.target, parsed.duration, None, parsed.reason)
         # Its own limits (max_duration above), not the target's requesters or freezes: that is what break-glass is.
@@ -324,10 +302,10 @@ class CommandService:
             _, after = self.rt.store.transition(
                 request.id, lambda r: requests.break_glass(r, user, self.clock()), record
             )
-        except (AuditUnavailableError, TransitionError) as err:
+        except (AuditUnavailableError, TransitionError):
             # Nothing half-done: a break-glass request that skipped the normal checks never stays pending.
             self.rt.store.discard(request.id)
-            raise CommandError(str(err)) from None
+            raise
         self.rt.store.review_due(after.id, self.clock() + rules.review_within)
         self.rt.store.announce_later(after.id)
         enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
@@ -370,12 +348,9 @@ class CommandService:
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event("request.cancelled", after, actor=user, why="withdrawn by the requester")
 
-        try:
-            _, after = self.rt.store.transition(
-                request.id, lambda r: requests.cancel(r, "withdrawn by the requester", self.clock(), by=user), record
-            )
-        except TransitionError as err:
-            raise CommandError(str(err)) from None
+        _, after = self.rt.store.transition(
+            request.id, lambda r: requests.cancel(r, "withdrawn by the requester", self.clock(), by=user), record
+        )
         tell(self.rt, after.id, "cancelled")
         return Reply(sentences.cancelled_text(after))
 

@@ -16,14 +16,7 @@ from datetime import datetime
 from bot.service.common import enqueue, looks_like_id, refresh_homes, utcnow
 from bot.service.mfa import MfaService
 from jit_lb.access import requests
-from jit_lb.access.errors import (
-    ApprovalError,
-    AuditUnavailableError,
-    NotFoundError,
-    StoreUnavailableError,
-    TransitionError,
-)
-from jit_lb.access.mfa import MfaError
+from jit_lb.access.errors import ApprovalError, JitError, RefusedError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
@@ -77,13 +70,8 @@ class DecisionService:
                 raise ApprovalError("jit-lb is locked down: no approval counts until an admin lifts it")
             mfa = self._stepped_up(user, request, mfa)
             (self._approve_extension if is_extension else self._approve)(user, request, mfa)
-        except StoreUnavailableError:
-            self._tell(user, card, sentences.unavailable_text())
-        except AuditUnavailableError as err:
-            self._tell(user, card, sentences.refusal_text(str(err)))
-        except (ApprovalError, TransitionError, NotFoundError) as err:
-            self._refused(user, action_id, value, str(err))
-            self._tell(user, card, sentences.refusal_text(str(err)))
+        except JitError as err:
+            self._refused(user, action_id, value, err, card)
 
     def review(self, user: str, action_id: str, value: str, card: Card | None) -> None:
         """An approver's review of a break-glass grant: acknowledged, or flagged (and the admins are told)."""
@@ -98,15 +86,8 @@ class DecisionService:
                 self.rt.audit.request_event(f"review.{verdict}", after, actor=user)
 
             _, after = self.rt.store.transition(request.id, lambda r: requests.review(r, user, verdict), record)
-        except StoreUnavailableError:
-            self._tell(user, card, sentences.unavailable_text())
-            return
-        except AuditUnavailableError as err:
-            self._tell(user, card, sentences.refusal_text(str(err)))
-            return
-        except (ApprovalError, TransitionError, NotFoundError) as err:
-            self._refused(user, action_id, value, str(err))
-            self._tell(user, card, sentences.refusal_text(str(err)))
+        except JitError as err:
+            self._refused(user, action_id, value, err, card)
             return
         self.rt.store.reviewed(after.id)
         self.notifier.update_card(after)
@@ -127,7 +108,7 @@ class DecisionService:
             intent = {"do": "approve", "request": request.id, "card": list(card) if card else None}
             what = f"Approving `{request.id}` on `{request.target}` asks for a one-time code."
             return self.mfa.step_up(user, intent, what)
-        except (ApprovalError, TransitionError, NotFoundError, StoreUnavailableError, MfaError):
+        except JitError:
             return None  # `decide` refuses it, with the same words, and records why
 
     def _stepped_up(self, user: str, request: AccessRequest, mfa: bool) -> bool:
@@ -144,7 +125,7 @@ class DecisionService:
         try:
             request, is_extension = self._card_request(value, *card) if card else self._home_request(value)
             self._check_decider(user, request)
-        except (ApprovalError, TransitionError, NotFoundError, StoreUnavailableError):
+        except JitError:
             return None  # `decide` refuses it, with the same words, and records why
         target = self.rt.policy.target_for(request.target)
         if is_extension or target is None or target.deny_reason == "none":
@@ -178,18 +159,21 @@ class DecisionService:
         if not self.rt.approvers.may_approve(user, self.rt.policy.target_for(request.target)):
             raise ApprovalError(f"you are not an approver of `{request.target}`")
 
-    def _refused(self, user: str, action_id: str, value: str, why: str) -> None:
-        known = self.rt.store.find(value) if looks_like_id(value) else None
-        self.rt.audit.record(
-            "approval.refused",
-            actor=user,
-            request_id=known.id if known else None,
-            target=known.target if known else None,
-            action=action_id[:40],
-            value=value[:64],
-            why=why,
-            must=True,
-        )
+    def _refused(self, user: str, action_id: str, value: str, err: JitError, card: Card | None) -> None:
+        """A click that changed nothing: a refusal is recorded, and the clicker is told why (sentences.error_reply)."""
+        if isinstance(err, RefusedError):
+            known = self.rt.store.find(value) if looks_like_id(value) else None
+            self.rt.audit.record(
+                "approval.refused",
+                actor=user,
+                request_id=known.id if known else None,
+                target=known.target if known else None,
+                action=action_id[:40],
+                value=value[:64],
+                why=str(err),
+                must=True,
+            )
+        self._tell(user, card, sentences.error_reply(err))
 
     def _tell(self, user: str, card: Card | None, text: str) -> None:
         """An answer only the clicker sees: ephemeral under the card, or a DM from the App Home."""

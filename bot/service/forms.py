@@ -14,19 +14,14 @@ from datetime import timedelta
 from typing import Any
 
 from bot.service.background import after_answer
-from bot.service.commands import FAILURES, CommandService
+from bot.service.commands import CommandService
 from bot.service.common import Reply
 from bot.service.decisions import DecisionService
 from bot.service.mfa import MfaService, Verified
 from jit_lb.access import commands
 from jit_lb.access.commands import BreakGlassCommand, ExtendCommand, RequestCommand
 from jit_lb.access.durations import parse_duration
-from jit_lb.access.errors import (
-    AuditUnavailableError,
-    CommandError,
-    NotFoundError,
-    StoreUnavailableError,
-)
+from jit_lb.access.errors import CommandError, JitError
 from jit_lb.access.policy import host_address
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
@@ -74,9 +69,9 @@ class FormService:
         try:
             await self.commands.count(user)
             reply = await self.commands.request(user, command, None)
-        except FAILURES as err:
-            text = sentences.unavailable_text() if isinstance(err, StoreUnavailableError) else str(err)
-            return await asyncio.to_thread(self._refused, user, values, {"reason": text})
+        except JitError as err:
+            errors = {"reason": sentences.error_reply(err, bare=True)}
+            return await asyncio.to_thread(self._refused, user, values, errors)
         if reply.view is not None:
             return reply.view  # the target requires a code: the form becomes the step-up modal
         after_answer(self.notifier.dm, user, reply.text)
@@ -123,7 +118,7 @@ class FormService:
             return (await self.commands.request(user, command, intent.get("channel"), mfa=True)).text
         except (KeyError, ValueError) as err:
             return sentences.refusal_text(f"the form did not say what to request ({err})")
-        except FAILURES as err:
+        except JitError as err:
             return (await asyncio.to_thread(self.commands.failed, user, f"request {intent.get('target')}", err)).text
 
     def _breakglass_after_code(self, user: str, intent: dict[str, Any]) -> None:
@@ -151,7 +146,7 @@ class FormService:
             reply = act()
         except (KeyError, ValueError) as err:
             reply = Reply(sentences.refusal_text(f"the form did not say what to do ({err})"))
-        except FAILURES as err:
+        except JitError as err:
             reply = self.commands.failed(user, text, err)
         self.notifier.dm(user, reply.text)
 
@@ -240,9 +235,9 @@ class FormService:
             return {"reason": "say why you need more time"}
         try:
             reply = self.commands.extend(user, ExtendCommand(request_id, duration, reason))
-        except (CommandError, NotFoundError, AuditUnavailableError, StoreUnavailableError) as err:
+        except JitError as err:
             block = "reason" if "reason" in str(err) else "duration"
-            return {block: str(err)}
+            return {block: sentences.error_reply(err, bare=True)}
         if reply.view is not None:
             return reply.view  # the target requires a code: the form becomes the step-up modal
         self.notifier.dm(user, reply.text)
@@ -252,7 +247,7 @@ class FormService:
         """Do what a home button asks as the command `text` would, refusals recorded alike; answer by DM."""
         try:
             reply = act()
-        except FAILURES as err:
+        except JitError as err:
             reply = self.commands.failed(user, text, err)
         self.notifier.dm(user, reply.text)
 

@@ -19,8 +19,8 @@ import segno
 
 from bot.service.common import ENROLMENTS, Reply, enqueue, utcnow
 from jit_lb.access.durations import format_duration
-from jit_lb.access.errors import AuditUnavailableError, CommandError, StoreUnavailableError
-from jit_lb.access.mfa import SECRET_GRACE, Enrolment, MfaError, matching_step, new_secret, provisioning_uri
+from jit_lb.access.errors import CommandError, JitError, MfaError
+from jit_lb.access.mfa import SECRET_GRACE, Enrolment, matching_step, new_secret, provisioning_uri
 from jit_lb.access.policy import Target
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
@@ -204,10 +204,8 @@ class MfaService:
                 self._forget_now(user)  # the DM and the QR code have served: they go now
             self.rt.audit.record("mfa.verified", actor=user, target=intent.get("target"), purpose=kind)
             self.rt.mfa.prove(user, rules.window)
-        except (MfaError, AuditUnavailableError) as err:
-            return {"code": str(err)}
-        except StoreUnavailableError:
-            return {"code": sentences.unavailable_text()}
+        except JitError as err:
+            return {"code": sentences.error_reply(err, bare=True)}
         return Verified(intent)
 
     def _forget_now(self, user: str) -> None:

@@ -18,7 +18,7 @@ import pyotp
 import redis
 from cryptography.fernet import Fernet, InvalidToken
 
-from jit_lb.access.errors import JitError
+from jit_lb.access.errors import MfaError, MfaKeyError
 from jit_lb.access.store import PREFIX, reachable
 
 ISSUER = "jit-lb"
@@ -64,14 +64,6 @@ if record['confirmed'] or record['created_at'] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 """
-
-
-class MfaError(JitError):
-    """A step-up could not be done: not enrolled, locked out, a wrong or used code; the message says which."""
-
-
-class MfaKeyError(JitError):
-    """JIT_MFA_KEY is missing or not a Fernet key while the policy requires MFA."""
 
 
 def fernet(key: str | None, needed_by: list[str]) -> Fernet | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jit_lb.access.errors import JitError
+from jit_lb.access.errors import PagerDutyConfigError, PagerDutyError
 
 ACCEPT = "application/vnd.pagerduty+json;version=2"
 PAGE = 100  # entries a page; PagerDuty's classic pagination caps `limit` at 100
@@ -49,10 +49,6 @@ class OnCall:
     why_not: str = ""
 
 
-class PagerDutyConfigError(JitError):
-    """Targets auto-approve from on-call but no PagerDuty token was given: the process does not start."""
-
-
 def pagerduty_for(token: str | None, base_url: str, needed_by: list[str]) -> PagerDuty | None:
     """The client targets with `auto_approve.on_call` need; PagerDutyConfigError when they need one and have none."""
     if not needed_by:
@@ -62,10 +58,6 @@ def pagerduty_for(token: str | None, base_url: str, needed_by: list[str]) -> Pag
             f"PAGERDUTY_TOKEN: is required because these targets auto-approve from on-call: {', '.join(needed_by)}"
         )
     return PagerDuty(token, base_url)
-
-
-class PagerDutyError(Exception):
-    """PagerDuty could not be asked: unreachable, too slow, or it refused the request."""
 
 
 class PagerDuty:

@@ -20,7 +20,14 @@ from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jit_lb.access.connections import RedisAddress, connect_async
-from jit_lb.access.errors import LOCKED, JitError, LockdownError, NotFoundError, StoreUnavailableError, TransitionError
+from jit_lb.access.errors import (
+    LOCKED,
+    LimitError,
+    LockdownError,
+    NotFoundError,
+    StoreUnavailableError,
+    TransitionError,
+)
 from jit_lb.access.requests import AccessRequest, Status, new_request_id
 
 PREFIX = "jit:"
@@ -104,10 +111,6 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'by', ARGV[1], 'at', ARGV[2], 'reason', ARGV[3])
 return 1
 """
-
-
-class LimitError(JitError):
-    """A requester is past one of the policy's limits (`limits` in the policy file)."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from typing import Any, TextIO
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jit_lb.audit.files import AuditFileError, Line, lines, oldest_first
+from jit_lb.access.errors import AuditFileError
+from jit_lb.audit.files import Line, lines, oldest_first
 from jit_lb.audit.ocsf import to_ocsf, unreadable
 from jit_lb.audit.trails import COLUMNS, Filters, Reading, parse_instant, report, who
 from jit_lb.audit.verify import Checkpoint, Outcome, Verifier

@@ -10,19 +10,10 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from jit_lb.access.errors import JitError
+from jit_lb.access.errors import AuditFileError
 
 GZIP_MAGIC = b"\x1f\x8b"
 _BUFFER = 1 << 20
-
-
-class AuditFileError(JitError):
-    """A log file cannot be opened or read to its end (missing, unreadable, a damaged gzip stream)."""
-
-    def __init__(self, file: str, line: int | None, message: str) -> None:
-        super().__init__(f"{file}:{line}: {message}" if line is not None else f"{file}: {message}")
-        self.file = file
-        self.line = line
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from botocore.config import Config
 
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer
 from devtools.ports import free_port
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import ListenerRuleGrant
 from workers.providers.aws_alb import ListenerRuleProvider
-from workers.providers.base import GrantOrder, Lease, ManagedObject, ProviderError, objects_of
+from workers.providers.base import GrantOrder, Lease, ManagedObject, objects_of
 from workers.providers.markers import format_time
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -15,9 +15,10 @@ import redis
 
 from devtools.haproxy import HaproxyServer
 from devtools.ports import free_port
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import HaproxyAclGrant
 from workers.providers import markers
-from workers.providers.base import GrantOrder, ManagedObject, ProviderError, objects_of
+from workers.providers.base import GrantOrder, ManagedObject, objects_of
 from workers.providers.haproxy import HaproxyAclProvider, RuntimeApi
 
 pytestmark = [

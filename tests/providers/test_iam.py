@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import IamPolicyGrant
 from workers.providers.aws_iam import IamPolicyProvider, resources_for
-from workers.providers.base import GrantOrder, Lease, ProviderError
+from workers.providers.base import GrantOrder, Lease
 from workers.providers.markers import UNREADABLE_END
 
 END = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from devtools.nginx import NginxServer, nginx_binary
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import NginxAllowlistGrant
 from workers.providers import nginx as nginx_provider
-from workers.providers.base import GrantOrder, ProviderError, objects_of
+from workers.providers.base import GrantOrder, objects_of
 from workers.providers.markers import format_time
 from workers.providers.nginx import LOCK_NAME, NginxAllowlistProvider
 

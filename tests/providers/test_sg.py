@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from devtools.moto_server import MotoServer, seed_security_group
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import SecurityGroupGrant
 from workers.providers.aws_sg import SecurityGroupProvider
-from workers.providers.base import GrantOrder, ManagedObject, ProviderError, objects_of
+from workers.providers.base import GrantOrder, ManagedObject, objects_of
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CIDR = "203.0.113.7/32"

@@ -14,12 +14,13 @@ import redis
 
 from devtools.haproxy import HaproxyServer
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer, seed_role, seed_security_group
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import HaproxyAclGrant, IamPolicyGrant, ListenerRuleGrant, SecurityGroupGrant
 from jit_lb.access.requests import Use
 from workers.providers.aws_alb import ListenerRuleProvider
 from workers.providers.aws_iam import IamPolicyProvider
 from workers.providers.aws_sg import SecurityGroupProvider
-from workers.providers.base import GrantOrder, ProviderError
+from workers.providers.base import GrantOrder
 from workers.providers.haproxy import HaproxyAclProvider, RuntimeApi, parse_table
 
 END = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=10)

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.service.commands import CommandService
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.requests import EndReason, Status
 from tests.service.world import APPROVALS, DEV1_CIDR, DEVS, MISSING_GROUP, World, buttons, id_in
 from workers import jobs, notices
 from workers.judge import applied_spec
 from workers.orders import order_of
-from workers.providers.base import ProviderError
 from workers.providers.registry import provider_for
 
 

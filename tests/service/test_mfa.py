@@ -15,8 +15,7 @@ import zxingcpp
 from PIL import Image
 
 from bot.service.mfa import Verified
-from jit_lb.access.errors import CommandError
-from jit_lb.access.mfa import MfaError
+from jit_lb.access.errors import CommandError, MfaError
 from jit_lb.access.requests import Status
 from tests.service.world import APPROVALS, World
 from workers import enrolments, jobs

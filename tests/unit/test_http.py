@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.http import MalformedError, _for_bolt, check_shape, signature_error
+from bot.http import _for_bolt, check_shape, signature_error
+from jit_lb.access.errors import MalformedError
 
 FORM = "application/x-www-form-urlencoded"
 COMMAND = {"command": "/jit", "user_id": "U0DEV1", "text": "request lb-prod 30m bad payload from eu-west"}

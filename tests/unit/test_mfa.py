@@ -8,7 +8,8 @@ import pyotp
 import pytest
 from cryptography.fernet import Fernet
 
-from jit_lb.access.mfa import MfaKeyError, fernet, matching_step, provisioning_uri
+from jit_lb.access.errors import MfaKeyError
+from jit_lb.access.mfa import fernet, matching_step, provisioning_uri
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 STEP_START = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)  # a multiple of 30 s since the epoch

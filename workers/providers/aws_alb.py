@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import ListenerRuleGrant
 from jit_lb.access.requests import Use
 from workers.providers import aws, markers
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client

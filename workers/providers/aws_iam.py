@@ -21,10 +21,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import IamPolicyGrant
 from jit_lb.access.requests import Use
 from workers.providers import aws, markers
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError, drop_each
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, drop_each
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client

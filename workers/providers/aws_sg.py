@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import SecurityGroupGrant
 from jit_lb.access.requests import Use
 from workers.providers import aws, markers
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject
 
 KIND = "aws_security_group"
 # A rule already gone counts as deleted.

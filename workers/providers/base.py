@@ -21,10 +21,6 @@ from jit_lb.access.requests import Use
 Entries = dict[str, str]
 
 
-class ProviderError(Exception):
-    """A load balancer call failed; the message says what, where, and what a person can do."""
-
-
 @dataclass(frozen=True)
 class GrantOrder:
     """What one request asks of a load balancer."""

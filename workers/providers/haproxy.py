@@ -43,11 +43,12 @@ from datetime import datetime
 from redis import Redis
 from redis.exceptions import LockNotOwnedError, RedisError
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import HaproxyAclGrant
 from jit_lb.access.requests import Use
 from jit_lb.access.store import haproxy_book_key
 from workers.providers import markers
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject
 
 KIND = "haproxy_acl"
 # Connecting, and each wait for the next bytes of an answer.

@@ -7,8 +7,9 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import MIN_IPV4_PREFIX, MIN_IPV6_PREFIX
-from workers.providers.base import GrantOrder, Lease, ProviderError
+from workers.providers.base import GrantOrder, Lease
 
 MARKER_PREFIX = "jit-lb"
 # On AWS objects: `jit-lb:managed` = `true` marks the object as ours, `jit-lb:lease:<request id>` = its end.

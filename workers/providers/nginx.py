@@ -49,10 +49,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import NginxAllowlistGrant
 from jit_lb.access.requests import Use
 from workers.providers import markers
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, ProviderError
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject
 
 KIND = "nginx_allowlist"
 # The flock every change takes, in the allow file's directory: one change at a time, reload included.
