@@ -7,6 +7,7 @@ import re
 import shutil
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ def demo_policy(network: Network, nginx: NginxServer | None = None) -> dict[str,
     principals: dict[str, Any] = {
         "U0DEV1": {"source_cidr": "203.0.113.7/32", "aws_role_name": network.role_name},
         "U0DEV3": {"source_cidr": f"{HAPROXY_SOURCE}/32"},
+        "U0DEV5": {"source_cidr": "198.51.100.5/32"},  # asks during the failover
     }
     if nginx is not None:
         targets["edge-nginx"] = {
@@ -179,8 +181,11 @@ def run(haproxy: bool, nginx: NginxServer | None) -> None:
         usergroups={"S0NETOPS": ["U0NETOPS1"]},
         with_haproxy=haproxy,
         extra_env={"JIT_MFA_KEY": Fernet.generate_key().decode()},
+        sentinel=True,
     ) as stack:
-        print(f"Started: redis {stack.redis.url}, moto {stack.moto.endpoint}, Slack stand-in {stack.slack.api_url},")
+        assert stack.topology is not None
+        print(f"Started: Redis master {stack.redis_url}, a replica and 3 Sentinels ({stack.topology.sentinels}),")
+        print(f"         moto {stack.moto.endpoint}, Slack stand-in {stack.slack.api_url},")
         real = [name for name, present in (("HAProxy", haproxy), ("NGINX", nginx is not None)) if present]
         print("         the Procfile's web and worker" + "".join(f", a real {name}" for name in real) + ".")
         main_flow(stack)
@@ -188,6 +193,7 @@ def run(haproxy: bool, nginx: NginxServer | None) -> None:
         step_up(stack)
         emergencies(stack)
         other_kinds(stack, haproxy, nginx)
+        failover(stack)
 
 
 def main_flow(stack: Stack) -> None:
@@ -435,6 +441,63 @@ def other_kinds(stack: Stack, haproxy: bool, nginx: NginxServer | None) -> None:
         print("  after:  " + ("; ".join(view()) or "(none)"))
         ended = next(r for r in stack.audit(request_id) if r["event"] == "grant.revoked")
         print(f"  audit:  grant.revoked reason={ended['reason']} actor={ended['actor']} verified={ended['verified']}")
+
+
+def failover(stack: Stack) -> None:
+    """The Redis master killed mid-flow: the web and the workers follow Sentinel's promotion by themselves."""
+    assert stack.topology is not None
+    section("Redis Sentinel failover: the master is killed (SIGKILL) with a grant active")
+    waiting, _ = ask_pending(stack, "U0DEV5", "request lb-prod 30m OPS-9 acknowledged before the failover")
+    granted, _ = ask_and_approve(stack, "U0DEV1", "request lb-prod 7s OPS-7 granted before the failover")
+    end = lease_end_of(stack, granted)
+    print(
+        f"  {waiting} is pending and {granted} granted until {end:%H:%M:%S}; master on :{stack.topology.master_port()}"
+    )
+    old = stack.topology.kill_master()
+    killed = time.monotonic()
+    print(f"  +0.00 s  master :{old} killed")
+    while True:
+        answer = str(stack.client().command("U0DEV5", "request lb-prod 30m OPS-9 during the failover").json()["text"])
+        accepted = re.search(r"jit-[a-z0-9]{6}", answer)
+        if accepted:
+            break
+        print(f"  +{time.monotonic() - killed:.2f} s  /jit request answered: {answer[:70]}…")
+        time.sleep(0.5)
+    new = stack.topology.master_port()
+    print(f"  +{time.monotonic() - killed:.2f} s  Sentinel promoted :{new}; /jit request accepted: {accepted.group(0)}")
+    stack.client().click("U0APPROVER1", "jit_approve", waiting, APPROVALS, card_ts_of(stack, waiting))
+    stack.wait_for(lambda: "grant.applied" in stack.events(waiting), what=f"the grant of {waiting}")
+    print(f"  {waiting}, acknowledged before the kill, is still there: approved and granted after the failover")
+    stack.wait_for(lambda: "grant.revoked" in stack.events(granted), timeout=30, what=f"the end of {granted}")
+    print(f"  {granted} ended at its end as planned (no rule of it left): {not rules_of_request(stack, granted)}")
+
+
+def ask_pending(stack: Stack, user: str, text: str) -> tuple[str, str]:
+    answer = stack.client().command(user, text)
+    match = re.search(r"jit-[a-z0-9]{6}", answer.json()["text"])
+    if match is None:
+        raise RuntimeError(f"the request was refused: {answer.body}")
+    return match.group(0), card_ts_of(stack, match.group(0))
+
+
+def card_ts_of(stack: Stack, request_id: str) -> str:
+    card = stack.slack.wait_for(
+        lambda: next(
+            (m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m),
+            None,
+        )
+    )
+    return str(card["ts"])
+
+
+def rules_of_request(stack: Stack, request_id: str) -> list[dict[str, Any]]:
+    return [r for r in stack.sg_rules() if any(t["Key"] == f"jit-lb:lease:{request_id}" for t in r.get("Tags", []))]
+
+
+def lease_end_of(stack: Stack, request_id: str) -> datetime:
+    (rule, *_) = rules_of_request(stack, request_id)
+    tags = {t["Key"]: t["Value"] for t in rule.get("Tags", [])}
+    return datetime.fromisoformat(tags[f"jit-lb:lease:{request_id}"].replace("Z", "+00:00"))
 
 
 def condition_text(condition: dict[str, Any]) -> str:

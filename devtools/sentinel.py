@@ -7,6 +7,7 @@ master now, as a crash would, and `wait_promoted()` waits for the Sentinels to n
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -50,18 +51,31 @@ class SentinelTopology:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
-        master = RedisServer(durable=self.durable).start()
-        replica = RedisServer(durable=self.durable, extra=["--replicaof", "127.0.0.1", str(master.port)])
+        # A replica's first sync starts at once (Redis waits 5 s by default, for other replicas to share it).
+        master = RedisServer(durable=self.durable, extra=["--repl-diskless-sync-delay", "0"]).start()
+        replica = RedisServer(
+            durable=self.durable,
+            extra=["--replicaof", "127.0.0.1", str(master.port), "--repl-diskless-sync-delay", "0"],
+        )
         self.servers = [master, replica.start()]
         self._wait(lambda: self._client(replica.port).info("replication").get("master_link_status") == "up", "sync")
+        # Each Sentinel is told the others and the replica up front (known-sentinel, known-replica), so that they can
+        # agree on a failover at once rather than after meeting through the master's hello channel.
+        ids = [secrets.token_hex(20) for _ in self.sentinel_ports]
         for index, port in enumerate(self.sentinel_ports):
             conf = self._dir / f"sentinel-{index}.conf"  # Sentinel rewrites its file: one each, writable
+            known = "".join(
+                f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {other} {ids[j]}\n"
+                for j, other in enumerate(self.sentinel_ports)
+                if j != index
+            )
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self._dir}\n"
+                f"port {port}\nbind 127.0.0.1\ndir {self._dir}\nsentinel myid {ids[index]}\n"
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {MASTER_NAME} {self.failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+                f"sentinel known-replica {MASTER_NAME} 127.0.0.1 {replica.port}\n{known}"
             )
             self._sentinels.append(
                 subprocess.Popen(

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -108,12 +109,18 @@ class Stack:
     # --- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> Stack:
+        # The Sentinels take seconds to meet: they do so while moto and the stand-in start.
+        meeting = None
         if self.topology is not None:
-            self.topology.start()
+            meeting = ThreadPoolExecutor(max_workers=1)
+            topology_started = meeting.submit(self.topology.start)
         else:
             self.redis.start()
         self.moto.start()
         self.slack.start()
+        if meeting is not None:
+            topology_started.result()
+            meeting.shutdown()
         for group, members in self.usergroups.items():
             self.slack.set_usergroup(group, members)
         self.network = seed_network(self.moto)
