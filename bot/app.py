@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -20,6 +21,7 @@ from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
 from bot.service.mfa import MfaService
 from jit_lb.access.connections import WEB
+from jit_lb.metrics import Metrics
 from jit_lb.runtime import Runtime
 from jit_lb.settings import Settings
 from slack_out.poster import Notifier
@@ -76,7 +78,19 @@ def web_application(settings: Settings, runtime: Runtime, notifier: Notifier) ->
         )
         server.router.add_post("/slack/events", handler)
     server.router.add_get("/healthz", healthz_handler(runtime))
+    if runtime.metrics is not None:
+        server.router.add_get("/metrics", metrics_handler(runtime.metrics))
     return app, server
+
+
+def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """GET /metrics: Prometheus' text format; rendered off the event loop, since a scrape reads Redis."""
+
+    async def handle_metrics(_: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handle_metrics
 
 
 def audit_checkpoints(runtime: Runtime, notifier: Notifier) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -15,6 +15,7 @@ from jit_lb.access.oncall import PagerDuty, pagerduty_for
 from jit_lb.access.policy import Policy, load_policy
 from jit_lb.access.store import RequestStore
 from jit_lb.audit.writer import AuditLog
+from jit_lb.metrics import Metrics
 from jit_lb.settings import Settings
 
 log = structlog.get_logger("jit_lb.runtime")
@@ -33,6 +34,7 @@ class Runtime:
     queue: Queue  # grants, revokes and the sweep's follow-ups
     notices: Queue  # Slack posts of outcomes; workers take them when `queue` is empty
     pagerduty: PagerDuty | None = None  # asked live for auto-approval from on-call; None when no target does
+    metrics: Metrics | None = None  # None with JIT_METRICS=false
 
     def reload_policy(self) -> bool:
         """Read the policy file again (SIGHUP); an invalid one is refused and audited, and the one in force stays.
@@ -85,6 +87,10 @@ def build_runtime(settings: Settings, directory: GroupDirectory, timeouts: Timeo
         notices=Queue(f"{settings.jit_queue}-notices", connection=client),
         pagerduty=pagerduty,
     )
+    if settings.jit_metrics:
+        runtime.metrics = Metrics(lambda: runtime.policy, settings.jit_sweep_interval)
+        runtime.metrics.read_state_from(runtime.store)
+        runtime.audit.observer = runtime.metrics
     return runtime
 
 

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     jit_audit_key: SecretStr | None = None  # the audit chain's HMAC key; unset or empty: SHA-256, with a warning
     jit_sweep_interval: float = Field(default=60.0, gt=0, le=3600)
     port: int = Field(default=3000, ge=1, le=65535)
+    # Prometheus metrics (docs/metrics.md): the web serves /metrics on PORT; a worker on JIT_METRICS_PORT when set.
+    jit_metrics: bool = True  # false: nothing is counted and no /metrics is served (the bench's comparison)
+    jit_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Where a worker's /metrics listens; the web serves on all interfaces too.
+    jit_metrics_host: str = "0.0.0.0"  # noqa: S104
     jit_queue: str = "jit"
     jit_log_level: str = "INFO"
     jit_mfa_key: SecretStr | None = None  # a Fernet key; required when any target requires MFA

@@ -9,6 +9,7 @@ import threading
 import time
 
 import structlog
+from prometheus_client import start_http_server
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
@@ -40,10 +41,20 @@ def main() -> int:
     for spec in specs_of(rt.policy):
         # Made now, not in the first job: creating a boto3 client costs most of a second.
         provider_for(spec, rt.store.redis, rt.policy)
+    serve_metrics(rt)
     gc.freeze()  # start-up's objects (boto3's models above all) stay for good: full collections skip them
     ReconcileLoop(rt, reload_asked).start()
     OutboxLoop(rt).start()
     return work(rt)
+
+
+def serve_metrics(rt: Runtime) -> None:
+    """GET /metrics on JIT_METRICS_PORT, from a thread of its own; jobs run in this process, so they count here."""
+    port = rt.settings.jit_metrics_port
+    if rt.metrics is None or port is None:
+        return
+    start_http_server(port, addr=rt.settings.jit_metrics_host, registry=rt.metrics.registry)
+    log.info("metrics served", port=port)
 
 
 def work(rt: Runtime) -> int:

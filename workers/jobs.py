@@ -112,6 +112,8 @@ def grant_access(request_id: str) -> str:
             # Cancelled or failed meanwhile: take back the lease this job just added.
             roll_back(rt, provider, order)
         return f"request is {current_request.status}"
+    if rt.metrics is not None:
+        rt.metrics.granted(spec.kind, utcnow() - (request.decided_at or now))
     schedule_warning(rt, granted)
     queue_notice(rt, granted, Notice.GRANTED, verified=verified)
     return "granted"
@@ -354,6 +356,8 @@ def finish_revoke(
         )
     except TransitionError:
         return
+    if rt.metrics is not None and ended.ended_at is not None and ended.ends_at is not None:
+        rt.metrics.access_ended(_kind_of(ended), ended.ended_at - ended.ends_at)
     queue_notice(rt, ended, Notice.ENDED)
 
 
@@ -368,7 +372,13 @@ def _session_activity(rt: Runtime, request: AccessRequest, seen: activity.Seen |
     return activity.compare(request.start_snapshot, end)
 
 
+def _kind_of(request: AccessRequest) -> str:
+    return str((request.grant_spec or {}).get("kind", "unknown"))
+
+
 def _revoke_failed(rt: Runtime, request: AccessRequest, error: str) -> None:
+    if rt.metrics is not None:
+        rt.metrics.revoke_failed(_kind_of(request))
     job = get_current_job()
     retries_left = job.retries_left if job is not None and job.retries_left is not None else 0
     rt.audit.request_event(

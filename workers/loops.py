@@ -90,7 +90,10 @@ class ReconcileLoop(threading.Thread):
                 started = time.monotonic()
                 log.info("sweep started")
                 removed = reconcile.sweep()
-                log.info("sweep done", removed=removed, seconds=round(time.monotonic() - started, 3))
+                took = time.monotonic() - started
+                if self.rt.metrics is not None:
+                    self.rt.metrics.swept(took)
+                log.info("sweep done", removed=removed, seconds=round(took, 3))
 
 
 class OutboxLoop(threading.Thread):

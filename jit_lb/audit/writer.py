@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import SecretStr
@@ -52,6 +52,15 @@ SOON_BATCH = 0.5  # seconds a checkpoint waits after a witnessed record, so that
 
 # Posts a checkpoint record where nobody with access to the log file can edit it (the processes post to Slack).
 Witness = Callable[[dict[str, Any]], None]
+
+
+class Observer(Protocol):
+    """Who hears of each record accepted and each failed write (the process's metrics, jit_lb/metrics.py)."""
+
+    def recorded(self, event: str, record: dict[str, Any]) -> None: ...
+
+    def write_failed(self) -> None: ...
+
 
 EVENTS = frozenset(
     {
@@ -213,6 +222,7 @@ class AuditLog:
         self._witnesses: ThreadPoolExecutor | None = None
         self._clock = clock
         self._last_checkpoint = clock()
+        self.observer: Observer | None = None  # the metrics, told of every record accepted and write failed
         self._soon: threading.Timer | None = None  # the checkpoint due after a witnessed record, once scheduled
         self._last_soon = -SOON_SECONDS
         _logs.add(self)
@@ -335,6 +345,8 @@ class AuditLog:
                 self._drain()
                 self._write(_Spooled(line, chain, seq, chain.hash, written["hash"]))
             except OSError as err:
+                if self.observer is not None:
+                    self.observer.write_failed()
                 if not must:
                     # Failed closed: the seq stays free for the next record.
                     raise AuditUnavailableError(
@@ -344,6 +356,8 @@ class AuditLog:
                 # The process log keeps a copy too, in case the process dies before the log takes it.
                 log.error("audit record spooled: the audit log cannot be written", error=str(err), record=written)
             chain.accept(seq, written["hash"])
+        if self.observer is not None:
+            self.observer.recorded(event, written)
         if event in WITNESSED:
             self._checkpoint_soon()
         return written
