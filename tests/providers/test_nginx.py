@@ -166,7 +166,7 @@ def test_a_reload_alone_leaves_old_workers_answering(
     connection from the revoked source (the master tells old workers to stop only 100 ms later)."""
     provider.apply(order(spec, "jit-aaaaaa"))
     answered_late = []
-    for _ in range(5):
+    for _ in range(10):  # the window is NGINX's 100 ms: a loaded machine may miss it now and then
         with closing(connect(nginx)) as conn:
             assert ask(conn) == 200
             Path(nginx.allow_file).write_text("", encoding="utf-8")
@@ -176,6 +176,8 @@ def test_a_reload_alone_leaves_old_workers_answering(
             except (http.client.HTTPException, ConnectionError):
                 answered_late.append(0)
         nginx.wait_gone(old)
+        if 200 in answered_late:
+            break
         provider.apply(order(spec, "jit-aaaaaa"))
     assert 200 in answered_late
 

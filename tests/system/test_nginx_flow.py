@@ -32,6 +32,7 @@ def nginx_policy(server: NginxServer) -> Any:
     def build(network: Network) -> dict[str, Any]:
         policy = stack_policy(network)
         policy["principals"][REQUESTER] = {"source_cidr": f"{SOURCE}/32"}
+        policy["admins"] = ["U0ADMIN"]
         policy["targets"]["edge-nginx"] = {
             "description": "The edge NGINX",
             "min_duration": "1s",
@@ -172,6 +173,21 @@ def test_lines_are_judged_by_the_sweep_and_a_hand_written_one_reported(stack: St
     assert "no jit-lb marker" in reported[0]["why"]
     Path(nginx.allow_file).write_text("", encoding="utf-8")
     nginx.reload_by_hand()
+
+
+def test_a_lockdown_clears_the_allow_file(stack: Stack, nginx: NginxServer) -> None:
+    """`/jit lockdown on` ends the NGINX grant (reason lockdown): its line gone, the source refused."""
+    request_id = granted(stack, REQUESTER, "request edge-nginx 30m before the lockdown")
+    assert status(nginx) == 200
+    try:
+        stack.client().command("U0ADMIN", "lockdown on suspected leak")
+        stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=20, what="the lockdown's revoke")
+    finally:
+        stack.client().command("U0ADMIN", "lockdown off")
+    ended = next(record for record in stack.audit(request_id) if record["event"] == "grant.revoked")
+    assert (ended["reason"], ended["verified"]) == ("lockdown", True)
+    assert allow_lines(nginx) == []
+    assert status(nginx) == 403
 
 
 def granted_or_failed(stack: Stack, text: str) -> str:
