@@ -452,3 +452,18 @@ def test_a_source_that_is_not_a_network_never_reaches_the_file(
         provider.apply(order(spec, "jit-aaaaaa", cidr="127.0.0.2/32; allow all"))
 
     assert allow_text(nginx) == ""
+
+
+def test_an_allow_file_named_through_a_symlink_is_recognised(nginx: NginxServer, tmp_path: Path) -> None:
+    """The grant spec may name the allow file by another path (a symlinked directory) than the configuration does."""
+    link = tmp_path / "nginx-conf"
+    link.symlink_to(nginx.prefix)
+    spec = NginxAllowlistGrant.model_validate({**nginx.grant_spec(), "allow_file": str(link / "jit-allow.conf")})
+    provider = NginxAllowlistProvider(spec)
+
+    [obj] = provider.apply(order(spec, "jit-aaaaaa"))
+
+    assert status_from(nginx) == 200
+    assert f"configuration file {nginx.allow_file}" not in provider.snapshot(order(spec, "jit-aaaaaa"))
+    assert provider.drop(obj, {"jit-aaaaaa"}) is True
+    assert status_from(nginx) == 403

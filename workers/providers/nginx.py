@@ -466,7 +466,7 @@ class NginxAllowlistProvider:
         dump = self.nginx.dump()
         entries: Entries = {"nginx master": f"pid {self.nginx.master()}"}
         for path, text in dump.files.items():
-            if path != self.spec.allow_file:
+            if not self._is_allow_file(path):
                 digest = hashlib.sha256(text.encode()).hexdigest()[:16]
                 entries[f"configuration file {path}"] = f"sha256 {digest}…, {len(text.splitlines())} lines"
         return entries | dump.upstream_servers()
@@ -529,7 +529,7 @@ class NginxAllowlistProvider:
 
     def _check_fit(self, dump: Dump) -> None:
         """Refuse to grant what a revoke could not take back: the file unused, or old workers unbounded."""
-        if self.spec.allow_file not in dump.files:
+        if not any(map(self._is_allow_file, dump.files)):
             raise ProviderError(
                 f"NGINX's configuration does not include {self.spec.allow_file}: add `include {self.spec.allow_file};` "
                 "inside the protected server or location, before its `deny all;`"
@@ -542,6 +542,10 @@ class NginxAllowlistProvider:
                 f"open connections without bound; set `worker_shutdown_timeout 10s;` (at most "
                 f"{MAX_SHUTDOWN_SECONDS:g}s) in its main context"
             )
+
+    def _is_allow_file(self, path: str) -> bool:
+        """Whether a path `nginx -T` names is the allow file: the same file, however the configuration spells it."""
+        return path == self.spec.allow_file or os.path.realpath(path) == os.path.realpath(self.spec.allow_file)
 
     def _read(self) -> str:
         try:
