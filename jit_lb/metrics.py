@@ -112,6 +112,11 @@ class Metrics:
             "jit_sweep_interval_seconds", "JIT_SWEEP_INTERVAL: a sweep is due this often.", registry=self.registry
         )
         interval.set(sweep_interval)
+        self.sweep_last = Gauge(
+            "jit_sweep_last_timestamp_seconds",
+            "When this process last finished a sweep (Unix time; 0: not since it started).",
+            registry=self.registry,
+        )
         for kind in KINDS:  # every series from the start, so that rate() and increase() see the first event
             self.revoke_failures.labels(kind)
             self.grant_seconds.labels(kind)
@@ -152,6 +157,7 @@ class Metrics:
 
     def swept(self, seconds: float) -> None:
         self.sweep_seconds.observe(seconds)
+        self.sweep_last.set_to_current_time()
 
     # --- state read when scraped ----------------------------------------------------------------------
 
