@@ -7,7 +7,7 @@ import re
 import shutil
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from devtools.stack import Stack
 APPROVALS = "C0APPROVALS"
 AUDIT = "C0AUDIT"
 GRANT_SECONDS = 8
+ONCALL_SCHEDULE = "PSCHED01"
 HAPROXY_SOURCE = "127.0.0.7"
 NGINX_SOURCE = "127.0.0.2"
 DEMO_DIR = Path(".demo")  # what the demo leaves for a person to look at (the enrolment QR codes); git ignores it
@@ -77,6 +78,13 @@ def demo_policy(network: Network, nginx: NginxServer | None = None) -> dict[str,
         "require_mfa": True,
         "grant": {**targets["lb-prod"]["grant"], "ports": [8443]},
     }
+    targets["lb-oncall"] = {
+        "description": "The same security group: the primary on call needs no click",
+        **window,
+        "approvers": ["U0APPROVER1"],
+        "auto_approve": {"on_call": {"schedules": [ONCALL_SCHEDULE]}, "max_duration": "15m", "end_with_shift": True},
+        "grant": {**targets["lb-prod"]["grant"], "ports": [8080]},
+    }
     if network.haproxy_acl:
         targets["edge-haproxy"] = {
             "description": "The edge HAProxy",
@@ -88,6 +96,8 @@ def demo_policy(network: Network, nginx: NginxServer | None = None) -> dict[str,
         "U0DEV1": {"source_cidr": "203.0.113.7/32", "aws_role_name": network.role_name},
         "U0DEV3": {"source_cidr": f"{HAPROXY_SOURCE}/32"},
         "U0DEV5": {"source_cidr": "198.51.100.5/32"},  # asks during the failover
+        "U0DEV6": {"source_cidr": "198.51.100.6/32", "email": "dev6@example.com"},  # the primary on call
+        "U0DEV7": {"source_cidr": "198.51.100.7/32", "email": "dev7@example.com"},  # the secondary
     }
     if nginx is not None:
         targets["edge-nginx"] = {
@@ -182,6 +192,7 @@ def run(haproxy: bool, nginx: NginxServer | None) -> None:
         with_haproxy=haproxy,
         extra_env={"JIT_MFA_KEY": Fernet.generate_key().decode()},
         sentinel=True,
+        with_pagerduty=True,
     ) as stack:
         assert stack.topology is not None
         print(f"Started: Redis master {stack.redis_url}, a replica and 3 Sentinels ({stack.topology.sentinels}),")
@@ -191,6 +202,7 @@ def run(haproxy: bool, nginx: NginxServer | None) -> None:
         main_flow(stack)
         slack_native(stack)
         step_up(stack)
+        on_call(stack)
         emergencies(stack)
         other_kinds(stack, haproxy, nginx)
         failover(stack)
@@ -348,6 +360,40 @@ def step_up(stack: Stack) -> None:
     print("  " + slack_text(stack.slack.updates(APPROVALS, card["ts"])[-1]).split("\n")[-1])
     client.command("U0DEV1", f"revoke {request_id}")
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
+
+
+def on_call(stack: Stack) -> None:
+    """Auto-approval from PagerDuty: the primary on call gets access without a click, the secondary waits."""
+    assert stack.pagerduty is not None
+    now = datetime.now(UTC).replace(microsecond=0)
+    stack.pagerduty.add_user("PDEV0006", "dev6@example.com", "Dev Six")
+    stack.pagerduty.add_user("PDEV0007", "dev7@example.com", "Dev Seven")
+    shift_end = now + timedelta(hours=2)
+    stack.pagerduty.put_on_call("PDEV0006", ONCALL_SCHEDULE, level=1, start=now - timedelta(hours=6), end=shift_end)
+    stack.pagerduty.put_on_call("PDEV0007", ONCALL_SCHEDULE, level=2, start=now - timedelta(hours=6), end=shift_end)
+    section(f"On call: PagerDuty (stand-in) has U0DEV6 primary and U0DEV7 secondary on {ONCALL_SCHEDULE}")
+    client = stack.client()
+    print("  U0DEV6 types /jit request lb-oncall 10m paged: 502s on checkout")
+    request_id = request_id_in(client.command("U0DEV6", "request lb-oncall 10m paged: 502s on checkout").json()["text"])
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="the on-call grant")
+    approved = next(r for r in stack.audit(request_id) if r["event"] == "request.approved")
+    print(f"  request.approved actor={approved['actor']} auto_approve={approved['auto_approve']}")
+    card = stack.slack.wait_for(lambda: card_of(stack, request_id))
+    print(indent(slack_text(card)))
+    print("  U0DEV7 (secondary) asks the same:")
+    other = request_id_in(client.command("U0DEV7", "request lb-oncall 10m second line").json()["text"])
+    card = stack.slack.wait_for(lambda: card_of(stack, other))
+    print(indent(slack_text(card)))
+    client.command("U0APPROVER1", f"revoke {request_id}")
+    client.command("U0DEV7", f"cancel {other}")
+    stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the on-call grant's end")
+    print(f"  U0APPROVER1: /jit revoke {request_id} ended it; U0DEV7 cancelled theirs")
+
+
+def request_id_in(text: str) -> str:
+    match = re.search(r"jit-[a-z0-9]{6}", text)
+    assert match, text
+    return match.group(0)
 
 
 def emergencies(stack: Stack) -> None:

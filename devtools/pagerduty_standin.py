@@ -164,9 +164,12 @@ class PagerDutyStandin:
             self._shifts.append(shift)
         return shift
 
-    def clear_on_call(self) -> None:
+    def reset(self) -> None:
+        """Forget shifts, pending faults and the delay; people stay."""
         with self._lock:
             self._shifts.clear()
+            self._faults.clear()
+            self.delay = 0.0
 
     def fail_next(self, status: int = 500, times: int = 1) -> None:
         """The next `times` requests answer HTTP `status` (429 carries Retry-After, as PagerDuty's does)."""

@@ -844,8 +844,7 @@ class SlackStandin:
             return {"ok": False, "error": "user_not_found"}
         name = user.lower()
         profile = {"display_name": name, "real_name": name.title()}
-        with self._lock:
-            email = self._emails.get(user)
+        email = self._emails.get(user)  # handlers run under the stand-in's lock
         if email is not None:
             profile["email"] = email
         return {

@@ -25,6 +25,7 @@ import yaml
 
 from devtools.haproxy import HaproxyServer
 from devtools.moto_server import MotoServer, Network, seed_network
+from devtools.pagerduty_standin import PagerDutyStandin
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
 from devtools.sentinel import MASTER_NAME, SentinelTopology
@@ -93,6 +94,7 @@ class Stack:
     socket_mode: bool = False
     durable_redis: bool = False  # Redis with an fsynced append-only file: a kill and a start keep its data
     sentinel: bool = False  # a master, a replica and three Sentinels (devtools/sentinel.py) instead of one Redis
+    with_pagerduty: bool = False  # the PagerDuty stand-in, for auto-approval from on-call
 
     def __post_init__(self) -> None:
         self.redis = RedisServer(durable=self.durable_redis)
@@ -100,6 +102,7 @@ class Stack:
         self.moto = MotoServer()
         self.slack = SlackStandin()
         self.haproxy = HaproxyServer() if self.with_haproxy else None
+        self.pagerduty = PagerDutyStandin() if self.with_pagerduty else None
         self.processes: list[Process] = []
         self.network: Network | None = None
         self.audit_path = self.workdir / "audit.log"
@@ -121,6 +124,8 @@ class Stack:
         if meeting is not None:
             topology_started.result()
             meeting.shutdown()
+        if self.pagerduty is not None:
+            self.pagerduty.start()
         for group, members in self.usergroups.items():
             self.slack.set_usergroup(group, members)
         self.network = seed_network(self.moto)
@@ -161,6 +166,9 @@ class Stack:
         )
         if self.socket_mode:
             env["SLACK_APP_TOKEN"] = APP_TOKEN
+        if self.pagerduty is not None:
+            env["PAGERDUTY_TOKEN"] = self.pagerduty.token
+            env["PAGERDUTY_API_URL"] = self.pagerduty.api_url
         if self.topology is not None:
             env["REDIS_SENTINELS"] = self.topology.sentinels
             env["REDIS_SENTINEL_MASTER"] = MASTER_NAME
@@ -203,6 +211,8 @@ class Stack:
         for process in self.processes:
             process.stop()
         self.slack.stop()
+        if self.pagerduty is not None:
+            self.pagerduty.stop()
         if self.haproxy is not None:
             self.haproxy.close()
         self.moto.stop()

@@ -56,6 +56,8 @@ def _fields(request: AccessRequest) -> dict[str, Any]:
         f"*Request*\n`{request.id}`",
         "*Approval*\nnone: break-glass, reviewed afterwards"
         if request.break_glass
+        else "*Approval*\nauto: the requester is on call"
+        if request.auto_approval is not None
         else f"*Approvals*\n{len(request.approvals)} of {request.approvals_required}",
     ]
     return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(field, MAX_FIELD_TEXT)} for field in fields]}
@@ -80,6 +82,9 @@ def approval_card(request: AccessRequest, target: Target | None = None) -> Block
         _fields(request),
         *typed_blocks("Reason", request.reason),
     ]
+    on_call = on_call_line(request)
+    if on_call:
+        blocks.append(context_block(on_call))
     if request.status is Status.PENDING:
         blocks.append(_decision_buttons(request))
         blocks.append(context_block(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request)))
@@ -125,6 +130,28 @@ def _why(request: AccessRequest) -> str | None:
     return request.failure if request.status in {Status.FAILED, Status.CANCELLED} and request.failure else None
 
 
+def on_call_line(request: AccessRequest) -> str:
+    """Why the card has no buttons (auto-approved from on-call), or why it still has them; empty when neither."""
+    approval = request.auto_approval
+    if approval is not None:
+        shift = f", shift until {when(approval.shift_end)}" if approval.shift_end else ""
+        ends = " · the grant ends with the shift" if approval.end_with_shift and approval.shift_end else ""
+        return (
+            f":pager: *Auto-approved*: <@{request.requester}> is on call in PagerDuty (schedule "
+            f"`{approval.schedule}`, escalation level {approval.escalation_level}{shift}){ends}. "
+            f"Approvers can still end it: `/jit revoke {request.id}`"
+        )
+    if request.not_auto_approved and request.status is Status.PENDING:
+        return f":pager: Not auto-approved: {escape(clip(request.not_auto_approved, MAX_LINE))}"
+    return ""
+
+
+def _approved_by(request: AccessRequest) -> str:
+    if request.auto_approval is not None:
+        return "jit-lb (requester on call)"
+    return approvers_text(request.approvals)
+
+
 def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
     """One line saying where the request stands and who decided; with `detail`, why it failed (escaped)."""
     status = request.status
@@ -132,9 +159,9 @@ def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
     if status is Status.REVOKED:
         ended_by = f" by <@{request.ended_by}>" if request.ended_by and request.ended_by != "system" else ""
         line += f" at {when(request.ended_at)} ({request.end_reason}){ended_by} · approved by "
-        line += approvers_text(request.approvals)
+        line += _approved_by(request)
     elif status in {Status.APPROVED, Status.GRANTED}:
-        line += f" by {approvers_text(request.approvals)}"
+        line += f" by {_approved_by(request)}"
     elif status is Status.DENIED or (status is Status.CANCELLED and request.decided_by not in {None, "system"}):
         line += f" by <@{request.decided_by}>"
     if status is Status.GRANTED:

@@ -176,6 +176,13 @@ class Notifier:
             return False
         return True
 
+    def email_of(self, user: str) -> str | None:
+        """The e-mail in a person's Slack profile (users.info, scope users:read.email), or None."""
+        answer = self._call("users.info", user=user)
+        profile = ((answer or {}).get("user") or {}).get("profile") or {}
+        email = profile.get("email")
+        return email if isinstance(email, str) and email else None
+
     def publish_home(self, user: str, view: dict[str, Any]) -> None:
         """The user's App Home tab (views.publish)."""
         self._call("views.publish", user_id=user, view=view)

@@ -75,6 +75,11 @@ def extension_submitted_reply(request: AccessRequest, channel: str) -> str:
 
 def approved_dm_text(request: AccessRequest) -> str:
     """The requester's DM once every approval a request needs is in."""
+    if request.auto_approval is not None:
+        return (
+            f":white_check_mark: `{request.id}` was approved because you are on call in PagerDuty (schedule "
+            f"`{request.auto_approval.schedule}`); access is being granted."
+        )
     return f":white_check_mark: `{request.id}` was approved by {people(request.approvers)}; access is being granted."
 
 

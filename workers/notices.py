@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from jit_lb.access import requests
+from jit_lb.access import autoapprove, requests
+from jit_lb.access.errors import AuditUnavailableError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
 from slack_out import cards, home, sentences, summaries
@@ -31,6 +32,9 @@ class Notice(StrEnum):
     EXTENSION_REFUSED = "extension_refused"  # approved, then refused when judged again at the load balancer
 
 
+GRANT_JOB = "workers.jobs.grant_access"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -47,10 +51,44 @@ def announce(request_id: str) -> str:
     if request.break_glass and request.card_ts is None:
         return _post_breakglass_card(context, request)
     if request.status is Status.PENDING and request.card_ts is None:
-        return _post_request_card(context, request)
+        return _post_request_card(context, _judge_on_call(context, request))
+    if request.auto_approval is not None and request.card_ts is None and request.status.is_open:
+        return _post_request_card(context, request)  # approved on call, and the worker stopped before its card
     if request.status is Status.GRANTED and request.extension is not None and request.extension.card_ts is None:
         return _post_extension_card(context, request)
     return "nothing to post"
+
+
+def _judge_on_call(context: WorkerContext, request: AccessRequest) -> AccessRequest:
+    """Ask PagerDuty, now, whether the requester is on call; approve as `system` if so (docs/approvals.md).
+
+    Anything short of a qualifying on-call entry (PagerDuty unreachable, slow, saying no) leaves the
+    request to its approvers, and the card says why. The grant job is queued once the card is up.
+    """
+    rt = context.rt
+    target = rt.policy.target_for(request.target)
+    if target is None or target.auto_approve is None:
+        return request
+    principal = rt.policy.principals.get(request.requester)
+    email = principal.email if principal is not None and principal.email else None
+    if email is None and rt.pagerduty is not None:
+        email = context.notifier.email_of(request.requester)
+    verdict = autoapprove.judge_on_call(request, target, email, rt.pagerduty, utcnow())
+    if verdict.approval is None:
+        return rt.store.update(request.id, not_auto_approved=verdict.why_not or None)
+    approval = verdict.approval
+
+    def record(_: AccessRequest, after: AccessRequest) -> None:
+        rt.audit.request_event(
+            "request.approved", after, actor="system", approvals=0, auto_approve=approval.as_record()
+        )
+
+    try:
+        _, request = rt.store.transition(request.id, lambda r: requests.auto_approve(r, approval), record)
+    except (TransitionError, AuditUnavailableError) as err:
+        # Decided otherwise meanwhile (cancelled, expired), or the log refuses the record: a human decides.
+        return rt.store.update(request.id, not_auto_approved=f"it could not be approved on call ({err})")
+    return request
 
 
 def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
@@ -61,6 +99,9 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
         return "target gone"
     card_channel = rt.policy.channel_for(target)
     card_ts = notifier.post_card(request, card_channel)
+    if card_ts is None and request.auto_approval is not None:
+        _queue_auto_grant(context, request)  # approved already: access must not wait on Slack
+        return "approved on call; its card could not be posted"
     if card_ts is None:
         why = "the approval card could not be posted to Slack"
         _, request = rt.store.transition(request.id, lambda r: requests.cancel(r, why, utcnow()))
@@ -79,8 +120,17 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
     notifier.thread(
         request, sentences.created_text(request, card_channel), sentences.created_blocks(request, card_channel)
     )
+    if request.auto_approval is not None:
+        _queue_auto_grant(context, request)  # only now that the card shows it: the grant's notices edit a card
     home.refresh_homes(rt, notifier, request)
     return "posted"
+
+
+def _queue_auto_grant(context: WorkerContext, request: AccessRequest) -> None:
+    """Queue the grant of a request approved on call (by name: jobs sit above notices), and tell its requester."""
+    if request.status is Status.APPROVED:
+        context.rt.queue.enqueue(GRANT_JOB, request.id, job_id=f"grant-{request.id}")
+        context.notifier.dm(request.requester, sentences.approved_dm_text(request))
 
 
 def _post_breakglass_card(context: WorkerContext, request: AccessRequest, again: bool = False) -> str:

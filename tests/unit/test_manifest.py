@@ -38,6 +38,7 @@ METHOD_SCOPES: dict[str, str | None] = {
     "chat.postEphemeral": "chat:write",
     "chat.delete": "chat:write",
     "chat.getPermalink": None,
+    "users.info": "users:read",
     "conversations.open": "im:write",
     "usergroups.users.list": "usergroups:read",
     "views.open": None,
