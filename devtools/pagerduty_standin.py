@@ -9,12 +9,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from devtools.ports import free_port
+from devtools.loopback import LoopbackServer
 
 TEST_TOKEN = "pd-test-token"
 MAX_LIMIT = 100  # PagerDuty caps `limit` at 100 for classic pagination
@@ -65,7 +64,7 @@ def _error(status: int, message: str, code: int, errors: list[str] | None = None
     return web.json_response(body, status=status)
 
 
-class PagerDutyStandin:
+class PagerDutyStandin(LoopbackServer):
     """Serves `GET /users` and `GET /oncalls` on 127.0.0.1 from people and shifts a test sets up.
 
     Like PagerDuty it wants `Authorization: Token token=<key>` (401 otherwise), pages with
@@ -74,17 +73,17 @@ class PagerDutyStandin:
     HTTP status (429 with Retry-After, or a 5xx), `delay` holds every answer, `stop` makes it unreachable.
     """
 
+    name = "PagerDuty stand-in"
+
     def __init__(self, token: str = TEST_TOKEN, *, port: int | None = None) -> None:
         self.token = token
-        self.port = port or free_port()
+        super().__init__(port)
         self.delay = 0.0
         self._lock = threading.Lock()
         self._users: dict[str, dict[str, Any]] = {}
         self._shifts: list[Shift] = []
         self._faults: list[int] = []
         self._calls: list[Call] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -92,49 +91,9 @@ class PagerDutyStandin:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> PagerDutyStandin:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(ready, failure), name="pagerduty-standin", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure or not ready.is_set():
-            cause = failure[0] if failure else None
-            raise RuntimeError(f"the PagerDuty stand-in did not start on port {self.port}") from cause
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = self._thread = None
-
-    def __enter__(self) -> PagerDutyStandin:
-        return self.start()
-
-    def __exit__(self, *exc: object | TracebackType) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/users", self._list_users)
         app.router.add_get("/oncalls", self._list_oncalls)
-        runner = web.AppRunner(app, access_log=None)
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        except OSError as err:
-            failure.append(err)
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-            ready.set()
-            return
-        self._loop = loop
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
 
     # --- what PagerDuty knows -----------------------------------------------------------------
 

@@ -15,14 +15,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
-from devtools.ports import free_port
+from devtools.loopback import LoopbackServer
 
 TEST_TOKEN = "xoxb-test-token"
 APP_ID = "A123456"
@@ -418,8 +417,10 @@ def _file_object(upload: UploadedFile) -> dict[str, Any]:
     }
 
 
-class SlackStandin:
+class SlackStandin(LoopbackServer):
     """An aiohttp server on 127.0.0.1 in its own thread and event loop, answering like Slack."""
+
+    name = "Slack stand-in"
 
     def __init__(
         self,
@@ -431,7 +432,7 @@ class SlackStandin:
     ) -> None:
         self.token = token
         self.strict_token = strict_token
-        self.port = port or free_port()
+        super().__init__(port)
         self.rate_limit_per_channel = rate_limit_per_channel
         self._lock = threading.Lock()
         self._calls: list[Call] = []
@@ -441,8 +442,6 @@ class SlackStandin:
         self._faults: dict[str, list[tuple[int, int]]] = {}
         self._last_post: dict[str, float] = {}
         self._last_ts = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -498,52 +497,12 @@ class SlackStandin:
         """The response_url to put into a payload; posts to it are recorded under `name`."""
         return self.response_url_base + name
 
-    def start(self) -> SlackStandin:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, args=(ready, failure), name="slack-standin", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure or not ready.is_set():
-            cause = failure[0] if failure else None
-            raise RuntimeError(f"the Slack stand-in did not start on port {self.port}") from cause
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = self._thread = None
-
-    def __enter__(self) -> SlackStandin:
-        return self.start()
-
-    def __exit__(self, *exc: object | TracebackType) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response)
         app.router.add_post("/upload/v1/{key}", self._upload)
         app.router.add_get("/socket-mode", self._socket)
         app.on_shutdown.append(self._close_sockets)
-        runner = web.AppRunner(app, access_log=None)
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        except OSError as err:
-            failure.append(err)
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-            ready.set()
-            return
-        self._loop = loop
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
 
     # --- configuration and faults -------------------------------------------------------------
 

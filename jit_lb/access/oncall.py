@@ -32,14 +32,6 @@ class Shift:
     start: datetime | None
     end: datetime | None
 
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "schedule": self.schedule,
-            "escalation_level": self.escalation_level,
-            "start": self.start.isoformat() if self.start else None,
-            "end": self.end.isoformat() if self.end else None,
-        }
-
 
 @dataclass(frozen=True)
 class OnCall:

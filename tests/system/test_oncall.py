@@ -11,7 +11,7 @@ import pytest
 
 from devtools.moto_server import Network
 from devtools.stack import Stack
-from tests.helpers import APPROVALS, ask, rules_of, stack_policy
+from tests.helpers import ask, card_of, rules_of, stack_policy
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_the_primary_on_call_is_approved_without_a_click(stack: Stack) -> None:
     assert approved["auto_approve"]["escalation_level"] == 1
     assert approved["auto_approve"]["end"] == (now + 2 * HOUR).isoformat()
     assert rules_of(stack, request_id)
-    card = next(m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m)
+    card = card_of(stack, request_id)
     assert "jit_approve" not in buttons(card)
     assert "Auto-approved" in card_words(card)
     assert "PSCHED01" in card_words(card)
@@ -93,12 +93,6 @@ def test_a_secondary_waits_for_a_human(stack: Stack) -> None:
     now = datetime.now(UTC)
     stack.pagerduty.put_on_call("PDEV0002", "PSCHED01", level=2, start=now - HOUR, end=now + HOUR)
     request_id, card = ask(stack, "U0DEV2", "request lb-oncall 5m second line")
-    card = stack.wait_for(
-        lambda: next(
-            (m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m),
-            None,
-        )
-    )
     assert "jit_approve" in buttons(card)
     assert "Not auto-approved" in card_words(card)
     assert "escalation level 2" in card_words(card)
