@@ -47,7 +47,10 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
 
     async def handle_view_deny(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         errors, order = await asyncio.to_thread(
-            decisions.check_deny, str(view.get("private_metadata", "")), field_values(view.get("state") or {})
+            decisions.check_deny,
+            _user(body),
+            str(view.get("private_metadata", "")),
+            field_values(view.get("state") or {}),
         )
         if order is None:
             await ack(response_action="errors", errors=errors)

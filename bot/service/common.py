@@ -67,3 +67,20 @@ def refresh_homes(rt: Runtime, request_id: str) -> None:
 
 def looks_like_id(value: str) -> bool:
     return bool(re.fullmatch(ID_PATTERN, value))
+
+
+def issued(rt: Runtime, view: dict[str, Any], user: str) -> dict[str, Any]:
+    """Remember that this modal (its callback_id and exact private_metadata) is opened for `user`; the view back."""
+    rt.store.issue_form(str(view["callback_id"]), str(view.get("private_metadata", "")), user)
+    return view
+
+
+def altered(rt: Runtime, callback_id: str, metadata: str, user: str) -> str | None:
+    """Why a submission may not be taken (its private_metadata is not what jit-lb opened for `user`); None: it may.
+
+    Slack returns a view's private_metadata as the app wrote it, with the user who submits it; anything else
+    (another request, another person's form) was made up, and is refused like a button naming what it may not.
+    """
+    if rt.store.form_issued(callback_id, metadata, user):
+        return None
+    return "this form is not one jit-lb opened for you (its hidden data names something else); open it again"

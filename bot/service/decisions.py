@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.service.common import enqueue, looks_like_id, refresh_homes, utcnow
+from bot.service.common import altered, enqueue, issued, looks_like_id, refresh_homes, utcnow
 from bot.service.mfa import MfaService
 from jit_lb.access import requests
 from jit_lb.access.errors import ApprovalError, JitError, RefusedError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
-from slack_out.ids import ActionId
+from slack_out.ids import ActionId, CallbackId
 from slack_out.poster import Notifier
 from slack_out.views import View
 
@@ -130,10 +130,14 @@ class DecisionService:
         target = self.rt.policy.target_for(request.target)
         if is_extension or target is None or target.deny_reason == "none":
             return None
-        return views.deny_modal(request, target.deny_reason == "required", card)
+        return issued(self.rt, views.deny_modal(request, target.deny_reason == "required", card), user)
 
-    def check_deny(self, metadata: str, values: dict[str, str]) -> tuple[dict[str, str], DenyOrder | None]:
+    def check_deny(self, user: str, metadata: str, values: dict[str, str]) -> tuple[dict[str, str], DenyOrder | None]:
         """A `jit_deny` submission read: errors by block, or what to decide (the caller acks, then decides)."""
+        why = altered(self.rt, CallbackId.DENY, metadata, user)
+        if why is not None:
+            self._refused(user, CallbackId.DENY, metadata[:64], f"a form refused: {why}")
+            return {"reason": why}, None
         try:
             about = json.loads(metadata)
             request_id = str(about["request"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.service.background import after_answer
 from bot.service.commands import CommandService
-from bot.service.common import Reply
+from bot.service.common import Reply, altered, issued
 from bot.service.decisions import DecisionService
 from bot.service.mfa import MfaService, Verified
 from jit_lb.access import commands
@@ -26,7 +26,7 @@ from jit_lb.access.policy import host_address
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
 from slack_out.home import publish_home
-from slack_out.ids import ActionId
+from slack_out.ids import ActionId, CallbackId
 from slack_out.poster import Notifier
 from slack_out.views import View
 
@@ -221,10 +221,14 @@ class FormService:
         if request is None or target is None or request.requester != user or request.ends_at is None:
             self.notifier.dm(user, sentences.refusal_text(f"there is no grant of yours `{request_id}` to extend"))
             return None
-        return views.extend_modal(request, target)
+        return issued(self.rt, views.extend_modal(request, target), user)
 
     def submit_extend(self, user: str, metadata: str, values: dict[str, str]) -> Errors | View | None:
         """A `jit_extend` submission: `/jit extend`'s checks, with errors on the block they are about."""
+        why = altered(self.rt, CallbackId.EXTEND, metadata, user)
+        if why is not None:
+            self.commands.failed(user, f"extend (a form: {metadata[:200]})", CommandError(f"a form refused: {why}"))
+            return {"reason": why}
         try:
             request_id = str(json.loads(metadata)["request"])
             duration = parse_duration(values.get("duration", ""))

@@ -17,13 +17,14 @@ from typing import Any
 
 import segno
 
-from bot.service.common import ENROLMENTS, Reply, enqueue, utcnow
+from bot.service.common import ENROLMENTS, Reply, altered, enqueue, issued, utcnow
 from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import CommandError, JitError, MfaError
 from jit_lb.access.mfa import SECRET_GRACE, Enrolment, matching_step, new_secret, provisioning_uri
 from jit_lb.access.policy import Target
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
+from slack_out.ids import CallbackId
 from slack_out.poster import Notifier
 from slack_out.views import View
 
@@ -70,7 +71,8 @@ class MfaService:
         self.rt.mfa.save(enrolment, expires_in=within + SECRET_GRACE)
         self.rt.mfa.forget_at(user, enrolment.created_at + within)  # a worker cancels it then, if unconfirmed
         text = "Scan the QR code I sent you in a DM (or type its key), then enter the app's first code here."
-        return Reply("Check your DMs from jit-lb for the QR code.", view=views.mfa_modal({"do": "enroll"}, text))
+        view = issued(self.rt, views.mfa_modal({"do": "enroll"}, text), user)
+        return Reply("Check your DMs from jit-lb for the QR code.", view=view)
 
     def send_enrolment(self, user: str) -> None:
         """The DM of an enrolment: the `otpauth://` URI and its QR code as a PNG (after the modal is open)."""
@@ -156,7 +158,7 @@ class MfaService:
         locked = self.rt.mfa.locked_for(user)
         if locked:
             raise MfaError(f"you are locked out of step-ups for {format_duration(locked)} after too many wrong codes")
-        return views.mfa_modal(intent, what)
+        return issued(self.rt, views.mfa_modal(intent, what), user)
 
     def verify(self, user: str, metadata: str, code: str) -> dict[str, str] | Verified:
         """A `jit_mfa` submission: errors on the `code` block, or the intent the accepted code unlocks.
@@ -168,9 +170,12 @@ class MfaService:
             intent: Intent = json.loads(metadata)
             kind = str(intent["do"])
         except (ValueError, KeyError, TypeError):
-            return {"code": "this form does not say what it is for; start again"}
+            intent, kind = {}, "unknown"
         rules = self.rt.policy.mfa
         try:
+            refused = self._refuse_form(user, kind, metadata)
+            if refused is not None:
+                return refused
             enrolment = self.rt.mfa.enrolment(user)
             if enrolment is None or (not enrolment.confirmed and kind != "enroll"):
                 return {"code": "you are not enrolled: `/jit mfa enroll` sets it up"}
@@ -187,16 +192,7 @@ class MfaService:
             step = matching_step(enrolment.secret, code, now)
             used = step is not None and not self.rt.mfa.first_use(user, step)
             if step is None or used:
-                # A code used already counts as a wrong one: replaying a code seen over a shoulder is a guess too.
-                locked_now = self.rt.mfa.wrong(user, number, rules.lockout_after, rules.lockout)
-                self._failed(user, kind, "a code that was used already" if used else "a wrong code", locked=locked_now)
-                if locked_now:
-                    self._tell_lockout(user)
-                if number >= rules.lockout_after:
-                    return {"code": f"wrong code; you are locked out for {format_duration(rules.lockout)}"}
-                if used:
-                    return {"code": "that code was used already; wait for the next one"}
-                return {"code": f"wrong code ({rules.lockout_after - number} tries left)"}
+                return self._wrong(user, kind, number, used)
             if kind == "enroll" and not enrolment.confirmed:
                 confirmed = Enrolment(user, enrolment.secret, True, enrolment.created_at, now)
                 self.rt.audit.record("mfa.enrolled", actor=user, target=None)
@@ -207,6 +203,36 @@ class MfaService:
         except JitError as err:
             return {"code": sentences.error_reply(err, bare=True)}
         return Verified(intent)
+
+    def _refuse_form(self, user: str, kind: str, metadata: str) -> dict[str, str] | None:
+        """Errors for a `jit_mfa` form jit-lb did not open for `user` (recorded); None when it did."""
+        why = altered(self.rt, CallbackId.MFA, metadata, user) if kind != "unknown" else "it says nothing"
+        if why is None:
+            return None
+        self.rt.audit.record(
+            "mfa.failed",
+            actor=user,
+            target=None,
+            purpose=kind[:20],
+            why=f"a form refused: {why}",
+            form=metadata[:300],
+            must=True,
+        )
+        return {"code": why}
+
+    def _wrong(self, user: str, kind: str, number: int, used: bool) -> dict[str, str]:
+        """A wrong (or used) code on try `number`: recorded, and on the last try allowed, the lockout (told once)."""
+        rules = self.rt.policy.mfa
+        # A code used already counts as a wrong one: replaying a code seen over a shoulder is a guess too.
+        locked_now = self.rt.mfa.wrong(user, number, rules.lockout_after, rules.lockout)
+        self._failed(user, kind, "a code that was used already" if used else "a wrong code", locked=locked_now)
+        if locked_now:
+            self._tell_lockout(user)
+        if number >= rules.lockout_after:
+            return {"code": f"wrong code; you are locked out for {format_duration(rules.lockout)}"}
+        if used:
+            return {"code": "that code was used already; wait for the next one"}
+        return {"code": f"wrong code ({rules.lockout_after - number} tries left)"}
 
     def _forget_now(self, user: str) -> None:
         """Have a worker delete the Slack messages and files that carried `user`'s secret, at once."""

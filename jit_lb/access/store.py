@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import threading
 import time
 import uuid
@@ -51,10 +52,12 @@ _LOCK = PREFIX + "lock:"  # one lock per scope at the load balancer
 _ENDING = PREFIX + "ending:"  # grants whose revoke has begun: an extension waiting for the lock then stands down
 _ENDING_SECONDS = 86400
 _CLAIM = PREFIX + "enqueued:"  # a job's id, held while that job counts as queued
+_FORMS = PREFIX + "form:"  # one key a modal jit-lb opened: its callback_id, its user and its metadata's hash
 _CONFIRM = PREFIX + "confirm"  # written just before a WAIT: its connection's WAIT then covers every earlier write
 _REVOKE_WORK = PREFIX + "revoke-work"  # revoke jobs' spans (start, access gone, grants), scored by when access went
 _REVOKE_RATE = PREFIX + "revoke-rate"  # the last revoke rate measured (grants a second), kept when the minute is quiet
 _REVOKE_JOB = PREFIX + "revoke-job:"  # one a granted request: the id of the job that revokes it at its end
+FORM_SECONDS = 86400  # a modal left open longer than this must be opened again
 _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
 
 Transition = Callable[[AccessRequest], AccessRequest]
@@ -426,6 +429,16 @@ class RequestStore:
         with reachable():
             return bool(self.redis.set(_EVENTS + event_id, 1, nx=True, ex=seconds))
 
+    def issue_form(self, callback_id: str, metadata: str, user: str, seconds: int = FORM_SECONDS) -> None:
+        """Remember that jit-lb opened a `callback_id` modal carrying `metadata` for `user`."""
+        with reachable():
+            self.redis.set(_FORMS + _form_key(callback_id, metadata, user), 1, ex=seconds)
+
+    def form_issued(self, callback_id: str, metadata: str, user: str) -> bool:
+        """Whether jit-lb opened a `callback_id` modal with exactly this `metadata` for `user` (not altered since)."""
+        with reachable():
+            return bool(self.redis.exists(_FORMS + _form_key(callback_id, metadata, user)))
+
     def take_turn(self, name: str, holder: str, seconds: float) -> bool:
         """True when `holder` takes the turn `name` for `seconds` (the sweep's: one worker a period)."""
         with reachable():
@@ -643,3 +656,7 @@ class RequestStore:
             pipe.zadd(_GRANTED, {request.id: request.ends_at.timestamp()})
         else:
             pipe.zrem(_GRANTED, request.id)
+
+
+def _form_key(callback_id: str, metadata: str, user: str) -> str:
+    return f"{callback_id}:{user}:{hashlib.sha256(metadata.encode()).hexdigest()}"

@@ -126,9 +126,9 @@ async def test_deny_with_a_required_reason(world: World) -> None:
     assert world.decisions.deny_form("U0DEV1", request.id, card) is None  # the requester's click is refused instead
 
     metadata = view["private_metadata"]
-    errors, order = world.decisions.check_deny(metadata, {"reason": "  "})
+    errors, order = world.decisions.check_deny("U0APPROVER1", metadata, {"reason": "  "})
     assert (errors, order) == ({"reason": "`lb-prod` asks whoever denies a request to say why"}, None)
-    errors, order = world.decisions.check_deny(metadata, {"reason": "*not today* <!channel>"})
+    errors, order = world.decisions.check_deny("U0APPROVER1", metadata, {"reason": "*not today* <!channel>"})
     assert order is not None
     world.decisions.deny("U0APPROVER1", order)
 

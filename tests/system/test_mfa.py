@@ -21,6 +21,7 @@ from devtools.stack import BOT_TOKEN, SIGNING_SECRET, Stack
 from tests.helpers import APPROVALS, DEVS, card_ts, rules_of, stack_policy
 
 pytestmark = pytest.mark.slow
+SECRETS: dict[str, str] = {}  # each person's secret, once enrolled in this module (a person enrols once)
 
 
 def mfa_policy(network: Network) -> dict[str, Any]:
@@ -55,6 +56,7 @@ def enrol(stack: Stack, user: str) -> str:
     answer = stack.client().submit(user, inputs(code=text_input(code(secret))), view=modal)
     assert answer.status == 200
     assert answer.body == ""
+    SECRETS[user] = secret
     return secret
 
 
@@ -150,3 +152,52 @@ def test_no_secret_or_token_reaches_the_logs_at_debug() -> None:
     found = [(what, name) for what, value in secrets.items() for name, text in logs.items() if value in text]
     assert found == []
     assert [name for name, text in logs.items() if "otpauth://" in text] == []
+
+
+def test_a_step_up_form_whose_metadata_names_another_request_is_refused(stack: Stack) -> None:
+    """Over signed HTTP: the approver's code form for one request, its private_metadata edited to name another,
+    is answered with an error on `code` and recorded; neither request is approved."""
+    requester = Codes(enrol(stack, "U0DEV3"))
+    approver = Codes(SECRETS.get("U0APPROVER2") or enrol(stack, "U0APPROVER2"))
+    ids = []
+    for reason in ("OPS-7 first", "OPS-8 second"):
+        seen = len(stack.slack.views("U0DEV3", "jit_mfa"))
+        answer = stack.client().command("U0DEV3", f"request lb-prod 30m {reason}", channel=DEVS)
+        if "requires a one-time code" in answer.json()["text"]:
+            modal = stack.wait_for(lambda seen=seen: stack.slack.views("U0DEV3", "jit_mfa")[seen:])[-1]
+            assert stack.client().submit("U0DEV3", inputs(code=text_input(requester.fresh())), view=modal).body == ""
+        created = stack.wait_for(
+            lambda reason=reason: [
+                r for r in stack.audit() if r["event"] == "request.created" and r["request_reason"] == reason
+            ],
+            what="the request",
+        )
+        ids.append(created[-1]["request_id"])
+    first, second = ids
+    time.sleep(2.2)  # past the approver's window (2 s): the click opens the step-up
+    stack.client().click("U0APPROVER2", "jit_approve", first, APPROVALS, card_ts(stack, first))
+    modal = stack.wait_for(lambda: [v for v in stack.slack.views("U0APPROVER2", "jit_mfa") if first in str(v)])[-1]
+
+    forged = modal["private_metadata"].replace(first, second)
+    answer = stack.client().submit(
+        "U0APPROVER2", inputs(code=text_input(approver.fresh())), view=modal, private_metadata=forged
+    )
+
+    assert "not one jit-lb opened for you" in answer.json()["errors"]["code"]
+    assert any(r["event"] == "mfa.failed" and "a form refused" in r["why"] for r in stack.audit())
+    assert "request.approved" not in stack.events(first) + stack.events(second)
+
+
+class Codes:
+    """Codes of one secret, each of a time step not used before in this module (a code works once)."""
+
+    def __init__(self, secret: str) -> None:
+        self.totp = pyotp.TOTP(secret)
+        now = self.totp.timecode(datetime.now(UTC))
+        self.used = {now - 1, now}  # the enrolment's code was one of these
+
+    def fresh(self) -> str:
+        now = self.totp.timecode(datetime.now(UTC))
+        step = next(step for step in (now, now + 1, now - 1) if step not in self.used)
+        self.used.add(step)
+        return self.totp.generate_otp(step)
