@@ -326,13 +326,18 @@ def step_up(stack: Stack) -> None:
         dm = stack.slack.wait_for(lambda u=user: [m for m in stack.slack.dms(u) if "otpauth://" in m["text"]])
         uri = dm[-1]["text"][dm[-1]["text"].index("otpauth://") :].split("`")[0]
         secrets[user] = uri.split("secret=")[1].split("&")[0]
-        qr = stack.slack.wait_for(lambda: [f for f in stack.slack.files() if f.filename == "jit-lb-mfa.png"])[-1]
+        qr = stack.slack.wait_for(lambda u=user: [f for f in stack.slack.files(u) if f.filename == "jit-lb-mfa.png"])[
+            -1
+        ]
         saved = DEMO_DIR / f"mfa-qr-{user}.png"
         saved.parent.mkdir(exist_ok=True)
         saved.write_bytes(qr.content)
         client.submit(user, inputs(code=text_input(pyotp.TOTP(secrets[user]).now())), callback_id="jit_mfa")
     section("Step-up MFA: U0DEV1 and U0APPROVER1 enrolled (`/jit mfa enroll`, QR by DM, a first code)")
     print(f"  each got a DM with an otpauth:// URI and its QR code; saved as {DEMO_DIR}/mfa-qr-<user>.png")
+    for user, secret in secrets.items():
+        stack.wait_for(lambda s=secret: not stack.slack.holding(s), what=f"{user}'s enrolment DM deleted")
+    print("  once the first code confirmed each, the DM and the QR code were deleted: Slack keeps no copy of a secret")
     time.sleep(2.1)  # past the demo's 2 s window: the next act asks for a code again
 
     section("U0DEV1 types /jit request lb-mfa 10m OPS-5 rotate certificates: a code is asked first")

@@ -136,7 +136,15 @@ class DecisionService:
         """A `jit_deny` submission read: errors by block, or what to decide (the caller acks, then decides)."""
         why = altered(self.rt, CallbackId.DENY, metadata, user)
         if why is not None:
-            self._refused(user, CallbackId.DENY, metadata[:64], f"a form refused: {why}")
+            # Recorded as a refused click is; the person sees the error on the form itself.
+            self.rt.audit.record(
+                "approval.refused",
+                actor=user,
+                action=CallbackId.DENY.value,
+                value=metadata[:200],
+                why=f"a form refused: {why}",
+                must=True,
+            )
             return {"reason": why}, None
         try:
             about = json.loads(metadata)

@@ -48,7 +48,9 @@ def enrol(stack: Stack, user: str) -> str:
     modal = stack.wait_for(lambda: stack.slack.views(user, "jit_mfa"), what="the enrolment modal")[-1]
     dm = stack.wait_for(lambda: [m for m in stack.slack.dms(user) if "otpauth://" in m.get("text", "")])[-1]
     uri = dm["text"][dm["text"].index("otpauth://") :].split("`")[0]
-    upload = stack.wait_for(lambda: [f for f in stack.slack.files() if f.filename == "jit-lb-mfa.png"], what="the QR")
+    upload = stack.wait_for(
+        lambda: [f for f in stack.slack.files(user) if f.filename == "jit-lb-mfa.png"], what="the QR"
+    )
     image = Image.open(io.BytesIO(upload[-1].content))
     assert image.format == "PNG"
     assert [result.text for result in zxingcpp.read_barcodes(image)] == [uri]
