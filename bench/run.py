@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench import deadline, grants, ha, lockdown, memory, nginx, slash, sweep
+from bench import deadline, grants, ha, home_storm, lockdown, memory, nginx, slash, sweep
 from bench.lockdown import Mix
 from bench.moto_view import install_speedups, reset_moto
 from bench.stats import Row, render
@@ -32,6 +32,7 @@ class Plan:
     deadline_seconds: tuple[int, int] = (30, 50)  # the shortest and longest grant; all end within a few seconds
     lockdown_mix: Mix = field(default_factory=lambda: Mix(sg=600, alb=200, haproxy=200))
     nginx_rounds: tuple[int, int, int] = (30, 10, 3)  # provider apply+drop, through the product, drop while busy
+    home_storm_rounds: int = 3  # approvals while 50 Home opens meet a rate-limited views.publish
 
 
 QUICK = Plan(
@@ -46,6 +47,7 @@ QUICK = Plan(
     deadline_seconds=(10, 20),
     lockdown_mix=Mix(sg=60, alb=20, haproxy=20),
     nginx_rounds=(10, 3, 1),
+    home_storm_rounds=1,
 )
 
 
@@ -57,8 +59,9 @@ def timed(name: str, step: Callable[[], list[Row]]) -> list[Row]:
     return rows
 
 
-# In the order the table shows them; `deadline` runs on the main Stack, `lockdown`, `sweep` and `nginx` on their own.
-FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "deadline", "lockdown", "nginx", "ha", "memory")
+# In the order the table shows them; `deadline` runs on the main Stack; `lockdown`, `sweep`, `nginx`, `ha` and `homes`
+# on stacks of their own.
+FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "deadline", "lockdown", "nginx", "ha", "homes", "memory")
 
 
 def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
@@ -112,7 +115,7 @@ def main(argv: list[str]) -> int:
         install_speedups()
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    figures = main_stack_rows(plan, only) if only - {"sweep", "lockdown", "nginx", "ha"} else {}
+    figures = main_stack_rows(plan, only) if only - {"sweep", "lockdown", "nginx", "ha", "homes"} else {}
     if "sweep" in only:
         figures["sweep"] = timed("sweep", lambda: sweep.sweeps(list(plan.sweep_sizes), plan.sweep_expired))
         reset_moto()
@@ -125,6 +128,10 @@ def main(argv: list[str]) -> int:
         reset_moto()
     if "ha" in only:
         figures["ha"] = timed("high availability", lambda: ha.ha_figures(args.quick))
+        reset_moto()
+    if "homes" in only:
+        rounds = plan.home_storm_rounds
+        figures["homes"] = timed("approval under a Home storm", lambda: home_storm.approval_under_home_storm(rounds))
         reset_moto()
     rows = [row for name in FIGURES for row in figures.get(name, [])]
     mode = "quick" if args.quick else "full"

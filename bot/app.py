@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.http import MAX_BODY, slack_events_handler
 from bot.listeners import actions, commands, views
 from bot.service.commands import CommandService
+from bot.service.common import defer_to_workers
 from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
 from bot.service.mfa import MfaService
@@ -108,7 +109,9 @@ def audit_checkpoints(runtime: Runtime, notifier: Notifier) -> Callable[[web.App
 
 def serve(settings: Settings) -> None:
     """Run the `web` process until SIGTERM or SIGINT; SIGHUP reads the policy file again."""
-    runtime, notifier = connect(settings, WEB)
+    # No thread of the web waits on Slack's rate limit: a call Slack refuses for it goes to a worker (defer).
+    runtime, notifier = connect(settings, WEB, wait_on_rate_limits=False)
+    notifier.defer = defer_to_workers(runtime)
     app, server = web_application(settings, runtime, notifier)
 
     async def reload_on_sighup(_: web.Application) -> None:

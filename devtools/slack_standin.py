@@ -8,6 +8,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import math
 import mimetypes
 import re
 import threading
@@ -440,6 +441,7 @@ class SlackStandin(LoopbackServer):
         self._usergroups: dict[str, list[str]] = {}
         self._emails: dict[str, str] = {}  # user -> profile.email, as users.info shows it with users:read.email
         self._faults: dict[str, list[tuple[int, int]]] = {}
+        self._limited: dict[str, float] = {}  # method -> until when (monotonic) every call of it answers 429
         self._last_post: dict[str, float] = {}
         self._last_ts = 0
         self._tickets: set[str] = set()
@@ -520,12 +522,24 @@ class SlackStandin(LoopbackServer):
         with self._lock:
             self._faults.setdefault(method, []).extend([(status, retry_after)] * times)
 
+    def rate_limit(self, method: str, seconds: float) -> None:
+        """Every call of `method` for the next `seconds` answers as Slack does past a tier's limit: HTTP 429,
+        `{"ok": false, "error": "ratelimited"}` and a Retry-After header of the whole seconds left."""
+        with self._lock:
+            self._limited[method] = time.monotonic() + seconds
+
+    def rate_limited(self, method: str) -> bool:
+        """Whether `method` is rate-limited now (rate_limit)."""
+        with self._lock:
+            return self._limited.get(method, 0.0) > time.monotonic()
+
     def reset(self) -> None:
         """Forget calls, messages, views, files, trigger ids and pending faults; usergroups and settings stay."""
         with self._lock:
             self._calls.clear()
             self._messages.clear()
             self._faults.clear()
+            self._limited.clear()
             self._last_post.clear()
             for kept in (self._triggers, self._views, self._view_users, self._homes, self._files, self._upload_keys):
                 kept.clear()
@@ -567,6 +581,10 @@ class SlackStandin(LoopbackServer):
                 answer: dict[str, Any] = {"ok": False, "error": "not_authed"}
             elif not self._token_fits(method, token):
                 answer = {"ok": False, "error": "invalid_auth"}
+            elif self._limited.get(method, 0.0) > time.monotonic():
+                status = 429
+                headers["Retry-After"] = str(max(1, math.ceil(self._limited[method] - time.monotonic())))
+                answer = {"ok": False, "error": "ratelimited"}
             elif self._faults.get(method):
                 status, retry_after = self._faults[method].pop(0)
                 if status == 429:

@@ -18,19 +18,31 @@ from slack_out import cards, sentences
 log = structlog.get_logger("jit_lb.notify")
 
 
-def web_client(settings: Settings) -> WebClient:
-    """One WebClient a process, that retries 429s (as Slack asks) and 5xx."""
+# A call Slack refused for its rate limit, handed on rather than waited out: (method, its arguments, Retry-After s).
+Defer = Callable[[str, dict[str, Any], float], None]
+
+
+def web_client(settings: Settings, *, wait_on_rate_limits: bool = True) -> WebClient:
+    """One WebClient a process, that retries 5xx, and 429s after Slack's Retry-After unless told not to wait (the
+    web: its threads answer people, and a call Slack rate-limits is handed to the workers instead, see Defer)."""
     client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url, timeout=10)
-    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=5))
+    if wait_on_rate_limits:
+        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=5))
     client.retry_handlers.append(ServerErrorRetryHandler(max_retry_count=3))
     return client
 
 
-def call(client: WebClient, method: str, **kwargs: Any) -> dict[str, Any] | None:
-    """Call the Web API; on failure log it and return None, so the caller's state change stands."""
+def call(client: WebClient, method: str, defer: Defer | None = None, **kwargs: Any) -> dict[str, Any] | None:
+    """Call the Web API; on failure log it and return None, so the caller's state change stands. A 429 goes to
+    `defer`, when given, with Slack's Retry-After."""
     try:
         response = client.api_call(method, json=kwargs)
     except SlackApiError as err:
+        retry_after = _retry_after(err)
+        if retry_after is not None and defer is not None:
+            log.info("slack rate-limited a call; handed on", method=method, retry_after=retry_after)
+            defer(method, kwargs, retry_after)
+            return None
         # Slack says why it refused blocks in `errors`; the log keeps it for whoever reads why a post is missing.
         why = err.response.get("errors") if isinstance(err.response.data, dict) else None
         log.error("slack refused a call", method=method, channel=kwargs.get("channel"), error=str(err), errors=why)
@@ -41,19 +53,38 @@ def call(client: WebClient, method: str, **kwargs: Any) -> dict[str, Any] | None
     return dict(response.data) if isinstance(response.data, dict) else None
 
 
-class Notifier:
-    """Every message jit-lb sends."""
+def _retry_after(err: SlackApiError) -> float | None:
+    """The seconds Slack asks to wait when it refused a call for its rate limit (HTTP 429); None otherwise."""
+    response = err.response
+    if response.status_code != 429:
+        return None
+    headers = {str(name).lower(): value for name, value in (response.headers or {}).items()}
+    value = headers.get("retry-after")
+    text = value[0] if isinstance(value, list) and value else value
+    try:
+        return max(1.0, float(str(text)))
+    except (TypeError, ValueError):
+        return 1.0
 
-    def __init__(self, client: WebClient, policy: Callable[[], Policy]) -> None:
+
+class Notifier:
+    """Every message jit-lb sends.
+
+    With `defer` (the web), a call Slack rate-limits is handed to it (a worker makes it after Retry-After) instead of
+    waited out on the caller's thread; without (the workers), the client waits as Slack asks.
+    """
+
+    def __init__(self, client: WebClient, policy: Callable[[], Policy], defer: Defer | None = None) -> None:
         self.client = client
         self._policy = policy  # the policy in force, which a SIGHUP may replace
+        self.defer = defer
 
     @property
     def policy(self) -> Policy:
         return self._policy()
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
-        return call(self.client, method, **kwargs)
+        return call(self.client, method, self.defer, **kwargs)
 
     def post_card(self, request: AccessRequest, channel: str) -> str | None:
         target = self.policy.target_for(request.target)
@@ -183,9 +214,12 @@ class Notifier:
         email = profile.get("email")
         return email if isinstance(email, str) and email else None
 
-    def publish_home(self, user: str, view: dict[str, Any]) -> None:
-        """The user's App Home tab (views.publish)."""
-        self._call("views.publish", user_id=user, view=view)
+    def publish_home(self, user: str, view: dict[str, Any]) -> float | None:
+        """The user's App Home tab (views.publish). When Slack rate-limits it, the seconds it asks to wait (the caller
+        publishes again then, the home as it is by then); None once published, or refused otherwise (logged)."""
+        limited: list[float] = []
+        call(self.client, "views.publish", lambda _, __, after: limited.append(after), user_id=user, view=view)
+        return limited[0] if limited else None
 
     def open_view(self, trigger_id: str, view: dict[str, Any]) -> str | None:
         """Open a modal (views.open); its view id, or None when Slack refused (an expired trigger, say)."""

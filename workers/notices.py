@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from jit_lb.access import autoapprove, requests
 from jit_lb.access.errors import AuditUnavailableError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
 from slack_out import cards, home, sentences, summaries
+from slack_out.poster import call
 from workers.context import WorkerContext, current
 
 
@@ -224,6 +226,12 @@ def refresh_homes(request_id: str) -> str:
     if request is None:
         return "unknown request"
     return f"{home.refresh_homes(context.rt, context.notifier, request)} homes"
+
+
+def call_slack(method: str, arguments: dict[str, Any]) -> str:
+    """A Web API call the web handed on when Slack rate-limited it (queued for after Retry-After): the workers'
+    client waits out a further 429, so the web's threads never do."""
+    return "done" if call(current().notifier.client, method, **arguments) is not None else "refused"
 
 
 def _outcome_text(request: AccessRequest, kind: Notice, verified: bool) -> str:

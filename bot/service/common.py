@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -63,6 +63,19 @@ def refresh_homes(rt: Runtime, request_id: str) -> None:
             rt.notices.enqueue(NOTICES + "refresh_homes", request_id)
     except (RedisError, StoreUnavailableError) as err:
         log.error("could not queue a home refresh", request_id=request_id, error=str(err))
+
+
+def defer_to_workers(rt: Runtime) -> Callable[[str, dict[str, Any], float], None]:
+    """The web's answer to a Slack call rate-limited: a worker makes it after Retry-After (notices.call_slack), so
+    that no thread of the web waits on Slack's rate limit."""
+
+    def defer(method: str, arguments: dict[str, Any], retry_after: float) -> None:
+        try:
+            rt.notices.enqueue_in(timedelta(seconds=retry_after), NOTICES + "call_slack", method, arguments)
+        except RedisError as err:
+            log.error("a rate-limited Slack call could not be handed on; it is lost", method=method, error=str(err))
+
+    return defer
 
 
 def looks_like_id(value: str) -> bool:

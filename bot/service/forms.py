@@ -17,6 +17,7 @@ from bot.service.background import after_answer
 from bot.service.commands import CommandService
 from bot.service.common import Reply, altered, issued
 from bot.service.decisions import DecisionService
+from bot.service.homes import HomePublisher
 from bot.service.mfa import MfaService, Verified
 from jit_lb.access import commands
 from jit_lb.access.commands import BreakGlassCommand, ExtendCommand, RequestCommand
@@ -25,7 +26,6 @@ from jit_lb.access.errors import CommandError, JitError
 from jit_lb.access.policy import host_address
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
-from slack_out.home import publish_home
 from slack_out.ids import ActionId, CallbackId
 from slack_out.poster import Notifier
 from slack_out.views import View
@@ -43,12 +43,14 @@ class FormService:
         commands_service: CommandService,
         decisions: DecisionService,
         mfa: MfaService,
+        homes: HomePublisher | None = None,
     ) -> None:
         self.rt = rt
         self.notifier = notifier
         self.commands = commands_service
         self.decisions = decisions
         self.mfa = mfa
+        self.homes = homes or HomePublisher(rt, notifier)
 
     # --- the request modal ------------------------------------------------------------------------
 
@@ -200,11 +202,12 @@ class FormService:
     # --- the App Home -----------------------------------------------------------------------------
 
     def home_opened(self, user: str, event_id: str | None) -> None:
-        """Publish `user`'s home; from now on it is published again whenever what it shows changes."""
+        """Publish `user`'s home (on the homes' own thread, see HomePublisher); from now on it is published again
+        whenever what it shows changes."""
         if event_id is not None and not self.rt.store.first_delivery(event_id):
             return  # Slack retried an event we already handled
         self.rt.store.note_home_user(user)
-        publish_home(self.rt, self.notifier, user)
+        self.homes.publish(user)
 
     def home_revoke(self, user: str, request_id: str) -> None:
         """The home's End now: `/jit revoke`, answered by DM."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from bot.service.forms import FormService
+from bot.service.homes import HomePublisher
 from devtools.slack_standin import block_kit_errors
 from jit_lb.access.requests import Status
+from slack_out.poster import Notifier, web_client
 from slack_out.views import field_values
 from tests.service.world import APPROVALS, World, buttons, id_in
 
@@ -157,6 +160,7 @@ async def test_the_home_lists_what_waits_and_its_approve_obeys_the_cards_rules(
     """An approver's home lists a pending request; its Approve from the home counts once, the requester's never."""
     forms.home_opened("U0APPROVER1", "Ev1")
     forms.home_opened("U0DEV1", "Ev2")
+    assert forms.homes.settled()  # the web publishes homes on a thread of their own
     request = await world.request()
     world.work()  # the refresh queued when the card was posted
     home = world.slack.home("U0APPROVER1")
@@ -181,7 +185,29 @@ def test_a_retried_home_event_is_handled_once(world: World, forms: FormService) 
     """Slack retries an event not acked in time; the same event id publishes the home once."""
     forms.home_opened("U0DEV1", "Ev42")
     forms.home_opened("U0DEV1", "Ev42")
+    assert forms.homes.settled()
     assert len(world.slack.calls("views.publish")) == 1
+
+
+def test_home_opens_while_views_publish_is_rate_limited_go_out_once_each_after_retry_after(world: World) -> None:
+    """Three people open their home five times each while Slack answers views.publish with 429 (Retry-After 1 s):
+    Slack is asked once during the limit, and after it each home goes out once, as the store holds it then."""
+    notifier = Notifier(web_client(world.rt.settings, wait_on_rate_limits=False), lambda: world.rt.policy)
+    homes = HomePublisher(world.rt, notifier)
+    world.slack.rate_limit("views.publish", 1)
+    for _ in range(5):
+        for user in ("U0DEV1", "U0DEV2", "U0APPROVER1"):
+            homes.publish(user)
+
+    assert homes.settled()
+    deadline = time.monotonic() + 15
+    while homes.waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert homes.settled()
+
+    calls = world.slack.calls("views.publish")
+    assert [bool(c.response.get("ok")) for c in calls] == [False, True, True, True]
+    assert [c.args["user_id"] for c in calls] == ["U0DEV1", "U0DEV1", "U0DEV2", "U0APPROVER1"]
 
 
 # --- roles --------------------------------------------------------------------------------------------------
