@@ -71,8 +71,13 @@ def card_text(request: AccessRequest) -> str:
     )
 
 
-def approval_card(request: AccessRequest, target: Target | None = None) -> Blocks:
+def approval_card(
+    request: AccessRequest, target: Target | None = None, approvers: Sequence[str] | None = None
+) -> Blocks:
     """The approval card: the request, and either the buttons (pending) or the outcome and who decided.
+
+    `approvers`: who may approve it (usergroups expanded, never the requester), named under the buttons while
+    it is pending, so that nobody has to ask in a channel whom to ping.
 
     The reason is shown as typed (plain_text); a failure or cancellation's why, which may be typed too, likewise.
     """
@@ -87,6 +92,8 @@ def approval_card(request: AccessRequest, target: Target | None = None) -> Block
         blocks.append(context_block(on_call))
     if request.status is Status.PENDING:
         blocks.append(_decision_buttons(request))
+        if approvers is not None:
+            blocks.append(context_block(_who_approves(request, approvers)))
         blocks.append(context_block(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request)))
     else:
         blocks.append(outcome_block(outcome_line(request, detail=False)))
@@ -94,6 +101,13 @@ def approval_card(request: AccessRequest, target: Target | None = None) -> Block
         if why:
             blocks.extend(typed_blocks("Why", why))
     return capped(blocks)
+
+
+def _who_approves(request: AccessRequest, approvers: Sequence[str]) -> str:
+    if not approvers:
+        return f"Nobody can approve it: `{request.target}`'s approvers name no one but the requester, or no one found"
+    needed = request.approvals_required
+    return f"Can approve ({needed} needed): {people(sorted(approvers))}"
 
 
 def _decision_buttons(request: AccessRequest) -> dict[str, Any]:

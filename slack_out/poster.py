@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -86,17 +86,17 @@ class Notifier:
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
         return call(self.client, method, self.defer, **kwargs)
 
-    def post_card(self, request: AccessRequest, channel: str) -> str | None:
+    def post_card(self, request: AccessRequest, channel: str, approvers: Sequence[str] | None = None) -> str | None:
         target = self.policy.target_for(request.target)
         answer = self._call(
             "chat.postMessage",
             channel=channel,
             text=cards.card_text(request),
-            blocks=cards.approval_card(request, target),
+            blocks=cards.approval_card(request, target, approvers),
         )
         return str(answer["ts"]) if answer else None
 
-    def update_card(self, request: AccessRequest) -> None:
+    def update_card(self, request: AccessRequest, approvers: Sequence[str] | None = None) -> None:
         if request.card_channel is None or request.card_ts is None:
             return
         if request.break_glass:
@@ -104,7 +104,7 @@ class Notifier:
         else:
             text, card = (
                 cards.card_text(request),
-                cards.approval_card(request, self.policy.target_for(request.target)),
+                cards.approval_card(request, self.policy.target_for(request.target), approvers),
             )
         self._call("chat.update", channel=request.card_channel, ts=request.card_ts, text=text, blocks=card)
 

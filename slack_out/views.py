@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -11,9 +11,10 @@ from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest
 from slack_out.ids import ActionId, CallbackId
-from slack_out.limits import Blocks, clip, typed_blocks, when
+from slack_out.limits import MAX_NAMED, Blocks, clip, typed_blocks, when
 
 View = dict[str, Any]
+Approvers = tuple[list[str], list[str]]  # who may approve a target: user ids, and usergroups whose members may
 
 MAX_OPTIONS = 100  # a static_select's options
 MAX_OPTION_TEXT = 75
@@ -66,8 +67,13 @@ def _text_input(block_id: str, label: str, *, optional: bool, multiline: bool, h
     return block
 
 
-def request_modal(targets: dict[str, Target], selected: str | None = None) -> View:
+def request_modal(
+    targets: dict[str, Target], selected: str | None = None, approvers: Callable[[Target], Approvers] | None = None
+) -> View:
     """The `jit_request` modal: only the targets the person may request; durations and `--ip` follow the selection.
+
+    `approvers` names who may approve the selected target (users, and usergroups whose members may), shown
+    under the target with how many approvals it needs, as `policy explain` says it.
 
     The target select dispatches its changes, so that the modal is updated with that target's
     durations, reason hint and address field (`request_modal` again, with `selected`).
@@ -88,6 +94,8 @@ def request_modal(targets: dict[str, Target], selected: str | None = None) -> Vi
             "element": select,
         }
     ]
+    if target is not None and approvers is not None:
+        blocks.append(_approvers_context(target, *approvers(target)))
     if target is not None:
         choices = target.duration_choices()[:MAX_OPTIONS]
         default = target.default_duration if target.default_duration in choices else choices[0]
@@ -123,6 +131,19 @@ def request_modal(targets: dict[str, Target], selected: str | None = None) -> Vi
             }
         )
     return _modal(CallbackId.REQUEST, "Request access", "Request", blocks, {"target": chosen})
+
+
+def _approvers_context(target: Target, users: Sequence[str], groups: Sequence[str]) -> dict[str, Any]:
+    named = [f"<@{user}>" for user in users[:MAX_NAMED]] + [f"<!subteam^{group}>" for group in groups[:MAX_NAMED]]
+    more = max(0, len(users) - MAX_NAMED) + max(0, len(groups) - MAX_NAMED)
+    who = (
+        ", ".join(named) + (f" and {more} more" if more else "") if named else "nobody but you: ask your platform team"
+    )
+    needed = target.approvals_required
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": clip(f"Approved by {needed} of: {who}", 3000)}],
+    }
 
 
 def deny_modal(request: AccessRequest, required: bool, card: tuple[str, str] | None) -> View:

@@ -93,6 +93,11 @@ def _judge_on_call(context: WorkerContext, request: AccessRequest) -> AccessRequ
     return request
 
 
+def card_approvers(rt: Runtime, request: AccessRequest) -> list[str]:
+    """Who may approve the request, named on its card: usergroups expanded, never its requester."""
+    return sorted(rt.approvers.of(rt.policy.target_for(request.target)) - {request.requester})
+
+
 def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
     """The card, its audit-thread parent and the thread's first reply; a card Slack refuses cancels the request."""
     rt, notifier = context.rt, context.notifier
@@ -100,7 +105,7 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
     if target is None:
         return "target gone"
     card_channel = rt.policy.channel_for(target)
-    card_ts = notifier.post_card(request, card_channel)
+    card_ts = notifier.post_card(request, card_channel, card_approvers(rt, request))
     if card_ts is None and request.auto_approval is not None:
         _queue_auto_grant(context, request)  # approved already: access must not wait on Slack
         return "approved on call; its card could not be posted"
@@ -207,7 +212,7 @@ def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -
         notifier.dm(request.requester, text)
         home.refresh_homes(rt, notifier, request)
         return "told"
-    notifier.update_card(request)
+    notifier.update_card(request, card_approvers(rt, request))
     if kind is Notice.CANCELLED:
         notifier.thread(request, sentences.cancelled_text(request))  # the requester did it: no DM
     else:

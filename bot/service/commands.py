@@ -131,7 +131,8 @@ class CommandService:
         if isinstance(parsed, LockdownCommand):
             return self.lockdown(user, parsed)
         if isinstance(parsed, FormCommand):
-            return Reply("", view=views.request_modal(self.rt.approvers.targets_for(user)))
+            targets = self.rt.approvers.targets_for(user)
+            return Reply("", view=views.request_modal(targets, None, lambda t: self.rt.approvers.named(t, user)))
         if isinstance(parsed, ListCommand):
             visible = self._visible(user)
             return Reply(sentences.list_text(visible[:LIST_LIMIT], more=len(visible) - LIST_LIMIT))

@@ -56,7 +56,8 @@ class FormService:
 
     def request_view(self, user: str, selected: str | None = None) -> View:
         """The request modal with the targets `user` may request (the shortcut and a bare `/jit` open it)."""
-        return views.request_modal(self.rt.approvers.targets_for(user), selected)
+        targets = self.rt.approvers.targets_for(user)
+        return views.request_modal(targets, selected, lambda target: self.rt.approvers.named(target, user))
 
     async def submit_request(self, user: str, values: dict[str, str]) -> Errors | View | None:
         """A `jit_request` submission: errors by block, the step-up modal to replace it with, or None once the

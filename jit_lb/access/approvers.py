@@ -37,6 +37,13 @@ class Approvers:
         """Every user who may approve `target`'s requests; nobody for a target that left the policy."""
         return self.policy.people(target.approvers, self.directory.members) if target is not None else set()
 
+    def named(self, target: Target, requester: str) -> tuple[list[str], list[str]]:
+        """Who may approve a request of `requester`, as the policy names them, without asking Slack: the user ids
+        (roles expanded; never the requester) and the usergroups whose members may. The request modal shows it."""
+        names = self.policy.expand_roles(target.approvers)
+        users = sorted({who for who in names if who.startswith(("U", "W"))} - {requester})
+        return users, sorted(who for who in names if who.startswith("S"))
+
     def may_approve(self, user: str, target: Target | None) -> bool:
         if target is None:
             return False

@@ -227,3 +227,19 @@ async def test_a_usergroup_member_of_a_role_may_request(world: World) -> None:
     assert id_in(answer)
     refused = await world.ask("U0DEV1", "request lb-prod 30m not in the role")
     assert "not allowed to request `lb-prod`" in refused
+
+
+async def test_the_form_and_the_card_name_who_can_approve(world: World, forms: FormService) -> None:
+    """The request modal names the target's approvers (users, and the usergroup); its card names every member."""
+    world.slack.set_usergroup("S0NETOPS", ["U0NET1"])
+    view = forms.request_view("U0DEV1", "lb-prod")
+    assert "Approved by 1 of: <@U0APPROVER1>, <@U0APPROVER2>, <!subteam^S0NETOPS>" in json.dumps(view)
+
+    request = await world.request("U0DEV1", "request lb-prod 30m debugging 502s")
+
+    [card] = [
+        call.args["blocks"]
+        for call in world.slack.calls("chat.postMessage")
+        if call.args.get("channel") == APPROVALS and request.id in str(call.args.get("text")) and "blocks" in call.args
+    ]
+    assert "Can approve (1 needed): <@U0APPROVER1>, <@U0APPROVER2>, <@U0NET1>" in json.dumps(card)

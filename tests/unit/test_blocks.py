@@ -15,7 +15,7 @@ from devtools.slack_standin import MAX_MESSAGE_TEXT, block_kit_errors
 from jit_lb.access import requests
 from jit_lb.access.policy import Target, parse_policy
 from jit_lb.access.requests import AccessRequest, Approval, EndReason, Extension, Status
-from slack_out import cards, limits, sentences, summaries
+from slack_out import cards, limits, sentences, summaries, views
 from slack_out.limits import Blocks
 from tests.helpers import NOW, pending, valid
 
@@ -35,6 +35,27 @@ def test_pending_card_has_approve_and_deny_carrying_the_request_id() -> None:
     text = str(card)
     for fact in ("U0DEV1", "lb-prod", "10m", "203.0.113.7/32", "why"):
         assert fact in text
+
+
+def test_pending_card_names_who_can_approve_and_how_many_are_needed() -> None:
+    """Under the buttons: every approver (usergroups already expanded), and the approvals needed."""
+    card = cards.approval_card(pending(required=2), None, ["U0APPROVER1", "U0APPROVER2", "U0NET1"])
+    assert "Can approve (2 needed): <@U0APPROVER1>, <@U0APPROVER2>, <@U0NET1>" in str(card)
+    decided = cards.approval_card(requests.deny(pending(), "U0APPROVER2", NOW), None, ["U0APPROVER1"])
+    assert "Can approve" not in str(decided)
+
+
+def test_a_card_with_nobody_to_approve_says_so() -> None:
+    """An empty approver list (a usergroup Slack did not answer for) is said, not left as a silent card."""
+    assert "Nobody can approve it" in str(cards.approval_card(pending(), None, []))
+
+
+def test_the_request_modal_names_the_approvers_of_the_selected_target() -> None:
+    """The modal says who approves the target chosen: users, and usergroups as Slack shows them, and how many."""
+    target = parse_policy(valid()).targets["lb-prod"]
+    view = views.request_modal({"lb-prod": target}, "lb-prod", lambda _: (["U0APPROVER1"], ["S0NETOPS"]))
+    assert "Approved by 1 of: <@U0APPROVER1>, <!subteam^S0NETOPS>" in str(view)
+    assert block_kit_errors(view["blocks"]) == []
 
 
 def test_decided_card_has_no_buttons_and_says_who_decided() -> None:
