@@ -14,6 +14,7 @@ class ActionId(StrEnum):
     TARGET = "target"  # the request modal's target select, which updates the modal
     REVIEW_OK = "jit_review_ok"  # a break-glass grant's review: acknowledged
     REVIEW_FLAG = "jit_review_flag"  # ...or flagged for the admins
+    REREQUEST = "jit_rerequest"  # Request again, on the requester's message of an ended, denied or expired request
 
 
 class CallbackId(StrEnum):
@@ -30,3 +31,4 @@ class BlockId(StrEnum):
     DECISION = "decision"
     SUMMARY = "summary"
     REVIEW = "review"
+    REREQUEST = "rerequest"

@@ -9,7 +9,9 @@ from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import JitError, StoreUnavailableError
 from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest, Status
+from slack_out.ids import ActionId, BlockId
 from slack_out.limits import (
+    MAX_BLOCKS,
     MAX_LINE,
     MAX_SECTION_TEXT,
     Blocks,
@@ -102,6 +104,32 @@ def denied_blocks(request: AccessRequest) -> Blocks:
     head = f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`)."
     reason = typed_blocks("Reason", request.deny_reason) if request.deny_reason else []
     return capped([section(mrkdwn(head)), *reason])
+
+
+def again_blocks(request: AccessRequest, blocks: Blocks) -> Blocks:
+    """The requester's message of an ended, denied or expired request, with a Request again button under it.
+
+    The button's value is the request id; the web opens the request modal filled in from it, for its requester alone.
+    """
+    button = {
+        "type": "actions",
+        "block_id": BlockId.REREQUEST,
+        "elements": [
+            {
+                "type": "button",
+                "action_id": ActionId.REREQUEST,
+                "text": {"type": "plain_text", "text": "Request again"},
+                "value": request.id,
+            }
+        ],
+    }
+    kept = capped(blocks)
+    return [*(kept if len(kept) < MAX_BLOCKS else kept[: MAX_BLOCKS - 1]), button]
+
+
+def again_text_blocks(request: AccessRequest, text: str) -> Blocks:
+    """A notice's text as a section, with the Request again button (again_blocks)."""
+    return again_blocks(request, [section(mrkdwn(clip(text, MAX_SECTION_TEXT)))])
 
 
 def cancelled_text(request: AccessRequest) -> str:

@@ -68,7 +68,11 @@ def _text_input(block_id: str, label: str, *, optional: bool, multiline: bool, h
 
 
 def request_modal(
-    targets: dict[str, Target], selected: str | None = None, approvers: Callable[[Target], Approvers] | None = None
+    targets: dict[str, Target],
+    selected: str | None = None,
+    approvers: Callable[[Target], Approvers] | None = None,
+    duration: timedelta | None = None,
+    reason: str | None = None,
 ) -> View:
     """The `jit_request` modal: only the targets the person may request; durations and `--ip` follow the selection.
 
@@ -76,7 +80,8 @@ def request_modal(
     under the target with how many approvals it needs, as `policy explain` says it.
 
     The target select dispatches its changes, so that the modal is updated with that target's
-    durations, reason hint and address field (`request_modal` again, with `selected`).
+    durations, reason hint and address field (`request_modal` again, with `selected`). `duration`
+    and `reason` fill it in (Request again): a duration the target does not offer falls back to its default.
     """
     names = sorted(targets)[:MAX_OPTIONS]
     chosen = selected if selected in targets else (names[0] if names else None)
@@ -99,6 +104,8 @@ def request_modal(
     if target is not None:
         choices = target.duration_choices()[:MAX_OPTIONS]
         default = target.default_duration if target.default_duration in choices else choices[0]
+        if duration in choices:
+            default = duration
         blocks.append(
             {
                 "type": "input",
@@ -112,7 +119,10 @@ def request_modal(
                 },
             }
         )
-        blocks.append(_text_input("reason", "Why", optional=False, multiline=True, hint=target.reason_hint or ""))
+        why = _text_input("reason", "Why", optional=False, multiline=True, hint=target.reason_hint or "")
+        if reason:
+            why["element"]["initial_value"] = reason[:MAX_REASON]
+        blocks.append(why)
         if target.allow_requester_ip:
             blocks.append(
                 _text_input(

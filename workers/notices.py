@@ -219,7 +219,7 @@ def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -
         summary = summaries.summary_blocks(request) if kind is Notice.ENDED else None
         text = _outcome_text(request, kind, verified)
         notifier.thread(request, text, summary)
-        notifier.dm(request.requester, text)
+        notifier.dm(request.requester, text, _requester_blocks(request, kind, text, summary))
     home.refresh_homes(rt, notifier, request)
     return "told"
 
@@ -237,6 +237,17 @@ def call_slack(method: str, arguments: dict[str, Any]) -> str:
     """A Web API call the web handed on when Slack rate-limited it (queued for after Retry-After): the workers'
     client waits out a further 429, so the web's threads never do."""
     return "done" if call(current().notifier.client, method, **arguments) is not None else "refused"
+
+
+def _requester_blocks(
+    request: AccessRequest, kind: Notice, text: str, summary: list[dict[str, Any]] | None
+) -> list[dict[str, Any]] | None:
+    """The requester's copy of an ended grant or an expired request carries Request again (docs/approvals.md)."""
+    if kind is Notice.ENDED and summary is not None:
+        return sentences.again_blocks(request, summary)
+    if kind is Notice.EXPIRED:
+        return sentences.again_text_blocks(request, text)
+    return None
 
 
 def _outcome_text(request: AccessRequest, kind: Notice, verified: bool) -> str:

@@ -1,5 +1,5 @@
 """Buttons: Approve and Deny (on a card or the App Home), a break-glass grant's review, the App Home's End now,
-Extend… and Cancel, and the request modal's target select."""
+Extend… and Cancel, the request modal's target select, and Request again."""
 
 from __future__ import annotations
 
@@ -76,6 +76,14 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
         if view is not None:
             await open_view(client, body.get("trigger_id"), view)
 
+    async def handle_action_rerequest(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        view = await asyncio.to_thread(forms.rerequest_view, _user(body), str(action.get("value", "")))
+        if view is not None:
+            await open_view(client, body.get("trigger_id"), view)
+
     async def handle_action_target(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
     ) -> None:
@@ -93,3 +101,4 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
     app.action(ActionId.CANCEL.value)(handle_action_cancel)
     app.action(ActionId.EXTEND.value)(handle_action_extend)
     app.action(ActionId.TARGET.value)(handle_action_target)
+    app.action(ActionId.REREQUEST.value)(handle_action_rerequest)

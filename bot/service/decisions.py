@@ -251,7 +251,8 @@ class DecisionService:
         _, after = self.rt.store.transition(request.id, lambda r: requests.deny(r, user, self.clock(), reason), record)
         self.notifier.update_card(after)
         self.notifier.thread(after, sentences.denied_text(after), sentences.denied_blocks(after))
-        self.notifier.dm(after.requester, sentences.denied_text(after), sentences.denied_blocks(after))
+        again = sentences.again_blocks(after, sentences.denied_blocks(after))
+        self.notifier.dm(after.requester, sentences.denied_text(after), again)
         refresh_homes(self.rt, after.id)
 
     def _approve_extension(self, user: str, request: AccessRequest, mfa: bool) -> None:

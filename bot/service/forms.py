@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from jit_lb.access.commands import BreakGlassCommand, ExtendCommand, RequestComm
 from jit_lb.access.durations import parse_duration
 from jit_lb.access.errors import CommandError, JitError
 from jit_lb.access.policy import host_address
+from jit_lb.access.requests import ID_PATTERN
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
 from slack_out.ids import ActionId, CallbackId
@@ -58,6 +60,30 @@ class FormService:
         """The request modal with the targets `user` may request (the shortcut and a bare `/jit` open it)."""
         targets = self.rt.approvers.targets_for(user)
         return views.request_modal(targets, selected, lambda target: self.rt.approvers.named(target, user))
+
+    def rerequest_view(self, user: str, request_id: str) -> View | None:
+        """Request again: the request modal filled in with an earlier request's target, duration and reason.
+
+        Only its requester may; a target they may no longer request opens nothing. Either refusal is a DM
+        saying why, and a refused click is recorded as a refused command is.
+        """
+        request = self.rt.store.find(request_id) if re.fullmatch(ID_PATTERN, request_id) else None
+        targets = self.rt.approvers.targets_for(user)
+        why = None
+        if request is None or request.requester != user:
+            why = f"there is no request of yours `{request_id[:20]}` to ask for again"
+        elif request.target not in targets:
+            why = f"you may no longer request `{request.target}`"
+        if request is None or why is not None:
+            refused = self.commands.failed(user, f"request again {request_id[:20]}", CommandError(why or ""))
+            self.notifier.dm(user, refused.text)
+            return None
+        added = sum(e.duration_seconds for e in request.extensions if e.outcome == "approved")
+        asked = request.duration_seconds - added  # as first asked, before extensions
+        named = self.rt.approvers.named
+        return views.request_modal(
+            targets, request.target, lambda target: named(target, user), timedelta(seconds=asked), request.reason
+        )
 
     async def submit_request(self, user: str, values: dict[str, str]) -> Errors | View | None:
         """A `jit_request` submission: errors by block, the step-up modal to replace it with, or None once the

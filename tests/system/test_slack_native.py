@@ -10,6 +10,7 @@ import pytest
 
 from devtools.moto_server import Network
 from devtools.slack_client import inputs, select, text_input
+from devtools.slack_standin import dm_channel
 from devtools.stack import Stack
 from tests.helpers import APPROVALS, DEVS, card_of, card_ts, click, rules_of, stack_policy
 
@@ -145,3 +146,44 @@ def test_a_usergroup_member_of_a_role_may_request(stack: Stack) -> None:
     assert "waiting for approval" in answer.json()["text"]
     refused = stack.client().command("U0DEV2", "request lb-two 15m not mine")
     assert "not allowed to request `lb-two`" in refused.json()["text"]
+
+
+def again_button(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The Request again button of a message, if it has one."""
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == "jit_rerequest":
+                return dict(element)
+    return None
+
+
+def test_request_again_opens_the_form_filled_in(stack: Stack) -> None:
+    """A denied request's DM carries Request again; its requester's click opens the request modal with the same
+    target, duration and reason; anyone else's click opens nothing and is refused."""
+    answer = stack.client().command("U0DEV2", "request lb-prod 1h OPS-11 drain the old pool")
+    request_id = answer.json()["text"].split("`")[1]
+    assert click(stack, "U0APPROVER2", "jit_deny", request_id) == 200
+    modal = stack.wait_for(lambda: stack.slack.views("U0APPROVER2", "jit_deny"), what="the deny modal")[-1]
+    assert stack.client().submit("U0APPROVER2", inputs(reason=text_input("not tonight")), view=modal).status == 200
+    dm = stack.wait_for(
+        lambda: next((m for m in stack.slack.dms("U0DEV2") if request_id in m["text"] and again_button(m)), None),
+        what="the denial's DM with its button",
+    )
+    assert again_button(dm) == {
+        "type": "button",
+        "action_id": "jit_rerequest",
+        "text": {"type": "plain_text", "text": "Request again"},
+        "value": request_id,
+    }
+
+    forms_before = len(stack.slack.views("U0DEV1", "jit_request"))
+    assert stack.client().click("U0DEV1", "jit_rerequest", request_id, dm_channel("U0DEV2"), dm["ts"]).status == 200
+    stack.wait_for(lambda: "request.refused" in [r["event"] for r in stack.audit() if r.get("actor") == "U0DEV1"])
+    assert len(stack.slack.views("U0DEV1", "jit_request")) == forms_before
+
+    assert stack.client().click("U0DEV2", "jit_rerequest", request_id, dm_channel("U0DEV2"), dm["ts"]).status == 200
+    filled = stack.wait_for(lambda: stack.slack.views("U0DEV2", "jit_request"), what="the filled-in form")[-1]
+    blocks = {block.get("block_id"): block for block in filled["blocks"]}
+    assert blocks["target"]["element"]["initial_option"]["value"] == "lb-prod"
+    assert blocks["duration"]["element"]["initial_option"]["value"] == "1h"
+    assert blocks["reason"]["element"]["initial_value"] == "OPS-11 drain the old pool"

@@ -311,3 +311,28 @@ def test_a_cancellation_names_who_or_why() -> None:
     by_lockdown = sentences.cancelled_text(requests.cancel(pending(), "cancelled by the lockdown", NOW))
     assert "was cancelled: cancelled by the lockdown" in by_lockdown
     assert "<@system>" not in by_lockdown
+
+
+@pytest.mark.parametrize("count", [0, 100, 5000])
+def test_request_again_follows_an_ended_grants_summary_within_the_limits(count: int) -> None:
+    """The requester's copy of an ended grant's summary ends with Request again, valid however long the summary."""
+    finished = ended(pending(), sg_rules(count), sg_rules(count))
+    message = sentences.again_blocks(finished, summaries.summary_blocks(finished))
+    assert_valid(message)
+    assert message[-1]["elements"] == [
+        {
+            "type": "button",
+            "action_id": "jit_rerequest",
+            "text": {"type": "plain_text", "text": "Request again"},
+            "value": "jit-abcdef",
+        }
+    ]
+
+
+def test_request_again_follows_an_expired_requests_notice() -> None:
+    """An expired request's notice to its requester is its text and Request again."""
+    expired = requests.expire(pending(), NOW + timedelta(hours=1))
+    message = sentences.again_text_blocks(expired, sentences.expired_text(expired))
+    assert_valid(message)
+    assert "expired" in str(message[0])
+    assert message[-1]["elements"][0]["action_id"] == "jit_rerequest"
