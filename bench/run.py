@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench import deadline, grants, ha, home_storm, lockdown, memory, nginx, slash, sweep
+from bench import deadline, grants, ha, home_storm, lockdown, memory, metrics_cost, nginx, slash, sweep
 from bench.lockdown import Mix
 from bench.moto_view import install_speedups, reset_moto
 from bench.stats import Row, render
@@ -33,6 +33,7 @@ class Plan:
     lockdown_mix: Mix = field(default_factory=lambda: Mix(sg=600, alb=200, haproxy=200))
     nginx_rounds: tuple[int, int, int] = (30, 10, 3)  # provider apply+drop, through the product, drop while busy
     home_storm_rounds: int = 3  # approvals while 50 Home opens meet a rate-limited views.publish
+    metrics_requests: int = 500  # a round, on each web; 8 alternating rounds
 
 
 QUICK = Plan(
@@ -48,6 +49,7 @@ QUICK = Plan(
     lockdown_mix=Mix(sg=60, alb=20, haproxy=20),
     nginx_rounds=(10, 3, 1),
     home_storm_rounds=1,
+    metrics_requests=200,
 )
 
 
@@ -61,7 +63,20 @@ def timed(name: str, step: Callable[[], list[Row]]) -> list[Row]:
 
 # In the order the table shows them; `deadline` runs on the main Stack; `lockdown`, `sweep`, `nginx`, `ha` and `homes`
 # on stacks of their own.
-FIGURES = ("slash", "approve", "revoke", "burst", "sweep", "deadline", "lockdown", "nginx", "ha", "homes", "memory")
+FIGURES = (
+    "slash",
+    "metrics",
+    "approve",
+    "revoke",
+    "burst",
+    "sweep",
+    "deadline",
+    "lockdown",
+    "nginx",
+    "ha",
+    "homes",
+    "memory",
+)
 
 
 def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
@@ -95,6 +110,9 @@ def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
         if "slash" in only:
             count, concurrency = plan.slash_requests, plan.slash_concurrency
             rows["slash"] = timed("slash commands", lambda: slash.slash_commands(stack, world, count, concurrency))
+        if "metrics" in only:
+            count, concurrency = plan.metrics_requests, plan.slash_concurrency
+            rows["metrics"] = timed("metrics cost", lambda: metrics_cost.metrics_cost(stack, world, count, concurrency))
         if "memory" in only:
             rows["memory"] = memory.peak_memory(stack)
     reset_moto()  # moto's state is global to this process; the next Stack starts from nothing

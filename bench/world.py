@@ -24,6 +24,7 @@ from devtools.stack import SIGNING_SECRET, Stack
 
 APPROVALS = "C0BENCHAPPROVALS"
 REQUESTER = "U0DEV1"
+SECOND_REQUESTER = "U0DEV2"
 APPROVER = "U0APPROVER1"
 RULES_PER_GROUP = 50  # moto refuses a 61st rule in a VPC security group
 ID = re.compile(r"jit-[a-z0-9]{6}")
@@ -53,7 +54,11 @@ def policy_document(targets: dict[str, str]) -> dict[str, Any]:
     return {
         "approver_channel": APPROVALS,
         "pending_ttl": "15m",
-        "principals": {REQUESTER: {"source_cidr": "203.0.113.7/32"}, APPROVER: {"source_cidr": "192.0.2.10/32"}},
+        "principals": {
+            REQUESTER: {"source_cidr": "203.0.113.7/32"},
+            APPROVER: {"source_cidr": "192.0.2.10/32"},
+            SECOND_REQUESTER: {"source_cidr": "203.0.113.8/32"},  # bench/metrics_cost.py's load, a limit of its own
+        },
         # One bench requester stands for a whole company's engineers: the per-person limits would stop the load.
         "limits": {"pending_per_user": 10_000, "commands_per_minute": 100_000},
         "targets": {name: target_policy(group_id) for name, group_id in targets.items()},

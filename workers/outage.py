@@ -59,7 +59,10 @@ class Outage:
             self.next_sweep = self.since
             log.error("Redis unreachable: sweeping the load balancers by their markers", error=str(error))
         if time.monotonic() >= self.next_sweep:
+            started = time.monotonic()
             self.next_sweep = self.sweep(datetime.now(UTC))
+            if self.rt.metrics is not None:  # a sweep by markers is a sweep: the sweep alerts count it too
+                self.rt.metrics.swept(time.monotonic() - started)
 
     def replay(self) -> None:
         """Record what the outage's sweeps ended, in order, once a request; raises (keeping the rest) if Redis fails."""
