@@ -430,6 +430,7 @@ def emergencies(stack: Stack) -> None:
         + client.command("U0DEV1", "request lb-prod 10m OPS-6 x").json()["text"]
     )
     print("  /jit lockdown status: " + readable(client.command("U0DEV1", "lockdown status").json()["text"]))
+    # lb-mfa requires MFA here, so lifting asks the admin for a code (an admin's Slack session alone does not).
     print("  U0ADMIN: /jit lockdown off: " + readable(client.command("U0ADMIN", "lockdown off").json()["text"]))
 
 

@@ -330,14 +330,32 @@ class CommandService:
                 self.rt.queue, "enforce_lockdown", job_id=f"lockdown-{int(self.clock().timestamp())}", module=LOCKDOWN
             )
             return Reply(sentences.lockdown_started_text(user, parsed.reason))
-        current = store.lockdown()
+        if store.lockdown() is None:
+            raise CommandError("there is no lockdown to lift")
+        if any(t.require_mfa for t in self.rt.policy.targets.values()) and self.rt.mfa.proven_for(user) is None:
+            # Where step-up MFA is in use, an admin's Slack session alone does not reopen access after a lockdown.
+            what = "Lifting the lockdown reopens access: it asks for a one-time code from you."
+            view = self.mfa.step_up(user, {"do": "lockdown_off"}, what)
+            return Reply("Lifting a lockdown asks for your one-time code: enter it in the form that opened.", view=view)
+        return self.lift_lockdown(user)
+
+    def lift_lockdown(self, user: str, mfa: bool = False) -> Reply:
+        """End the lockdown (recorded first: lifting opens access again, so it never happens without its record)."""
+        if not self.rt.approvers.is_admin(user):
+            raise CommandError("only an admin of jit-lb (`admins` in the policy) can turn a lockdown on or off")
+        current = self.rt.store.lockdown()
         if current is None:
             raise CommandError("there is no lockdown to lift")
-        # Recorded first: lifting opens access again, so it does not happen without its record.
         self.rt.audit.record(
-            "lockdown.ended", actor=user, target=None, started_by=current.by, started_at=current.at, why=current.reason
+            "lockdown.ended",
+            actor=user,
+            target=None,
+            started_by=current.by,
+            started_at=current.at,
+            why=current.reason,
+            mfa=mfa or self.rt.mfa.proven_for(user) is not None or None,
         )
-        store.end_lockdown()
+        self.rt.store.end_lockdown()
         return Reply(sentences.lockdown_ended_text(user, current))
 
     def cancel(self, user: str, request_id: str) -> Reply:

@@ -138,6 +138,8 @@ class FormService:
             after_answer(self._breakglass_after_code, user, intent)
         elif kind == "reset":
             after_answer(self._reset_after_code, user, intent)
+        elif kind == "lockdown_off":
+            after_answer(self._after_code, user, "lockdown off", lambda: self.commands.lift_lockdown(user, mfa=True))
         return None
 
     async def _request_after_code(self, user: str, intent: dict[str, Any]) -> str:

@@ -273,3 +273,21 @@ async def test_wrong_codes_sent_at_once_are_checked_only_as_far_as_the_lockout(m
     alerts = [m for m in world.slack.messages(APPROVALS) if "locked out of step-ups" in m.get("text", "")]
     assert len(alerts) == 1
     assert world.rt.mfa.locked_for("U0DEV1") is not None
+
+
+async def test_lifting_a_lockdown_asks_the_admin_for_a_code_where_mfa_is_in_use(mfa_world: World) -> None:
+    """A stolen admin session may lock down (it only takes access away) but not lift it without a code."""
+    world = mfa_world
+    assert "Lockdown on" in await world.ask("U0ADMIN", "lockdown on suspected session theft")
+    assert "not enrolled" in await world.ask("U0ADMIN", "lockdown off")
+    assert world.rt.store.lockdown() is not None
+    secret = enrol(world, "U0ADMIN")
+    world.rt.store.redis.delete("jit:mfa:proven:U0ADMIN")
+
+    reply = await world.commands.command("U0ADMIN", "lockdown off", None)
+    assert reply.view is not None
+    assert world.rt.store.lockdown() is not None
+    assert await world.forms.submit_code("U0ADMIN", reply.view["private_metadata"], next_code(secret)) is None
+    world.slack.wait_for(lambda: world.rt.store.lockdown() is None)
+    assert world.record("lockdown.ended")["mfa"] is True
+    world.slack.wait_for(lambda: "lifted" in world.texts(world.slack.dms("U0ADMIN")))
