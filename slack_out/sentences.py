@@ -283,6 +283,13 @@ def mfa_enrolment_text(uri: str, within: timedelta) -> str:
     )
 
 
+def mfa_enrolled_post(user: str) -> str:
+    return (
+        f":key: <@{user}> enrolled an authenticator for step-up MFA. If that was not them, an admin should "
+        "`/jit mfa reset` it: someone holding their Slack session may have enrolled their own."
+    )
+
+
 def mfa_reset_dm_text(admin: str) -> str:
     return (
         f":warning: <@{admin}> reset your step-up MFA enrolment: your authenticator no longer works for jit-lb, and "

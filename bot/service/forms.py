@@ -124,6 +124,8 @@ class FormService:
                 user,
                 ":white_check_mark: Enrolled: jit-lb will ask for a code when a target needs one.",
             )
+            if result.enrolled:  # trust on first enrolment: the approvers see who enrolled, and can ask
+                after_answer(self.notifier.post, self.rt.policy.approver_channel, sentences.mfa_enrolled_post(user))
         elif kind == "request":
             after_answer(self.notifier.dm, user, await self._request_after_code(user, intent))
         elif kind == "approve":

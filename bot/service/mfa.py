@@ -36,6 +36,7 @@ class Verified:
     """A code was accepted for `intent`; the caller now does what it unlocks."""
 
     intent: Intent
+    enrolled: bool = False  # this code confirmed a new enrolment
 
 
 class MfaService:
@@ -193,7 +194,8 @@ class MfaService:
             used = step is not None and not self.rt.mfa.first_use(user, step)
             if step is None or used:
                 return self._wrong(user, kind, number, used)
-            if kind == "enroll" and not enrolment.confirmed:
+            enrolled = kind == "enroll" and not enrolment.confirmed
+            if enrolled:
                 confirmed = Enrolment(user, enrolment.secret, True, enrolment.created_at, now)
                 self.rt.audit.record("mfa.enrolled", actor=user, target=None)
                 self.rt.mfa.save(confirmed)
@@ -202,7 +204,7 @@ class MfaService:
             self.rt.mfa.prove(user, rules.window)
         except JitError as err:
             return {"code": sentences.error_reply(err, bare=True)}
-        return Verified(intent)
+        return Verified(intent, enrolled)
 
     def _refuse_form(self, user: str, kind: str, metadata: str) -> dict[str, str] | None:
         """Errors for a `jit_mfa` form jit-lb did not open for `user` (recorded); None when it did."""

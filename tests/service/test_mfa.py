@@ -151,7 +151,9 @@ async def test_an_approval_counts_only_after_a_valid_code(mfa_world: World) -> N
     world.slack.wait_for(lambda: world.rt.store.get(request.id).status is Status.APPROVED)
     approved = world.record("request.approved", request.id)
     assert approved["mfa"] is True
-    assert "Approved by <@U0APPROVER1> with MFA" in json.dumps(world.slack.updates(*card)[-1]["blocks"])
+    assert "Approved by <@U0APPROVER1> with MFA" in json.dumps(
+        world.slack.wait_for(lambda: world.slack.updates(*card))[-1]["blocks"]
+    )
 
 
 async def test_reset_is_for_admins_after_their_own_code(mfa_world: World) -> None:
@@ -291,3 +293,18 @@ async def test_lifting_a_lockdown_asks_the_admin_for_a_code_where_mfa_is_in_use(
     world.slack.wait_for(lambda: world.rt.store.lockdown() is None)
     assert world.record("lockdown.ended")["mfa"] is True
     world.slack.wait_for(lambda: "lifted" in world.texts(world.slack.dms("U0ADMIN")))
+
+
+async def test_a_new_enrolment_is_announced_to_the_approvers(mfa_world: World) -> None:
+    """Trust on first enrolment made visible: the approvers' channel hears who enrolled, once."""
+    world = mfa_world
+    reply = world.mfa.command("U0DEV2", ["enroll"])
+    assert reply.view is not None
+    world.mfa.send_enrolment("U0DEV2")
+    secret = secret_from_dm(world, "U0DEV2")
+    assert await world.forms.submit_code("U0DEV2", reply.view["private_metadata"], pyotp.TOTP(secret).now()) is None
+    world.slack.wait_for(lambda: "<@U0DEV2> enrolled an authenticator" in world.texts(world.slack.messages(APPROVALS)))
+    assert await world.forms.submit_code("U0DEV2", reply.view["private_metadata"], next_code(secret)) is None
+    world.slack.wait_for(lambda: len(world.slack.dms("U0DEV2")) >= 3)
+    announced = [m for m in world.slack.messages(APPROVALS) if "enrolled an authenticator" in m.get("text", "")]
+    assert len(announced) == 1
