@@ -1,6 +1,7 @@
 """`python -m bot` runs the web process; `python -m bot check-policy FILE` validates a policy file; `python -m bot
 audit verify|who|report FILE…` reads audit logs (jit_lb/audit/cli.py); `python -m bot policy
-explain|test|diff|schema` explains, tests and compares policies (jit_lb/policytools/cli.py)."""
+explain|test|diff|schema` explains, tests and compares policies (jit_lb/policytools/cli.py); `python -m bot mfa
+reset USER REASON…` is the operator's way out when no admin can step up."""
 
 from __future__ import annotations
 
@@ -36,6 +37,30 @@ def check_policy(path: str) -> int:
     return 0
 
 
+def mfa_reset(who: str, why: str) -> int:
+    """`python -m bot mfa reset USER REASON…`: remove an enrolment with the processes' environment, when no admin
+    can step up (a lost JIT_MFA_KEY, a sole admin's lost phone); recorded and told as an admin's reset is."""
+    from bot.service.mfa import MfaService
+    from jit_lb.settings import load_settings
+    from slack_out.process import connect
+
+    user = who.strip("<@>").split("|")[0].upper()
+    if user[:1] not in {"U", "W"} or not user.isalnum():
+        print(f"`{who[:40]}` is not a user id (U…)", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+        configure_logging(settings.jit_log_level)
+        rt, notifier = connect(settings)
+        rt.audit.start_chain("cli", settings.jit_audit_key, witness=notifier.post_checkpoint)
+        print(MfaService(rt, notifier).operator_reset(user, why))
+        rt.audit.checkpoint("stop", background=False)
+    except JitError as err:
+        print(f"jit-lb mfa reset: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def slack_usergroups() -> Callable[[str], list[str]] | None:
     """Usergroup members from Slack for the policy tools, when SLACK_BOT_TOKEN is set; else None (unknown)."""
     token = os.environ.get("SLACK_BOT_TOKEN")
@@ -64,9 +89,12 @@ def main(argv: list[str]) -> int:
         from jit_lb.policytools.cli import main as policy_tools
 
         return policy_tools(argv[1:], slack=slack_usergroups)
+    if argv[:2] == ["mfa", "reset"] and len(argv) >= 4:
+        return mfa_reset(argv[2], " ".join(argv[3:]))
     if argv:
         print(
-            "usage: python -m bot [check-policy FILE | audit verify|who|report … | policy explain|test|diff|schema …]",
+            "usage: python -m bot [check-policy FILE | audit verify|who|report … | policy explain|test|diff|schema … "
+            "| mfa reset USER REASON…]",
             file=sys.stderr,
         )
         return 2

@@ -290,9 +290,17 @@ def mfa_enrolled_post(user: str) -> str:
     )
 
 
-def mfa_reset_dm_text(admin: str) -> str:
+def mfa_operator_reset_post_text(user: str, why: str) -> str:
     return (
-        f":warning: <@{admin}> reset your step-up MFA enrolment: your authenticator no longer works for jit-lb, and "
+        f":key: An operator reset <@{user}>'s step-up MFA enrolment from the command line "
+        f"(`python -m bot mfa reset`): {escape(clip(why, 300))}"
+    )
+
+
+def mfa_reset_dm_text(admin: str) -> str:
+    who = "An operator" if admin == "operator" else f"<@{admin}>"
+    return (
+        f":warning: {who} reset your step-up MFA enrolment: your authenticator no longer works for jit-lb, and "
         "`/jit mfa enroll` sets up a new one. If you did not ask for this, tell your security team."
     )
 

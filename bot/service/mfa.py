@@ -145,6 +145,15 @@ class MfaService:
         self.notifier.post(self.rt.policy.approver_channel, sentences.mfa_reset_post_text(admin, user, existed))
         return f"<@{user}>'s enrolment was {'removed' if existed else 'not there'}; they can `/jit mfa enroll`."
 
+    def operator_reset(self, user: str, why: str) -> str:
+        """`python -m bot mfa reset`: the way out when no admin can step up (a lost JIT_MFA_KEY, a sole admin's
+        own phone lost), for an operator who holds the processes' environment. Recorded, and told as a reset is."""
+        self.rt.audit.record("mfa.reset", actor="operator", target=None, user=user, via="cli", why=why, must=True)
+        existed = self.rt.mfa.remove(user)
+        self.notifier.dm(user, sentences.mfa_reset_dm_text("operator"))
+        self.notifier.post(self.rt.policy.approver_channel, sentences.mfa_operator_reset_post_text(user, why))
+        return f"{user}'s enrolment was {'removed' if existed else 'not there'}; they can `/jit mfa enroll`."
+
     # --- the step-up --------------------------------------------------------------------------------
 
     def due(self, user: str, target: Target | None) -> bool:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -308,3 +311,35 @@ async def test_a_new_enrolment_is_announced_to_the_approvers(mfa_world: World) -
     world.slack.wait_for(lambda: len(world.slack.dms("U0DEV2")) >= 3)
     announced = [m for m in world.slack.messages(APPROVALS) if "enrolled an authenticator" in m.get("text", "")]
     assert len(announced) == 1
+
+
+def test_an_operator_resets_an_enrolment_from_the_command_line(mfa_world: World) -> None:
+    """`python -m bot mfa reset` with the processes' environment: the way out when no admin can step up."""
+    world = mfa_world
+    enrol(world, "U0ADMIN")  # the sole admin, who may not reset themselves
+    settings = world.rt.settings
+    assert settings.jit_mfa_key is not None
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "JIT_", "REDIS_"))},
+        "SLACK_BOT_TOKEN": settings.slack_bot_token.get_secret_value(),
+        "SLACK_API_URL": settings.slack_api_url,
+        "REDIS_URL": settings.redis_url,
+        "JIT_POLICY_FILE": settings.jit_policy_file,
+        "JIT_AUDIT_LOG": str(world.audit_path),
+        "JIT_MFA_KEY": settings.jit_mfa_key.get_secret_value(),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "mfa", "reset", "U0ADMIN", "lost phone, ticket SEC-12"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr.count("Traceback")) == (0, 0), done.stderr
+    assert "U0ADMIN's enrolment was removed" in done.stdout
+    assert world.rt.mfa.enrolment("U0ADMIN") is None
+    record = world.record("mfa.reset")
+    assert (record["actor"], record["user"], record["via"]) == ("operator", "U0ADMIN", "cli")
+    assert "An operator reset <@U0ADMIN>'s step-up MFA enrolment" in world.texts(world.slack.messages(APPROVALS))
+    assert "An operator reset your step-up MFA enrolment" in world.texts(world.slack.dms("U0ADMIN"))
