@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -151,6 +151,84 @@ class ListenerRuleGrant(_Model):
         if not 1 <= low <= high <= 50000:
             raise ValueError("must be two priorities [low, high] with 1 <= low <= high <= 50000")
         return value
+
+
+# The Elastic Load Balancing (v2) actions an `aws_iam_policy` grant gives, each on the resources AWS lets it be
+# scoped to (the Service Authorization Reference: load balancer, listener, listener rule, target group). The
+# `Describe*` actions take no resource-level permission: they are listed apart, on `"Resource": "*"`, read-only.
+# Left out, and why (docs/policy.md): SetWebAcl (AWS scopes it to `*` only, so it could never be used on one
+# load balancer); CreateLoadBalancer and CreateTargetGroup (they make new resources, outside the one load
+# balancer); the trust-store actions (a trust store is a resource of its own, shared across load balancers).
+ELB_SCOPED_ACTIONS = tuple(
+    f"elasticloadbalancing:{name}"
+    for name in (
+        "AddListenerCertificates",
+        "AddTags",
+        "CreateListener",
+        "CreateRule",
+        "DeleteListener",
+        "DeleteLoadBalancer",
+        "DeleteRule",
+        "DeleteTargetGroup",
+        "DeregisterTargets",
+        "ModifyCapacityReservation",
+        "ModifyListener",
+        "ModifyListenerAttributes",
+        "ModifyLoadBalancerAttributes",
+        "ModifyRule",
+        "ModifyTargetGroup",
+        "ModifyTargetGroupAttributes",
+        "RegisterTargets",
+        "RemoveListenerCertificates",
+        "RemoveTags",
+        "SetIpAddressType",
+        "SetRulePriorities",
+        "SetSecurityGroups",
+        "SetSubnets",
+    )
+)
+ELB_DESCRIBE_ACTIONS = tuple(
+    f"elasticloadbalancing:{name}"
+    for name in (
+        "DescribeAccountLimits",
+        "DescribeCapacityReservation",
+        "DescribeListenerAttributes",
+        "DescribeListenerCertificates",
+        "DescribeListeners",
+        "DescribeLoadBalancerAttributes",
+        "DescribeLoadBalancers",
+        "DescribeRules",
+        "DescribeSSLPolicies",
+        "DescribeTags",
+        "DescribeTargetGroupAttributes",
+        "DescribeTargetGroups",
+        "DescribeTargetHealth",
+    )
+)
+ELB_LEFT_OUT = ("SetWebAcl", "CreateLoadBalancer", "CreateTargetGroup", "the trust-store actions")
+
+
+def iam_actions(actions: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the Describe actions, every other action) an `aws_iam_policy` grant gives for a spec's `actions`.
+
+    `elasticloadbalancing:*` (the default) is spelt out: ELB_DESCRIBE_ACTIONS and ELB_SCOPED_ACTIONS, so that
+    no action AWS scopes to `*` alone rides along, unusable; `Describe*` likewise becomes ELB_DESCRIBE_ACTIONS.
+    Any other action named is given as named.
+    """
+    describe: list[str] = []
+    scoped: list[str] = []
+    for action in actions:
+        lowered = action.lower()
+        if lowered == "elasticloadbalancing:*":
+            describe.extend(ELB_DESCRIBE_ACTIONS)
+            scoped.extend(ELB_SCOPED_ACTIONS)
+        elif lowered == "elasticloadbalancing:describe*":
+            describe.extend(ELB_DESCRIBE_ACTIONS)
+        elif lowered.startswith("elasticloadbalancing:describe"):
+            describe.append(action)
+        else:
+            scoped.append(action)
+    return list(dict.fromkeys(describe)), list(dict.fromkeys(scoped))
 
 
 class IamPolicyGrant(_Model):

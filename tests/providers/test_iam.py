@@ -11,7 +11,7 @@ import pytest
 
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer
 from jit_lb.access.errors import ProviderError
-from jit_lb.access.policy import IamPolicyGrant
+from jit_lb.access.policy import ELB_DESCRIBE_ACTIONS, ELB_SCOPED_ACTIONS, IamPolicyGrant
 from workers.providers.aws_iam import IamPolicyProvider, resources_for
 from workers.providers.base import GrantOrder, Lease
 from workers.providers.markers import UNREADABLE_END
@@ -99,7 +99,7 @@ def test_apply_puts_one_policy_ending_at_the_grant_end(moto: MotoServer, alb: Al
                 {
                     "Sid": "JitLbJitab12cdDescribeUntil20261123T210000Z",
                     "Effect": "Allow",
-                    "Action": ["elasticloadbalancing:Describe*"],
+                    "Action": list(ELB_DESCRIBE_ACTIONS),  # Describe* spelt out
                     "Resource": "*",
                     "Condition": {"DateLessThan": {"aws:CurrentTime": "2026-11-23T21:00:00Z"}},
                 },
@@ -120,7 +120,7 @@ def test_require_mfa_adds_the_mfa_condition(moto: MotoServer, alb: Alb, role: st
         "DateLessThan": {"aws:CurrentTime": "2026-11-23T21:00:00Z"},
         "Bool": {"aws:MultiFactorAuthPresent": "true"},
     }
-    assert document["Statement"][0]["Action"] == ["elasticloadbalancing:*"]
+    assert document["Statement"][0]["Action"] == list(ELB_SCOPED_ACTIONS)
 
 
 def test_extending_moves_the_end_in_place(moto: MotoServer, alb: Alb, role: str) -> None:
@@ -235,10 +235,12 @@ def test_the_rest_is_allowed_only_on_the_load_balancer_and_the_target_groups_its
 
     lb = alb.load_balancer_arn
     statements = statements_by_sid(moto, role)
-    assert statements["JitLbJitab12cdDescribeUntil20261123T210000Z"]["Action"] == ["elasticloadbalancing:Describe*"]
+    assert statements["JitLbJitab12cdDescribeUntil20261123T210000Z"]["Action"] == list(ELB_DESCRIBE_ACTIONS)
     assert statements["JitLbJitab12cdDescribeUntil20261123T210000Z"]["Resource"] == "*"
     scoped = statements["JitLbJitab12cdUntil20261123T210000Z"]
-    assert scoped["Action"] == ["elasticloadbalancing:*"]
+    # The default `elasticloadbalancing:*` spelt out: each action AWS lets be scoped, and none it scopes to `*` alone.
+    assert scoped["Action"] == list(ELB_SCOPED_ACTIONS)
+    assert not {"elasticloadbalancing:*", "elasticloadbalancing:SetWebAcl"} & set(scoped["Action"])
     assert scoped["Resource"] == [
         lb,
         arn_of(lb, "listener"),

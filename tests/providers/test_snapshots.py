@@ -143,7 +143,8 @@ def test_an_alb_target_group_deleted_meanwhile_is_left_out(moto: MotoServer, alb
 
 
 def test_an_iam_snapshot_names_the_roles_other_policies_and_not_jit_lbs(moto: MotoServer, alb: Alb) -> None:
-    """Other inline policies (with a digest of the document) and attached ones are listed; jit-lb's own are not."""
+    """The load balancer (attributes, listeners), then the role's other inline policies (with a digest of the
+    document) and attached ones; jit-lb's own are not."""
     role = seed_role(moto, f"snap-{uuid.uuid4().hex[:8]}")
     iam = moto.client("iam")
     document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
@@ -156,10 +157,14 @@ def test_an_iam_snapshot_names_the_roles_other_policies_and_not_jit_lbs(moto: Mo
 
     entries = provider.snapshot(order(spec, role_name=role))
 
-    assert sorted(entries) == [
+    assert sorted(key for key in entries if key.startswith("IAM role")) == [
         f"IAM role {role}: attached policy {managed['Policy']['PolicyName']}",
         f"IAM role {role}: inline policy read-logs",
     ]
+    # The load balancer the grant gives actions on comes first, as the ALB kind reads it.
+    listener = f"listener {alb.listener_arn.rpartition('/')[2]}"
+    assert next(iter(entries)).startswith(f"load balancer {alb.load_balancer_arn.split('/')[2]}: ")
+    assert entries[listener].startswith("HTTP:80, default: ")
     assert entries[f"IAM role {role}: inline policy read-logs"].startswith("1 statement(s), document sha256 ")
 
 

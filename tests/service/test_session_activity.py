@@ -262,6 +262,46 @@ async def test_an_inline_policy_added_to_the_role_is_the_change(
     assert request.id not in json.dumps(record["changes"])
 
 
+async def test_an_iam_grant_records_what_changed_at_its_load_balancer(
+    world: World, moto: MotoServer, alb: Alb, role: str
+) -> None:
+    """The IAM kind gives actions on the load balancer, so what changed there is recorded as for the ALB kind: an
+    attribute turned on, a rule added, a target deregistered (then the role's policies, unchanged here)."""
+    elbv2, ec2 = moto.client("elbv2"), moto.client("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    elbv2.register_targets(TargetGroupArn=alb.target_group_arn, Targets=[{"Id": instance, "Port": 80}])
+    elbv2.create_rule(  # the listener forwards to the target group: its targets are part of the load balancer
+        ListenerArn=alb.listener_arn,
+        Priority=6,
+        Conditions=[{"Field": "path-pattern", "Values": ["/app"]}],
+        Actions=[{"Type": "forward", "TargetGroupArn": alb.target_group_arn}],
+    )
+    iam_target(world, alb, role)
+    request = await world.granted(text="request lb-iam 30m rotate the certificate")
+
+    elbv2.modify_load_balancer_attributes(
+        LoadBalancerArn=alb.load_balancer_arn, Attributes=[{"Key": "deletion_protection.enabled", "Value": "true"}]
+    )
+    elbv2.create_rule(
+        ListenerArn=alb.listener_arn,
+        Priority=7,
+        Conditions=[{"Field": "path-pattern", "Values": ["/maintenance"]}],
+        Actions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}],
+    )
+    elbv2.deregister_targets(TargetGroupArn=alb.target_group_arn, Targets=[{"Id": instance, "Port": 80}])
+    record = await end_by_requester(world, request)
+
+    listener = f"listener {alb.listener_arn.rpartition('/')[2]}"
+    balancer, group = alb.load_balancer_arn.split("/")[2], alb.target_group_arn.split("/")[1]
+    assert [
+        {"what": f"{listener}: rule 7", "before": None, "after": "if path-pattern /maintenance: fixed-response 503"},
+        {"what": f"load balancer {balancer}: deletion_protection.enabled", "before": "false", "after": "true"},
+        {"what": f"target group {group}: target {instance}:80", "before": "healthy", "after": None},
+    ] == record["changes"]
+    assert f"load balancer {balancer}: deletion_protection.enabled" in changes_shown(summary_of(world, request))
+
+
 async def test_a_role_that_cannot_be_read_at_the_end_is_said_not_guessed(
     world: World, moto: MotoServer, alb: Alb, role: str
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -162,28 +162,7 @@ class ListenerRuleProvider:
 
     def _group_entries(self, arn: str) -> Entries:
         """One target group's settings, attributes and targets; none when it is gone."""
-        with self._errors("elasticloadbalancing:DescribeTargetGroups", passing={"TargetGroupNotFound"}) as gone:
-            found = self.elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"]
-        if gone or not found:
-            return {}
-        group = found[0]
-        here = f"target group {group.get('TargetGroupName') or _group_name(arn)}"
-        check = f"{group.get('HealthCheckProtocol')} {group.get('HealthCheckPath', '')}".strip()
-        entries = {
-            here: f"{group.get('TargetType')} targets on {group.get('Protocol')}:{group.get('Port')}, "
-            f"health check {check} every {group.get('HealthCheckIntervalSeconds')}s"
-        }
-        with self._errors("elasticloadbalancing:DescribeTargetGroupAttributes", passing={"TargetGroupNotFound"}):
-            for attribute in self.elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]:
-                entries[f"{here}: {attribute.get('Key')}"] = str(attribute.get("Value") or "(empty)")
-        with self._errors("elasticloadbalancing:DescribeTargetHealth", passing={"TargetGroupNotFound"}):
-            for described in self.elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
-                target = described.get("Target", {})
-                port = f":{target['Port']}" if target.get("Port") else ""
-                entries[f"{here}: target {target.get('Id')}{port}"] = str(
-                    described.get("TargetHealth", {}).get("State", "unknown")
-                )
-        return entries
+        return target_group_entries(self.elbv2, arn, self._errors)
 
     def drop_all(self, objects: list[ManagedObject]) -> int:
         """Delete each rule just listed without reading it again (a lockdown: one DeleteRule a rule, not three)."""
@@ -416,6 +395,84 @@ class ListenerRuleProvider:
                 f"a rule on {self._where} has no room for another lease tag (TooManyTags); wait for a grant to end"
             )
         return None
+
+
+# A provider's `_errors(action, passing=…)`: botocore's errors as sentences, the codes in `passing` recorded.
+ErrorsFor = Callable[..., AbstractContextManager[aws.Passed]]
+
+
+def target_group_entries(elbv2: ElasticLoadBalancingv2Client, arn: str, errors: ErrorsFor) -> Entries:
+    """One target group's settings, attributes and registered targets (with their health); none when it is gone."""
+    with errors("elasticloadbalancing:DescribeTargetGroups", passing={"TargetGroupNotFound"}) as gone:
+        found = elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"]
+    if gone or not found:
+        return {}
+    group = found[0]
+    here = f"target group {group.get('TargetGroupName') or _group_name(arn)}"
+    check = f"{group.get('HealthCheckProtocol')} {group.get('HealthCheckPath', '')}".strip()
+    entries = {
+        here: f"{group.get('TargetType')} targets on {group.get('Protocol')}:{group.get('Port')}, "
+        f"health check {check} every {group.get('HealthCheckIntervalSeconds')}s"
+    }
+    with errors("elasticloadbalancing:DescribeTargetGroupAttributes", passing={"TargetGroupNotFound"}):
+        for attribute in elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]:
+            entries[f"{here}: {attribute.get('Key')}"] = str(attribute.get("Value") or "(empty)")
+    with errors("elasticloadbalancing:DescribeTargetHealth", passing={"TargetGroupNotFound"}):
+        for described in elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
+            target = described.get("Target", {})
+            port = f":{target['Port']}" if target.get("Port") else ""
+            entries[f"{here}: target {target.get('Id')}{port}"] = str(
+                described.get("TargetHealth", {}).get("State", "unknown")
+            )
+    return entries
+
+
+def balancer_entries(elbv2: ElasticLoadBalancingv2Client, balancer: str, errors: ErrorsFor) -> Entries:
+    """A whole load balancer as the ALB kind reads its listener: its attributes; each listener with its default
+    action and its rules other than jit-lb's; the target groups they forward to, each with its settings,
+    attributes and targets (the first SNAPSHOT_TARGET_GROUPS of them). The IAM kind's snapshot."""
+    with errors("elasticloadbalancing:DescribeLoadBalancerAttributes"):
+        attributes = elbv2.describe_load_balancer_attributes(LoadBalancerArn=balancer)["Attributes"]
+    entries = {
+        f"load balancer {_balancer_name(balancer)}: {a.get('Key')}": str(a.get("Value") or "(empty)")
+        for a in attributes
+    }
+    listeners: list[Any] = []
+    with errors("elasticloadbalancing:DescribeListeners"):
+        for page in elbv2.get_paginator("describe_listeners").paginate(LoadBalancerArn=balancer):
+            listeners.extend(page["Listeners"])
+    groups: list[str] = []
+    for listener in sorted(listeners, key=lambda listener: int(listener.get("Port") or 0)):
+        here = f"listener {listener['ListenerArn'].rpartition('/')[2]}"
+        default_actions = listener.get("DefaultActions", [])
+        entries[here] = f"{listener.get('Protocol')}:{listener.get('Port')}, default: {_actions_text(default_actions)}"
+        groups.extend(aws.forwarded_to(default_actions))
+        if ":listener/app/" not in listener["ListenerArn"]:
+            continue  # only an ALB's listeners have rules
+        rules: list[Any] = []
+        with errors("elasticloadbalancing:DescribeRules", passing={"ListenerNotFound"}):
+            for listed in elbv2.get_paginator("describe_rules").paginate(ListenerArn=listener["ListenerArn"]):
+                rules.extend(rule for rule in listed["Rules"] if not rule.get("IsDefault"))
+        tags: dict[str, dict[str, str]] = {}
+        for start in range(0, len(rules), TAGS_BATCH):
+            batch = [rule["RuleArn"] for rule in rules[start : start + TAGS_BATCH]]
+            with errors("elasticloadbalancing:DescribeTags", passing=_GONE):
+                tags.update(_tag_dicts(elbv2.describe_tags(ResourceArns=batch)["TagDescriptions"]))
+        for rule in rules:
+            if rule["RuleArn"] not in tags or markers.is_managed(tags[rule["RuleArn"]]):
+                continue  # jit-lb's own (another grant's), or gone while read
+            conditions = "; ".join(
+                f"{name} {' '.join(values)}" for name, values in sorted(_condition_key(rule.get("Conditions", [])))
+            )
+            actions = rule.get("Actions", [])
+            entries[f"{here}: rule {rule.get('Priority')}"] = f"if {conditions or 'anything'}: {_actions_text(actions)}"
+            groups.extend(aws.forwarded_to(actions))
+    used = sorted(set(groups))
+    if len(used) > SNAPSHOT_TARGET_GROUPS:
+        entries["target groups in use"] = f"{len(used)}, of which the first {SNAPSHOT_TARGET_GROUPS} are read"
+    for arn in used[:SNAPSHOT_TARGET_GROUPS]:
+        entries.update(target_group_entries(elbv2, arn, errors))
+    return entries
 
 
 def _condition_key(conditions: Iterable[Mapping[str, Any]]) -> ConditionKey:

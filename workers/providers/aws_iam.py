@@ -1,7 +1,8 @@
 """IAM grants: one inline policy per request on the principal's role, ended by AWS itself at its DateLessThan.
 
 The policy gives each action only on what AWS lets that action be scoped to, as the Service
-Authorization Reference for Elastic Load Balancing V2 lists it. The `Describe*` actions have no
+Authorization Reference for Elastic Load Balancing V2 lists it, each action named (the default
+`elasticloadbalancing:*` is spelt out: jit_lb.access.policy.ELB_SCOPED_ACTIONS). The `Describe*` actions have no
 resource-level permissions (they need `"Resource": "*"`), so they get a statement of their own;
 every other action is allowed on the load balancer, its listeners, its listener rules, and the
 target groups its listeners forward to when the grant is applied. Target group ARNs do not nest
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from jit_lb.access.errors import ProviderError
-from jit_lb.access.policy import IamPolicyGrant
+from jit_lb.access.policy import IamPolicyGrant, iam_actions
 from jit_lb.access.requests import Use
 from workers.providers import aws, markers
+from workers.providers.aws_alb import balancer_entries
 from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, drop_each
 
 if TYPE_CHECKING:
@@ -39,8 +41,6 @@ SID_PREFIX = "JitLb"
 # The statement of the Describe actions says so in its id, before the end.
 DESCRIBE_SID = "Describe"
 VERSION = "2012-10-17"
-ALL_ACTIONS = "elasticloadbalancing:*"
-ALL_DESCRIBE = "elasticloadbalancing:Describe*"
 _DESCRIBE = "elasticloadbalancing:describe"
 # The load balancer an ELB resource ARN belongs to: the load balancer's own, or a listener's or rule's,
 # which repeat its type, name and id (`listener/app/NAME/ID/LISTENER`).
@@ -54,16 +54,9 @@ SNAPSHOT_DOCUMENTS = 20
 
 
 def split_actions(actions: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(the Describe actions, every other action) among a spec's `actions`.
-
-    `elasticloadbalancing:*` brings `elasticloadbalancing:Describe*` with it; it also stays among the
-    other actions, where the resources it is scoped to leave every Describe out.
-    """
-    given = list(actions)
-    describe = [action for action in given if action.lower().startswith(_DESCRIBE)]
-    if any(action.lower() == ALL_ACTIONS for action in given):
-        describe = [ALL_DESCRIBE]
-    return describe, [action for action in given if not action.lower().startswith(_DESCRIBE)]
+    """(the Describe actions, every other action) among a spec's `actions`, `elasticloadbalancing:*` spelt out
+    action by action (jit_lb.access.policy.iam_actions: nothing AWS scopes to `*` alone rides along)."""
+    return iam_actions(list(actions))
 
 
 def resources_for(load_balancer_arn: str, target_groups: Iterable[str] = ()) -> list[str]:
@@ -217,18 +210,20 @@ class IamPolicyProvider:
         return []
 
     def snapshot(self, order: GrantOrder) -> Entries:
-        """The grant's role's other policies: inline ones with a digest of their document, and attached ones.
+        """The load balancer the grant gives actions on, read as the ALB kind reads it (attributes, listeners,
+        rules other than jit-lb's, target groups with their attributes and targets: aws_alb.balancer_entries);
+        then the grant's role's other policies: inline ones with a digest of their document, and attached ones.
 
         jit-lb's own inline policies (a request id's name and jit-lb's statement id, whatever load balancer
         they name) are left out.
         """
         role = _require_role(order)
+        entries: Entries = balancer_entries(self.elbv2, self.spec.load_balancer_arn, self._elb_errors)
         here = f"IAM role {role}"
         names: list[str] = []
         with self._errors("iam:ListRolePolicies", role):
             for page in self.iam.get_paginator("list_role_policies").paginate(RoleName=role):
                 names.extend(page["PolicyNames"])
-        entries: Entries = {}
         for index, name in enumerate(sorted(names)):
             if index >= SNAPSHOT_DOCUMENTS:
                 if not markers.REQUEST_ID.match(name):  # named like a request: most likely jit-lb's own, unread
