@@ -703,6 +703,11 @@ class SlackStandin(LoopbackServer):
         for socket in sockets:
             await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
+    def socket_count(self) -> int:
+        """How many Socket Mode connections are open right now (one a web replica)."""
+        with self._lock:
+            return sum(1 for socket in self._sockets if not socket.closed)
+
     def socket_connected(self) -> bool:
         """Whether an app holds a Socket Mode connection open right now."""
         with self._lock:

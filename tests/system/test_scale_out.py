@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from devtools.moto_server import Network
+from devtools.slack_client import app_home_opened_event, click_payload, command_payload, event_payload
 from devtools.stack import Stack
-from tests.helpers import APPROVALS, stack_policy
+from tests.helpers import APPROVALS, DEVS, stack_policy
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +115,42 @@ def test_one_sweep_at_a_time(stack: Stack) -> None:
 
 def _at(line: str) -> datetime:
     return datetime.fromisoformat(line.split(maxsplit=1)[0].replace("Z", "+00:00"))
+
+
+def test_socket_mode_with_two_replicas_acts_on_each_event_once() -> None:
+    """Two webs in Socket Mode: envelopes go to either connection; a request, two approvers' clicks (one on each
+    connection) and one Events API event delivered to both are each acted on once."""
+    with Stack(policy=stack_policy, sweep_interval=2.0, webs=2, workers=2, socket_mode=True) as stack:
+        stack.wait_for(lambda: stack.slack.socket_count() == 2, what="both webs' Socket Mode connections")
+        event = event_payload(app_home_opened_event("U0DEV2"), event_id="Ev0TWICE")
+        for _ in range(2):  # Slack's retry of an event lands on the other connection
+            stack.slack.send_envelope("events_api", event)
+        stack.wait_for(lambda: stack.slack.calls("views.publish"), what="the Home published")
+        time.sleep(1)  # a second publish, if the retry were acted on, would come now
+        assert len(stack.slack.calls("views.publish")) == 1
+        ack = stack.slack.send_envelope(
+            "slash_commands", command_payload("U0DEV1", "request lb-prod 4s two replicas", DEVS)
+        )
+        match = re.search(r"jit-[a-z0-9]{6}", ack["payload"]["text"])
+        assert match, ack
+        request_id = match.group(0)
+        card = stack.wait_for(
+            lambda: next(
+                (
+                    m
+                    for m in stack.slack.messages(APPROVALS)
+                    if request_id in m.get("text", "") and "thread_ts" not in m
+                ),
+                None,
+            )
+        )
+        for approver in ("U0APPROVER1", "U0APPROVER2"):  # consecutive envelopes go to the two connections
+            stack.slack.send_envelope(
+                "interactive", click_payload(approver, "jit_approve", request_id, APPROVALS, card["ts"])
+            )
+        stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=30, what="grant.revoked")
+        counts = Counter(stack.events(request_id))
+        assert (counts["request.created"], counts["request.approved"], counts["grant.applied"]) == (1, 1, 1), counts
+        assert counts["grant.revoked"] == 1, counts
+        cards = [m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m]
+        assert len(cards) == 1
