@@ -24,6 +24,7 @@ import redis
 
 from bench.grants import log
 from bench.load import LoadResult
+from bench.moto_view import reset_moto
 from bench.stats import Row, latency_row, summarize
 from bench.world import REQUESTER, AuditTail, World, approve_bodies, card_timestamps, post, request_ids, stamp
 from devtools.stack import Stack
@@ -215,7 +216,9 @@ def scale(count: int, concurrency: int) -> list[Row]:
 def ha_figures(quick: bool) -> list[Row]:
     started = datetime.now(UTC)
     rows = failover(acknowledged=10 if quick else 50, grants=2 if quick else 5)
+    reset_moto()  # moto's state is global to this process (and bench/moto_view.py's indexes with it)
     rows += redis_gone(grants=2 if quick else 5, sweep_interval=5.0)
+    reset_moto()
     rows += scale(count=200 if quick else 1000, concurrency=20)
     log(f"high availability figures in {(datetime.now(UTC) - started).total_seconds():.0f} s")
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import signal
 import sys
@@ -27,6 +28,8 @@ log = structlog.get_logger("jit_lb.worker")
 
 
 def main() -> int:
+    # `kill -USR2 <pid>` writes every thread's stack to stderr: what a stuck worker is waiting for.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     # SIGHUP reads the policy again; asked for before start-up is done, it is done once the loop runs.
     reload_asked = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: reload_asked.set())

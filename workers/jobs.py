@@ -352,7 +352,10 @@ def finish_revoke(
 
     try:
         _, ended = rt.store.transition(
-            request_id, lambda r: requests.end(r, at or utcnow(), reason, actor, removed, verified, happened), record
+            request_id,
+            lambda r: requests.end(r, at or utcnow(), reason, actor, removed, verified, happened),
+            record,
+            strict=False,  # the access is gone: its end is told even if a failover may yet lose the record
         )
     except TransitionError:
         return

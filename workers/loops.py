@@ -53,14 +53,20 @@ class ReconcileLoop(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(ENDED_CHECK_SECONDS):
+            gone: Exception | None = None
             try:
                 self.outage.replay()  # what sweeps made while Redis was gone is recorded before anything else
                 self.tick()
                 self.outage.over()
             except REDIS_GONE as err:
-                self.outage.begin(err)
+                gone = err
             except Exception:
                 log.exception("reconcile loop iteration failed; retrying next tick")
+            if gone is not None:
+                try:
+                    self.outage.begin(gone)
+                except Exception:  # the loop outlives any one sweep; the next tick tries again
+                    log.exception("sweep by markers failed; retrying next tick")
 
     def tick(self) -> None:
         """One turn of the loop, with Redis: the revokes due now, and what is due each second or sweep interval."""

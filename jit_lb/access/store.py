@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import structlog
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
@@ -30,6 +31,8 @@ from jit_lb.access.errors import (
     TransitionError,
 )
 from jit_lb.access.requests import AccessRequest, Status, new_request_id
+
+log = structlog.get_logger("jit_lb.store")
 
 PREFIX = "jit:"
 _REQUEST = PREFIX + "req:"
@@ -198,12 +201,14 @@ class RequestStore:
         self._replicas = (time.monotonic(), count)
         return count
 
-    def confirm(self) -> None:
+    def confirm(self, strict: bool = True) -> None:
         """Every write made so far is on a replica too (WAIT), when the master has replicas.
 
         StoreUnavailableError when none confirms within CONFIRM_MS: what was written may vanish in a
-        failover, so the caller does not report it as done. The counter written first gives this
-        connection's WAIT a write of its own that comes after every earlier one, on any connection.
+        failover, so the caller does not report it as done. Not `strict` (the record of a revoke, which
+        is done at the load balancer whatever Redis keeps): waited for, and only logged when unconfirmed.
+        The counter written first gives this connection's WAIT a write of its own that comes after every
+        earlier one, on any connection.
         """
         if not self.replicas():
             return
@@ -212,7 +217,9 @@ class RequestStore:
             pipe.execute_command("WAIT", 1, CONFIRM_MS)  # type: ignore[no-untyped-call]
             _, acked = pipe.execute()
         if int(acked) < 1:
-            raise StoreUnavailableError(UNCONFIRMED)
+            if strict:
+                raise StoreUnavailableError(UNCONFIRMED)
+            log.warning("a write was not confirmed by a replica; a failover now may lose its record")
 
     def create(self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000) -> AccessRequest:
         """Store a new request under a fresh id that no other request has; LimitError past `pending_limit`.
@@ -467,14 +474,15 @@ class RequestStore:
         return {rid: AccessRequest.model_validate_json(raw) for rid, raw in zip(ordered, raws, strict=True) if raw}
 
     def transition(
-        self, request_id: str, change: Transition, record: Record | None = None
+        self, request_id: str, change: Transition, record: Record | None = None, strict: bool = True
     ) -> tuple[AccessRequest, AccessRequest]:
         """Apply `change` atomically: it sees the current request and its result replaces it.
 
         Returns (before, after). `record(before, after)` writes the change's audit record before it
         is committed: when it raises (the log is full, say) nothing is committed. Transitions of one
         request hold its lock, so that a change is recorded once, never for a state that lost a race;
-        two clicks at once are judged one after the other.
+        two clicks at once are judged one after the other. Once committed, a replica must confirm it
+        (`confirm`; StoreUnavailableError when none does, unless not `strict`).
         """
         key = _REQUEST + request_id
         lock = self.redis.lock(
@@ -503,7 +511,7 @@ class RequestStore:
                     break
                 except WatchError:
                     continue
-            self.confirm()
+            self.confirm(strict)
             return before, after
 
     def update(self, request_id: str, **fields: Any) -> AccessRequest:
