@@ -41,10 +41,10 @@ def main() -> int:
         print(f"jit-lb worker: {err}", file=sys.stderr)
         return 2
     context.install(context.WorkerContext(rt, notifier))
+    serve_metrics(rt)  # first: a scrape during the slow start below says the worker is up
     for spec in specs_of(rt.policy):
         # Made now, not in the first job: creating a boto3 client costs most of a second.
         provider_for(spec, rt.store.redis, rt.policy)
-    serve_metrics(rt)
     gc.freeze()  # start-up's objects (boto3's models above all) stay for good: full collections skip them
     ReconcileLoop(rt, reload_asked).start()
     OutboxLoop(rt).start()

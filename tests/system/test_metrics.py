@@ -36,6 +36,14 @@ def scrape(port: int) -> str:
         return str(answer.read().decode())
 
 
+def _answers(port: int) -> bool:
+    try:
+        scrape(port)
+    except OSError:
+        return False
+    return True
+
+
 def parsed(text: str) -> Samples:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -59,11 +67,14 @@ def promtool_accepts(text: str) -> None:
 def test_both_processes_serve_metrics_that_move_as_a_grant_lives_and_ends(stack: Stack) -> None:
     """Web and worker each pass `promtool check metrics`; a grant counts once in the worker, and ends there."""
     web_port, worker_port = stack.web_ports[0], stack.metrics_port  # type: ignore[attr-defined]
+    stack.wait_for(lambda: _answers(worker_port), timeout=30, what="the worker's /metrics")
     for port in (web_port, worker_port):
         promtool_accepts(scrape(port))
     assert get(parsed(scrape(worker_port)), "jit_redis_up") == 1
 
     request_id = granted(stack, "U0DEV1", "request lb-prod 4s metrics in motion")
+    timed = "jit_grant_seconds_count"
+    stack.wait_for(lambda: get(parsed(scrape(worker_port)), timed, kind="aws_security_group"), what="the grant's time")
 
     web, worker = parsed(scrape(web_port)), parsed(scrape(worker_port))
     assert get(web, "jit_requests_total", target="lb-prod", outcome="created") == 1
@@ -73,6 +84,9 @@ def test_both_processes_serve_metrics_that_move_as_a_grant_lives_and_ends(stack:
     assert get(worker, "jit_grants_active", target="lb-prod") == get(web, "jit_grants_active", target="lb-prod") == 1
 
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=20, what="the grant's end")
+    # Observed just after the end's record is written: wait for the scrape that has it.
+    ended = "jit_access_end_offset_seconds_count"
+    stack.wait_for(lambda: get(parsed(scrape(worker_port)), ended, kind="aws_security_group"), what="the end's offset")
 
     final = scrape(worker_port)
     promtool_accepts(final)
