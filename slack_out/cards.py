@@ -51,7 +51,8 @@ def _fields(request: AccessRequest) -> dict[str, Any]:
     fields = [
         f"*Requester*\n<@{request.requester}>" + (" with MFA" if request.requested_with_mfa else ""),
         f"*Target*\n`{request.target}`",
-        f"*Duration*\n{request.duration_text}",
+        f"*Duration*\n{request.duration_text}"
+        + (f"\nstarting {when(request.starts_at)} (scheduled)" if request.starts_at is not None else ""),
         f"*Source*\n`{source}`" if request.cidr else f"*Source*\n{source}",
         f"*Request*\n`{request.id}`",
         "*Approval*\nnone: break-glass, reviewed afterwards"
@@ -94,7 +95,10 @@ def approval_card(
         blocks.append(_decision_buttons(request))
         if approvers is not None:
             blocks.append(context_block(_who_approves(request, approvers)))
-        blocks.append(context_block(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request)))
+        starts = f" · the window starts {when(request.starts_at)}" if request.starts_at is not None else ""
+        blocks.append(
+            context_block(f"Expires unanswered {when(request.pending_until)}" + _approved_so_far(request) + starts)
+        )
     else:
         blocks.append(outcome_block(outcome_line(request, detail=False)))
         why = _why(request)
@@ -141,7 +145,8 @@ def _why(request: AccessRequest) -> str | None:
     """Why a request failed, was cancelled or was denied, as recorded (words of a system, or of a person)."""
     if request.status is Status.DENIED:
         return request.deny_reason
-    return request.failure if request.status in {Status.FAILED, Status.CANCELLED} and request.failure else None
+    closed = {Status.FAILED, Status.CANCELLED, Status.EXPIRED}
+    return request.failure if request.status in closed and request.failure else None
 
 
 def on_call_line(request: AccessRequest) -> str:
@@ -176,6 +181,10 @@ def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
         line += _approved_by(request)
     elif status in {Status.APPROVED, Status.GRANTED}:
         line += f" by {_approved_by(request)}"
+        if request.waits_for_start:
+            line += f" · starts {when(request.starts_at)}, judged again then"
+    elif status is Status.EXPIRED and request.failure:
+        line = ":alarm_clock: Expired at its start, nothing applied"
     elif status is Status.DENIED or (status is Status.CANCELLED and request.decided_by not in {None, "system"}):
         line += f" by <@{request.decided_by}>"
     if status is Status.GRANTED:

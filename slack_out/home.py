@@ -13,7 +13,7 @@ MAX_REFRESHED = 50  # people whose home one change republishes (the requester fi
 def home_of(rt: Runtime, user: str, open_requests: list[AccessRequest]) -> View:
     """`user`'s grants, pending requests, and what waits for their decision, by the card's rules exactly."""
     grants = [r for r in open_requests if r.requester == user and r.status is Status.GRANTED]
-    pending = [r for r in open_requests if r.requester == user and r.status is Status.PENDING]
+    pending = [r for r in open_requests if r.requester == user and (r.status is Status.PENDING or r.waits_for_start)]
     awaiting = [r for r in open_requests if _awaits(rt, user, r)]
     return home_view(grants, pending, awaiting)
 

@@ -52,8 +52,9 @@ def created_blocks(request: AccessRequest, channel: str) -> Blocks:
 
 def submitted_reply(request: AccessRequest, channel: str) -> str:
     """What the requester sees right after asking."""
+    starts = f", starting {when(request.starts_at)}," if request.starts_at is not None else ""
     return (
-        f"Request `{request.id}` for `{request.target}` ({request.duration_text}) is waiting for approval in "
+        f"Request `{request.id}` for `{request.target}` ({request.duration_text}{starts}) is waiting for approval in "
         f"<#{channel}>. It expires unanswered {when(request.pending_until)}."
     )
 
@@ -81,6 +82,11 @@ def approved_dm_text(request: AccessRequest) -> str:
         return (
             f":white_check_mark: `{request.id}` was approved because you are on call in PagerDuty (schedule "
             f"`{request.auto_approval.schedule}`); access is being granted."
+        )
+    if request.starts_at is not None:
+        return (
+            f":white_check_mark: `{request.id}` was approved by {people(request.approvers)}; it is granted at its "
+            f"start, {when(request.starts_at)}, if it still may be then (`/jit cancel {request.id}` withdraws it)."
         )
     return f":white_check_mark: `{request.id}` was approved by {people(request.approvers)}; access is being granted."
 
@@ -140,6 +146,9 @@ def cancelled_text(request: AccessRequest) -> str:
 
 
 def expired_text(request: AccessRequest) -> str:
+    if request.failure:
+        why = escape(clip(request.failure, MAX_LINE))
+        return f":alarm_clock: `{request.id}` (`{request.target}`) expired at its start and nothing was applied: {why}"
     return f":alarm_clock: `{request.id}` expired: nobody decided within the approval window."
 
 
@@ -194,8 +203,12 @@ def list_text(requests: list[AccessRequest], more: int = 0) -> str:
         elif request.status is Status.PENDING:
             approvals = f"{len(request.approvals)} of {request.approvals_required}"
             state = f"pending ({approvals}), expires {when(request.pending_until)}"
+        elif request.waits_for_start:
+            state = "approved, scheduled"
         else:
             state = str(request.status)
+        if request.starts_at is not None and request.status in {Status.PENDING, Status.APPROVED}:
+            state += f", starts {when(request.starts_at)}"
         lines.append(
             f"• `{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
         )

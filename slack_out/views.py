@@ -123,6 +123,15 @@ def request_modal(
         if reason:
             why["element"]["initial_value"] = reason[:MAX_REASON]
         blocks.append(why)
+        blocks.append(
+            _text_input(
+                "start",
+                "Starting (optional)",
+                optional=True,
+                multiline=False,
+                hint="Empty: now. Or a scheduled window: 2026-12-24T02:00Z (with a zone), or HH:MM in UTC.",
+            )
+        )
         if target.allow_requester_ip:
             blocks.append(
                 _text_input(
@@ -236,7 +245,12 @@ def home_view(grants: list[AccessRequest], pending: list[AccessRequest], awaitin
         return _item(request, state, buttons)
 
     def mine(request: AccessRequest) -> Blocks:
-        state = f"waiting for approval ({len(request.approvals)} of {request.approvals_required})"
+        if request.waits_for_start:
+            state = f"approved, scheduled: starts {when(request.starts_at)}"
+        else:
+            state = f"waiting for approval ({len(request.approvals)} of {request.approvals_required})"
+            if request.starts_at is not None:
+                state += f", starts {when(request.starts_at)}"
         return _item(request, state, [(ActionId.CANCEL, "Cancel", None)])
 
     def theirs(request: AccessRequest) -> Blocks:

@@ -35,23 +35,20 @@ def grant_access(request_id: str) -> str:
     """Apply an approved request at the load balancer; its revoke is queued by the workers' loop at its end."""
     rt = current().rt
     request = rt.store.find(request_id)
-    if request is None:
-        return "unknown request"
-    if request.status is Status.GRANTED:
-        schedule_warning(rt, request)
-        return "already granted"
-    if request.status is not Status.APPROVED:
-        return f"request is {request.status}"
     now = utcnow()
+    not_now = _not_now(rt, request, now)
+    if not_now is not None or request is None:
+        return not_now or "unknown request"
     target = rt.policy.target_for(request.target)
     refusal = _why_not(rt, request, target, now)
     if refusal is not None or target is None:
-        _fail(rt, request, refusal or "")
-        return "failed"
+        return _refuse(rt, request, refusal or "")
+    # A scheduled window's duration counts from its start, however late this job runs.
+    begins = request.starts_at or now
     try:
         _, request = rt.store.transition(
             request_id,
-            lambda r: requests.fix_end(r, _whole_second(requests.grant_end(r, now)), spec_record(target.grant)),
+            lambda r: requests.fix_end(r, _whole_second(requests.grant_end(r, begins)), spec_record(target.grant)),
         )
     except TransitionError as err:
         return str(err)  # a twin job granted it, or it was closed, since we looked
@@ -119,11 +116,63 @@ def grant_access(request_id: str) -> str:
     return "granted"
 
 
+def _not_now(rt: Runtime, request: AccessRequest | None, now: datetime) -> str | None:
+    """Why a grant job has nothing to apply now (gone, granted already, closed, or scheduled later); None to go on."""
+    if request is None:
+        return "unknown request"
+    if request.status is Status.GRANTED:
+        schedule_warning(rt, request)
+        return "already granted"
+    if request.status is not Status.APPROVED:
+        return f"request is {request.status}"
+    if request.starts_at is not None and now < request.starts_at:
+        return _wait_for_start(rt, request)
+    return None
+
+
+def _wait_for_start(rt: Runtime, request: AccessRequest) -> str:
+    """A scheduled request approved ahead: its grant job runs again at its start (RQ's scheduler; the sweep's
+    check of approved requests not granted covers a lost one)."""
+    assert request.starts_at is not None
+    stamp = int(request.starts_at.timestamp())
+    rt.queue.enqueue_at(request.starts_at, grant_access, request.id, job_id=f"start-{request.id}-{stamp}")
+    return "waits for its start"
+
+
+def _refuse(rt: Runtime, request: AccessRequest, why: str) -> str:
+    """An approved request that may not be applied: a scheduled one ends `expired`, any other `failed`."""
+    if request.starts_at is not None:
+        _expire_at_start(rt, request, why)
+        return "expired"
+    _fail(rt, request, why)
+    return "failed"
+
+
+def _expire_at_start(rt: Runtime, request: AccessRequest, why: str) -> None:
+    """A scheduled request refused when judged again at its start ends `expired`, saying why; nothing applied."""
+
+    def record(_: AccessRequest, expired: AccessRequest) -> None:
+        rt.audit.request_event("request.expired", expired, actor="system", why=why, must=True)
+
+    try:
+        _, expired = rt.store.transition(request.id, lambda r: requests.expire_at_start(r, why, utcnow()), record)
+    except TransitionError:
+        return
+    queue_notice(rt, expired, Notice.EXPIRED)
+
+
 def _why_not(rt: Runtime, request: AccessRequest, target: Target | None, now: datetime) -> str | None:
-    """Why an approved request is not applied now: the policy in force, a lockdown, or an audit log down."""
+    """Why an approved request is not applied now: the policy in force, a lockdown, or an audit log down.
+
+    A scheduled request is judged at its start as if asked then: freezes over its window count too.
+    """
     refusal = grant_refusal(rt.policy, rt.approvers, request, target, now)
     if refusal is None and rt.store.lockdown() is not None:
         refusal = "jit-lb is locked down: nothing is granted until an admin lifts it"
+    if refusal is None and request.starts_at is not None:
+        freeze = rt.policy.freeze_during(request.target, now, request.starts_at + request.duration)
+        if freeze is not None:
+            refusal = f"`{request.target}` is frozen until {freeze.to:%Y-%m-%d %H:%M} UTC: {freeze.reason}"
     if refusal is None and not rt.audit.flush():
         refusal = "the audit log cannot be written, so nothing was applied; ask again once it is fixed"
     return refusal

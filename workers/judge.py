@@ -56,7 +56,8 @@ def grant_refusal(
     """Why an approved request may not be applied under today's policy (docs/policy.md); None when it may.
 
     Its target must still be there and its requester still allowed to ask; its approvals count
-    only from people who still approve the target, and only if they are younger than `pending_ttl`.
+    only from people who still approve the target, and only if they are younger than `pending_ttl`
+    (a scheduled request's: counted from its start).
     """
     if target is None:
         return f"target `{request.target}` is no longer in the policy"
@@ -77,9 +78,14 @@ def grant_refusal(
     if request.auto_approval is not None:
         return _auto_approval_refusal(request, target, now)
     allowed = approvers.of(target)
+    # A scheduled request's approvals keep until its start (`pending_ttl` bounds only the wait for them); from the
+    # start they age as any approval does, so a start job late by more than `pending_ttl` finds them stale.
+    start = request.starts_at
     # On a target that requires MFA, only approvals made with a code count (it may have required it only since).
     fresh = {
-        a.user for a in request.approvals if now - a.at <= policy.pending_ttl and (a.mfa or not target.require_mfa)
+        a.user
+        for a in request.approvals
+        if now - (max(a.at, start) if start else a.at) <= policy.pending_ttl and (a.mfa or not target.require_mfa)
     }
     valid = {user for user in fresh if user in allowed and user != request.requester}
     if len(valid) < target.approvals_required:

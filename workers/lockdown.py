@@ -30,7 +30,8 @@ LOCKDOWN_HOLD = 3600  # a lockdown's job is queued once (a slow queue must not r
 
 
 def enforce_lockdown(now: datetime | None = None) -> int:
-    """While a lockdown is on: cancel every pending request, fail every approved one, and end every grant.
+    """While a lockdown is on: cancel every pending (or scheduled) request, fail every approved one, and end every
+    grant.
 
     Run every second by every worker's loop, so that a grant a job applied after the lockdown began
     (it was running when it started) is ended too; each revoke is queued once, on the fast queue.
@@ -61,12 +62,10 @@ def enforce_lockdown(now: datetime | None = None) -> int:
 
 def _close_for_lockdown(rt: Runtime, request: AccessRequest, now: datetime) -> int:
     why = "cancelled by the lockdown"
-    change = (
-        (lambda r: requests.cancel(r, why, now))
-        if request.status is Status.PENDING
-        else (lambda r: requests.fail(r, why, now))
-    )
-    event = "request.cancelled" if request.status is Status.PENDING else "grant.failed"
+    # Pending, or approved ahead of a scheduled start, it is withdrawn; approved to be applied now, it fails.
+    withdrawn = request.status is Status.PENDING or request.waits_for_start
+    change = (lambda r: requests.cancel(r, why, now)) if withdrawn else (lambda r: requests.fail(r, why, now))
+    event = "request.cancelled" if withdrawn else "grant.failed"
 
     def record(_: AccessRequest, after: AccessRequest) -> None:
         rt.audit.request_event(event, after, actor="system", why=why, error=why, must=True)

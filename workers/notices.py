@@ -71,6 +71,9 @@ def _judge_on_call(context: WorkerContext, request: AccessRequest) -> AccessRequ
     target = rt.policy.target_for(request.target)
     if target is None or target.auto_approve is None:
         return request
+    if request.starts_at is not None:
+        why = "a scheduled window waits for approvers: on call now says nothing of on call at its start"
+        return rt.store.update(request.id, not_auto_approved=why)
     principal = rt.policy.principals.get(request.requester)
     email = principal.email if principal is not None and principal.email else None
     if email is None and rt.pagerduty is not None:

@@ -362,5 +362,7 @@ def _reconcile(rt: Runtime, now: datetime, open_requests: list[AccessRequest]) -
         enqueue_once(rt, f"revoke-sweep-{request_id}", revoke_access, request_id, EndReason.SWEEP.value, "system")
     end_orphans(open_requests)
     for request in open_requests:
-        if request.status is Status.APPROVED and request.decided_at and now - request.decided_at > STUCK_APPROVED:
+        # A scheduled request's grant job is due at its start, not at its approval.
+        due = max(filter(None, (request.decided_at, request.starts_at)), default=None)
+        if request.status is Status.APPROVED and due and now - due > STUCK_APPROVED:
             enqueue_once(rt, f"grant-again-{request.id}", grant_access, request.id)

@@ -149,6 +149,7 @@ class CommandService:
             "ip": parsed.ip,
             "reason": parsed.reason,
             "channel": channel,
+            "at": parsed.at,
         }
         view = self.mfa.step_up(user, intent, f"`{parsed.target}` asks for a one-time code before a request counts.")
         return Reply(f"`{parsed.target}` requires a one-time code: enter it in the form that opened.", view=view)
@@ -359,7 +360,8 @@ class CommandService:
         return Reply(sentences.lockdown_ended_text(user, current))
 
     def cancel(self, user: str, request_id: str) -> Reply:
-        """Withdraw one's own pending request: recorded, then its card, thread and home are told by a worker."""
+        """Withdraw one's own pending request, or a scheduled one before its start: recorded, then its card, thread
+        and home are told by a worker."""
         request = self.rt.store.get(request_id)
         if user != request.requester:
             raise CommandError(f"only <@{request.requester}>, who asked for {request.id}, can cancel it")

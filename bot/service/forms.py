@@ -26,6 +26,7 @@ from jit_lb.access.durations import parse_duration
 from jit_lb.access.errors import CommandError, JitError
 from jit_lb.access.policy import host_address
 from jit_lb.access.requests import ID_PATTERN
+from jit_lb.access.schedules import parse_start
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
 from slack_out.ids import ActionId, CallbackId
@@ -147,7 +148,9 @@ class FormService:
     async def _request_after_code(self, user: str, intent: dict[str, Any]) -> str:
         try:
             duration = parse_duration(str(intent["duration"])) if intent.get("duration") else None
-            command = RequestCommand(str(intent["target"]), duration, intent.get("ip"), str(intent["reason"]))
+            command = RequestCommand(
+                str(intent["target"]), duration, intent.get("ip"), str(intent["reason"]), intent.get("at")
+            )
             return (await self.commands.request(user, command, intent.get("channel"), mfa=True)).text
         except (KeyError, ValueError) as err:
             return sentences.refusal_text(f"the form did not say what to request ({err})")
@@ -213,9 +216,16 @@ class FormService:
                 host_address(ip, allow_private=target.allow_private_ip)
             except ValueError as err:
                 errors["ip"] = str(err)
+        at = values.get("start", "").strip() or None
+        if at is not None and duration is not None:
+            try:
+                start = parse_start(at, self.commands.clock(), self.rt.policy.limits.schedule_ahead)
+                commands.check_window_freeze(self.rt.policy, name, start, start + duration)
+            except CommandError as err:
+                errors["start"] = str(err)
         if errors:
             return self._refused(user, values, errors), None
-        return {}, RequestCommand(name, duration, ip, reason)
+        return {}, RequestCommand(name, duration, ip, reason, at)
 
     def _refused(self, user: str, values: dict[str, str], errors: Errors) -> Errors:
         """Record a submission that was refused (as a refused command is), and hand its errors back."""

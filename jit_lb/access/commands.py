@@ -12,6 +12,7 @@ from jit_lb.access.durations import format_duration, parse_duration
 from jit_lb.access.errors import CommandError
 from jit_lb.access.policy import Members, Policy, Target, host_address
 from jit_lb.access.requests import ID_PATTERN, AccessRequest
+from jit_lb.access.schedules import parse_start
 
 MAX_REASON = 500
 
@@ -22,6 +23,7 @@ class RequestCommand:
     duration: timedelta | None
     ip: str | None
     reason: str
+    at: str | None = None  # `--at`, as typed: read against the clock and the policy by `build_request`
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,11 @@ Command = (
 )
 
 USAGE = (
-    "`/jit request <target> [<duration>] [--ip <address>] <reason…>`  ask for access\n"
+    "`/jit request <target> [<duration>] [--ip <address>] [--at <time>] <reason…>`  ask for access "
+    "(`--at`: a window starting then, `2026-12-24T02:00Z` or `HH:MM` UTC)\n"
     "`/jit list`  pending and active requests you can see\n"
     "`/jit revoke <request-id>`  end a grant now\n"
-    "`/jit cancel <request-id>`  withdraw your own pending request\n"
+    "`/jit cancel <request-id>`  withdraw your own pending (or scheduled) request\n"
     "`/jit extend <request-id> <duration> <reason…>`  ask for more time (needs approval again)\n"
     "`/jit targets`  what you may request, with its limits\n"
     "`/jit mfa enroll` | `status`  your authenticator for step-up; `/jit mfa reset <@user>` (admins)\n"
@@ -176,21 +179,28 @@ def _parse_request(words: list[str]) -> RequestCommand:
     target, rest = words[0].lower(), words[1:]
     duration = None
     ip = None
-    while rest and (rest[0][:1].isdigit() or rest[0] == "--ip"):
+    at = None
+    while rest and (rest[0][:1].isdigit() or rest[0] in {"--ip", "--at"}):
         if rest[0] == "--ip":
             if ip is not None:
                 raise CommandError("`--ip` is given twice")
             if len(rest) < 2:
                 raise CommandError("`--ip` needs an address, e.g. `--ip 203.0.113.7`")
             ip, rest = rest[1], rest[2:]
+        elif rest[0] == "--at":
+            if at is not None:
+                raise CommandError("`--at` is given twice")
+            if len(rest) < 2:
+                raise CommandError("`--at` needs a time, e.g. `--at 2026-12-24T02:00Z` or `--at 02:00` (UTC)")
+            at, rest = rest[1], rest[2:]
         else:
             if duration is not None:
                 # The reason may well start with a number ("2 users see 502s"), once the duration is read.
                 break
             duration, rest = _duration(rest[0]), rest[1:]
     if rest and rest[0].startswith("--"):
-        raise CommandError(f"unknown option `{rest[0]}` (only `--ip <address>` is known)")
-    return RequestCommand(target=target, duration=duration, ip=ip, reason=_reason(rest))
+        raise CommandError(f"unknown option `{rest[0]}` (only `--ip <address>` and `--at <time>` are known)")
+    return RequestCommand(target=target, duration=duration, ip=ip, reason=_reason(rest), at=at)
 
 
 def _duration(word: str) -> timedelta:
@@ -241,10 +251,14 @@ def build_request(
     elif not policy.may_request(user, target, members):
         raise CommandError(f"you are not allowed to request `{command.target}`")
     duration = command.duration or target.default_duration
+    starts_at = _start_of(policy, command, now, emergency)
     if not emergency:
         check_duration(command.target, target, duration)
         check_reason(command.target, target, command.reason)
-        check_freeze(policy, command.target, now)
+        if starts_at is None:
+            check_freeze(policy, command.target, now)
+        else:
+            check_window_freeze(policy, command.target, starts_at, starts_at + duration)
     assert principal is not None  # may_request, or the emergency check above, found it
     cidr = principal.source_cidr if target.is_network else None
     if command.ip is not None:
@@ -267,7 +281,9 @@ def build_request(
             cidr=cidr,
             role_name=None if target.is_network else principal.aws_role_name,
             created_at=now,
-            pending_until=now + policy.pending_ttl,
+            # A scheduled request waits for approvals at most `pending_ttl`, and never past its start.
+            pending_until=min(now + policy.pending_ttl, starts_at) if starts_at else now + policy.pending_ttl,
+            starts_at=starts_at,
             approvals_required=target.approvals_required,
             origin_channel=channel,
         )
@@ -281,6 +297,23 @@ def check_freeze(policy: Policy, name: str, now: datetime) -> None:
     if freeze is not None:
         until = freeze.to.strftime("%Y-%m-%d %H:%M UTC")
         raise CommandError(f"`{name}` is frozen until {until}: {freeze.reason}; only break-glass may grant it now")
+
+
+def _start_of(policy: Policy, command: RequestCommand, now: datetime, emergency: bool) -> datetime | None:
+    """A scheduled window's start (`--at`), within `limits.schedule_ahead`; None for access now."""
+    if command.at is None:
+        return None
+    if emergency:
+        raise CommandError("break-glass is access now: it takes no `--at`")
+    return parse_start(command.at, now, policy.limits.schedule_ahead)
+
+
+def check_window_freeze(policy: Policy, name: str, start: datetime, end: datetime) -> None:
+    """Raise CommandError when a freeze of `name` overlaps a scheduled window [start, end), naming it."""
+    freeze = policy.freeze_during(name, start, end)
+    if freeze is not None:
+        span = f"{freeze.from_:%Y-%m-%d %H:%M} UTC until {freeze.to:%Y-%m-%d %H:%M} UTC"
+        raise CommandError(f"`{name}` is frozen from {span}: {freeze.reason}; the window would fall into it")
 
 
 def check_reason(name: str, target: Target, reason: str) -> None:

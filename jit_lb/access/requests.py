@@ -186,6 +186,7 @@ class AccessRequest(BaseModel):
     not_auto_approved: str | None = None  # why a target with auto-approval still waits for approvers
     review: str | None = None  # a break-glass grant's review: "acknowledged" or "flagged"
     reviewed_by: str | None = None
+    starts_at: datetime | None = None  # a scheduled window (`--at`): approved ahead, applied then (docs/approvals.md)
     granted_at: datetime | None = None
     ends_at: datetime | None = None
     ended_at: datetime | None = None
@@ -221,6 +222,11 @@ class AccessRequest(BaseModel):
     @property
     def approvers(self) -> list[str]:
         return [approval.user for approval in self.approvals]
+
+    @property
+    def waits_for_start(self) -> bool:
+        """Approved ahead of its scheduled start, not applied yet."""
+        return self.status is Status.APPROVED and self.starts_at is not None
 
     def lasted(self) -> timedelta | None:
         if self.granted_at is None or self.ended_at is None:
@@ -316,10 +322,18 @@ def expire(request: AccessRequest, now: datetime) -> AccessRequest:
 
 
 def cancel(request: AccessRequest, why: str, now: datetime, by: str = "system") -> AccessRequest:
-    """Withdraw a pending request: by its requester, or by jit-lb (its card could not be posted, a lockdown)."""
-    if request.status is not Status.PENDING:
+    """Withdraw a pending request, or a scheduled one approved ahead of its start: by its requester, or by jit-lb
+    (its card could not be posted, a lockdown)."""
+    if request.status is not Status.PENDING and not request.waits_for_start:
         raise TransitionError(f"request {request.id} is already {request.status}")
     return request.model_copy(update={"status": Status.CANCELLED, "decided_by": by, "decided_at": now, "failure": why})
+
+
+def expire_at_start(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
+    """A scheduled request judged again at its start and refused: it ends `expired`, saying why; nothing applied."""
+    if not request.waits_for_start:
+        raise TransitionError(f"request {request.id} is {request.status}, not waiting for its start")
+    return request.model_copy(update={"status": Status.EXPIRED, "failure": why, "ended_at": now})
 
 
 def fix_end(request: AccessRequest, ends_at: datetime, spec: dict[str, Any]) -> AccessRequest:

@@ -605,4 +605,5 @@ def _request_fields(request: AccessRequest) -> dict[str, Any]:
         "source_cidr": request.cidr,
         "role_name": request.role_name,
         "approvers": request.approvers or None,
+        **({"starts_at": request.starts_at} if request.starts_at is not None else {}),
     }

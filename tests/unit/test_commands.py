@@ -21,6 +21,7 @@ from jit_lb.access.commands import (
 )
 from jit_lb.access.errors import CommandError
 from jit_lb.access.policy import host_address, parse_policy
+from jit_lb.access.schedules import parse_start
 from tests.helpers import valid
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -155,3 +156,35 @@ def test_reason_rule_is_checked_with_its_hint() -> None:
     with pytest.raises(CommandError, match=re.escape("start with the ticket, e.g. OPS-1")):
         build_request(policy, "U0DEV1", RequestCommand("lb-prod", None, None, "debugging"), NOW)
     build_request(policy, "U0DEV1", RequestCommand("lb-prod", None, None, "OPS-9 debugging"), NOW)
+
+
+def test_at_is_read_as_typed_and_the_reason_follows() -> None:
+    """`--at` may come before or after the duration; the reason is the rest of the line."""
+    parsed = parse_command("request lb-prod --at 02:00 30m night window")
+    assert parsed == RequestCommand("lb-prod", timedelta(minutes=30), None, "night window", "02:00")
+
+
+def test_hh_mm_is_the_next_such_time_in_utc() -> None:
+    """`HH:MM` is today's time in UTC when it is still ahead, else tomorrow's; ISO 8601 keeps its zone."""
+    now = datetime(2026, 12, 2, 23, 45, tzinfo=UTC)
+    ahead = timedelta(days=7)
+    assert datetime(2026, 12, 3, 2, 0, tzinfo=UTC) == parse_start("02:00", now, ahead)
+    assert datetime(2026, 12, 2, 23, 50, tzinfo=UTC) == parse_start("23:50", now, ahead)
+    assert datetime(2026, 12, 3, 23, 45, tzinfo=UTC) == parse_start("23:45", now, ahead)
+    assert datetime(2026, 12, 24, 1, 0, tzinfo=UTC) == parse_start("2026-12-24T02:00+01:00", now, ahead * 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("2026-12-02T23:00Z", "is in the past"),
+        ("2026-12-10T00:00Z", "more than 7d ahead"),
+        ("2026-12-03T02:00", "names no time zone"),
+        ("24:00", "is not a time"),
+        ("soon", "is not a time"),
+    ],
+)
+def test_a_start_that_is_past_too_far_or_unreadable_is_refused(text: str, why: str) -> None:
+    """Each refusal names what was wrong with the time."""
+    with pytest.raises(CommandError, match=why):
+        parse_start(text, datetime(2026, 12, 2, 23, 45, tzinfo=UTC), timedelta(days=7))
