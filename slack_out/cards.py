@@ -5,13 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jit_lb.access.policy import Target
+from jit_lb.access.policy import (
+    HaproxyAclGrant,
+    IamPolicyGrant,
+    ListenerRuleGrant,
+    SecurityGroupGrant,
+    Target,
+    iam_actions,
+)
 from jit_lb.access.requests import AccessRequest, Approval, Extension, Status
 from slack_out.ids import ActionId, BlockId
 from slack_out.limits import (
     MAX_FIELD_TEXT,
     MAX_LINE,
     MAX_NAMED,
+    MAX_SECTION_TEXT,
     Blocks,
     capped,
     clip,
@@ -88,6 +96,9 @@ def approval_card(
         _fields(request),
         *typed_blocks("Reason", request.reason),
     ]
+    created = to_be_created(request, target)
+    if created:
+        blocks.append(section(mrkdwn(clip(f"*At the load balancer*\n{created}", MAX_SECTION_TEXT))))
     on_call = on_call_line(request)
     if on_call:
         blocks.append(context_block(on_call))
@@ -105,6 +116,69 @@ def approval_card(
         if why:
             blocks.extend(typed_blocks("Why", why))
     return capped(blocks)
+
+
+def to_be_created(request: AccessRequest, target: Target | None) -> str | None:
+    """What a grant of the request creates at the load balancer, in words, from the target's grant spec; None
+    when the target left the policy. Every name comes from the policy or the request, escaped and clipped."""
+    if target is None:
+        return None
+    spec = target.grant
+    source = f"`{escape(clip(request.cidr, MAX_LINE))}`" if request.cidr else "the requester's source"
+    until = "tagged with the request and its end"
+    if isinstance(spec, SecurityGroupGrant):
+        ports = ", ".join(str(port) for port in spec.ports[:MAX_PORTS_SHOWN])
+        more = f" and {len(spec.ports) - MAX_PORTS_SHOWN} more" if len(spec.ports) > MAX_PORTS_SHOWN else ""
+        rules = "an inbound rule" if len(spec.ports) == 1 else f"{len(spec.ports)} inbound rules"
+        return (
+            f"{rules.capitalize()} on security group `{spec.security_group_id}` ({spec.region}): "
+            f"{spec.protocol} port {ports}{more} from {source}, {until}"
+        )
+    if isinstance(spec, ListenerRuleGrant):
+        where = "".join(
+            [
+                f", host {escape(clip(' '.join(spec.host_headers), MAX_LINE))}" if spec.host_headers else "",
+                f", path {escape(clip(' '.join(spec.path_patterns), MAX_LINE))}" if spec.path_patterns else "",
+            ]
+        )
+        low, high = spec.priority_range
+        return (
+            f"A rule on ALB listener `{_last(spec.listener_arn)}` ({spec.region}) forwarding requests from "
+            f"{source}{where} to target group `{_target_group(spec.target_group_arn)}`, at a priority in "
+            f"{low} to {high}, {until}"
+        )
+    if isinstance(spec, IamPolicyGrant):
+        describe, scoped = iam_actions(spec.actions)
+        role = f"`{escape(clip(request.role_name, MAX_LINE))}`" if request.role_name else "the requester's role"
+        balancer = spec.load_balancer_arn.partition(":loadbalancer/")[2]
+        return (
+            f"An inline policy `{request.id}` on IAM role {role}: {len(scoped)} Elastic Load Balancing action(s) on "
+            f"load balancer `{escape(balancer)}` (its listeners, rules and target groups) and {len(describe)} "
+            "Describe action(s), until the end (AWS's `DateLessThan`)"
+            + (", with MFA (`aws:MultiFactorAuthPresent`)" if spec.require_mfa else "")
+        )
+    if isinstance(spec, HaproxyAclGrant):
+        return (
+            f"An entry {source} in HAProxy ACL `{escape(clip(spec.acl, MAX_LINE))}` at "
+            f"`{escape(clip(spec.runtime_api, MAX_LINE))}`, its lease and end kept by jit-lb in Redis"
+        )
+    return (
+        f"An `allow` line for {source} in `{escape(clip(str(spec.allow_file), MAX_LINE))}`, then NGINX reloaded, "
+        "its end kept as a comment on the line"
+    )
+
+
+MAX_PORTS_SHOWN = 20
+
+
+def _last(arn: str) -> str:
+    """The last part of an ARN's path (a listener's id)."""
+    return arn.rpartition("/")[2] or arn
+
+
+def _target_group(arn: str) -> str:
+    """A target group's name from its ARN (`…:targetgroup/NAME/ID`)."""
+    return arn.partition(":targetgroup/")[2].split("/")[0] or arn
 
 
 def _who_approves(request: AccessRequest, approvers: Sequence[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -336,3 +337,80 @@ def test_request_again_follows_an_expired_requests_notice() -> None:
     assert_valid(message)
     assert "expired" in str(message[0])
     assert message[-1]["elements"][0]["action_id"] == "jit_rerequest"
+
+
+SPECS = {
+    "aws_security_group": {
+        "kind": "aws_security_group",
+        "region": "us-east-1",
+        "security_group_id": "sg-0abc",
+        "ports": [443, 8443],
+    },
+    "aws_alb_listener_rule": {
+        "kind": "aws_alb_listener_rule",
+        "region": "us-east-1",
+        "listener_arn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/prod/50dc6c49/f2f7dc8e",
+        "target_group_arn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/admin/73e2d6bc",
+        "path_patterns": ["/admin/*"],
+    },
+    "aws_iam_policy": {
+        "kind": "aws_iam_policy",
+        "load_balancer_arn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/prod/50dc6c49",
+    },
+    "haproxy_acl": {
+        "kind": "haproxy_acl",
+        "runtime_api": "unix:/run/haproxy/admin.sock",
+        "acl": "/etc/haproxy/jit.acl",
+    },
+}
+CREATED = {
+    "aws_security_group": "2 inbound rules on security group `sg-0abc` (us-east-1): tcp port 443, 8443 from "
+    "`203.0.113.7/32`",
+    "aws_alb_listener_rule": "A rule on ALB listener `f2f7dc8e` (us-east-1) forwarding requests from `203.0.113.7/32`, "
+    "path /admin/* to target group `admin`",
+    "aws_iam_policy": "An inline policy `jit-abcdef` on IAM role the requester's role: 23 Elastic Load Balancing "
+    "action(s) on load balancer `app/prod/50dc6c49`",
+    "haproxy_acl": "An entry `203.0.113.7/32` in HAProxy ACL `/etc/haproxy/jit.acl` at `unix:/run/haproxy/admin.sock`",
+}
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_the_card_says_what_a_grant_creates_at_the_load_balancer(kind: str) -> None:
+    """Each kind's card names what its grant will create at the load balancer, in valid Block Kit."""
+    policy = valid()
+    policy["targets"]["lb-prod"]["grant"] = SPECS[kind]
+    target = parse_policy(policy).targets["lb-prod"]
+
+    card = cards.approval_card(pending(), target)
+
+    [block] = [b for b in card if "*At the load balancer*" in str(b)]
+    assert CREATED[kind] in block["text"]["text"]
+    assert block_kit_errors(card) == []
+
+
+def test_what_a_card_says_is_created_stays_within_block_kit_for_the_longest_spec() -> None:
+    """A security group with 200 ports and an ALB spec with five long paths and hosts: the card stays valid."""
+    policy = valid()
+    policy["targets"]["lb-prod"]["grant"] = {**SPECS["aws_security_group"], "ports": list(range(1000, 1200))}
+    many_ports = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"])
+    long = {**SPECS["aws_alb_listener_rule"], "path_patterns": ["/" + "p" * 120] * 5, "host_headers": ["h" * 120] * 5}
+    policy["targets"]["lb-prod"]["grant"] = long
+    long_paths = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"])
+
+    assert "and 180 more" in str(many_ports)
+    assert block_kit_errors(many_ports) == []
+    assert block_kit_errors(long_paths) == []
+
+
+def test_an_nginx_card_names_the_allow_line_and_the_file(tmp_path: Path) -> None:
+    """The NGINX kind's card names the `allow` line for the source and the file it goes in."""
+    allow, pid = tmp_path / "jit-allow.conf", tmp_path / "nginx.pid"
+    allow.write_text("")
+    pid.write_text("1")
+    policy = valid()
+    policy["targets"]["lb-prod"]["grant"] = {"kind": "nginx_allowlist", "allow_file": str(allow), "pid_file": str(pid)}
+
+    card = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"])
+
+    assert f"An `allow` line for `203.0.113.7/32` in `{allow}`, then NGINX reloaded" in str(card)
+    assert block_kit_errors(card) == []
