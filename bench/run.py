@@ -33,7 +33,7 @@ class Plan:
     lockdown_mix: Mix = field(default_factory=lambda: Mix(sg=600, alb=200, haproxy=200))
     nginx_rounds: tuple[int, int, int] = (30, 10, 3)  # provider apply+drop, through the product, drop while busy
     home_storm_rounds: int = 3  # approvals while 50 Home opens meet a rate-limited views.publish
-    metrics_requests: int = 500  # a round, on each web; 8 alternating rounds
+    metrics_requests: int = 400  # a round, on each web; 8 alternating rounds (9,600 requests: under the pending limit)
 
 
 QUICK = Plan(
