@@ -34,6 +34,8 @@ def test_failover_mid_flow_loses_nothing_acknowledged(stack: Stack) -> None:
     end = lease_end(stack, active)
 
     old = stack.topology.kill_master()
+    # A click that meets the failover is answered at once; it counts whole, or the approver is told to try again.
+    assert click(stack, "U0APPROVER2", "jit_approve", pending[0]) == 200
     answers: list[str] = []
     while not answers or "jit-lb is unavailable" in answers[-1]:
         answer = stack.client(len(answers) % 2).command("U0DEV1", f"request lb-prod 20s during failover {len(answers)}")
@@ -55,6 +57,7 @@ def test_failover_mid_flow_loses_nothing_acknowledged(stack: Stack) -> None:
     # Through the other web too, and each card posted once.
     other = stack.client(1).command("U0DEV2", "request lb-prod 20s through the second web after the failover")
     assert re.search(r"jit-[a-z0-9]{6}", other.json()["text"]), other.body
+    assert Counter(stack.events(pending[0]))["request.approved"] == 1
     for request_id in [*pending, *accepted]:
         cards = [m for m in stack.slack.messages(APPROVALS) if request_id in m.get("text", "") and "thread_ts" not in m]
         assert len(cards) == 1, request_id
