@@ -126,7 +126,7 @@ def request_modal(
         blocks.append(
             _text_input(
                 "start",
-                "Starting (optional)",
+                "Starting",
                 optional=True,
                 multiline=False,
                 hint="Empty: now. Or a scheduled window: 2026-12-24T02:00Z (with a zone), or HH:MM in UTC.",

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from jit_lb.access.requests import AccessRequest, Status
+from slack_out.home import home_of
 from tests.service.world import World, buttons
 from workers import jobs, lockdown
 
@@ -171,3 +172,30 @@ async def test_at_in_the_past_too_far_ahead_or_unreadable_is_refused(world: Worl
     assert world.rt.store.open_requests() == []
     assert world.outbox() == []
     assert why in refusals(world)[-1]["why"]
+
+
+async def test_the_forms_start_field_schedules_the_request_or_names_what_is_wrong(world: World) -> None:
+    """The request form's optional Starting field takes `--at`'s grammar: a bad one is an error on `start` and
+    nothing is stored; a good one makes a scheduled request."""
+    values = {"target": "lb-prod", "duration": "30m", "reason": "OPS-1 change window"}
+    past = await world.forms.submit_request("U0DEV1", values | {"start": "2020-01-01T00:00Z"})
+    assert isinstance(past, dict) and "is in the past" in past["start"]
+    assert world.rt.store.open_requests() == []
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    assert await world.forms.submit_request("U0DEV1", values | {"start": iso(start)}) is None
+
+    [request] = world.rt.store.open_requests()
+    assert (request.starts_at, request.duration_seconds) == (start, 1800)
+
+
+async def test_the_home_shows_a_scheduled_request_with_its_start_and_cancel(world: World) -> None:
+    """The requester's App Home lists an approved scheduled request with its start, and Cancel."""
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    request = await scheduled(world, start)
+
+    home = home_of(world.rt, "U0DEV1", world.rt.store.open_requests())
+
+    text = str(home["blocks"])
+    assert f"approved, scheduled: starts <!date^{int(start.timestamp())}^" in text
+    assert [("jit_cancel", request.id)] == [(b["action_id"], b["value"]) for b in buttons(home["blocks"])]
