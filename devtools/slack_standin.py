@@ -37,6 +37,7 @@ VIEW_METHODS = frozenset({"views.open", "views.update", "views.push", "views.pub
 TEAM_ID = "T0001"
 TRIGGER_TTL = 3.0  # seconds within which Slack lets a trigger_id open a view, once
 MAX_VIEW_BYTES = 250_000  # past this views.* answer view_too_large
+HOLD_TIMEOUT = 30.0  # seconds a held call waits for its release at most
 MAX_VIEW_STACK = 3  # views a modal's stack holds (views.push answers push_limit_reached past it)
 TRIGGER_FORMAT = re.compile(r"[0-9]+\.[0-9]+\.[0-9a-f]+")  # as Slack's invalid_trigger_id describes it
 # files.completeUploadExternal's channel_id: a conversation id, never a user id. Slack also wants 8+ characters
@@ -361,6 +362,18 @@ def _with_ids(blocks: list[Any]) -> list[Any]:
     return kept
 
 
+@dataclass(frozen=True)
+class Held:
+    """A call the stand-in holds before it answers: `arrived` is set when it comes, and it is answered (and takes
+    effect) once `release()` is called, as a slow network or a slow Slack would delay it."""
+
+    arrived: threading.Event
+    released: threading.Event
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass
 class _Trigger:
     """A trigger_id the stand-in has seen: when it was made, for whom, from which view, and whether it opened one."""
@@ -442,6 +455,7 @@ class SlackStandin(LoopbackServer):
         self._emails: dict[str, str] = {}  # user -> profile.email, as users.info shows it with users:read.email
         self._faults: dict[str, list[tuple[int, int]]] = {}
         self._limited: dict[str, float] = {}  # method -> until when (monotonic) every call of it answers 429
+        self._holds: dict[str, list[Held]] = {}
         self._last_post: dict[str, float] = {}
         self._last_ts = 0
         self._tickets: set[str] = set()
@@ -533,6 +547,13 @@ class SlackStandin(LoopbackServer):
         with self._lock:
             return self._limited.get(method, 0.0) > time.monotonic()
 
+    def hold_next(self, method: str) -> Held:
+        """Hold the next call of `method` unanswered until the test releases it (it takes effect then)."""
+        held = Held(threading.Event(), threading.Event())
+        with self._lock:
+            self._holds.setdefault(method, []).append(held)
+        return held
+
     def reset(self) -> None:
         """Forget calls, messages, views, files, trigger ids and pending faults; usergroups and settings stay."""
         with self._lock:
@@ -571,6 +592,12 @@ class SlackStandin(LoopbackServer):
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else args.pop("token", "")
         args.pop("token", None)
+        with self._lock:
+            holds = self._holds.get(method)
+            held = holds.pop(0) if holds else None
+        if held is not None:
+            held.arrived.set()
+            await asyncio.to_thread(held.released.wait, HOLD_TIMEOUT)
         status, headers, answer = self._answer(method, args, str(token))
         return web.json_response(answer, status=status, headers=headers)
 

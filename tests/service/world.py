@@ -158,6 +158,16 @@ class World:
             why = [(job.id, getattr(job.latest_result(), "exc_string", None)) for job in failed if job is not None]
             assert why == []
 
+    def post_notices(self) -> None:
+        """Run the queued notices (card edits, thread replies, DMs) in this thread, oldest first, as a worker does.
+
+        Each is taken off the queue in one step, so two threads running this never run one twice.
+        """
+        while (raw := self.rt.store.redis.lpop(self.rt.notices.key)) is not None:
+            job = self.rt.notices.fetch_job(raw.decode() if isinstance(raw, bytes) else str(raw))
+            if job is not None:
+                job.func(*job.args, **job.kwargs)
+
     def queued(self) -> list[tuple[str | None, tuple[Any, ...]]]:
         """The grant and revoke queue as (function name, arguments)."""
         return [(job.func_name, tuple(job.args)) for job in self.rt.queue.jobs]
