@@ -21,6 +21,7 @@ from slack_out.limits import (
     MAX_NAMED,
     MAX_SECTION_TEXT,
     Blocks,
+    Message,
     capped,
     clip,
     context_block,
@@ -348,3 +349,15 @@ def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: boo
         )
         blocks.append(outcome_block(f"{verdict} by <@{request.reviewed_by}> · {outcome_line(request, detail=False)}"))
     return capped(blocks)
+
+
+def request_card(request: AccessRequest, target: Target | None, approvers: Sequence[str] | None = None) -> Message:
+    """A request's card as its state says now: the break-glass review card, or the approval card."""
+    if request.break_glass:
+        return Message(breakglass_card_text(request), breakglass_card(request, []))
+    return Message(card_text(request), approval_card(request, target, approvers))
+
+
+def extension_message(request: AccessRequest, extension: Extension) -> Message:
+    """An extension's approval card as its state says now."""
+    return Message(extension_card_text(request, extension), extension_card(request, extension))

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 Blocks = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A Slack message as a builder makes it: the notification text and the blocks, together."""
+
+    text: str
+    blocks: Blocks
+
 
 # Slack's Block Kit limits: past any one of them Slack refuses the whole message (invalid_blocks).
 MAX_BLOCKS = 50

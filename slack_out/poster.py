@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import structlog
@@ -14,6 +15,7 @@ from jit_lb.access.policy import Policy
 from jit_lb.access.requests import AccessRequest, Extension
 from jit_lb.settings import Settings
 from slack_out import cards, sentences
+from slack_out.limits import Message
 
 log = structlog.get_logger("jit_lb.notify")
 
@@ -96,17 +98,17 @@ class Notifier:
         )
         return str(answer["ts"]) if answer else None
 
-    def update_card(self, request: AccessRequest, approvers: Sequence[str] | None = None) -> None:
+    def card(self, request: AccessRequest, approvers: Sequence[str] | None = None) -> Message:
+        """The request's card as its state says now; `approvers`, who may approve it, named while it is pending."""
+        return cards.request_card(request, self.policy.target_for(request.target), approvers)
+
+    def update_card(self, request: AccessRequest, approvers: Sequence[str] | None = None) -> Message | None:
+        """Edit the request's card to `request`'s state; what it was sent, or None when it has no card."""
         if request.card_channel is None or request.card_ts is None:
-            return
-        if request.break_glass:
-            text, card = cards.breakglass_card_text(request), cards.breakglass_card(request, [])
-        else:
-            text, card = (
-                cards.card_text(request),
-                cards.approval_card(request, self.policy.target_for(request.target), approvers),
-            )
-        self._call("chat.update", channel=request.card_channel, ts=request.card_ts, text=text, blocks=card)
+            return None
+        message = self.card(request, approvers)
+        self._call("chat.update", channel=request.card_channel, ts=request.card_ts, **asdict(message))
+        return message
 
     def post_breakglass_card(
         self, request: AccessRequest, channel: str, approvers: list[str], again: bool
@@ -131,16 +133,13 @@ class Notifier:
         )
         return str(answer["ts"]) if answer else None
 
-    def update_extension_card(self, request: AccessRequest, extension: Extension | None) -> None:
+    def update_extension_card(self, request: AccessRequest, extension: Extension | None) -> Message | None:
+        """Edit an extension's card to its state in `request`; what it was sent, or None when it has no card."""
         if extension is None or extension.card_channel is None or extension.card_ts is None:
-            return
-        self._call(
-            "chat.update",
-            channel=extension.card_channel,
-            ts=extension.card_ts,
-            text=cards.extension_card_text(request, extension),
-            blocks=cards.extension_card(request, extension),
-        )
+            return None
+        message = cards.extension_message(request, extension)
+        self._call("chat.update", channel=extension.card_channel, ts=extension.card_ts, **asdict(message))
+        return message
 
     def post_parent(self, request: AccessRequest, channel: str) -> str | None:
         answer = self._call("chat.postMessage", channel=channel, text=sentences.thread_parent_text(request))

@@ -92,9 +92,12 @@ def approved_dm_text(request: AccessRequest) -> str:
 
 
 def approval_text(request: AccessRequest, who: str) -> str:
-    if request.status is Status.PENDING:
+    """The thread's note of `who`'s approval, by its place among the request's approvals (so that it reads the same
+    whenever a worker posts it): counted and waiting for another, or the one that completed them."""
+    counted = request.approval_place(who)
+    if counted < request.approvals_required:
         return (
-            f":ballot_box_with_check: <@{who}> approved ({len(request.approvals)} of "
+            f":ballot_box_with_check: <@{who}> approved ({counted} of "
             f"{request.approvals_required}); waiting for another approver."
         )
     return f":white_check_mark: <@{who}> approved `{request.id}`; granting access now."

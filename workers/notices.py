@@ -1,9 +1,12 @@
-"""Every Slack post a worker makes: approval cards (requests and extensions), outcome notices, expiry warnings.
+"""Every Slack post about a request, and the one writer of each: cards, audit threads, the requester's DMs.
 
 Cards of new requests and extensions reach a worker through the store's outbox (the web pushes the
-request id in the same round trip that stores it) and are posted by `announce`. Outcomes of jobs
-are `tell` jobs on the notices queue, which workers take only when no grant or revoke waits: the
-state change and its audit record come first and stand alone.
+request id in the same round trip that stores it) and are posted by `announce`. Outcomes, of jobs
+and of the web's decisions alike, are `tell` jobs on the notices queue, which workers take only
+when no grant or revoke waits: the state change and its audit record come first and stand alone.
+A card is edited only here, rendered from the store's state when it is sent, and read again after
+(`show_card`), so that it ends showing the newest state whichever edit lands last. The web answers
+only the person who clicked or typed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from jit_lb.access.errors import AuditUnavailableError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
 from slack_out import cards, home, sentences, summaries
+from slack_out.limits import Message
 from slack_out.poster import call
 from workers.context import WorkerContext, current
 
@@ -32,6 +36,15 @@ class Notice(StrEnum):
     REVOKE_FAILED = "revoke_failed"
     CANCELLED = "cancelled"  # withdrawn by its requester (the web recorded it)
     EXTENSION_REFUSED = "extension_refused"  # approved, then refused when judged again at the load balancer
+    # Decisions the web recorded; `who` made them.
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXTENSION_APPROVED = "extension_approved"
+    EXTENSION_DENIED = "extension_denied"
+    REVIEWED = "reviewed"
+
+
+CARD_EDITS = 5  # edits of one card a notice makes at most, while other processes keep changing its request
 
 
 GRANT_JOB = "workers.jobs.grant_access"
@@ -195,8 +208,13 @@ def queue_notice(
     rt.notices.enqueue(tell, request.id, notice.value, verified=verified, error=error)
 
 
-def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -> str:
-    """Edit the request's card to its state now, and post the outcome in its thread (and to its requester)."""
+def tell(
+    request_id: str, notice: str, verified: bool = True, error: str = "", who: str = "", done: bool = False
+) -> str:
+    """Edit the request's card to its state now, and post the outcome in its thread (and to whom it concerns).
+
+    `who` made a decision the web recorded; `done`: their approval of an extension completed it.
+    """
     context = current()
     rt, notifier = context.rt, context.notifier
     request = rt.store.find(request_id)
@@ -209,14 +227,19 @@ def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -
         notifier.thread(request, sentences.revoke_failed_text(request, error, approvers))
         return "told"
     if kind is Notice.EXTENSION_REFUSED:
-        notifier.update_extension_card(request, request.extensions[-1] if request.extensions else None)
+        show_extension_card(context, request_id)
         text = sentences.extension_refused_text(request, error)
         notifier.thread(request, text)
         notifier.dm(request.requester, text)
         home.refresh_homes(rt, notifier, request)
         return "told"
-    notifier.update_card(request, card_approvers(rt, request))
-    if kind is Notice.CANCELLED:
+    if kind in {Notice.EXTENSION_APPROVED, Notice.EXTENSION_DENIED}:
+        show_extension_card(context, request_id)
+    else:
+        show_card(context, request_id)
+    if kind in _DECISIONS:
+        _DECISIONS[kind](context, request, who, done)
+    elif kind is Notice.CANCELLED:
         notifier.thread(request, sentences.cancelled_text(request))  # the requester did it: no DM
     else:
         summary = summaries.summary_blocks(request) if kind is Notice.ENDED else None
@@ -225,6 +248,76 @@ def tell(request_id: str, notice: str, verified: bool = True, error: str = "") -
         notifier.dm(request.requester, text, _requester_blocks(request, kind, text, summary))
     home.refresh_homes(rt, notifier, request)
     return "told"
+
+
+def show_card(context: WorkerContext, request_id: str) -> None:
+    """Edit the request's card to the store's state now, and again while that state changes under the edit.
+
+    Another worker may be editing the same card from an older read, and its edit may land after this one;
+    reading the store again after each edit and editing once more when the card would show something else
+    leaves the card with the newest state, whichever edit lands last.
+    """
+    rt, notifier = context.rt, context.notifier
+    shown: Message | None = None
+    for _ in range(CARD_EDITS):
+        request = rt.store.find(request_id)
+        if request is None or request.card_ts is None:
+            return
+        approvers = card_approvers(rt, request)
+        if notifier.card(request, approvers) == shown:
+            return
+        shown = notifier.update_card(request, approvers)
+
+
+def show_extension_card(context: WorkerContext, request_id: str) -> None:
+    """Edit the card of the request's pending extension (else of its last decided one) as `show_card` does."""
+    rt, notifier = context.rt, context.notifier
+    shown: Message | None = None
+    for _ in range(CARD_EDITS):
+        request = rt.store.find(request_id)
+        extension = None if request is None else request.extension or (request.extensions or [None])[-1]
+        if request is None or extension is None or cards.extension_message(request, extension) == shown:
+            return
+        shown = notifier.update_extension_card(request, extension)
+
+
+def _approved(context: WorkerContext, request: AccessRequest, who: str, _: bool) -> None:
+    context.notifier.thread(request, sentences.approval_text(request, who))
+    if request.approval_place(who) >= request.approvals_required:  # the approval that completed them
+        context.notifier.dm(request.requester, sentences.approved_dm_text(request))
+
+
+def _denied(context: WorkerContext, request: AccessRequest, _who: str, _done: bool) -> None:
+    context.notifier.thread(request, sentences.denied_text(request), sentences.denied_blocks(request))
+    again = sentences.again_blocks(request, sentences.denied_blocks(request))
+    context.notifier.dm(request.requester, sentences.denied_text(request), again)
+
+
+def _extension_approved(context: WorkerContext, request: AccessRequest, who: str, done: bool) -> None:
+    context.notifier.thread(request, sentences.extension_approval_text(request, who, done))
+
+
+def _extension_denied(context: WorkerContext, request: AccessRequest, who: str, _: bool) -> None:
+    text = sentences.extension_denied_text(request, who)
+    context.notifier.thread(request, text)
+    context.notifier.dm(request.requester, text)
+
+
+def _reviewed(context: WorkerContext, request: AccessRequest, _who: str, _done: bool) -> None:
+    rt, notifier = context.rt, context.notifier
+    notifier.thread(request, sentences.review_text(request))
+    if request.review == "flagged":
+        for admin in sorted(rt.policy.people(rt.policy.admins, rt.approvers.directory.members)):
+            notifier.dm(admin, sentences.flagged_dm_text(request))
+
+
+_DECISIONS = {
+    Notice.APPROVED: _approved,
+    Notice.DENIED: _denied,
+    Notice.EXTENSION_APPROVED: _extension_approved,
+    Notice.EXTENSION_DENIED: _extension_denied,
+    Notice.REVIEWED: _reviewed,
+}
 
 
 def refresh_homes(request_id: str) -> str:

@@ -12,7 +12,6 @@ import structlog
 from redis.exceptions import RedisError
 from rq import Queue
 
-from jit_lb.access.errors import StoreUnavailableError
 from jit_lb.access.requests import ID_PATTERN
 from jit_lb.runtime import Runtime
 
@@ -48,21 +47,13 @@ def enqueue(queue: Queue, job: str, *args: str, job_id: str, module: str = JOBS)
     return True
 
 
-def tell(rt: Runtime, request_id: str, notice: str) -> None:
-    """Queue a worker's Slack posts of an outcome the web recorded (card, thread, DM, App Homes)."""
+def tell(rt: Runtime, request_id: str, notice: str, who: str = "", done: bool = False) -> None:
+    """Queue a worker's Slack posts of an outcome the web recorded (card, thread, DMs, App Homes): the workers'
+    notices are the one writer of every message about a request; the web answers only the person who acted."""
     try:
-        rt.notices.enqueue(NOTICES + "tell", request_id, notice)
+        rt.notices.enqueue(NOTICES + "tell", request_id, notice, who=who, done=done)
     except RedisError as err:
         log.error("could not queue a notice; the card shows the old state", request_id=request_id, error=str(err))
-
-
-def refresh_homes(rt: Runtime, request_id: str) -> None:
-    """Queue the App Home refresh of the people a request concerns (a worker publishes them), if anyone has a home."""
-    try:
-        if rt.store.any_home_users():
-            rt.notices.enqueue(NOTICES + "refresh_homes", request_id)
-    except (RedisError, StoreUnavailableError) as err:
-        log.error("could not queue a home refresh", request_id=request_id, error=str(err))
 
 
 def defer_to_workers(rt: Runtime) -> Callable[[str, dict[str, Any], float], None]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.service.common import altered, enqueue, issued, looks_like_id, refresh_homes, utcnow
+from bot.service.common import altered, enqueue, issued, looks_like_id, tell, utcnow
 from bot.service.mfa import MfaService
 from jit_lb.access import requests
 from jit_lb.access.errors import ApprovalError, JitError, RefusedError, TransitionError
@@ -90,12 +90,7 @@ class DecisionService:
             self._refused(user, action_id, value, err, card)
             return
         self.rt.store.reviewed(after.id)
-        self.notifier.update_card(after)
-        self.notifier.thread(after, sentences.review_text(after))
-        if verdict == "flagged":
-            admins = self.rt.policy.people(self.rt.policy.admins, self.rt.approvers.directory.members)
-            for admin in sorted(admins):
-                self.notifier.dm(admin, sentences.flagged_dm_text(after))
+        tell(self.rt, after.id, "reviewed", who=user)
 
     def approve_form(self, user: str, value: str, card: Card | None) -> View | None:
         """The step-up modal for this Approve, when the target requires MFA and the approver is not proven now."""
@@ -239,21 +234,14 @@ class DecisionService:
         if after.status is Status.APPROVED:
             # If this is lost, the sweep re-enqueues approved requests that were not granted in time.
             enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
-            self.notifier.dm(after.requester, sentences.approved_dm_text(after))
-        self.notifier.update_card(after)
-        self.notifier.thread(after, sentences.approval_text(after, user))
-        refresh_homes(self.rt, after.id)
+        tell(self.rt, after.id, "approved", who=user)
 
     def _deny(self, user: str, request: AccessRequest, reason: str | None) -> None:
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event("request.denied", after, actor=user, deny_reason=reason)
 
         _, after = self.rt.store.transition(request.id, lambda r: requests.deny(r, user, self.clock(), reason), record)
-        self.notifier.update_card(after)
-        self.notifier.thread(after, sentences.denied_text(after), sentences.denied_blocks(after))
-        again = sentences.again_blocks(after, sentences.denied_blocks(after))
-        self.notifier.dm(after.requester, sentences.denied_text(after), again)
-        refresh_homes(self.rt, after.id)
+        tell(self.rt, after.id, "denied", who=user)
 
     def _approve_extension(self, user: str, request: AccessRequest, mfa: bool) -> None:
         pending = request.extension
@@ -275,9 +263,7 @@ class DecisionService:
         if decided is not None:
             # If this is lost, the sweep sees the markers behind Redis's end and moves them.
             enqueue(self.rt.queue, "extend_access", after.id, job_id=f"extend-{after.id}-{len(after.extensions)}")
-        self.notifier.update_extension_card(after, decided or after.extension)
-        self.notifier.thread(after, sentences.extension_approval_text(after, user, decided is not None))
-        refresh_homes(self.rt, after.id)
+        tell(self.rt, after.id, "extension_approved", who=user, done=decided is not None)
 
     def _deny_extension(self, user: str, request: AccessRequest) -> None:
         _, after = self.rt.store.transition(
@@ -285,11 +271,7 @@ class DecisionService:
             lambda r: requests.deny_extension(r, user, self.clock()),
             self._recorder("extension.denied", user),
         )
-        self.notifier.update_extension_card(after, after.extensions[-1])
-        text = sentences.extension_denied_text(after, user)
-        self.notifier.thread(after, text)
-        self.notifier.dm(after.requester, text)
-        refresh_homes(self.rt, after.id)
+        tell(self.rt, after.id, "extension_denied", who=user)
 
     def _recorder(self, event: str, user: str) -> Callable[[AccessRequest, AccessRequest], None]:
         """A transition's record: the change counts only once its record is written."""

@@ -228,6 +228,10 @@ class AccessRequest(BaseModel):
         """Approved ahead of its scheduled start, not applied yet."""
         return self.status is Status.APPROVED and self.starts_at is not None
 
+    def approval_place(self, user: str) -> int:
+        """Which approval `user`'s was (1 for the first), or how many there are when `user` has not approved."""
+        return next((i + 1 for i, a in enumerate(self.approvals) if a.user == user), len(self.approvals))
+
     def lasted(self) -> timedelta | None:
         if self.granted_at is None or self.ended_at is None:
             return None

@@ -18,14 +18,13 @@ import yaml
 from cryptography.fernet import Fernet
 
 from bot.service.commands import CommandService
-from bot.service.decisions import DecisionService
 from bot.service.forms import FormService
 from bot.service.mfa import MfaService
 from devtools.moto_server import MotoServer, Network
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
 from jit_lb.settings import Settings
 from slack_out.process import connect
-from tests.service.world import World, policy_of
+from tests.service.world import DecisionsThenNotices, World, policy_of
 from workers import context
 
 MFA_KEY = Fernet.generate_key().decode()  # one for the session: tests may turn require_mfa on
@@ -88,7 +87,7 @@ def fixture_world(
     )
     rt, notifier = connect(settings)
     mfa = MfaService(rt, notifier)
-    commands, decisions = CommandService(rt, mfa), DecisionService(rt, notifier, mfa)
+    commands, decisions = CommandService(rt, mfa), DecisionsThenNotices(rt, notifier, mfa)
     context.install(context.WorkerContext(rt, notifier))
     try:
         yield World(

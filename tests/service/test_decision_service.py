@@ -174,7 +174,6 @@ async def test_extension_approval_moves_the_end_and_queues_extend_access(world: 
     assert world.record("extension.approved", request.id)["done"] is True
 
 
-@pytest.mark.xfail(reason="issue 17: the web and the workers both edit the card; fixed in the next commit", strict=True)
 async def test_the_card_ends_showing_the_newest_state_when_a_worker_edits_it_during_an_approval(world: World) -> None:
     """A fast grant told while the approval's own edit of the card is on its way: the card ends as the store is.
 

@@ -75,6 +75,30 @@ def policy_of(network: Network) -> dict[str, Any]:
     }
 
 
+def post_notices(rt: Runtime) -> None:
+    """Run the queued notices in this thread, oldest first, as a worker's loop does when no grant or revoke waits.
+
+    Each is taken off the queue in one step, so two threads running this never run one twice.
+    """
+    while (raw := rt.store.redis.lpop(rt.notices.key)) is not None:
+        job = rt.notices.fetch_job(raw.decode() if isinstance(raw, bytes) else str(raw))
+        if job is not None:
+            job.func(*job.args, **job.kwargs)
+
+
+class DecisionsThenNotices(DecisionService):
+    """The web's decisions, each followed by a worker posting the notices it queued (card, thread, DMs), as the
+    workers' notices loop does a moment later in the real processes; the grant queue is left to the test."""
+
+    def decide(self, *args: Any, **kwargs: Any) -> None:
+        super().decide(*args, **kwargs)
+        post_notices(self.rt)
+
+    def review(self, *args: Any, **kwargs: Any) -> None:
+        super().review(*args, **kwargs)
+        post_notices(self.rt)
+
+
 @dataclass
 class World:
     """The parts of one test's jit-lb, and the moves a test makes with them."""
@@ -159,14 +183,8 @@ class World:
             assert why == []
 
     def post_notices(self) -> None:
-        """Run the queued notices (card edits, thread replies, DMs) in this thread, oldest first, as a worker does.
-
-        Each is taken off the queue in one step, so two threads running this never run one twice.
-        """
-        while (raw := self.rt.store.redis.lpop(self.rt.notices.key)) is not None:
-            job = self.rt.notices.fetch_job(raw.decode() if isinstance(raw, bytes) else str(raw))
-            if job is not None:
-                job.func(*job.args, **job.kwargs)
+        """Run the queued notices (card edits, thread replies, DMs) in this thread, oldest first, as a worker does."""
+        post_notices(self.rt)
 
     def queued(self) -> list[tuple[str | None, tuple[Any, ...]]]:
         """The grant and revoke queue as (function name, arguments)."""
