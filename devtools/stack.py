@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from devtools.faults import PAUSE_AFTER_APPLY
 from devtools.haproxy import HaproxyServer
 from devtools.moto_server import MotoServer, Network, seed_network
 from devtools.pagerduty_standin import PagerDutyStandin
@@ -141,7 +142,7 @@ class Stack:
             self.web_ports.append(port)
             self._spawn(f"web.{index + 1}", commands["web"], {"PORT": str(port)})
         for index in range(self.workers):
-            self._spawn(f"worker.{index + 1}", commands["worker"])
+            self._spawn(f"worker.{index + 1}", self.worker_command())
         for name, command in commands.items():
             if name not in {"web", "worker"}:
                 self._spawn(f"{name}.1", command)
@@ -182,8 +183,14 @@ class Stack:
         self.processes.append(process)
         return process
 
+    def worker_command(self) -> list[str]:
+        """The Procfile's worker; with a fault asked for in `extra_env`, that worker with it (devtools/faults.py)."""
+        if PAUSE_AFTER_APPLY in self.extra_env:
+            return [sys.executable, "-m", "devtools.faults"]
+        return procfile()["worker"]
+
     def start_worker(self) -> Process:
-        return self._spawn(f"worker.{len(self.processes) + 1}", procfile()["worker"])
+        return self._spawn(f"worker.{len(self.processes) + 1}", self.worker_command())
 
     def by_prefix(self, prefix: str) -> list[Process]:
         return [process for process in self.processes if process.name.startswith(prefix) and process.alive()]

@@ -49,8 +49,6 @@ class Settings(BaseSettings):
     jit_revoke_lead: float = Field(default=1.0, ge=0, le=60)
     # Revokes a second assumed until the workers' own rate has been measured (the lead adds the work ahead at it).
     jit_revoke_rate: float = Field(default=15.0, gt=0)
-    # Test hook: seconds a grant job waits between applying and recording, so a test can kill the worker there.
-    jit_fault_pause_after_apply: float = Field(default=0.0, ge=0)
 
     @field_validator("slack_bot_token")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Any
 from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest
+from jit_lb.access.stepup import StepUpIntent, intent_metadata
 from slack_out.ids import ActionId, CallbackId
 from slack_out.limits import MAX_NAMED, Blocks, clip, typed_blocks, when
 
@@ -285,7 +286,7 @@ def field_values(state: dict[str, Any]) -> dict[str, str]:
     return values
 
 
-def mfa_modal(intent: dict[str, Any], what: str) -> View:
+def mfa_modal(intent: StepUpIntent, what: str) -> View:
     """The `jit_mfa` step-up modal: a 6-digit code for `what`; `intent` (what the code unlocks) rides in metadata."""
     blocks: Blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": what}},
@@ -303,4 +304,4 @@ def mfa_modal(intent: dict[str, Any], what: str) -> View:
             "hint": {"type": "plain_text", "text": "Six digits; a code works once."},
         },
     ]
-    return _modal(CallbackId.MFA, "Confirm it's you", "Confirm", blocks, intent)
+    return _modal(CallbackId.MFA, "Confirm it's you", "Confirm", blocks, intent_metadata(intent))

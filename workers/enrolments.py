@@ -10,21 +10,18 @@ RETRY later; a message or file already gone counts as deleted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
 from jit_lb.access.errors import MfaError
+from jit_lb.clock import utcnow
 from slack_out import sentences
 from workers import context
 
 log = structlog.get_logger("jit_lb.worker")
 
 RETRY = timedelta(seconds=30)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def forget_enrolment(user: str) -> str:

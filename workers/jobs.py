@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -11,21 +11,19 @@ from rq import get_current_job
 
 from jit_lb.access import requests
 from jit_lb.access.errors import AuditUnavailableError, ProviderError, TransitionError
+from jit_lb.access.extensions import extension_refusal
 from jit_lb.access.policy import Target, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, Activity, EndReason, Status
+from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
-from workers.judge import GRACE, applied_spec, extension_refusal, grant_refusal
+from workers.judge import GRACE, applied_spec, grant_refusal
 from workers.notices import Notice, queue_notice, warn_expiry
 from workers.orders import holds_lease, order_of, release, release_many, roll_back
 from workers.providers.registry import provider_for
 
 log = structlog.get_logger("jit_lb.jobs")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- grant --------------------------------------------------------------------------------------
@@ -71,8 +69,6 @@ def grant_access(request_id: str) -> str:
         with rt.store.lock(provider.scope(order)):
             objects = provider.apply(order)
         verified = holds_lease(objects, order)
-        if rt.settings.jit_fault_pause_after_apply:
-            time.sleep(rt.settings.jit_fault_pause_after_apply)  # a test kills the worker here
     except ProviderError as err:
         roll_back(rt, provider, order)
         _fail(rt, request, str(err))

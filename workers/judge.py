@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from jit_lb.access.approvers import Approvers
+from jit_lb.access.breakglass import still_covers
 from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import GrantSpec, Policy, Target, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.clock import CLOCK_SKEW
 
 GRACE = timedelta(seconds=2)  # the sweep leaves a just-ended grant to its own revoke job this long
-CLOCK_SKEW = timedelta(seconds=60)  # a marker written by a host whose clock runs ahead is not a forgery
 
 
 def longest_grant(policy: Policy, spec: GrantSpec, requests: Sequence[AccessRequest] = ()) -> timedelta:
@@ -62,9 +63,7 @@ def grant_refusal(
     if target is None:
         return f"target `{request.target}` is no longer in the policy"
     if request.break_glass:
-        rules = policy.break_glass
-        users = policy.people(rules.users, approvers.directory.members) if rules else set()
-        if request.requester not in users or not policy.break_glass_covers(request.target):
+        if not still_covers(policy, request, approvers.directory.members):
             return (
                 f"break-glass no longer covers <@{request.requester}> on `{request.target}` under the policy in force"
             )
@@ -127,45 +126,3 @@ def applied_spec(policy: Policy, request: AccessRequest) -> GrantSpec | None:
         return parse_grant_spec(request.grant_spec)
     target = policy.target_for(request.target)
     return target.grant if target is not None else None
-
-
-def extension_refusal(
-    policy: Policy, approvers: Approvers, request: AccessRequest, target: Target, locked: bool, now: datetime
-) -> str | None:
-    """Why the approved extension last recorded on `request` may not move its markers now; None when it may.
-
-    An extension is judged as a request is (docs/command-and-slack.md): no lockdown, the requester
-    still allowed to ask, no freeze of the target reaching into the time it adds, a code from the
-    requester and from each approver counted on a target that requires MFA, enough approvals from
-    people who still approve it, and an end within the target's `max_duration` from now.
-    """
-    extension = request.extensions[-1] if request.extensions else None
-    if extension is None or extension.outcome != "approved" or request.ends_at is None:
-        return None
-    if locked:
-        return "jit-lb is locked down"
-    if request.break_glass:
-        rules = policy.break_glass
-        users = policy.people(rules.users, approvers.directory.members) if rules else set()
-        if request.requester not in users or not policy.break_glass_covers(request.target):
-            return f"break-glass no longer covers <@{request.requester}> on `{request.target}`"
-    elif not approvers.may_request(request.requester, target):
-        return f"<@{request.requester}> may no longer request `{request.target}` under the policy in force"
-    added_from = request.ends_at - timedelta(seconds=extension.duration_seconds)
-    freeze = policy.freeze_during(request.target, min(now, added_from), request.ends_at)
-    if freeze is not None:
-        return f"`{request.target}` is frozen from {freeze.from_:%Y-%m-%d %H:%M} UTC: {freeze.reason}"
-    if target.require_mfa and not extension.mfa:
-        return f"`{request.target}` requires MFA and this extension was asked without a one-time code"
-    allowed = approvers.of(target)
-    valid = {
-        a.user
-        for a in extension.approvals
-        if a.user in allowed and a.user != request.requester and (a.mfa or not target.require_mfa)
-    }
-    if len(valid) < target.approvals_required:
-        return f"its approvals no longer meet the policy ({len(valid)} of {target.approvals_required} count)"
-    if request.ends_at - now > target.max_duration + CLOCK_SKEW:
-        most = format_duration(target.max_duration)
-        return f"it would end more than {most} from now, the most `{request.target}` allows"
-    return None

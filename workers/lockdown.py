@@ -16,13 +16,14 @@ from jit_lb.access import requests
 from jit_lb.access.errors import ProviderError, TransitionError
 from jit_lb.access.policy import parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
+from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from workers.context import current
 from workers.jobs import revoke_access
 from workers.notices import Notice, queue_notice
 from workers.orders import record_removed
 from workers.providers.registry import provider_for
-from workers.reconcile import enqueue_once, specs_to_sweep, utcnow
+from workers.reconcile import enqueue_once, specs_to_sweep
 
 log = structlog.get_logger("jit_lb.lockdown")
 

@@ -11,13 +11,13 @@ only the person who clicked or typed.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from jit_lb.access import autoapprove, requests
 from jit_lb.access.errors import AuditUnavailableError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from slack_out import cards, home, sentences, summaries
 from slack_out.limits import Message
@@ -48,10 +48,6 @@ CARD_EDITS = 5  # edits of one card a notice makes at most, while other processe
 
 
 GRANT_JOB = "workers.jobs.grant_access"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- cards --------------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
 from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import GrantSpec
+from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from workers import reconcile
 from workers.judge import lease_verdict, longest_grant
@@ -60,7 +61,7 @@ class Outage:
             log.error("Redis unreachable: sweeping the load balancers by their markers", error=str(error))
         if time.monotonic() >= self.next_sweep:
             started = time.monotonic()
-            self.next_sweep = self.sweep(datetime.now(UTC))
+            self.next_sweep = self.sweep(utcnow())
             if self.rt.metrics is not None:  # a sweep by markers is a sweep: the sweep alerts count it too
                 self.rt.metrics.swept(time.monotonic() - started)
 
@@ -113,7 +114,7 @@ class Outage:
         log.info("swept by markers while Redis is gone", removed=removed, spooled=len(self.spool))
         # Workers that saw the same end would sweep at the same instant: a little jitter, well within the lead.
         jitter = random.uniform(0, min(0.5, lead.total_seconds() / 4))  # noqa: S311 - jitter, not a secret
-        wait = (soonest - datetime.now(UTC)).total_seconds() + jitter
+        wait = (soonest - utcnow()).total_seconds() + jitter
         return time.monotonic() + min(max(wait, 0.05), interval)
 
     def _drop(

@@ -10,7 +10,7 @@ import bisect
 import json
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -20,6 +20,7 @@ from rq.job import Job, JobStatus
 from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
+from jit_lb.clock import utcnow
 from jit_lb.policytools.diff import ended_by
 from jit_lb.runtime import Runtime
 from workers import activity
@@ -37,10 +38,6 @@ STUCK_APPROVED = timedelta(seconds=15)  # an approved request not granted by the
 ENDED_HOLD = 3600  # seconds one end's revoke is not queued again; enqueue_due retries a lost or failed one sooner
 LOOKAHEAD = timedelta(seconds=60)  # the furthest ahead of its end a revoke is queued
 REPORT_EVERY = 86400  # seconds between two reports of the same object the sweep leaves alone
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def revoke_leads(

@@ -7,9 +7,10 @@ import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
-from bot.service.common import LOCKDOWN, Reply, enqueue, tell, utcnow
+from bot.service.common import LOCKDOWN, Reply, enqueue, tell
 from bot.service.mfa import MfaService
-from jit_lb.access import commands, requests
+from jit_lb.access import commands, extensions, requests
+from jit_lb.access.breakglass import check_breakglass
 from jit_lb.access.commands import (
     BreakGlassCommand,
     CancelCommand,
@@ -24,9 +25,7 @@ from jit_lb.access.commands import (
     RevokeCommand,
     TargetsCommand,
 )
-from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import (
-    LOCKED,
     AuditUnavailableError,
     CommandError,
     JitError,
@@ -35,8 +34,9 @@ from jit_lb.access.errors import (
     StoreUnavailableError,
     TransitionError,
 )
-from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.access.stepup import BreakGlassIntent, ExtendIntent, LockdownOffIntent, RequestIntent
+from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
 
@@ -142,15 +142,14 @@ class CommandService:
         return Reply(sentences.help_text(parsed.unknown))
 
     def _step_up_request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
-        intent = {
-            "do": "request",
-            "target": parsed.target,
-            "duration": format_duration(parsed.duration) if parsed.duration else None,
-            "ip": parsed.ip,
-            "reason": parsed.reason,
-            "channel": channel,
-            "at": parsed.at,
-        }
+        intent = RequestIntent(
+            target=parsed.target,
+            duration=parsed.duration,
+            ip=parsed.ip,
+            reason=parsed.reason,
+            channel=channel,
+            at=parsed.at,
+        )
         view = self.mfa.step_up(user, intent, f"`{parsed.target}` asks for a one-time code before a request counts.")
         return Reply(f"`{parsed.target}` requires a one-time code: enter it in the form that opened.", view=view)
 
@@ -192,29 +191,17 @@ class CommandService:
         return Reply(sentences.revoking_reply(request))
 
     def extend(self, user: str, parsed: ExtendCommand, mfa: bool = False) -> Reply:
+        """More time on one's own grant, judged as a request is (jit_lb/access/extensions.py)."""
         request = self.rt.store.get(parsed.request_id)
-        if user != request.requester:
-            raise CommandError(f"only <@{request.requester}>, who asked for {request.id}, can extend it")
-        target = self.rt.policy.target_for(request.target)
-        if target is None or request.ends_at is None or request.status is not Status.GRANTED:
-            raise CommandError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
-        commands.check_duration(request.target, target, parsed.duration)
-        commands.check_reason(request.target, target, parsed.reason)
-        self._judge_extension(user, request, target, parsed)
+        locked = self.rt.store.lockdown() is not None
+        target = extensions.check_extension(
+            self.rt.policy, self.rt.approvers, user, request, parsed.duration, parsed.reason, locked, self.clock()
+        )
         if target.require_mfa and not mfa and self.mfa.due(user, target):
-            intent = {
-                "do": "extend",
-                "request": request.id,
-                "duration": format_duration(parsed.duration),
-                "reason": parsed.reason,
-            }
+            intent = ExtendIntent(request=request.id, duration=parsed.duration, reason=parsed.reason)
             view = self.mfa.step_up(user, intent, f"More time on `{request.target}` asks for a one-time code.")
             return Reply("A one-time code is due: enter it in the form that opened.", view=view)
-        if request.ends_at + parsed.duration - self.clock() > target.max_duration:
-            raise CommandError(
-                f"that would end {request.id} more than {format_duration(target.max_duration)} from now, "
-                f"the most `{request.target}` allows"
-            )
+        extensions.check_extension_end(request, target, parsed.duration, self.clock())
 
         def extension(current: AccessRequest) -> AccessRequest:
             # On a target that requires MFA this is reached only after a code (or within its window).
@@ -236,29 +223,6 @@ class CommandService:
         self.rt.store.announce_later(after.id)
         return Reply(sentences.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
 
-    def _judge_extension(self, user: str, request: AccessRequest, target: Target, parsed: ExtendCommand) -> None:
-        """An extension is judged as a request is: lockdown, the requester still allowed, freezes over the
-        time it adds (the workers judge it again when the markers move)."""
-        policy = self.rt.policy
-        if self.rt.store.lockdown() is not None:
-            raise CommandError(LOCKED)
-        members = self.rt.approvers.directory.members
-        if request.break_glass:
-            rules = policy.break_glass
-            if rules is None or user not in policy.people(rules.users, members):
-                raise CommandError(f"break-glass no longer covers you on `{request.target}`, so you cannot extend it")
-        elif not self.rt.approvers.may_request(user, target):
-            raise CommandError(f"you may no longer request `{request.target}`, so you cannot extend {request.id}")
-        assert request.ends_at is not None
-        now = self.clock()
-        freeze = policy.freeze_during(request.target, now, request.ends_at + parsed.duration)
-        if freeze is not None:
-            until = freeze.to.strftime("%Y-%m-%d %H:%M UTC")
-            raise CommandError(
-                f"`{request.target}` is frozen from {freeze.from_:%Y-%m-%d %H:%M} UTC until {until}: {freeze.reason}; "
-                "an extension may not reach into a freeze"
-            )
-
     def _mfa(self, user: str, words: list[str]) -> Reply:
         reply = self.mfa.command(user, words)
         if reply.view is not None and [w.lower() for w in words[:1]] == [
@@ -270,19 +234,11 @@ class CommandService:
     def breakglass(self, user: str, parsed: BreakGlassCommand, mfa: bool = False) -> Reply:
         """Emergency access without approval (docs/operating.md): applied at once, announced, reviewed afterwards."""
         policy = self.rt.policy
-        rules = policy.break_glass
-        if self.rt.store.lockdown() is not None:
-            raise CommandError(LOCKED)
-        if rules is None or user not in policy.people(rules.users, self.rt.approvers.directory.members):
-            raise CommandError("you may not use break-glass (`break_glass.users` in the policy)")
-        target = policy.target_for(parsed.target)
-        if target is None or not policy.break_glass_covers(parsed.target):
-            raise CommandError(f"break-glass does not cover `{parsed.target}`")
-        if parsed.duration > rules.max_duration:
-            raise CommandError(f"break-glass grants at most {format_duration(rules.max_duration)}")
+        members = self.rt.approvers.directory.members
+        locked = self.rt.store.lockdown() is not None
+        target, rules = check_breakglass(policy, user, parsed.target, parsed.duration, members, locked)
         if target.require_mfa and not mfa and self.mfa.due(user, target):
-            intent = {"do": "breakglass", "target": parsed.target, "duration": format_duration(parsed.duration)}
-            intent["reason"] = parsed.reason
+            intent = BreakGlassIntent(target=parsed.target, duration=parsed.duration, reason=parsed.reason)
             view = self.mfa.step_up(user, intent, f"Break-glass on `{parsed.target}` asks for a one-time code.")
             return Reply("A one-time code is due: enter it in the form that opened.", view=view)
         command = RequestCommand(parsed.target, parsed.duration, None, parsed.reason)
@@ -336,7 +292,7 @@ class CommandService:
         if any(t.require_mfa for t in self.rt.policy.targets.values()) and self.rt.mfa.proven_for(user) is None:
             # Where step-up MFA is in use, an admin's Slack session alone does not reopen access after a lockdown.
             what = "Lifting the lockdown reopens access: it asks for a one-time code from you."
-            view = self.mfa.step_up(user, {"do": "lockdown_off"}, what)
+            view = self.mfa.step_up(user, LockdownOffIntent(), what)
             return Reply("Lifting a lockdown asks for your one-time code: enter it in the form that opened.", view=view)
         return self.lift_lockdown(user)
 

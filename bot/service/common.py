@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -31,10 +31,6 @@ class Reply:
     text: str
     view: dict[str, Any] | None = None
     then: Callable[[], None] | None = None  # slow work for after the answer (and after the view is open)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def enqueue(queue: Queue, job: str, *args: str, job_id: str, module: str = JOBS) -> bool:

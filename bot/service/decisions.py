@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.service.common import altered, enqueue, issued, looks_like_id, tell, utcnow
+from bot.service.common import altered, enqueue, issued, looks_like_id, tell
 from bot.service.mfa import MfaService
 from jit_lb.access import requests
 from jit_lb.access.errors import ApprovalError, JitError, RefusedError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.access.stepup import ApproveIntent
+from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
 from slack_out.ids import ActionId, CallbackId
@@ -100,7 +102,7 @@ class DecisionService:
             target = self.rt.policy.target_for(request.target)
             if not self.mfa.due(user, target):
                 return None
-            intent = {"do": "approve", "request": request.id, "card": list(card) if card else None}
+            intent = ApproveIntent(request=request.id, card=card)
             what = f"Approving `{request.id}` on `{request.target}` asks for a one-time code."
             return self.mfa.step_up(user, intent, what)
         except JitError:

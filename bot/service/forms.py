@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from bot.service.background import after_answer
 from bot.service.commands import CommandService
@@ -27,6 +26,14 @@ from jit_lb.access.errors import CommandError, JitError
 from jit_lb.access.policy import host_address
 from jit_lb.access.requests import ID_PATTERN
 from jit_lb.access.schedules import parse_start
+from jit_lb.access.stepup import (
+    ApproveIntent,
+    BreakGlassIntent,
+    EnrollIntent,
+    ExtendIntent,
+    LockdownOffIntent,
+    RequestIntent,
+)
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
 from slack_out.ids import ActionId, CallbackId
@@ -118,8 +125,7 @@ class FormService:
         if not isinstance(result, Verified):
             return result
         intent = result.intent
-        kind = intent.get("do")
-        if kind == "enroll":
+        if isinstance(intent, EnrollIntent):
             after_answer(
                 self.notifier.dm,
                 user,
@@ -127,64 +133,35 @@ class FormService:
             )
             if result.enrolled:  # trust on first enrolment: the approvers see who enrolled, and can ask
                 after_answer(self.notifier.post, self.rt.policy.approver_channel, sentences.mfa_enrolled_post(user))
-        elif kind == "request":
+        elif isinstance(intent, RequestIntent):
             after_answer(self.notifier.dm, user, await self._request_after_code(user, intent))
-        elif kind == "approve":
-            card = intent.get("card")
-            where = (str(card[0]), str(card[1])) if isinstance(card, list) and len(card) == 2 else None
-            after_answer(
-                self.decisions.decide, user, ActionId.APPROVE, str(intent.get("request", "")), where, None, True
-            )
-        elif kind == "extend":
-            after_answer(self._extend_after_code, user, intent)
-        elif kind == "breakglass":
-            after_answer(self._breakglass_after_code, user, intent)
-        elif kind == "reset":
-            after_answer(self._reset_after_code, user, intent)
-        elif kind == "lockdown_off":
-            after_answer(self._after_code, user, "lockdown off", lambda: self.commands.lift_lockdown(user, mfa=True))
+        elif isinstance(intent, ApproveIntent):
+            after_answer(self.decisions.decide, user, ActionId.APPROVE, intent.request, intent.card, None, True)
+        elif isinstance(intent, ExtendIntent):
+            command = ExtendCommand(intent.request, intent.duration, intent.reason)
+            after_answer(self._answer, user, f"extend {intent.request}", self._extend(user, command))
+        elif isinstance(intent, BreakGlassIntent):
+            glass = BreakGlassCommand(intent.target, intent.duration, intent.reason)
+            after_answer(self._answer, user, f"breakglass {intent.target}", self._breakglass(user, glass))
+        elif isinstance(intent, LockdownOffIntent):
+            after_answer(self._answer, user, "lockdown off", lambda: self.commands.lift_lockdown(user, mfa=True))
+        else:
+            reset = intent.user
+            after_answer(self._answer, user, f"mfa reset {reset}", lambda: Reply(self.mfa.do_reset(user, reset)))
         return None
 
-    async def _request_after_code(self, user: str, intent: dict[str, Any]) -> str:
+    async def _request_after_code(self, user: str, intent: RequestIntent) -> str:
+        command = RequestCommand(intent.target, intent.duration, intent.ip, intent.reason, intent.at)
         try:
-            duration = parse_duration(str(intent["duration"])) if intent.get("duration") else None
-            command = RequestCommand(
-                str(intent["target"]), duration, intent.get("ip"), str(intent["reason"]), intent.get("at")
-            )
-            return (await self.commands.request(user, command, intent.get("channel"), mfa=True)).text
-        except (KeyError, ValueError) as err:
-            return sentences.refusal_text(f"the form did not say what to request ({err})")
+            return (await self.commands.request(user, command, intent.channel, mfa=True)).text
         except JitError as err:
-            return (await asyncio.to_thread(self.commands.failed, user, f"request {intent.get('target')}", err)).text
+            return (await asyncio.to_thread(self.commands.failed, user, f"request {intent.target}", err)).text
 
-    def _breakglass_after_code(self, user: str, intent: dict[str, Any]) -> None:
-        def act() -> Reply:
-            command = BreakGlassCommand(str(intent["target"]), _duration_of(intent), str(intent["reason"]))
-            return self.commands.breakglass(user, command, mfa=True)
+    def _breakglass(self, user: str, command: BreakGlassCommand) -> Callable[[], Reply]:
+        return lambda: self.commands.breakglass(user, command, mfa=True)
 
-        self._after_code(user, f"breakglass {intent.get('target')}", act)
-
-    def _reset_after_code(self, user: str, intent: dict[str, Any]) -> None:
-        self._after_code(
-            user, f"mfa reset {intent.get('user')}", lambda: Reply(self.mfa.do_reset(user, intent["user"]))
-        )
-
-    def _extend_after_code(self, user: str, intent: dict[str, Any]) -> None:
-        def act() -> Reply:
-            command = ExtendCommand(str(intent["request"]), _duration_of(intent), str(intent["reason"]))
-            return self.commands.extend(user, command, mfa=True)
-
-        self._after_code(user, f"extend {intent.get('request')}", act)
-
-    def _after_code(self, user: str, text: str, act: Callable[[], Reply]) -> None:
-        """Do what a code unlocked as the command `text` would, refusals recorded alike; answer by DM."""
-        try:
-            reply = act()
-        except (KeyError, ValueError) as err:
-            reply = Reply(sentences.refusal_text(f"the form did not say what to do ({err})"))
-        except JitError as err:
-            reply = self.commands.failed(user, text, err)
-        self.notifier.dm(user, reply.text)
+    def _extend(self, user: str, command: ExtendCommand) -> Callable[[], Reply]:
+        return lambda: self.commands.extend(user, command, mfa=True)
 
     def _check_request(self, user: str, values: dict[str, str]) -> tuple[Errors, RequestCommand | None]:
         targets = self.rt.approvers.targets_for(user)
@@ -292,13 +269,10 @@ class FormService:
         return None
 
     def _answer(self, user: str, text: str, act: Callable[[], Reply]) -> None:
-        """Do what a home button asks as the command `text` would, refusals recorded alike; answer by DM."""
+        """Do what a home button or an accepted code asks as the command `text` would, refusals recorded alike;
+        answer by DM."""
         try:
             reply = act()
         except JitError as err:
             reply = self.commands.failed(user, text, err)
         self.notifier.dm(user, reply.text)
-
-
-def _duration_of(intent: dict[str, Any]) -> timedelta:
-    return parse_duration(str(intent["duration"]))

@@ -9,33 +9,31 @@ through the same code path as without MFA, and its record says `mfa: true`.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import segno
 
-from bot.service.common import ENROLMENTS, Reply, altered, enqueue, issued, utcnow
+from bot.service.common import ENROLMENTS, Reply, altered, enqueue, issued
 from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import CommandError, JitError, MfaError
 from jit_lb.access.mfa import SECRET_GRACE, Enrolment, matching_step, new_secret, provisioning_uri
 from jit_lb.access.policy import Target
+from jit_lb.access.stepup import EnrollIntent, ResetIntent, StepUpIntent, read_intent
+from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
 from slack_out.ids import CallbackId
 from slack_out.poster import Notifier
 from slack_out.views import View
 
-Intent = dict[str, Any]  # what a code unlocks: {"do": "enroll"|"request"|"approve"|"extend", ...}
-
 
 @dataclass(frozen=True)
 class Verified:
     """A code was accepted for `intent`; the caller now does what it unlocks."""
 
-    intent: Intent
+    intent: StepUpIntent
     enrolled: bool = False  # this code confirmed a new enrolment
 
 
@@ -72,7 +70,7 @@ class MfaService:
         self.rt.mfa.save(enrolment, expires_in=within + SECRET_GRACE)
         self.rt.mfa.forget_at(user, enrolment.created_at + within)  # a worker cancels it then, if unconfirmed
         text = "Scan the QR code I sent you in a DM (or type its key), then enter the app's first code here."
-        view = issued(self.rt, views.mfa_modal({"do": "enroll"}, text), user)
+        view = issued(self.rt, views.mfa_modal(EnrollIntent(), text), user)
         return Reply("Check your DMs from jit-lb for the QR code.", view=view)
 
     def send_enrolment(self, user: str) -> None:
@@ -130,7 +128,7 @@ class MfaService:
             raise CommandError("you may not reset your own enrolment: ask another admin")
         if self.rt.mfa.proven_for(admin) is None:
             what = f"Resetting <@{user}>'s step-up MFA enrolment asks for a one-time code from you."
-            view = self.step_up(admin, {"do": "reset", "user": user}, what)
+            view = self.step_up(admin, ResetIntent(user=user), what)
             return Reply("A reset asks for your own one-time code: enter it in the form that opened.", view=view)
         return Reply(self.do_reset(admin, user))
 
@@ -160,7 +158,7 @@ class MfaService:
         """Whether `user` must step up before acting on `target` now."""
         return target is not None and target.require_mfa and self.rt.mfa.proven_for(user) is None
 
-    def step_up(self, user: str, intent: Intent, what: str) -> View:
+    def step_up(self, user: str, intent: StepUpIntent, what: str) -> View:
         """The `jit_mfa` modal for `intent`; MfaError when the person cannot step up (not enrolled, locked out)."""
         enrolment = self.rt.mfa.enrolment(user)
         if enrolment is None or not enrolment.confirmed:
@@ -177,10 +175,10 @@ class MfaService:
         an accepted one proves the person for `mfa.window` and is recorded as `mfa.verified`.
         """
         try:
-            intent: Intent = json.loads(metadata)
-            kind = str(intent["do"])
-        except (ValueError, KeyError, TypeError):
-            intent, kind = {}, "unknown"
+            intent: StepUpIntent | None = read_intent(metadata)
+        except ValueError:
+            intent = None
+        kind = intent.do if intent is not None else "unknown"
         rules = self.rt.policy.mfa
         try:
             refused = self._refuse_form(user, kind, metadata)
@@ -209,10 +207,11 @@ class MfaService:
                 self.rt.audit.record("mfa.enrolled", actor=user, target=None)
                 self.rt.mfa.save(confirmed)
                 self._forget_now(user)  # the DM and the QR code have served: they go now
-            self.rt.audit.record("mfa.verified", actor=user, target=intent.get("target"), purpose=kind)
+            self.rt.audit.record("mfa.verified", actor=user, target=getattr(intent, "target", None), purpose=kind)
             self.rt.mfa.prove(user, rules.window)
         except JitError as err:
             return {"code": sentences.error_reply(err, bare=True)}
+        assert intent is not None  # a form that says nothing was refused above
         return Verified(intent, enrolled)
 
     def _refuse_form(self, user: str, kind: str, metadata: str) -> dict[str, str] | None:

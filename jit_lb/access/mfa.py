@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyotp
@@ -251,7 +251,3 @@ class MfaStore:
 
     def status(self, user: str) -> Status:
         return Status(self.enrolment(user), self.locked_for(user), self.proven_for(user))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Protocol
 
@@ -41,6 +41,7 @@ from pydantic import SecretStr
 from jit_lb.access.errors import AuditUnavailableError
 from jit_lb.access.requests import AccessRequest
 from jit_lb.audit.chain import CHAIN_FIELDS, Hasher, Head, HeadFile, SavedHead, canonical, follow, new_chain_id
+from jit_lb.clock import utcnow
 
 log = structlog.get_logger("jit_lb.audit")
 
@@ -130,7 +131,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return utcnow().isoformat().replace("+00:00", "Z")
 
 
 class _Chain:

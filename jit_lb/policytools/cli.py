@@ -18,6 +18,7 @@ from jit_lb.access.errors import JitError, StoreUnavailableError
 from jit_lb.access.policy import Policy, load_policy
 from jit_lb.access.requests import Status
 from jit_lb.access.store import RequestStore
+from jit_lb.clock import utcnow
 from jit_lb.policytools.cases import load_cases, run_cases, summary
 from jit_lb.policytools.diff import diff, grants_ended
 from jit_lb.policytools.explain import explain
@@ -42,7 +43,7 @@ def main(argv: Sequence[str], out: TextIO | None = None, slack: SlackDirectory =
             return _diff(args, out)
         directory = _directory(args.usergroup, slack)
         policy = load_policy(args.file)
-        now = args.at or datetime.now(UTC)
+        now = args.at or utcnow()
         if args.command == "explain":
             for line in explain(policy, args.target, now, directory, args.user):
                 print(line, file=out)
