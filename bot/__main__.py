@@ -61,18 +61,27 @@ def mfa_reset(who: str, why: str) -> int:
     return 0
 
 
-def slack_usergroups() -> Callable[[str], list[str]] | None:
-    """Usergroup members from Slack for the policy tools, when SLACK_BOT_TOKEN is set; else None (unknown)."""
+def slack_usergroups() -> Callable[[str], list[str] | None] | None:
+    """Usergroup members from Slack for the policy tools, when SLACK_BOT_TOKEN is set; else None (unknown).
+
+    A group Slack does not answer for is unknown (None), not empty: the tools then say its members are not
+    known, where the product itself would count them as nobody.
+    """
     token = os.environ.get("SLACK_BOT_TOKEN")
     if not token:
         return None
     from slack_sdk import WebClient
 
-    from slack_out.directory import UsergroupDirectory
+    from slack_out.poster import call
 
     url = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
     client = WebClient(token=token, base_url=url if url.endswith("/") else url + "/", timeout=10)
-    return UsergroupDirectory(client).members
+
+    def members(group: str) -> list[str] | None:
+        answer = call(client, "usergroups.users.list", usergroup=group)
+        return None if answer is None else [str(user) for user in answer.get("users", [])]
+
+    return members
 
 
 def main(argv: list[str]) -> int:
