@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 
 from bot.service.common import LOCKDOWN, Reply, enqueue, tell
@@ -142,14 +143,7 @@ class CommandService:
         return Reply(sentences.help_text(parsed.unknown))
 
     def _step_up_request(self, user: str, parsed: RequestCommand, channel: str | None) -> Reply:
-        intent = RequestIntent(
-            target=parsed.target,
-            duration=parsed.duration,
-            ip=parsed.ip,
-            reason=parsed.reason,
-            channel=channel,
-            at=parsed.at,
-        )
+        intent = RequestIntent(channel=channel, **asdict(parsed))  # the command's fields, and where it was typed
         view = self.mfa.step_up(user, intent, f"`{parsed.target}` asks for a one-time code before a request counts.")
         return Reply(f"`{parsed.target}` requires a one-time code: enter it in the form that opened.", view=view)
 
