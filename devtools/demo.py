@@ -203,9 +203,9 @@ def run(haproxy: bool, nginx: NginxServer | None) -> None:
         slack_native(stack)
         step_up(stack)
         on_call(stack)
+        failover(stack)  # before the lockdown: what follows runs on the promoted master
         emergencies(stack)
         other_kinds(stack, haproxy, nginx)
-        failover(stack)
 
 
 def main_flow(stack: Stack) -> None:
@@ -431,7 +431,23 @@ def emergencies(stack: Stack) -> None:
     )
     print("  /jit lockdown status: " + readable(client.command("U0DEV1", "lockdown status").json()["text"]))
     # lb-mfa requires MFA here, so lifting asks the admin for a code (an admin's Slack session alone does not).
+    secret = enrolled(stack, "U0ADMIN")
+    time.sleep(2.1)  # past the demo's 2 s window: lifting asks for a code again
     print("  U0ADMIN: /jit lockdown off: " + readable(client.command("U0ADMIN", "lockdown off").json()["text"]))
+    modal = stack.wait_for(lambda: stack.slack.views("U0ADMIN", "jit_mfa")[-1:], what="the admin's step-up")[-1]
+    client.submit("U0ADMIN", inputs(code=text_input(pyotp.TOTP(secret).at(time.time() + 30))), view=modal)
+    ended = stack.wait_for(lambda: [r for r in stack.audit() if r["event"] == "lockdown.ended"], what="lockdown.ended")
+    print(f"  U0ADMIN entered a one-time code: lockdown.ended recorded (mfa={ended[-1].get('mfa')})")
+
+
+def enrolled(stack: Stack, user: str) -> str:
+    """Enrol `user` as a person does (the DM's otpauth URI, a first code); return the secret."""
+    stack.client().command(user, "mfa enroll")
+    dm = stack.slack.wait_for(lambda: [m for m in stack.slack.dms(user) if "otpauth://" in m["text"]])
+    secret = dm[-1]["text"][dm[-1]["text"].index("otpauth://") :].split("`")[0].split("secret=")[1].split("&")[0]
+    stack.client().submit(user, inputs(code=text_input(pyotp.TOTP(secret).now())), callback_id="jit_mfa")
+    stack.wait_for(lambda: [r for r in stack.audit() if r["event"] == "mfa.enrolled" and r.get("actor") == user])
+    return secret
 
 
 def card_of(stack: Stack, request_id: str) -> dict[str, Any] | None:
@@ -500,7 +516,7 @@ def failover(stack: Stack) -> None:
     assert stack.topology is not None
     section("Redis Sentinel failover: the master is killed (SIGKILL) with a grant active")
     waiting, _ = ask_pending(stack, "U0DEV5", "request lb-prod 30m OPS-9 acknowledged before the failover")
-    granted, _ = ask_and_approve(stack, "U0DEV1", "request lb-prod 7s OPS-7 granted before the failover")
+    granted, _ = ask_and_approve(stack, "U0DEV1", "request lb-prod 5s OPS-7 granted before the failover")
     end = lease_end_of(stack, granted)
     print(
         f"  {waiting} is pending and {granted} granted until {end:%H:%M:%S}; master on :{stack.topology.master_port()}"
