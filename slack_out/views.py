@@ -82,7 +82,7 @@ def request_modal(
 
     The target select dispatches its changes, so that the modal is updated with that target's
     durations, reason hint and address field (`request_modal` again, with `selected`). `duration`
-    and `reason` fill it in (Request again): a duration the target does not offer falls back to its default.
+    and `reason` fill it in (Request again): a duration outside the target's limits falls back to its default.
     """
     names = sorted(targets)[:MAX_OPTIONS]
     chosen = selected if selected in targets else (names[0] if names else None)
@@ -105,7 +105,9 @@ def request_modal(
     if target is not None:
         choices = target.duration_choices()[:MAX_OPTIONS]
         default = target.default_duration if target.default_duration in choices else choices[0]
-        if duration in choices:
+        if duration is not None and target.min_duration <= duration <= target.max_duration:
+            # The duration asked before, offered even where it is not one of the usual choices.
+            choices = sorted({*choices[: MAX_OPTIONS - 1], duration})
             default = duration
         blocks.append(
             {

@@ -15,6 +15,7 @@ from jit_lb.access.requests import Status
 from slack_out.poster import Notifier, web_client
 from slack_out.views import field_values
 from tests.service.world import APPROVALS, World, buttons, id_in
+from workers import jobs
 
 
 @pytest.fixture(name="forms")
@@ -243,3 +244,23 @@ async def test_the_form_and_the_card_name_who_can_approve(world: World, forms: F
         if call.args.get("channel") == APPROVALS and request.id in str(call.args.get("text")) and "blocks" in call.args
     ]
     assert "Can approve (1 needed): <@U0APPROVER1>, <@U0APPROVER2>, <@U0NET1>" in json.dumps(card)
+
+
+async def test_an_ended_grants_dm_carries_request_again_which_fills_the_form(world: World, forms: FormService) -> None:
+    """The requester's DM of an ended grant ends with Request again; its click opens the request modal filled
+    in with the target, duration and reason, for the requester alone."""
+    request = await world.granted("U0DEV1", "request lb-prod 45m debugging 502s")
+    assert jobs.revoke_access(request.id, "revoked", "U0DEV1") == "revoked"
+    world.work()
+    [dm] = [m for m in world.slack.dms("U0DEV1") if "ended" in str(m.get("text")) and request.id in str(m["text"])]
+    assert [(b["action_id"], b["value"]) for b in buttons(dm["blocks"])] == [("jit_rerequest", request.id)]
+
+    view = forms.rerequest_view("U0DEV1", request.id)
+
+    assert view is not None
+    blocks = {block.get("block_id"): block for block in view["blocks"]}
+    assert blocks["target"]["element"]["initial_option"]["value"] == "lb-prod"
+    assert blocks["duration"]["element"]["initial_option"]["value"] == "45m"
+    assert blocks["reason"]["element"]["initial_value"] == "debugging 502s"
+    assert forms.rerequest_view("U0DEV2", request.id) is None
+    assert "no request of yours" in world.texts(world.slack.dms("U0DEV2"))
