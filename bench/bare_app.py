@@ -1,4 +1,8 @@
-"""The floor for slash-command latency: a Bolt AsyncApp whose `/jit` handler only acks, served by aiohttp."""
+"""The floor for slash-command latency: a Bolt AsyncApp whose `/jit` handler only acks, served by aiohttp.
+
+The fair floor answers as jit-lb's web does, when the listener returns (`process_before_response=True`);
+without it Bolt runs the listener in a task and polls for its ack every 10 ms, which flatters jit-lb.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from devtools.ports import free_port, wait_for_port
 
 
-def build_bare_app(signing_secret: str, token: str, api_url: str) -> AsyncApp:
+def build_bare_app(signing_secret: str, token: str, api_url: str, process_before_response: bool = True) -> AsyncApp:
     """Bolt's own request verification, and its one cached auth.test against `api_url` (as jit-lb's web does)."""
     # AsyncApp has no token_verification_enabled (only the sync App does): its auth.test runs once, then is cached.
     app = AsyncApp(
         client=AsyncWebClient(token=token, base_url=api_url),
         signing_secret=signing_secret,
         request_verification_enabled=True,
+        process_before_response=process_before_response,
     )
 
     async def handle_command_jit(ack: AsyncAck) -> None:
@@ -32,11 +37,14 @@ def build_bare_app(signing_secret: str, token: str, api_url: str) -> AsyncApp:
 
 
 @contextlib.contextmanager
-def bare_app_process(signing_secret: str, token: str, api_url: str) -> Iterator[str]:
-    """Run the bare app in a subprocess on a free loopback port; yield its /slack/events URL."""
+def bare_app_process(signing_secret: str, token: str, api_url: str, fair: bool = True) -> Iterator[str]:
+    """Run the bare app in a subprocess on a free loopback port; yield its /slack/events URL.
+
+    `fair`: with `process_before_response=True`, as jit-lb's web; False: Bolt's default (acks polled every 10 ms).
+    """
     port = free_port()
     command = [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--secret", signing_secret]
-    command += ["--token", token, "--api-url", api_url]
+    command += ["--token", token, "--api-url", api_url] + ([] if fair else ["--polled-ack"])
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port)
@@ -58,8 +66,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--api-url", required=True)
+    parser.add_argument("--polled-ack", action="store_true", help="Bolt's default: no process_before_response")
     args = parser.parse_args(argv)
-    app = build_bare_app(args.secret, args.token, args.api_url)
+    app = build_bare_app(args.secret, args.token, args.api_url, process_before_response=not args.polled_ack)
     web.run_app(app.web_app(), host="127.0.0.1", port=args.port, print=None)
     return 0
 

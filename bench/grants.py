@@ -129,7 +129,8 @@ def revoke_lag(stack: Stack, world: World, count: int, duration_s: int) -> list[
     to_enqueue, queued, working = [], [], []
     duplicates = duplicates_revoked = 0
     for request_id, end in watch.ends.items():
-        job = job_times(rq, f"revoke-{request_id}")
+        raw = rq.get(f"jit:revoke-job:{request_id}")  # the revoke_expired job the workers' loop queued for it
+        job = job_times(rq, raw.decode() if raw else f"revoke-{request_id}")
         if job.enqueued and job.started and request_id in watch.gone:
             to_enqueue.append(ms(job.enqueued - end))
             queued.append(ms(job.started - job.enqueued))
@@ -152,7 +153,9 @@ def revoke_lag(stack: Stack, world: World, count: int, duration_s: int) -> list[
         ),
         latency_row("   revoke job waits in queue", queued),
         latency_row(
-            "   job started → rule gone", working, note="worker: lock, describe by lease tag, revoke; 100 ms polls"
+            "   job started → rule gone",
+            working,
+            note="worker: locks, one listing, one revoke call; 100 ms polls",
         ),
         Row(
             "   duplicate revoke-due jobs queued",

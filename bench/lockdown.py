@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 import redis
 
 from bench.grants import log, ms
+from bench.latency_proxy import latency_proxy
 from bench.memory import children
 from bench.moto_view import MotoMeter, MotoView, listener_rule_arns
 from bench.stats import Row, latency_row
@@ -28,6 +30,7 @@ from bench.world import (
     post,
     request_ids,
     settle,
+    workers_through,
 )
 from devtools.moto_server import Network, seed_load_balancer
 from devtools.stack import Stack
@@ -39,7 +42,9 @@ RULES_PER_LISTENER = 50  # an ALB takes 100 rules (its quota, and the provider's
 POLL_S = 0.02  # how often the load balancers are looked at: a gone time is at most this late, plus the poll
 QUEUE_EVERY = 5  # polls between two looks at the queue of revoke jobs
 QUEUE_KEY = "rq:queue:jit"  # RQ's list for JIT_QUEUE (default `jit`), where the revoke jobs wait
-JOB_LINE = re.compile(r"\((revoke-lockdown-jit-[a-z0-9]{6})\)\s*$")
+# How RQ names a job in a worker's log when it starts it: `jit: workers.jobs.revoke_access(...) (<job id>)`;
+# the product's lockdown jobs are `revoke-lockdown-<request id>-<lockdown stamp>` and `clear-<spec digest>-<stamp>`.
+JOB_LINE = re.compile(r"\(((?:revoke-lockdown-jit-[a-z0-9]{6}|clear-[0-9a-f]{16})-\d+)\)\s*$")
 KINDS = {"sg": "security group rules", "alb": "ALB listener rules", "hap": "HAProxy ACL entries"}
 
 
@@ -201,14 +206,14 @@ def present_objects(place: LockdownWorld, api: RuntimeApi | None) -> Callable[[]
     return present
 
 
-def runs_of(stack: Stack, prefix: str) -> Counter[str]:
-    """How many times the workers started each job whose id begins with `prefix`, from RQ's log lines."""
+def runs_of(stack: Stack) -> Counter[str]:
+    """How many times the workers started each lockdown job (a grant's revoke, a spec's clear), from RQ's log lines."""
     runs: Counter[str] = Counter()
     for process in stack.processes:
         if process.name.startswith("worker") and process.log_path.exists():
             for line in process.log_path.read_text(errors="replace").splitlines():
                 match = JOB_LINE.search(line)
-                if match and match.group(1).startswith(prefix) and "Job OK" not in line:
+                if match and "Job OK" not in line:
                     runs[match.group(1)] += 1
     return runs
 
@@ -244,16 +249,32 @@ def lock_down(stack: Stack, watch: LockdownWatch, present: Callable[[], set[str]
     return run
 
 
-def lockdown(mix: Mix) -> list[Row]:
-    """`mix.total` grants granted through the product, then `/jit lockdown on`: time to the last object gone."""
+@dataclass
+class LockdownResult:
+    """One lockdown run's rows, the seconds from the command to the last object gone, and per kind when each went."""
+
+    rows: list[Row]
+    last_s: float | None
+    gone_by_kind: dict[str, list[float]]
+
+
+def lockdown(mix: Mix, latency: float = 0.0) -> LockdownResult:
+    """`mix.total` grants granted through the product, then `/jit lockdown on`: time to the last object gone.
+
+    With `latency` (seconds), the workers are restarted after the grants are applied with their AWS calls
+    sent through the latency proxy (bench/latency_proxy.py), so the lockdown runs at a real region's pace.
+    """
     if mix.haproxy and shutil.which("haproxy") is None:
         mix = Mix(mix.sg + mix.haproxy, mix.alb, 0)
     place = LockdownWorld(mix)
     stack = Stack(policy=place.policy, webs=1, workers=3, with_haproxy=bool(mix.haproxy))
     place.world.stack = stack
-    with stack:
+    with stack, contextlib.ExitStack() as proxied:
         kinds, setup_s = grant_all(stack, place)
         settle(stack, timeout=120)
+        if latency:
+            endpoint = proxied.enter_context(latency_proxy(stack.moto.endpoint, latency))
+            workers_through(stack, endpoint)
         applied = {r["request_id"]: set(r.get("objects") or []) for r in stack.audit() if r["event"] == "grant.applied"}
         watch = LockdownWatch({rid: kind for rid, kind in kinds.items() if applied.get(rid)}, {})
         watch.refs = {rid: applied[rid] for rid in watch.kinds}
@@ -274,18 +295,33 @@ def lockdown(mix: Mix) -> list[Row]:
         last = max(watch.gone.values(), default=run.sent)
         log(f"lockdown: {len(watch.gone)}/{len(watch.refs)} gone, the last {last - run.sent:.1f}s after the command")
         settle(stack)
-        runs = runs_of(stack, "revoke-lockdown-")
-        jobs = {rid: job_times(rq, f"revoke-lockdown-{rid}") for rid in watch.refs}
+        lockdown_on = RequestStore(rq).lockdown()
+        assert lockdown_on is not None, "the lockdown is on until the bench ends"
+        stamp = int(lockdown_on.at.timestamp())
+        runs = runs_of(stack)
+        jobs = {rid: job_times(rq, f"revoke-lockdown-{rid}-{stamp}") for rid in watch.refs}
+        clears = {job_id: job_times(rq, job_id) for job_id in runs if job_id.startswith("clear-")}
+        where = f", {latency * 1000:.0f} ms AWS latency" if latency else ""
         head = [
-            Row("8. lockdown: command → last object gone", *figure(mix, watch, run.sent, missing)),
+            Row(f"8. lockdown: command → last object gone{where}", *figure(mix, watch, run.sent, missing)),
             Row(
                 "   command answered",
                 f"{ms(run.answered - run.sent):.0f} ms",
                 "",
-                f"setup: {mix.total} real grants filed, approved and applied in {setup_s:.0f} s",
+                f"setup: {mix.total} real grants filed, approved and applied in {setup_s:.0f} s"
+                + ("; then the workers restarted behind the latency proxy" if latency else ""),
             ),
         ]
-        return head + stage_rows(watch, run, jobs, runs) + cost_rows(watch, run, clock, meter) + reads
+        rows = head + stage_rows(watch, run, jobs, runs, stamp, clears) + cost_rows(watch, run, clock, meter) + reads
+        gone_by_kind = {
+            KINDS[kind]: [
+                watch.gone[rid] - run.sent for rid, k in watch.kinds.items() if k == kind and rid in watch.gone
+            ]
+            for kind in KINDS
+            if any(k == kind for k in watch.kinds.values())
+        }
+        never = len(watch.refs) - len(watch.gone)
+        return LockdownResult(rows, None if never or not watch.gone else last - run.sent, gone_by_kind)
 
 
 def open_request_reads(rq: redis.Redis) -> list[Row]:
@@ -326,22 +362,35 @@ def figure(mix: Mix, watch: LockdownWatch, sent: float, missing: int) -> tuple[s
     return value, "<= 3 s", note
 
 
-def stage_rows(watch: LockdownWatch, run: Run, jobs: dict[str, JobTimes], runs: Counter[str]) -> list[Row]:
+def stage_rows(
+    watch: LockdownWatch,
+    run: Run,
+    jobs: dict[str, JobTimes],
+    runs: Counter[str],
+    stamp: int,
+    clears: dict[str, JobTimes],
+) -> list[Row]:
     """When each revoke was first queued, how long it waited, and by kind: work before and after its object went.
 
     A job run twice (its claim ran out while it waited, and a loop queued it again) keeps only its
     second run's times in RQ, so the per-job stages count the jobs run once.
     """
     sent = run.sent
+
+    def job_id(rid: str) -> str:
+        return f"revoke-lockdown-{rid}-{stamp}"
+
     queued = {}
     for rid, job in jobs.items():
-        seen = run.first_queued.get(f"revoke-lockdown-{rid}")
-        once = runs[f"revoke-lockdown-{rid}"] == 1 and job.enqueued is not None
+        seen = run.first_queued.get(job_id(rid))
+        once = runs[job_id(rid)] == 1 and job.enqueued is not None
         candidates = [t for t in (seen, job.enqueued if once else None) if t is not None]
         if candidates:
             queued[rid] = min(candidates)
-    single = {rid: job for rid, job in jobs.items() if runs[f"revoke-lockdown-{rid}"] == 1 and job.started}
-    twice = sum(1 for count in runs.values() if count > 1)
+    single = {rid: job for rid, job in jobs.items() if runs[job_id(rid)] == 1 and job.started}
+    revokes = [job for job in runs if job.startswith("revoke-lockdown-")]
+    twice = sum(1 for job in runs if runs[job] > 1)
+    clear_work = [ms(job.ended - job.started) for job in clears.values() if job.started and job.ended]
     rows = [
         latency_row(
             "   command → revoke job first queued",
@@ -350,10 +399,16 @@ def stage_rows(watch: LockdownWatch, run: Run, jobs: dict[str, JobTimes], runs: 
             f"{POLL_S * QUEUE_EVERY * 1000:.0f} ms",
         ),
         Row(
-            "   revoke jobs run twice",
+            "   lockdown jobs run twice",
             f"{twice} of {len(runs)}",
-            "",
-            "the 10 s claim of enqueue_once ran out while the job waited; the second run found it ended",
+            "0",
+            f"{len(revokes)} grants' revoke jobs and {len(clears)} clear_spec jobs seen started in the workers' logs",
+        ),
+        latency_row(
+            "   clear_spec job: started → ended",
+            clear_work,
+            note="one a grant spec: one listing, drop_all (SG: 100 rules a call; ALB: no re-read; HAProxy: one "
+            "connection)",
         ),
         latency_row(
             "   revoke job waits in queue (jobs run once)",
@@ -370,14 +425,9 @@ def stage_rows(watch: LockdownWatch, run: Run, jobs: dict[str, JobTimes], runs: 
                 f"   command → gone: {name}", [ms(watch.gone[rid] - sent) for rid in mine if rid in watch.gone]
             ),
             latency_row(
-                f"   job started → gone: {name}",
-                [ms(watch.gone[rid] - (single[rid].started or 0)) for rid in done],
-                note="lock, list, delete" if kind != "hap" else "lock, list (a lease HGETALL per entry), del acl",
-            ),
-            latency_row(
-                f"   gone → job ended: {name}",
-                [ms((single[rid].ended or 0) - watch.gone[rid]) for rid in done],
-                note="read back, activity snapshot, record, audit, notice",
+                f"   its revoke job: started → ended: {name}",
+                [ms((single[rid].ended or 0) - (single[rid].started or 0)) for rid in done],
+                note="finds its objects gone (mostly cleared by clear_spec first), reads back, records, tells",
             ),
         ]
     return rows

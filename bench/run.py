@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
 
 from bench import deadline, grants, ha, home_storm, lockdown, memory, metrics_cost, nginx, slash, sweep
+from bench.goals import Goals
+from bench.latency_proxy import latency_proxy
 from bench.lockdown import Mix
 from bench.moto_view import install_speedups, reset_moto
-from bench.stats import Row, render
-from bench.world import World, settle
+from bench.plots import Collected
+from bench.stats import Row, empty_rows, render, summarize
+from bench.world import World, settle, workers_through
 from devtools.stack import Stack
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,12 +62,16 @@ QUICK = Plan(
 )
 
 
-def timed(name: str, step: Callable[[], list[Row]]) -> list[Row]:
+def timed_result(name: str, step: Callable[[], T]) -> T:
     started = time.monotonic()
     grants.log(f"{name} ...")
-    rows = step()
+    result = step()
     grants.log(f"{name} done in {time.monotonic() - started:.1f}s")
-    return rows
+    return result
+
+
+def timed(name: str, step: Callable[[], list[Row]]) -> list[Row]:
+    return timed_result(name, step)
 
 
 # In the order the table shows them; `deadline` runs on the main Stack; `lockdown`, `sweep`, `nginx`, `ha` and `homes`
@@ -79,7 +92,50 @@ FIGURES = (
 )
 
 
-def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
+@dataclass
+class Measured:
+    """What the runs produced besides the table: the goals, and the samples for the pictures."""
+
+    goals: Goals = field(default_factory=Goals)
+    plots: Collected = field(default_factory=Collected)
+
+
+def latency_label(latency_ms: float) -> str:
+    return f"{latency_ms:.0f} ms AWS latency" if latency_ms else "no added latency"
+
+
+def deadline_runs(stack: Stack, world: World, plan: Plan, latency_ms: float, measured: Measured) -> list[Row]:
+    """The deadline figure straight to moto, then with the workers' AWS calls through the latency proxy."""
+    shortest, longest = plan.deadline_seconds
+    rows: list[Row] = []
+    for delay_ms in (0.0, latency_ms):
+        label = latency_label(delay_ms)
+        with contextlib.ExitStack() as proxied:
+            if delay_ms:
+                workers_through(stack, proxied.enter_context(latency_proxy(stack.moto.endpoint, delay_ms / 1000)))
+            result = timed(
+                f"revoke vs deadline, {label}",
+                lambda label=label: deadline.revoke_deadline(
+                    stack, world, plan.deadline_grants, shortest, longest, label
+                ),
+            )
+            settle(stack)
+            if delay_ms:
+                workers_through(stack, None)
+        rows += result.rows
+        measured.plots.deadline[label] = result.differences_s
+        p99 = summarize(result.differences_s).p99
+        p50_short = summarize(result.cut_short_s).p50
+        measured.goals.add(f"deadline, {label}: p99 (gone - end) <= 0 s", f"{p99:+.2f} s", p99 <= 0)
+        measured.goals.add(
+            f"deadline, {label}: access cut short p50 <= 2 s",
+            f"{p50_short:.2f} s",
+            len(result.cut_short_s) > 0 and p50_short <= 2,
+        )
+    return rows
+
+
+def main_stack_rows(plan: Plan, only: set[str], latency_ms: float, measured: Measured) -> dict[str, list[Row]]:
     """Figures 1-4, 7 and 6 against one Stack (1 web, 3 workers); the slash-command load runs last, then memory."""
     pools = {"sl": 1, "ag": plan.approvals, "rv": plan.revokes, "bu": plan.burst, "dl": plan.deadline_grants}
     world = World(pools)
@@ -98,18 +154,19 @@ def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
             )
             settle(stack)
         if "deadline" in only:
-            shortest, longest = plan.deadline_seconds
-            rows["deadline"] = timed(
-                "revoke vs deadline",
-                lambda: deadline.revoke_deadline(stack, world, plan.deadline_grants, shortest, longest),
-            )
-            settle(stack)
+            rows["deadline"] = deadline_runs(stack, world, plan, latency_ms, measured)
         if "burst" in only:
             rows["burst"] = timed("burst", lambda: grants.burst(stack, world, plan.burst))
             settle(stack)
         if "slash" in only:
             count, concurrency = plan.slash_requests, plan.slash_concurrency
-            rows["slash"] = timed("slash commands", lambda: slash.slash_commands(stack, world, count, concurrency))
+            result = timed_result("slash commands", lambda: slash.slash_commands(stack, world, count, concurrency))
+            rows["slash"] = result.rows
+            measured.goals.add(
+                "slash: p99 jit-lb (workers paused) <= 1.5x the fair floor (median of 3 rounds)",
+                f"{result.ratio:.2f}x (workers live: {result.live_ratio:.2f}x)",
+                result.ratio <= 1.5,
+            )
         if "metrics" in only:
             count, concurrency = plan.metrics_requests, plan.slash_concurrency
             rows["metrics"] = timed("metrics cost", lambda: metrics_cost.metrics_cost(stack, world, count, concurrency))
@@ -119,11 +176,53 @@ def main_stack_rows(plan: Plan, only: set[str]) -> dict[str, list[Row]]:
     return rows
 
 
+def lockdown_runs(plan: Plan, latency_ms: float, measured: Measured) -> list[Row]:
+    """The lockdown figure without and with the latency proxy, each on a Stack of its own."""
+    rows: list[Row] = []
+    for delay_ms in (0.0, latency_ms):
+        label = latency_label(delay_ms)
+        result = timed_result(f"lockdown, {label}", lambda d=delay_ms: lockdown.lockdown(plan.lockdown_mix, d / 1000))
+        reset_moto()
+        rows += result.rows
+        measured.plots.lockdown[label] = result.gone_by_kind
+        last = "objects left" if result.last_s is None else f"{result.last_s:.2f} s"
+        met = result.last_s is not None and result.last_s <= 3
+        measured.goals.add(f"lockdown of {plan.lockdown_mix.total:,} grants, {label}: last gone <= 3 s", last, met)
+        twice = next(row.value for row in result.rows if row.name.strip() == "lockdown jobs run twice")
+        measured.goals.add(f"lockdown, {label}: no job run twice", twice, twice.startswith("0 of"))
+    return rows
+
+
+def sweep_goal(rows: list[Row], measured: Measured) -> None:
+    """The largest sweep's time against its goal (< 10 s at 5,000 rules), from its row."""
+    sized = [row for row in rows if row.goal.startswith("< 10 s")]
+    if sized:
+        seconds = float(sized[-1].value.split()[0])
+        measured.goals.add(f"{sized[-1].name.strip()} < 10 s", sized[-1].value, seconds < 10)
+
+
+def kept_goals(rows: list[Row], measured: Measured) -> None:
+    """The figures kept from before issue 19: the burst's 0 lost and 0 double."""
+    found = {row.name.strip(): row.value for row in rows}
+    lost, double = found.get("burst: lost (approved, never granted)"), found.get("burst: double grants")
+    if lost is not None and double is not None:
+        measured.goals.add("burst: 0 lost, 0 double", f"{lost} lost, {double} double", (lost, double) == ("0", "0"))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="jit-lb benchmarks (measurements only)")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--stock-moto", action="store_true", help="leave moto's region-wide scans in place")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(FIGURES)} (default: all)")
+    parser.add_argument(
+        "--aws-latency",
+        type=float,
+        default=50.0,
+        metavar="MS",
+        help="milliseconds the latency proxy adds to every AWS call in the deadline and lockdown figures' second "
+        "run (default 50)",
+    )
+    parser.add_argument("--plots", default="bench-plots", help="directory the PNG pictures are written to")
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else set(FIGURES)
     if only - set(FIGURES):
@@ -133,13 +232,15 @@ def main(argv: list[str]) -> int:
         install_speedups()
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    figures = main_stack_rows(plan, only) if only - {"sweep", "lockdown", "nginx", "ha", "homes"} else {}
+    measured = Measured()
+    main_figures = only - {"sweep", "lockdown", "nginx", "ha", "homes"}
+    figures = main_stack_rows(plan, only, args.aws_latency, measured) if main_figures else {}
     if "sweep" in only:
         figures["sweep"] = timed("sweep", lambda: sweep.sweeps(list(plan.sweep_sizes), plan.sweep_expired))
+        sweep_goal(figures["sweep"], measured)
         reset_moto()
     if "lockdown" in only:
-        figures["lockdown"] = timed("lockdown", lambda: lockdown.lockdown(plan.lockdown_mix))
-        reset_moto()
+        figures["lockdown"] = lockdown_runs(plan, args.aws_latency, measured)
     if "nginx" in only:
         provider_rounds, flow_rounds, busy_rounds = plan.nginx_rounds
         figures["nginx"] = timed("nginx", lambda: nginx.nginx_figures(provider_rounds, flow_rounds, busy_rounds))
@@ -152,12 +253,22 @@ def main(argv: list[str]) -> int:
         figures["homes"] = timed("approval under a Home storm", lambda: home_storm.approval_under_home_storm(rounds))
         reset_moto()
     rows = [row for name in FIGURES for row in figures.get(name, [])]
+    kept_goals(rows, measured)
     mode = "quick" if args.quick else "full"
     moto = "stock moto" if args.stock_moto else "moto with bench/moto_view.py speed-ups"
     title = (
         f"jit-lb benchmarks ({mode} counts) on {os.cpu_count()} cores; 1 web, 3 workers, {moto}; "
-        f"wall time {time.monotonic() - started:.0f} s; load average {load_before:.2f} before it started"
+        f"wall time {time.monotonic() - started:.0f} s; load average {load_before:.2f} before it started, "
+        f"{os.getloadavg()[0]:.2f} at the end"
     )
     print()
     print(render(title, rows))
+    print()
+    print(measured.goals.render())
+    for path in measured.plots.write(Path(args.plots)):
+        print(f"picture: {path}")
+    empty = empty_rows(rows)
+    if empty:
+        print(f"\nFAILED: {len(empty)} row(s) printed with no samples: {'; '.join(empty)}", file=sys.stderr)
+        return 1
     return 0

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from bench.bare_app import bare_app_process
 from bench.load import LoadResult, run_load
@@ -41,18 +42,31 @@ def workers_paused(stack: Stack) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
-def slash_commands(stack: Stack, world: World, count: int, concurrency: int, rounds: int = 3) -> list[Row]:
+@dataclass
+class SlashResult:
+    """The slash-command rows, and the median round's ratio of p99s to the fair floor (for the goals)."""
+
+    rows: list[Row]
+    ratio: float
+    live_ratio: float
+
+
+def slash_commands(stack: Stack, world: World, count: int, concurrency: int, rounds: int = 3) -> SlashResult:
     """The same signed `/jit request` load against the bare app and jit-lb's web alone, in rounds, then with workers.
 
-    The bare app has the machine to itself, so jit-lb's like-for-like figure is taken with the
-    workers paused; they post those approval cards once resumed. Each round runs the bare app,
-    then jit-lb, back to back; the row shown is the round with the median ratio, and the note
-    lists every round's, since one run on a shared 2-core machine swings by half. The last row
-    is the same load while 3 workers post each new request's card on the same cores.
+    The floor is the bare app run as jit-lb's web runs (`process_before_response=True`); the old floor
+    (Bolt's default, acks polled every 10 ms) is measured once beside it, for the record. The bare app
+    has the machine to itself, so jit-lb's like-for-like figure is taken with the workers paused; they
+    post those approval cards once resumed. Each round runs the bare app, then jit-lb, back to back;
+    the row shown is the round with the median ratio, and the note lists every round's, since one run
+    on a shared 2-core machine swings by half. Then the same load while 3 workers post each new
+    request's card on the same cores, against the same floor.
     """
     bodies = command_bodies(world, count + WARM_UP)
     url = f"http://127.0.0.1:{stack.web_ports[0]}/slack/events"
     cards_before = cards(stack)
+    with bare_app_process(SIGNING_SECRET, BOT_TOKEN, stack.slack.api_url, fair=False) as polled_url:
+        polled = measured(polled_url, bodies, concurrency)
     measured_rounds: list[tuple[float, LoadResult, LoadResult]] = []
     for _ in range(rounds):
         with bare_app_process(SIGNING_SECRET, BOT_TOKEN, stack.slack.api_url) as bare_url:
@@ -69,27 +83,46 @@ def slash_commands(stack: Stack, world: World, count: int, concurrency: int, rou
     expected = (rounds + 1) * len(bodies)
     posted = wait_for_cards(stack, cards_before + expected)
     floor = summarize(bare.latencies_ms).p99
-    return [
+    live_ratio = summarize(live.latencies_ms).p99 / floor
+    rows = [
         latency_row(
-            "1. /jit request answered: jit-lb web",
+            "1. /jit request answered: jit-lb web, workers paused",
             alone.latencies_ms,
             note=f"{count / alone.wall_s:.0f} req/s at concurrency {concurrency}; {_failed(alone)} not 200; "
             "workers paused, as the bare app has the cores to itself",
         ),
         latency_row(
-            "   /jit answered: bare Bolt app (floor)",
+            "   /jit answered: bare Bolt app (fair floor)",
             bare.latencies_ms,
-            note=f"{count / bare.wall_s:.0f} req/s; ack only",
+            note=f"{count / bare.wall_s:.0f} req/s; ack only; process_before_response=True, as jit-lb's web",
         ),
-        Row("   ratio p99 jit-lb / p99 floor", f"{ratio:.2f}x", "within 2x", f"median of {rounds} rounds: {every}"),
+        latency_row(
+            "   /jit answered: bare Bolt app, acks polled (old floor)",
+            polled.latencies_ms,
+            note=f"{count / polled.wall_s:.0f} req/s; Bolt's default: the ack is polled every 10 ms; one round, "
+            "for the record (it flattered jit-lb)",
+        ),
+        Row(
+            "   ratio p99 jit-lb (paused) / p99 fair floor",
+            f"{ratio:.2f}x",
+            "<= 1.5x",
+            f"median of {rounds} rounds: {every}",
+        ),
         latency_row(
             "   /jit answered while 3 workers post cards",
             live.latencies_ms,
-            note=f"{count / live.wall_s:.0f} req/s; {_failed(live)} not 200; "
-            f"p99 {summarize(live.latencies_ms).p99 / floor:.2f}x the floor; "
-            f"{posted - cards_before}/{expected} cards posted",
+            note=f"{count / live.wall_s:.0f} req/s; {_failed(live)} not 200; {posted - cards_before}/{expected} "
+            "cards posted",
+        ),
+        Row(
+            "   ratio p99 jit-lb (workers live) / p99 fair floor",
+            f"{live_ratio:.2f}x",
+            "",
+            "the workers post two Slack messages a card on the same 2 cores; the stand-in answers them in the "
+            "benchmark's own process",
         ),
     ]
+    return SlashResult(rows, ratio, live_ratio)
 
 
 def cards(stack: Stack) -> int:

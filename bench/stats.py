@@ -45,11 +45,17 @@ class Row:
     value: str
     goal: str = ""
     note: str = ""
+    samples: int | None = None  # for a latency row, how many samples it summarises; 0 fails the run
 
 
 def latency_row(name: str, samples_ms: Sequence[float], goal: str = "", note: str = "") -> Row:
     summary = summarize(samples_ms)
-    return Row(name, f"{summary.text()}  (n={summary.count})", goal, note)
+    return Row(name, f"{summary.text()}  (n={summary.count})", goal, note, summary.count)
+
+
+def empty_rows(rows: Sequence[Row]) -> list[str]:
+    """The names of the latency rows that summarise nothing: a figure that measured nothing must not pass quietly."""
+    return [row.name.strip() for row in rows if row.samples == 0]
 
 
 def render(title: str, rows: Sequence[Row]) -> str:

@@ -162,6 +162,8 @@ def sweeps(sizes: list[int], expired: int) -> list[Row]:
             f"{clock.calls} EC2 calls took {clock.seconds:.2f} s (moto's CPU {sum(meter.seconds.values()):.2f} s); "
             f"removed {removed}"
         )
-        rows.append(Row(f"   sweep() removing {expired:,} ended leases", f"{seconds:.2f} s", "", note))
+        leases = len(world.expired_groups)  # one lease a group: its rules were seeded as one grant's
+        name = f"   sweep() removing {expired:,} rules of {leases} ended leases"
+        rows.append(Row(name, f"{seconds:.2f} s", "", note))
         rows.append(Row("   ... EC2 calls by action", "", "", meter.text(expired, "removed rule")))
     return rows

@@ -227,3 +227,25 @@ def settle(stack: Stack, timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def workers_through(stack: Stack, endpoint: str | None, count: int = 3, timeout: float = 60.0) -> None:
+    """Restart the Stack's workers with their AWS calls sent to `endpoint` (the latency proxy), or to moto itself
+    with None; wait until RQ lists `count` workers again."""
+    from rq import Worker
+
+    for process in stack.by_prefix("worker"):
+        process.stop()
+        stack.processes.remove(process)
+    if endpoint is None:
+        stack.extra_env.pop("AWS_ENDPOINT_URL", None)
+    else:
+        stack.extra_env["AWS_ENDPOINT_URL"] = endpoint
+    client = redis.Redis.from_url(stack.redis.url)
+    for _ in range(count):
+        stack.start_worker()
+    deadline = time.monotonic() + timeout
+    while Worker.count(connection=client) != count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{Worker.count(connection=client)} workers registered, not {count}, after {timeout}s")
+        time.sleep(0.2)

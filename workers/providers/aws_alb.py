@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,9 @@ TAGS_BATCH = 20
 SNAPSHOT_TARGET_GROUPS = 20
 
 _GONE = frozenset({"RuleNotFound", "ListenerNotFound", "LoadBalancerNotFound"})
+# DeleteRule calls in flight at once in drop_all; well under ELBv2's per-account request rate, and botocore's
+# retries take a throttled call again.
+DELETE_THREADS = 8
 _CONFIG_KEYS = {
     "source-ip": "SourceIpConfig",
     "path-pattern": "PathPatternConfig",
@@ -165,10 +169,20 @@ class ListenerRuleProvider:
         return target_group_entries(self.elbv2, arn, self._errors)
 
     def drop_all(self, objects: list[ManagedObject]) -> int:
-        """Delete each rule just listed without reading it again (a lockdown: one DeleteRule a rule, not three)."""
-        for obj in objects:
+        """Delete each rule just listed without reading it again (a lockdown, a batch of revokes: one DeleteRule a
+        rule, not three), DELETE_THREADS calls at a time: ELBv2 deletes no two rules in one call, and at a real
+        region's ~50 ms a call, 50 rules one after another would take 2.5 s."""
+
+        def delete(obj: ManagedObject) -> None:
             with self._errors("elasticloadbalancing:DeleteRule", passing=_GONE):
                 self.elbv2.delete_rule(RuleArn=obj.ref)
+
+        if len(objects) <= 1:
+            for obj in objects:
+                delete(obj)
+        else:
+            with ThreadPoolExecutor(min(DELETE_THREADS, len(objects))) as pool:
+                list(pool.map(delete, objects))  # list(): the first error raises here
         return len(objects)
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
