@@ -44,7 +44,7 @@ class Collected:
             ax.set_ylabel("grants")
         axes[-1].set_xlabel("access gone - approved end (s); left of the red line: gone in time")
         count = max(len(values) for values in self.deadline.values())
-        figure.suptitle(f"Revoke against the deadline: {count} grants ending within 2 s, 3 workers", fontsize=11)
+        figure.suptitle(f"Revoke against the deadline: {count} grants ending together, 3 workers", fontsize=11)
         figure.tight_layout()
         figure.savefig(path, dpi=110)
         plt.close(figure)
