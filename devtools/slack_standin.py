@@ -1088,12 +1088,12 @@ class SlackStandin(LoopbackServer):
         return [message for message in self.messages(channel) if message.get("thread_ts") == ts]
 
     def dms(self, user_id: str) -> list[dict[str, Any]]:
-        """Messages to the user's DM channel and ephemerals shown to the user, in the order sent."""
+        """Messages posted to the user's DM channel (chat.postMessage), in the order sent; not ephemerals."""
+        return self._sent(lambda call: call.response.get("channel") == dm_channel(user_id))
 
-        def to_user(call: Call) -> bool:
-            return call.response.get("channel") == dm_channel(user_id) or call.args.get("user") == user_id
-
-        return self._sent(to_user, ("chat.postMessage", "chat.postEphemeral"))
+    def ephemerals(self, user_id: str) -> list[dict[str, Any]]:
+        """Ephemeral messages shown to the user (chat.postEphemeral), in the order sent; not DMs."""
+        return self._sent(lambda call: call.args.get("user") == user_id, ("chat.postEphemeral",))
 
     def updates(self, channel: str, ts: str) -> list[dict[str, Any]]:
         return [

@@ -181,3 +181,18 @@ async def test_a_second_extension_while_one_waits_is_refused(world: World) -> No
 
     assert "already has an extension waiting for approval" in answer
     assert [request.id] == world.outbox()
+
+
+async def test_revoke_by_an_approver_of_the_target_ends_the_grant(world: World) -> None:
+    """One of the target's approvers (not its requester) may end a grant: queued with them as the actor, and the
+    worker's revoke removes the rules and records them as who ended it."""
+    request = await world.granted()
+
+    answer = await world.ask("U0APPROVER2", f"revoke {request.id}")
+
+    assert f"Revoking `{request.id}`" in answer
+    assert [("workers.jobs.revoke_access", (request.id, "revoked", "U0APPROVER2"))] == world.queued()
+    world.work()
+    assert world.rules_of(request.id) == []
+    revoked = world.record("grant.revoked", request.id)
+    assert (revoked["actor"], revoked["reason"]) == ("U0APPROVER2", "revoked")

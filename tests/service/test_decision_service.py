@@ -53,7 +53,9 @@ async def test_click_by_someone_who_may_not_decide_is_refused(world: World, user
         refused["action"],
         refused["why"],
     )
-    assert [f":no_entry_sign: Refused: {why}"] == [m["text"] for m in world.slack.dms(user)]
+    assert [f":no_entry_sign: Refused: {why}"] == [
+        m["text"] for m in world.slack.ephemerals(user)
+    ]  # on the card: ephemeral, not a DM
     assert world.queued() == []
     assert world.slack.updates(APPROVALS, str(request.card_ts)) == []
 

@@ -164,3 +164,35 @@ async def test_a_lockdown_is_not_lifted_without_its_record(emergency: World) -> 
     world.rt.audit = AuditLog.open("/dev/full")
     assert "audit log cannot be written" in await world.ask("U0ADMIN", "lockdown off")
     assert world.rt.store.lockdown() is not None
+
+
+async def test_a_lockdown_fails_an_approved_request_not_yet_applied(emergency: World) -> None:
+    """Approved, its grant job queued but not run when the lockdown begins: nothing is applied, the request ends
+    failed ("cancelled by the lockdown"), and the requester is told."""
+    world = emergency
+    request = await world.request()
+    world.click("U0APPROVER1", "jit_approve", request)
+    assert world.rt.store.get(request.id).status is Status.APPROVED
+
+    assert "Lockdown on" in await world.ask("U0ADMIN", "lockdown on suspected credential leak")
+    lockdown.enforce_lockdown()
+    world.work()
+
+    ended = world.rt.store.get(request.id)
+    assert (ended.status, ended.failure) == (Status.FAILED, "cancelled by the lockdown")
+    assert world.rules_of(request.id) == []
+    assert "grant.applied" not in world.events(request.id)
+    assert "cancelled by the lockdown" in world.texts(world.slack.dms("U0DEV1"))
+
+
+async def test_lockdown_status_says_who_since_when_and_why(emergency: World) -> None:
+    """`/jit lockdown status`, asked by anyone: off before; on, naming the admin, since when and the reason."""
+    world = emergency
+    assert await world.ask("U0DEV1", "lockdown status") == "No lockdown: requests are open."
+    await world.ask("U0ADMIN", "lockdown on suspected credential leak")
+
+    status = await world.ask("U0DEV1", "lockdown status")
+
+    assert "<@U0ADMIN>" in status
+    assert "suspected credential leak" in status
+    assert "since" in status

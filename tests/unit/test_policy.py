@@ -148,3 +148,34 @@ def test_reason_pattern_and_duration_choices() -> None:
     data["targets"]["lb-prod"].pop("durations")
     steps = parse_policy(data).targets["lb-prod"].duration_choices()
     assert [int(step.total_seconds() // 60) for step in steps] == [5, 15, 30, 60]
+
+
+@pytest.mark.parametrize(
+    ("grant", "kind"),
+    [
+        (
+            {"kind": "aws_security_group", "region": "us-east-1", "security_group_id": "sg-0abc", "ports": [443]},
+            "aws_security_group",
+        ),
+        (
+            {"kind": "haproxy_acl", "runtime_api": "unix:/run/haproxy.sock", "acl": "/etc/haproxy/jit.acl"},
+            "haproxy_acl without one",
+        ),
+        (
+            {
+                "kind": "aws_iam_policy",
+                "load_balancer_arn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/p/50dc6c49",
+            },
+            "aws_iam_policy",
+        ),
+    ],
+)
+def test_idle_timeout_is_refused_on_a_kind_that_cannot_observe_use(grant: dict[str, Any], kind: str) -> None:
+    """A security group, an IAM policy and an HAProxy ACL without a stick table count no use per source: a target of
+    theirs with `idle_timeout` stops the policy at load, naming the field and the kind."""
+    data = valid()
+    data["targets"]["lb-prod"]["grant"] = grant
+    data["targets"]["lb-prod"]["idle_timeout"] = "10m"
+
+    with pytest.raises(PolicyError, match=rf"idle_timeout: use can only be observed .*this target grants {kind}"):
+        parse_policy(data, "policy.yml")
