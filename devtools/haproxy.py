@@ -10,9 +10,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from devtools.ports import free_port, wait_for_port
+from devtools.processes import Closing, stop_process
 
 # How long /stream keeps a response open: long enough that only a shut session ends it early.
 STREAM_SECONDS = 30.0
@@ -108,7 +109,7 @@ class _Backend:
         self._thread.join(timeout=5)
 
 
-class HaproxyServer:
+class HaproxyServer(Closing):
     """Run `haproxy -db` on 127.0.0.1 with an admin runtime API (unix and tcp) and an empty JIT allow ACL."""
 
     def __init__(self, port: int | None = None, stats_port: int | None = None) -> None:
@@ -152,7 +153,7 @@ class HaproxyServer:
     def log_file(self) -> Path:
         return self._dir / "haproxy.log"
 
-    def start(self) -> HaproxyServer:
+    def start(self) -> Self:
         binary = shutil.which("haproxy")
         if binary is None:
             raise RuntimeError("haproxy is not installed (apt-get install -y haproxy)")
@@ -197,13 +198,7 @@ class HaproxyServer:
 
     def stop(self) -> None:
         """Stop haproxy at once (SIGTERM is HAProxy's hard stop); open connections are cut."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+        stop_process(self._process)
         self._process = None
         # A stale socket file would pass for the next start's before that haproxy has bound it.
         self.unix_socket.unlink(missing_ok=True)
@@ -219,12 +214,6 @@ class HaproxyServer:
             self._backend.stop()
             self._backend = None
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> HaproxyServer:
-        return self.start()
-
-    def __exit__(self, *exc: object | TracebackType) -> None:
-        self.close()
 
 
 def http_status(port: int, source: str, connection: http.client.HTTPConnection | None = None) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -21,6 +24,11 @@ class LoopbackServer:
         self.port = port or free_port()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def api_url(self) -> str:
+        """The URL a client is given."""
+        return f"http://127.0.0.1:{self.port}"
 
     def routes(self, app: web.Application) -> None:
         """Add the server's routes (and shutdown hooks) to `app`."""
@@ -68,3 +76,15 @@ class LoopbackServer:
         loop.run_forever()
         loop.run_until_complete(runner.cleanup())
         loop.close()
+
+
+def serve_standin(standin: Callable[..., LoopbackServer], description: str, token: str, argv: list[str] | None) -> None:
+    """A stand-in's `main`: `--port` and `--token` (default `token`), its API URL printed, run until interrupted."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--token", default=token)
+    options = parser.parse_args(argv)
+    with standin(options.token, port=options.port) as server:
+        print(server.api_url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()

@@ -15,9 +15,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from devtools.ports import free_port, wait_for_port
+from devtools.processes import Closing, stop_process
 
 # Where Debian's package puts it; /usr/sbin is often not on a user's PATH.
 DEFAULT_BINARY = "/usr/sbin/nginx"
@@ -69,7 +70,7 @@ def nginx_binary() -> str | None:
     return DEFAULT_BINARY if os.access(DEFAULT_BINARY, os.X_OK) else None
 
 
-class NginxServer:
+class NginxServer(Closing):
     """Run `nginx -p <prefix> -c <conf> -g 'daemon off;'` on 127.0.0.1 with an empty allow file.
 
     `shutdown_timeout`: the `worker_shutdown_timeout` the configuration sets (None: the directive
@@ -142,7 +143,7 @@ class NginxServer:
             encoding="utf-8",
         )
 
-    def start(self) -> NginxServer:
+    def start(self) -> Self:
         (self.prefix / "tmp").mkdir(exist_ok=True)
         for name in (self.allow_file, self.extra_file):
             if not Path(name).exists():
@@ -202,21 +203,9 @@ class NginxServer:
 
     def stop(self) -> None:
         """Stop nginx at once (SIGTERM is NGINX's fast shutdown); open connections are cut."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+        stop_process(self._process)
         self._process = None
 
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.prefix, ignore_errors=True)
-
-    def __enter__(self) -> NginxServer:
-        return self.start()
-
-    def __exit__(self, *exc: object | TracebackType) -> None:
-        self.close()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devtools.loopback import LoopbackServer
+from devtools.loopback import LoopbackServer, serve_standin
 
 TEST_TOKEN = "pd-test-token"
 MAX_LIMIT = 100  # PagerDuty caps `limit` at 100 for classic pagination
@@ -86,10 +84,6 @@ class PagerDutyStandin(LoopbackServer):
         self._calls: list[Call] = []
 
     # --- life cycle ---------------------------------------------------------------------------
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/users", self._list_users)
@@ -254,14 +248,7 @@ class PagerDutyStandin(LoopbackServer):
 
 def main(argv: list[str] | None = None) -> None:
     """Run the stand-in in the foreground until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--token", default=TEST_TOKEN)
-    options = parser.parse_args(argv)
-    with PagerDutyStandin(options.token, port=options.port) as standin:
-        print(standin.api_url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+    serve_standin(PagerDutyStandin, __doc__ or "", TEST_TOKEN, argv)
 
 
 if __name__ == "__main__":

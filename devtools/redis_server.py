@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from types import TracebackType
+from typing import Self
 
 from devtools.ports import free_port, wait_for_port
+from devtools.processes import Closing, redis_server_binary
 
 
-class RedisServer:
+class RedisServer(Closing):
     """Start `redis-server` on 127.0.0.1, with no persistence unless `durable`; stop it on exit.
 
     `durable`: an append-only file synced at every write, so that a server killed (SIGKILL) and
@@ -28,13 +29,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+    def start(self) -> Self:
         self._process = subprocess.Popen(
             [
-                binary,
+                redis_server_binary(),
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -74,9 +72,3 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object | TracebackType) -> None:
-        self.close()

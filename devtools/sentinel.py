@@ -11,22 +11,21 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import redis
 
 from devtools.ports import free_port, wait_for_port
+from devtools.processes import Stopping, poll, redis_server_binary
 from devtools.redis_server import RedisServer
 
 MASTER_NAME = "mymaster"
 T = TypeVar("T")
 
 
-class SentinelTopology:
+class SentinelTopology(Stopping):
     """Start with `with SentinelTopology() as topology:`; `sentinels` is what REDIS_SENTINELS takes."""
 
     def __init__(self, down_after_ms: int = 1000, failover_timeout_ms: int = 5000, durable: bool = True) -> None:
@@ -47,10 +46,8 @@ class SentinelTopology:
         """A REDIS_URL for the database number; with REDIS_SENTINELS set its host and port are not used."""
         return f"redis://127.0.0.1:{self.master_port()}/0"
 
-    def start(self) -> SentinelTopology:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+    def start(self) -> Self:
+        binary = redis_server_binary()
         # A replica's first sync starts at once (Redis waits 5 s by default, for other replicas to share it).
         master = RedisServer(durable=self.durable, extra=["--repl-diskless-sync-delay", "0"]).start()
         replica = RedisServer(
@@ -155,20 +152,7 @@ class SentinelTopology:
 
     @staticmethod
     def _wait(predicate: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-
-    def __enter__(self) -> SentinelTopology:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object | TracebackType) -> None:
-        self.stop()
+        value = poll(predicate, timeout)
+        if value is None:
+            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+        return value

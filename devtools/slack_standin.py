@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import copy
 import dataclasses
 import json
@@ -22,7 +20,7 @@ from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
 
-from devtools.loopback import LoopbackServer
+from devtools.loopback import LoopbackServer, serve_standin
 
 TEST_TOKEN = "xoxb-test-token"
 APP_ID = "A123456"
@@ -1178,14 +1176,7 @@ class SlackStandin(LoopbackServer):
 
 def main(argv: list[str] | None = None) -> None:
     """Run the stand-in in the foreground until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--token", default=TEST_TOKEN)
-    options = parser.parse_args(argv)
-    with SlackStandin(options.token, port=options.port) as standin:
-        print(standin.api_url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+    serve_standin(SlackStandin, __doc__ or "", TEST_TOKEN, argv)
 
 
 if __name__ == "__main__":

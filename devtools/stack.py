@@ -18,8 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -28,6 +27,7 @@ from devtools.haproxy import HaproxyServer
 from devtools.moto_server import MotoServer, Network, seed_network
 from devtools.pagerduty_standin import PagerDutyStandin
 from devtools.ports import free_port
+from devtools.processes import Stopping, poll
 from devtools.redis_server import RedisServer
 from devtools.sentinel import MASTER_NAME, SentinelTopology
 from devtools.slack_client import SlackClient
@@ -80,7 +80,7 @@ class Process:
 
 
 @dataclass
-class Stack:
+class Stack(Stopping):
     """Start with `with Stack(policy=...) as stack:`; `policy` builds the policy from the seeded network."""
 
     policy: Callable[[Network], dict[str, Any]]
@@ -112,7 +112,7 @@ class Stack:
 
     # --- life cycle ---------------------------------------------------------------------------
 
-    def start(self) -> Stack:
+    def start(self) -> Self:
         # The Sentinels take seconds to meet: they do so while moto and the stand-in start.
         meeting = None
         if self.topology is not None:
@@ -229,16 +229,6 @@ class Stack:
         if not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> Stack:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object | TracebackType) -> None:
-        self.stop()
-
     @property
     def redis_url(self) -> str:
         """The master's URL now (with Sentinel: as the Sentinels name it, so after a failover the new one's)."""
@@ -268,10 +258,7 @@ class Stack:
         return [rule for rule in rules if not rule["IsEgress"]]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.logs()}")
+        value = poll(predicate, timeout)
+        if value is None:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.logs()}")
+        return value
