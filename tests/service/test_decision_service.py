@@ -8,7 +8,7 @@ import pytest
 
 from jit_lb.access.requests import Status
 from tests.service.world import APPROVALS, NETOPS, World, buttons
-from workers import jobs, notices
+from workers import jobs
 
 
 async def test_approval_queues_the_grant_edits_the_card_and_tells_the_requester(world: World) -> None:
@@ -159,13 +159,8 @@ async def test_deny_closes_the_request_and_tells_everyone(world: World) -> None:
 async def test_extension_approval_moves_the_end_and_queues_extend_access(world: World) -> None:
     """Approving an extension card moves the grant's end and queues `extend_access`; its card shows the outcome."""
     request = await world.granted()
-    await world.ask("U0DEV1", f"extend {request.id} 10m still digging")
-    world.outbox()
-    notices.announce(request.id)
-    extension = world.rt.store.get(request.id).extension
-    assert extension is not None and extension.card_ts is not None
 
-    world.decisions.decide("U0APPROVER2", "jit_approve", request.id, (APPROVALS, str(extension.card_ts)))
+    extension = await world.approved_extension(request)
 
     after = world.rt.store.get(request.id)
     assert request.ends_at is not None and after.ends_at is not None

@@ -24,13 +24,7 @@ def freeze_from(start: datetime, reason: str = "year-end freeze") -> dict[str, A
 
 async def approved_extension(world: World, request: AccessRequest, minutes: int = 10) -> AccessRequest:
     """`/jit extend` by the requester, its card posted, one approver's click: the end moved in Redis only."""
-    answer = await world.ask("U0DEV1", f"extend {request.id} {minutes}m still digging")
-    assert "Asked to extend" in answer, answer
-    world.outbox()
-    assert notices.announce(request.id) == "posted"
-    extension = world.rt.store.get(request.id).extension
-    assert extension is not None and extension.card_ts is not None
-    world.decisions.decide("U0APPROVER2", "jit_approve", request.id, (APPROVALS, str(extension.card_ts)))
+    await world.approved_extension(request, minutes)
     after = world.rt.store.get(request.id)
     assert after.extension is None and after.extensions[-1].outcome == "approved"
     return after

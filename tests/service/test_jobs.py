@@ -190,12 +190,7 @@ async def test_expire_leaves_a_request_within_its_window(world: World) -> None:
 async def test_extend_access_moves_the_lease_at_moto(world: World) -> None:
     """Once an extension is approved, `extend_access` moves the rules' lease to the new end and tells everyone."""
     request = await world.granted()
-    await world.ask("U0DEV1", f"extend {request.id} 10m still digging")
-    world.outbox()
-    notices.announce(request.id)
-    extension = world.rt.store.get(request.id).extension
-    assert extension is not None and extension.card_ts is not None
-    world.decisions.decide("U0APPROVER2", "jit_approve", request.id, (APPROVALS, str(extension.card_ts)))
+    await world.approved_extension(request)
 
     world.work()
 
@@ -249,12 +244,7 @@ async def test_a_revoke_racing_an_approved_extension_leaves_no_rule(world: World
     Three rounds: the revoke takes the lock first in most of them, the order that left the rule behind."""
     for round_ in range(3):
         request = await world.granted(text=f"request lb-prod 30m race {round_}")
-        await world.ask("U0DEV1", f"extend {request.id} 10m still digging")
-        world.outbox()
-        notices.announce(request.id)
-        extension = world.rt.store.get(request.id).extension
-        assert extension is not None and extension.card_ts is not None
-        world.decisions.decide("U0APPROVER2", "jit_approve", request.id, (APPROVALS, str(extension.card_ts)))
+        await world.approved_extension(request)
         granted = world.rt.store.get(request.id)
         spec = applied_spec(world.rt.policy, granted)
         assert spec is not None and granted.ends_at is not None

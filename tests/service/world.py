@@ -20,7 +20,7 @@ from bot.service.mfa import MfaService
 from devtools.moto_server import Network
 from devtools.slack_standin import SlackStandin
 from jit_lb.access import store
-from jit_lb.access.requests import AccessRequest
+from jit_lb.access.requests import AccessRequest, Extension
 from jit_lb.runtime import Runtime
 from slack_out.poster import Notifier
 from workers import jobs, notices
@@ -152,6 +152,17 @@ class World:
         self.rt.queue.empty()
         self.rt.notices.empty()
         return self.rt.store.get(request.id)
+
+    async def approved_extension(self, request: AccessRequest, minutes: int = 10) -> Extension:
+        """`/jit extend` by the requester, its card posted by a worker, one approver's click; the extension clicked."""
+        answer = await self.ask("U0DEV1", f"extend {request.id} {minutes}m still digging")
+        assert "Asked to extend" in answer, answer
+        self.outbox()
+        assert notices.announce(request.id) == "posted"
+        extension = self.rt.store.get(request.id).extension
+        assert extension is not None and extension.card_ts is not None
+        self.decisions.decide("U0APPROVER2", "jit_approve", request.id, (APPROVALS, str(extension.card_ts)))
+        return extension
 
     # --- the worker ---------------------------------------------------------------------------
 
