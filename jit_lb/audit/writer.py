@@ -401,6 +401,11 @@ class AuditLog:
 
     def _checkpoint(self, reason: str, *, background: bool, **fields: Any) -> dict[str, Any] | None:
         self._last_checkpoint = self._clock()
+        if reason == "stop":
+            with self._lock:  # the stop checkpoint covers what a pending one would: none comes after it
+                if self._soon is not None:
+                    self._soon.cancel()
+                    self._soon = None
         try:
             written = self.record("audit.checkpoint", actor="system", reason=reason, **fields)
         except AuditUnavailableError as err:

@@ -601,3 +601,17 @@ def test_verify_streams_records_and_keeps_only_chain_state(path: Path, keyed: No
 
     assert outcome.ok and outcome.records == 3000
     assert [summary.seq for summary in outcome.chains.values()] == [3000]
+
+
+def test_the_stop_checkpoint_is_the_last_record_even_right_after_an_approval(path: Path, keyed: None) -> None:
+    """An approval then a stop at once (the operator's `mfa reset`, a SIGTERM): the stop checkpoint covers the
+    approval, and no checkpoint follows it (the one that was due is not written after the stop)."""
+    posted: list[dict[str, Any]] = []
+    audit = AuditLog.open(str(path))
+    audit.start_chain("cli", SecretStr(KEY), witness=posted.append)
+    audit.record("mfa.reset", actor="operator", target=None, request_id=None)
+    stop = audit.checkpoint("stop", background=False)
+    time.sleep(audit_module.SOON_BATCH + 0.5)  # past when the cancelled one would have been written
+
+    assert stop is not None
+    assert records(path)[-1] == stop
