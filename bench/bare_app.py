@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -16,7 +15,8 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from devtools.ports import free_port, wait_for_port
+from devtools.ports import free_port
+from devtools.processes import serving
 
 
 def build_bare_app(signing_secret: str, token: str, api_url: str, process_before_response: bool = True) -> AsyncApp:
@@ -45,19 +45,8 @@ def bare_app_process(signing_secret: str, token: str, api_url: str, fair: bool =
     port = free_port()
     command = [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--secret", signing_secret]
     command += ["--token", token, "--api-url", api_url] + ([] if fair else ["--polled-ack"])
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port)
+    with serving(command, port):
         yield f"http://127.0.0.1:{port}/slack/events"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def main(argv: list[str]) -> int:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import aiohttp
 from aiohttp import web
 
-from devtools.ports import free_port, wait_for_port
+from devtools.ports import free_port
+from devtools.processes import serving
 
 # Hop-by-hop headers, and the ones aiohttp sets again from the body it sends on.
 DROPPED = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -58,19 +58,8 @@ def latency_proxy(target: str, delay: float) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "bench.latency_proxy", "--port", str(port), "--target", target]
     command += ["--delay", str(delay)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port)
+    with serving(command, port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def main(argv: list[str]) -> int:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Self, TypeVar
+
+from devtools.ports import wait_for_port
 
 T = TypeVar("T")
 
@@ -40,6 +43,19 @@ def poll(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> 
             return value
         time.sleep(interval)
     return None
+
+
+@contextmanager
+def serving(command: list[str], port: int) -> Iterator[None]:
+    """`command` run in a subprocess for the block, entered once something answers on `port`; stopped at its end."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        stop_process(process)
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 class Closing:
