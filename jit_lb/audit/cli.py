@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jit_lb import cli
 from jit_lb.access.errors import AuditFileError
 from jit_lb.audit.files import Line, lines, oldest_first
 from jit_lb.audit.ocsf import to_ocsf, unreadable
@@ -39,24 +40,18 @@ class AuditorSettings(BaseSettings):
 
 
 def main(argv: Sequence[str], out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    try:
-        files = oldest_first(args.files)
-        if args.command == "verify":
-            return _verify(args, files, out)
-        if args.command == "who":
-            return _who(args, files, out)
-        if args.command == "export":
-            return _export(args, files, out)
-        return _report(args, files, out)
-    except AuditFileError as err:
-        print(f"audit {args.command}: {err}", file=sys.stderr)
-        return 2
+    return cli.run("audit", _parser(), argv, lambda args: _command(args, out or sys.stdout), AuditFileError)
+
+
+def _command(args: argparse.Namespace, out: TextIO) -> int:
+    files = oldest_first(args.files)
+    if args.command == "verify":
+        return _verify(args, files, out)
+    if args.command == "who":
+        return _who(args, files, out)
+    if args.command == "export":
+        return _export(args, files, out)
+    return _report(args, files, out)
 
 
 def _parser() -> argparse.ArgumentParser:

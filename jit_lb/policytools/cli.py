@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
+from jit_lb import cli
 from jit_lb.access.connections import RedisAddress, connect, parse_sentinels
 from jit_lb.access.errors import JitError, StoreUnavailableError
 from jit_lb.access.policy import Policy, load_policy
@@ -29,29 +30,23 @@ SlackDirectory = Callable[[], Directory]  # Slack's usergroups when SLACK_BOT_TO
 
 
 def main(argv: Sequence[str], out: TextIO | None = None, slack: SlackDirectory = lambda: None) -> int:
-    out = out or sys.stdout
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    try:
-        if args.command == "schema":
-            out.write(schema_text())
-            return 0
-        if args.command == "diff":
-            return _diff(args, out)
-        directory = _directory(args.usergroup, slack)
-        policy = load_policy(args.file)
-        now = args.at or utcnow()
-        if args.command == "explain":
-            for line in explain(policy, args.target, now, directory, args.user):
-                print(line, file=out)
-            return 0
-        return _test(policy, args.cases, now, directory, out)
-    except JitError as err:
-        print(f"policy {args.command}: {err}", file=sys.stderr)
-        return 2
+    return cli.run("policy", _parser(), argv, lambda args: _command(args, out or sys.stdout, slack), JitError)
+
+
+def _command(args: argparse.Namespace, out: TextIO, slack: SlackDirectory) -> int:
+    if args.command == "schema":
+        out.write(schema_text())
+        return 0
+    if args.command == "diff":
+        return _diff(args, out)
+    directory = _directory(args.usergroup, slack)
+    policy = load_policy(args.file)
+    now = args.at or utcnow()
+    if args.command == "explain":
+        for line in explain(policy, args.target, now, directory, args.user):
+            print(line, file=out)
+        return 0
+    return _test(policy, args.cases, now, directory, out)
 
 
 def _parser() -> argparse.ArgumentParser:
