@@ -83,7 +83,7 @@ _CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
 _ID_ATTEMPTS = 20
 _RATE_WINDOW = 60  # seconds: limits.commands_per_minute counts commands in whole minutes
 _TRANSITION_LOCK_SECONDS = 10.0
-CONFIRM_MS = 500  # how long a write waits for a replica's confirmation (WAIT) before it counts as not done
+CONFIRM_MS = 1000  # how long a write waits for a replica's confirmation (WAIT) before it counts as not done
 _REPLICAS_TTL = 1.0  # seconds the master's count of connected replicas is trusted before it is asked again
 UNCONFIRMED = "no Redis replica confirmed the write in time (a failover may be under way), so it does not count"
 
