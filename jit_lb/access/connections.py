@@ -46,7 +46,7 @@ class Timeouts:
 
 
 # The web answers Slack within 3 seconds whatever Redis does: one retry, and short waits.
-WEB = Timeouts(connect=0.5, read=1.0, retries=1)
+WEB = Timeouts(connect=0.5, read=1.5, retries=1)
 # Workers can wait longer (their loops try again), but not hang.
 WORKER = Timeouts(connect=2.0, read=3.0, retries=2)
 

@@ -83,7 +83,7 @@ _CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
 _ID_ATTEMPTS = 20
 _RATE_WINDOW = 60  # seconds: limits.commands_per_minute counts commands in whole minutes
 _TRANSITION_LOCK_SECONDS = 10.0
-CONFIRM_MS = 1000  # how long a write waits for a replica's confirmation (WAIT) before it counts as not done
+CONFIRM_MS = 800  # how long a write waits for a replica's confirmation (WAIT) before it counts as not done
 _REPLICAS_TTL = 1.0  # seconds the master's count of connected replicas is trusted before it is asked again
 UNCONFIRMED = "no Redis replica confirmed the write in time (a failover may be under way), so it does not count"
 
@@ -192,12 +192,18 @@ class RequestStore:
     # --- replication --------------------------------------------------------------------------------
 
     def replicas(self) -> int:
-        """How many replicas the master has connected now (asked at most once a second)."""
+        """How many replicas the master streams writes to now (asked at most once a second)."""
         asked, count = self._replicas
         if time.monotonic() - asked < _REPLICAS_TTL:
             return count
         with reachable():
-            count = int(self.redis.info("replication").get("connected_slaves", 0))
+            info = self.redis.info("replication")
+        # Only replicas streaming writes count: one still in its first full sync cannot confirm anything yet.
+        count = sum(
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
         self._replicas = (time.monotonic(), count)
         return count
 
