@@ -70,12 +70,16 @@ def grant_refusal(
         if target.require_mfa and not request.requested_with_mfa:
             return f"`{request.target}` requires MFA and this break-glass was not made with a one-time code"
         return None  # no approval to judge: its approvers review it afterwards
+    # A freeze refuses requests; an approval given before it (or during it) does not carry one through it.
+    freeze = policy.freeze_of(request.target, now)
+    if freeze is not None:
+        return f"`{request.target}` is frozen until {freeze.to:%Y-%m-%d %H:%M} UTC: {freeze.reason}"
     if not approvers.may_request(request.requester, target):
         return f"<@{request.requester}> may no longer request `{request.target}` under the policy in force"
     if target.require_mfa and not request.requested_with_mfa:
         return f"`{request.target}` requires MFA now and this request was made without a one-time code"
     if request.auto_approval is not None:
-        return _auto_approval_refusal(request, target, now)
+        return _auto_approval_refusal(request, target, policy.pending_ttl, now)
     allowed = approvers.of(target)
     # A scheduled request's approvals keep until its start (`pending_ttl` bounds only the wait for them); from the
     # start they age as any approval does, so a start job late by more than `pending_ttl` finds them stale.
@@ -105,8 +109,9 @@ def grant_refusal(
     return None
 
 
-def _auto_approval_refusal(request: AccessRequest, target: Target, now: datetime) -> str | None:
-    """An auto-approval counts while the target still auto-approves from that schedule, for that long."""
+def _auto_approval_refusal(request: AccessRequest, target: Target, pending_ttl: timedelta, now: datetime) -> str | None:
+    """An auto-approval counts while the target still auto-approves from that schedule, for that long, while the
+    shift it stood on lasts, and no longer after PagerDuty was asked than a click's approval counts."""
     approval, rules, limit = request.auto_approval, target.auto_approve, target.auto_approve_limit()
     assert approval is not None
     if rules is None or limit is None or approval.schedule not in rules.on_call.schedules:
@@ -115,8 +120,11 @@ def _auto_approval_refusal(request: AccessRequest, target: Target, now: datetime
         return f"`{request.target}` now auto-approves only escalation level {rules.on_call.escalation_level} or nearer"
     if request.duration > limit:
         return f"`{request.target}` now auto-approves at most {format_duration(limit)}"
-    if approval.end_with_shift and approval.shift_end is not None and approval.shift_end <= now:
+    if approval.shift_end is not None and approval.shift_end <= now:
+        # Whether or not the grant ends with the shift, it is not begun once the shift it was approved on is over.
         return "the on-call shift it was approved for has ended"
+    if now - approval.checked_at > pending_ttl:
+        return f"it was approved on call too long ago (more than pending_ttl, {format_duration(pending_ttl)})"
     return None
 
 
