@@ -85,6 +85,11 @@ class Notifier:
     def policy(self) -> Policy:
         return self._policy()
 
+    def undeferred(self) -> Notifier:
+        """This notifier without `defer`: a call Slack rate-limits fails here (None) instead of being handed on with
+        its arguments, for a message that must not sit in the queue (an enrolment's secret)."""
+        return Notifier(self.client, self._policy)
+
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any] | None:
         return call(self.client, method, self.defer, **kwargs)
 

@@ -17,6 +17,7 @@ import structlog
 from jit_lb.access.errors import MfaError
 from jit_lb.clock import utcnow
 from slack_out import sentences
+from slack_out.enrolment import post_enrolment
 from workers import context
 
 log = structlog.get_logger("jit_lb.worker")
@@ -30,6 +31,21 @@ def forget_enrolment(user: str) -> str:
     if not rt.mfa.take_forget(user):
         return "taken"  # a worker's loop was quicker, or it was done already
     return forget(user, utcnow())
+
+
+def send_enrolment(user: str, parts: str) -> str:
+    """The parts of an enrolment's DM (`message`, `file`) Slack refused the web (its rate limit): posted here, the
+    secret read from Redis (never from the job), each carrier remembered; this client waits out a further 429."""
+    ctx = context.current()
+    rt = ctx.rt
+    left = post_enrolment(rt.mfa, ctx.notifier, user, rt.policy.mfa.enrol_within, parts.split(","))
+    current = rt.mfa.enrolment(user)
+    if current is None or current.confirmed:
+        rt.mfa.forget_at(user, utcnow())  # confirmed (or cancelled) while this was on its way: its carriers go now
+    if left:
+        log.warning("an MFA enrolment's DM could not be sent", user=user, parts=",".join(left))
+        return "not sent: " + ",".join(left)
+    return "sent"
 
 
 def forget_due(now: datetime | None = None) -> int:

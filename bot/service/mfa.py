@@ -8,22 +8,20 @@ through the same code path as without MFA, and its record says `mfa: true`.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import segno
-
 from bot.service.common import ENROLMENTS, Reply, altered, enqueue, issued
 from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import CommandError, JitError, MfaError
-from jit_lb.access.mfa import SECRET_GRACE, Enrolment, matching_step, new_secret, provisioning_uri
+from jit_lb.access.mfa import SECRET_GRACE, Enrolment, matching_step, new_secret
 from jit_lb.access.policy import Target
 from jit_lb.access.stepup import EnrollIntent, ResetIntent, StepUpIntent, read_intent
 from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
+from slack_out.enrolment import post_enrolment
 from slack_out.ids import CallbackId
 from slack_out.poster import Notifier
 from slack_out.views import View
@@ -74,22 +72,23 @@ class MfaService:
         return Reply("Check your DMs from jit-lb for the QR code.", view=view)
 
     def send_enrolment(self, user: str) -> None:
-        """The DM of an enrolment: the `otpauth://` URI and its QR code as a PNG (after the modal is open)."""
-        enrolment = self.rt.mfa.enrolment(user)
-        if enrolment is None or enrolment.confirmed:
-            return
-        uri = provisioning_uri(enrolment.secret, user)
-        png = io.BytesIO()
-        segno.make(uri, error="m").save(png, kind="png", scale=6, border=4)
-        # Each carrier of the secret is remembered at once, for the workers to delete (docs/command-and-slack.md).
-        posted = self.notifier.dm(user, sentences.mfa_enrolment_text(uri, self.rt.policy.mfa.enrol_within))
-        if posted is not None:
-            self.rt.mfa.keep_carrier(user, "message", list(posted))
-        file_id = self.notifier.send_file(
-            user, png.getvalue(), "jit-lb-mfa.png", "jit-lb step-up", "Scan this with your app."
-        )
-        if file_id is not None:
-            self.rt.mfa.keep_carrier(user, "file", [file_id])
+        """The DM of an enrolment: the `otpauth://` URI and its QR code as a PNG (after the modal is open).
+
+        Each carrier of the secret is remembered at once, for the workers to delete (docs/command-and-slack.md).
+        A part Slack refuses here (its rate limit) is never handed on with its text: a worker posts it, reading
+        the secret from Redis itself, so that the secret stays out of the queue and its DM is remembered too.
+        """
+        within = self.rt.policy.mfa.enrol_within
+        missing = post_enrolment(self.rt.mfa, self.notifier.undeferred(), user, within)
+        if missing:
+            enqueue(
+                self.rt.notices,
+                "send_enrolment",
+                user,
+                ",".join(missing),
+                job_id=f"send-mfa-{user}-{int(self.clock().timestamp())}",
+                module=ENROLMENTS,
+            )
         current = self.rt.mfa.enrolment(user)
         if current is None or current.confirmed:  # confirmed (or gone) while the DM was on its way
             self._forget_now(user)
