@@ -136,19 +136,8 @@ class ListenerRuleProvider:
         default_actions = listener.get("DefaultActions", [])
         entries[here] = f"{listener.get('Protocol')}:{listener.get('Port')}, default: {_actions_text(default_actions)}"
         groups = [*aws.forwarded_to(default_actions), self.spec.target_group_arn]
-        for rule in self._rules_of_others():
-            conditions = "; ".join(
-                f"{name} {' '.join(values)}" for name, values in sorted(_condition_key(rule.get("Conditions", [])))
-            )
-            actions = rule.get("Actions", [])
-            entries[f"{here}: rule {rule.get('Priority')}"] = f"if {conditions or 'anything'}: {_actions_text(actions)}"
-            groups.extend(aws.forwarded_to(actions))
-        used = sorted(set(groups))
-        if len(used) > SNAPSHOT_TARGET_GROUPS:
-            entries["target groups in use"] = f"{len(used)}, of which the first {SNAPSHOT_TARGET_GROUPS} are read"
-        for arn in used[:SNAPSHOT_TARGET_GROUPS]:
-            entries.update(self._group_entries(arn))
-        return entries
+        groups += _rule_entries(entries, here, self._rules_of_others())
+        return _with_target_groups(entries, groups, self._group_entries)
 
     def use_of(self, cidr: str) -> Use | None:
         """Not counted: an ALB keeps no per-source counts (its access logs in S3 would; see docs/policy.md)."""
@@ -472,20 +461,32 @@ def balancer_entries(elbv2: ElasticLoadBalancingv2Client, balancer: str, errors:
             batch = [rule["RuleArn"] for rule in rules[start : start + TAGS_BATCH]]
             with errors("elasticloadbalancing:DescribeTags", passing=_GONE):
                 tags.update(_tag_dicts(elbv2.describe_tags(ResourceArns=batch)["TagDescriptions"]))
-        for rule in rules:
-            if rule["RuleArn"] not in tags or markers.is_managed(tags[rule["RuleArn"]]):
-                continue  # jit-lb's own (another grant's), or gone while read
-            conditions = "; ".join(
-                f"{name} {' '.join(values)}" for name, values in sorted(_condition_key(rule.get("Conditions", [])))
-            )
-            actions = rule.get("Actions", [])
-            entries[f"{here}: rule {rule.get('Priority')}"] = f"if {conditions or 'anything'}: {_actions_text(actions)}"
-            groups.extend(aws.forwarded_to(actions))
+        # Not jit-lb's own (another grant's), nor gone while read.
+        others = [rule for rule in rules if rule["RuleArn"] in tags and not markers.is_managed(tags[rule["RuleArn"]])]
+        groups += _rule_entries(entries, here, others)
+    return _with_target_groups(entries, groups, lambda arn: target_group_entries(elbv2, arn, errors))
+
+
+def _rule_entries(entries: Entries, here: str, rules: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Each rule added to `entries` as `<here>: rule <priority>`; the groups they forward to."""
+    groups: list[str] = []
+    for rule in rules:
+        conditions = "; ".join(
+            f"{name} {' '.join(values)}" for name, values in sorted(_condition_key(rule.get("Conditions", [])))
+        )
+        actions = rule.get("Actions", [])
+        entries[f"{here}: rule {rule.get('Priority')}"] = f"if {conditions or 'anything'}: {_actions_text(actions)}"
+        groups.extend(aws.forwarded_to(actions))
+    return groups
+
+
+def _with_target_groups(entries: Entries, groups: list[str], read: Callable[[str], Entries]) -> Entries:
+    """`entries` and those `read` gives of each target group in `groups` (the first SNAPSHOT_TARGET_GROUPS of them)."""
     used = sorted(set(groups))
     if len(used) > SNAPSHOT_TARGET_GROUPS:
         entries["target groups in use"] = f"{len(used)}, of which the first {SNAPSHOT_TARGET_GROUPS} are read"
     for arn in used[:SNAPSHOT_TARGET_GROUPS]:
-        entries.update(target_group_entries(elbv2, arn, errors))
+        entries.update(read(arn))
     return entries
 
 
