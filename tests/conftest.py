@@ -1,13 +1,15 @@
-"""Real parts for the test session: a private Redis and moto in server mode, both on loopback."""
+"""Real parts for the tests: a private Redis and moto in server mode for the session, HAProxy a module, on loopback."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
 import redis
 
+from devtools.haproxy import HaproxyServer
 from devtools.moto_server import MotoServer
 from devtools.redis_server import RedisServer
 
@@ -47,3 +49,12 @@ def fixture_moto() -> Iterator[MotoServer]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(name="haproxy", scope="module")
+def fixture_haproxy() -> Iterator[HaproxyServer]:
+    """A private HAProxy for the module (skipped where haproxy is not installed)."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed")
+    with HaproxyServer() as server:
+        yield server

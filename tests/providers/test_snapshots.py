@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -176,14 +174,6 @@ def test_an_iam_snapshot_of_a_missing_role_raises_in_words(moto: MotoServer, alb
 
 
 # --- HAProxy -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(name="haproxy", scope="module")
-def fixture_haproxy() -> Iterator[HaproxyServer]:
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy is not installed")
-    with HaproxyServer() as server:
-        yield server
 
 
 def haproxy_spec(haproxy: HaproxyServer, stick_table: str | None = None) -> HaproxyAclGrant:

@@ -7,9 +7,7 @@ through the worker's jobs, and reads the `grant.activity` record and the closing
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -323,14 +321,6 @@ async def test_a_role_that_cannot_be_read_at_the_end_is_said_not_guessed(
 
 
 # --- HAProxy -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(name="haproxy", scope="module")
-def fixture_haproxy() -> Iterator[HaproxyServer]:
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy is not installed")
-    with HaproxyServer() as server:
-        yield server
 
 
 def haproxy_target(world: World, haproxy: HaproxyServer, stick_table: str) -> None:
