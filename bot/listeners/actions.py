@@ -4,6 +4,7 @@ Extend… and Cancel, the request modal's target select, and Request again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -14,6 +15,7 @@ from bot.service.background import after_answer
 from bot.service.decisions import Card, DecisionService
 from bot.service.forms import FormService
 from slack_out.ids import ActionId
+from slack_out.views import View
 
 
 def _user(body: dict[str, Any]) -> str:
@@ -68,21 +70,16 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
         await ack()
         after_answer(forms.home_cancel, _user(body), str(action.get("value", "")))
 
-    async def handle_action_extend(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
-    ) -> None:
-        await ack()
-        view = await asyncio.to_thread(forms.extend_view, _user(body), str(action.get("value", "")))
-        if view is not None:
-            await open_view(client, body.get("trigger_id"), view)
+    def opening(form: Callable[[str, str], View | None]) -> Callable[..., Awaitable[None]]:
+        """A handler for a button that opens the modal `form` makes of the person and the value (when it makes one)."""
 
-    async def handle_action_rerequest(
-        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
-    ) -> None:
-        await ack()
-        view = await asyncio.to_thread(forms.rerequest_view, _user(body), str(action.get("value", "")))
-        if view is not None:
-            await open_view(client, body.get("trigger_id"), view)
+        async def handle(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
+            await ack()
+            view = await asyncio.to_thread(form, _user(body), str(action.get("value", "")))
+            if view is not None:
+                await open_view(client, body.get("trigger_id"), view)
+
+        return handle
 
     async def handle_action_target(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
@@ -99,6 +96,6 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
     app.action(ActionId.REVIEW_OK.value)(handle_action_review)
     app.action(ActionId.REVIEW_FLAG.value)(handle_action_review)
     app.action(ActionId.CANCEL.value)(handle_action_cancel)
-    app.action(ActionId.EXTEND.value)(handle_action_extend)
+    app.action(ActionId.EXTEND.value)(opening(forms.extend_view))
     app.action(ActionId.TARGET.value)(handle_action_target)
-    app.action(ActionId.REREQUEST.value)(handle_action_rerequest)
+    app.action(ActionId.REREQUEST.value)(opening(forms.rerequest_view))
