@@ -106,7 +106,7 @@ def test_requests_and_approvals_need_a_fresh_valid_code(stack: Stack) -> None:
     approved = next(r for r in stack.audit(request_id) if r["event"] == "request.approved")
     assert approved["mfa"] is True
     assert len(rules_of(stack, request_id)) == 2
-    assert "with MFA" in json.dumps(stack.slack.updates(APPROVALS, ts)[-1]["blocks"])
+    assert "with MFA" in json.dumps(stack.wait_for(lambda: stack.slack.updates(APPROVALS, ts))[-1]["blocks"])
 
 
 def test_wrong_codes_lock_a_person_out(stack: Stack) -> None:

@@ -135,7 +135,7 @@ def test_deny_with_a_required_reason(stack: Stack) -> None:
     denied = next(r for r in stack.audit(request_id) if r["event"] == "request.denied")
     assert (denied["actor"], denied["deny_reason"]) == ("U0APPROVER2", why)
     ts = card_ts(stack, request_id)
-    assert why in json.dumps(stack.slack.updates(APPROVALS, ts)[-1]["blocks"])
+    assert why in json.dumps(stack.wait_for(lambda: stack.slack.updates(APPROVALS, ts))[-1]["blocks"])
     assert why in json.dumps(stack.wait_for(lambda: stack.slack.thread(APPROVALS, ts)))
     assert why in json.dumps(stack.wait_for(lambda: [m for m in stack.slack.dms("U0DEV2") if "denied" in m["text"]]))
 
