@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -146,15 +147,14 @@ def _refuse(rt: Runtime, request: AccessRequest, why: str) -> str:
 
 def _expire_at_start(rt: Runtime, request: AccessRequest, why: str) -> None:
     """A scheduled request refused when judged again at its start ends `expired`, saying why; nothing applied."""
-
-    def record(_: AccessRequest, expired: AccessRequest) -> None:
-        rt.audit.request_event("request.expired", expired, actor="system", why=why, must=True)
-
-    try:
-        _, expired = rt.store.transition(request.id, lambda r: requests.expire_at_start(r, why, utcnow()), record)
-    except TransitionError:
-        return
-    queue_notice(rt, expired, Notice.EXPIRED)
+    _close(
+        rt,
+        request,
+        lambda r: requests.expire_at_start(r, why, utcnow()),
+        "request.expired",
+        {"why": why},
+        Notice.EXPIRED,
+    )
 
 
 def _why_not(rt: Runtime, request: AccessRequest, target: Target | None, now: datetime) -> str | None:
@@ -252,15 +252,28 @@ def _whole_second(moment: datetime) -> datetime:
 
 def _fail(rt: Runtime, request: AccessRequest, why: str) -> None:
     """Close an approved request that could not be applied (nothing is left at the load balancer), and say why."""
+    _close(rt, request, lambda r: requests.fail(r, why, utcnow()), "grant.failed", {"error": why}, Notice.FAILED)
 
-    def record(_: AccessRequest, failed: AccessRequest) -> None:
-        rt.audit.request_event("grant.failed", failed, actor="system", error=why, must=True)
+
+def _close(
+    rt: Runtime,
+    request: AccessRequest,
+    close: Callable[[AccessRequest], AccessRequest],
+    event: str,
+    fields: dict[str, Any],
+    notice: Notice,
+) -> None:
+    """Move the request by `close`, record `event` by the system with `fields`, and queue the `notice`; nothing when
+    the request has moved on meanwhile (the transition refused)."""
+
+    def record(_: AccessRequest, closed: AccessRequest) -> None:
+        rt.audit.request_event(event, closed, actor="system", **fields, must=True)
 
     try:
-        _, failed = rt.store.transition(request.id, lambda r: requests.fail(r, why, utcnow()), record)
+        _, closed = rt.store.transition(request.id, close, record)
     except TransitionError:
         return
-    queue_notice(rt, failed, Notice.FAILED)
+    queue_notice(rt, closed, notice)
 
 
 # --- revoke -------------------------------------------------------------------------------------
