@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
 
-from devtools.ports import free_port, wait_for_port
+from devtools.ports import ask, connect, free_port, wait_for_port
 from devtools.processes import Closing, stop_process
 
 # How long /stream keeps a response open: long enough that only a shut session ends it early.
@@ -216,14 +216,13 @@ class HaproxyServer(Closing):
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def http_status(port: int, source: str, connection: http.client.HTTPConnection | None = None) -> int:
+def http_status(
+    port: int, source: str, connection: http.client.HTTPConnection | None = None, timeout: float = 5
+) -> int:
     """GET / on 127.0.0.1:port from the loopback address `source`; a fresh connection unless one is given."""
-    conn = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+    conn = connection or connect(port, source, timeout)
     try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        response.read()
-        return response.status
+        return ask(conn)
     finally:
         if connection is None:
             conn.close()

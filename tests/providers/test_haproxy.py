@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from devtools.haproxy import HaproxyServer
-from devtools.ports import free_port
+from devtools.haproxy import HaproxyServer, http_status
+from devtools.ports import ask, connect, free_port
 from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import HaproxyAclGrant
 from workers.providers import markers
@@ -58,21 +58,9 @@ def order(spec: HaproxyAclGrant, request_id: str, minutes: int = 10, cidr: str =
     return GrantOrder(request_id, "lb-haproxy", spec, NOW + timedelta(minutes=minutes), cidr=cidr)
 
 
-def connect(haproxy: HaproxyServer, source: str = SOURCE) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection("127.0.0.1", haproxy.port, timeout=10, source_address=(source, 0))
-
-
-def ask(conn: http.client.HTTPConnection, path: str = "/") -> int:
-    conn.request("GET", path)
-    response = conn.getresponse()
-    response.read()
-    return response.status
-
-
 def status_from(haproxy: HaproxyServer, source: str = SOURCE) -> int:
     """The status of one request on a fresh connection from `source`."""
-    with closing(connect(haproxy, source)) as conn:
-        return ask(conn)
+    return http_status(haproxy.port, source, timeout=10)
 
 
 def acl_entries(haproxy: HaproxyServer) -> list[str]:
@@ -113,7 +101,7 @@ def test_keep_alive_connection_gets_no_more_answers_after_drop(
 ) -> None:
     """A keep-alive connection opened during the grant gets no further 200 once the entry is dropped."""
     [obj] = provider.apply(order(spec, "jit-aaaaaa"))
-    with closing(connect(haproxy)) as conn:
+    with closing(connect(haproxy.port, SOURCE)) as conn:
         assert ask(conn) == 200
         assert ask(conn) == 200
         provider.drop(obj, {"jit-aaaaaa"})
@@ -130,7 +118,7 @@ def test_stream_open_at_drop_is_cut(
 ) -> None:
     """A response still streaming from the source when its entry is dropped is cut at once."""
     [obj] = provider.apply(order(spec, "jit-aaaaaa"))
-    with closing(connect(haproxy)) as conn:
+    with closing(connect(haproxy.port, SOURCE)) as conn:
         conn.request("GET", "/stream")
         response = conn.getresponse()
         assert response.status == 200
@@ -237,7 +225,7 @@ def test_dropping_a_narrow_entry_keeps_sessions_a_wider_entry_admits(
     """A stream from a source that another entry still admits is not cut when a narrower entry goes."""
     [narrow] = provider.apply(order(spec, "jit-aaaaaa"))
     provider.apply(order(spec, "jit-bbbbbb", cidr="127.0.0.0/29"))
-    with closing(connect(haproxy)) as conn:
+    with closing(connect(haproxy.port, SOURCE)) as conn:
         conn.request("GET", "/stream")
         response = conn.getresponse()
         assert response.read(5) == b"tick."
@@ -394,7 +382,7 @@ def test_drop_all_removes_many_entries_over_one_connection(
     objects = [provider.apply(order(spec, f"jit-{n:06d}", cidr=f"127.0.0.{n}/32"))[0] for n in range(8, 27)]
     objects += provider.apply(order(spec, "jit-aaaaaa"))
     api = RuntimeApi(haproxy.runtime_api_unix)
-    with closing(connect(haproxy)) as conn:
+    with closing(connect(haproxy.port, SOURCE)) as conn:
         conn.request("GET", "/stream")
         response = conn.getresponse()
         assert response.read(5) == b"tick."

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.haproxy import http_status
 from devtools.nginx import NginxServer, nginx_binary
+from devtools.ports import ask, connect
 from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import NginxAllowlistGrant
 from workers.providers import nginx as nginx_provider
@@ -63,21 +65,9 @@ def order(spec: NginxAllowlistGrant, request_id: str, minutes: int = 10, cidr: s
     return GrantOrder(request_id, "lb-nginx", spec, NOW + timedelta(minutes=minutes), cidr=cidr)
 
 
-def connect(nginx: NginxServer, source: str = SOURCE) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10, source_address=(source, 0))
-
-
-def ask(conn: http.client.HTTPConnection, path: str = "/") -> int:
-    conn.request("GET", path)
-    response = conn.getresponse()
-    response.read()
-    return response.status
-
-
 def status_from(nginx: NginxServer, source: str = SOURCE) -> int:
     """The status of one request on a fresh connection from `source`."""
-    with closing(connect(nginx, source)) as conn:
-        return ask(conn)
+    return http_status(nginx.port, source, timeout=10)
 
 
 def allow_text(nginx: NginxServer) -> str:
@@ -167,7 +157,7 @@ def test_a_reload_alone_leaves_old_workers_answering(
     provider.apply(order(spec, "jit-aaaaaa"))
     answered_late = []
     for _ in range(10):  # the window is NGINX's 100 ms: a loaded machine may miss it now and then
-        with closing(connect(nginx)) as conn:
+        with closing(connect(nginx.port, SOURCE)) as conn:
             assert ask(conn) == 200
             Path(nginx.allow_file).write_text("", encoding="utf-8")
             old = nginx.reload_by_hand()  # returns once a new worker is up: a bare reload's notion of done
@@ -191,7 +181,7 @@ def test_no_request_on_a_kept_alive_connection_is_answered_once_drop_returns(
     stop = threading.Event()
 
     def keep_asking() -> None:
-        with closing(connect(nginx)) as conn:
+        with closing(connect(nginx.port, SOURCE)) as conn:
             while not stop.is_set():
                 try:
                     status = ask(conn)
