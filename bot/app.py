@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 from aiohttp import web
@@ -85,10 +86,25 @@ def web_application(settings: Settings, runtime: Runtime, notifier: Notifier) ->
 
 
 def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """GET /metrics: Prometheus' text format; rendered off the event loop, since a scrape reads Redis."""
+    """GET /metrics: Prometheus' text format, rendered off the event loop since a scrape reads Redis.
+
+    /metrics answers anyone who reaches PORT (it sits beside /slack/events), so a flood of scrapes must hold up
+    nothing the web does for people: the rendering runs on a thread of its own, never the default executor's
+    (commands, clicks and /healthz use it), and scrapes that arrive while one renders share its answer.
+    """
+    renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jit-metrics")
+    rendering: list[asyncio.Future[bytes]] = []  # the rendering in flight, if any
+
+    def finished(done: asyncio.Future[bytes]) -> None:
+        if done in rendering:
+            rendering.remove(done)
 
     async def handle_metrics(_: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, metrics.registry)
+        if not rendering:
+            future = asyncio.get_running_loop().run_in_executor(renderer, generate_latest, metrics.registry)
+            future.add_done_callback(finished)
+            rendering.append(future)
+        body = await asyncio.shield(rendering[0])
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return handle_metrics

@@ -1,0 +1,66 @@
+"""GET /metrics on the web's public port (it must sit beside /slack/events) never holds up what the web does for
+people: a flood of scrapes shares one rendering, on a thread of its own (a security review's finding)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from bot.app import healthz_handler, metrics_handler
+from tests.service.world import World
+
+SCRAPES = 40  # more than the event loop's default executor has threads (at most 32)
+
+
+class HeldScrape(Collector):
+    """A collector whose reading waits until released, as a slow Redis would keep a scrape waiting."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.reads = 0
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        self.reads += 1
+        self.released.wait(20)
+        return []
+
+
+async def test_a_flood_of_scrapes_holds_up_nothing_else(world: World) -> None:
+    """Forty scrapes arrive while one is slow: the web still answers /healthz (its Redis ping runs on the default
+    executor, as the commands' and clicks' work does), and the forty share one reading."""
+    assert world.rt.metrics is not None
+    held = HeldScrape()
+    world.rt.metrics.registry.register(held)
+    app = web.Application()
+    app.router.add_get("/healthz", healthz_handler(world.rt))
+    app.router.add_get("/metrics", metrics_handler(world.rt.metrics))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+            scrapes = [asyncio.create_task(session.get(server.make_url("/metrics"))) for _ in range(SCRAPES)]
+            for _ in range(2000):  # until the first scrape is reading (20 s at most)
+                if held.reads:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # the rest of the scrapes are in
+            async with session.get(server.make_url("/healthz")) as health:
+                answer = (health.status, await health.json())
+            held.released.set()
+            statuses = [response.status for response in await asyncio.gather(*scrapes)]
+    finally:
+        held.released.set()
+        await server.close()
+        world.rt.metrics.registry.unregister(held)
+    assert answer == (200, {"ok": True})
+    assert statuses == [200] * SCRAPES
+    assert held.reads <= 2  # one reading for the lot (and perhaps one begun as it ended)
