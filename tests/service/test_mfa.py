@@ -48,6 +48,14 @@ def enrol(world: World, user: str) -> str:
     return secret
 
 
+async def step_up(world: World) -> str:
+    """U0DEV1's enrolment proof spent, a request for lb-prod opens the step-up modal: its private_metadata."""
+    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")
+    reply = await world.commands.command("U0DEV1", "request lb-prod 30m debugging", None)
+    assert reply.view is not None
+    return str(reply.view["private_metadata"])
+
+
 def secret_from_dm(world: World, user: str) -> str:
     uri = next(m["text"] for m in reversed(world.slack.dms(user)) if "otpauth://" in m["text"])
     return uri.split("secret=")[1].split("&")[0]
@@ -122,11 +130,9 @@ async def test_wrong_codes_lock_out_and_the_approvers_are_told(mfa_world: World)
     """Three wrong codes lock the person out of step-ups for the lockout; the approvers' channel hears of it."""
     world = mfa_world
     enrol(world, "U0DEV1")
-    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")
-    reply = await world.commands.command("U0DEV1", "request lb-prod 30m debugging", None)
-    assert reply.view is not None
+    metadata = await step_up(world)
     for _ in range(3):
-        answer = await world.forms.submit_code("U0DEV1", reply.view["private_metadata"], "123456")
+        answer = await world.forms.submit_code("U0DEV1", metadata, "123456")
     assert answer == {"code": "wrong code; you are locked out for 1m"}
     assert "locked out of step-ups" in world.texts(world.slack.messages(APPROVALS))
     assert "locked out" in await world.ask("U0DEV1", "request lb-prod 30m once more")
@@ -199,11 +205,9 @@ async def test_a_reset_does_not_lift_a_lockout(mfa_world: World) -> None:
     world = mfa_world
     enrol(world, "U0DEV1")
     enrol(world, "U0ADMIN")  # proven by the enrolment: the reset needs no second code now
-    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")
-    reply = await world.commands.command("U0DEV1", "request lb-prod 30m debugging", None)
-    assert reply.view is not None
+    metadata = await step_up(world)
     for _ in range(3):
-        await world.forms.submit_code("U0DEV1", reply.view["private_metadata"], "123456")
+        await world.forms.submit_code("U0DEV1", metadata, "123456")
     assert "removed" in world.mfa.command("U0ADMIN", ["reset", "<@U0DEV1>"]).text
 
     assert "locked out of step-ups" in world.mfa.status_text("U0DEV1")
@@ -258,10 +262,7 @@ async def test_wrong_codes_sent_at_once_are_checked_only_as_far_as_the_lockout(m
     """Twenty wrong codes at the same moment: three are checked, one lockout is recorded and told once."""
     world = mfa_world
     enrol(world, "U0DEV1")
-    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")
-    reply = await world.commands.command("U0DEV1", "request lb-prod 30m debugging", None)
-    assert reply.view is not None
-    metadata = reply.view["private_metadata"]
+    metadata = await step_up(world)
     start = threading.Barrier(20)
 
     def submit(code: str) -> dict[str, str] | Verified:
