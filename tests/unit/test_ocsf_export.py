@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,14 @@ def write_log(path: Path, events: list[str]) -> list[dict[str, Any]]:
         )
     log.close()
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def tampered_log(path: Path, tamper: Callable[[list[str]], None]) -> None:
+    """A four-record log (created, approved, applied, revoked) whose lines `tamper` then changes in place."""
+    write_log(path, ["request.created", "request.approved", "grant.applied", "grant.revoked"])
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    tamper(lines)
+    path.write_text("".join(lines), encoding="utf-8")
 
 
 def export(*args: str) -> tuple[int, list[dict[str, Any]]]:
@@ -103,10 +112,11 @@ def test_an_edited_line_stops_the_export_naming_it(
 ) -> None:
     """A record edited after it was written: what came before is exported, then exit 1 naming the line."""
     path = tmp_path / "audit.log"
-    write_log(path, ["request.created", "request.approved", "grant.applied", "grant.revoked"])
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    lines[2] = lines[2].replace('"requester": "U0DEV2"', '"requester": "U0MALLORY"')
-    path.write_text("".join(lines), encoding="utf-8")
+
+    def edit(lines: list[str]) -> None:
+        lines[2] = lines[2].replace('"requester": "U0DEV2"', '"requester": "U0MALLORY"')
+
+    tampered_log(path, edit)
     code, events = export(str(path))
     assert (code, [event["metadata"]["event_code"] for event in events]) == (1, ["request.created", "request.approved"])
     err = capsys.readouterr().err
@@ -119,11 +129,12 @@ def test_with_flag_unverified_the_bad_line_is_labelled_and_the_rest_verified(
 ) -> None:
     """--flag-unverified: the edited line and a line of garbage are labelled `unverified`; the others are not."""
     path = tmp_path / "audit.log"
-    write_log(path, ["request.created", "request.approved", "grant.applied", "grant.revoked"])
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    lines[1] = lines[1].replace('"actor": "system"', '"actor": "U0MALLORY"')
-    lines.insert(3, "not json at all\n")
-    path.write_text("".join(lines), encoding="utf-8")
+
+    def edit_and_add_garbage(lines: list[str]) -> None:
+        lines[1] = lines[1].replace('"actor": "system"', '"actor": "U0MALLORY"')
+        lines.insert(3, "not json at all\n")
+
+    tampered_log(path, edit_and_add_garbage)
     code, events = export("--flag-unverified", str(path))
     labelled = [("unverified" in event["metadata"].get("labels", [])) for event in events]
     assert (code, labelled) == (1, [False, True, False, True, False])
