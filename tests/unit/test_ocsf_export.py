@@ -6,7 +6,6 @@ import gzip
 import io
 import json
 import shutil
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,18 @@ def write_log(path: Path, events: list[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def tampered_log(path: Path, tamper: Callable[[list[str]], None]) -> None:
-    """A four-record log (created, approved, applied, revoked) whose lines `tamper` then changes in place."""
+def tampered_log(folder: Path, edits: dict[int, tuple[str, str]], inserted: dict[int, str] | None = None) -> Path:
+    """`audit.log` of four records (created, approved, applied, revoked), then in line i `old` replaced by `new` for
+    each `i: (old, new)` of `edits`, and each line of `inserted` put in at its index."""
+    path = folder / "audit.log"
     write_log(path, ["request.created", "request.approved", "grant.applied", "grant.revoked"])
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    tamper(lines)
+    for index, (old, new) in edits.items():
+        lines[index] = lines[index].replace(old, new)
+    for index, line in (inserted or {}).items():
+        lines.insert(index, line)
     path.write_text("".join(lines), encoding="utf-8")
+    return path
 
 
 def export(*args: str) -> tuple[int, list[dict[str, Any]]]:
@@ -111,12 +116,7 @@ def test_an_edited_line_stops_the_export_naming_it(
     tmp_path: Path, keyed: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A record edited after it was written: what came before is exported, then exit 1 naming the line."""
-    path = tmp_path / "audit.log"
-
-    def edit(lines: list[str]) -> None:
-        lines[2] = lines[2].replace('"requester": "U0DEV2"', '"requester": "U0MALLORY"')
-
-    tampered_log(path, edit)
+    path = tampered_log(tmp_path, {2: ('"requester": "U0DEV2"', '"requester": "U0MALLORY"')})
     code, events = export(str(path))
     assert (code, [event["metadata"]["event_code"] for event in events]) == (1, ["request.created", "request.approved"])
     err = capsys.readouterr().err
@@ -128,13 +128,7 @@ def test_with_flag_unverified_the_bad_line_is_labelled_and_the_rest_verified(
     tmp_path: Path, keyed: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--flag-unverified: the edited line and a line of garbage are labelled `unverified`; the others are not."""
-    path = tmp_path / "audit.log"
-
-    def edit_and_add_garbage(lines: list[str]) -> None:
-        lines[1] = lines[1].replace('"actor": "system"', '"actor": "U0MALLORY"')
-        lines.insert(3, "not json at all\n")
-
-    tampered_log(path, edit_and_add_garbage)
+    path = tampered_log(tmp_path, {1: ('"actor": "system"', '"actor": "U0MALLORY"')}, {3: "not json at all\n"})
     code, events = export("--flag-unverified", str(path))
     labelled = [("unverified" in event["metadata"].get("labels", [])) for event in events]
     assert (code, labelled) == (1, [False, True, False, True, False])
