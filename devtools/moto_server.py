@@ -82,6 +82,26 @@ class Network:
     haproxy_runtime_api: str = ""  # set when the stack runs a real HAProxy
     haproxy_acl: str = ""
 
+    def security_group_grant(self, ports: list[int]) -> dict[str, Any]:
+        """A policy target's `grant:` opening `ports` of the seeded security group to the requester."""
+        return {
+            "kind": "aws_security_group",
+            "region": REGION,
+            "security_group_id": self.security_group_id,
+            "ports": ports,
+        }
+
+    def listener_rule_grant(self, **more: Any) -> dict[str, Any]:
+        """A policy target's `grant:` of /admin/* by a rule on the seeded ALB's listener, to its target group."""
+        return {
+            "kind": "aws_alb_listener_rule",
+            "region": REGION,
+            "listener_arn": self.listener_arn,
+            "target_group_arn": self.target_group_arn,
+            "path_patterns": ["/admin/*"],
+            **more,
+        }
+
 
 @dataclass(frozen=True)
 class Alb:

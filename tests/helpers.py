@@ -37,12 +37,7 @@ def stack_policy(network: Network) -> dict[str, Any]:
 
 
 def _policy(network: Network) -> dict[str, Any]:
-    sg = {
-        "kind": "aws_security_group",
-        "region": "us-east-1",
-        "security_group_id": network.security_group_id,
-        "ports": [443, 8443],
-    }
+    sg = network.security_group_grant([443, 8443])
     return {
         "approver_channel": APPROVALS,
         "pending_ttl": "15m",
@@ -77,14 +72,7 @@ def _policy(network: Network) -> dict[str, Any]:
                 "min_duration": "1s",
                 "max_duration": "1h",
                 "approvers": ["U0APPROVER1", "U0APPROVER2"],
-                "grant": {
-                    "kind": "aws_alb_listener_rule",
-                    "region": "us-east-1",
-                    "listener_arn": network.listener_arn,
-                    "target_group_arn": network.target_group_arn,
-                    "path_patterns": ["/admin/*"],
-                    "priority_range": [100, 199],
-                },
+                "grant": network.listener_rule_grant(priority_range=[100, 199]),
             },
             "lb-iam": {
                 "description": "Change the ALB through the AWS API",

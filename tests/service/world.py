@@ -38,12 +38,7 @@ OUTBOX_KEY = store._OUTBOX
 
 def policy_of(network: Network) -> dict[str, Any]:
     """A small policy: one-approval and two-approval targets on the test's group, and one on a missing group."""
-    sg = {
-        "kind": "aws_security_group",
-        "region": "us-east-1",
-        "security_group_id": network.security_group_id,
-        "ports": [443, 8443],
-    }
+    sg = network.security_group_grant([443, 8443])
     limits = {"default_duration": "30m", "min_duration": "1m", "max_duration": "1h"}
     return {
         "approver_channel": APPROVALS,
