@@ -65,6 +65,21 @@ def approvals(stack: Stack, request_id: str) -> list[dict[str, Any]]:
     return [record for record in stack.audit(request_id) if record["event"] == "request.approved"]
 
 
+def on_call_this_hour(stack: Stack, person: str, level: int) -> None:
+    """`person` on call at `level` of PSCHED01, from an hour ago to an hour from now."""
+    assert stack.pagerduty is not None
+    now = datetime.now(UTC)
+    stack.pagerduty.put_on_call(person, "PSCHED01", level=level, start=now - HOUR, end=now + HOUR)
+
+
+def waits_for_a_human(stack: Stack, user: str, text: str) -> str:
+    """`/jit <text>` by `user`: its card keeps the buttons and nobody approved it; the card's words."""
+    request_id, card = ask(stack, user, text)
+    assert "jit_approve" in buttons(card)
+    assert approvals(stack, request_id) == []
+    return card_words(card)
+
+
 def test_the_primary_on_call_is_approved_without_a_click(stack: Stack) -> None:
     """On call as the primary: approved by `system` with the shift on record, granted, and the card says why."""
     assert stack.pagerduty is not None
@@ -89,39 +104,29 @@ def test_the_primary_on_call_is_approved_without_a_click(stack: Stack) -> None:
 
 def test_a_secondary_waits_for_a_human(stack: Stack) -> None:
     """Level 2 is not the primary: the card keeps its buttons and says why it was not auto-approved."""
-    assert stack.pagerduty is not None
-    now = datetime.now(UTC)
-    stack.pagerduty.put_on_call("PDEV0002", "PSCHED01", level=2, start=now - HOUR, end=now + HOUR)
-    request_id, card = ask(stack, "U0DEV2", "request lb-oncall 5m second line")
-    assert "jit_approve" in buttons(card)
-    assert "Not auto-approved" in card_words(card)
-    assert "escalation level 2" in card_words(card)
-    assert approvals(stack, request_id) == []
+    on_call_this_hour(stack, "PDEV0002", level=2)
+    words = waits_for_a_human(stack, "U0DEV2", "request lb-oncall 5m second line")
+    assert "Not auto-approved" in words
+    assert "escalation level 2" in words
     # Found through Slack's users.info, as the policy names no e-mail for U0DEV2.
     assert any(call.method == "users.info" for call in stack.slack.calls())
 
 
 def test_pagerduty_down_falls_back_to_approvers(stack: Stack) -> None:
     """PagerDuty answering 500: the request waits for approvers, and the card says PagerDuty could not be asked."""
+    on_call_this_hour(stack, "PDEV0001", level=1)
     assert stack.pagerduty is not None
-    now = datetime.now(UTC)
-    stack.pagerduty.put_on_call("PDEV0001", "PSCHED01", level=1, start=now - HOUR, end=now + HOUR)
     stack.pagerduty.fail_next(500)
-    request_id, card = ask(stack, "U0DEV1", "request lb-oncall 5m pagerduty is down")
-    assert "jit_approve" in buttons(card)
-    assert "PagerDuty could not be asked" in card_words(card)
-    assert approvals(stack, request_id) == []
+    assert "PagerDuty could not be asked" in waits_for_a_human(
+        stack, "U0DEV1", "request lb-oncall 5m pagerduty is down"
+    )
 
 
 def test_longer_than_auto_approval_allows_waits(stack: Stack) -> None:
     """On call, but asking for 20m where auto-approval gives at most 10m: a human decides."""
-    assert stack.pagerduty is not None
-    now = datetime.now(UTC)
-    stack.pagerduty.put_on_call("PDEV0001", "PSCHED01", level=1, start=now - HOUR, end=now + HOUR)
-    request_id, card = ask(stack, "U0DEV1", "request lb-oncall 20m long one")
-    assert "jit_approve" in buttons(card)
-    assert "longer than the 10m auto-approval allows" in card_words(card)
-    assert approvals(stack, request_id) == []
+    on_call_this_hour(stack, "PDEV0001", level=1)
+    words = waits_for_a_human(stack, "U0DEV1", "request lb-oncall 20m long one")
+    assert "longer than the 10m auto-approval allows" in words
 
 
 def test_a_grant_ends_with_its_shift(stack: Stack) -> None:
