@@ -95,12 +95,12 @@ class Notifier:
 
     def post_card(self, request: AccessRequest, channel: str, approvers: Sequence[str] | None = None) -> str | None:
         target = self.policy.target_for(request.target)
-        answer = self._call(
-            "chat.postMessage",
-            channel=channel,
-            text=cards.card_text(request),
-            blocks=cards.approval_card(request, target, approvers),
-        )
+        return self._posted(channel, cards.card_text(request), cards.approval_card(request, target, approvers))
+
+    def _posted(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None) -> str | None:
+        """Post a message in `channel`: its ts, or None when Slack refused it."""
+        extra: dict[str, Any] = {"blocks": blocks} if blocks is not None else {}
+        answer = self._call("chat.postMessage", channel=channel, text=text, **extra)
         return str(answer["ts"]) if answer else None
 
     def card(self, request: AccessRequest, approvers: Sequence[str] | None = None) -> Message:
@@ -119,24 +119,14 @@ class Notifier:
         self, request: AccessRequest, channel: str, approvers: list[str], again: bool
     ) -> str | None:
         """The review card of a break-glass grant, mentioning its approvers; its ts, or None when Slack refused."""
-        answer = self._call(
-            "chat.postMessage",
-            channel=channel,
-            text=cards.breakglass_card_text(request),
-            blocks=cards.breakglass_card(request, approvers, again),
-        )
-        return str(answer["ts"]) if answer else None
+        text = cards.breakglass_card_text(request)
+        return self._posted(channel, text, cards.breakglass_card(request, approvers, again))
 
     def post_extension_card(self, request: AccessRequest, channel: str) -> str | None:
         if request.extension is None:
             return None
-        answer = self._call(
-            "chat.postMessage",
-            channel=channel,
-            text=cards.extension_card_text(request, request.extension),
-            blocks=cards.extension_card(request, request.extension),
-        )
-        return str(answer["ts"]) if answer else None
+        text = cards.extension_card_text(request, request.extension)
+        return self._posted(channel, text, cards.extension_card(request, request.extension))
 
     def update_extension_card(self, request: AccessRequest, extension: Extension | None) -> Message | None:
         """Edit an extension's card to its state in `request`; what it was sent, or None when it has no card."""
@@ -147,8 +137,7 @@ class Notifier:
         return message
 
     def post_parent(self, request: AccessRequest, channel: str) -> str | None:
-        answer = self._call("chat.postMessage", channel=channel, text=sentences.thread_parent_text(request))
-        return str(answer["ts"]) if answer else None
+        return self._posted(channel, sentences.thread_parent_text(request))
 
     def thread(self, request: AccessRequest, text: str, summary: list[dict[str, Any]] | None = None) -> None:
         """A reply in the request's audit thread."""
