@@ -19,7 +19,7 @@ from rq.job import Job
 
 from bench.load import LoadResult, run_load
 from devtools.moto_server import Network
-from devtools.slack_client import click_body, command_body
+from devtools.slack_client import click_payload, command_body, form_body
 from devtools.stack import SIGNING_SECRET, Stack
 
 APPROVALS = "C0BENCHAPPROVALS"
@@ -138,7 +138,7 @@ def card_timestamps(stack: Stack, ids: list[str], timeout: float) -> dict[str, s
 
 
 def approve_bodies(ids: list[str], cards: dict[str, str]) -> list[str]:
-    return [click_body(APPROVER, "jit_approve", rid, APPROVALS, cards[rid]) for rid in ids]
+    return [form_body(click_payload(APPROVER, "jit_approve", rid, APPROVALS, cards[rid])) for rid in ids]
 
 
 def stamp(text: str) -> float:

@@ -115,19 +115,6 @@ def click_payload(
     }
 
 
-def click_body(
-    user: str,
-    action_id: str,
-    value: str,
-    channel: str,
-    message_ts: str,
-    response_url: str = "",
-    trigger_id: str | None = None,
-) -> str:
-    """A `block_actions` click as Slack posts it: one form field `payload` holding the JSON."""
-    return form_body(click_payload(user, action_id, value, channel, message_ts, response_url, trigger_id))
-
-
 def _button_action(action_id: str, value: str, block_id: str) -> dict[str, Any]:
     label = {"jit_approve": "Approve", "jit_deny": "Deny"}.get(action_id, action_id)
     return {
@@ -406,7 +393,8 @@ class SlackClient:
         return self.post(command_body(user, text, channel, trigger_id=self.trigger_id(user)))
 
     def click(self, user: str, action_id: str, value: str, channel: str, message_ts: str) -> Answer:
-        return self.post(click_body(user, action_id, value, channel, message_ts, trigger_id=self.trigger_id(user)))
+        payload = click_payload(user, action_id, value, channel, message_ts, trigger_id=self.trigger_id(user))
+        return self.post(form_body(payload))
 
     def shortcut(self, user: str, callback_id: str = "jit_request") -> Answer:
         return self.post(form_body(shortcut_payload(user, callback_id, self.trigger_id(user))))
