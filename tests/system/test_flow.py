@@ -36,6 +36,12 @@ def fixture_stack() -> Iterator[Stack]:
         yield stack
 
 
+def clicked(stack: Stack, user: str, action: str, request_id: str, until: str) -> None:
+    """A click on the request's card, answered 200, then the audit event `until` for the request."""
+    assert click(stack, user, action, request_id) == 200
+    stack.wait_for(lambda: until in stack.events(request_id))
+
+
 def test_whole_life_of_a_grant(stack: Stack) -> None:
     """Request → card → refused clicks → approve → rules with markers → end → rules gone, summary, audit."""
     before = stack.sg_rules()
@@ -108,10 +114,8 @@ def test_whole_life_of_a_grant(stack: Stack) -> None:
 def test_deny_changes_nothing_at_the_load_balancer(stack: Stack) -> None:
     """A denied request edits the card, tells the requester, and creates nothing; approving later counts for nothing."""
     request_id, _ = ask(stack, "U0DEV2", "request lb-prod 10m checking headers")
-    assert click(stack, "U0APPROVER2", "jit_deny", request_id) == 200
-    stack.wait_for(lambda: "request.denied" in stack.events(request_id))
-    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
-    stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
+    clicked(stack, "U0APPROVER2", "jit_deny", request_id, until="request.denied")
+    clicked(stack, "U0APPROVER1", "jit_approve", request_id, until="approval.refused")
     assert "request.approved" not in stack.events(request_id)
     assert rules_of(stack, request_id) == []
     update = stack.wait_for(
@@ -127,8 +131,7 @@ def test_deny_changes_nothing_at_the_load_balancer(stack: Stack) -> None:
 def test_usergroup_member_may_approve(stack: Stack) -> None:
     """An approver named through a usergroup (S…) is expanded with usergroups.users.list and counts."""
     request_id, _ = ask(stack, "U0DEV2", "request lb-prod 1m usergroup path")
-    assert click(stack, "U0NETOPS1", "jit_approve", request_id) == 200
-    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    clicked(stack, "U0NETOPS1", "jit_approve", request_id, until="grant.applied")
     assert stack.slack.calls("usergroups.users.list")
 
 
@@ -161,13 +164,10 @@ def test_simultaneous_approvals_count_once(stack: Stack) -> None:
 def test_two_approvals_required(stack: Stack) -> None:
     """With approvals_required 2, one approval leaves the request pending; a second distinct approver grants."""
     request_id, _ = ask(stack, "U0DEV1", "request lb-two 1m needs two")
-    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
-    stack.wait_for(lambda: "request.approved" in stack.events(request_id))
-    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
-    stack.wait_for(lambda: "approval.refused" in stack.events(request_id))
+    clicked(stack, "U0APPROVER1", "jit_approve", request_id, until="request.approved")
+    clicked(stack, "U0APPROVER1", "jit_approve", request_id, until="approval.refused")
     assert "grant.applied" not in stack.events(request_id)
-    assert click(stack, "U0APPROVER2", "jit_approve", request_id) == 200
-    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    clicked(stack, "U0APPROVER2", "jit_approve", request_id, until="grant.applied")
     assert stack.events(request_id).count("request.approved") == 2
 
 
@@ -175,8 +175,7 @@ def test_failed_grant_leaves_nothing_and_says_why(stack: Stack) -> None:
     """A grant on a missing security group ends `failed`, leaves no rule, and the thread names the group."""
     before = len(stack.sg_rules())
     request_id, _ = ask(stack, "U0DEV1", "request lb-broken 1m this group does not exist")
-    assert click(stack, "U0APPROVER1", "jit_approve", request_id) == 200
-    stack.wait_for(lambda: "grant.failed" in stack.events(request_id))
+    clicked(stack, "U0APPROVER1", "jit_approve", request_id, until="grant.failed")
     failed = next(r for r in stack.audit(request_id) if r["event"] == "grant.failed")
     assert "sg-0123456789abcdef0" in failed["error"] and "not found" in failed["error"]
     assert len(stack.sg_rules()) == before
