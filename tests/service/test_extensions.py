@@ -35,9 +35,7 @@ async def test_a_requester_removed_from_the_target_cannot_extend(world: World) -
     request = await world.granted()
     world.edit_policy(lambda p: p["targets"]["lb-prod"].update(requesters=["U0DEV2"]))
     answer = await world.ask("U0DEV1", f"extend {request.id} 10m more")
-    assert f"you may no longer request `lb-prod`, so you cannot extend {request.id}" in answer
-    assert world.rt.store.get(request.id).extension is None
-    assert world.outbox() == []
+    world.refused_extension(request, answer, f"you may no longer request `lb-prod`, so you cannot extend {request.id}")
 
 
 async def test_an_extension_into_a_freeze_is_refused(world: World) -> None:

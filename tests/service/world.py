@@ -148,6 +148,12 @@ class World:
         self.rt.notices.empty()
         return self.rt.store.get(request.id)
 
+    def refused_extension(self, request: AccessRequest, answer: str, why: str) -> None:
+        """The extend's answer says `why`, and nothing was kept: no extension waits, no card is queued."""
+        assert why in answer, answer
+        assert self.rt.store.get(request.id).extension is None
+        assert self.outbox() == []
+
     async def approved_extension(self, request: AccessRequest, minutes: int = 10) -> Extension:
         """`/jit extend` by the requester, its card posted by a worker, one approver's click; the extension clicked."""
         answer = await self.ask("U0DEV1", f"extend {request.id} {minutes}m still digging")
