@@ -69,7 +69,7 @@ class PagerDuty:
             entries = self._oncalls(user_id, schedules, at)
         except PagerDutyError as err:
             return OnCall(None, f"PagerDuty could not be asked ({err})")
-        return judge(entries, schedules, max_level)
+        return judge(entries, user_id, schedules, max_level)
 
     def _user_id(self, email: str) -> str | None:
         for user in self._list("users", {"query": email}):
@@ -129,14 +129,16 @@ def _message(err: urllib.error.HTTPError) -> str:
     return f": {str(message)[:100]}"
 
 
-def judge(entries: list[dict[str, Any]], schedules: list[str], max_level: int) -> OnCall:
-    """The nearest qualifying entry among PagerDuty's on-calls: one of `schedules`, level at most `max_level`."""
+def judge(entries: list[dict[str, Any]], user_id: str, schedules: list[str], max_level: int) -> OnCall:
+    """The nearest qualifying entry of `user_id` among PagerDuty's on-calls: one of `schedules`, level `max_level`
+    or nearer. Entries of anyone else never count, whatever filter PagerDuty applied (or failed to)."""
     levels: list[int] = []
     best: Shift | None = None
     for entry in entries:
         schedule = (entry.get("schedule") or {}).get("id")
         level = entry.get("escalation_level")
-        if schedule not in schedules or not isinstance(level, int):
+        someone_else = (entry.get("user") or {}).get("id") != user_id
+        if someone_else or schedule not in schedules or not isinstance(level, int):
             continue
         levels.append(level)
         if level <= max_level and (best is None or level < best.escalation_level):

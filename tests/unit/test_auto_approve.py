@@ -81,15 +81,26 @@ def test_a_grant_ends_with_its_shift_only_when_asked_and_only_if_sooner() -> Non
     assert requests.grant_end(requests.auto_approve(request, long), NOW) == NOW + timedelta(minutes=10)
 
 
+ME = {"id": "PUSER01"}
+
+
 def test_the_nearest_qualifying_level_wins() -> None:
     entries = [
-        {"schedule": {"id": "PSCHED01"}, "escalation_level": 2, "start": None, "end": None},
-        {"schedule": {"id": "PSCHED01"}, "escalation_level": 1, "start": "2026-11-23T11:00:00Z", "end": None},
-        {"schedule": {"id": "POTHER1"}, "escalation_level": 1, "start": None, "end": None},
+        {"user": ME, "schedule": {"id": "PSCHED01"}, "escalation_level": 2, "start": None, "end": None},
+        {"user": ME, "schedule": {"id": "PSCHED01"}, "escalation_level": 1, "start": "2026-11-23T11:00:00Z"},
+        {"user": ME, "schedule": {"id": "POTHER1"}, "escalation_level": 1, "start": None, "end": None},
     ]
-    answer = judge(entries, ["PSCHED01"], 2)
+    answer = judge(entries, "PUSER01", ["PSCHED01"], 2)
     assert answer.shift is not None
     assert answer.shift.escalation_level == 1
+
+
+def test_someone_elses_entry_never_counts() -> None:
+    """Should PagerDuty ignore the user filter, the primary's entry is not the requester's."""
+    entries = [{"user": {"id": "PUSER99"}, "schedule": {"id": "PSCHED01"}, "escalation_level": 1}]
+    answer = judge(entries, "PUSER01", ["PSCHED01"], 1)
+    assert answer.shift is None
+    assert answer.why_not == "not on call now in PSCHED01"
 
 
 def test_an_auto_approved_card_has_no_buttons_and_says_why() -> None:
