@@ -249,7 +249,7 @@ def main_flow(stack: Stack) -> None:
         print("  no changes")
 
     section("Card, as edited in place")
-    print("  " + slack_text(stack.slack.updates(APPROVALS, ts)[-1]).replace("\n", "\n  "))
+    print("  " + slack_text(card_edit(stack, ts, "Ended")).replace("\n", "\n  "))
     parent = next(m for m in stack.slack.messages(AUDIT) if request_id in m.get("text", ""))
     section(f"Audit thread in #{AUDIT}")
     for reply in stack.slack.thread(AUDIT, parent["ts"]):
@@ -351,7 +351,7 @@ def step_up(stack: Stack) -> None:
         view=approve[-1],
     )
     stack.wait_for(lambda: "grant.applied" in stack.events(request_id), what="the grant")
-    print("  " + slack_text(stack.slack.updates(APPROVALS, card["ts"])[-1]).split("\n")[-1])
+    print("  " + slack_text(card_edit(stack, card["ts"], "Granted")).split("\n")[-1])
     client.command("U0DEV1", f"revoke {request_id}")
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the revoke")
 
@@ -382,6 +382,13 @@ def on_call(stack: Stack) -> None:
     client.command("U0DEV7", f"cancel {other}")
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the on-call grant's end")
     print(f"  U0APPROVER1: /jit revoke {request_id} ended it; U0DEV7 cancelled theirs")
+
+
+def card_edit(stack: Stack, ts: str, showing: str) -> dict[str, Any]:
+    """The card's latest edit once it shows `showing`: workers edit it a moment after the state changes."""
+    return stack.slack.wait_for(
+        lambda: next((m for m in reversed(stack.slack.updates(APPROVALS, ts)) if showing in slack_text(m)), None)
+    )
 
 
 def request_id_in(text: str) -> str:
