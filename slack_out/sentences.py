@@ -14,7 +14,7 @@ from slack_out.limits import (
     MAX_BLOCKS,
     MAX_LINE,
     MAX_SECTION_TEXT,
-    Blocks,
+    Message,
     bounded,
     capped,
     clip,
@@ -32,22 +32,19 @@ def thread_parent_text(request: AccessRequest) -> str:
     return f"Audit trail of {request.id}: <@{request.requester}> → `{request.target}` for {request.duration_text}"
 
 
-def created_text(request: AccessRequest, channel: str) -> str:
-    """The audit thread's first reply as text (the notification of created_blocks, or the message alone)."""
-    return (
-        f":memo: Requested by <@{request.requester}>: `{request.target}` for {request.duration_text} "
-        f"from `{request.cidr or request.role_name}`. Reason: {escape(clip(request.reason, MAX_SECTION_TEXT))}. "
-        f"Approval card in <#{channel}>."
-    )
-
-
-def created_blocks(request: AccessRequest, channel: str) -> Blocks:
-    """The audit thread's first reply: who asked for what, and the reason as typed."""
+def created_message(request: AccessRequest, channel: str) -> Message:
+    """The audit thread's first reply: who asked for what from where, and the reason (escaped in the notification
+    text, as typed in the blocks)."""
     line = (
         f":memo: Requested by <@{request.requester}>: `{request.target}` for {request.duration_text} "
-        f"from `{request.cidr or request.role_name}`. Approval card in <#{channel}>."
+        f"from `{request.cidr or request.role_name}`."
     )
-    return [section(mrkdwn(line)), *typed_blocks("Reason", request.reason)]
+    where = f"Approval card in <#{channel}>."
+    reason = escape(clip(request.reason, MAX_SECTION_TEXT))
+    return Message(
+        f"{line} Reason: {reason}. {where}",
+        [section(mrkdwn(f"{line} {where}")), *typed_blocks("Reason", request.reason)],
+    )
 
 
 def submitted_reply(request: AccessRequest, channel: str) -> str:
@@ -103,20 +100,20 @@ def approval_text(request: AccessRequest, who: str) -> str:
     return f":white_check_mark: <@{who}> approved `{request.id}`; granting access now."
 
 
-def denied_text(request: AccessRequest) -> str:
-    reason = f" Reason: {escape(clip(request.deny_reason, MAX_LINE))}" if request.deny_reason else ""
-    return f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`).{reason}"
-
-
-def denied_blocks(request: AccessRequest) -> Blocks:
-    """The denial in the thread and the requester's DM, its reason shown as typed."""
+def denied_message(request: AccessRequest) -> Message:
+    """The denial in the thread and the requester's DM: its reason escaped in the text, as typed in the blocks."""
     head = f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`)."
-    reason = typed_blocks("Reason", request.deny_reason) if request.deny_reason else []
-    return capped([section(mrkdwn(head)), *reason])
+    if not request.deny_reason:
+        return Message(head, capped([section(mrkdwn(head))]))
+    return Message(
+        f"{head} Reason: {escape(clip(request.deny_reason, MAX_LINE))}",
+        capped([section(mrkdwn(head)), *typed_blocks("Reason", request.deny_reason)]),
+    )
 
 
-def again_blocks(request: AccessRequest, blocks: Blocks) -> Blocks:
-    """The requester's message of an ended, denied or expired request, with a Request again button under it.
+def again_message(request: AccessRequest, message: Message) -> Message:
+    """The requester's copy of an ended, denied or expired request's message, with a Request again button under it
+    (a message of text alone shows its text as a section above the button).
 
     The button's value is the request id; the web opens the request modal filled in from it, for its requester alone.
     """
@@ -132,13 +129,8 @@ def again_blocks(request: AccessRequest, blocks: Blocks) -> Blocks:
             }
         ],
     }
-    kept = capped(blocks)
-    return [*(kept if len(kept) < MAX_BLOCKS else kept[: MAX_BLOCKS - 1]), button]
-
-
-def again_text_blocks(request: AccessRequest, text: str) -> Blocks:
-    """A notice's text as a section, with the Request again button (again_blocks)."""
-    return again_blocks(request, [section(mrkdwn(clip(text, MAX_SECTION_TEXT)))])
+    kept = capped(message.blocks or [section(mrkdwn(clip(message.text, MAX_SECTION_TEXT)))])
+    return Message(message.text, [*(kept if len(kept) < MAX_BLOCKS else kept[: MAX_BLOCKS - 1]), button])
 
 
 def cancelled_text(request: AccessRequest) -> str:
@@ -220,20 +212,16 @@ def list_text(requests: list[AccessRequest], more: int = 0) -> str:
     return "\n".join(lines)
 
 
-def extension_requested_text(request: AccessRequest) -> str:
-    """The thread's note of an extension request as text (the notification of extension_requested_blocks)."""
-    extension = request.extension
-    more = extension.duration_text if extension else "more time"
-    reason = escape(clip(extension.reason, MAX_SECTION_TEXT)) if extension else ""
-    return f":hourglass: <@{request.requester}> asked to extend `{request.id}` by {more}. Reason: {reason}"
-
-
-def extension_requested_blocks(request: AccessRequest) -> Blocks:
-    """The thread's note of an extension request, the reason as typed."""
+def extension_requested_message(request: AccessRequest) -> Message:
+    """The thread's note of an extension request: its reason escaped in the text, as typed in the blocks."""
     extension = request.extension
     more = extension.duration_text if extension else "more time"
     line = f":hourglass: <@{request.requester}> asked to extend `{request.id}` by {more}."
-    return [section(mrkdwn(line)), *typed_blocks("Reason", extension.reason if extension else "")]
+    typed = extension.reason if extension else ""
+    return Message(
+        f"{line} Reason: {escape(clip(typed, MAX_SECTION_TEXT))}",
+        [section(mrkdwn(line)), *typed_blocks("Reason", typed)],
+    )
 
 
 def extension_approval_text(request: AccessRequest, who: str, done: bool) -> str:

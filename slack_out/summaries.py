@@ -8,6 +8,7 @@ from slack_out.ids import BlockId
 from slack_out.limits import (
     MAX_LINE,
     Blocks,
+    Message,
     capped,
     clip,
     context_block,
@@ -22,8 +23,9 @@ from slack_out.limits import (
 )
 
 
-def summary_blocks(request: AccessRequest) -> Blocks:
-    """The last reply of a request's thread: what was granted, to whom, for how long, why, and how it ended.
+def summary_message(request: AccessRequest) -> Message:
+    """The last reply of a request's thread: what was granted, to whom, for how long, why, and how it ended; its
+    notification text says how it ended and, in a sentence, what happened during the session.
 
     The reason is shown as typed; created and removed objects are listed a line each, over as many sections as
     they take, up to MAX_LISTED each.
@@ -39,7 +41,8 @@ def summary_blocks(request: AccessRequest) -> Blocks:
         + (f" by <@{request.ended_by}>" if request.ended_by not in {None, "system"} else ""),
     ]
     removed = "Removed:" + ("" if request.verified else "  :warning: removal NOT verified")
-    return capped(
+    ended = f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.id}`."
+    blocks = capped(
         [
             section(mrkdwn("\n".join(lines)), BlockId.SUMMARY),
             *typed_blocks("Reason", request.reason),
@@ -48,11 +51,7 @@ def summary_blocks(request: AccessRequest) -> Blocks:
             *activity_blocks(request),
         ]
     )
-
-
-def summary_text(request: AccessRequest) -> str:
-    ended = f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.id}`."
-    return ended + _activity_sentence(request)
+    return Message(ended + _activity_sentence(request), blocks)
 
 
 MAX_CHANGES_SHOWN = 30  # changes a summary lists before "… and N more"; the audit record keeps more

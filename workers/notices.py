@@ -136,9 +136,8 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
         parent = notifier.post_parent(request, audit_channel)
         if parent is not None:
             request = rt.store.update(request.id, thread_channel=audit_channel, thread_ts=parent)
-    notifier.thread(
-        request, sentences.created_text(request, card_channel), sentences.created_blocks(request, card_channel)
-    )
+    created = sentences.created_message(request, card_channel)
+    notifier.thread(request, created.text, created.blocks)
     if request.auto_approval is not None:
         _queue_auto_grant(context, request)  # only now that the card shows it: the grant's notices edit a card
     home.refresh_homes(rt, notifier, request)
@@ -189,7 +188,8 @@ def _post_extension_card(context: WorkerContext, request: AccessRequest) -> str:
         return "not posted"
     extension = request.extension.model_copy(update={"card_channel": channel, "card_ts": card_ts})
     after = rt.store.update(request.id, extension=extension)
-    notifier.thread(after, sentences.extension_requested_text(after), sentences.extension_requested_blocks(after))
+    requested = sentences.extension_requested_message(after)
+    notifier.thread(after, requested.text, requested.blocks)
     home.refresh_homes(rt, notifier, after)
     return "posted"
 
@@ -238,10 +238,11 @@ def tell(
     elif kind is Notice.CANCELLED:
         notifier.thread(request, sentences.cancelled_text(request))  # the requester did it: no DM
     else:
-        summary = summaries.summary_blocks(request) if kind is Notice.ENDED else None
-        text = _outcome_text(request, kind, verified)
-        notifier.thread(request, text, summary)
-        notifier.dm(request.requester, text, _requester_blocks(request, kind, text, summary))
+        outcome = _outcome(request, kind, verified)
+        notifier.thread(request, outcome.text, outcome.blocks)
+        # The requester's copy of an ended grant or an expired request carries Request again (docs/approvals.md).
+        mine = sentences.again_message(request, outcome) if kind in {Notice.ENDED, Notice.EXPIRED} else outcome
+        notifier.dm(request.requester, mine.text, mine.blocks)
     home.refresh_homes(rt, notifier, request)
     return "told"
 
@@ -284,9 +285,10 @@ def _approved(context: WorkerContext, request: AccessRequest, who: str, _: bool)
 
 
 def _denied(context: WorkerContext, request: AccessRequest, _who: str, _done: bool) -> None:
-    context.notifier.thread(request, sentences.denied_text(request), sentences.denied_blocks(request))
-    again = sentences.again_blocks(request, sentences.denied_blocks(request))
-    context.notifier.dm(request.requester, sentences.denied_text(request), again)
+    denied = sentences.denied_message(request)
+    context.notifier.thread(request, denied.text, denied.blocks)
+    again = sentences.again_message(request, denied)
+    context.notifier.dm(request.requester, again.text, again.blocks)
 
 
 def _extension_approved(context: WorkerContext, request: AccessRequest, who: str, done: bool) -> None:
@@ -331,27 +333,19 @@ def call_slack(method: str, arguments: dict[str, Any]) -> str:
     return "done" if call(current().notifier.client, method, **arguments) is not None else "refused"
 
 
-def _requester_blocks(
-    request: AccessRequest, kind: Notice, text: str, summary: list[dict[str, Any]] | None
-) -> list[dict[str, Any]] | None:
-    """The requester's copy of an ended grant or an expired request carries Request again (docs/approvals.md)."""
-    if kind is Notice.ENDED and summary is not None:
-        return sentences.again_blocks(request, summary)
-    if kind is Notice.EXPIRED:
-        return sentences.again_text_blocks(request, text)
-    return None
-
-
-def _outcome_text(request: AccessRequest, kind: Notice, verified: bool) -> str:
-    if kind is Notice.GRANTED:
-        return sentences.granted_text(request, list(request.created_objects), verified)
-    if kind is Notice.FAILED:
-        return sentences.failed_text(request)
+def _outcome(request: AccessRequest, kind: Notice, verified: bool) -> Message:
+    """An outcome's message in the thread: an ended grant's is its summary, the others' their text alone."""
     if kind is Notice.ENDED:
-        return summaries.summary_text(request)
-    if kind is Notice.EXPIRED:
-        return sentences.expired_text(request)
-    return sentences.extended_text(request, verified)
+        return summaries.summary_message(request)
+    if kind is Notice.GRANTED:
+        text = sentences.granted_text(request, list(request.created_objects), verified)
+    elif kind is Notice.FAILED:
+        text = sentences.failed_text(request)
+    elif kind is Notice.EXPIRED:
+        text = sentences.expired_text(request)
+    else:
+        text = sentences.extended_text(request, verified)
+    return Message(text, [])
 
 
 def warn_expiry(request_id: str, ends_at: int) -> str:

@@ -72,7 +72,7 @@ def test_summary_names_everything_an_auditor_asks() -> None:
     approved = requests.approve(pending(), "U0APPROVER1", NOW)
     granted = requests.grant(approved, NOW, NOW + timedelta(minutes=10), ["sgr-1 on sg-1"], verified=True)
     ended = requests.end(granted, NOW + timedelta(minutes=4), EndReason.REVOKED, "U0DEV1", ["sgr-1 on sg-1"], True)
-    text = str(summaries.summary_blocks(ended))
+    text = str(summaries.summary_message(ended).blocks)
     for fact in ("<@U0DEV1>", "<@U0APPROVER1>", "why", "Granted at", "Ended at", "Lasted: 4m", "revoked", "sgr-1"):
         assert fact in text
 
@@ -114,9 +114,9 @@ def messages_of(request: AccessRequest) -> dict[str, Blocks]:
     return {
         "card": cards.approval_card(request),
         "extension card": cards.extension_card(request, request.extension),
-        "summary": summaries.summary_blocks(request),
-        "created": sentences.created_blocks(request, "C0APPROVALS"),
-        "extension requested": sentences.extension_requested_blocks(request),
+        "summary": summaries.summary_message(request).blocks,
+        "created": sentences.created_message(request, "C0APPROVALS").blocks,
+        "extension requested": sentences.extension_requested_message(request).blocks,
     }
 
 
@@ -133,8 +133,8 @@ def test_notification_texts_escape_typed_text() -> None:
     """Top-level texts carry typed text escaped as Slack documents: no mention, no link."""
     request = typed_everywhere(Status.CANCELLED)
     texts = [
-        sentences.created_text(request, "C0APPROVALS"),
-        sentences.extension_requested_text(request),
+        sentences.created_message(request, "C0APPROVALS").text,
+        sentences.extension_requested_message(request).text,
         cards.outcome_line(request),
         sentences.failed_text(request),
         sentences.revoke_failed_text(request, TYPED, ["U0APPROVER1"]),
@@ -180,7 +180,7 @@ def ended(request: AccessRequest, created: list[str], removed: list[str], approv
 
 def test_summary_of_a_fifteen_port_grant_is_valid() -> None:
     """The issue's case: 15 ports created and removed fit (it was one 3,067-character section Slack refused)."""
-    summary = summaries.summary_blocks(ended(pending(), sg_rules(15), sg_rules(15)))
+    summary = summaries.summary_message(ended(pending(), sg_rules(15), sg_rules(15))).blocks
     assert_valid(summary)
     assert all(rule in str(summary) for rule in sg_rules(15))
 
@@ -188,7 +188,7 @@ def test_summary_of_a_fifteen_port_grant_is_valid() -> None:
 @pytest.mark.parametrize("count", [0, 1, 20, 40, 99, 100, 101, 500, 5000])
 def test_summary_lists_many_objects_within_the_limits(count: int) -> None:
     """Any number of objects fits in 50 blocks; past MAX_LISTED the list says how many more there were."""
-    summary = summaries.summary_blocks(ended(pending(), sg_rules(count), sg_rules(count)))
+    summary = summaries.summary_message(ended(pending(), sg_rules(count), sg_rules(count))).blocks
     assert_valid(summary)
     more = f"… and {count - limits.MAX_LISTED} more"
     assert (more in str(summary)) == (count > limits.MAX_LISTED)
@@ -215,7 +215,7 @@ def test_every_message_is_valid_for_extreme_reasons(reason: str) -> None:
     for message in [*messages_of(request).values(), limits.typed_blocks("Reason", reason)]:
         assert_valid(message)
     finished = ended(request, sg_rules(40), sg_rules(40), approvers=30)
-    assert_valid(summaries.summary_blocks(finished))
+    assert_valid(summaries.summary_message(finished).blocks)
     assert_valid(cards.approval_card(finished, target()))
 
 
@@ -284,10 +284,10 @@ def test_every_builder_is_valid_block_kit_for_any_request(request: AccessRequest
     assert_valid(cards.approval_card(request, target(description)))
     for text in [
         cards.card_text(request),
-        sentences.created_text(request, "C0APPROVALS"),
-        sentences.extension_requested_text(request),
+        sentences.created_message(request, "C0APPROVALS").text,
+        sentences.extension_requested_message(request).text,
         cards.extension_card_text(request, request.extension),
-        summaries.summary_text(request),
+        summaries.summary_message(request).text,
         cards.outcome_line(request),
         sentences.granted_text(request, list(request.created_objects), verified=False),
         sentences.failed_text(request),
@@ -318,7 +318,7 @@ def test_a_cancellation_names_who_or_why() -> None:
 def test_request_again_follows_an_ended_grants_summary_within_the_limits(count: int) -> None:
     """The requester's copy of an ended grant's summary ends with Request again, valid however long the summary."""
     finished = ended(pending(), sg_rules(count), sg_rules(count))
-    message = sentences.again_blocks(finished, summaries.summary_blocks(finished))
+    message = sentences.again_message(finished, summaries.summary_message(finished)).blocks
     assert_valid(message)
     assert message[-1]["elements"] == [
         {
@@ -333,7 +333,7 @@ def test_request_again_follows_an_ended_grants_summary_within_the_limits(count: 
 def test_request_again_follows_an_expired_requests_notice() -> None:
     """An expired request's notice to its requester is its text and Request again."""
     expired = requests.expire(pending(), NOW + timedelta(hours=1))
-    message = sentences.again_text_blocks(expired, sentences.expired_text(expired))
+    message = sentences.again_message(expired, limits.Message(sentences.expired_text(expired), [])).blocks
     assert_valid(message)
     assert "expired" in str(message[0])
     assert message[-1]["elements"][0]["action_id"] == "jit_rerequest"
