@@ -198,6 +198,10 @@ class World:
         """Run the queued notices (card edits, thread replies, DMs) in this thread, oldest first, as a worker does."""
         post_notices(self.rt)
 
+    def homes_settled(self) -> bool:
+        """Wait until every App Home asked for has gone out (or waits for Slack's Retry-After); False after 10 s."""
+        return self.forms.homes.settled()
+
     def queued(self) -> list[tuple[str | None, tuple[Any, ...]]]:
         """The grant and revoke queue as (function name, arguments)."""
         return [(job.func_name, tuple(job.args)) for job in self.rt.queue.jobs]
