@@ -1,10 +1,9 @@
-"""The App Home of one person, built from the store and published (web on `app_home_opened`, workers on changes)."""
+"""The App Home of one person, built from the store, and whose homes a request shows in (workers/homes.py publishes)."""
 
 from __future__ import annotations
 
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.runtime import Runtime
-from slack_out.poster import Notifier
 from slack_out.views import View, home_view
 
 MAX_REFRESHED = 50  # people whose home one change republishes (the requester first, then approvers)
@@ -32,20 +31,10 @@ def _awaits(rt: Runtime, user: str, request: AccessRequest) -> bool:
     return not already and rt.approvers.may_approve(user, rt.policy.target_for(request.target))
 
 
-def publish_home(rt: Runtime, notifier: Notifier, user: str, open_requests: list[AccessRequest] | None = None) -> None:
-    """Publish `user`'s App Home as it is now."""
-    requests = rt.store.open_requests() if open_requests is None else open_requests
-    notifier.publish_home(user, home_of(rt, user, requests))
-
-
-def refresh_homes(rt: Runtime, notifier: Notifier, request: AccessRequest) -> int:
-    """Publish again the homes a request shows in: its requester's and its approvers', for those who opened one."""
+def viewers_of(rt: Runtime, request: AccessRequest) -> list[str]:
+    """Whose homes show `request`, of those who opened one: its requester's, then its approvers' (MAX_REFRESHED)."""
     viewers = rt.store.home_users()
     if not viewers:
-        return 0
+        return []
     concerned = [request.requester, *sorted(rt.approvers.of(rt.policy.target_for(request.target)))]
-    users = [user for user in dict.fromkeys(concerned) if user in viewers][:MAX_REFRESHED]
-    open_requests = rt.store.open_requests()
-    for user in users:
-        publish_home(rt, notifier, user, open_requests)
-    return len(users)
+    return [user for user in dict.fromkeys(concerned) if user in viewers][:MAX_REFRESHED]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jit_lb.runtime import Runtime
 from jit_lb.settings import load_settings
-from slack_out.poster import Notifier
+from slack_out.poster import Notifier, web_client
 from slack_out.process import connect
+from workers.homes import HomePublisher
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,11 @@ class WorkerContext:
 
     rt: Runtime
     notifier: Notifier
+    homes: HomePublisher = field(init=False)  # the App Homes' writer, whose client does not wait out a 429
+
+    def __post_init__(self) -> None:
+        client = web_client(self.rt.settings, wait_on_rate_limits=False)
+        object.__setattr__(self, "homes", HomePublisher(self.rt, Notifier(client, lambda: self.rt.policy)))
 
 
 _current: WorkerContext | None = None

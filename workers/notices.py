@@ -19,7 +19,7 @@ from jit_lb.access.errors import AuditUnavailableError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
-from slack_out import cards, home, sentences, summaries
+from slack_out import cards, sentences, summaries
 from slack_out.limits import Message
 from slack_out.poster import call
 from workers.context import WorkerContext, current
@@ -140,7 +140,7 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
     notifier.thread(request, created.text, created.blocks)
     if request.auto_approval is not None:
         _queue_auto_grant(context, request)  # only now that the card shows it: the grant's notices edit a card
-    home.refresh_homes(rt, notifier, request)
+    context.homes.refresh(request)
     return "posted"
 
 
@@ -163,7 +163,7 @@ def _post_breakglass_card(context: WorkerContext, request: AccessRequest, again:
     request = rt.store.update(
         request.id, card_channel=channel, card_ts=card_ts, thread_channel=channel, thread_ts=card_ts
     )
-    home.refresh_homes(rt, notifier, request)
+    context.homes.refresh(request)
     return "posted"
 
 
@@ -190,7 +190,7 @@ def _post_extension_card(context: WorkerContext, request: AccessRequest) -> str:
     after = rt.store.update(request.id, extension=extension)
     requested = sentences.extension_requested_message(after)
     notifier.thread(after, requested.text, requested.blocks)
-    home.refresh_homes(rt, notifier, after)
+    context.homes.refresh(after)
     return "posted"
 
 
@@ -227,7 +227,7 @@ def tell(
         text = sentences.extension_refused_text(request, error)
         notifier.thread(request, text)
         notifier.dm(request.requester, text)
-        home.refresh_homes(rt, notifier, request)
+        context.homes.refresh(request)
         return "told"
     if kind in {Notice.EXTENSION_APPROVED, Notice.EXTENSION_DENIED}:
         show_extension_card(context, request_id)
@@ -243,7 +243,7 @@ def tell(
         # The requester's copy of an ended grant or an expired request carries Request again (docs/approvals.md).
         mine = sentences.again_message(request, outcome) if kind in {Notice.ENDED, Notice.EXPIRED} else outcome
         notifier.dm(request.requester, mine.text, mine.blocks)
-    home.refresh_homes(rt, notifier, request)
+    context.homes.refresh(request)
     return "told"
 
 
@@ -319,12 +319,18 @@ _DECISIONS = {
 
 
 def refresh_homes(request_id: str) -> str:
-    """Publish again the App Homes a request shows in (queued by the web after a decision it recorded)."""
+    """Publish again the App Homes a request shows in."""
     context = current()
     request = context.rt.store.find(request_id)
     if request is None:
         return "unknown request"
-    return f"{home.refresh_homes(context.rt, context.notifier, request)} homes"
+    return f"{context.homes.refresh(request)} homes"
+
+
+def show_home(user: str) -> str:
+    """Publish `user`'s App Home as the store holds it (queued by the web when they open it)."""
+    current().homes.publish(user)
+    return "published"
 
 
 def call_slack(method: str, arguments: dict[str, Any]) -> str:

@@ -69,8 +69,7 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
 
     async def handle_event_home(body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("tab", "home") == "home":
-            # On the homes' own thread: a storm of opens never holds up a decision (bot/service/homes.py).
-            forms.homes.run(forms.home_opened, str(event.get("user", "")), body.get("event_id"))
+            after_answer(forms.home_opened, str(event.get("user", "")), body.get("event_id"))
 
     app.shortcut(CallbackId.REQUEST.value)(handle_shortcut_request)
     app.view(CallbackId.REQUEST.value)(handle_view_request)

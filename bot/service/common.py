@@ -52,6 +52,14 @@ def tell(rt: Runtime, request_id: str, notice: str, who: str = "", done: bool = 
         log.error("could not queue a notice; the card shows the old state", request_id=request_id, error=str(err))
 
 
+def show_home(rt: Runtime, user: str) -> None:
+    """Queue the publish of `user`'s App Home: the workers are the one writer of every home, as of every card."""
+    try:
+        rt.notices.enqueue(NOTICES + "show_home", user)
+    except RedisError as err:
+        log.error("could not queue an App Home; it is published at its next change", user=user, error=str(err))
+
+
 def defer_to_workers(rt: Runtime) -> Callable[[str, dict[str, Any], float], None]:
     """The web's answer to a Slack call rate-limited: a worker makes it after Retry-After (notices.call_slack), so
     that no thread of the web waits on Slack's rate limit."""

@@ -15,9 +15,8 @@ from datetime import timedelta
 
 from bot.service.background import after_answer
 from bot.service.commands import CommandService
-from bot.service.common import Reply, altered, issued
+from bot.service.common import Reply, altered, issued, show_home
 from bot.service.decisions import DecisionService
-from bot.service.homes import HomePublisher
 from bot.service.mfa import MfaService, Verified
 from jit_lb.access import commands
 from jit_lb.access.commands import BreakGlassCommand, ExtendCommand, RequestCommand
@@ -53,14 +52,12 @@ class FormService:
         commands_service: CommandService,
         decisions: DecisionService,
         mfa: MfaService,
-        homes: HomePublisher | None = None,
     ) -> None:
         self.rt = rt
         self.notifier = notifier
         self.commands = commands_service
         self.decisions = decisions
         self.mfa = mfa
-        self.homes = homes or HomePublisher(rt, notifier)
 
     # --- the request modal ------------------------------------------------------------------------
 
@@ -220,12 +217,12 @@ class FormService:
     # --- the App Home -----------------------------------------------------------------------------
 
     def home_opened(self, user: str, event_id: str | None) -> None:
-        """Publish `user`'s home (on the homes' own thread, see HomePublisher); from now on it is published again
-        whenever what it shows changes."""
+        """Queue the publish of `user`'s home for a worker (workers/homes.py, the one writer of every home); from now
+        on it is published again whenever what it shows changes."""
         if event_id is not None and not self.rt.store.first_delivery(event_id):
             return  # Slack retried an event we already handled
         self.rt.store.note_home_user(user)
-        self.homes.publish(user)
+        show_home(self.rt, user)
 
     def home_revoke(self, user: str, request_id: str) -> None:
         """The home's End now: `/jit revoke`, answered by DM."""

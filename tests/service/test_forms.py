@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from bot.service.forms import FormService
-from bot.service.homes import HomePublisher
 from devtools.slack_standin import block_kit_errors
 from jit_lb.access.requests import Status
 from slack_out.poster import Notifier, web_client
 from slack_out.views import field_values
 from tests.service.world import APPROVALS, World, buttons, id_in
 from workers import jobs
+from workers.homes import HomePublisher
 
 
 @pytest.fixture(name="forms")
@@ -162,7 +162,8 @@ async def test_the_home_lists_what_waits_and_its_approve_obeys_the_cards_rules(
     """An approver's home lists a pending request; its Approve from the home counts once, the requester's never."""
     forms.home_opened("U0APPROVER1", "Ev1")
     forms.home_opened("U0DEV1", "Ev2")
-    assert forms.homes.settled()  # the web publishes homes on a thread of their own
+    world.post_notices()  # a worker publishes the homes the web queued
+    assert world.homes_settled()
     request = await world.request()
     world.work()  # the refresh queued when the card was posted
     home = world.slack.home("U0APPROVER1")
@@ -183,7 +184,6 @@ async def test_the_home_lists_what_waits_and_its_approve_obeys_the_cards_rules(
     assert request.id not in json.dumps(world.slack.home("U0APPROVER1")["blocks"])
 
 
-@pytest.mark.xfail(reason="issue 17: the web and the workers both publish the home; fixed in the next commit", strict=True)
 async def test_the_home_ends_showing_the_newest_state_when_it_changes_while_it_is_published(
     world: World, forms: FormService
 ) -> None:
@@ -208,7 +208,8 @@ def test_a_retried_home_event_is_handled_once(world: World, forms: FormService) 
     """Slack retries an event not acked in time; the same event id publishes the home once."""
     forms.home_opened("U0DEV1", "Ev42")
     forms.home_opened("U0DEV1", "Ev42")
-    assert forms.homes.settled()
+    world.post_notices()
+    assert world.homes_settled()
     assert len(world.slack.calls("views.publish")) == 1
 
 

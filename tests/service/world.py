@@ -23,7 +23,7 @@ from jit_lb.access import store
 from jit_lb.access.requests import AccessRequest, Extension
 from jit_lb.runtime import Runtime
 from slack_out.poster import Notifier
-from workers import jobs, notices
+from workers import context, jobs, notices
 
 APPROVALS = "C0APPROVALS"
 DEVS = "C0DEVS"
@@ -199,8 +199,9 @@ class World:
         post_notices(self.rt)
 
     def homes_settled(self) -> bool:
-        """Wait until every App Home asked for has gone out (or waits for Slack's Retry-After); False after 10 s."""
-        return self.forms.homes.settled()
+        """Wait until the workers' App Homes are published (those waiting for Slack's Retry-After aside); False
+        after 10 s."""
+        return context.current().homes.settled()
 
     def queued(self) -> list[tuple[str | None, tuple[Any, ...]]]:
         """The grant and revoke queue as (function name, arguments)."""
