@@ -13,13 +13,14 @@ from rq import get_current_job
 from jit_lb.access import requests
 from jit_lb.access.errors import AuditUnavailableError, ProviderError, TransitionError
 from jit_lb.access.extensions import extension_refusal
+from jit_lb.access.grant_time import grant_refusal
 from jit_lb.access.policy import Target, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, Activity, EndReason, Status
 from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from workers import activity
 from workers.context import current
-from workers.judge import GRACE, applied_spec, grant_refusal
+from workers.judge import GRACE, applied_spec
 from workers.notices import Notice, queue_notice, warn_expiry
 from workers.orders import holds_lease, order_of, release, release_many, roll_back
 from workers.providers.registry import provider_for
