@@ -63,7 +63,7 @@ def _fields(request: AccessRequest) -> dict[str, Any]:
         f"*Duration*\n{request.duration_text}"
         + (f"\nstarting {when(request.starts_at)} (scheduled)" if request.starts_at is not None else ""),
         f"*Source*\n`{source}`" if request.cidr else f"*Source*\n{source}",
-        f"*Request*\n`{request.id}`",
+        f"*Request*\n`{request.visible_id}`",
         "*Approval*\nnone: break-glass, reviewed afterwards"
         if request.break_glass
         else "*Approval*\nauto: the requester is on call"
@@ -76,7 +76,7 @@ def _fields(request: AccessRequest) -> dict[str, Any]:
 def card_text(request: AccessRequest) -> str:
     """The notification text of the approval card (what shows where blocks cannot)."""
     return (
-        f"Access request {request.id}: <@{request.requester}> asks for {request.target} "
+        f"Access request {request.visible_id}: <@{request.requester}> asks for {request.target} "
         f"for {request.duration_text} — {_OUTCOME[request.status]}"
     )
 
@@ -93,7 +93,7 @@ def approval_card(
     """
     description = f" — {escape(clip(target.description, MAX_LINE))}" if target and target.description else ""
     blocks: Blocks = [
-        section(mrkdwn(f"*Access request* `{request.id}`{description}")),
+        section(mrkdwn(f"*Access request* `{request.visible_id}`{description}")),
         _fields(request),
         *typed_blocks("Reason", request.reason),
     ]
@@ -153,7 +153,8 @@ def to_be_created(request: AccessRequest, target: Target | None) -> str | None:
         role = f"`{escape(clip(request.role_name, MAX_LINE))}`" if request.role_name else "the requester's role"
         balancer = spec.load_balancer_arn.partition(":loadbalancer/")[2]
         return (
-            f"An inline policy `{request.id}` on IAM role {role}: {len(scoped)} Elastic Load Balancing action(s) on "
+            f"An inline policy `{request.visible_id}` on IAM role {role}: {len(scoped)} Elastic Load Balancing "
+            f"action(s) on "
             f"load balancer `{escape(balancer)}` (its listeners, rules and target groups) and {len(describe)} "
             "Describe action(s), until the end (AWS's `DateLessThan`)"
             + (", with MFA (`aws:MultiFactorAuthPresent`)" if spec.require_mfa else "")
@@ -199,14 +200,14 @@ def _decision_buttons(request: AccessRequest) -> dict[str, Any]:
                 "action_id": ActionId.APPROVE,
                 "style": "primary",
                 "text": {"type": "plain_text", "text": "Approve"},
-                "value": request.id,
+                "value": request.visible_id,
             },
             {
                 "type": "button",
                 "action_id": ActionId.DENY,
                 "style": "danger",
                 "text": {"type": "plain_text", "text": "Deny"},
-                "value": request.id,
+                "value": request.visible_id,
             },
         ],
     }
@@ -233,7 +234,7 @@ def on_call_line(request: AccessRequest) -> str:
         return (
             f":pager: *Auto-approved*: <@{request.requester}> is on call in PagerDuty (schedule "
             f"`{approval.schedule}`, escalation level {approval.escalation_level}{shift}){ends}. "
-            f"Approvers can still end it: `/jit revoke {request.id}`"
+            f"Approvers can still end it: `/jit revoke {request.visible_id}`"
         )
     if request.not_auto_approved and request.status is Status.PENDING:
         return f":pager: Not auto-approved: {escape(clip(request.not_auto_approved, MAX_LINE))}"
@@ -272,7 +273,7 @@ def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
 
 def extension_card_text(request: AccessRequest, extension: Extension) -> str:
     return (
-        f"Extension of {request.id}: <@{request.requester}> asks for {extension.duration_text} more on "
+        f"Extension of {request.visible_id}: <@{request.requester}> asks for {extension.duration_text} more on "
         f"{request.target} — {extension.outcome}"
     )
 
@@ -280,7 +281,7 @@ def extension_card_text(request: AccessRequest, extension: Extension) -> str:
 def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
     """The approval card of an extension: same buttons, same value, its own message; the reason as typed."""
     line = (
-        f"*Extension of* `{request.id}`: <@{request.requester}> asks for *{extension.duration_text}* more on "
+        f"*Extension of* `{request.visible_id}`: <@{request.requester}> asks for *{extension.duration_text}* more on "
         f"`{request.target}` (now until {when(request.ends_at)})"
     )
     blocks: Blocks = [section(mrkdwn(line)), *typed_blocks("Reason", extension.reason)]
@@ -306,7 +307,7 @@ def outcome_block(text: str) -> dict[str, Any]:
 
 
 def breakglass_card_text(request: AccessRequest) -> str:
-    return f"Break-glass {request.id}: <@{request.requester}> took {request.target} for {request.duration_text}"
+    return f"Break-glass {request.visible_id}: <@{request.requester}> took {request.target} for {request.duration_text}"
 
 
 def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: bool = False) -> Blocks:
@@ -314,7 +315,8 @@ def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: boo
     still = " (still unreviewed)" if again else ""
     asked = f" {people(sorted(approvers))}: please review it." if approvers else ""
     head = (
-        f":rotating_light: *Break-glass{still}* `{request.id}`: <@{request.requester}> took `{request.target}` for "
+        f":rotating_light: *Break-glass{still}* `{request.visible_id}`: <@{request.requester}> took "
+        f"`{request.target}` for "
         f"{request.duration_text} without approval.{asked}"
     )
     blocks: Blocks = [section(mrkdwn(head)), _fields(request), *typed_blocks("Reason", request.reason)]
@@ -329,14 +331,14 @@ def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: boo
                         "action_id": ActionId.REVIEW_OK,
                         "style": "primary",
                         "text": plain("Acknowledge"),
-                        "value": request.id,
+                        "value": request.visible_id,
                     },
                     {
                         "type": "button",
                         "action_id": ActionId.REVIEW_FLAG,
                         "style": "danger",
                         "text": plain("Flag"),
-                        "value": request.id,
+                        "value": request.visible_id,
                     },
                 ],
             }

@@ -29,7 +29,9 @@ from slack_out.limits import (
 
 def thread_parent_text(request: AccessRequest) -> str:
     """The audit channel's parent message for one request; its events go in the thread below."""
-    return f"Audit trail of {request.id}: <@{request.requester}> → `{request.target}` for {request.duration_text}"
+    return (
+        f"Audit trail of {request.visible_id}: <@{request.requester}> → `{request.target}` for {request.duration_text}"
+    )
 
 
 def created_message(request: AccessRequest, channel: str) -> Message:
@@ -51,9 +53,28 @@ def submitted_reply(request: AccessRequest, channel: str) -> str:
     """What the requester sees right after asking."""
     starts = f", starting {when(request.starts_at)}," if request.starts_at is not None else ""
     return (
-        f"Request `{request.id}` for `{request.target}` ({request.duration_text}{starts}) is waiting for approval in "
+        f"Request `{request.visible_id}` for `{request.target}` ({request.duration_text}{starts}) is waiting "
+        f"for approval in "
         f"<#{channel}>. It expires unanswered {when(request.pending_until)}."
     )
+
+
+def submitted_several_reply(parts: list[AccessRequest], channels: list[str]) -> str:
+    """What the requester sees right after asking for several targets: one id, each target's approvals."""
+    first = parts[0]
+    starts = f", starting {when(first.starts_at)}," if first.starts_at is not None else ""
+    where = ", ".join(f"<#{channel}>" for channel in channels)
+    listed = ", ".join(f"`{part.target}` ({part.approvals_required} approval(s))" for part in parts)
+    return (
+        f"Request `{first.visible_id}` for {listed} ({first.duration_text}{starts}) is waiting for approval in "
+        f"{where}; each target is granted once its own approvals are in. It expires unanswered "
+        f"{when(first.pending_until)}."
+    )
+
+
+def _which(request: AccessRequest) -> str:
+    """The target, named after the id where one request has several targets."""
+    return f" (`{request.target}`)" if request.group else ""
 
 
 def unavailable_text() -> str:
@@ -65,27 +86,33 @@ def unavailable_text() -> str:
 
 
 def revoking_reply(request: AccessRequest) -> str:
-    return f"Revoking `{request.id}` on `{request.target}` now; the thread will say when it is done."
+    return f"Revoking `{request.visible_id}` on `{request.target}` now; the thread will say when it is done."
 
 
 def extension_submitted_reply(request: AccessRequest, channel: str) -> str:
     more = request.extension.duration_text if request.extension else "more time"
-    return f"Asked to extend `{request.id}` by {more}; waiting for approval in <#{channel}>."
+    return f"Asked to extend `{request.visible_id}` by {more}; waiting for approval in <#{channel}>."
 
 
 def approved_dm_text(request: AccessRequest) -> str:
     """The requester's DM once every approval a request needs is in."""
     if request.auto_approval is not None:
         return (
-            f":white_check_mark: `{request.id}` was approved because you are on call in PagerDuty (schedule "
+            f":white_check_mark: `{request.visible_id}`{_which(request)} was approved because you are on call "
+            f"in PagerDuty (schedule "
             f"`{request.auto_approval.schedule}`); access is being granted."
         )
     if request.starts_at is not None:
         return (
-            f":white_check_mark: `{request.id}` was approved by {people(request.approvers)}; it is granted at its "
-            f"start, {when(request.starts_at)}, if it still may be then (`/jit cancel {request.id}` withdraws it)."
+            f":white_check_mark: `{request.visible_id}`{_which(request)} was approved by {people(request.approvers)}; "
+            "it is granted at its "
+            f"start, {when(request.starts_at)}, if it still may be then (`/jit cancel {request.visible_id}` "
+            f"withdraws it)."
         )
-    return f":white_check_mark: `{request.id}` was approved by {people(request.approvers)}; access is being granted."
+    return (
+        f":white_check_mark: `{request.visible_id}`{_which(request)} was approved by {people(request.approvers)}; "
+        "access is being granted."
+    )
 
 
 def approval_text(request: AccessRequest, who: str) -> str:
@@ -94,15 +121,15 @@ def approval_text(request: AccessRequest, who: str) -> str:
     counted = request.approval_place(who)
     if counted < request.approvals_required:
         return (
-            f":ballot_box_with_check: <@{who}> approved ({counted} of "
+            f":ballot_box_with_check: <@{who}> approved{_which(request)} ({counted} of "
             f"{request.approvals_required}); waiting for another approver."
         )
-    return f":white_check_mark: <@{who}> approved `{request.id}`; granting access now."
+    return f":white_check_mark: <@{who}> approved `{request.visible_id}`{_which(request)}; granting access now."
 
 
 def denied_message(request: AccessRequest) -> Message:
     """The denial in the thread and the requester's DM: its reason escaped in the text, as typed in the blocks."""
-    head = f":no_entry: <@{request.decided_by}> denied `{request.id}` (`{request.target}`)."
+    head = f":no_entry: <@{request.decided_by}> denied `{request.visible_id}` (`{request.target}`)."
     if not request.deny_reason:
         return Message(head, capped([section(mrkdwn(head))]))
     return Message(
@@ -125,7 +152,7 @@ def again_message(request: AccessRequest, message: Message) -> Message:
                 "type": "button",
                 "action_id": ActionId.REREQUEST,
                 "text": {"type": "plain_text", "text": "Request again"},
-                "value": request.id,
+                "value": request.visible_id,
             }
         ],
     }
@@ -136,15 +163,18 @@ def again_message(request: AccessRequest, message: Message) -> Message:
 def cancelled_text(request: AccessRequest) -> str:
     if request.decided_by in {None, "system"}:
         why = f": {escape(clip(request.failure, MAX_LINE))}" if request.failure else ""
-        return f":wastebasket: `{request.id}` (`{request.target}`) was cancelled{why}."
-    return f":wastebasket: <@{request.decided_by}> withdrew `{request.id}` (`{request.target}`)."
+        return f":wastebasket: `{request.visible_id}` (`{request.target}`) was cancelled{why}."
+    return f":wastebasket: <@{request.decided_by}> withdrew `{request.visible_id}` (`{request.target}`)."
 
 
 def expired_text(request: AccessRequest) -> str:
     if request.failure:
         why = escape(clip(request.failure, MAX_LINE))
-        return f":alarm_clock: `{request.id}` (`{request.target}`) expired at its start and nothing was applied: {why}"
-    return f":alarm_clock: `{request.id}` expired: nobody decided within the approval window."
+        return (
+            f":alarm_clock: `{request.visible_id}` (`{request.target}`) expired at its start and nothing was applied: "
+            f"{why}"
+        )
+    return f":alarm_clock: `{request.visible_id}`{_which(request)} expired: nobody decided within the approval window."
 
 
 def granted_text(request: AccessRequest, objects: list[str], verified: bool) -> str:
@@ -159,14 +189,16 @@ def granted_text(request: AccessRequest, objects: list[str], verified: bool) -> 
 
 def failed_text(request: AccessRequest) -> str:
     return (
-        f":x: Could not grant `{request.id}` on `{request.target}`: {escape(clip(str(request.failure), MAX_LINE))}. "
+        f":x: Could not grant `{request.visible_id}` on `{request.target}`: "
+        f"{escape(clip(str(request.failure), MAX_LINE))}. "
         "Nothing was left at the load balancer."
     )
 
 
 def revoke_failed_text(request: AccessRequest, error: str, approvers: list[str]) -> str:
     return (
-        f":rotating_light: Revoking `{request.id}` on `{request.target}` failed: {escape(clip(error, MAX_LINE))}. "
+        f":rotating_light: Revoking `{request.visible_id}` on `{request.target}` failed: "
+        f"{escape(clip(error, MAX_LINE))}. "
         f"It is retried, and the sweep keeps trying. {people(approvers)}"
     )
 
@@ -205,7 +237,7 @@ def list_text(requests: list[AccessRequest], more: int = 0) -> str:
         if request.starts_at is not None and request.status in {Status.PENDING, Status.APPROVED}:
             state += f", starts {when(request.starts_at)}"
         lines.append(
-            f"• `{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
+            f"• `{request.visible_id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
         )
     if more > 0:
         lines.append(f"… and {more} more not shown")
@@ -216,7 +248,7 @@ def extension_requested_message(request: AccessRequest) -> Message:
     """The thread's note of an extension request: its reason escaped in the text, as typed in the blocks."""
     extension = request.extension
     more = extension.duration_text if extension else "more time"
-    line = f":hourglass: <@{request.requester}> asked to extend `{request.id}` by {more}."
+    line = f":hourglass: <@{request.requester}> asked to extend `{request.visible_id}` by {more}."
     typed = extension.reason if extension else ""
     return Message(
         f"{line} Reason: {escape(clip(typed, MAX_SECTION_TEXT))}",
@@ -227,32 +259,42 @@ def extension_requested_message(request: AccessRequest) -> Message:
 def extension_approval_text(request: AccessRequest, who: str, done: bool) -> str:
     if done:
         return (
-            f":white_check_mark: <@{who}> approved the extension of `{request.id}`; "
+            f":white_check_mark: <@{who}> approved the extension of `{request.visible_id}`{_which(request)}; "
             f"moving its end to {when(request.ends_at)}."
         )
-    return f":ballot_box_with_check: <@{who}> approved the extension of `{request.id}`; waiting for another approver."
+    return (
+        f":ballot_box_with_check: <@{who}> approved the extension of `{request.visible_id}`{_which(request)}; "
+        "waiting for another approver."
+    )
 
 
 def extension_denied_text(request: AccessRequest, who: str) -> str:
-    return f":no_entry: <@{who}> denied the extension of `{request.id}`; it still ends {when(request.ends_at)}."
+    return (
+        f":no_entry: <@{who}> denied the extension of `{request.visible_id}`{_which(request)}; "
+        f"it still ends {when(request.ends_at)}."
+    )
 
 
 def extended_text(request: AccessRequest, verified: bool) -> str:
     check = "markers at the load balancer moved and verified" if verified else ":warning: markers NOT verified"
-    return f":hourglass_flowing_sand: `{request.id}` on `{request.target}` now ends {when(request.ends_at)} ({check})."
+    return (
+        f":hourglass_flowing_sand: `{request.visible_id}` on `{request.target}` now ends {when(request.ends_at)} "
+        f"({check})."
+    )
 
 
 def extension_refused_text(request: AccessRequest, why: str) -> str:
     return (
-        f":no_entry: The extension of `{request.id}` on `{request.target}` was approved but not applied: {why}. "
+        f":no_entry: The extension of `{request.visible_id}` on `{request.target}` was approved but not "
+        f"applied: {why}. "
         f"It still ends {when(request.ends_at)}."
     )
 
 
 def warning_text(request: AccessRequest, minutes: int) -> str:
     return (
-        f":alarm_clock: Your access `{request.id}` on `{request.target}` ends in about {minutes} minutes "
-        f"({when(request.ends_at)}). Need more? `/jit extend {request.id} 30m <reason>`"
+        f":alarm_clock: Your access `{request.visible_id}` on `{request.target}` ends in about {minutes} minutes "
+        f"({when(request.ends_at)}). Need more? `/jit extend {request.visible_id} 30m <reason>`"
     )
 
 
@@ -327,21 +369,22 @@ def enrolled_text() -> str:
 
 def breakglass_reply(request: AccessRequest) -> str:
     return (
-        f":rotating_light: Break-glass `{request.id}` on `{request.target}` for {request.duration_text}: being applied "
+        f":rotating_light: Break-glass `{request.visible_id}` on `{request.target}` for "
+        f"{request.duration_text}: being applied "
         "now, without approval. The approvers are told and will review it."
     )
 
 
 def review_text(request: AccessRequest) -> str:
     verdict = "acknowledged" if request.review == "acknowledged" else "flagged"
-    return f":mag: <@{request.reviewed_by}> {verdict} break-glass `{request.id}` on `{request.target}`."
+    return f":mag: <@{request.reviewed_by}> {verdict} break-glass `{request.visible_id}` on `{request.target}`."
 
 
 def flagged_dm_text(request: AccessRequest) -> str:
     return (
-        f":triangular_flag_on_post: <@{request.reviewed_by}> flagged break-glass `{request.id}`: "
+        f":triangular_flag_on_post: <@{request.reviewed_by}> flagged break-glass `{request.visible_id}`: "
         f"<@{request.requester}> took `{request.target}` for {request.duration_text}. "
-        f"`/jit revoke {request.id}` ends it if it still runs."
+        f"`/jit revoke {request.visible_id}` ends it if it still runs."
     )
 
 

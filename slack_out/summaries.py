@@ -32,7 +32,7 @@ def summary_message(request: AccessRequest) -> Message:
     """
     lasted = request.lasted()
     lines = [
-        f"*Summary of `{request.id}`*",
+        f"*Summary of `{request.visible_id}`*",
         f"Requester: <@{request.requester}>  ·  Approvers: {people(request.approvers)}",
         f"Target: `{request.target}`",
         f"Granted at: {when(request.granted_at)}  ·  Ended at: {when(request.ended_at)}",
@@ -41,7 +41,7 @@ def summary_message(request: AccessRequest) -> Message:
         + (f" by <@{request.ended_by}>" if request.ended_by not in {None, "system"} else ""),
     ]
     removed = "Removed:" + ("" if request.verified else "  :warning: removal NOT verified")
-    ended = f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.id}`."
+    ended = f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.visible_id}`."
     blocks = capped(
         [
             section(mrkdwn("\n".join(lines)), BlockId.SUMMARY),

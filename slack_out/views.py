@@ -170,7 +170,9 @@ def _approvers_context(target: Target, users: Sequence[str], groups: Sequence[st
 
 def deny_modal(request: AccessRequest, required: bool, card: tuple[str, str] | None) -> View:
     """The `jit_deny` modal: why the request is denied (required or optional, as the target says)."""
-    head = f"Deny `{request.id}`: <@{request.requester}> asks for `{request.target}` for {request.duration_text}."
+    head = (
+        f"Deny `{request.visible_id}`: <@{request.requester}> asks for `{request.target}` for {request.duration_text}."
+    )
     blocks: Blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": head}},
         *typed_blocks("Their reason", request.reason),
@@ -182,7 +184,7 @@ def deny_modal(request: AccessRequest, required: bool, card: tuple[str, str] | N
             hint="The requester, the approval thread and the audit log will read it.",
         ),
     ]
-    metadata = {"request": request.id, "card": list(card) if card else None}
+    metadata = {"request": request.visible_id, "card": list(card) if card else None}
     return _modal(CallbackId.DENY, "Deny access", "Deny", blocks, metadata)
 
 
@@ -194,7 +196,7 @@ def extend_modal(request: AccessRequest, target: Target) -> View:
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": f"Extend `{request.id}` on `{request.target}`, now until {when(request.ends_at)}.",
+                "text": f"Extend `{request.visible_id}` on `{request.target}`, now until {when(request.ends_at)}.",
             },
         },
         {
@@ -209,14 +211,14 @@ def extend_modal(request: AccessRequest, target: Target) -> View:
         },
         _text_input("reason", "Why", optional=False, multiline=True, hint=target.reason_hint or ""),
     ]
-    return _modal(CallbackId.EXTEND, "Extend access", "Ask", blocks, {"request": request.id})
+    return _modal(CallbackId.EXTEND, "Extend access", "Ask", blocks, {"request": request.visible_id})
 
 
 def _item(request: AccessRequest, state: str, buttons: Sequence[tuple[str, str, str | None]]) -> Blocks:
     """One request: who, what, its state (mrkdwn, our words), its reason as typed (plain_text), its buttons."""
-    head = f"`{request.id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
+    head = f"`{request.visible_id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
     elements = [
-        {"type": "button", "action_id": action, "text": _plain(label), "value": request.id}
+        {"type": "button", "action_id": action, "text": _plain(label), "value": request.visible_id}
         | ({"style": style} if style else {})
         for action, label, style in buttons
     ]

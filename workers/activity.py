@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from jit_lb.access.errors import ProviderError
-from jit_lb.access.requests import Activity, Change, Snapshot, Use
+from jit_lb.access.requests import Activity, Change, Snapshot, Use, audit_ids
 from jit_lb.runtime import Runtime
 from workers.providers.base import Entries, GrantOrder, Provider
 
@@ -186,7 +186,7 @@ def record_unknown(rt: Runtime, request_id: str, kind: str | None = None) -> Non
     rt.audit.record(
         "grant.activity",
         actor="system",
-        request_id=request_id,
+        **audit_ids(request_id),
         target=None,
         kind=kind,
         changes_unknown=UNKNOWN_REQUEST,

@@ -19,7 +19,7 @@ from rq.job import Job, JobStatus
 
 from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
-from jit_lb.access.requests import AccessRequest, EndReason, Status
+from jit_lb.access.requests import AccessRequest, EndReason, Status, audit_ids
 from jit_lb.clock import utcnow
 from jit_lb.policytools.diff import ended_by
 from jit_lb.runtime import Runtime
@@ -266,7 +266,7 @@ def close_swept(
         rt.audit.record(
             "grant.revoked",
             actor="system",
-            request_id=request_id,
+            **audit_ids(request_id),
             target=None,
             reason=EndReason.SWEEP,
             removed=removed,

@@ -35,6 +35,7 @@ from jit_lb.access.errors import (
     StoreUnavailableError,
     TransitionError,
 )
+from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.access.stepup import BreakGlassIntent, ExtendIntent, LockdownOffIntent, RequestIntent
 from jit_lb.clock import utcnow
@@ -82,6 +83,8 @@ class CommandService:
         expired by every worker's loop.
         """
         policy, store = self.rt.policy, self.rt.store
+        if len(parsed.targets) > 1:
+            return await self._request_several(user, parsed, channel, mfa)
         build = commands.build_request(policy, user, parsed, self.clock(), channel, self.rt.approvers.directory.members)
         target = policy.targets[parsed.target]
         if target.require_mfa and not mfa:
@@ -103,6 +106,39 @@ class CommandService:
             await self._take_back(request)
             raise
         return Reply(sentences.submitted_reply(request, policy.channel_for(policy.targets[request.target])))
+
+    async def _request_several(self, user: str, parsed: RequestCommand, channel: str | None, mfa: bool) -> Reply:
+        """A request of several targets (docs/approvals.md): each target judged by its own policy, every part stored
+        at once or none, one code for all, one card a channel (posted by a worker from the group's id)."""
+        policy, store = self.rt.policy, self.rt.store
+        build = commands.build_group(policy, user, parsed, self.clock(), channel, self.rt.approvers.directory.members)
+        asking = [policy.targets[name] for name in parsed.targets if policy.targets[name].require_mfa]
+        if asking and not mfa:
+            if await asyncio.to_thread(self.mfa.due, user, asking[0]):
+                return await asyncio.to_thread(self._step_up_request, user, parsed, channel)
+            mfa = True
+        parts = await store.create_group_async(
+            _several_with_mfa(build) if mfa else build, policy.limits.pending_per_user
+        )
+        group = parts[0].visible_id
+        try:
+            for part in parts:
+                await self.rt.audit.request_event_async(
+                    "request.created", part, actor=user, pending_until=part.pending_until, mfa=mfa or None
+                )
+        except AuditUnavailableError:
+            await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+            raise
+        try:
+            await store.announce_async(group)
+        except StoreUnavailableError:
+            await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+            why = "no Redis replica confirmed the request; taken back, the requester was told to try again"
+            for part in parts:
+                await self.rt.audit.request_event_async("request.cancelled", part, actor="system", why=why, must=True)
+            raise
+        channels = sorted({policy.channel_for(policy.targets[part.target]) for part in parts})
+        return Reply(sentences.submitted_several_reply(parts, channels))
 
     async def _take_back(self, request: AccessRequest) -> None:
         """A request a replica did not confirm (a failover under way) is taken back, as if never stored, and
@@ -174,29 +210,59 @@ class CommandService:
         return Reply(sentences.error_reply(err))
 
     def revoke(self, user: str, request_id: str) -> Reply:
-        request = self.rt.store.get(request_id)
-        target = self.rt.policy.target_for(request.target)
-        if not self.rt.approvers.may_see(user, request, target):
-            raise CommandError(f"only the requester or an approver of `{request.target}` can revoke {request_id}")
-        if request.status is not Status.GRANTED:
-            raise CommandError(f"{request_id} is {request.status}, not granted; there is nothing to revoke")
-        if not enqueue(self.rt.queue, "revoke_access", request_id, "revoked", user, job_id=f"revoke-now-{request_id}"):
-            raise StoreUnavailableError("the revoke could not be queued")
-        return Reply(sentences.revoking_reply(request))
+        """End a grant now; on a request of several targets, every target still granted that `user` may end."""
+        parts = self._parts_for(user, request_id, "revoke")
+        granted = [part for part in parts if part.status is Status.GRANTED]
+        if not granted:
+            raise CommandError(f"{request_id} is {_states(parts)}, not granted; there is nothing to revoke")
+        for part in granted:
+            job = f"revoke-now-{part.id}"
+            if not enqueue(self.rt.queue, "revoke_access", part.id, "revoked", user, job_id=job):
+                raise StoreUnavailableError("the revoke could not be queued")
+        return Reply("\n".join(sentences.revoking_reply(part) for part in granted))
+
+    def _parts_for(self, user: str, request_id: str, verb: str) -> list[AccessRequest]:
+        """What `request_id` stands for (one request, or the targets of a request of several) that `user` may see:
+        its requester, or an approver of the target. CommandError when none."""
+        policy = self.rt.policy
+        parts = self.rt.store.parts(request_id)
+        seen = [part for part in parts if self.rt.approvers.may_see(user, part, policy.target_for(part.target))]
+        if not seen:
+            names = ", ".join(f"`{part.target}`" for part in parts)
+            raise CommandError(f"only the requester or an approver of {names} can {verb} {request_id}")
+        return seen
 
     def extend(self, user: str, parsed: ExtendCommand, mfa: bool = False) -> Reply:
-        """More time on one's own grant, judged as a request is (jit_lb/access/extensions.py)."""
-        request = self.rt.store.get(parsed.request_id)
+        """More time on one's own grant, judged as a request is (jit_lb/access/extensions.py); on a request of
+        several targets, on each target still granted, each judged by its own policy (a refusal refuses all)."""
+        parts = self.rt.store.parts(parsed.request_id)
+        if len(parts) > 1:
+            parts = [part for part in parts if part.status is Status.GRANTED] or parts
         locked = self.rt.store.lockdown() is not None
-        target = extensions.check_extension(
-            self.rt.policy, self.rt.approvers, user, request, parsed.duration, parsed.reason, locked, self.clock()
-        )
-        if target.require_mfa and not mfa and self.mfa.due(user, target):
-            intent = ExtendIntent(request=request.id, duration=parsed.duration, reason=parsed.reason)
-            view = self.mfa.step_up(user, intent, f"More time on `{request.target}` asks for a one-time code.")
+        judged = [
+            (
+                part,
+                extensions.check_extension(
+                    self.rt.policy, self.rt.approvers, user, part, parsed.duration, parsed.reason, locked, self.clock()
+                ),
+            )
+            for part in parts
+        ]
+        asking = [target for _, target in judged if target.require_mfa]
+        if asking and not mfa and self.mfa.due(user, asking[0]):
+            intent = ExtendIntent(request=parsed.request_id, duration=parsed.duration, reason=parsed.reason)
+            names = ", ".join(f"`{part.target}`" for part in parts)
+            view = self.mfa.step_up(user, intent, f"More time on {names} asks for a one-time code.")
             return Reply("A one-time code is due: enter it in the form that opened.", view=view)
-        extensions.check_extension_end(request, target, parsed.duration, self.clock())
+        for part, target in judged:
+            extensions.check_extension_end(part, target, parsed.duration, self.clock())
+        replies = []
+        for part, target in judged:
+            after = self._extend_one(user, part, target, parsed)
+            replies.append(sentences.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
+        return Reply("\n".join(replies))
 
+    def _extend_one(self, user: str, request: AccessRequest, target: Target, parsed: ExtendCommand) -> AccessRequest:
         def extension(current: AccessRequest) -> AccessRequest:
             # On a target that requires MFA this is reached only after a code (or within its window).
             with_mfa = target.require_mfa
@@ -215,7 +281,7 @@ class CommandService:
         _, after = self.rt.store.transition(request.id, extension, record)
         # Its card is posted by a worker, as a new request's is.
         self.rt.store.announce_later(after.id)
-        return Reply(sentences.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
+        return after
 
     def _mfa(self, user: str, words: list[str]) -> Reply:
         reply = self.mfa.command(user, words)
@@ -310,20 +376,28 @@ class CommandService:
         return Reply(sentences.lockdown_ended_text(user, current))
 
     def cancel(self, user: str, request_id: str) -> Reply:
-        """Withdraw one's own pending request, or a scheduled one before its start: recorded, then its card, thread
-        and home are told by a worker."""
-        request = self.rt.store.get(request_id)
-        if user != request.requester:
-            raise CommandError(f"only <@{request.requester}>, who asked for {request.id}, can cancel it")
+        """Withdraw one's own pending request, or a scheduled one before its start (on a request of several targets,
+        every target still open to it): recorded, then its card, thread and home are told by a worker."""
+        parts = self.rt.store.parts(request_id)
+        if user != parts[0].requester:
+            raise CommandError(f"only <@{parts[0].requester}>, who asked for {request_id}, can cancel it")
+        if len(parts) > 1:
+            open_ = [part for part in parts if part.status is Status.PENDING or part.waits_for_start]
+            if not open_:
+                raise CommandError(f"{request_id} is {_states(parts)}: nothing is left to cancel")
+            parts = open_
 
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event("request.cancelled", after, actor=user, why="withdrawn by the requester")
 
-        _, after = self.rt.store.transition(
-            request.id, lambda r: requests.cancel(r, "withdrawn by the requester", self.clock(), by=user), record
-        )
-        tell(self.rt, after.id, "cancelled")
-        return Reply(sentences.cancelled_text(after))
+        done = []
+        for part in parts:
+            _, after = self.rt.store.transition(
+                part.id, lambda r: requests.cancel(r, "withdrawn by the requester", self.clock(), by=user), record
+            )
+            tell(self.rt, after.id, "cancelled")
+            done.append(sentences.cancelled_text(after))
+        return Reply("\n".join(done))
 
     def _visible(self, user: str) -> list[AccessRequest]:
         policy, approvers = self.rt.policy, self.rt.approvers
@@ -335,6 +409,22 @@ def _with_mfa(build: Callable[[str], AccessRequest]) -> Callable[[str], AccessRe
 
     def marked(request_id: str) -> AccessRequest:
         return build(request_id).model_copy(update={"requested_with_mfa": True})
+
+    return marked
+
+
+def _states(parts: list[AccessRequest]) -> str:
+    """Where a request stands, for a refusal: its status, or each target's on a request of several."""
+    if len(parts) == 1:
+        return str(parts[0].status)
+    return ", ".join(f"{part.status} on `{part.target}`" for part in parts)
+
+
+def _several_with_mfa(build: Callable[[str], list[AccessRequest]]) -> Callable[[str], list[AccessRequest]]:
+    """The same parts, marked as made after a step-up."""
+
+    def marked(group: str) -> list[AccessRequest]:
+        return [part.model_copy(update={"requested_with_mfa": True}) for part in build(group)]
 
     return marked
 

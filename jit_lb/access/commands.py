@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
 from jit_lb.access.durations import format_duration, parse_duration
 from jit_lb.access.errors import CommandError
 from jit_lb.access.policy import Members, Policy, Target, host_address
-from jit_lb.access.requests import ID_PATTERN, AccessRequest
+from jit_lb.access.requests import ID_PATTERN, MAX_TARGETS, AccessRequest, part_id
 from jit_lb.access.schedules import parse_start
 
 MAX_REASON = 500
@@ -19,11 +19,15 @@ MAX_REASON = 500
 
 @dataclass(frozen=True)
 class RequestCommand:
-    target: str
+    target: str  # one target, or several joined by commas (`lb-prod,lb-alb`), checked by `parse_targets`
     duration: timedelta | None
     ip: str | None
     reason: str
     at: str | None = None  # `--at`, as typed: read against the clock and the policy by `build_request`
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.target.split(","))
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ Command = (
 )
 
 USAGE = (
-    "`/jit request <target> [<duration>] [--ip <address>] [--at <time>] <reason…>`  ask for access "
+    "`/jit request <target>[,<target>…] [<duration>] [--ip <address>] [--at <time>] <reason…>`  ask for access "
     "(`--at`: a window starting then, `2026-12-24T02:00Z` or `HH:MM` UTC)\n"
     "`/jit list`  pending and active requests you can see\n"
     "`/jit revoke <request-id>`  end a grant now\n"
@@ -176,7 +180,9 @@ _PARSERS: dict[str, Callable[[str, list[str]], Command]] = {
 def _parse_request(words: list[str]) -> RequestCommand:
     if not words:
         raise CommandError("name a target: `/jit request <target> [<duration>] <reason…>` (see `/jit targets`)")
-    target, rest = words[0].lower(), words[1:]
+    target, rest = parse_targets(words[0]), words[1:]
+    if rest and rest[0].startswith(","):
+        raise CommandError("no spaces around the commas between targets: `/jit request lb-prod,lb-alb …`")
     duration = None
     ip = None
     at = None
@@ -201,6 +207,26 @@ def _parse_request(words: list[str]) -> RequestCommand:
     if rest and rest[0].startswith("--"):
         raise CommandError(f"unknown option `{rest[0]}` (only `--ip <address>` and `--at <time>` are known)")
     return RequestCommand(target=target, duration=duration, ip=ip, reason=_reason(rest), at=at)
+
+
+def parse_targets(word: str) -> str:
+    """One target, or several joined by commas (at most MAX_TARGETS, each once); the word as the command keeps it.
+
+    CommandError names what is wrong: an empty item (`lb-prod,` or a space after a comma), a target named
+    twice, too many.
+    """
+    names = word.lower().split(",")
+    if any(not name for name in names):
+        raise CommandError(
+            f"`{word[:80]}` has an empty target between commas: name each target once, "
+            "with no spaces around the commas (`lb-prod,lb-alb`)"
+        )
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise CommandError(f"`{twice[0][:64]}` is named twice: name each target once")
+    if len(names) > MAX_TARGETS:
+        raise CommandError(f"{len(names)} targets in one request; at most {MAX_TARGETS}")
+    return ",".join(names)
 
 
 def _duration(word: str) -> timedelta:
@@ -287,6 +313,37 @@ def build_request(
             approvals_required=target.approvals_required,
             origin_channel=channel,
         )
+
+    return build
+
+
+def build_group(
+    policy: Policy,
+    user: str,
+    command: RequestCommand,
+    now: datetime,
+    channel: str | None = None,
+    members: Members = lambda _: [],
+) -> Callable[[str], list[AccessRequest]]:
+    """`build_request` for several targets: each judged by its own policy, one reason, duration and start.
+
+    Returns a builder taking the request's (the group's) id and giving one part a target, stored under
+    `part_id`; CommandError names the first target refused, and then nothing is built. A duration
+    left out is the shortest of the targets' defaults, which every target must then allow.
+    """
+    names = command.targets
+    duration = command.duration
+    if duration is None:
+        found = [policy.target_for(name) for name in names]
+        duration = min((t.default_duration for t in found if t is not None), default=None)
+    builders = [
+        build_request(policy, user, replace(command, target=name, duration=duration), now, channel, members)
+        for name in names
+    ]
+
+    def build(group: str) -> list[AccessRequest]:
+        parts = [make(part_id(group, index)) for index, make in enumerate(builders, start=1)]
+        return [part.model_copy(update={"group": group, "group_targets": names}) for part in parts]
 
     return build
 

@@ -35,10 +35,10 @@ def check_extension(
     requester still allowed to ask, and no freeze of the target reaching into the time it adds.
     """
     if user != request.requester:
-        raise CommandError(f"only <@{request.requester}>, who asked for {request.id}, can extend it")
+        raise CommandError(f"only <@{request.requester}>, who asked for {request.visible_id}, can extend it")
     target = policy.target_for(request.target)
     if target is None or request.ends_at is None or request.status is not Status.GRANTED:
-        raise CommandError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
+        raise CommandError(f"{request.visible_id} is {request.status}, not granted; there is nothing to extend")
     commands.check_duration(request.target, target, duration)
     commands.check_reason(request.target, target, reason)
     if locked:
@@ -47,7 +47,7 @@ def check_extension(
         if not still_covers(policy, request, approvers.directory.members):
             raise CommandError(f"break-glass no longer covers you on `{request.target}`, so you cannot extend it")
     elif not approvers.may_request(user, target):
-        raise CommandError(f"you may no longer request `{request.target}`, so you cannot extend {request.id}")
+        raise CommandError(f"you may no longer request `{request.target}`, so you cannot extend {request.visible_id}")
     freeze = policy.freeze_during(request.target, now, request.ends_at + duration)
     if freeze is not None:
         until = freeze.to.strftime("%Y-%m-%d %H:%M UTC")
@@ -63,7 +63,7 @@ def check_extension_end(request: AccessRequest, target: Target, duration: timede
     assert request.ends_at is not None
     if request.ends_at + duration - now > target.max_duration:
         raise CommandError(
-            f"that would end {request.id} more than {format_duration(target.max_duration)} from now, "
+            f"that would end {request.visible_id} more than {format_duration(target.max_duration)} from now, "
             f"the most `{request.target}` allows"
         )
 

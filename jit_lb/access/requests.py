@@ -15,7 +15,10 @@ from jit_lb.access.errors import ApprovalError, TransitionError
 # Request ids are short and easy to read aloud: no 0/o, 1/l/i.
 _ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 ID_PREFIX = "jit-"
-ID_PATTERN = r"^jit-[23456789abcdefghjkmnpqrstuvwxyz]{6}$"
+# A request of several targets (a group) shows one id; each target's part is stored under that id and
+# `-1` … `-5` (the alphabet has no '-', so a part's id never looks like another request's).
+ID_PATTERN = r"^jit-[23456789abcdefghjkmnpqrstuvwxyz]{6}(?:-[1-5])?$"
+MAX_TARGETS = 5  # targets in one request
 
 
 class Status(StrEnum):
@@ -167,6 +170,9 @@ class AccessRequest(BaseModel):
 
     id: str = Field(pattern=ID_PATTERN)
     target: str
+    # A request of several targets: the id people see and type, and every target of it in order (docs/approvals.md).
+    group: str | None = None
+    group_targets: tuple[str, ...] = ()
     requester: str
     reason: str
     duration_seconds: int
@@ -212,6 +218,11 @@ class AccessRequest(BaseModel):
     thread_ts: str | None = None
 
     @property
+    def visible_id(self) -> str:
+        """The id people see and type: the group's for a part of a request of several targets, else its own."""
+        return self.group or self.id
+
+    @property
     def duration(self) -> timedelta:
         return timedelta(seconds=self.duration_seconds)
 
@@ -242,6 +253,23 @@ def new_request_id() -> str:
     return ID_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
 
 
+def part_id(group: str, index: int) -> str:
+    """The stored id of a group's `index`th target (1 for the first)."""
+    return f"{group}-{index}"
+
+
+def group_of(request_id: str) -> str:
+    """The id people see for a stored id: a part's group, or the id itself."""
+    return request_id[:10] if len(request_id) > 10 else request_id
+
+
+def audit_ids(request_id: str) -> dict[str, str]:
+    """A stored id as audit records carry it when only the id is known (a marker at the load balancer):
+    `request_id` the id people saw, and `part` the stored one when they differ (docs/auditors.md)."""
+    visible = group_of(request_id)
+    return {"request_id": visible} | ({"part": request_id} if visible != request_id else {})
+
+
 def approve(request: AccessRequest, who: str, now: datetime, mfa: bool = False) -> AccessRequest:
     """Count `who`'s approval; the request turns `approved` once enough distinct approvers agree.
 
@@ -250,11 +278,11 @@ def approve(request: AccessRequest, who: str, now: datetime, mfa: bool = False) 
     if who == request.requester:
         raise ApprovalError("you cannot approve your own request")
     if request.status is not Status.PENDING:
-        raise TransitionError(f"request {request.id} is already {request.status}")
+        raise TransitionError(f"request {request.visible_id} is already {request.status}")
     if now >= request.pending_until:
-        raise TransitionError(f"request {request.id} expired before it was approved")
+        raise TransitionError(f"request {request.visible_id} expired before it was approved")
     if who in request.approvers:
-        raise ApprovalError(f"you have already approved {request.id}; it needs another approver")
+        raise ApprovalError(f"you have already approved {request.visible_id}; it needs another approver")
     approvals = (*request.approvals, Approval(user=who, at=now, mfa=mfa))
     if len(approvals) < request.approvals_required:
         return request.model_copy(update={"approvals": approvals})
@@ -266,9 +294,9 @@ def approve(request: AccessRequest, who: str, now: datetime, mfa: bool = False) 
 def auto_approve(request: AccessRequest, approval: AutoApproval) -> AccessRequest:
     """A pending request approved by `system` because its requester is on call (docs/approvals.md)."""
     if request.status is not Status.PENDING:
-        raise TransitionError(f"request {request.id} is already {request.status}")
+        raise TransitionError(f"request {request.visible_id} is already {request.status}")
     if approval.checked_at >= request.pending_until:
-        raise TransitionError(f"request {request.id} expired before it was approved")
+        raise TransitionError(f"request {request.visible_id} expired before it was approved")
     return request.model_copy(
         update={
             "status": Status.APPROVED,
@@ -291,7 +319,7 @@ def grant_end(request: AccessRequest, start: datetime) -> datetime:
 def break_glass(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
     """A pending request turned approved at once by its requester, under the policy's break-glass rules."""
     if request.status is not Status.PENDING or who != request.requester:
-        raise TransitionError(f"request {request.id} cannot be a break-glass grant now")
+        raise TransitionError(f"request {request.visible_id} cannot be a break-glass grant now")
     return request.model_copy(
         update={"status": Status.APPROVED, "decided_by": who, "decided_at": now, "break_glass": True}
     )
@@ -300,9 +328,9 @@ def break_glass(request: AccessRequest, who: str, now: datetime) -> AccessReques
 def review(request: AccessRequest, who: str, verdict: str) -> AccessRequest:
     """An approver's review of a break-glass grant: acknowledged, or flagged for the admins."""
     if not request.break_glass:
-        raise TransitionError(f"{request.id} was not a break-glass grant")
+        raise TransitionError(f"{request.visible_id} was not a break-glass grant")
     if request.review is not None:
-        raise TransitionError(f"{request.id} was already {request.review} by <@{request.reviewed_by}>")
+        raise TransitionError(f"{request.visible_id} was already {request.review} by <@{request.reviewed_by}>")
     if who == request.requester:
         raise ApprovalError("you cannot review your own break-glass grant")
     return request.model_copy(update={"review": verdict, "reviewed_by": who})
@@ -311,7 +339,7 @@ def review(request: AccessRequest, who: str, verdict: str) -> AccessRequest:
 def deny(request: AccessRequest, who: str, now: datetime, reason: str | None = None) -> AccessRequest:
     """Close a pending request as denied by `who`, with the reason they gave, if any."""
     if request.status is not Status.PENDING:
-        raise TransitionError(f"request {request.id} is already {request.status}")
+        raise TransitionError(f"request {request.visible_id} is already {request.status}")
     return request.model_copy(
         update={"status": Status.DENIED, "decided_by": who, "decided_at": now, "deny_reason": reason or None}
     )
@@ -319,9 +347,9 @@ def deny(request: AccessRequest, who: str, now: datetime, reason: str | None = N
 
 def expire(request: AccessRequest, now: datetime) -> AccessRequest:
     if request.status is not Status.PENDING:
-        raise TransitionError(f"request {request.id} is already {request.status}")
+        raise TransitionError(f"request {request.visible_id} is already {request.status}")
     if now < request.pending_until:
-        raise TransitionError(f"request {request.id} is still within its approval window")
+        raise TransitionError(f"request {request.visible_id} is still within its approval window")
     return request.model_copy(update={"status": Status.EXPIRED, "decided_by": "system", "decided_at": now})
 
 
@@ -329,21 +357,21 @@ def cancel(request: AccessRequest, why: str, now: datetime, by: str = "system") 
     """Withdraw a pending request, or a scheduled one approved ahead of its start: by its requester, or by jit-lb
     (its card could not be posted, a lockdown)."""
     if request.status is not Status.PENDING and not request.waits_for_start:
-        raise TransitionError(f"request {request.id} is already {request.status}")
+        raise TransitionError(f"request {request.visible_id} is already {request.status}")
     return request.model_copy(update={"status": Status.CANCELLED, "decided_by": by, "decided_at": now, "failure": why})
 
 
 def expire_at_start(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
     """A scheduled request judged again at its start and refused: it ends `expired`, saying why; nothing applied."""
     if not request.waits_for_start:
-        raise TransitionError(f"request {request.id} is {request.status}, not waiting for its start")
+        raise TransitionError(f"request {request.visible_id} is {request.status}, not waiting for its start")
     return request.model_copy(update={"status": Status.EXPIRED, "failure": why, "ended_at": now})
 
 
 def fix_end(request: AccessRequest, ends_at: datetime, spec: dict[str, Any]) -> AccessRequest:
     """Set an approved request's end and grant spec once, before anything is applied, so a retried grant keeps them."""
     if request.status is not Status.APPROVED:
-        raise TransitionError(f"request {request.id} is {request.status}, not approved")
+        raise TransitionError(f"request {request.visible_id} is {request.status}, not approved")
     if request.ends_at is not None and request.grant_spec is not None:
         return request
     return request.model_copy(update={"ends_at": request.ends_at or ends_at, "grant_spec": request.grant_spec or spec})
@@ -359,7 +387,7 @@ def grant(
     snapshot: Snapshot | None = None,
 ) -> AccessRequest:
     if request.status is not Status.APPROVED:
-        raise TransitionError(f"request {request.id} is {request.status}, not approved")
+        raise TransitionError(f"request {request.visible_id} is {request.status}, not approved")
     return request.model_copy(
         update={
             "start_snapshot": snapshot,
@@ -375,7 +403,7 @@ def grant(
 
 def fail(request: AccessRequest, why: str, now: datetime) -> AccessRequest:
     if request.status is not Status.APPROVED:
-        raise TransitionError(f"request {request.id} is {request.status}, not approved")
+        raise TransitionError(f"request {request.visible_id} is {request.status}, not approved")
     return request.model_copy(update={"status": Status.FAILED, "failure": why, "ended_at": now})
 
 
@@ -389,7 +417,7 @@ def end(
     activity: Activity | None = None,
 ) -> AccessRequest:
     if request.status is not Status.GRANTED:
-        raise TransitionError(f"request {request.id} is {request.status}, not granted")
+        raise TransitionError(f"request {request.visible_id} is {request.status}, not granted")
     return request.model_copy(
         update={
             "activity": activity,
@@ -407,9 +435,9 @@ def request_extension(
     request: AccessRequest, extra: timedelta, reason: str, now: datetime, mfa: bool = False
 ) -> AccessRequest:
     if request.status is not Status.GRANTED:
-        raise TransitionError(f"{request.id} is {request.status}, not granted; there is nothing to extend")
+        raise TransitionError(f"{request.visible_id} is {request.status}, not granted; there is nothing to extend")
     if request.extension is not None:
-        raise TransitionError(f"{request.id} already has an extension waiting for approval")
+        raise TransitionError(f"{request.visible_id} already has an extension waiting for approval")
     extension = Extension(duration_seconds=int(extra.total_seconds()), reason=reason, requested_at=now, mfa=mfa)
     return request.model_copy(update={"extension": extension})
 
@@ -418,10 +446,10 @@ def refuse_extension(request: AccessRequest, number: int, why: str) -> AccessReq
     """Take back the approved extension numbered `number` (1-based) when it may not be applied: the grant's
     end moves back to where it was, and the extension is recorded `refused`."""
     if request.status is not Status.GRANTED or request.ends_at is None or len(request.extensions) != number:
-        raise TransitionError(f"{request.id} is not where that extension left it")
+        raise TransitionError(f"{request.visible_id} is not where that extension left it")
     done = request.extensions[-1]
     if done.outcome != "approved":
-        raise TransitionError(f"that extension of {request.id} is {done.outcome}")
+        raise TransitionError(f"that extension of {request.visible_id} is {done.outcome}")
     back = timedelta(seconds=done.duration_seconds)
     return request.model_copy(
         update={
@@ -438,9 +466,9 @@ def approve_extension(request: AccessRequest, who: str, now: datetime, mfa: bool
     if who == request.requester:
         raise ApprovalError("you cannot approve your own extension")
     if extension is None or request.status is not Status.GRANTED:
-        raise TransitionError(f"{request.id} has no extension waiting for approval")
+        raise TransitionError(f"{request.visible_id} has no extension waiting for approval")
     if who in extension.approvers:
-        raise ApprovalError(f"you have already approved this extension of {request.id}")
+        raise ApprovalError(f"you have already approved this extension of {request.visible_id}")
     approvals = (*extension.approvals, Approval(user=who, at=now, mfa=mfa))
     if len(approvals) < request.approvals_required:
         return request.model_copy(update={"extension": extension.model_copy(update={"approvals": approvals})})
@@ -459,6 +487,6 @@ def approve_extension(request: AccessRequest, who: str, now: datetime, mfa: bool
 def deny_extension(request: AccessRequest, who: str, now: datetime) -> AccessRequest:
     extension = request.extension
     if extension is None:
-        raise TransitionError(f"{request.id} has no extension waiting for approval")
+        raise TransitionError(f"{request.visible_id} has no extension waiting for approval")
     done = extension.model_copy(update={"outcome": "denied", "decided_by": who})
     return request.model_copy(update={"extension": None, "extensions": (*request.extensions, done)})

@@ -42,6 +42,7 @@ _PENDING = PREFIX + "pending"  # pending ids, scored by when they expire
 _GRANTED = PREFIX + "granted"  # granted ids, scored by when they end
 _OUTBOX = PREFIX + "outbox"  # request ids whose approval card (a new request's, an extension's) a worker is to post
 _USER_PENDING = PREFIX + "user-pending:"  # one set a user: their pending request ids
+_GROUP = PREFIX + "group:"  # a request of several targets: its parts' ids, comma-separated (docs/approvals.md)
 _RATE = PREFIX + "rate:"  # one counter a user and minute: the commands they sent in it
 _LOCKDOWN = PREFIX + "lockdown"  # a hash while a lockdown is on: by, at, reason (it outlives every process)
 _REVIEWS = PREFIX + "reviews"  # break-glass grants whose review is due, scored by when to announce them again
@@ -68,9 +69,28 @@ Record = Callable[[AccessRequest, AccessRequest], None]
 
 # A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
 # on, the id is free and its requester has fewer than ARGV[5] pending requests; the index forgets what history has.
-_CREATE = """
+# How many pending requests a user has: a request of several targets counts once (its parts share the id before
+# the last '-').
+_PENDING_COUNT = """
+local function pending(key)
+  local seen, count = {}, 0
+  for _, id in ipairs(redis.call('SMEMBERS', key)) do
+    local visible = string.match(id, '^(jit%-[^-]+)') or id
+    if not seen[visible] then seen[visible] = true; count = count + 1 end
+  end
+  return count
+end
+"""
+
+# A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
+# on, the id is free (no request, nor a group, has it) and its requester has fewer than ARGV[5] pending requests;
+# the index forgets what history has.
+_CREATE = (
+    _PENDING_COUNT
+    + """
 if redis.call('EXISTS', KEYS[6]) == 1 then return -2 end
-if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then return -1 end
+if pending(KEYS[5]) >= tonumber(ARGV[5]) then return -1 end
+if redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -79,6 +99,34 @@ redis.call('SADD', KEYS[5], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
 return 1
 """
+)
+
+# Every part of a request of several targets, or none: KEYS the index, open, pending, the requester's pending set,
+# the lockdown, the group's key, the key a lone request of the group's id would have, then one key a part. ARGV: the
+# requester's limit, the index's horizon, the group key's lifetime, the parts' ids joined, then json, id, created and
+# pending_until a part.
+_CREATE_GROUP = (
+    _PENDING_COUNT
+    + """
+if redis.call('EXISTS', KEYS[5]) == 1 then return -2 end
+if pending(KEYS[4]) >= tonumber(ARGV[1]) then return -1 end
+if redis.call('EXISTS', KEYS[6]) == 1 or redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
+for i = 8, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
+end
+redis.call('SET', KEYS[6], ARGV[4], 'EX', ARGV[3])
+for i = 8, #KEYS do
+  local a = 5 + (i - 8) * 4
+  redis.call('SET', KEYS[i], ARGV[a])
+  redis.call('ZADD', KEYS[1], ARGV[a + 2], ARGV[a + 1])
+  redis.call('SADD', KEYS[2], ARGV[a + 1])
+  redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a + 1])
+  redis.call('SADD', KEYS[4], ARGV[a + 1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+return 1
+"""
+)
 _CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
 _ID_ATTEMPTS = 20
 _RATE_WINDOW = 60  # seconds: limits.commands_per_minute counts commands in whole minutes
@@ -136,7 +184,7 @@ def haproxy_book_key(runtime_api: str, acl: str) -> str:
 def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str], list[str | float]]:
     """KEYS and ARGV of the _CREATE script for a new (pending) request."""
     assert request.status is Status.PENDING, "only a pending request is created"
-    keys = [_REQUEST + request.id, *_CREATE_KEYS, _USER_PENDING + request.requester, _LOCKDOWN]
+    keys = [_REQUEST + request.id, *_CREATE_KEYS, _USER_PENDING + request.requester, _LOCKDOWN, _GROUP + request.id]
     args: list[str | float] = [
         request.model_dump_json(),
         request.id,
@@ -145,6 +193,31 @@ def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str],
         pending_limit,
         request.created_at.timestamp() - _HISTORY_SECONDS,
     ]
+    return keys, args
+
+
+def _create_group_call(parts: list[AccessRequest], pending_limit: int) -> tuple[list[str], list[str | float]]:
+    """KEYS and ARGV of the _CREATE_GROUP script for the (pending) parts of a new request of several targets."""
+    first = parts[0]
+    assert first.group is not None
+    assert all(p.status is Status.PENDING and p.group == first.group for p in parts)
+    keys = [
+        *_CREATE_KEYS,
+        _USER_PENDING + first.requester,
+        _LOCKDOWN,
+        _GROUP + first.group,
+        _REQUEST + first.group,
+        *(_REQUEST + part.id for part in parts),
+    ]
+    ids = ",".join(part.id for part in parts)
+    args: list[str | float] = [
+        pending_limit,
+        first.created_at.timestamp() - _HISTORY_SECONDS,
+        _HISTORY_SECONDS + 86400,
+        ids,
+    ]
+    for part in parts:
+        args += [part.model_dump_json(), part.id, part.created_at.timestamp(), part.pending_until.timestamp()]
     return keys, args
 
 
@@ -183,6 +256,7 @@ class RequestStore:
     def __init__(self, client: redis.Redis, address: RedisAddress | str | None = None) -> None:
         self.redis = client
         self._create = client.register_script(_CREATE)
+        self._create_group = client.register_script(_CREATE_GROUP)
         # The web process's event loop stores new requests through an asyncio client, made in that loop on first use.
         self._url = RedisAddress(address) if isinstance(address, str) else address
         self._async: redis.asyncio.Redis | None = None
@@ -239,6 +313,43 @@ class RequestStore:
                     return request
         raise StoreUnavailableError("could not find a free request id")
 
+    def create_group(
+        self, build: Callable[[str], list[AccessRequest]], pending_limit: int = 1_000_000
+    ) -> list[AccessRequest]:
+        """Store every part of a new request of several targets under a fresh id, or none of them; the request
+        counts as one against `pending_limit` (LimitError past it)."""
+        with reachable():
+            for _ in range(_ID_ATTEMPTS):
+                parts = build(new_request_id())
+                if _created(self._create_group(*_create_group_call(parts, pending_limit)), parts[0], pending_limit):
+                    return parts
+        raise StoreUnavailableError("could not find a free request id")
+
+    async def create_group_async(
+        self, build: Callable[[str], list[AccessRequest]], pending_limit: int = 1_000_000
+    ) -> list[AccessRequest]:
+        """`create_group` for an event loop (in a thread: a request of several targets is the rarer case)."""
+        return await asyncio.to_thread(self.create_group, build, pending_limit)
+
+    def parts(self, request_id: str) -> list[AccessRequest]:
+        """The requests an id people see stands for: a group's parts in order, or the one request of that id.
+
+        NotFoundError when there is neither.
+        """
+        with reachable():
+            raw = self.redis.get(_GROUP + request_id)
+        if raw is None:
+            return [self.get(request_id)]
+        ids = _text(raw).split(",")
+        found = self.find_many(set(ids))
+        if not found:
+            raise NotFoundError(f"there is no request {request_id}")
+        return [found[part] for part in ids if part in found]
+
+    def is_group(self, request_id: str) -> bool:
+        with reachable():
+            return bool(self.redis.exists(_GROUP + request_id))
+
     async def create_async(
         self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000
     ) -> AccessRequest:
@@ -261,6 +372,14 @@ class RequestStore:
             assert self._url is not None
             self._async = connect_async(self._url)
         return self._async
+
+    def discard_group(self, group: str, part_ids: list[str]) -> None:
+        """`discard` for every part of a request of several targets, and the group itself."""
+        with reachable():
+            self.redis.lrem(_OUTBOX, 0, group)
+            for part in part_ids:
+                self.discard(part)
+            self.redis.delete(_GROUP + group)
 
     def discard(self, request_id: str) -> None:
         """Take back a request just created whose record could not be written: as if it had never been stored."""

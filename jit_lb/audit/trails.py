@@ -71,9 +71,10 @@ def _instant(value: Any) -> datetime | None:
 
 @dataclass
 class Trail:
-    """One request as its records tell it."""
+    """One request as its records tell it: of a request of several targets, one target (its `part`)."""
 
     request_id: str
+    part: str | None = None  # the stored id of one target of a request of several (docs/auditors.md)
     target: str | None = None
     requester: str | None = None
     reason: str | None = None
@@ -148,6 +149,10 @@ class Trail:
             return False
         until = self.access_until
         return until is None or moment < until
+
+    @property
+    def key(self) -> str:
+        return self.part or self.request_id
 
     def lasted(self) -> int | None:
         if self.lasted_seconds is not None:
@@ -227,6 +232,17 @@ class Reading:
             print(f"note: {self.unreadable} line(s) were not JSON records; run `audit verify`", file=sys.stderr)
 
 
+def _key(record: dict[str, Any]) -> str:
+    """What a record is about: a request, or one target (`part`) of a request of several targets."""
+    part = record.get("part")
+    return part if isinstance(part, str) and part else str(record["request_id"])
+
+
+def _trail(record: dict[str, Any]) -> Trail:
+    part = record.get("part")
+    return Trail(record["request_id"], part if isinstance(part, str) and part else None)
+
+
 def who(target: str, moment: datetime, reading: Reading) -> list[dict[str, Any]]:
     """The grants of `target` in force at `moment`, oldest first.
 
@@ -237,14 +253,15 @@ def who(target: str, moment: datetime, reading: Reading) -> list[dict[str, Any]]
     for record, at in reading:
         if record.get("target") != target:
             continue
-        trail = trails.get(record["request_id"])
+        key = _key(record)
+        trail = trails.get(key)
         if trail is None:
             if record.get("event") not in BEGINS:
                 continue  # before its grant, or after it closed
-            trail = trails[record["request_id"]] = Trail(record["request_id"])
+            trail = trails[key] = _trail(record)
         trail.add(record, at)
         if trail.closed and not trail.had_access_at(moment):
-            del trails[record["request_id"]]  # closed: nothing later changes its answer
+            del trails[key]  # closed: nothing later changes its answer
     found = [trail for trail in trails.values() if trail.had_access_at(moment)]
     return [trail.grant() for trail in sorted(found, key=lambda t: (t.granted_at, t.request_id))]
 
@@ -281,14 +298,14 @@ def report(reading: Reading, filters: Filters) -> Iterator[dict[str, Any]]:
     closed: deque[Trail] = deque()
     done = _Given()
     for record, at in reading:
-        request_id = record["request_id"]
+        key = _key(record)
         if at is not None:
             done.forget(at)
-        if request_id in done:
+        if key in done:
             continue
-        trail = trails.get(request_id)
+        trail = trails.get(key)
         if trail is None:
-            trail = trails[request_id] = Trail(request_id)
+            trail = trails[key] = _trail(record)
         was_closed = trail.closed
         trail.add(record, at)
         if trail.closed and not was_closed:
@@ -308,12 +325,12 @@ class _Given:
         self.ids: set[str] = set()
         self.order: deque[tuple[datetime | None, str]] = deque()
 
-    def __contains__(self, request_id: str) -> bool:
-        return request_id in self.ids
+    def __contains__(self, key: str) -> bool:
+        return key in self.ids
 
     def add(self, trail: Trail) -> None:
-        self.ids.add(trail.request_id)
-        self.order.append((trail.closed_at, trail.request_id))
+        self.ids.add(trail.key)
+        self.order.append((trail.closed_at, trail.key))
 
     def forget(self, at: datetime) -> None:
         """Drop the ids of rows given more than REMEMBER of log time ago: no record of theirs comes so late."""
@@ -322,7 +339,7 @@ class _Given:
 
 
 def _given(trail: Trail, trails: dict[str, Trail], done: _Given, filters: Filters) -> Iterator[dict[str, Any]]:
-    trails.pop(trail.request_id, None)
+    trails.pop(trail.key, None)
     done.add(trail)
     if filters.keep(trail):
         yield trail.row()

@@ -364,9 +364,20 @@ class AuditLog:
         return written
 
     def request_event(self, event: str, request: AccessRequest, *, actor: str, **fields: Any) -> None:
-        """An event about a request, with the fields an auditor reads it by."""
+        """An event about a request, with the fields an auditor reads it by.
+
+        A part of a request of several targets is recorded under the id people saw (`request_id`), with its
+        own stored id as `part` (docs/auditors.md).
+        """
+        part = {"part": request.id} if request.group else {}
         self.record(
-            event, actor=actor, target=request.target, request_id=request.id, **_request_fields(request), **fields
+            event,
+            actor=actor,
+            target=request.target,
+            request_id=request.visible_id,
+            **part,
+            **_request_fields(request),
+            **fields,
         )
 
     async def request_event_async(self, event: str, request: AccessRequest, *, actor: str, **fields: Any) -> None:

@@ -22,7 +22,8 @@ UNREADABLE_END = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # A request id as a marker can carry it: `jit-` and lower-case letters and digits. Looser than the
 # alphabet new ids are drawn from (requests.ID_PATTERN), so that changing it never strands old markers.
-REQUEST_ID = re.compile(r"^jit-[a-z0-9]{1,32}$")
+# A part of a request of several targets carries its own id, the request's and `-<n>`.
+REQUEST_ID = re.compile(r"^jit-[a-z0-9]{1,32}(?:-[0-9]{1,2})?$")
 # How much of an odd value an anomaly or an error quotes.
 _SHOWN = 160
 
