@@ -322,6 +322,12 @@ def _check_view(view: dict[str, Any], path: str) -> None:
             option = element.get("selected_option")
             if option is not None and not (isinstance(option, dict) and isinstance(option.get("value"), str)):
                 raise MalformedError(f"a selected option in `{path}.state` has no value")
+            several = element.get("selected_options")
+            if several is not None and not (
+                isinstance(several, list)
+                and all(isinstance(item, dict) and isinstance(item.get("value"), str) for item in several)
+            ):
+                raise MalformedError(f"the selected options in `{path}.state` are not a list of options with values")
 
 
 def _user_id(payload: dict[str, Any], what: str) -> None:

@@ -55,6 +55,10 @@ def _element(element: dict[str, Any]) -> str:
         chosen = element.get("initial_option")
         options = ", ".join(_text(option.get("text")) for option in element.get("options", []))
         return f"[ {_text(chosen['text']) if chosen else 'Choose…'} ▾ ]  ({options})"
+    if kind == "multi_static_select":
+        picked = ", ".join(_text(option.get("text")) for option in element.get("initial_options", [])) or "Choose…"
+        options = ", ".join(_text(option.get("text")) for option in element.get("options", []))
+        return f"[ {picked} ▾▾ ]  ({options})"
     if kind == "plain_text_input":
         return "[ " + ("…" * 3) + (" (several lines)" if element.get("multiline") else "") + " ]"
     return f"[{kind}]"

@@ -152,6 +152,12 @@ def select(value: str, text: str | None = None) -> dict[str, Any]:
     return {"type": "static_select", "selected_option": option}
 
 
+def multi_select(*values: str) -> dict[str, Any]:
+    """A multi_static_select's state once the user picked the options `values` (the request modal's targets)."""
+    options = [{"text": {"type": "plain_text", "text": value, "emoji": True}, "value": value} for value in values]
+    return {"type": "multi_static_select", "selected_options": options}
+
+
 def text_input(value: str | None) -> dict[str, Any]:
     """A plain_text_input's state: what the user typed, or None when they left it empty."""
     return {"type": "plain_text_input", "value": value}
@@ -182,6 +188,11 @@ def _modal(callback_id: str = "jit_request", private_metadata: str = "") -> dict
     }
 
 
+# The request modal's target is a multi_static_select; the operating contract's single static_select state is still
+# what some clients send for it, and jit-lb takes both.
+_CONTRACT_SHAPE = ("multi_static_select", "static_select")
+
+
 def input_errors(view: Mapping[str, Any], values: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Why Slack could never send these state `values` for `view`: no such input, another kind, no such option.
 
@@ -200,14 +211,21 @@ def input_errors(view: Mapping[str, Any], values: Mapping[str, Mapping[str, Any]
             element = elements.get((block_id, action_id))
             if element is None:
                 errors.append(f"the view has no input {block_id}/{action_id}")
-            elif element.get("type") != state.get("type"):
+            elif (
+                element.get("type") != state.get("type") and (element.get("type"), state.get("type")) != _CONTRACT_SHAPE
+            ):
                 errors.append(f"{block_id}/{action_id} is a {element.get('type')}, not a {state.get('type')}")
-            elif state.get("selected_option") is not None:
+            else:
                 options = {option.get("value") for option in element.get("options", [])}
                 for group in element.get("option_groups", []):
                     options |= {option.get("value") for option in group.get("options", [])}
-                if state["selected_option"].get("value") not in options:
-                    errors.append(f"{block_id}/{action_id} offers no option {state['selected_option'].get('value')!r}")
+                chosen = [state["selected_option"]] if state.get("selected_option") is not None else []
+                chosen += state.get("selected_options") or []
+                errors += [
+                    f"{block_id}/{action_id} offers no option {option.get('value')!r}"
+                    for option in chosen
+                    if option.get("value") not in options
+                ]
     return errors
 
 
@@ -287,14 +305,21 @@ def view_click_payload(
 
 
 def view_select_payload(user: str, action_id: str, value: str, view: Mapping[str, Any]) -> dict[str, Any]:
-    """A `block_actions` change of a static_select inside `view` whose input block dispatches its actions."""
+    """A `block_actions` change of a select inside `view` whose input block dispatches its actions: a static_select
+    picking `value`, or a multi_static_select picking the options `value` joins with commas."""
     payload = view_click_payload(user, action_id, value, view)
+    elements = [b.get("element") or {} for b in view.get("blocks", []) if isinstance(b, dict)]
+    several = any(e.get("action_id") == action_id and e.get("type") == "multi_static_select" for e in elements)
+    chosen = {"text": {"type": "plain_text", "text": value}, "value": value}
     payload["actions"] = [
         {
             "action_id": action_id,
             "block_id": payload["actions"][0]["block_id"],
-            "type": "static_select",
-            "selected_option": {"text": {"type": "plain_text", "text": value}, "value": value},
+            **(
+                {"type": "multi_static_select", "selected_options": multi_select(*value.split(","))["selected_options"]}
+                if several
+                else {"type": "static_select", "selected_option": chosen}
+            ),
             "action_ts": f"{time.time():.6f}",
         }
     ]

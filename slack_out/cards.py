@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jit_lb.access.policy import (
@@ -153,7 +153,7 @@ def to_be_created(request: AccessRequest, target: Target | None) -> str | None:
         role = f"`{escape(clip(request.role_name, MAX_LINE))}`" if request.role_name else "the requester's role"
         balancer = spec.load_balancer_arn.partition(":loadbalancer/")[2]
         return (
-            f"An inline policy `{request.visible_id}` on IAM role {role}: {len(scoped)} Elastic Load Balancing "
+            f"An inline policy `{request.id}` on IAM role {role}: {len(scoped)} Elastic Load Balancing "
             f"action(s) on "
             f"load balancer `{escape(balancer)}` (its listeners, rules and target groups) and {len(describe)} "
             "Describe action(s), until the end (AWS's `DateLessThan`)"
@@ -351,6 +351,66 @@ def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: boo
         )
         blocks.append(outcome_block(f"{verdict} by <@{request.reviewed_by}> · {outcome_line(request, detail=False)}"))
     return capped(blocks)
+
+
+def group_card(
+    parts: Sequence[AccessRequest],
+    targets: Mapping[str, Target | None],
+    approvers: Mapping[str, Sequence[str]] | None = None,
+) -> Message:
+    """The one approval card of a request of several targets (docs/approvals.md): the request once, then each target
+    with what its grant creates and where it stands; the buttons (the request's id) while any target is pending.
+
+    `targets` maps each part's target name to its policy entry; `approvers` each part's id to who may approve it.
+    """
+    first = parts[0]
+    names = ", ".join(f"`{part.target}`" for part in parts)
+    fields = [
+        f"*Requester*\n<@{first.requester}>" + (" with MFA" if first.requested_with_mfa else ""),
+        f"*Targets*\n{names}",
+        f"*Duration*\n{first.duration_text}"
+        + (f"\nstarting {when(first.starts_at)} (scheduled)" if first.starts_at is not None else ""),
+        f"*Request*\n`{first.visible_id}`",
+    ]
+    blocks: Blocks = [
+        section(mrkdwn(f"*Access request* `{first.visible_id}` — {len(parts)} targets, each approved on its own")),
+        {"type": "section", "fields": [mrkdwn(clip(field, MAX_FIELD_TEXT)) for field in fields]},
+        *typed_blocks("Reason", first.reason),
+    ]
+    blocks += [_part_block(part, targets.get(part.target), (approvers or {}).get(part.id)) for part in parts]
+    pending = [part for part in parts if part.status is Status.PENDING]
+    if pending:
+        blocks.append(_decision_buttons(first))
+        starts = f" · the window starts {when(first.starts_at)}" if first.starts_at is not None else ""
+        blocks.append(context_block(f"Expires unanswered {when(first.pending_until)}{starts}"))
+    text = (
+        f"Access request {first.visible_id}: <@{first.requester}> asks for "
+        + ", ".join(f"{part.target} ({_OUTCOME[part.status].partition(' ')[2]})" for part in parts)
+        + f" for {first.duration_text}"
+    )
+    return Message(clip(text, MAX_LINE * 2), capped(blocks))
+
+
+def _part_block(part: AccessRequest, target: Target | None, approvers: Sequence[str] | None) -> dict[str, Any]:
+    """One target of a group card: its description, where it stands, and what its grant creates."""
+    description = f" — {escape(clip(target.description, MAX_LINE))}" if target and target.description else ""
+    lines = [f"*`{part.target}`*{description}"]
+    if part.status is Status.PENDING:
+        lines.append(
+            f":hourglass_flowing_sand: {len(part.approvals)} of {part.approvals_required} approval(s)"
+            + _approved_so_far(part)
+        )
+        if approvers is not None:
+            lines.append(_who_approves(part, approvers))
+    else:
+        lines.append(outcome_line(part))
+    on_call = on_call_line(part)
+    if on_call:
+        lines.append(on_call)
+    created = to_be_created(part, target)
+    if created:
+        lines.append(f"*At the load balancer*: {created}")
+    return section(mrkdwn(clip("\n".join(lines), MAX_SECTION_TEXT)))
 
 
 def request_card(request: AccessRequest, target: Target | None, approvers: Sequence[str] | None = None) -> Message:

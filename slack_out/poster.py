@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -113,6 +113,26 @@ class Notifier:
             return None
         message = self.card(request, approvers)
         self._call("chat.update", channel=request.card_channel, ts=request.card_ts, **asdict(message))
+        return message
+
+    def card_of_several(self, parts: Sequence[AccessRequest], approvers: Mapping[str, Sequence[str]]) -> Message:
+        """The card of a request of several targets as its parts' state says now (cards.group_card)."""
+        policy = self.policy
+        return cards.group_card(parts, {part.target: policy.target_for(part.target) for part in parts}, approvers)
+
+    def post_card_of_several(
+        self, parts: Sequence[AccessRequest], channel: str, approvers: Mapping[str, Sequence[str]]
+    ) -> str | None:
+        """Post the card of a request of several targets in one approver channel; its ts, or None when refused."""
+        message = self.card_of_several(parts, approvers)
+        return self._posted(channel, message.text, message.blocks)
+
+    def update_card_of_several(
+        self, parts: Sequence[AccessRequest], card: tuple[str, str], approvers: Mapping[str, Sequence[str]]
+    ) -> Message:
+        """Edit one card of a request of several targets to its parts' state; what it was sent."""
+        message = self.card_of_several(parts, approvers)
+        self._call("chat.update", channel=card[0], ts=card[1], **asdict(message))
         return message
 
     def post_breakglass_card(

@@ -14,6 +14,7 @@ from slack_out.limits import (
     MAX_BLOCKS,
     MAX_LINE,
     MAX_SECTION_TEXT,
+    MAX_TEXT,
     Message,
     bounded,
     capped,
@@ -29,9 +30,8 @@ from slack_out.limits import (
 
 def thread_parent_text(request: AccessRequest) -> str:
     """The audit channel's parent message for one request; its events go in the thread below."""
-    return (
-        f"Audit trail of {request.visible_id}: <@{request.requester}> → `{request.target}` for {request.duration_text}"
-    )
+    names = ", ".join(f"`{name}`" for name in request.group_targets or (request.target,))
+    return f"Audit trail of {request.visible_id}: <@{request.requester}> → {names} for {request.duration_text}"
 
 
 def created_message(request: AccessRequest, channel: str) -> Message:
@@ -46,6 +46,22 @@ def created_message(request: AccessRequest, channel: str) -> Message:
     return Message(
         f"{line} Reason: {reason}. {where}",
         [section(mrkdwn(f"{line} {where}")), *typed_blocks("Reason", request.reason)],
+    )
+
+
+def created_several_message(parts: list[AccessRequest], channels: list[str]) -> Message:
+    """The audit thread's first reply for a request of several targets: who asked for what, the reason as typed."""
+    first = parts[0]
+    where = ", ".join(f"<#{channel}>" for channel in channels)
+    listed = "; ".join(f"`{part.target}` from `{part.cidr or part.role_name}`" for part in parts)
+    line = (
+        f":memo: Requested by <@{first.requester}>: {listed}, for {first.duration_text}. "
+        f"Approval card(s) in {where}; each target is granted once its own approvals are in."
+    )
+    text = f"{line} Reason: {escape(clip(first.reason, MAX_SECTION_TEXT))}."
+    return Message(
+        clip(text, MAX_TEXT),
+        capped([section(mrkdwn(clip(line, MAX_SECTION_TEXT))), *typed_blocks("Reason", first.reason)]),
     )
 
 

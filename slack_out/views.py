@@ -9,7 +9,7 @@ from typing import Any
 
 from jit_lb.access.durations import format_duration
 from jit_lb.access.policy import Target
-from jit_lb.access.requests import AccessRequest
+from jit_lb.access.requests import MAX_TARGETS, AccessRequest
 from jit_lb.access.stepup import StepUpIntent, intent_metadata
 from slack_out.ids import ActionId, CallbackId
 from slack_out.limits import MAX_NAMED, Blocks, clip, typed_blocks, when
@@ -70,42 +70,58 @@ def _text_input(block_id: str, label: str, *, optional: bool, multiline: bool, h
 
 def request_modal(
     targets: dict[str, Target],
-    selected: str | None = None,
+    selected: str | Sequence[str] | None = None,
     approvers: Callable[[Target], Approvers] | None = None,
     duration: timedelta | None = None,
     reason: str | None = None,
 ) -> View:
-    """The `jit_request` modal: only the targets the person may request; durations and `--ip` follow the selection.
+    """The `jit_request` modal: only the targets the person may request, up to MAX_TARGETS of them in one request;
+    durations and `--ip` follow the selection.
 
-    `approvers` names who may approve the selected target (users, and usergroups whose members may), shown
-    under the target with how many approvals it needs, as `policy explain` says it.
+    `approvers` names who may approve each selected target (users, and usergroups whose members may), shown
+    under the targets with how many approvals each needs, as `policy explain` says it.
 
-    The target select dispatches its changes, so that the modal is updated with that target's
-    durations, reason hint and address field (`request_modal` again, with `selected`). `duration`
-    and `reason` fill it in (Request again): a duration outside the target's limits falls back to its default.
+    The target select dispatches its changes, so that the modal is updated with the durations every selected
+    target allows, the reason hint and address field (`request_modal` again, with `selected`: one name, several
+    joined by commas, or a list). `duration` and `reason` fill it in (Request again): a duration outside a
+    selected target's limits falls back to the default.
     """
     names = sorted(targets)[:MAX_OPTIONS]
-    chosen = selected if selected in targets else (names[0] if names else None)
-    target = targets[chosen] if chosen else None
+    wanted = selected.split(",") if isinstance(selected, str) else list(selected or [])
+    chosen = [name for name in dict.fromkeys(wanted) if name in targets][:MAX_TARGETS] or names[:1]
+    picked = [targets[name] for name in chosen]
     options = [_option(name, name, targets[name].description) for name in names]
-    select: dict[str, Any] = {"type": "static_select", "action_id": "target", "options": options}
+    select: dict[str, Any] = {
+        "type": "multi_static_select",
+        "action_id": "target",
+        "options": options,
+        "max_selected_items": MAX_TARGETS,
+    }
     if chosen:
-        select["initial_option"] = _option(chosen, chosen, targets[chosen].description)
+        select["initial_options"] = [_option(name, name, targets[name].description) for name in chosen]
     blocks: Blocks = [
         {
             "type": "input",
             "block_id": "target",
             "dispatch_action": True,
-            "label": _plain("Target"),
+            "label": _plain(f"Targets (up to {MAX_TARGETS}, each approved on its own)"),
             "element": select,
         }
     ]
-    if target is not None and approvers is not None:
-        blocks.append(_approvers_context(target, *approvers(target)))
-    if target is not None:
-        choices = target.duration_choices()[:MAX_OPTIONS]
-        default = target.default_duration if target.default_duration in choices else choices[0]
-        if duration is not None and target.min_duration <= duration <= target.max_duration:
+    if picked and approvers is not None:
+        blocks += [
+            _approvers_context(target, *approvers(target), name) for name, target in zip(chosen, picked, strict=True)
+        ]
+    if picked:
+        low, high = max(t.min_duration for t in picked), min(t.max_duration for t in picked)
+        first = picked[0]
+        # The durations every selected target allows (the first target's choices, within all of their limits).
+        choices = [c for c in first.duration_choices() if low <= c <= high][:MAX_OPTIONS] or first.duration_choices()[
+            :1
+        ]
+        default = min((t.default_duration for t in picked), default=choices[0])
+        default = default if default in choices else choices[0]
+        if duration is not None and low <= duration <= high:
             # The duration asked before, offered even where it is not one of the usual choices.
             choices = sorted({*choices[: MAX_OPTIONS - 1], duration})
             default = duration
@@ -122,7 +138,8 @@ def request_modal(
                 },
             }
         )
-        why = _text_input("reason", "Why", optional=False, multiline=True, hint=target.reason_hint or "")
+        hint = next((t.reason_hint for t in picked if t.reason_hint), "")
+        why = _text_input("reason", "Why", optional=False, multiline=True, hint=hint)
         if reason:
             why["element"]["initial_value"] = reason[:MAX_REASON]
         blocks.append(why)
@@ -135,7 +152,7 @@ def request_modal(
                 hint="Empty: now. Or a scheduled window: 2026-12-24T02:00Z (with a zone), or HH:MM in UTC.",
             )
         )
-        if target.allow_requester_ip:
+        if all(t.allow_requester_ip for t in picked):
             blocks.append(
                 _text_input(
                     "ip",
@@ -152,10 +169,10 @@ def request_modal(
                 "text": {"type": "mrkdwn", "text": "You may not request any target. Ask your platform team."},
             }
         )
-    return _modal(CallbackId.REQUEST, "Request access", "Request", blocks, {"target": chosen})
+    return _modal(CallbackId.REQUEST, "Request access", "Request", blocks, {"target": ",".join(chosen) or None})
 
 
-def _approvers_context(target: Target, users: Sequence[str], groups: Sequence[str]) -> dict[str, Any]:
+def _approvers_context(target: Target, users: Sequence[str], groups: Sequence[str], name: str = "") -> dict[str, Any]:
     named = [f"<@{user}>" for user in users[:MAX_NAMED]] + [f"<!subteam^{group}>" for group in groups[:MAX_NAMED]]
     more = max(0, len(users) - MAX_NAMED) + max(0, len(groups) - MAX_NAMED)
     who = (
@@ -164,7 +181,9 @@ def _approvers_context(target: Target, users: Sequence[str], groups: Sequence[st
     needed = target.approvals_required
     return {
         "type": "context",
-        "elements": [{"type": "mrkdwn", "text": clip(f"Approved by {needed} of: {who}", 3000)}],
+        "elements": [
+            {"type": "mrkdwn", "text": clip(f"{f'`{name}`: ' if name else ''}Approved by {needed} of: {who}", 3000)}
+        ],
     }
 
 
@@ -285,6 +304,9 @@ def field_values(state: dict[str, Any]) -> dict[str, str]:
                 continue
             option = action.get("selected_option")
             value = option.get("value") if isinstance(option, dict) else action.get("value")
+            several = action.get("selected_options")
+            if isinstance(several, list):  # a multi-select: its values joined as the command joins targets
+                value = ",".join(str(o.get("value")) for o in several if isinstance(o, dict))
             if isinstance(value, str):
                 values[str(block_id)] = value
     return values

@@ -56,9 +56,13 @@ GRANT_JOB = "workers.jobs.grant_access"
 def announce(request_id: str) -> str:
     """Post the approval card a request is missing: a new request's, or its pending extension's."""
     context = current()
+    if context.rt.store.is_group(request_id):
+        return _announce_group(context, request_id)
     request = context.rt.store.find(request_id)
     if request is None:
         return "unknown request"
+    if request.group is not None and request.card_ts is None and request.extension is None:
+        return _announce_group(context, request.group)
     if request.break_glass and request.card_ts is None:
         return _post_breakglass_card(context, request)
     if request.status is Status.PENDING and request.card_ts is None:
@@ -142,6 +146,62 @@ def _post_request_card(context: WorkerContext, request: AccessRequest) -> str:
         _queue_auto_grant(context, request)  # only now that the card shows it: the grant's notices edit a card
     context.homes.refresh(request)
     return "posted"
+
+
+def _announce_group(context: WorkerContext, group: str) -> str:
+    """The cards of a request of several targets: on-call judged for each target first, then one card in each of
+    their approver channels listing every target, one audit thread for them all, and the grants of those approved
+    on call queued once the cards show it. A card already posted (a worker stopped half-way) is not posted again.
+    """
+    rt, notifier = context.rt, context.notifier
+    parts = [
+        _judge_on_call(context, part) if part.status is Status.PENDING and part.card_ts is None else part
+        for part in rt.store.parts(group)
+    ]
+    by_channel: dict[str, list[AccessRequest]] = {}
+    for part in parts:
+        target = rt.policy.target_for(part.target)
+        if target is not None:
+            by_channel.setdefault(rt.policy.channel_for(target), []).append(part)
+    approvers = {part.id: card_approvers(rt, part) for part in parts}
+    thread = next(((p.thread_channel, p.thread_ts) for p in parts if p.thread_channel and p.thread_ts), None)
+    new_thread = thread is None
+    for channel, theirs in by_channel.items():
+        if all(part.card_ts is not None for part in theirs):
+            continue
+        card_ts = notifier.post_card_of_several(parts, channel, approvers)
+        if card_ts is None:
+            _card_refused(context, [part for part in theirs if part.status is Status.PENDING])
+            continue
+        for part in theirs:
+            rt.store.update(part.id, card_channel=channel, card_ts=card_ts)
+        thread = thread or (channel, card_ts)
+    if thread is None:
+        return "not posted"
+    if new_thread:
+        if rt.policy.audit_channel:
+            parent = notifier.post_parent(parts[0], rt.policy.audit_channel)
+            thread = (rt.policy.audit_channel, parent) if parent is not None else thread
+        for part in parts:
+            rt.store.update(part.id, thread_channel=thread[0], thread_ts=thread[1])
+        parts = rt.store.parts(group)
+        created = sentences.created_several_message(parts, list(by_channel))
+        notifier.thread(parts[0], created.text, created.blocks)
+    for part in parts:
+        if part.auto_approval is not None:
+            _queue_auto_grant(context, part)
+    home.refresh_homes(rt, notifier, parts[0])
+    return "posted"
+
+
+def _card_refused(context: WorkerContext, parts: list[AccessRequest]) -> None:
+    """Targets whose card Slack refused are cancelled, as a lone request's would be; the requester is told."""
+    rt = context.rt
+    why = "the approval card could not be posted to Slack"
+    for part in parts:
+        _, after = rt.store.transition(part.id, lambda r: requests.cancel(r, why, utcnow()))
+        rt.audit.request_event("request.cancelled", after, actor="system", why=after.failure)
+        context.notifier.dm(after.requester, cards.outcome_line(after) + f" (`{after.visible_id}` `{after.target}`)")
 
 
 def _queue_auto_grant(context: WorkerContext, request: AccessRequest) -> None:
@@ -255,6 +315,10 @@ def show_card(context: WorkerContext, request_id: str) -> None:
     leaves the card with the newest state, whichever edit lands last.
     """
     rt, notifier = context.rt, context.notifier
+    first = rt.store.find(request_id)
+    if first is not None and first.group is not None:
+        _show_group_cards(context, first.group)
+        return
     shown: Message | None = None
     for _ in range(CARD_EDITS):
         request = rt.store.find(request_id)
@@ -264,6 +328,23 @@ def show_card(context: WorkerContext, request_id: str) -> None:
         if notifier.card(request, approvers) == shown:
             return
         shown = notifier.update_card(request, approvers)
+
+
+def _show_group_cards(context: WorkerContext, group: str) -> None:
+    """`show_card` for a request of several targets: every card of it (one an approver channel) edited to show every
+    target's state now, again while that state changes under the edits."""
+    rt, notifier = context.rt, context.notifier
+    shown: dict[tuple[str, str], Message] = {}
+    for _ in range(CARD_EDITS):
+        parts = rt.store.parts(group)
+        approvers = {part.id: card_approvers(rt, part) for part in parts}
+        message = notifier.card_of_several(parts, approvers)
+        posted = sorted({(p.card_channel, p.card_ts) for p in parts if p.card_channel and p.card_ts})
+        stale = [card for card in posted if shown.get(card) != message]
+        if not stale:
+            return
+        for card in stale:
+            shown[card] = notifier.update_card_of_several(parts, card, approvers)
 
 
 def show_extension_card(context: WorkerContext, request_id: str) -> None:

@@ -86,7 +86,12 @@ def register(app: AsyncApp, decisions: DecisionService, forms: FormService) -> N
     ) -> None:
         await ack()
         view = body.get("view") or {}
-        selected = (action.get("selected_option") or {}).get("value")
+        several = action.get("selected_options")
+        selected = (
+            ",".join(str(option.get("value")) for option in several if isinstance(option, dict))
+            if isinstance(several, list)
+            else (action.get("selected_option") or {}).get("value")
+        )
         updated = await asyncio.to_thread(forms.request_view, _user(body), selected)
         await update_view(client, view.get("id"), view.get("hash"), updated)
 

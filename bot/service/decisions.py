@@ -16,7 +16,7 @@ from datetime import datetime
 from bot.service.common import altered, enqueue, issued, looks_like_id, tell
 from bot.service.mfa import MfaService
 from jit_lb.access import requests
-from jit_lb.access.errors import ApprovalError, JitError, RefusedError, TransitionError
+from jit_lb.access.errors import ApprovalError, JitError, NotFoundError, RefusedError, TransitionError
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.access.stepup import ApproveIntent
 from jit_lb.clock import utcnow
@@ -61,19 +61,78 @@ class DecisionService:
     ) -> None:
         """Judge one click (or a deny modal's submission, with its `reason`; or a step-up's approval, with `mfa`)."""
         try:
-            request, is_extension = self._card_request(value, *card) if card else self._home_request(value)
-            self._check_decider(user, request)
+            clicked, is_extension = self._clicked(value, card)
+            parts = self._decidable(user, clicked, is_extension)
             if action_id not in {ActionId.APPROVE, ActionId.DENY}:
                 raise ApprovalError(f"unknown action `{action_id[:40]}`")
             if action_id == ActionId.DENY:
-                (self._deny_extension(user, request) if is_extension else self._deny(user, request, reason))
+                for part in parts:
+                    (self._deny_extension(user, part) if is_extension else self._deny(user, part, reason))
                 return
             if self.rt.store.lockdown() is not None:
                 raise ApprovalError("jit-lb is locked down: no approval counts until an admin lifts it")
-            mfa = self._stepped_up(user, request, mfa)
-            (self._approve_extension if is_extension else self._approve)(user, request, mfa)
+            # Every code asked for before any approval counts: one code covers the click, on every target.
+            proven = [self._stepped_up(user, part, mfa) for part in parts]
+            refusals: list[JitError] = []
+            for part, with_mfa in zip(parts, proven, strict=True):
+                try:
+                    (self._approve_extension if is_extension else self._approve)(user, part, with_mfa)
+                except (ApprovalError, TransitionError) as err:
+                    refusals.append(err)  # another target of the click may still count
+            if len(refusals) == len(parts):
+                raise refusals[0]
         except JitError as err:
             self._refused(user, action_id, value, err, card)
+
+    def _clicked(self, value: str, card: Card | None) -> tuple[list[AccessRequest], bool]:
+        """What a click names: the request (every target of a request of several), and whether the decision is on a
+        pending extension. A card's button must be on one of that request's cards."""
+        if not looks_like_id(value):
+            raise ApprovalError("this button does not name a request")
+        if not self.rt.store.is_group(value):
+            request, is_extension = self._card_request(value, *card) if card else self._home_request(value)
+            return [request], is_extension
+        parts = self.rt.store.parts(value)
+        if card is None:
+            pending = [part for part in parts if part.status is Status.PENDING]
+            extending = [part for part in parts if part.status is Status.GRANTED and part.extension is not None]
+            if not pending and not extending:
+                raise TransitionError(f"{value} is already decided on every target")
+            return (pending, False) if pending else (extending, True)
+        deadline = time.monotonic() + CARD_RECORD_WAIT
+        while any(_card_unrecorded(part) for part in parts) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the worker posting the cards records where each is a moment after Slack shows it
+            parts = self.rt.store.parts(value)
+        if any((part.card_channel, part.card_ts) == card for part in parts):
+            return parts, False
+        extending = [
+            part
+            for part in parts
+            if part.extension is not None and (part.extension.card_channel, part.extension.card_ts) == card
+        ]
+        if extending:
+            return extending, True
+        raise ApprovalError(f"this card is not an approval card of {value}")
+
+    def _decidable(self, user: str, parts: list[AccessRequest], is_extension: bool) -> list[AccessRequest]:
+        """The targets of the click that `user` may decide: an approver of each, never the requester. Of a request
+        of several targets, those still waiting for a decision; ApprovalError when `user` may decide none."""
+        if len(parts) == 1 and not parts[0].group:
+            self._check_decider(user, parts[0])
+            return parts
+        if user == parts[0].requester:
+            raise ApprovalError("you cannot approve or deny your own request")
+        policy = self.rt.policy
+        theirs = [part for part in parts if self.rt.approvers.may_approve(user, policy.target_for(part.target))]
+        if not theirs:
+            names = ", ".join(f"`{part.target}`" for part in parts)
+            raise ApprovalError(f"you are not an approver of any target of {parts[0].visible_id} ({names})")
+        if is_extension:
+            return theirs
+        open_ = [part for part in theirs if part.status is Status.PENDING]
+        if not open_:
+            raise TransitionError(f"{parts[0].visible_id} is already decided on every target you may approve")
+        return open_
 
     def review(self, user: str, action_id: str, value: str, card: Card | None) -> None:
         """An approver's review of a break-glass grant: acknowledged, or flagged (and the admins are told)."""
@@ -95,15 +154,17 @@ class DecisionService:
         tell(self.rt, after.id, "reviewed", who=user)
 
     def approve_form(self, user: str, value: str, card: Card | None) -> View | None:
-        """The step-up modal for this Approve, when the target requires MFA and the approver is not proven now."""
+        """The step-up modal for this Approve, when a target it counts for requires MFA and the approver is not
+        proven now (one code covers every target of the click)."""
         try:
-            request, _ = self._card_request(value, *card) if card else self._home_request(value)
-            self._check_decider(user, request)
-            target = self.rt.policy.target_for(request.target)
-            if not self.mfa.due(user, target):
+            clicked, is_extension = self._clicked(value, card)
+            parts = self._decidable(user, clicked, is_extension)
+            policy = self.rt.policy
+            if not any(self.mfa.due(user, policy.target_for(part.target)) for part in parts):
                 return None
-            intent = ApproveIntent(request=request.id, card=card)
-            what = f"Approving `{request.id}` on `{request.target}` asks for a one-time code."
+            intent = ApproveIntent(request=value, card=card)
+            names = ", ".join(f"`{part.target}`" for part in parts)
+            what = f"Approving `{value}` on {names} asks for a one-time code."
             return self.mfa.step_up(user, intent, what)
         except JitError:
             return None  # `decide` refuses it, with the same words, and records why
@@ -118,16 +179,19 @@ class DecisionService:
         raise ApprovalError(f"`{request.target}` requires a one-time code to approve: click Approve again to enter it")
 
     def deny_form(self, user: str, value: str, card: Card | None) -> View | None:
-        """The deny modal for this click, when the target asks whoever denies why; None: deny (or refuse) at once."""
+        """The deny modal for this click, when a target it denies asks whoever denies why; None: deny (or refuse) at
+        once."""
         try:
-            request, is_extension = self._card_request(value, *card) if card else self._home_request(value)
-            self._check_decider(user, request)
+            clicked, is_extension = self._clicked(value, card)
+            parts = self._decidable(user, clicked, is_extension)
         except JitError:
             return None  # `decide` refuses it, with the same words, and records why
-        target = self.rt.policy.target_for(request.target)
-        if is_extension or target is None or target.deny_reason == "none":
+        targets = [self.rt.policy.target_for(part.target) for part in parts]
+        asks = [target for target in targets if target is not None and target.deny_reason != "none"]
+        if is_extension or not asks:
             return None
-        return issued(self.rt, views.deny_modal(request, target.deny_reason == "required", card), user)
+        required = any(target.deny_reason == "required" for target in asks)
+        return issued(self.rt, views.deny_modal(parts[0], required, card), user)
 
     def check_deny(self, user: str, metadata: str, values: dict[str, str]) -> tuple[dict[str, str], DenyOrder | None]:
         """A `jit_deny` submission read: errors by block, or what to decide (the caller acks, then decides)."""
@@ -149,11 +213,11 @@ class DecisionService:
             card = (str(about["card"][0]), str(about["card"][1])) if about.get("card") else None
         except (ValueError, KeyError, TypeError, IndexError):
             return {"reason": "this form does not name a request; open it again from the card"}, None
-        request = self.rt.store.find(request_id)
-        target = self.rt.policy.target_for(request.target) if request else None
         reason = values.get("reason", "").strip()
-        if request is not None and target is not None and target.deny_reason == "required" and not reason:
-            return {"reason": f"`{request.target}` asks whoever denies a request to say why"}, None
+        for request in self._parts_or_none(request_id):
+            target = self.rt.policy.target_for(request.target)
+            if target is not None and target.deny_reason == "required" and not reason:
+                return {"reason": f"`{request.target}` asks whoever denies a request to say why"}, None
         if len(reason) > views.MAX_REASON:
             return {"reason": f"keep it under {views.MAX_REASON} characters"}, None
         return {}, DenyOrder(request_id, card, reason or None)
@@ -171,18 +235,25 @@ class DecisionService:
     def _refused(self, user: str, action_id: str, value: str, err: JitError, card: Card | None) -> None:
         """A click that changed nothing: a refusal is recorded, and the clicker is told why (sentences.error_reply)."""
         if isinstance(err, RefusedError):
-            known = self.rt.store.find(value) if looks_like_id(value) else None
+            known = self._parts_or_none(value) if looks_like_id(value) else []
             self.rt.audit.record(
                 "approval.refused",
                 actor=user,
-                request_id=known.id if known else None,
-                target=known.target if known else None,
+                request_id=known[0].visible_id if known else None,
+                target=known[0].target if len(known) == 1 else None,
+                targets=[part.target for part in known] if len(known) > 1 else None,
                 action=action_id[:40],
                 value=value[:64],
                 why=str(err),
                 must=True,
             )
         self._tell(user, card, sentences.error_reply(err))
+
+    def _parts_or_none(self, request_id: str) -> list[AccessRequest]:
+        try:
+            return self.rt.store.parts(request_id)
+        except NotFoundError:
+            return []
 
     def _tell(self, user: str, card: Card | None, text: str) -> None:
         """An answer only the clicker sees: ephemeral under the card, or a DM from the App Home."""

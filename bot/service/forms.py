@@ -21,9 +21,9 @@ from bot.service.mfa import MfaService, Verified
 from jit_lb.access import commands
 from jit_lb.access.commands import BreakGlassCommand, ExtendCommand, RequestCommand
 from jit_lb.access.durations import parse_duration
-from jit_lb.access.errors import CommandError, JitError
-from jit_lb.access.policy import host_address
-from jit_lb.access.requests import ID_PATTERN
+from jit_lb.access.errors import CommandError, JitError, NotFoundError
+from jit_lb.access.policy import Target, host_address
+from jit_lb.access.requests import ID_PATTERN, AccessRequest, Status
 from jit_lb.access.schedules import parse_start
 from jit_lb.access.stepup import (
     ApproveIntent,
@@ -67,18 +67,21 @@ class FormService:
         return views.request_modal(targets, selected, lambda target: self.rt.approvers.named(target, user))
 
     def rerequest_view(self, user: str, request_id: str) -> View | None:
-        """Request again: the request modal filled in with an earlier request's target, duration and reason.
+        """Request again: the request modal filled in with an earlier request's targets, duration and reason.
 
         Only its requester may; a target they may no longer request opens nothing. Either refusal is a DM
         saying why, and a refused click is recorded as a refused command is.
         """
-        request = self.rt.store.find(request_id) if re.fullmatch(ID_PATTERN, request_id) else None
+        parts = self._parts_or_none(request_id) if re.fullmatch(ID_PATTERN, request_id) else []
+        request = parts[0] if parts else None
         targets = self.rt.approvers.targets_for(user)
+        names = list(request.group_targets or (request.target,)) if request is not None else []
+        gone = [name for name in names if name not in targets]
         why = None
         if request is None or request.requester != user:
             why = f"there is no request of yours `{request_id[:20]}` to ask for again"
-        elif request.target not in targets:
-            why = f"you may no longer request `{request.target}`"
+        elif gone:
+            why = f"you may no longer request `{gone[0]}`"
         if request is None or why is not None:
             refused = self.commands.failed(user, f"request again {request_id[:20]}", CommandError(why or ""))
             self.notifier.dm(user, refused.text)
@@ -87,8 +90,14 @@ class FormService:
         asked = request.duration_seconds - added  # as first asked, before extensions
         named = self.rt.approvers.named
         return views.request_modal(
-            targets, request.target, lambda target: named(target, user), timedelta(seconds=asked), request.reason
+            targets, names, lambda target: named(target, user), timedelta(seconds=asked), request.reason
         )
+
+    def _parts_or_none(self, request_id: str) -> list[AccessRequest]:
+        try:
+            return self.rt.store.parts(request_id)
+        except NotFoundError:
+            return []
 
     async def submit_request(self, user: str, values: dict[str, str]) -> Errors | View | None:
         """A `jit_request` submission: errors by block, the step-up modal to replace it with, or None once the
@@ -161,28 +170,59 @@ class FormService:
         return lambda: self.commands.extend(user, command, mfa=True)
 
     def _check_request(self, user: str, values: dict[str, str]) -> tuple[Errors, RequestCommand | None]:
+        """A submission's values judged as the command's would be, each selected target by its own policy: errors by
+        block, or the command. The target select may send one target (`static_select`) or several joined."""
         targets = self.rt.approvers.targets_for(user)
-        name = values.get("target", "")
-        target = targets.get(name)
-        if target is None:
-            return self._refused(
-                user, values, {"target": f"you may not request `{name[:64]}`; pick one of the list"}
-            ), None
+        try:
+            names = commands.parse_targets(values.get("target", "")).split(",")
+        except CommandError as err:
+            return self._refused(user, values, {"target": str(err)}), None
+        unknown = [name for name in names if name not in targets]
+        if unknown:
+            why = f"you may not request `{unknown[0][:64]}`; pick one of the list"
+            return self._refused(user, values, {"target": why}), None
         errors: Errors = {}
         duration = None
+        reason = " ".join(values.get("reason", "").split())
+        ip = values.get("ip", "").strip() or None
+        at = values.get("start", "").strip() or None
         try:
             duration = parse_duration(values.get("duration", ""))
-            commands.check_duration(name, target, duration)
-        except (ValueError, CommandError) as err:
+        except ValueError as err:
             errors["duration"] = str(err)
-        reason = " ".join(values.get("reason", "").split())
         if not reason:
             errors["reason"] = "say why you need access"
         elif len(reason) > views.MAX_REASON:
             errors["reason"] = f"keep it under {views.MAX_REASON} characters"
-        elif not target.matches_reason(reason):
-            errors["reason"] = target.reason_hint or f"the reason must match `{target.reason_pattern}`"
-        ip = values.get("ip", "").strip() or None
+        for name in names:
+            for block, why in self._target_errors(
+                name, targets[name], duration, reason, ip, at, len(names) > 1
+            ).items():
+                errors.setdefault(block, why)
+        if errors:
+            return self._refused(user, values, errors), None
+        return {}, RequestCommand(",".join(names), duration, ip, reason, at)
+
+    def _target_errors(
+        self,
+        name: str,
+        target: Target,
+        duration: timedelta | None,
+        reason: str,
+        ip: str | None,
+        at: str | None,
+        several: bool,
+    ) -> Errors:
+        """What one selected target refuses of a submission, by block."""
+        errors: Errors = {}
+        if duration is not None:
+            try:
+                commands.check_duration(name, target, duration)
+            except CommandError as err:
+                errors["duration"] = str(err)
+        if reason and not target.matches_reason(reason):
+            hint = target.reason_hint or f"the reason must match `{target.reason_pattern}`"
+            errors["reason"] = f"`{name}`: {hint}" if several else hint
         if ip is not None:
             try:
                 if not target.allow_requester_ip:
@@ -190,16 +230,13 @@ class FormService:
                 host_address(ip, allow_private=target.allow_private_ip)
             except ValueError as err:
                 errors["ip"] = str(err)
-        at = values.get("start", "").strip() or None
         if at is not None and duration is not None:
             try:
                 start = parse_start(at, self.commands.clock(), self.rt.policy.limits.schedule_ahead)
                 commands.check_window_freeze(self.rt.policy, name, start, start + duration)
             except CommandError as err:
                 errors["start"] = str(err)
-        if errors:
-            return self._refused(user, values, errors), None
-        return {}, RequestCommand(name, duration, ip, reason, at)
+        return errors
 
     def _refused(self, user: str, values: dict[str, str], errors: Errors) -> Errors:
         """Record a submission that was refused (as a refused command is), and hand its errors back."""
@@ -234,7 +271,9 @@ class FormService:
 
     def extend_view(self, user: str, request_id: str) -> View | None:
         """The extend modal for the home's Extend…; None (and a DM saying why) when there is nothing to extend."""
-        request = self.rt.store.find(request_id)
+        parts = self._parts_or_none(request_id)
+        # Of a request of several targets, the modal shows a granted one; the extension asks for each (`extend`).
+        request = next((part for part in parts if part.status is Status.GRANTED), parts[0] if parts else None)
         target = self.rt.policy.target_for(request.target) if request else None
         if request is None or target is None or request.requester != user or request.ends_at is None:
             self.notifier.dm(user, sentences.refusal_text(f"there is no grant of yours `{request_id}` to extend"))

@@ -369,13 +369,12 @@ class AuditLog:
         A part of a request of several targets is recorded under the id people saw (`request_id`), with its
         own stored id as `part` (docs/auditors.md).
         """
-        part = {"part": request.id} if request.group else {}
         self.record(
             event,
             actor=actor,
             target=request.target,
             request_id=request.visible_id,
-            **part,
+            part=request.id if request.group else None,
             **_request_fields(request),
             **fields,
         )

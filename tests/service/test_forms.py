@@ -282,7 +282,7 @@ async def test_an_ended_grants_dm_carries_request_again_which_fills_the_form(wor
 
     assert view is not None
     blocks = {block.get("block_id"): block for block in view["blocks"]}
-    assert blocks["target"]["element"]["initial_option"]["value"] == "lb-prod"
+    assert [o["value"] for o in blocks["target"]["element"]["initial_options"]] == ["lb-prod"]
     assert blocks["duration"]["element"]["initial_option"]["value"] == "45m"
     assert blocks["reason"]["element"]["initial_value"] == "debugging 502s"
     assert forms.rerequest_view("U0DEV2", request.id) is None

@@ -184,6 +184,6 @@ def test_request_again_opens_the_form_filled_in(stack: Stack) -> None:
     assert stack.client().click("U0DEV2", "jit_rerequest", request_id, dm_channel("U0DEV2"), dm["ts"]).status == 200
     filled = stack.wait_for(lambda: stack.slack.views("U0DEV2", "jit_request"), what="the filled-in form")[-1]
     blocks = {block.get("block_id"): block for block in filled["blocks"]}
-    assert blocks["target"]["element"]["initial_option"]["value"] == "lb-prod"
+    assert [o["value"] for o in blocks["target"]["element"]["initial_options"]] == ["lb-prod"]
     assert blocks["duration"]["element"]["initial_option"]["value"] == "1h"
     assert blocks["reason"]["element"]["initial_value"] == "OPS-11 drain the old pool"
