@@ -1,0 +1,175 @@
+"""A request of several targets in this process: stored whole or not at all, one card a channel, each target approved
+by its own rule, and the request's id acting on every target (docs/approvals.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jit_lb.access.requests import AccessRequest, Status
+from slack_out.views import field_values
+from tests.service.world import APPROVALS, World, buttons, id_in
+from workers import jobs, notices
+
+OTHER = "C0OTHER"
+
+
+async def asked(world: World, text: str, user: str = "U0DEV1") -> list[AccessRequest]:
+    """A request of several targets whose cards a worker has posted; its parts, in order."""
+    group = id_in(await world.ask(user, text))
+    assert [group] == world.outbox()
+    assert notices.announce(group) == "posted"
+    return world.rt.store.parts(group)
+
+
+def click(world: World, user: str, action: str, part: AccessRequest) -> None:
+    """A click on the card of the part's channel, naming the request's id as its buttons do."""
+    assert part.card_channel is not None and part.card_ts is not None
+    world.decisions.decide(user, action, part.visible_id, (part.card_channel, part.card_ts))
+
+
+def statuses(world: World, group: str) -> dict[str, Status]:
+    return {part.target: part.status for part in world.rt.store.parts(group)}
+
+
+async def test_a_request_of_several_targets_is_stored_whole_and_counts_once(world: World) -> None:
+    """Every target is a part under the one id people see; each part's records carry that id, the target and the
+    part; the request counts once against pending_per_user."""
+    world.edit_policy(lambda policy: policy.setdefault("limits", {}).update(pending_per_user=1))
+    answer = await world.ask("U0DEV1", "request lb-prod,lb-two 30m debugging 502s")
+    group = id_in(answer)
+    assert "`lb-prod` (1 approval(s)), `lb-two` (2 approval(s))" in answer
+
+    parts = world.rt.store.parts(group)
+    assert [(f"{group}-1", "lb-prod", 1), (f"{group}-2", "lb-two", 2)] == [
+        (p.id, p.target, p.approvals_required) for p in parts
+    ]
+    assert [group] == world.outbox()
+    created = [r for r in world.audit(group) if r["event"] == "request.created"]
+    assert [("lb-prod", f"{group}-1"), ("lb-two", f"{group}-2")] == [(r["target"], r["part"]) for r in created]
+    assert "you already have 1 pending request" in await world.ask("U0DEV1", "request lb-prod 30m again")
+
+
+@pytest.mark.parametrize(
+    ("user", "text", "why"),
+    [
+        ("U0DEV2", "request lb-prod,lb-two 30m why", "you are not allowed to request `lb-two`"),
+        ("U0DEV1", "request lb-prod,lb-nine 30m why", "unknown target `lb-nine`"),
+        ("U0DEV1", "request lb-prod,lb-two 45m why", "45m is longer than `lb-two` allows"),
+        ("U0DEV1", "request lb-prod,lb-prod 30m why", "`lb-prod` is named twice"),
+        ("U0DEV1", "request lb-prod, 30m why", "empty target"),
+        ("U0DEV1", "request a,b,c,d,e,f 30m why", "at most 5"),
+    ],
+)
+async def test_a_refusal_of_one_target_refuses_the_whole_request(world: World, user: str, text: str, why: str) -> None:
+    """Naming what was wrong; nothing stored, nothing posted, nothing at the load balancer."""
+    world.edit_policy(lambda policy: policy["targets"]["lb-two"].update(max_duration="40m"))
+    answer = await world.ask(user, text)
+    assert why in answer, answer
+    assert world.rt.store.open_requests() == []
+    assert world.outbox() == []
+    assert world.slack.messages() == []
+    assert why in world.record("request.refused")["why"]
+    assert world.ingress() == []
+
+
+async def test_one_card_in_each_approver_channel_lists_every_target(world: World) -> None:
+    """Targets approved in two channels: a card in each, each listing both targets, one audit thread."""
+    world.edit_policy(lambda policy: policy["targets"]["lb-broken"].update(approver_channel=OTHER))
+    first, second = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
+    assert (first.card_channel, second.card_channel) == (APPROVALS, OTHER)
+    for channel, ts in ((APPROVALS, first.card_ts), (OTHER, second.card_ts)):
+        card = world.slack.message(channel, str(ts))
+        assert card is not None
+        assert "`lb-prod`" in str(card["blocks"]) and "`lb-broken`" in str(card["blocks"])
+        assert {first.group} == {b["value"] for b in buttons(card["blocks"])}
+    assert (first.thread_channel, first.thread_ts) == (second.thread_channel, second.thread_ts)
+
+
+async def test_a_click_counts_for_the_targets_its_clicker_may_approve(world: World) -> None:
+    """An approver of one target approves that one only; an approver of none is refused and changes nothing; the
+    other target's approver completes it, and each grant is queued when its own rule is met."""
+    prod, broken = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
+    group = str(prod.group)
+
+    click(world, "U0INTRUDER", "jit_approve", prod)
+    assert statuses(world, group) == {"lb-prod": Status.PENDING, "lb-broken": Status.PENDING}
+    refused = world.record("approval.refused", group)
+    assert "you are not an approver of any target" in refused["why"]
+
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    assert statuses(world, group) == {"lb-prod": Status.APPROVED, "lb-broken": Status.PENDING}
+    assert [("workers.jobs.grant_access", (prod.id,))] == world.queued()
+    card = world.slack.message(APPROVALS, str(prod.card_ts))
+    assert card is not None and buttons(card["blocks"]) != []  # lb-broken still waits
+
+    click(world, "U0APPROVER3", "jit_approve", broken)
+    assert statuses(world, group) == {"lb-prod": Status.APPROVED, "lb-broken": Status.APPROVED}
+    approved = [(r["target"], r["actor"]) for r in world.audit(group) if r["event"] == "request.approved"]
+    assert approved == [("lb-prod", "U0APPROVER1"), ("lb-broken", "U0APPROVER3")]
+    card = world.slack.message(APPROVALS, str(prod.card_ts))
+    assert card is not None and buttons(card["blocks"]) == []
+
+
+async def test_a_target_needing_two_approvals_is_granted_later_than_the_other(world: World) -> None:
+    """One click approves lb-prod (one approval) and counts one of lb-two's two; lb-prod is granted at once, lb-two
+    once a second approver clicks; both grants land at the load balancer under their parts' ids."""
+    prod, two = await asked(world, "request lb-prod,lb-two 30m debugging 502s")
+    group = str(prod.group)
+
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    assert statuses(world, group) == {"lb-prod": Status.APPROVED, "lb-two": Status.PENDING}
+    assert world.rt.store.get(two.id).approvers == ["U0APPROVER1"]
+    assert jobs.grant_access(prod.id) == "granted"
+    assert world.rules_of(prod.id) != [] and world.rules_of(two.id) == []
+
+    click(world, "U0APPROVER2", "jit_approve", two)
+    assert statuses(world, group) == {"lb-prod": Status.GRANTED, "lb-two": Status.APPROVED}
+    assert jobs.grant_access(two.id) == "granted"
+    assert world.rules_of(two.id) != []
+
+
+async def test_revoke_and_cancel_by_the_request_id_act_on_every_open_target(world: World) -> None:
+    """`/jit revoke <id>` queues the revoke of every granted target; `/jit cancel <id>` withdraws those still
+    pending; a part's own id acts on that target alone."""
+    prod, two = await asked(world, "request lb-prod,lb-two 30m debugging 502s")
+    group = str(prod.group)
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    assert jobs.grant_access(prod.id) == "granted"
+    world.rt.queue.empty()
+
+    answer = await world.ask("U0DEV1", f"revoke {group}")
+    assert f"Revoking `{group}` on `lb-prod`" in answer
+    assert [("workers.jobs.revoke_access", (prod.id, "revoked", "U0DEV1"))] == world.queued()
+
+    answer = await world.ask("U0DEV1", f"cancel {two.id}")
+    assert "withdrew" in answer and "`lb-two`" in answer
+    assert Status.CANCELLED is world.rt.store.get(two.id).status
+    assert f"is {Status.GRANTED} on `lb-prod`, {Status.CANCELLED} on `lb-two`" in await world.ask(
+        "U0DEV1", f"cancel {group}"
+    )
+
+
+async def test_the_request_modal_takes_several_targets_and_the_contracts_single_select(world: World) -> None:
+    """A submission with the multi-select's options makes one request of both; the single static_select of the
+    operating contract still makes a request of one."""
+
+    def submission(target: dict[str, Any]) -> dict[str, str]:
+        state = {
+            "values": {
+                "target": {"target": target},
+                "duration": {"duration": {"type": "static_select", "selected_option": {"value": "30m"}}},
+                "reason": {"reason": {"type": "plain_text_input", "value": "OPS-1 both"}},
+            }
+        }
+        return field_values(state)
+
+    several = {"type": "multi_static_select", "selected_options": [{"value": "lb-prod"}, {"value": "lb-two"}]}
+    assert await world.forms.submit_request("U0DEV1", submission(several)) is None
+    one = {"type": "static_select", "selected_option": {"value": "lb-prod"}}
+    assert await world.forms.submit_request("U0DEV1", submission(one)) is None
+    taken = world.outbox()
+    assert len(taken) == 2
+    assert [p.target for p in world.rt.store.parts(taken[0])] == ["lb-prod", "lb-two"]
+    assert [p.target for p in world.rt.store.parts(taken[1])] == ["lb-prod"]

@@ -1,0 +1,131 @@
+"""Several targets in one request: the grammar, the parts built from the policy, and the one card listing them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from devtools.slack_standin import block_kit_errors
+from jit_lb.access import commands, requests
+from jit_lb.access.commands import RequestCommand, parse_command
+from jit_lb.access.errors import CommandError
+from jit_lb.access.policy import parse_policy
+from jit_lb.access.requests import MAX_TARGETS, AccessRequest, Status
+from slack_out import cards
+from slack_out.limits import MAX_BLOCKS, MAX_SECTION_TEXT
+from tests.helpers import NOW, valid
+
+
+def several(count: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The valid policy with `count` targets lb-0 … like lb-prod (each with a long description)."""
+    policy = valid()
+    base = policy["targets"].pop("lb-prod")
+    policy["targets"] = {
+        f"lb-{i}": {**base, "description": "A load balancer " + "x" * 250, **(extra or {})} for i in range(count)
+    }
+    return policy
+
+
+@pytest.mark.parametrize(
+    ("text", "targets"),
+    [
+        ("request lb-prod,lb-alb 30m why", ("lb-prod", "lb-alb")),
+        ("request LB-PROD,lb-alb why", ("lb-prod", "lb-alb")),
+        ("request a,b,c,d,e why", ("a", "b", "c", "d", "e")),
+        ("request lb-prod why", ("lb-prod",)),
+    ],
+)
+def test_targets_joined_by_commas_are_one_request(text: str, targets: tuple[str, ...]) -> None:
+    """`a,b` names several targets of one request, in the order typed; one target is as before."""
+    parsed = parse_command(text)
+    assert isinstance(parsed, RequestCommand)
+    assert targets == parsed.targets
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("request a,b,c,d,e,f why", f"6 targets in one request; at most {MAX_TARGETS}"),
+        ("request lb-prod,lb-prod why", "`lb-prod` is named twice"),
+        ("request lb-prod, why", "empty target between commas"),
+        ("request lb-prod, lb-alb why", "empty target between commas"),
+        ("request lb-prod ,lb-alb why", "no spaces around the commas"),
+        ("request ,lb-alb why", "empty target between commas"),
+        ("request lb-prod,,lb-alb why", "empty target between commas"),
+    ],
+)
+def test_a_malformed_list_of_targets_is_refused_saying_why(text: str, why: str) -> None:
+    """More than five targets, one named twice, an empty item or spaces around a comma: refused, naming it."""
+    with pytest.raises(CommandError, match=why):
+        parse_command(text)
+
+
+def test_each_target_is_judged_by_its_own_policy_and_the_parts_share_the_id() -> None:
+    """The parts carry the request's id and every target; a duration outside one target's range refuses all."""
+    raw = several(2)
+    raw["targets"]["lb-1"]["max_duration"] = "20m"
+    raw["targets"]["lb-1"]["default_duration"] = "15m"
+    raw["targets"]["lb-1"]["approvals_required"] = 1
+    policy = parse_policy(raw)
+    build = commands.build_group(policy, "U0DEV1", RequestCommand("lb-0,lb-1", None, None, "why"), NOW)
+    parts = build("jit-abcdef")
+    assert [part.id for part in parts] == ["jit-abcdef-1", "jit-abcdef-2"]
+    assert {("lb-0", "lb-1")} == {part.group_targets for part in parts}
+    assert {"jit-abcdef"} == {part.visible_id for part in parts}
+    assert {15 * 60} == {part.duration_seconds for part in parts}  # the shortest default, which both allow
+    with pytest.raises(CommandError, match="longer than `lb-1` allows"):
+        commands.build_group(policy, "U0DEV1", RequestCommand("lb-0,lb-1", timedelta(minutes=30), None, "why"), NOW)
+    with pytest.raises(CommandError, match="unknown target `lb-9`"):
+        commands.build_group(policy, "U0DEV1", RequestCommand("lb-0,lb-9", None, None, "why"), NOW)
+
+
+def test_a_part_id_is_a_request_id_and_maps_back_to_the_request() -> None:
+    """`jit-abcdef-3` is a valid stored id (a marker at the load balancer names it); audit records carry both."""
+    assert requests.group_of("jit-abcdef-3") == "jit-abcdef"
+    assert requests.audit_ids("jit-abcdef-3") == {"request_id": "jit-abcdef", "part": "jit-abcdef-3"}
+    assert requests.audit_ids("jit-abcdef") == {"request_id": "jit-abcdef"}
+    with pytest.raises(CommandError):
+        parse_command("revoke jit-abcdef-9")  # at most five parts
+    assert parse_command("revoke jit-abcdef-2") == commands.RevokeCommand("jit-abcdef-2")
+
+
+def parts_of(count: int, reason: str) -> tuple[list[AccessRequest], Any]:
+    policy = parse_policy(several(count))
+    names = ",".join(f"lb-{i}" for i in range(count))
+    build = commands.build_group(policy, "U0DEV1", RequestCommand(names, None, None, reason), NOW)
+    return build("jit-abcdef"), policy
+
+
+def test_the_card_of_five_targets_lists_each_within_block_kit_limits() -> None:
+    """Five targets with long descriptions and a reason at its longest: one valid card, every target on it, with
+    what each grant creates and its approvals, the buttons carrying the id people see."""
+    parts, policy = parts_of(MAX_TARGETS, "r" * 500)
+    approvers = {part.id: ["U0APPROVER1"] * 30 for part in parts}
+    message = cards.group_card(parts, {p.target: policy.targets[p.target] for p in parts}, approvers)
+    assert block_kit_errors(message.blocks) == []
+    assert len(message.blocks) < MAX_BLOCKS
+    text = str(message.blocks)
+    for part in parts:
+        assert f"`{part.target}`" in text
+    assert text.count("inbound rule on security group") == MAX_TARGETS
+    assert text.count("0 of 1 approval(s)") == MAX_TARGETS
+    values = {e["value"] for b in message.blocks if b["type"] == "actions" for e in b["elements"]}
+    assert {"jit-abcdef"} == values
+    assert all(len(b.get("text", {}).get("text", "")) <= MAX_SECTION_TEXT for b in message.blocks)
+
+
+def test_the_card_shows_each_targets_own_outcome_and_loses_its_buttons_once_none_is_pending() -> None:
+    """One target approved while another waits: the approved one says so, the buttons stay; all decided: none."""
+    parts, policy = parts_of(2, "why")
+    first = requests.approve(parts[0], "U0APPROVER1", NOW)
+    targets = {p.target: policy.targets[p.target] for p in parts}
+    waiting = cards.group_card([first, parts[1]], targets)
+    assert "Approved by <@U0APPROVER1>" in str(waiting.blocks)
+    assert any(b["type"] == "actions" for b in waiting.blocks)
+    denied = requests.deny(parts[1], "U0APPROVER1", NOW)
+    assert denied.status is Status.DENIED
+    done = cards.group_card([first, denied], targets)
+    assert not any(b["type"] == "actions" for b in done.blocks)
+    assert "Denied by <@U0APPROVER1>" in str(done.blocks)
