@@ -179,19 +179,29 @@ def _announce_group(context: WorkerContext, group: str) -> str:
     if thread is None:
         return "not posted"
     if new_thread:
-        if rt.policy.audit_channel:
-            parent = notifier.post_parent(parts[0], rt.policy.audit_channel)
-            thread = (rt.policy.audit_channel, parent) if parent is not None else thread
-        for part in parts:
-            rt.store.update(part.id, thread_channel=thread[0], thread_ts=thread[1])
-        parts = rt.store.parts(group)
-        created = sentences.created_several_message(parts, list(by_channel))
-        notifier.thread(parts[0], created.text, created.blocks)
+        parts = _open_thread(context, parts, thread, list(by_channel))
     for part in parts:
         if part.auto_approval is not None:
             _queue_auto_grant(context, part)
-    home.refresh_homes(rt, notifier, parts[0])
+    for part in parts:  # each target's approvers see it waiting in their homes
+        context.homes.refresh(part)
     return "posted"
+
+
+def _open_thread(
+    context: WorkerContext, parts: list[AccessRequest], card: tuple[str, str], channels: list[str]
+) -> list[AccessRequest]:
+    """One audit thread for every target of a request (under its first card, or the audit channel's parent), and
+    its first reply; the parts as they are now."""
+    rt, notifier = context.rt, context.notifier
+    thread = card
+    if rt.policy.audit_channel:
+        parent = notifier.post_parent(parts[0], rt.policy.audit_channel)
+        thread = (rt.policy.audit_channel, parent) if parent is not None else card
+    parts = [rt.store.update(part.id, thread_channel=thread[0], thread_ts=thread[1]) for part in parts]
+    created = sentences.created_several_message(parts, channels)
+    notifier.thread(parts[0], created.text, created.blocks)
+    return parts
 
 
 def _card_refused(context: WorkerContext, parts: list[AccessRequest]) -> None:
