@@ -239,3 +239,25 @@ def test_the_cli_writes_a_csv_header_and_json_lines(tmp_path: Path) -> None:
     assert cli.main(["who", "lb-prod", "--at", "2026-11-23T21:10:00+00:00", str(path)], out=out) == 0
     assert "jit-aaaaaa  U0DEV1  from 203.0.113.7/32" in out.getvalue()
     assert cli.main(["who", "lb-prod", "--at", "yesterday", str(path)], out=io.StringIO()) == 2
+
+
+def test_a_request_of_several_targets_gives_a_row_and_a_grant_a_target() -> None:
+    """Records of two targets under one request id, told apart by `part`: `report` gives a row for each target
+    and `who` names the request for the target it asks about, each closed by its own revoke."""
+    end = T0 + timedelta(minutes=20)
+    records = [
+        *grant("jit-abcdef", T0, 30, part="jit-abcdef-1"),
+        *grant("jit-abcdef", T0, 30, part="jit-abcdef-2", target="lb-alb"),
+        revoked("jit-abcdef", T0, end, reason="revoked", part="jit-abcdef-1"),
+        revoked("jit-abcdef", T0, end, reason="revoked", part="jit-abcdef-2", target="lb-alb"),
+    ]
+
+    rows = list(report(Reading(lines_of(*records)), Filters()))
+
+    assert [(r["request_id"], r["target"], r["end_reason"]) for r in rows] == [
+        ("jit-abcdef", "lb-prod", "revoked"),
+        ("jit-abcdef", "lb-alb", "revoked"),
+    ]
+    during = T0 + timedelta(minutes=5)
+    assert [g["request_id"] for g in who("lb-alb", during, Reading(lines_of(*records)))] == ["jit-abcdef"]
+    assert who("lb-alb", end + timedelta(minutes=1), Reading(lines_of(*records))) == []
