@@ -192,6 +192,7 @@ def run(haproxy: bool, nginx: NginxServer | None) -> None:
         slack_native(stack)
         step_up(stack)
         on_call(stack)
+        several_targets(stack)
         failover(stack)  # before the lockdown: what follows runs on the promoted master
         emergencies(stack)
         other_kinds(stack, haproxy, nginx)
@@ -382,6 +383,28 @@ def on_call(stack: Stack) -> None:
     client.command("U0DEV7", f"cancel {other}")
     stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), what="the on-call grant's end")
     print(f"  U0APPROVER1: /jit revoke {request_id} ended it; U0DEV7 cancelled theirs")
+
+
+def several_targets(stack: Stack) -> None:
+    """Two targets in one request: one card listing both, one click granting both, one revoke ending both."""
+    text = "request lb-admin,lb-config 10m OPS-8 move the admin path"
+    section(f"Two targets in one request: U0DEV1 types /jit {text}")
+    client = stack.client()
+    answer = str(client.command("U0DEV1", text).json()["text"])
+    print(indent(answer))
+    group = request_id_in(answer)
+    ts = card_ts_of(stack, group)
+    print(indent(slack_text(stack.slack.wait_for(lambda: card_of(stack, group)))))
+    print("  U0APPROVER1 clicks Approve once: it counts for both targets")
+    client.click("U0APPROVER1", "jit_approve", group, APPROVALS, ts)
+    stack.wait_for(lambda: stack.events(group).count("grant.applied") == 2, what="both grants")
+    print(indent(slack_text(card_edit(stack, ts, "until"))))
+    client.command("U0DEV1", f"revoke {group}")
+    stack.wait_for(lambda: stack.events(group).count("grant.revoked") == 2, what="both revokes")
+    print(f"  U0DEV1: /jit revoke {group} ended both; the audit log, under {group}:")
+    for record in stack.audit(group):
+        if record["event"] in {"grant.applied", "grant.revoked"}:
+            print(f"    {record['event']:<14} target={record['target']:<10} part={record['part']}")
 
 
 def card_edit(stack: Stack, ts: str, showing: str) -> dict[str, Any]:
