@@ -88,8 +88,12 @@ def submitted_several_reply(parts: list[AccessRequest], channels: list[str]) -> 
     )
 
 
-def _which(request: AccessRequest) -> str:
-    """The target, named after the id where one request has several targets."""
+def _ref(request: AccessRequest) -> str:
+    """The request's id as people see it, and its target where one request has several targets."""
+    return f"`{request.visible_id}`{_target_of(request)}"
+
+
+def _target_of(request: AccessRequest) -> str:
     return f" (`{request.target}`)" if request.group else ""
 
 
@@ -114,21 +118,18 @@ def approved_dm_text(request: AccessRequest) -> str:
     """The requester's DM once every approval a request needs is in."""
     if request.auto_approval is not None:
         return (
-            f":white_check_mark: `{request.visible_id}`{_which(request)} was approved because you are on call "
+            f":white_check_mark: {_ref(request)} was approved because you are on call "
             f"in PagerDuty (schedule "
             f"`{request.auto_approval.schedule}`); access is being granted."
         )
     if request.starts_at is not None:
         return (
-            f":white_check_mark: `{request.visible_id}`{_which(request)} was approved by {people(request.approvers)}; "
+            f":white_check_mark: {_ref(request)} was approved by {people(request.approvers)}; "
             "it is granted at its "
             f"start, {when(request.starts_at)}, if it still may be then (`/jit cancel {request.visible_id}` "
             f"withdraws it)."
         )
-    return (
-        f":white_check_mark: `{request.visible_id}`{_which(request)} was approved by {people(request.approvers)}; "
-        "access is being granted."
-    )
+    return f":white_check_mark: {_ref(request)} was approved by {people(request.approvers)}; access is being granted."
 
 
 def approval_text(request: AccessRequest, who: str) -> str:
@@ -137,10 +138,10 @@ def approval_text(request: AccessRequest, who: str) -> str:
     counted = request.approval_place(who)
     if counted < request.approvals_required:
         return (
-            f":ballot_box_with_check: <@{who}> approved{_which(request)} ({counted} of "
+            f":ballot_box_with_check: <@{who}> approved{_target_of(request)} ({counted} of "
             f"{request.approvals_required}); waiting for another approver."
         )
-    return f":white_check_mark: <@{who}> approved `{request.visible_id}`{_which(request)}; granting access now."
+    return f":white_check_mark: <@{who}> approved {_ref(request)}; granting access now."
 
 
 def denied_message(request: AccessRequest) -> Message:
@@ -190,7 +191,7 @@ def expired_text(request: AccessRequest) -> str:
             f":alarm_clock: `{request.visible_id}` (`{request.target}`) expired at its start and nothing was applied: "
             f"{why}"
         )
-    return f":alarm_clock: `{request.visible_id}`{_which(request)} expired: nobody decided within the approval window."
+    return f":alarm_clock: {_ref(request)} expired: nobody decided within the approval window."
 
 
 def granted_text(request: AccessRequest, objects: list[str], verified: bool) -> str:
@@ -275,20 +276,14 @@ def extension_requested_message(request: AccessRequest) -> Message:
 def extension_approval_text(request: AccessRequest, who: str, done: bool) -> str:
     if done:
         return (
-            f":white_check_mark: <@{who}> approved the extension of `{request.visible_id}`{_which(request)}; "
+            f":white_check_mark: <@{who}> approved the extension of {_ref(request)}; "
             f"moving its end to {when(request.ends_at)}."
         )
-    return (
-        f":ballot_box_with_check: <@{who}> approved the extension of `{request.visible_id}`{_which(request)}; "
-        "waiting for another approver."
-    )
+    return f":ballot_box_with_check: <@{who}> approved the extension of {_ref(request)}; waiting for another approver."
 
 
 def extension_denied_text(request: AccessRequest, who: str) -> str:
-    return (
-        f":no_entry: <@{who}> denied the extension of `{request.visible_id}`{_which(request)}; "
-        f"it still ends {when(request.ends_at)}."
-    )
+    return f":no_entry: <@{who}> denied the extension of {_ref(request)}; it still ends {when(request.ends_at)}."
 
 
 def extended_text(request: AccessRequest, verified: bool) -> str:
@@ -300,11 +295,8 @@ def extended_text(request: AccessRequest, verified: bool) -> str:
 
 
 def extension_refused_text(request: AccessRequest, why: str) -> str:
-    return (
-        f":no_entry: The extension of `{request.visible_id}` on `{request.target}` was approved but not "
-        f"applied: {why}. "
-        f"It still ends {when(request.ends_at)}."
-    )
+    what = f"The extension of `{request.visible_id}` on `{request.target}`"
+    return f":no_entry: {what} was approved but not applied: {why}. It still ends {when(request.ends_at)}."
 
 
 def warning_text(request: AccessRequest, minutes: int) -> str:

@@ -74,6 +74,15 @@ def test_parses(text: str, expected: object) -> None:
         ("revoke 42", "not a request id"),
         ("list everything", "takes no arguments"),
         ("request lb-prod 30m " + "x" * 600, "keep it under 500"),
+        # Several targets (docs/approvals.md): at most five, each once, no empty item, no space around a comma.
+        ("request a,b,c,d,e,f why", "6 targets in one request; at most 5"),
+        ("request lb-prod,lb-prod why", "`lb-prod` is named twice"),
+        ("request lb-prod, why", "empty target between commas"),
+        ("request lb-prod, lb-alb why", "empty target between commas"),
+        ("request lb-prod ,lb-alb why", "no spaces around the commas"),
+        ("request ,lb-alb why", "empty target between commas"),
+        ("request lb-prod,,lb-alb why", "empty target between commas"),
+        ("revoke jit-abcdef-9", "not a request id"),  # a part's id ends -1 … -5
     ],
 )
 def test_refuses(text: str, expected: str) -> None:

@@ -44,24 +44,6 @@ def test_targets_joined_by_commas_are_one_request(text: str, targets: tuple[str,
     assert targets == parsed.targets
 
 
-@pytest.mark.parametrize(
-    ("text", "why"),
-    [
-        ("request a,b,c,d,e,f why", f"6 targets in one request; at most {MAX_TARGETS}"),
-        ("request lb-prod,lb-prod why", "`lb-prod` is named twice"),
-        ("request lb-prod, why", "empty target between commas"),
-        ("request lb-prod, lb-alb why", "empty target between commas"),
-        ("request lb-prod ,lb-alb why", "no spaces around the commas"),
-        ("request ,lb-alb why", "empty target between commas"),
-        ("request lb-prod,,lb-alb why", "empty target between commas"),
-    ],
-)
-def test_a_malformed_list_of_targets_is_refused_saying_why(text: str, why: str) -> None:
-    """More than five targets, one named twice, an empty item or spaces around a comma: refused, naming it."""
-    with pytest.raises(CommandError, match=why):
-        parse_command(text)
-
-
 def test_each_target_is_judged_by_its_own_policy_and_the_parts_share_the_id() -> None:
     """The parts carry the request's id and every target; a duration outside one target's range refuses all."""
     raw = several(2)
@@ -86,8 +68,6 @@ def test_a_part_id_is_a_request_id_and_maps_back_to_the_request() -> None:
     assert requests.group_of("jit-abcdef-3") == "jit-abcdef"
     assert requests.audit_ids("jit-abcdef-3") == {"request_id": "jit-abcdef", "part": "jit-abcdef-3"}
     assert requests.audit_ids("jit-abcdef") == {"request_id": "jit-abcdef"}
-    with pytest.raises(CommandError):
-        parse_command("revoke jit-abcdef-9")  # at most five parts
     assert parse_command("revoke jit-abcdef-2") == commands.RevokeCommand("jit-abcdef-2")
 
 
