@@ -302,6 +302,47 @@ def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
     return blocks
 
 
+def shown_extension(request: AccessRequest) -> Extension | None:
+    """The extension a card shows for the request: its pending one, else its last decided one."""
+    return request.extension or (request.extensions[-1] if request.extensions else None)
+
+
+def extension_of_several(parts: Sequence[AccessRequest]) -> Message:
+    """The one extension card of the targets of a request of several (docs/approvals.md): the extra time and reason
+    once, each target's end and where its extension stands, and the buttons (the request's id) while any waits."""
+    first = parts[0]
+    extension = shown_extension(first)
+    assert extension is not None, "a card of extensions shows parts that have one"
+    names = ", ".join(f"`{part.target}`" for part in parts)
+    line = (
+        f"*Extension of* `{first.visible_id}`: <@{first.requester}> asks for *{extension.duration_text}* more on "
+        f"{names}"
+    )
+    blocks: Blocks = [section(mrkdwn(line)), *typed_blocks("Reason", extension.reason)]
+    for part in parts:
+        blocks.append(section(mrkdwn(clip(f"*`{part.target}`*: " + _extension_state(part), MAX_SECTION_TEXT))))
+    if any(part.extension is not None for part in parts):
+        blocks.append(_decision_buttons(first))
+    text = f"Extension of {first.visible_id}: <@{first.requester}> asks for {extension.duration_text} more on " + (
+        ", ".join(part.target for part in parts)
+    )
+    return Message(clip(text, MAX_LINE * 2), capped(blocks))
+
+
+def _extension_state(part: AccessRequest) -> str:
+    extension = shown_extension(part)
+    if extension is None:
+        return outcome_line(part)
+    if extension.outcome == "pending":
+        so_far = f" · approved so far by {people(extension.approvers)}" if extension.approvals else ""
+        return f":hourglass_flowing_sand: waiting, now until {when(part.ends_at)}{so_far}"
+    if extension.outcome == "approved":
+        return f":white_check_mark: Extended by {people(extension.approvers)} · now until {when(part.ends_at)}"
+    if extension.outcome == "refused":
+        return f":no_entry: Approved, then refused under the policy in force: {extension.why}"
+    return f":no_entry: Extension denied by <@{extension.decided_by}>"
+
+
 def outcome_block(text: str) -> dict[str, Any]:
     return section(mrkdwn(text), BlockId.DECISION)
 

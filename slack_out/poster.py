@@ -135,6 +135,17 @@ class Notifier:
         self._call("chat.update", channel=card[0], ts=card[1], **asdict(message))
         return message
 
+    def post_extension_of_several(self, parts: Sequence[AccessRequest], channel: str) -> str | None:
+        """Post the one extension card of targets of a request of several in `channel`; its ts, or None."""
+        message = cards.extension_of_several(parts)
+        return self._posted(channel, message.text, message.blocks)
+
+    def update_extension_of_several(self, parts: Sequence[AccessRequest], card: tuple[str, str]) -> Message:
+        """Edit an extension card of targets of a request of several to their state; what it was sent."""
+        message = cards.extension_of_several(parts)
+        self._call("chat.update", channel=card[0], ts=card[1], **asdict(message))
+        return message
+
     def post_breakglass_card(
         self, request: AccessRequest, channel: str, approvers: list[str], again: bool
     ) -> str | None:

@@ -154,9 +154,12 @@ def _announce_group(context: WorkerContext, group: str) -> str:
     on call queued once the cards show it. A card already posted (a worker stopped half-way) is not posted again.
     """
     rt, notifier = context.rt, context.notifier
+    stored = rt.store.parts(group)
+    if any(p.status is Status.GRANTED and p.extension is not None and p.extension.card_ts is None for p in stored):
+        return _post_extensions_of_several(context, stored)
     parts = [
         _judge_on_call(context, part) if part.status is Status.PENDING and part.card_ts is None else part
-        for part in rt.store.parts(group)
+        for part in stored
     ]
     by_channel: dict[str, list[AccessRequest]] = {}
     for part in parts:
@@ -264,6 +267,36 @@ def _post_extension_card(context: WorkerContext, request: AccessRequest) -> str:
     return "posted"
 
 
+def _post_extensions_of_several(context: WorkerContext, parts: list[AccessRequest]) -> str:
+    """The extension card of the targets of a request of several that wait for more time: one in each of their
+    approver channels, listing each; one note in the request's thread."""
+    rt, notifier = context.rt, context.notifier
+    waiting = [
+        p for p in parts if p.status is Status.GRANTED and p.extension is not None and p.extension.card_ts is None
+    ]
+    by_channel: dict[str, list[AccessRequest]] = {}
+    for part in waiting:
+        target = rt.policy.target_for(part.target)
+        if target is not None:
+            by_channel.setdefault(rt.policy.channel_for(target), []).append(part)
+    posted: list[AccessRequest] = []
+    for channel, theirs in by_channel.items():
+        card_ts = notifier.post_extension_of_several(theirs, channel)
+        if card_ts is None:
+            continue
+        for part in theirs:
+            assert part.extension is not None
+            extension = part.extension.model_copy(update={"card_channel": channel, "card_ts": card_ts})
+            posted.append(rt.store.update(part.id, extension=extension))
+    if not posted:
+        return "not posted"
+    requested = sentences.extension_requested_message(posted[0])
+    notifier.thread(posted[0], requested.text, requested.blocks)
+    for part in posted:
+        context.homes.refresh(part)
+    return "posted"
+
+
 # --- outcomes -----------------------------------------------------------------------------------
 
 
@@ -360,6 +393,10 @@ def _show_group_cards(context: WorkerContext, group: str) -> None:
 def show_extension_card(context: WorkerContext, request_id: str) -> None:
     """Edit the card of the request's pending extension (else of its last decided one) as `show_card` does."""
     rt, notifier = context.rt, context.notifier
+    first = rt.store.find(request_id)
+    if first is not None and first.group is not None:
+        _show_extensions_of_several(context, first.group)
+        return
     shown: Message | None = None
     for _ in range(CARD_EDITS):
         request = rt.store.find(request_id)
@@ -367,6 +404,26 @@ def show_extension_card(context: WorkerContext, request_id: str) -> None:
         if request is None or extension is None or cards.extension_message(request, extension) == shown:
             return
         shown = notifier.update_extension_card(request, extension)
+
+
+def _show_extensions_of_several(context: WorkerContext, group: str) -> None:
+    """`show_extension_card` for a request of several targets: each extension card edited to show the targets it
+    lists as they stand now, again while that changes under the edits."""
+    rt, notifier = context.rt, context.notifier
+    shown: dict[tuple[str, str], Message] = {}
+    for _ in range(CARD_EDITS):
+        by_card: dict[tuple[str, str], list[AccessRequest]] = {}
+        for part in rt.store.parts(group):
+            extension = cards.shown_extension(part)
+            if extension is not None and extension.card_channel and extension.card_ts:
+                by_card.setdefault((extension.card_channel, extension.card_ts), []).append(part)
+        stale = {
+            card: theirs for card, theirs in by_card.items() if shown.get(card) != cards.extension_of_several(theirs)
+        }
+        if not stale:
+            return
+        for card, theirs in stale.items():
+            shown[card] = notifier.update_extension_of_several(theirs, card)
 
 
 def _approved(context: WorkerContext, request: AccessRequest, who: str, _: bool) -> None:

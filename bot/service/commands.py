@@ -260,7 +260,9 @@ class CommandService:
         for part, target in judged:
             after = self._extend_one(user, part, target, parsed)
             replies.append(sentences.extension_submitted_reply(after, self.rt.policy.channel_for(target)))
-        return Reply("\n".join(replies))
+        # Its card is posted by a worker, as a new request's is: one for the targets of a request of several.
+        self.rt.store.announce_later(parts[0].group or parts[0].id)
+        return Reply("\n".join(dict.fromkeys(replies)))
 
     def _extend_one(self, user: str, request: AccessRequest, target: Target, parsed: ExtendCommand) -> AccessRequest:
         def extension(current: AccessRequest) -> AccessRequest:
@@ -278,10 +280,7 @@ class CommandService:
                 mfa=target.require_mfa or None,  # reached here on such a target only after a step-up
             )
 
-        _, after = self.rt.store.transition(request.id, extension, record)
-        # Its card is posted by a worker, as a new request's is.
-        self.rt.store.announce_later(after.id)
-        return after
+        return self.rt.store.transition(request.id, extension, record)[1]
 
     def _mfa(self, user: str, words: list[str]) -> Reply:
         reply = self.mfa.command(user, words)

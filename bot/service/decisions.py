@@ -128,7 +128,7 @@ class DecisionService:
             names = ", ".join(f"`{part.target}`" for part in parts)
             raise ApprovalError(f"you are not an approver of any target of {parts[0].visible_id} ({names})")
         if is_extension:
-            return theirs
+            return [part for part in theirs if part.extension is not None] or theirs
         open_ = [part for part in theirs if part.status is Status.PENDING]
         if not open_:
             raise TransitionError(f"{parts[0].visible_id} is already decided on every target you may approve")

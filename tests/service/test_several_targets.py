@@ -173,3 +173,34 @@ async def test_the_request_modal_takes_several_targets_and_the_contracts_single_
     assert len(taken) == 2
     assert [p.target for p in world.rt.store.parts(taken[0])] == ["lb-prod", "lb-two"]
     assert [p.target for p in world.rt.store.parts(taken[1])] == ["lb-prod"]
+
+
+async def test_more_time_on_every_granted_target_is_one_card_and_one_click(world: World) -> None:
+    """`/jit extend <id>` asks for more time on each granted target, each judged by its own policy; one card lists
+    them, and one approver's click approves each extension it may, each moved by its own job."""
+    prod, alb = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
+    world.edit_policy(lambda policy: policy["targets"]["lb-broken"].update(grant=policy["targets"]["lb-prod"]["grant"]))
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    click(world, "U0APPROVER3", "jit_approve", alb)
+    assert (jobs.grant_access(prod.id), jobs.grant_access(alb.id)) == ("granted", "granted")
+    world.rt.queue.empty()
+
+    answer = await world.ask("U0DEV1", f"extend {prod.group} 10m still digging")
+    assert answer.count("Asked to extend") == 1, answer
+    assert [prod.group] == world.outbox()
+    assert notices.announce(str(prod.group)) == "posted"
+    parts = world.rt.store.parts(str(prod.group))
+    cards_at = {(p.extension.card_channel, p.extension.card_ts) for p in parts if p.extension is not None}
+    assert len(cards_at) == 1
+    ((channel, ts),) = cards_at
+    card = world.slack.message(str(channel), str(ts))
+    assert card is not None and "`lb-prod`" in str(card["blocks"]) and "`lb-broken`" in str(card["blocks"])
+
+    world.decisions.decide("U0APPROVER1", "jit_approve", str(prod.group), (str(channel), str(ts)))
+    assert [("workers.jobs.extend_access", (prod.id,))] == [(name, args) for name, args in world.queued()]
+    world.decisions.decide("U0APPROVER3", "jit_approve", str(prod.group), (str(channel), str(ts)))
+    extended = [r["target"] for r in world.audit(str(prod.group)) if r["event"] == "extension.approved"]
+    assert extended == ["lb-prod", "lb-broken"]
+    world.post_notices()
+    card = world.slack.message(str(channel), str(ts))
+    assert card is not None and buttons(card["blocks"]) == []

@@ -109,3 +109,18 @@ def test_the_card_shows_each_targets_own_outcome_and_loses_its_buttons_once_none
     done = cards.group_card([first, denied], targets)
     assert not any(b["type"] == "actions" for b in done.blocks)
     assert "Denied by <@U0APPROVER1>" in str(done.blocks)
+
+
+def test_the_extension_card_of_five_targets_is_valid_and_carries_the_request_id() -> None:
+    """More time on five granted targets with the longest reason: one valid card listing each, buttons while any
+    extension waits."""
+    parts, _ = parts_of(MAX_TARGETS, "why")
+    granted = []
+    for part in parts:
+        approved = requests.approve(part, "U0APPROVER1", NOW)
+        live = approved.model_copy(update={"status": Status.GRANTED, "ends_at": NOW + timedelta(minutes=30)})
+        granted.append(requests.request_extension(live, timedelta(minutes=10), "e" * 500, NOW))
+    message = cards.extension_of_several(granted)
+    assert block_kit_errors(message.blocks) == []
+    assert all(f"`{part.target}`" in str(message.blocks) for part in granted)
+    assert {"jit-abcdef"} == {e["value"] for b in message.blocks if b["type"] == "actions" for e in b["elements"]}
