@@ -189,9 +189,10 @@ def _approvers_context(target: Target, users: Sequence[str], groups: Sequence[st
 
 def deny_modal(request: AccessRequest, required: bool, card: tuple[str, str] | None) -> View:
     """The `jit_deny` modal: why the request is denied (required or optional, as the target says)."""
-    head = (
-        f"Deny `{request.visible_id}`: <@{request.requester}> asks for `{request.target}` for {request.duration_text}."
-    )
+    names = ", ".join(f"`{name}`" for name in request.group_targets or (request.target,))
+    head = f"Deny `{request.visible_id}`: <@{request.requester}> asks for {names} for {request.duration_text}."
+    if request.group:
+        head += " This denies the targets of it that you may approve."
     blocks: Blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": head}},
         *typed_blocks("Their reason", request.reason),

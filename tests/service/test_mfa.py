@@ -21,7 +21,7 @@ from bot.service.mfa import Verified
 from jit_lb.access.errors import CommandError, MfaError
 from jit_lb.access.requests import Status
 from tests.service.world import APPROVALS, World
-from workers import enrolments, jobs
+from workers import enrolments, jobs, notices
 
 
 @pytest.fixture(name="mfa_world")
@@ -344,3 +344,32 @@ def test_an_operator_resets_an_enrolment_from_the_command_line(mfa_world: World)
     assert (record["actor"], record["user"], record["via"]) == ("operator", "U0ADMIN", "cli")
     assert "An operator reset <@U0ADMIN>'s step-up MFA enrolment" in world.texts(world.slack.messages(APPROVALS))
     assert "An operator reset your step-up MFA enrolment" in world.texts(world.slack.dms("U0ADMIN"))
+
+
+async def test_one_code_covers_a_request_of_several_targets_and_one_approvers_click(mfa_world: World) -> None:
+    """lb-prod requires MFA, lb-two does not: one code makes the request of both; an approver of both is asked one
+    code, and it counts their approval of each, each recorded with MFA."""
+    world = mfa_world
+    requester_secret = enrol(world, "U0DEV1")
+    approver_secret = enrol(world, "U0APPROVER1")
+    world.rt.store.redis.delete("jit:mfa:proven:U0DEV1")
+    world.rt.store.redis.delete("jit:mfa:proven:U0APPROVER1")
+
+    reply = await world.commands.command("U0DEV1", "request lb-prod,lb-two 30m debugging", None)
+    assert reply.view is not None
+    assert world.rt.store.open_requests() == []
+    assert await world.forms.submit_code("U0DEV1", reply.view["private_metadata"], next_code(requester_secret)) is None
+    world.slack.wait_for(lambda: len(world.rt.store.open_requests()) == 2)
+    [group] = world.outbox()
+    assert notices.announce(group) == "posted"
+    prod, two = world.rt.store.parts(group)
+    assert prod.requested_with_mfa and two.requested_with_mfa
+    card = (str(prod.card_channel), str(prod.card_ts))
+
+    view = world.decisions.approve_form("U0APPROVER1", group, card)
+    assert view is not None
+    assert await world.forms.submit_code("U0APPROVER1", view["private_metadata"], next_code(approver_secret)) is None
+    world.slack.wait_for(lambda: world.rt.store.get(prod.id).status is Status.APPROVED)
+    world.slack.wait_for(lambda: world.rt.store.get(two.id).approvers == ["U0APPROVER1"])
+    approved = [(r["target"], r["mfa"]) for r in world.audit(group) if r["event"] == "request.approved"]
+    assert approved == [("lb-prod", True), ("lb-two", True)]
