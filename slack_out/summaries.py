@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jit_lb.access.durations import format_duration
 from jit_lb.access.requests import AccessRequest, Change, Use
 from slack_out.ids import BlockId
@@ -30,6 +32,14 @@ def summary_message(request: AccessRequest) -> Message:
     The reason is shown as typed; created and removed objects are listed a line each, over as many sections as
     they take, up to MAX_LISTED each.
     """
+    ended = f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.visible_id}`."
+    head, rest = _grant_blocks(request)
+    blocks = capped([{**head, "block_id": BlockId.SUMMARY}, *typed_blocks("Reason", request.reason), *rest])
+    return Message(ended + _activity_sentence(request), blocks)
+
+
+def _grant_blocks(request: AccessRequest) -> tuple[dict[str, Any], Blocks]:
+    """A grant's summary section, and the blocks after the reason: created, removed, what happened."""
     lasted = request.lasted()
     lines = [
         f"*Summary of `{request.visible_id}`*",
@@ -41,17 +51,30 @@ def summary_message(request: AccessRequest) -> Message:
         + (f" by <@{request.ended_by}>" if request.ended_by not in {None, "system"} else ""),
     ]
     removed = "Removed:" + ("" if request.verified else "  :warning: removal NOT verified")
-    ended = f":lock: Access on `{request.target}` ended ({request.end_reason}) for `{request.visible_id}`."
-    blocks = capped(
-        [
-            section(mrkdwn("\n".join(lines)), BlockId.SUMMARY),
-            *typed_blocks("Reason", request.reason),
-            *list_blocks("Created:", request.created_objects),
-            *list_blocks(removed, request.removed_objects),
-            *activity_blocks(request),
-        ]
+    return section(mrkdwn("\n".join(lines))), [
+        *list_blocks("Created:", request.created_objects),
+        *list_blocks(removed, request.removed_objects),
+        *activity_blocks(request),
+    ]
+
+
+def summary_of_several(parts: list[AccessRequest]) -> Message:
+    """The last reply of the thread of a request of several targets, once every target has ended: the request once,
+    then each target's summary (`summary_message`'s, without the reason again), or how it ended without a grant."""
+    first = parts[0]
+    how = ", ".join(f"`{part.target}` ({part.end_reason or part.status})" for part in parts)
+    head = f"*Summary of `{first.visible_id}`*: every target has ended: {how}"
+    blocks: Blocks = [section(mrkdwn(clip(head, MAX_LINE * 4)), BlockId.SUMMARY), *typed_blocks("Reason", first.reason)]
+    for part in parts:
+        if part.granted_at is None:
+            blocks.append(section(mrkdwn(clip(f"*`{part.target}`*: never granted ({part.status})", MAX_LINE))))
+            continue
+        head_of_part, rest = _grant_blocks(part)
+        blocks += [head_of_part, *rest]
+    text = f":lock: Every target of `{first.visible_id}` has ended: " + ", ".join(
+        f"{part.target} ({part.end_reason or part.status})" for part in parts
     )
-    return Message(ended + _activity_sentence(request), blocks)
+    return Message(clip(text, MAX_LINE * 2), capped(blocks))
 
 
 MAX_CHANGES_SHOWN = 30  # changes a summary lists before "… and N more"; the audit record keeps more

@@ -326,28 +326,59 @@ def tell(
         notifier.thread(request, sentences.revoke_failed_text(request, error, approvers))
         return "told"
     if kind is Notice.EXTENSION_REFUSED:
-        show_extension_card(context, request_id)
+        _show(context, request, extension=True)
         text = sentences.extension_refused_text(request, error)
         notifier.thread(request, text)
         notifier.dm(request.requester, text)
         context.homes.refresh(request)
         return "told"
-    if kind in {Notice.EXTENSION_APPROVED, Notice.EXTENSION_DENIED}:
-        show_extension_card(context, request_id)
-    else:
-        show_card(context, request_id)
+    _show(context, request, extension=kind in {Notice.EXTENSION_APPROVED, Notice.EXTENSION_DENIED})
     if kind in _DECISIONS:
         _DECISIONS[kind](context, request, who, done)
     elif kind is Notice.CANCELLED:
         notifier.thread(request, sentences.cancelled_text(request))  # the requester did it: no DM
+    elif request.group is not None and kind is Notice.ENDED:
+        # One target of several: a line now; the summary, with Request again, once every target has ended.
+        outcome = _outcome(request, kind, verified)
+        notifier.thread(request, outcome.text)
+        notifier.dm(request.requester, outcome.text)
     else:
         outcome = _outcome(request, kind, verified)
         notifier.thread(request, outcome.text, outcome.blocks)
         # The requester's copy of an ended grant or an expired request carries Request again (docs/approvals.md).
         mine = sentences.again_message(request, outcome) if kind in {Notice.ENDED, Notice.EXPIRED} else outcome
         notifier.dm(request.requester, mine.text, mine.blocks)
+    if request.group is not None:
+        _sum_up(context, request.group)
     context.homes.refresh(request)
     return "told"
+
+
+SUMMARY_CLAIM_SECONDS = 7 * 86400  # a request of several targets is summed up once, however many workers look
+
+
+def _sum_up(context: WorkerContext, group: str) -> None:
+    """Once every target of a request of several has ended (and one was granted), its one closing summary in the
+    thread, and the requester's copy with Request again; posted once, by the first worker to see them all ended
+    (each target's notice runs after its own end, so the last one's sees them all)."""
+    rt, notifier = context.rt, context.notifier
+    parts = rt.store.parts(group)
+    if any(part.status.is_open for part in parts) or all(part.granted_at is None for part in parts):
+        return
+    if not rt.store.claim(f"summary-{group}", SUMMARY_CLAIM_SECONDS):
+        return
+    summary = summaries.summary_of_several(parts)
+    notifier.thread(parts[0], summary.text, summary.blocks)
+    mine = sentences.again_message(parts[0], summary)
+    notifier.dm(parts[0].requester, mine.text, mine.blocks)
+
+
+def _show(context: WorkerContext, request: AccessRequest, *, extension: bool) -> None:
+    """Edit the request's card (or its extension's) to its state now: every card of a request of several targets."""
+    if request.group is not None:
+        (_show_extensions_of_several if extension else _show_group_cards)(context, request.group)
+    else:
+        (show_extension_card if extension else show_card)(context, request.id)
 
 
 def show_card(context: WorkerContext, request_id: str) -> None:
@@ -358,10 +389,6 @@ def show_card(context: WorkerContext, request_id: str) -> None:
     leaves the card with the newest state, whichever edit lands last.
     """
     rt, notifier = context.rt, context.notifier
-    first = rt.store.find(request_id)
-    if first is not None and first.group is not None:
-        _show_group_cards(context, first.group)
-        return
     shown: Message | None = None
     for _ in range(CARD_EDITS):
         request = rt.store.find(request_id)
@@ -393,10 +420,6 @@ def _show_group_cards(context: WorkerContext, group: str) -> None:
 def show_extension_card(context: WorkerContext, request_id: str) -> None:
     """Edit the card of the request's pending extension (else of its last decided one) as `show_card` does."""
     rt, notifier = context.rt, context.notifier
-    first = rt.store.find(request_id)
-    if first is not None and first.group is not None:
-        _show_extensions_of_several(context, first.group)
-        return
     shown: Message | None = None
     for _ in range(CARD_EDITS):
         request = rt.store.find(request_id)

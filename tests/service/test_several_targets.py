@@ -204,3 +204,27 @@ async def test_more_time_on_every_granted_target_is_one_card_and_one_click(world
     world.post_notices()
     card = world.slack.message(str(channel), str(ts))
     assert card is not None and buttons(card["blocks"]) == []
+
+
+async def test_the_closing_summary_comes_once_every_target_has_ended(world: World) -> None:
+    """The first target's end is a line in the thread; the last one's brings the one summary, with a section a
+    target, and the requester's copy with Request again (its value the request's id)."""
+    prod, broken = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
+    group = str(prod.group)
+    world.edit_policy(lambda policy: policy["targets"]["lb-broken"].update(grant=policy["targets"]["lb-prod"]["grant"]))
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    click(world, "U0APPROVER3", "jit_approve", broken)
+    assert (jobs.grant_access(prod.id), jobs.grant_access(broken.id)) == ("granted", "granted")
+    thread = (str(prod.thread_channel), str(prod.thread_ts))
+
+    assert jobs.revoke_access(prod.id, "revoked", "U0DEV1") == "revoked"
+    world.work()
+    assert "ended (revoked)" in world.texts(world.slack.thread(*thread))
+    assert not [m for m in world.slack.thread(*thread) if "Summary of" in str(m)]
+
+    assert jobs.revoke_access(broken.id, "revoked", "U0DEV1") == "revoked"
+    world.work()
+    [summary] = [m for m in world.slack.thread(*thread) if "Summary of" in str(m)]
+    assert "Target: `lb-prod`" in str(summary["blocks"]) and "Target: `lb-broken`" in str(summary["blocks"])
+    [dm] = [m for m in world.slack.dms("U0DEV1") if "Summary of" in str(m.get("blocks"))]
+    assert [("jit_rerequest", group)] == [(b["action_id"], b["value"]) for b in buttons(dm["blocks"])]

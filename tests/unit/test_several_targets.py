@@ -13,7 +13,7 @@ from jit_lb.access.commands import RequestCommand, parse_command
 from jit_lb.access.errors import CommandError
 from jit_lb.access.policy import parse_policy
 from jit_lb.access.requests import MAX_TARGETS, AccessRequest, Status
-from slack_out import cards
+from slack_out import cards, summaries
 from slack_out.limits import MAX_BLOCKS, MAX_SECTION_TEXT
 from tests.helpers import NOW, valid
 
@@ -124,3 +124,23 @@ def test_the_extension_card_of_five_targets_is_valid_and_carries_the_request_id(
     assert block_kit_errors(message.blocks) == []
     assert all(f"`{part.target}`" in str(message.blocks) for part in granted)
     assert {"jit-abcdef"} == {e["value"] for b in message.blocks if b["type"] == "actions" for e in b["elements"]}
+
+
+def test_the_summary_of_five_targets_is_valid_with_a_section_a_target() -> None:
+    """Five grants ended, each with the most objects a summary lists: one valid message naming each target."""
+    parts, _ = parts_of(MAX_TARGETS, "r" * 500)
+    ended = [
+        requests.approve(part, "U0APPROVER1", NOW).model_copy(
+            update={
+                "status": Status.REVOKED,
+                "granted_at": NOW,
+                "ended_at": NOW + timedelta(minutes=5),
+                "end_reason": requests.EndReason.REVOKED,
+                "created_objects": tuple(f"sgr-{i:017x} on sg-0abc: tcp/443 from 203.0.113.7/32" for i in range(100)),
+            }
+        )
+        for part in parts
+    ]
+    message = summaries.summary_of_several(ended)
+    assert block_kit_errors(message.blocks) == []
+    assert all(f"Target: `{part.target}`" in str(message.blocks) for part in ended)
