@@ -92,6 +92,7 @@ class DeadlineResult:
     rows: list[Row]
     differences_s: list[float]  # rule gone - approved end, one a grant gone
     cut_short_s: list[float]  # end - gone, for the grants gone by their end
+    ends_spread_s: float  # last approved end - first (whole seconds): how close together the grants ended
 
 
 def revoke_deadline(
@@ -102,7 +103,7 @@ def revoke_deadline(
     The requests are filed with durations from `longest_s` down to `shortest_s`, STEP_S apart, and
     approved in waves STEP_S apart, longest first: each grant's end (its grant time + its duration,
     cut to the second) then falls near the same moment, and every grant is applied well before the
-    workers' revoke leads (JIT_REVOKE_LEAD + the grants ending at or before it / the measured rate) open.
+    workers' revoke leads (JIT_REVOKE_LEAD + the jobs ahead at the measured costs) open.
     """
     waves = waves_of(world, stack, count, shortest_s, longest_s)
     ids = [rid for wave in waves for rid in wave.ids]
@@ -137,7 +138,8 @@ def revoke_deadline(
     bad_clicks = sum(1 for wave in waves for status in (wave.clicks.statuses if wave.clicks else []) if status != 200)
     rows = deadline_rows(stack, watch, count, bad_clicks, meter, label)
     differences = [watch.gone[rid] - end for rid, end in watch.ends.items() if rid in watch.gone]
-    return DeadlineResult(rows, differences, [-d for d in differences if d <= 0])
+    spread = max(watch.ends.values(), default=0.0) - min(watch.ends.values(), default=0.0)
+    return DeadlineResult(rows, differences, [-d for d in differences if d <= 0], spread)
 
 
 def deadline_rows(
@@ -151,7 +153,8 @@ def deadline_rows(
     rq = redis.Redis.from_url(stack.redis.url)
     queued_before_end, waited, working, after, enqueued = [], [], [], [], []
     batches: dict[str, int] = {}
-    leads, rates = [], []
+    leads: list[float] = []
+    costs: set[tuple[float, float, float, int]] = set()
     for request_id, end in ends.items():
         raw = rq.get(f"jit:revoke-job:{request_id}")  # the job the workers' loop queued for this grant
         if raw is None:
@@ -169,7 +172,14 @@ def deadline_rows(
         with contextlib.suppress(NoSuchJobError):
             meta = Job.fetch(job_id, connection=rq).meta
             leads.append(1000 * float(meta.get("lead", "nan")))
-            rates.append(float(meta.get("rate", "nan")))
+            costs.add(
+                (
+                    float(meta.get("wait_s", "nan")),
+                    float(meta.get("job_s", "nan")),
+                    float(meta.get("grant_s", "nan")),
+                    int(meta.get("workers", 0)),
+                )
+            )
     spread = max(ends.values(), default=0) - min(ends.values(), default=0)
     gone_times = sorted(watch.gone.values())
     # From the first rule seen gone to the last, at least one poll apart (all may go between two polls).
@@ -201,13 +211,12 @@ def deadline_rows(
         latency_row(
             "   revoke job queued before the end",
             queued_before_end,
-            note="each grant's lead: JIT_REVOKE_LEAD 1 s + grants ending at or before it / the measured revoke rate",
+            note="each grant's lead: JIT_REVOKE_LEAD 1 s + the jobs ending at or before it, on the workers",
         ),
         latency_row(
             "   lead its job was queued at",
             leads,
-            note=f"revoke rate the leads assumed: {min(rates, default=0):.0f} to {max(rates, default=0):.0f}/s "
-            "(measured over the last minute; JIT_REVOKE_RATE 15/s before any)",
+            note=assumed(costs),
         ),
         Row(
             "   revoke_expired jobs (grants each)",
@@ -233,3 +242,20 @@ def deadline_rows(
         ),
         moto,
     ]
+
+
+def assumed(costs: set[tuple[float, float, float, int]]) -> str:
+    """The costs the leads assumed (measured over the last minute, from the jobs' meta), as ranges."""
+    if not costs:
+        return "no job meta"
+
+    def span(values: list[float], unit: str) -> str:
+        low, high = min(values), max(values)
+        return f"{low:.1f}{unit}" if high - low < 0.05 else f"{low:.1f}-{high:.1f}{unit}"
+
+    waits, jobs, grants, workers = zip(*costs, strict=True)
+    return (
+        f"the leads assumed a wait in the queue of {span([1000 * w for w in waits], ' ms')}, "
+        f"a job {span([1000 * j for j in jobs], ' ms')} until access gone, "
+        f"a grant's record {span([1000 * g for g in grants], ' ms')}, {span([float(w) for w in workers], '')} workers"
+    )

@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     jit_revoke_retry_intervals: str = "1,2,5,10,30"
     # The fixed margin of each grant's revoke lead (seconds): the loop's tick, a worker taking the job, and jitter.
     jit_revoke_lead: float = Field(default=1.0, ge=0, le=60)
-    # Revokes a second assumed until the workers' own rate has been measured (the lead adds the work ahead at it).
-    jit_revoke_rate: float = Field(default=15.0, gt=0)
+    # What a revoke job is assumed to cost until the workers' own jobs have been measured (the lead adds the work
+    # ahead at these costs): seconds from its start until access is gone, and seconds on each grant after that.
+    jit_revoke_job_seconds: float = Field(default=0.5, gt=0, le=10)
+    jit_revoke_grant_seconds: float = Field(default=0.02, ge=0, le=1)
 
     @field_validator("slack_bot_token")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -322,11 +322,16 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
     The workers' loop queues the grants whose revoke leads open at the same moment in one job a
     grant spec (`reconcile.enqueue_ended`); `ends` are the ends they were queued for, and a grant
     extended since stands down, as in `revoke_access`. Access is taken away in as few calls as the
-    load balancer allows (`leasing.release_many`); the time that took is kept for the revoke rate
-    the next leads are measured by; then each grant's end is recorded and told, as one revoke does.
+    load balancer allows (`orders.release_many`); then each grant's end is recorded and told, as one
+    revoke does. The time each part took, and how long the job waited in the queue, are kept for the
+    costs the next leads are measured by.
     """
     rt = current().rt
     started = time.time()
+    job = get_current_job()
+    queued = job.enqueued_at if job is not None and job.enqueued_at is not None else None
+    # RQ keeps naive UTC datetimes; a job run outside RQ (a test) waited for nothing.
+    waited = started - queued.replace(tzinfo=UTC).timestamp() if queued is not None else 0.0
     found = rt.store.find_many(set(request_ids))
     batch = {
         request_id: found[request_id]
@@ -353,7 +358,7 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
         for request in batch.values():
             _revoke_failed(rt, request, str(err))
         raise
-    rt.store.note_revoke_work(started, time.time(), len(batch))
+    gone = time.time()
     seen: activity.Seen = {}  # the surroundings at the end, read once for the batch
     for order in orders:
         result = released[order.request_id]
@@ -367,6 +372,7 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
             seen=seen,
             dropped_leases=result.dropped or None,
         )
+    rt.store.note_revoke_work(started, gone, time.time(), len(batch), waited)
     return f"{len(batch)} revoked"
 
 

@@ -6,14 +6,15 @@ to do they queue as jobs, each claimed once in the store so that many loops queu
 
 from __future__ import annotations
 
-import bisect
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from rq import worker_registration
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -40,63 +41,148 @@ LOOKAHEAD = timedelta(seconds=60)  # the furthest ahead of its end a revoke is q
 REPORT_EVERY = 86400  # seconds between two reports of the same object the sweep leaves alone
 
 
-def revoke_leads(
-    ends: list[tuple[str, int]], now: float, margin: float, rate: float
-) -> tuple[list[tuple[str, int]], float]:
-    """The grants whose revoke is to be queued now, first to end first, from grants sorted by their ends; and the
-    lead that opened (the longest of theirs: none of them is cut short by more).
+@dataclass(frozen=True)
+class RevokeCosts:
+    """What a revoke costs the workers, as measured from their jobs over the last minute (or assumed before any).
 
-    Each grant's own lead is `margin` plus the work queued ahead of it (the grants ending at or
-    before it, itself included) at `rate` revokes a second; its revoke is due once the lead reaches
-    its end. The grants ending before a due one are due with it, so that the queue runs in the order
-    of the ends, and each goes only as early as the work ahead of it needs.
+    `wait`: seconds a `revoke_expired` job waits in the queue before a worker takes it (the workers
+    are busy with grants, notices, other revokes); `per_job`: seconds from its start until access is
+    gone (its locks, one listing, the removal, one listing to verify); `per_grant`: seconds it then
+    spends on each grant (its record, its notice); `workers`: how many take jobs side by side. Clamped
+    where made (`clamped`), so that a wild measurement cannot queue revokes at the end or a minute early.
     """
-    moments = [end for _, end in ends]
+
+    wait: float
+    per_job: float
+    per_grant: float
+    workers: int
+
+    @classmethod
+    def clamped(cls, wait: float, per_job: float, per_grant: float, workers: int) -> RevokeCosts:
+        return cls(
+            min(max(wait, 0.0), 10.0), min(max(per_job, 0.01), 10.0), min(max(per_grant, 0.0), 1.0), max(workers, 1)
+        )
+
+
+def revoke_lead(jobs: int, grants: int, costs: RevokeCosts, margin: float) -> float:
+    """The lead of a revoke with `grants` grants in `jobs` jobs ahead of it (its own included): `margin`, plus the
+    wait in the queue, plus the time until the workers have access gone for the last of those jobs; at most
+    LOOKAHEAD.
+
+    The jobs run `costs.workers` at a time: every round but the last takes a whole job (its grants'
+    records included, as that keeps the worker from the next job), the last only until access is gone.
+    """
+    rounds = -(-jobs // costs.workers)
+    whole_job = costs.per_job + costs.per_grant * grants / jobs
+    lead = margin + costs.wait + (rounds - 1) * whole_job + costs.per_job
+    return min(lead, LOOKAHEAD.total_seconds())
+
+
+def revoke_leads(
+    ends: list[tuple[str, int, str]], now: float, margin: float, costs: RevokeCosts
+) -> tuple[list[tuple[str, int]], float]:
+    """The grants whose revoke is to be queued now, first to end first, from (request id, end, batch key) sorted by
+    their ends; and the lead that opened (the longest of theirs: none of them is cut short by more).
+
+    Each grant's own lead is `revoke_lead` of the work queued ahead of it: the grants ending at or
+    before it (itself and those ending with it included), in one job for each batch key among them, as
+    `enqueue_ended` batches them. Its revoke is due once its lead reaches its end. The grants ending
+    before a due one are due with it, so that the queue runs in the order of the ends, and each goes
+    only as early as the work ahead of it needs.
+    """
     due, opened = 0, 0.0
-    for end in moments:
-        ahead = bisect.bisect_right(moments, end)  # ties end together: each counts the others as work ahead of it
-        lead = min(margin + ahead / rate, LOOKAHEAD.total_seconds())
-        if now + lead >= end:
-            due, opened = ahead, lead
-    return ends[:due], opened
+    keys: set[str] = set()
+    index = 0
+    while index < len(ends):
+        moment = ends[index][1]
+        while index < len(ends) and ends[index][1] == moment:  # ties end together: each counts the others ahead
+            keys.add(ends[index][2])
+            index += 1
+        lead = revoke_lead(len(keys), index, costs, margin)
+        if now + lead >= moment:
+            due, opened = index, lead
+    return [(request_id, end) for request_id, end, _ in ends[:due]], opened
+
+
+class BatchKeys:
+    """Each coming grant's batch key (its grant spec as JSON), read from Redis once a process: a grant's spec is
+    recorded when it is applied and never changes; forgotten once the grant is no longer coming."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, str] = {}
+
+    def of(self, rt: Runtime, request_ids: list[str]) -> dict[str, str]:
+        missing = set(request_ids) - self.known.keys()
+        for request_id, request in rt.store.find_many(missing).items():
+            spec = request.grant_spec
+            # A grant recording no spec (from before specs were recorded) goes alone; the job finds its spec.
+            self.known[request_id] = json.dumps(spec, sort_keys=True) if spec is not None else f"alone-{request_id}"
+        self.known = {rid: self.known.get(rid, f"alone-{rid}") for rid in request_ids}
+        return self.known
+
+
+_batch_keys = BatchKeys()  # the loop's: only the reconcile loop's thread queues ended grants
+
+
+def revoke_costs(rt: Runtime, now: float) -> RevokeCosts:
+    """The costs measured over the last minute (no wait, JIT_REVOKE_JOB_SECONDS and JIT_REVOKE_GRANT_SECONDS until
+    any were), and the workers alive on the queue now."""
+    settings = rt.settings
+    measured = rt.store.revoke_costs(now)
+    wait, per_job, per_grant = measured or (0.0, settings.jit_revoke_job_seconds, settings.jit_revoke_grant_seconds)
+    return RevokeCosts.clamped(wait, per_job, per_grant, live_workers(rt))
+
+
+def live_workers(rt: Runtime) -> int:
+    """Workers taking jobs from the queue: those registered on it whose key has not expired (a worker killed
+    outright is still counted until RQ's worker TTL runs out)."""
+    names = list(worker_registration.get_keys(queue=rt.queue))
+    with rt.store.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.exists(name)
+        return sum(map(bool, pipe.execute()))
 
 
 def enqueue_ended(now: datetime | None = None) -> int:
     """Queue the revokes whose leads have opened, once per end, batched by grant spec; run every 0.1 s.
 
-    The lead is each grant's own (`revoke_leads`): JIT_REVOKE_LEAD plus the grants ending at or before
-    it over the revoke rate the workers achieved in the last minute (JIT_REVOKE_RATE until one was
-    measured). The revokes due together of one grant spec are one `revoke_expired` job, and every job
-    is queued in one round trip.
+    The lead is each grant's own (`revoke_leads`): JIT_REVOKE_LEAD plus the time the workers take to
+    revoke the grants ending at or before it, at the costs measured from their jobs over the last
+    minute (`revoke_costs`). The revokes due together of one grant spec are one `revoke_expired` job,
+    and every job is queued in one round trip.
     """
     rt = current().rt
     now = now or utcnow()
-    coming = list(rt.store.grants_ended(now + LOOKAHEAD).items())
+    coming = rt.store.grants_ended(now + LOOKAHEAD)
     if not coming:
         return 0
-    rate = rt.store.revoke_rate(time.time(), rt.settings.jit_revoke_rate)
-    due, lead = revoke_leads(coming, now.timestamp(), rt.settings.jit_revoke_lead, rate)
+    keys = _batch_keys.of(rt, list(coming))
+    costs = revoke_costs(rt, time.time())
+    ends = [(request_id, end, keys[request_id]) for request_id, end in coming.items()]
+    due, lead = revoke_leads(ends, now.timestamp(), rt.settings.jit_revoke_lead, costs)
     if not due:
         return 0
     # One claim per (request, end) across every worker's loop; an extension's new end is claimed anew.
     claimed = rt.store.claim_many([f"revoke-{request_id}-{end}" for request_id, end in due], ENDED_HOLD)
     won = [(request_id, end) for (request_id, end), first in zip(due, claimed, strict=True) if first]
     if won:
-        _enqueue_revokes(rt, won, {"lead": round(lead, 3), "rate": round(rate, 3)})
+        meta = {
+            "lead": round(lead, 3),
+            "wait_s": round(costs.wait, 4),
+            "job_s": round(costs.per_job, 4),
+            "grant_s": round(costs.per_grant, 4),
+            "workers": costs.workers,
+        }
+        _enqueue_revokes(rt, won, keys, meta)
     return len(due)
 
 
-def _enqueue_revokes(rt: Runtime, won: list[tuple[str, int]], meta: dict[str, float]) -> None:
-    """One `revoke_expired` job a grant spec, in the order of the ends, all queued in one round trip; each job's
-    meta says the lead it was queued at and the rate that lead assumed."""
-    requests_by_id = rt.store.find_many({request_id for request_id, _ in won})
+def _enqueue_revokes(rt: Runtime, won: list[tuple[str, int]], keys: dict[str, str], meta: dict[str, float]) -> None:
+    """One `revoke_expired` job a batch key (grant spec), in the order of the ends, all queued in one round trip;
+    each job's meta says the lead it was queued at and the costs that lead assumed."""
     batches: dict[str, list[tuple[str, int]]] = {}
     for request_id, end in won:
-        request = requests_by_id.get(request_id)
-        spec = request.grant_spec if request is not None else None
-        # A grant recording no spec (from before specs were recorded) goes alone; the job finds its spec.
-        key = json.dumps(spec, sort_keys=True) if spec is not None else f"alone-{request_id}"
-        batches.setdefault(key, []).append((request_id, end))
+        batches.setdefault(keys[request_id], []).append((request_id, end))
     datas, jobs = [], {}
     for batch in batches.values():
         (first, first_end), count = batch[0], len(batch)
@@ -143,6 +229,24 @@ def enqueue_once(rt: Runtime, job_id: str, func: Callable[..., str], *args: str,
     retry = rt.revoke_retry if func is revoke_access else None
     rt.queue.enqueue(func, *args, job_id=job_id, retry=retry)
     return 1
+
+
+def enqueue_many_once(rt: Runtime, jobs: Sequence[tuple[str, Callable[..., str], tuple[str, ...]]], hold: int) -> int:
+    """`enqueue_once` for many jobs (id, function, arguments): every claim in one round trip, and the jobs won in
+    one more, queued in the order given; returns how many were queued."""
+    if not jobs:
+        return 0
+    claimed = rt.store.claim_many([job_id for job_id, _, _ in jobs], hold)
+    datas = [
+        rt.queue.prepare_data(func, args, job_id=job_id, retry=rt.revoke_retry if func is revoke_access else None)
+        for (job_id, func, args), won in zip(jobs, claimed, strict=True)
+        if won
+    ]
+    if datas:
+        with rt.store.redis.pipeline() as pipe:
+            rt.queue.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+    return len(datas)
 
 
 def sweep(now: datetime | None = None) -> int:

@@ -58,8 +58,9 @@ _ENDING_SECONDS = 86400
 _CLAIM = PREFIX + "enqueued:"  # a job's id, held while that job counts as queued
 _FORMS = PREFIX + "form:"  # one key a modal jit-lb opened: its callback_id, its user and its metadata's hash
 _CONFIRM = PREFIX + "confirm"  # written just before a WAIT: its connection's WAIT then covers every earlier write
-_REVOKE_WORK = PREFIX + "revoke-work"  # revoke jobs' spans (start, access gone, grants), scored by when access went
-_REVOKE_RATE = PREFIX + "revoke-rate"  # the last revoke rate measured (grants a second), kept when the minute is quiet
+# Revoke jobs' spans (start, access gone, job ended, grants, seconds queued), scored by when the job ended.
+_REVOKE_WORK = PREFIX + "revoke-spans"
+_REVOKE_COSTS = PREFIX + "revoke-costs"  # the last costs measured (wait, job, grant), kept when the minute is quiet
 _REVOKE_JOB = PREFIX + "revoke-job:"  # one a granted request: the id of the job that revokes it at its end
 FORM_SECONDS = 86400  # a modal left open longer than this must be opened again
 _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
@@ -669,42 +670,39 @@ class RequestStore:
             )
         return {_text(member): int(score) for member, score in pairs}
 
-    # --- the revoke rate the workers achieve (workers/reconcile.py's per-grant lead) ----------------
+    # --- what revokes cost the workers (workers/reconcile.py's per-grant lead) ----------------------
 
-    def note_revoke_work(self, started: float, gone: float, grants: int, window: float = 60.0) -> None:
-        """Keep one revoke job's span (epoch seconds, from its start until access was gone) for `window` seconds."""
-        member = f"{started:.6f}:{gone:.6f}:{grants}:{uuid.uuid4().hex[:8]}"
+    def note_revoke_work(
+        self, started: float, gone: float, ended: float, grants: int, waited: float, window: float = 60.0
+    ) -> None:
+        """Keep one revoke job's span for `window` seconds: epoch seconds when it started, when access was gone and
+        when it ended; its grants; and the seconds it waited in the queue before it started."""
+        member = f"{started:.6f}:{gone:.6f}:{ended:.6f}:{grants}:{waited:.6f}:{uuid.uuid4().hex[:8]}"
         with reachable(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(_REVOKE_WORK, {member: gone})
-            pipe.zremrangebyscore(_REVOKE_WORK, "-inf", gone - window)
+            pipe.zadd(_REVOKE_WORK, {member: ended})
+            pipe.zremrangebyscore(_REVOKE_WORK, "-inf", ended - window)
             pipe.execute()
 
-    def revoke_rate(self, now: float, default: float, window: float = 60.0) -> float:
-        """Grants a second the workers took access away at over the last `window` seconds of wall time.
-
-        Grants revoked, over the time during which at least one revoke job was working (the union of the
-        spans, so that jobs side by side count once): the throughput, not one job's speed. A quiet minute
-        keeps the last figure measured; `default` until anything was measured.
+    def revoke_costs(self, now: float, window: float = 60.0) -> tuple[float, float, float] | None:
+        """What a revoke job cost over the last `window` seconds, on average: (seconds it waited in the queue;
+        seconds from its start until access was gone; seconds it then spent on each grant, its record and notice).
+        A quiet minute keeps the last figures measured; None until anything was measured.
         """
         with reachable():
             members = self.redis.zrangebyscore(_REVOKE_WORK, now - window, "+inf")
             if not members:
-                last = self.redis.get(_REVOKE_RATE)
-                return float(last) if last else default
-        spans: list[tuple[float, float, int]] = []
-        for member in members:
-            fields = _text(member).split(":")
-            spans.append((float(fields[0]), float(fields[1]), int(fields[2])))
-        busy, reach = 0.0, float("-inf")
-        for began, ended, _ in sorted(spans):
-            start = max(began, reach)
-            if ended > start:
-                busy += ended - start
-            reach = max(reach, ended)
-        rate = sum(count for _, _, count in spans) / max(busy, 0.001)
+                last = self.redis.get(_REVOKE_COSTS)
+                if not last:
+                    return None
+                wait, job, grant = map(float, _text(last).split(":"))
+                return wait, job, grant
+        spans = [tuple(map(float, _text(member).split(":")[:5])) for member in members]
+        wait = sum(waited for *_, waited in spans) / len(spans)
+        job = sum(gone - started for started, gone, *_ in spans) / len(spans)
+        grant = sum(ended - gone for _, gone, ended, *_ in spans) / max(sum(span[3] for span in spans), 1)
         with reachable():
-            self.redis.set(_REVOKE_RATE, rate)
-        return rate
+            self.redis.set(_REVOKE_COSTS, f"{wait}:{job}:{grant}")
+        return wait, job, grant
 
     def note_revoke_jobs(self, jobs: dict[str, str], seconds: int) -> None:
         """Which job revokes each request at its end, for `seconds` (so that a loop can tell one is queued)."""
