@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
+from rq.job import Job, JobStatus
 
 from jit_lb.access import requests
 from jit_lb.access.errors import ProviderError, TransitionError
@@ -23,11 +24,20 @@ from workers.jobs import revoke_access
 from workers.notices import Notice, queue_notice
 from workers.orders import record_removed
 from workers.providers.registry import provider_for
-from workers.reconcile import enqueue_once, specs_to_sweep
+from workers.reconcile import enqueue_many_once, specs_to_sweep
 
 log = structlog.get_logger("jit_lb.lockdown")
 
 LOCKDOWN_HOLD = 3600  # a lockdown's job is queued once (a slow queue must not run it twice)
+
+
+# The order the clearing jobs are queued in, longest last-to-finish first: the kinds whose objects all go at once
+# (HAProxy's entries over one connection, NGINX's lines in one reload: moments), then those that take one call an
+# object (ALB rules, IAM policies: the longest jobs, so that they do not start last), then security groups (one call
+# a hundred rules) to fill the workers in.
+CLEAR_ORDER = {"haproxy_acl": 0, "nginx_allowlist": 0, "aws_security_group": 2}  # any other kind: 1
+CLEAR_WAIT = timedelta(seconds=5)  # the grants' revokes wait this long at most for the clearing jobs to finish
+_FINISHED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
 def enforce_lockdown(now: datetime | None = None) -> int:
@@ -35,7 +45,9 @@ def enforce_lockdown(now: datetime | None = None) -> int:
     grant.
 
     Run every second by every worker's loop, so that a grant a job applied after the lockdown began
-    (it was running when it started) is ended too; each revoke is queued once, on the fast queue.
+    (it was running when it started) is ended too; each job is queued once (`enqueue_many_once`). The
+    clearing jobs go first, the workers to themselves; each grant's own revoke follows once they have
+    finished (or after CLEAR_WAIT), to record its end.
     """
     rt = current().rt
     lockdown = rt.store.lockdown()
@@ -44,21 +56,32 @@ def enforce_lockdown(now: datetime | None = None) -> int:
     now = now or utcnow()
     stamp = int(lockdown.at.timestamp())
     open_requests = rt.store.open_requests()
-    acted = 0
     # First, at once and side by side: one job a grant spec removes every object jit-lb holds there.
-    for spec in specs_to_sweep(rt, open_requests):
+    specs = sorted(specs_to_sweep(rt, open_requests), key=lambda spec: CLEAR_ORDER.get(spec.kind, 1))
+    clears = []
+    for spec in specs:
         record = json.dumps(spec_record(spec), sort_keys=True)
         digest = hashlib.sha256(record.encode()).hexdigest()[:16]
-        acted += enqueue_once(rt, f"clear-{digest}-{stamp}", clear_spec, record, hold=LOCKDOWN_HOLD)
-    # Then each grant's own revoke records its end (verified by reading its objects back) and tells people.
+        clears.append((f"clear-{digest}-{stamp}", clear_spec, (record,)))
+    acted = enqueue_many_once(rt, clears, LOCKDOWN_HOLD)
     for request in open_requests:
-        if request.status is Status.GRANTED:
-            job_id = f"revoke-lockdown-{request.id}-{stamp}"
-            args = (request.id, EndReason.LOCKDOWN.value, lockdown.by)
-            acted += enqueue_once(rt, job_id, revoke_access, *args, hold=LOCKDOWN_HOLD)
-        elif request.status in {Status.PENDING, Status.APPROVED}:
+        if request.status in {Status.PENDING, Status.APPROVED}:
             acted += _close_for_lockdown(rt, request, now)
-    return acted
+    if now - lockdown.at < CLEAR_WAIT and not _finished(rt, [job_id for job_id, _, _ in clears]):
+        return acted  # the revokes would take the workers (and the load balancers' API) from the clearing jobs
+    # Then each grant's own revoke records its end (verified by reading its objects back) and tells people.
+    revokes = [
+        (f"revoke-lockdown-{request.id}-{stamp}", revoke_access, (request.id, EndReason.LOCKDOWN.value, lockdown.by))
+        for request in open_requests
+        if request.status is Status.GRANTED
+    ]
+    return acted + enqueue_many_once(rt, revokes, LOCKDOWN_HOLD)
+
+
+def _finished(rt: Runtime, job_ids: list[str]) -> bool:
+    """Whether every one of these jobs has run (a job RQ no longer keeps ran long ago), in one round trip."""
+    jobs = Job.fetch_many(job_ids, connection=rt.store.redis)
+    return all(job is None or job.get_status(refresh=False) in _FINISHED for job in jobs)
 
 
 def _close_for_lockdown(rt: Runtime, request: AccessRequest, now: datetime) -> int:

@@ -92,8 +92,11 @@ async def test_lockdown_ends_everything_refuses_and_lifts(emergency: World) -> N
     assert "only an admin" in await world.ask("U0DEV1", "lockdown on because")
     assert "Lockdown on" in await world.ask("U0ADMIN", "lockdown on suspected credential leak")
     assert "since" in await world.ask("U0DEV1", "lockdown status")
-    # One clearing job for each of the policy's two grant specs, a revoke for the grant, a cancel for the pending.
-    assert lockdown.enforce_lockdown() == 4
+    # One clearing job for each of the policy's two grant specs and a cancel for the pending; once the clearing jobs
+    # have run, the grant's own revoke, which records its end.
+    assert lockdown.enforce_lockdown() == 3
+    world.work()
+    assert lockdown.enforce_lockdown() == 1
     world.work()
 
     assert world.rules_of(granted.id) == []
@@ -119,6 +122,24 @@ async def test_a_grant_applied_by_a_job_running_when_the_lockdown_began_is_remov
     lockdown.enforce_lockdown()
     world.work()
     assert world.rules_of(request.id) == []
+    lockdown.enforce_lockdown()  # the clearing jobs have run: the grant's own revoke records its end
+    world.work()
+    assert world.record("grant.revoked", request.id)["reason"] == EndReason.LOCKDOWN.value
+
+
+async def test_a_clearing_job_that_never_runs_holds_the_revokes_back_no_longer_than_clear_wait(
+    emergency: World,
+) -> None:
+    """The grants' own revokes wait for the clearing jobs, but not for one whose worker died: CLEAR_WAIT after the
+    lockdown began they are queued whatever became of the clearing jobs."""
+    world = emergency
+    granted = await world.granted()
+    began = datetime.now(UTC)
+    world.rt.store.start_lockdown("U0ADMIN", began, "a worker dies")
+    assert lockdown.enforce_lockdown(began) == 2  # the two clearing jobs, left in the queue
+    assert lockdown.enforce_lockdown(began + lockdown.CLEAR_WAIT - timedelta(seconds=1)) == 0
+    assert lockdown.enforce_lockdown(began + lockdown.CLEAR_WAIT) == 1
+    assert ("workers.jobs.revoke_access", (granted.id, EndReason.LOCKDOWN.value, "U0ADMIN")) in world.queued()
 
 
 async def test_a_frozen_target_is_refused_naming_the_freeze_and_break_glass_still_works(emergency: World) -> None:

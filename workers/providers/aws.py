@@ -14,7 +14,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from jit_lb.access.errors import ProviderError
 
-RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=20)
+# A client's connections: enough for the calls a provider makes side by side (aws_alb's DELETE_THREADS and more).
+MAX_CONNECTIONS = 32
+RETRY_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=5,
+    read_timeout=20,
+    max_pool_connections=MAX_CONNECTIONS,
+)
 
 
 @functools.cache
