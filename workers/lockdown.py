@@ -1,13 +1,16 @@
 """The lockdown: while an admin's `/jit lockdown on` holds, every grant is ended and every open request closed.
 
-`enforce_lockdown` runs every second in every worker's loop (workers/loops.py); `clear_spec` is the
-job that removes at once every object jit-lb holds at one grant spec, before each grant's own revoke.
+`enforce_lockdown` runs every second in every worker's loop (workers/loops.py); `clear_specs` is the
+job that removes at once every object jit-lb holds at some grant specs (`clear_spec` for each),
+before each grant's own revoke.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import structlog
@@ -15,7 +18,7 @@ from rq.job import Job, JobStatus
 
 from jit_lb.access import requests
 from jit_lb.access.errors import ProviderError, TransitionError
-from jit_lb.access.policy import parse_grant_spec, spec_record
+from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
@@ -31,11 +34,11 @@ log = structlog.get_logger("jit_lb.lockdown")
 LOCKDOWN_HOLD = 3600  # a lockdown's job is queued once (a slow queue must not run it twice)
 
 
-# The order the clearing jobs are queued in, longest last-to-finish first: the kinds whose objects all go at once
-# (HAProxy's entries over one connection, NGINX's lines in one reload: moments), then those that take one call an
-# object (ALB rules, IAM policies: the longest jobs, so that they do not start last), then security groups (one call
-# a hundred rules) to fill the workers in.
-CLEAR_ORDER = {"haproxy_acl": 0, "nginx_allowlist": 0, "aws_security_group": 2}  # any other kind: 1
+# Kinds whose objects all go at once (HAProxy's entries over one connection, NGINX's lines in one reload): their
+# clearing jobs go first. Kinds that take one call an object, in threads of their own (ALB rules): one job a spec.
+ONE_SHOT = frozenset({"haproxy_acl", "nginx_allowlist"})
+PER_OBJECT = frozenset({"aws_alb_listener_rule", "aws_iam_policy"})
+CLEAR_THREADS = 4  # specs one clearing job clears side by side: their calls wait on the load balancers, not the CPU
 CLEAR_WAIT = timedelta(seconds=5)  # the grants' revokes wait this long at most for the clearing jobs to finish
 _FINISHED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -56,13 +59,12 @@ def enforce_lockdown(now: datetime | None = None) -> int:
     now = now or utcnow()
     stamp = int(lockdown.at.timestamp())
     open_requests = rt.store.open_requests()
-    # First, at once and side by side: one job a grant spec removes every object jit-lb holds there.
-    specs = sorted(specs_to_sweep(rt, open_requests), key=lambda spec: CLEAR_ORDER.get(spec.kind, 1))
+    # First, at once and side by side: the clearing jobs remove every object jit-lb holds at every grant spec.
     clears = []
-    for spec in specs:
-        record = json.dumps(spec_record(spec), sort_keys=True)
-        digest = hashlib.sha256(record.encode()).hexdigest()[:16]
-        clears.append((f"clear-{digest}-{stamp}", clear_spec, (record,)))
+    for pack in clearing_packs(specs_to_sweep(rt, open_requests)):
+        records = [json.dumps(spec_record(spec), sort_keys=True) for spec in pack]
+        digest = hashlib.sha256("\n".join(records).encode()).hexdigest()[:16]
+        clears.append((f"clear-{digest}-{stamp}", clear_specs, tuple(records)))
     acted = enqueue_many_once(rt, clears, LOCKDOWN_HOLD)
     for request in open_requests:
         if request.status in {Status.PENDING, Status.APPROVED}:
@@ -76,6 +78,30 @@ def enforce_lockdown(now: datetime | None = None) -> int:
         if request.status is Status.GRANTED
     ]
     return acted + enqueue_many_once(rt, revokes, LOCKDOWN_HOLD)
+
+
+def clearing_packs(specs: list[GrantSpec]) -> list[list[GrantSpec]]:
+    """The clearing jobs, as the grant specs each clears, in the order they are queued.
+
+    A kind that takes one call an object (ALB rules, 16 calls at a time) has a job a spec; the
+    others' specs go CLEAR_THREADS to a job, cleared side by side. The kinds whose objects go at once
+    come first; then the per-object jobs and the others take turns, so that both run from the start
+    (three ALB jobs on three workers would leave the security groups for last).
+    """
+    by_kind: dict[str, list[GrantSpec]] = {}
+    for spec in specs:
+        by_kind.setdefault(spec.kind, []).append(spec)
+    first: list[list[GrantSpec]] = []
+    single: list[list[GrantSpec]] = []
+    packed: list[list[GrantSpec]] = []
+    for kind, kind_specs in by_kind.items():
+        if kind in PER_OBJECT:
+            single += [[spec] for spec in kind_specs]
+            continue
+        packs = [kind_specs[start : start + CLEAR_THREADS] for start in range(0, len(kind_specs), CLEAR_THREADS)]
+        (first if kind in ONE_SHOT else packed).extend(packs)
+    turns = itertools.zip_longest(single, packed)
+    return first + [pack for turn in turns for pack in turn if pack is not None]
 
 
 def _finished(rt: Runtime, job_ids: list[str]) -> bool:
@@ -100,6 +126,14 @@ def _close_for_lockdown(rt: Runtime, request: AccessRequest, now: datetime) -> i
         return 0
     queue_notice(rt, after, Notice.CANCELLED if event == "request.cancelled" else Notice.FAILED)
     return 1
+
+
+def clear_specs(*specs: str) -> str:
+    """A lockdown's first move on some grant specs (JSON records): `clear_spec` for each, side by side in threads."""
+    if len(specs) == 1:
+        return clear_spec(specs[0])
+    with ThreadPoolExecutor(min(CLEAR_THREADS, len(specs))) as pool:
+        return "; ".join(pool.map(clear_spec, specs))
 
 
 def clear_spec(spec: str) -> str:

@@ -92,9 +92,9 @@ async def test_lockdown_ends_everything_refuses_and_lifts(emergency: World) -> N
     assert "only an admin" in await world.ask("U0DEV1", "lockdown on because")
     assert "Lockdown on" in await world.ask("U0ADMIN", "lockdown on suspected credential leak")
     assert "since" in await world.ask("U0DEV1", "lockdown status")
-    # One clearing job for each of the policy's two grant specs and a cancel for the pending; once the clearing jobs
-    # have run, the grant's own revoke, which records its end.
-    assert lockdown.enforce_lockdown() == 3
+    # One clearing job for the policy's two security groups and a cancel for the pending; once the clearing job has
+    # run, the grant's own revoke, which records its end.
+    assert lockdown.enforce_lockdown() == 2
     world.work()
     assert lockdown.enforce_lockdown() == 1
     world.work()
@@ -136,7 +136,7 @@ async def test_a_clearing_job_that_never_runs_holds_the_revokes_back_no_longer_t
     granted = await world.granted()
     began = datetime.now(UTC)
     world.rt.store.start_lockdown("U0ADMIN", began, "a worker dies")
-    assert lockdown.enforce_lockdown(began) == 2  # the two clearing jobs, left in the queue
+    assert lockdown.enforce_lockdown(began) == 1  # the clearing job, left in the queue
     assert lockdown.enforce_lockdown(began + lockdown.CLEAR_WAIT - timedelta(seconds=1)) == 0
     assert lockdown.enforce_lockdown(began + lockdown.CLEAR_WAIT) == 1
     assert ("workers.jobs.revoke_access", (granted.id, EndReason.LOCKDOWN.value, "U0ADMIN")) in world.queued()
