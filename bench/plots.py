@@ -16,8 +16,9 @@ import matplotlib.pyplot as plt  # after the backend is chosen
 class Collected:
     """Samples the figures keep for the pictures, by run label ("no added latency", "50 ms AWS latency")."""
 
-    # Seconds, rule gone - approved end, one a grant.
+    # Seconds, rule gone - approved end, one a grant; and the seconds from the first approved end to the last.
     deadline: dict[str, list[float]] = field(default_factory=dict)
+    deadline_spread: dict[str, float] = field(default_factory=dict)
     # Per run: per kind, seconds after the command at which each object was seen gone; and how many there were.
     lockdown: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
@@ -40,11 +41,13 @@ class Collected:
             late = sum(1 for value in values if value > 0)
             ax.hist(values, bins=bins, color="#3b7dd8", edgecolor="white")
             ax.axvline(0, color="#c0392b", linewidth=1.5)
-            ax.set_title(f"{label}: {len(values)} grants, {late} gone after their end", fontsize=10)
+            spread = self.deadline_spread.get(label)
+            ends = f" ending within {spread + 1:.0f} whole seconds" if spread is not None else ""
+            ax.set_title(f"{label}: {len(values)} grants{ends}, {late} gone after their end", fontsize=10)
             ax.set_ylabel("grants")
         axes[-1].set_xlabel("access gone - approved end (s); left of the red line: gone in time")
         count = max(len(values) for values in self.deadline.values())
-        figure.suptitle(f"Revoke against the deadline: {count} grants ending together, 3 workers", fontsize=11)
+        figure.suptitle(f"Revoke against the deadline: {count} grants ending close together, 3 workers", fontsize=11)
         figure.tight_layout()
         figure.savefig(path, dpi=110)
         plt.close(figure)

@@ -124,6 +124,7 @@ def deadline_runs(stack: Stack, world: World, plan: Plan, latency_ms: float, mea
                 workers_through(stack, None)
         rows += result.rows
         measured.plots.deadline[label] = result.differences_s
+        measured.plots.deadline_spread[label] = result.ends_spread_s
         p99 = summarize(result.differences_s).p99
         p50_short = summarize(result.cut_short_s).p50
         measured.goals.add(f"deadline, {label}: p99 (gone - end) <= 0 s", f"{p99:+.2f} s", p99 <= 0)
