@@ -154,7 +154,7 @@ def deadline_rows(
     queued_before_end, waited, working, after, enqueued = [], [], [], [], []
     batches: dict[str, int] = {}
     leads: list[float] = []
-    costs: set[tuple[float, float, float, int]] = set()
+    costs: set[tuple[float, float, float, float, int]] = set()
     for request_id, end in ends.items():
         raw = rq.get(f"jit:revoke-job:{request_id}")  # the job the workers' loop queued for this grant
         if raw is None:
@@ -176,6 +176,7 @@ def deadline_rows(
                 (
                     float(meta.get("wait_s", "nan")),
                     float(meta.get("job_s", "nan")),
+                    float(meta.get("first_record_s", "nan")),
                     float(meta.get("grant_s", "nan")),
                     int(meta.get("workers", 0)),
                 )
@@ -244,7 +245,7 @@ def deadline_rows(
     ]
 
 
-def assumed(costs: set[tuple[float, float, float, int]]) -> str:
+def assumed(costs: set[tuple[float, float, float, float, int]]) -> str:
     """The costs the leads assumed (measured over the last minute, from the jobs' meta), as ranges."""
     if not costs:
         return "no job meta"
@@ -253,9 +254,10 @@ def assumed(costs: set[tuple[float, float, float, int]]) -> str:
         low, high = min(values), max(values)
         return f"{low:.1f}{unit}" if high - low < 0.05 else f"{low:.1f}-{high:.1f}{unit}"
 
-    waits, jobs, grants, workers = zip(*costs, strict=True)
+    waits, jobs, firsts, grants, workers = zip(*costs, strict=True)
     return (
         f"the leads assumed a wait in the queue of {span([1000 * w for w in waits], ' ms')}, "
         f"a job {span([1000 * j for j in jobs], ' ms')} until access gone, "
-        f"a grant's record {span([1000 * g for g in grants], ' ms')}, {span([float(w) for w in workers], '')} workers"
+        f"its first record {span([1000 * f for f in firsts], ' ms')}, each further one "
+        f"{span([1000 * g for g in grants], ' ms')}; {span([float(w) for w in workers], '')} workers"
     )

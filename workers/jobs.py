@@ -16,6 +16,7 @@ from jit_lb.access.extensions import extension_refusal
 from jit_lb.access.grant_time import grant_refusal
 from jit_lb.access.policy import Target, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, Activity, EndReason, Status
+from jit_lb.access.store import RevokeSpan
 from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from workers import activity
@@ -359,7 +360,8 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
             _revoke_failed(rt, request, str(err))
         raise
     gone = time.time()
-    seen: activity.Seen = {}  # the surroundings at the end, read once for the batch
+    times = []  # when each grant's record was done
+    seen: activity.Seen = {}  # the surroundings at the end, read once for the batch (with the first record)
     for order in orders:
         result = released[order.request_id]
         finish_revoke(
@@ -372,7 +374,8 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
             seen=seen,
             dropped_leases=result.dropped or None,
         )
-    rt.store.note_revoke_work(started, gone, time.time(), len(batch), waited)
+        times.append(time.time())
+    rt.store.note_revoke_work(RevokeSpan(waited, started, gone, times[0], times[-1], len(orders)))
     return f"{len(batch)} revoked"
 
 

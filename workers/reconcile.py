@@ -47,20 +47,30 @@ class RevokeCosts:
 
     `wait`: seconds a `revoke_expired` job waits in the queue before a worker takes it (the workers
     are busy with grants, notices, other revokes); `per_job`: seconds from its start until access is
-    gone (its locks, one listing, the removal, one listing to verify); `per_grant`: seconds it then
-    spends on each grant (its record, its notice); `workers`: how many take jobs side by side. Clamped
-    where made (`clamped`), so that a wild measurement cannot queue revokes at the end or a minute early.
+    gone (its locks, one listing, the removal, one listing to verify); `first_record`: seconds its
+    first grant's record takes (the surroundings are read then, once for the batch); `per_grant`:
+    seconds each further grant's record and notice take; `workers`: how many take jobs side by side.
+    Clamped where made (`clamped`), so that a wild measurement cannot queue revokes at the end or a
+    minute early.
     """
 
     wait: float
     per_job: float
+    first_record: float
     per_grant: float
     workers: int
 
     @classmethod
-    def clamped(cls, wait: float, per_job: float, per_grant: float, workers: int) -> RevokeCosts:
+    def clamped(cls, wait: float, per_job: float, first_record: float, per_grant: float, workers: int) -> RevokeCosts:
+        def within(value: float, low: float, high: float) -> float:
+            return min(max(value, low), high)
+
         return cls(
-            min(max(wait, 0.0), 10.0), min(max(per_job, 0.01), 10.0), min(max(per_grant, 0.0), 1.0), max(workers, 1)
+            within(wait, 0.0, 10.0),
+            within(per_job, 0.01, 10.0),
+            within(first_record, 0.0, 10.0),
+            within(per_grant, 0.0, 1.0),
+            max(workers, 1),
         )
 
 
@@ -70,10 +80,10 @@ def revoke_lead(jobs: int, grants: int, costs: RevokeCosts, margin: float) -> fl
     LOOKAHEAD.
 
     The jobs run `costs.workers` at a time: every round but the last takes a whole job (its grants'
-    records included, as that keeps the worker from the next job), the last only until access is gone.
+    records included, as they keep the worker from the next job), the last only until access is gone.
     """
     rounds = -(-jobs // costs.workers)
-    whole_job = costs.per_job + costs.per_grant * grants / jobs
+    whole_job = costs.per_job + costs.first_record + costs.per_grant * (grants / jobs - 1)
     lead = margin + costs.wait + (rounds - 1) * whole_job + costs.per_job
     return min(lead, LOOKAHEAD.total_seconds())
 
@@ -125,12 +135,14 @@ _batch_keys = BatchKeys()  # the loop's: only the reconcile loop's thread queues
 
 
 def revoke_costs(rt: Runtime, now: float) -> RevokeCosts:
-    """The costs measured over the last minute (no wait, JIT_REVOKE_JOB_SECONDS and JIT_REVOKE_GRANT_SECONDS until
-    any were), and the workers alive on the queue now."""
-    settings = rt.settings
+    """The costs measured over the last minute (JIT_REVOKE_JOB_SECONDS and JIT_REVOKE_GRANT_SECONDS where nothing
+    was), and the workers alive on the queue now."""
+    job, grant = rt.settings.jit_revoke_job_seconds, rt.settings.jit_revoke_grant_seconds
     measured = rt.store.revoke_costs(now)
-    wait, per_job, per_grant = measured or (0.0, settings.jit_revoke_job_seconds, settings.jit_revoke_grant_seconds)
-    return RevokeCosts.clamped(wait, per_job, per_grant, live_workers(rt))
+    if measured is None:
+        return RevokeCosts.clamped(0.0, job, grant, grant, live_workers(rt))
+    per_grant = grant if measured.record is None else measured.record
+    return RevokeCosts.clamped(measured.wait, measured.job, measured.first_record, per_grant, live_workers(rt))
 
 
 def live_workers(rt: Runtime) -> int:
@@ -170,6 +182,7 @@ def enqueue_ended(now: datetime | None = None) -> int:
             "lead": round(lead, 3),
             "wait_s": round(costs.wait, 4),
             "job_s": round(costs.per_job, 4),
+            "first_record_s": round(costs.first_record, 4),
             "grant_s": round(costs.per_grant, 4),
             "workers": costs.workers,
         }

@@ -58,14 +58,53 @@ _ENDING_SECONDS = 86400
 _CLAIM = PREFIX + "enqueued:"  # a job's id, held while that job counts as queued
 _FORMS = PREFIX + "form:"  # one key a modal jit-lb opened: its callback_id, its user and its metadata's hash
 _CONFIRM = PREFIX + "confirm"  # written just before a WAIT: its connection's WAIT then covers every earlier write
-# Revoke jobs' spans (start, access gone, job ended, grants, seconds queued), scored by when the job ended.
+# Revoke jobs' spans (RevokeSpan), scored by when the job ended.
 _REVOKE_WORK = PREFIX + "revoke-spans"
-_REVOKE_COSTS = PREFIX + "revoke-costs"  # the last costs measured (wait, job, grant), kept when the minute is quiet
+_REVOKE_COSTS = PREFIX + "revoke-costs"  # the last RevokeCosts measured, kept when the minute is quiet
 _REVOKE_JOB = PREFIX + "revoke-job:"  # one a granted request: the id of the job that revokes it at its end
 FORM_SECONDS = 86400  # a modal left open longer than this must be opened again
 _HISTORY_SECONDS = 90 * 86400  # closed requests stay readable this long; the audit log keeps them for good
 
 Transition = Callable[[AccessRequest], AccessRequest]
+
+
+@dataclass(frozen=True)
+class RevokeSpan:
+    """One revoke job, as it went (epoch seconds): how long it waited in the queue, when it started, when access was
+    gone, when its first grant's record was written (the surroundings read for the batch with it), when it ended;
+    and its grants."""
+
+    waited: float
+    started: float
+    gone: float
+    first_record: float
+    ended: float
+    grants: float
+
+    def fields(self) -> tuple[float, ...]:
+        return (self.waited, self.started, self.gone, self.first_record, self.ended, self.grants)
+
+
+@dataclass(frozen=True)
+class MeasuredRevokeCosts:
+    """What revoke jobs cost over a minute, on average, in seconds: the wait in the queue; from a job's start until
+    access is gone; its first record (with the surroundings read once for the batch); each further record (None
+    when no job had more than one grant)."""
+
+    wait: float
+    job: float
+    first_record: float
+    record: float | None
+
+    def text(self) -> str:
+        return ":".join(str(value) for value in (self.wait, self.job, self.first_record, self.record))
+
+    @classmethod
+    def parse(cls, text: str) -> MeasuredRevokeCosts:
+        wait, job, first_record, record = text.split(":")
+        return cls(float(wait), float(job), float(first_record), None if record == "None" else float(record))
+
+
 Record = Callable[[AccessRequest, AccessRequest], None]
 
 # A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
@@ -672,37 +711,37 @@ class RequestStore:
 
     # --- what revokes cost the workers (workers/reconcile.py's per-grant lead) ----------------------
 
-    def note_revoke_work(
-        self, started: float, gone: float, ended: float, grants: int, waited: float, window: float = 60.0
-    ) -> None:
-        """Keep one revoke job's span for `window` seconds: epoch seconds when it started, when access was gone and
-        when it ended; its grants; and the seconds it waited in the queue before it started."""
-        member = f"{started:.6f}:{gone:.6f}:{ended:.6f}:{grants}:{waited:.6f}:{uuid.uuid4().hex[:8]}"
+    def note_revoke_work(self, span: RevokeSpan, window: float = 60.0) -> None:
+        """Keep one revoke job's span for `window` seconds."""
+        member = ":".join(f"{value:.6f}" for value in span.fields()) + f":{uuid.uuid4().hex[:8]}"
         with reachable(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(_REVOKE_WORK, {member: ended})
-            pipe.zremrangebyscore(_REVOKE_WORK, "-inf", ended - window)
+            pipe.zadd(_REVOKE_WORK, {member: span.ended})
+            pipe.zremrangebyscore(_REVOKE_WORK, "-inf", span.ended - window)
             pipe.execute()
 
-    def revoke_costs(self, now: float, window: float = 60.0) -> tuple[float, float, float] | None:
-        """What a revoke job cost over the last `window` seconds, on average: (seconds it waited in the queue;
-        seconds from its start until access was gone; seconds it then spent on each grant, its record and notice).
-        A quiet minute keeps the last figures measured; None until anything was measured.
+    def revoke_costs(self, now: float, window: float = 60.0) -> MeasuredRevokeCosts | None:
+        """What a revoke job cost over the last `window` seconds, on average (`MeasuredRevokeCosts`). A quiet minute
+        keeps the last figures measured; None until anything was measured.
         """
         with reachable():
             members = self.redis.zrangebyscore(_REVOKE_WORK, now - window, "+inf")
             if not members:
                 last = self.redis.get(_REVOKE_COSTS)
-                if not last:
-                    return None
-                wait, job, grant = map(float, _text(last).split(":"))
-                return wait, job, grant
-        spans = [tuple(map(float, _text(member).split(":")[:5])) for member in members]
-        wait = sum(waited for *_, waited in spans) / len(spans)
-        job = sum(gone - started for started, gone, *_ in spans) / len(spans)
-        grant = sum(ended - gone for _, gone, ended, *_ in spans) / max(sum(span[3] for span in spans), 1)
+                return MeasuredRevokeCosts.parse(_text(last)) if last else None
+        spans = [RevokeSpan(*map(float, _text(member).split(":")[:6])) for member in members]
+        count = len(spans)
+        more = [span for span in spans if span.grants > 1]
+        costs = MeasuredRevokeCosts(
+            wait=sum(span.waited for span in spans) / count,
+            job=sum(span.gone - span.started for span in spans) / count,
+            first_record=sum(span.first_record - span.gone for span in spans) / count,
+            record=sum(span.ended - span.first_record for span in more) / sum(span.grants - 1 for span in more)
+            if more
+            else None,
+        )
         with reachable():
-            self.redis.set(_REVOKE_COSTS, f"{wait}:{job}:{grant}")
-        return wait, job, grant
+            self.redis.set(_REVOKE_COSTS, costs.text())
+        return costs
 
     def note_revoke_jobs(self, jobs: dict[str, str], seconds: int) -> None:
         """Which job revokes each request at its end, for `seconds` (so that a loop can tell one is queued)."""

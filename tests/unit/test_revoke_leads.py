@@ -8,8 +8,8 @@ from workers.reconcile import RevokeCosts, revoke_lead, revoke_leads
 
 END = 1_000
 SPEC_A, SPEC_B = '{"group": "a"}', '{"group": "b"}'
-# 0.2 s a job until access is gone, then 0.01 s a grant for its record; three workers.
-COSTS = RevokeCosts(wait=0.0, per_job=0.2, per_grant=0.01, workers=3)
+# 0.2 s a job until access is gone, then 0.01 s a grant for its record (the first's too); three workers.
+COSTS = RevokeCosts(wait=0.0, per_job=0.2, first_record=0.01, per_grant=0.01, workers=3)
 
 
 def due(ends: list[tuple[str, int, str]], now: float, costs: RevokeCosts = COSTS) -> list[tuple[str, int]]:
@@ -34,19 +34,24 @@ def test_a_job_more_than_the_workers_waits_for_a_whole_job() -> None:
 
 def test_one_worker_takes_the_jobs_one_after_another() -> None:
     """Three jobs of one grant on one worker: two whole jobs, then the third until access is gone."""
-    alone = RevokeCosts(wait=0.0, per_job=0.2, per_grant=0.01, workers=1)
+    alone = RevokeCosts(wait=0.0, per_job=0.2, first_record=0.01, per_grant=0.01, workers=1)
     assert pytest.approx(revoke_lead(3, 3, alone, margin=1.0)) == 1.0 + 2 * 0.21 + 0.2
 
 
 def test_the_lead_is_at_most_a_minute() -> None:
     """However much work is ahead, no revoke is queued more than 60 s before its end."""
-    assert revoke_lead(1_000, 10_000, RevokeCosts(wait=0.0, per_job=5.0, per_grant=0.1, workers=1), margin=1.0) == 60.0
+    assert (
+        revoke_lead(
+            1_000, 10_000, RevokeCosts(wait=0.0, per_job=5.0, first_record=0.1, per_grant=0.1, workers=1), margin=1.0
+        )
+        == 60.0
+    )
 
 
 def test_measured_costs_are_clamped() -> None:
     """A wild measurement (a negative wait or span, a minute's wait or job, no worker seen) stays within bounds."""
-    assert RevokeCosts(0.0, 0.01, 0.0, 1) == RevokeCosts.clamped(-1.0, -3.0, -1.0, 0)
-    assert RevokeCosts(10.0, 10.0, 1.0, 4) == RevokeCosts.clamped(30.0, 60.0, 5.0, 4)
+    assert RevokeCosts(0.0, 0.01, 0.0, 0.0, 1) == RevokeCosts.clamped(-1.0, -3.0, -1.0, -1.0, 0)
+    assert RevokeCosts(10.0, 10.0, 10.0, 1.0, 4) == RevokeCosts.clamped(30.0, 60.0, 30.0, 5.0, 4)
 
 
 def test_nothing_is_due_before_its_lead() -> None:
@@ -67,7 +72,7 @@ def test_grants_of_one_spec_ending_together_are_one_job() -> None:
 def test_the_first_to_end_go_first_and_each_only_as_early_as_needed() -> None:
     """Per spec, 50 grants ending at 1,000 and 50 at 1,001, on one worker: the first 50 are due 1.2 s ahead (one
     job), the second 50 1.9 s ahead of theirs (a whole job of 50 before theirs), not before."""
-    one = RevokeCosts(wait=0.0, per_job=0.2, per_grant=0.01, workers=1)
+    one = RevokeCosts(wait=0.0, per_job=0.2, first_record=0.01, per_grant=0.01, workers=1)
     first = [(f"jit-a{n:05d}", END, SPEC_A) for n in range(50)]
     second = [(f"jit-b{n:05d}", END + 1, SPEC_B) for n in range(50)]
     ends = first + second
@@ -80,7 +85,7 @@ def test_the_first_to_end_go_first_and_each_only_as_early_as_needed() -> None:
 def test_a_later_grant_due_first_takes_the_earlier_ones_with_it() -> None:
     """When a later end's lead opens first (many jobs ahead of it), every grant ending before it is queued with it,
     so that the queue runs in the order of the ends; the lead reported is the later one's."""
-    one = RevokeCosts(wait=0.0, per_job=0.5, per_grant=0.0, workers=1)
+    one = RevokeCosts(wait=0.0, per_job=0.5, first_record=0.0, per_grant=0.0, workers=1)
     ends = [("jit-early1", END, SPEC_A)] + [(f"jit-l{n:05d}", END + 1, f'{{"group": "{n}"}}') for n in range(9)]
     queued, lead = revoke_leads(ends, END + 1 - 5.99, 1.0, one)  # ten jobs, one after another: due 6 s ahead
     assert ([(rid, end) for rid, end, _ in ends], 6.0) == (queued, pytest.approx(lead))
@@ -89,5 +94,12 @@ def test_a_later_grant_due_first_takes_the_earlier_ones_with_it() -> None:
 def test_the_wait_in_the_queue_comes_first() -> None:
     """Jobs measured waiting 0.5 s in the queue (the workers busy with grants and notices) queue the revoke 0.5 s
     earlier."""
-    busy = RevokeCosts(wait=0.5, per_job=0.2, per_grant=0.01, workers=3)
+    busy = RevokeCosts(wait=0.5, per_job=0.2, first_record=0.01, per_grant=0.01, workers=3)
     assert revoke_lead(1, 1, busy, margin=1.0) == pytest.approx(1.7)
+
+
+def test_a_batch_reads_the_surroundings_once_with_its_first_record() -> None:
+    """Four jobs of 50 on three workers, the first record 0.3 s (the surroundings read for the batch), each further
+    one 0.01 s: the fourth job waits for 0.2 + 0.3 + 49 x 0.01 s, then is gone 0.2 s later."""
+    costs = RevokeCosts(wait=0.0, per_job=0.2, first_record=0.3, per_grant=0.01, workers=3)
+    assert revoke_lead(4, 200, costs, margin=1.0) == pytest.approx(1.0 + 0.2 + 0.3 + 0.49 + 0.2)
