@@ -65,6 +65,13 @@ class RedisServer(Closing):
             self._process.wait(timeout=10)
         self._process = None
 
+    @property
+    def pid(self) -> int:
+        """The running server's process id (to SIGSTOP it: a Redis that hangs instead of refusing)."""
+        if self._process is None:
+            raise RuntimeError("redis-server is not running")
+        return self._process.pid
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -14,7 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jit_lb.access.errors import StoreUnavailableError
 from jit_lb.runtime import Runtime
 from workers import context, enrolments, lockdown, notices, reconcile
-from workers.outage import Outage
+from workers.outage import MarkerWatch, Outage
 
 log = structlog.get_logger("jit_lb.worker")
 
@@ -28,7 +28,8 @@ REDIS_GONE = (StoreUnavailableError, RedisConnectionError, RedisTimeoutError)
 class ReconcileLoop(threading.Thread):
     """Every 0.1 s: queue the revokes of ended grants. Every second: requeue lost revokes, expire pending
     requests, write spooled audit records and refusal summaries. Every JIT_SWEEP_INTERVAL across all
-    workers: one sweep. While Redis is gone: each worker sweeps by the markers alone (workers/outage.py).
+    workers: one sweep. While Redis is gone: each worker sweeps by the markers alone, on the thread of
+    workers/outage.py's MarkerWatch, which this loop starts.
     At start and after each SIGHUP (`reload`): read the policy and end the grants
     it no longer covers.
 
@@ -45,6 +46,7 @@ class ReconcileLoop(threading.Thread):
         self.reload_asked = reload_asked or threading.Event()
         self.next_due = time.monotonic()
         self.outage = Outage(rt)
+        self.markers = MarkerWatch(rt, self.outage)
         self.judged = False  # a restart reads the policy too: the open grants are judged against it at once
         # The process's audit chain begins here, before any loop or job writes a record; a checkpoint every
         # 5 minutes (run) and one at stop (RQ returns on SIGTERM, then the interpreter exits) go to Slack too.
@@ -52,21 +54,16 @@ class ReconcileLoop(threading.Thread):
         atexit.register(rt.audit.checkpoint, "stop", background=False)
 
     def run(self) -> None:
+        self.markers.start()
         while not self.stopping.wait(ENDED_CHECK_SECONDS):
-            gone: Exception | None = None
             try:
                 self.outage.replay()  # what sweeps made while Redis was gone is recorded before anything else
                 self.tick()
                 self.outage.over()
             except REDIS_GONE as err:
-                gone = err
+                self.outage.noticed(err)  # the marker watch sweeps by the markers until a tick passes again
             except Exception:
                 log.exception("reconcile loop iteration failed; retrying next tick")
-            if gone is not None:
-                try:
-                    self.outage.begin(gone)
-                except Exception:  # the loop outlives any one sweep; the next tick tries again
-                    log.exception("sweep by markers failed; retrying next tick")
 
     def tick(self) -> None:
         """One turn of the loop, with Redis: the revokes due now, and what is due each second or sweep interval."""

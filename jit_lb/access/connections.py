@@ -49,6 +49,8 @@ class Timeouts:
 WEB = Timeouts(connect=0.5, read=1.5, retries=1)
 # Workers can wait longer (their loops try again), but not hang.
 WORKER = Timeouts(connect=2.0, read=3.0, retries=2)
+# A worker's PING that tells whether Redis answers at all: a frozen Redis accepts connections and never answers.
+PROBE = Timeouts(connect=0.5, read=1.0, retries=0)
 
 
 def parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
