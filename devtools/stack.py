@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import yaml
 
-from devtools.faults import PAUSE_AFTER_APPLY
+from devtools.faults import FAULTS
 from devtools.haproxy import HaproxyServer
 from devtools.moto_server import MotoServer, Network, seed_network
 from devtools.pagerduty_standin import PagerDutyStandin
@@ -185,7 +185,7 @@ class Stack(Stopping):
 
     def worker_command(self) -> list[str]:
         """The Procfile's worker; with a fault asked for in `extra_env`, that worker with it (devtools/faults.py)."""
-        if PAUSE_AFTER_APPLY in self.extra_env:
+        if any(fault in self.extra_env for fault in FAULTS):
             return [sys.executable, "-m", "devtools.faults"]
         return procfile()["worker"]
 

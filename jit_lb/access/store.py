@@ -769,7 +769,8 @@ class RequestStore:
         worker that dies mid-run frees it within `seconds`.
         """
         with reachable():
-            lock = self.redis.lock(_LOCK + "running:" + name, timeout=seconds, blocking=False)
+            # Not thread-local: the hold is renewed from a thread of its own.
+            lock = self.redis.lock(_LOCK + "running:" + name, timeout=seconds, blocking=False, thread_local=False)
             mine = bool(lock.acquire(blocking=False))
         if not mine:
             yield False

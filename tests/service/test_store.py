@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from datetime import timedelta
 
+import pytest
 import redis
 
+from devtools import faults
 from jit_lb.access import requests
 from jit_lb.access.errors import ApprovalError, TransitionError
 from jit_lb.access.requests import Status
@@ -62,3 +66,46 @@ def test_ids_are_short_and_unique(redis_client: redis.Redis) -> None:
     ids = {store.create(pending).id for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(request_id) == 10 and request_id.startswith("jit-") for request_id in ids)
+
+
+def _two_workers_sweeping(redis_url: str, seconds: float = 2.0) -> list[tuple[float, float]]:
+    """Two workers taking the sweep's turn as the reconcile loop does (a turn of 0.05 s, a sweep of 0.5 s that holds
+    `running` for 0.3 s, renewed while it runs) for `seconds`: each sweep's start and end."""
+    runs: list[tuple[float, float]] = []
+    until = time.monotonic() + seconds
+
+    def worker(holder: str) -> None:
+        store = RequestStore(redis.Redis.from_url(redis_url))
+        while time.monotonic() < until:
+            if store.take_turn("sweep", holder, 0.05):
+                with store.running("sweep", seconds=0.3) as alone:
+                    if alone:
+                        started = time.monotonic()
+                        time.sleep(0.5)
+                        runs.append((started, time.monotonic()))
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=worker, args=(holder,)) for holder in ("worker-1", "worker-2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(runs)
+
+
+def _overlapping(runs: list[tuple[float, float]]) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    return [(a, b) for a, b in itertools.pairwise(runs) if b[0] < a[1]]
+
+
+def test_sweeps_longer_than_their_turn_and_their_hold_never_overlap(redis_url: str) -> None:
+    """Two workers, turns shorter than a sweep and a hold renewed from a thread of its own: one sweep at a time."""
+    runs = _two_workers_sweeping(redis_url)
+    assert len(runs) >= 2
+    assert _overlapping(runs) == []
+
+
+def test_without_the_hold_sweeps_overlap(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same two workers with the hold taken out (devtools.faults, as JIT_FAULT_NO_SWEEP_LOCK does to a worker):
+    their sweeps overlap, which is what the test above and tests/system/test_scale_out.py would catch."""
+    monkeypatch.setattr(RequestStore, "running", faults.always_alone)
+    assert _overlapping(_two_workers_sweeping(redis_url)) != []
