@@ -132,6 +132,25 @@ def test_redis_flushed_while_granted(stack: Stack) -> None:
     assert swept[-1]["reason"] == "sweep"
 
 
+def test_grant_record_lost_as_a_failover_loses_it(stack: Stack) -> None:
+    """A grant applied at the load balancer whose record a failover lost (its keys gone, the rest of the store kept,
+    as an unreplicated write leaves a promoted replica): the sweep finds it by its markers and removes it by its end
+    plus the sweep interval, recorded as sweep.removed."""
+    request_id = approve(stack, "request lb-prod 6s record lost")
+    stack.wait_for(lambda: "grant.applied" in stack.events(request_id))
+    end = lease_end(stack, request_id)
+    client = redis.Redis.from_url(stack.redis.url)
+    client.delete(f"jit:req:{request_id}", f"jit:revoke-job:{request_id}")
+    client.zrem("jit:granted", request_id)
+    client.zrem("jit:index", request_id)
+    client.srem("jit:open", request_id)
+    client.close()
+
+    assert seconds_past_end(stack, request_id, end) <= FAULT_BOUND
+    removed = stack.wait_for(lambda: [r for r in stack.audit() if r["event"] == "sweep.removed"])
+    assert [request_id] in [r["leases_dropped"] for r in removed]
+
+
 def test_redis_restarted_while_granted(stack: Stack) -> None:
     """redis-server stopped and started (empty): commands say so meanwhile, nothing crashes, access still ends."""
     request_id = approve(stack, "request lb-prod 6s redis restart")
