@@ -1,8 +1,8 @@
 """Faults the tests put into a worker from outside the product: `python -m devtools.faults` is the Procfile's worker
 with a pause of JIT_FAULT_PAUSE_AFTER_APPLY seconds between a grant's apply at the load balancer and its record, so
 that a test can kill the worker or Redis there (tests/system/test_resilience.py, test_redis_gone.py), and, with
-JIT_FAULT_NO_SWEEP_LOCK set, without the hold that keeps one sweep at a time (so that the tests that say sweeps never
-overlap can be seen to fail without it)."""
+JIT_FAULT_NO_SWEEP_LOCK set, without the hold that keeps one sweep at a time, and with JIT_FAULT_SLOW_SWEEP seconds
+added to each sweep (so that the tests that say sweeps never overlap can be seen to fail without the hold)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 PAUSE_AFTER_APPLY = "JIT_FAULT_PAUSE_AFTER_APPLY"
 NO_SWEEP_LOCK = "JIT_FAULT_NO_SWEEP_LOCK"
-FAULTS = (PAUSE_AFTER_APPLY, NO_SWEEP_LOCK)
+SLOW_SWEEP = "JIT_FAULT_SLOW_SWEEP"
+FAULTS = (PAUSE_AFTER_APPLY, NO_SWEEP_LOCK, SLOW_SWEEP)
 
 
 def pause_after_apply(seconds: float) -> None:
@@ -44,6 +45,19 @@ def without_sweep_lock() -> None:
     RequestStore.running = always_alone  # type: ignore[assignment]
 
 
+def slow_sweep(seconds: float) -> None:
+    """Every sweep of this process takes `seconds` longer: longer than the turn that starts sweeps, when it is short."""
+    from workers import reconcile
+
+    sweep = reconcile.sweep
+
+    def slower() -> int:
+        time.sleep(seconds)
+        return sweep()
+
+    reconcile.sweep = slower
+
+
 def main() -> int:
     from workers import __main__ as worker
 
@@ -51,6 +65,8 @@ def main() -> int:
         pause_after_apply(float(os.environ[PAUSE_AFTER_APPLY]))
     if NO_SWEEP_LOCK in os.environ:
         without_sweep_lock()
+    if SLOW_SWEEP in os.environ:
+        slow_sweep(float(os.environ[SLOW_SWEEP]))
     return worker.main()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from devtools.faults import NO_SWEEP_LOCK, SLOW_SWEEP
 from devtools.moto_server import Network
 from devtools.slack_client import app_home_opened_event, click_payload, command_payload, event_payload
 from devtools.stack import Stack
@@ -98,6 +99,23 @@ def test_burst_through_two_webs_and_two_workers(stack: Stack) -> None:
 
 def test_one_sweep_at_a_time(stack: Stack) -> None:
     """Across both workers' logs, no sweep starts while another is running."""
+    runs = sweep_runs(stack)
+    assert len(runs) >= 2
+    assert overlapping(runs) == []
+
+
+@pytest.mark.parametrize(("hold", "overlap"), [(True, False), (False, True)], ids=["with-the-hold", "without-it"])
+def test_sweeps_longer_than_their_turn(hold: bool, overlap: bool) -> None:
+    """Two workers whose sweeps take longer than the turn that starts them: one sweep at a time while they hold
+    `running`; taken out (devtools.faults), the same log check finds sweeps overlapping."""
+    faults = {SLOW_SWEEP: "0.6"} | ({} if hold else {NO_SWEEP_LOCK: "1"})
+    with Stack(policy=stack_policy, sweep_interval=0.3, workers=2, extra_env=faults) as stack:
+        stack.wait_for(lambda: len(sweep_runs(stack)) >= 6, timeout=60, what="six sweeps")
+        assert bool(overlapping(sweep_runs(stack))) is overlap
+
+
+def sweep_runs(stack: Stack) -> list[tuple[datetime, datetime]]:
+    """Every sweep in the workers' logs, from `sweep started` to `sweep done`, in order of start."""
     runs = []
     for worker in stack.by_prefix("worker"):
         started = None
@@ -107,10 +125,11 @@ def test_one_sweep_at_a_time(stack: Stack) -> None:
             elif "sweep done" in line and started is not None:
                 runs.append((started, _at(line)))
                 started = None
-    assert len(runs) >= 2
-    runs.sort()
-    overlapping = [(a, b) for a, b in itertools.pairwise(runs) if b[0] < a[1]]
-    assert overlapping == []
+    return sorted(runs)
+
+
+def overlapping(runs: list[tuple[datetime, datetime]]) -> list[tuple[tuple[datetime, datetime], ...]]:
+    return [(a, b) for a, b in itertools.pairwise(runs) if b[0] < a[1]]
 
 
 def _at(line: str) -> datetime:
