@@ -7,13 +7,16 @@ Each figure runs on a Stack of its own (the Procfile's processes, moto, the Slac
   the first `/jit request` accepted (one command every 0.1 s), the acknowledged requests the new
   master lacks, and the grants ending across the failover: gone by their end or not.
 * Redis gone: a durable Redis SIGKILLed with grants active; each grant's rule gone - its end
-  (the workers sweep by markers alone), then Redis started again and the records counted.
+  (the workers sweep by markers alone), then Redis started again and the records counted. Redis
+  frozen: the same with SIGSTOP (every call hangs instead of failing), then SIGCONT.
 * scale: the same signed `/jit request` load through 1 web + 1 worker, then 2 webs + 2 workers
   (half the load through each web at once): throughput and latency, on whatever cores there are.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -134,7 +137,9 @@ def failover(acknowledged: int, grants: int) -> list[Row]:
 # --- Redis gone -------------------------------------------------------------------------------------
 
 
-def redis_gone(grants: int, sweep_interval: float) -> list[Row]:
+def redis_gone(grants: int, sweep_interval: float, frozen: bool = False) -> list[Row]:
+    """Redis SIGKILLed (it refuses) or, `frozen`, SIGSTOPped (it accepts connections and never answers, as behind
+    a partition) with grants active; then started again (or SIGCONT)."""
     world = World({POOL: grants + 10})
     stack = Stack(policy=world.policy, webs=1, workers=2, durable_redis=True, sweep_interval=sweep_interval)
     world.stack = stack
@@ -145,11 +150,18 @@ def redis_gone(grants: int, sweep_interval: float) -> list[Row]:
         for index in range(grants):
             ends |= _granted(stack, world, 1, f"{20 + 2 * index}s", start=index)
         killed = time.time()
-        stack.redis.kill()
+        pid = stack.redis.pid
+        if frozen:
+            os.kill(pid, signal.SIGSTOP)
+        else:
+            stack.redis.kill()
         after = {request_id: end for request_id, end in ends.items() if end > killed}
         offsets = _gone_offsets(stack, world, after, timeout=max(ends.values()) - time.time() + 3 * sweep_interval)
         back = time.monotonic()
-        stack.redis.start()
+        if frozen:
+            os.kill(pid, signal.SIGCONT)
+        else:
+            stack.redis.start()
         tail = AuditTail(stack.audit_path)
         recorded = tail.wait(lambda t: all(t.count(rid, "grant.revoked") for rid in ends), timeout=60)
         arrived = time.monotonic() - back
@@ -157,15 +169,16 @@ def redis_gone(grants: int, sweep_interval: float) -> list[Row]:
         tail.poll()
         twice = sum(1 for rid in ends if tail.count(rid, "grant.revoked") > 1)
     late = summarize([offset * 1000 for offset in offsets.values()])
+    name, how = ("Redis frozen", "SIGSTOPped") if frozen else ("Redis gone", "SIGKILLed")
     return [
         Row(
-            "Redis gone: rule gone - end",
+            f"{name}: rule gone - end",
             f"p50 {late.p50 / 1000:+.2f} s, max {late.max / 1000:+.2f} s ({len(offsets)} of {len(after)} gone)",
             f"≤ {sweep_interval:g} s (JIT_SWEEP_INTERVAL)",
-            f"Redis SIGKILLed before {len(after)} of {len(ends)} ends; 2 workers sweeping by markers",
+            f"Redis {how} before {len(after)} of {len(ends)} ends; 2 workers sweeping by markers",
         ),
         Row(
-            "Redis gone: records once it is back",
+            f"{name}: records once it is back",
             f"{'all' if recorded else 'not all'} in {arrived:.2f} s, {twice} twice",
             "all, once",
             "grant.revoked, reason sweep",
@@ -221,6 +234,8 @@ def ha_figures(quick: bool) -> list[Row]:
     rows = failover(acknowledged=10 if quick else 50, grants=2 if quick else 5)
     reset_moto()  # moto's state is global to this process (and bench/moto_view.py's indexes with it)
     rows += redis_gone(grants=2 if quick else 5, sweep_interval=5.0)
+    reset_moto()
+    rows += redis_gone(grants=2 if quick else 5, sweep_interval=5.0, frozen=True)
     reset_moto()
     rows += scale(count=200 if quick else 1000, concurrency=20)
     log(f"high availability figures in {(datetime.now(UTC) - started).total_seconds():.0f} s")
