@@ -22,6 +22,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from jit_lb.access.errors import MalformedError, StoreUnavailableError
+from slack_out.sentences import unavailable_text
 
 MAX_BODY = 256 * 1024  # Slack's payloads are a few kilobytes; anything near this is not from Slack
 MAX_SKEW = 60 * 5
@@ -58,7 +59,11 @@ def slack_events_handler(
         if kind is None:
             log.info("slack request ignored", path=request.path)
             return web.Response(status=200)
-        if not await _first(request, first_signed):
+        first = await _first(request, first_signed)
+        if first is None and kind == "command":
+            # Redis out of reach: nothing a command asks can be done, and waiting for Redis again would pass 3 s.
+            return web.json_response({"response_type": "ephemeral", "text": unavailable_text()})
+        if first is False:
             log.warning("slack request replayed: answered without acting", kind=kind, remote=request.remote)
             if kind == "command":
                 return web.json_response({"response_type": "ephemeral", "text": REPLAYED})
@@ -68,14 +73,14 @@ def slack_events_handler(
     return handle_slack_events
 
 
-async def _first(request: web.Request, first_signed: FirstSigned) -> bool:
-    """Whether this signed request is taken for the first time; with Redis out of reach it is let through, since
-    then nothing it asks can be done (the person is told jit-lb is unavailable) and so nothing can be done twice."""
+async def _first(request: web.Request, first_signed: FirstSigned) -> bool | None:
+    """Whether this signed request is taken for the first time; None with Redis out of reach: then nothing it asks
+    can be done (the person is told jit-lb is unavailable), and so nothing can be done twice."""
     headers = request.headers
     try:
         return await first_signed(headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"], REMEMBER_SIGNED)
     except StoreUnavailableError:
-        return True
+        return None
 
 
 async def _admit(request: web.Request, key: bytes) -> tuple[str, str | None] | web.Response:

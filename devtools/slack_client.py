@@ -414,8 +414,9 @@ class SlackClient:
             return fresh_trigger_id()
         return self.standin.trigger_id(user, view_id=view_id)
 
-    def command(self, user: str, text: str, channel: str = "C0DEVS") -> Answer:
-        return self.post(command_body(user, text, channel, trigger_id=self.trigger_id(user)))
+    def command(self, user: str, text: str, channel: str = "C0DEVS", timeout: float = 10.0) -> Answer:
+        """`timeout`: how long to wait for the answer (Slack itself gives up after 3 s)."""
+        return self.post(command_body(user, text, channel, trigger_id=self.trigger_id(user)), timeout=timeout)
 
     def click(self, user: str, action_id: str, value: str, channel: str, message_ts: str) -> Answer:
         payload = click_payload(user, action_id, value, channel, message_ts, trigger_id=self.trigger_id(user))

@@ -20,6 +20,7 @@ import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -43,10 +44,15 @@ class Timeouts:
     connect: float
     read: float
     retries: int
+    # Whether a wait that timed out is tried again. redis-py nests its retries (a command's retry wraps the connect,
+    # whose handshake retries too), so with a Redis that accepts connections and never answers (frozen, or behind a
+    # partition) one command can wait `read` four times over with a single retry.
+    retry_timeouts: bool = True
 
 
-# The web answers Slack within 3 seconds whatever Redis does: one retry, and short waits.
-WEB = Timeouts(connect=0.5, read=1.5, retries=1)
+# The web answers Slack within 3 seconds whatever Redis does: one retry of a refused or broken connection (a
+# failover, a stale pooled one), none of a wait that timed out, and short waits.
+WEB = Timeouts(connect=0.5, read=1.5, retries=1, retry_timeouts=False)
 # Workers can wait longer (their loops try again), but not hang.
 WORKER = Timeouts(connect=2.0, read=3.0, retries=2)
 # A worker's PING that tells whether Redis answers at all: a frozen Redis accepts connections and never answers.
@@ -66,13 +72,17 @@ def parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
     return tuple(pairs)
 
 
+def _retried(timeouts: Timeouts) -> tuple[type[RedisError], ...]:
+    return (RedisConnectionError, RedisTimeoutError) if timeouts.retry_timeouts else (RedisConnectionError,)
+
+
 def _options(timeouts: Timeouts) -> dict[str, Any]:
     return {
         "socket_timeout": timeouts.read,
         "socket_connect_timeout": timeouts.connect,
         "health_check_interval": 30,
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), timeouts.retries),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), timeouts.retries, supported_errors=_retried(timeouts)),
+        "retry_on_error": list(_retried(timeouts)),
     }
 
 
@@ -98,7 +108,9 @@ def connect(address: RedisAddress, timeouts: Timeouts = WORKER) -> redis.Redis:
 def connect_async(address: RedisAddress, timeouts: Timeouts = WEB) -> redis.asyncio.Redis:
     """`connect`'s asyncio twin, for the web process's event loop."""
     options = _options(timeouts)
-    options["retry"] = redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.2, base=0.05), timeouts.retries)
+    options["retry"] = redis.asyncio.retry.Retry(
+        ExponentialBackoff(cap=0.2, base=0.05), timeouts.retries, supported_errors=_retried(timeouts)
+    )
     if not address.sentinels:
         return redis.asyncio.Redis.from_url(address.url, **options)
     sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]

@@ -21,6 +21,7 @@ from tests.helpers import ask, click, granted, lease_end, rules_of, stack_policy
 pytestmark = pytest.mark.slow
 
 SWEEP = 5.0
+SLACK_WAITS = 3.0  # seconds Slack waits for a command's answer
 
 
 @pytest.fixture(name="stack")
@@ -102,12 +103,15 @@ def test_redis_killed_mid_job_the_worker_keeps_sweeping_and_stops_when_asked(pau
 
 
 def test_redis_frozen_the_worker_keeps_sweeping_and_stops_when_asked(pausing: Stack) -> None:
-    """Redis SIGSTOPped (it accepts connections and never answers, as behind a partition) mid grant job: the worker
-    sweeps the rules away by their end all the same, and stops on SIGTERM although every Redis call hangs."""
+    """Redis SIGSTOPped (it accepts connections and never answers, as behind a partition) mid grant job: the web still
+    answers within Slack's 3 seconds that jit-lb is unavailable, the worker sweeps the rules away by their end all the
+    same, and stops on SIGTERM although every Redis call hangs."""
     request_id, _ = _applied_mid_job(pausing)
     redis_pid = pausing.redis.pid
     os.kill(redis_pid, signal.SIGSTOP)
     try:
+        answer = pausing.client().command("U0DEV2", "request lb-prod 5m while redis is frozen", timeout=SLACK_WAITS)
+        assert "jit-lb is unavailable" in answer.json()["text"]
         (worker,) = pausing.by_prefix("worker")
         pausing.wait_for(lambda: not rules_of(pausing, request_id), timeout=40, what=f"the rules of {request_id} gone")
         assert _stops_on_sigterm(worker) == 0
