@@ -42,6 +42,9 @@ _PENDING = PREFIX + "pending"  # pending ids, scored by when they expire
 _GRANTED = PREFIX + "granted"  # granted ids, scored by when they end
 _OUTBOX = PREFIX + "outbox"  # request ids whose approval card (a new request's, an extension's) a worker is to post
 _USER_PENDING = PREFIX + "user-pending:"  # one set a user: their pending request ids
+# One hash a user: each id people see (a lone request's, a group's) with how many of its requests are pending; its
+# length is how many pending requests the user has, a request of several targets counting once.
+_USER_VISIBLE = PREFIX + "user-visible:"
 _GROUP = PREFIX + "group:"  # a request of several targets: its parts' ids, comma-separated (docs/approvals.md)
 _RATE = PREFIX + "rate:"  # one counter a user and minute: the commands they sent in it
 _LOCKDOWN = PREFIX + "lockdown"  # a hash while a lockdown is on: by, at, reason (it outlives every process)
@@ -107,61 +110,81 @@ class MeasuredRevokeCosts:
 
 Record = Callable[[AccessRequest, AccessRequest], None]
 
-# A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
-# on, the id is free and its requester has fewer than ARGV[5] pending requests; the index forgets what history has.
-# How many pending requests a user has: a request of several targets counts once (its parts share the id before
-# the last '-').
-_PENDING_COUNT = """
-local function pending(key)
-  local seen, count = {}, 0
-  for _, id in ipairs(redis.call('SMEMBERS', key)) do
-    local visible = string.match(id, '^(jit%-[^-]+)') or id
-    if not seen[visible] then seen[visible] = true; count = count + 1 end
+# How many pending requests a user has, in constant time: the length of their hash of visible ids (a request of
+# several targets counts once: its parts share the id before the last '-'). A user whose pending set was written
+# before the hash existed (an older jit-lb) has a set and no hash: the hash is built from the set on first use, once.
+# Every script that changes the set keeps the hash in step (`seen` for a pending id, `unseen` for one leaving).
+_VISIBLE = """
+local function visible(id)
+  return string.match(id, '^(jit%-[^-]+)') or id
+end
+local function counted(set, hash)
+  if redis.call('EXISTS', hash) == 0 and redis.call('SCARD', set) > 0 then
+    for _, id in ipairs(redis.call('SMEMBERS', set)) do redis.call('HINCRBY', hash, visible(id), 1) end
   end
-  return count
+  return redis.call('HLEN', hash)
+end
+local function seen(set, hash, id)
+  counted(set, hash)
+  if redis.call('SADD', set, id) == 1 then redis.call('HINCRBY', hash, visible(id), 1) end
+end
+local function unseen(set, hash, id)
+  counted(set, hash)
+  if redis.call('SREM', set, id) == 1 and redis.call('HINCRBY', hash, visible(id), -1) <= 0 then
+    redis.call('HDEL', hash, visible(id))
+  end
 end
 """
+
+# A request goes into or out of pending (KEYS its requester's pending set and hash; ARGV its id, 1 when pending).
+_PENDING_INDEX = (
+    _VISIBLE
+    + """
+if ARGV[2] == '1' then seen(KEYS[1], KEYS[2], ARGV[1]) else unseen(KEYS[1], KEYS[2], ARGV[1]) end
+return 1
+"""
+)
 
 # A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
 # on, the id is free (no request, nor a group, has it) and its requester has fewer than ARGV[5] pending requests;
 # the index forgets what history has.
 _CREATE = (
-    _PENDING_COUNT
+    _VISIBLE
     + """
 if redis.call('EXISTS', KEYS[6]) == 1 then return -2 end
-if pending(KEYS[5]) >= tonumber(ARGV[5]) then return -1 end
+if counted(KEYS[5], KEYS[8]) >= tonumber(ARGV[5]) then return -1 end
 if redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-redis.call('SADD', KEYS[5], ARGV[2])
+seen(KEYS[5], KEYS[8], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
 return 1
 """
 )
 
 # Every part of a request of several targets, or none: KEYS the index, open, pending, the requester's pending set,
-# the lockdown, the group's key, the key a lone request of the group's id would have, then one key a part. ARGV: the
-# requester's limit, the index's horizon, the group key's lifetime, the parts' ids joined, then json, id, created and
-# pending_until a part.
+# the lockdown, the group's key, the key a lone request of the group's id would have, the requester's hash of
+# visible ids, then one key a part. ARGV: the requester's limit, the index's horizon, the group key's lifetime, the
+# parts' ids joined, then json, id, created and pending_until a part.
 _CREATE_GROUP = (
-    _PENDING_COUNT
+    _VISIBLE
     + """
 if redis.call('EXISTS', KEYS[5]) == 1 then return -2 end
-if pending(KEYS[4]) >= tonumber(ARGV[1]) then return -1 end
+if counted(KEYS[4], KEYS[8]) >= tonumber(ARGV[1]) then return -1 end
 if redis.call('EXISTS', KEYS[6]) == 1 or redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
-for i = 8, #KEYS do
+for i = 9, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
 end
 redis.call('SET', KEYS[6], ARGV[4], 'EX', ARGV[3])
-for i = 8, #KEYS do
-  local a = 5 + (i - 8) * 4
+for i = 9, #KEYS do
+  local a = 5 + (i - 9) * 4
   redis.call('SET', KEYS[i], ARGV[a])
   redis.call('ZADD', KEYS[1], ARGV[a + 2], ARGV[a + 1])
   redis.call('SADD', KEYS[2], ARGV[a + 1])
   redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a + 1])
-  redis.call('SADD', KEYS[4], ARGV[a + 1])
+  seen(KEYS[4], KEYS[8], ARGV[a + 1])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 return 1
@@ -224,7 +247,14 @@ def haproxy_book_key(runtime_api: str, acl: str) -> str:
 def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str], list[str | float]]:
     """KEYS and ARGV of the _CREATE script for a new (pending) request."""
     assert request.status is Status.PENDING, "only a pending request is created"
-    keys = [_REQUEST + request.id, *_CREATE_KEYS, _USER_PENDING + request.requester, _LOCKDOWN, _GROUP + request.id]
+    keys = [
+        _REQUEST + request.id,
+        *_CREATE_KEYS,
+        _USER_PENDING + request.requester,
+        _LOCKDOWN,
+        _GROUP + request.id,
+        _USER_VISIBLE + request.requester,
+    ]
     args: list[str | float] = [
         request.model_dump_json(),
         request.id,
@@ -247,6 +277,7 @@ def _create_group_call(parts: list[AccessRequest], pending_limit: int) -> tuple[
         _LOCKDOWN,
         _GROUP + first.group,
         _REQUEST + first.group,
+        _USER_VISIBLE + first.requester,
         *(_REQUEST + part.id for part in parts),
     ]
     ids = ",".join(part.id for part in parts)
@@ -434,7 +465,7 @@ class RequestStore:
                 pipe.zrem(_INDEX, request_id)
                 pipe.srem(_OPEN, request_id)
                 pipe.zrem(_PENDING, request_id)
-                pipe.srem(_USER_PENDING + request.requester, request_id)
+                _pending_index(pipe, request.requester, request_id, pending=False)
                 pipe.execute()
 
     async def discard_async(self, request_id: str) -> None:
@@ -819,14 +850,18 @@ class RequestStore:
             pipe.expire(_REQUEST + request.id, _HISTORY_SECONDS)
         if request.status is Status.PENDING:
             pipe.zadd(_PENDING, {request.id: request.pending_until.timestamp()})
-            pipe.sadd(_USER_PENDING + request.requester, request.id)
         else:
             pipe.zrem(_PENDING, request.id)
-            pipe.srem(_USER_PENDING + request.requester, request.id)
+        _pending_index(pipe, request.requester, request.id, pending=request.status is Status.PENDING)
         if request.status is Status.GRANTED and request.ends_at is not None:
             pipe.zadd(_GRANTED, {request.id: request.ends_at.timestamp()})
         else:
             pipe.zrem(_GRANTED, request.id)
+
+
+def _pending_index(pipe: Any, requester: str, request_id: str, pending: bool) -> None:
+    """Queue, in `pipe`, a request's move into or out of its requester's pending set and hash of visible ids."""
+    pipe.eval(_PENDING_INDEX, 2, _USER_PENDING + requester, _USER_VISIBLE + requester, request_id, int(pending))
 
 
 def _form_key(callback_id: str, metadata: str, user: str) -> str:

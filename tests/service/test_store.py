@@ -12,7 +12,7 @@ import redis
 
 from devtools import faults
 from jit_lb.access import requests
-from jit_lb.access.errors import ApprovalError, TransitionError
+from jit_lb.access.errors import ApprovalError, LimitError, TransitionError
 from jit_lb.access.requests import Status
 from jit_lb.access.store import RequestStore
 from tests.helpers import NOW, pending
@@ -109,3 +109,52 @@ def test_without_the_hold_sweeps_overlap(redis_url: str, monkeypatch: pytest.Mon
     their sweeps overlap, which is what the test above and tests/system/test_scale_out.py would catch."""
     monkeypatch.setattr(RequestStore, "running", faults.always_alone)
     assert _overlapping(_two_workers_sweeping(redis_url)) != []
+
+
+def _group(group: str, targets: int = 3) -> list[requests.AccessRequest]:
+    return [
+        pending(requests.part_id(group, index)).model_copy(update={"group": group, "target": f"lb-{index}"})
+        for index in range(1, targets + 1)
+    ]
+
+
+def test_a_group_counts_once_until_its_last_part_leaves_pending(redis_client: redis.Redis) -> None:
+    """Three parts count as one pending request; the slot is free only once the last part is decided (expired,
+    denied, approved, cancelled: each leaves pending)."""
+    store = RequestStore(redis_client)
+    parts = store.create_group(_group, pending_limit=2)
+    assert store.create(pending, pending_limit=2)  # the group is one of two
+    with pytest.raises(LimitError):
+        store.create(pending, pending_limit=2)
+    store.transition(parts[0].id, lambda r: requests.expire(r, NOW + timedelta(minutes=15)))
+    store.transition(parts[1].id, lambda r: requests.deny(r, "U0APPROVER1", NOW))
+    store.update(parts[2].id, card_ts="1.2")  # a change that stays pending counts nothing more
+    with pytest.raises(LimitError):
+        store.create(pending, pending_limit=2)
+    store.transition(parts[2].id, lambda r: requests.approve(r, "U0APPROVER1", NOW))
+    assert store.create(pending, pending_limit=2)
+
+
+def test_a_discarded_group_frees_its_slot(redis_client: redis.Redis) -> None:
+    store = RequestStore(redis_client)
+    parts = store.create_group(_group, pending_limit=1)
+    with pytest.raises(LimitError):
+        store.create_group(_group, pending_limit=1)
+    store.discard_group(parts[0].group or "", [part.id for part in parts])
+    assert store.create_group(_group, pending_limit=1)
+
+
+def test_pending_requests_stored_by_an_older_jit_lb_still_count(redis_client: redis.Redis) -> None:
+    """An older jit-lb kept only the set of a user's pending ids: the count is built from it on first use, a group
+    once, and its requests leaving pending free their slots."""
+    store = RequestStore(redis_client)
+    old = store.create_group(_group, pending_limit=5)
+    lone = store.create(pending, pending_limit=5)
+    redis_client.delete("jit:user-visible:U0DEV1")  # as the older jit-lb left it
+    with pytest.raises(LimitError):
+        store.create(pending, pending_limit=2)
+    for part in old:
+        store.transition(part.id, lambda r: requests.cancel(r, "withdrawn", NOW))
+    store.transition(lone.id, lambda r: requests.cancel(r, "withdrawn", NOW))
+    assert redis_client.hlen("jit:user-visible:U0DEV1") == 0
+    assert store.create(pending, pending_limit=1)
