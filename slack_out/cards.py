@@ -73,18 +73,11 @@ def _fields(request: AccessRequest) -> dict[str, Any]:
     return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(field, MAX_FIELD_TEXT)} for field in fields]}
 
 
-def card_text(request: AccessRequest) -> str:
-    """The notification text of the approval card (what shows where blocks cannot)."""
-    return (
-        f"Access request {request.visible_id}: <@{request.requester}> asks for {request.target} "
-        f"for {request.duration_text} — {_OUTCOME[request.status]}"
-    )
-
-
 def approval_card(
     request: AccessRequest, target: Target | None = None, approvers: Sequence[str] | None = None
-) -> Blocks:
-    """The approval card: the request, and either the buttons (pending) or the outcome and who decided.
+) -> Message:
+    """The approval card: the request, and either the buttons (pending) or the outcome and who decided; its text
+    is the notification (what shows where blocks cannot).
 
     `approvers`: who may approve it (usergroups expanded, never the requester), named under the buttons while
     it is pending, so that nobody has to ask in a channel whom to ping.
@@ -116,7 +109,11 @@ def approval_card(
         why = _why(request)
         if why:
             blocks.extend(typed_blocks("Why", why))
-    return capped(blocks)
+    text = (
+        f"Access request {request.visible_id}: <@{request.requester}> asks for {request.target} "
+        f"for {request.duration_text} — {_OUTCOME[request.status]}"
+    )
+    return Message(text, capped(blocks))
 
 
 def to_be_created(request: AccessRequest, target: Target | None) -> str | None:
@@ -271,15 +268,9 @@ def outcome_line(request: AccessRequest, *, detail: bool = True) -> str:
     return line
 
 
-def extension_card_text(request: AccessRequest, extension: Extension) -> str:
-    return (
-        f"Extension of {request.visible_id}: <@{request.requester}> asks for {extension.duration_text} more on "
-        f"{request.target} — {extension.outcome}"
-    )
-
-
-def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
-    """The approval card of an extension: same buttons, same value, its own message; the reason as typed."""
+def extension_card(request: AccessRequest, extension: Extension) -> Message:
+    """The approval card of an extension as its state says now: same buttons, same value, its own message; the
+    reason as typed."""
     line = (
         f"*Extension of* `{request.visible_id}`: <@{request.requester}> asks for *{extension.duration_text}* more on "
         f"`{request.target}` (now until {when(request.ends_at)})"
@@ -299,7 +290,11 @@ def extension_card(request: AccessRequest, extension: Extension) -> Blocks:
         blocks.append(outcome_block(f":no_entry: Approved, then refused under the policy in force: {extension.why}"))
     else:
         blocks.append(outcome_block(f":no_entry: Extension denied by <@{extension.decided_by}>"))
-    return blocks
+    text = (
+        f"Extension of {request.visible_id}: <@{request.requester}> asks for {extension.duration_text} more on "
+        f"{request.target} — {extension.outcome}"
+    )
+    return Message(text, blocks)
 
 
 def shown_extension(request: AccessRequest) -> Extension | None:
@@ -347,11 +342,7 @@ def outcome_block(text: str) -> dict[str, Any]:
     return section(mrkdwn(text), BlockId.DECISION)
 
 
-def breakglass_card_text(request: AccessRequest) -> str:
-    return f"Break-glass {request.visible_id}: <@{request.requester}> took {request.target} for {request.duration_text}"
-
-
-def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: bool = False) -> Blocks:
+def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: bool = False) -> Message:
     """The review card of a break-glass grant: who took what and why, its approvers mentioned, and the two buttons."""
     still = " (still unreviewed)" if again else ""
     asked = f" {people(sorted(approvers))}: please review it." if approvers else ""
@@ -391,7 +382,8 @@ def breakglass_card(request: AccessRequest, approvers: Sequence[str], again: boo
             else ":triangular_flag_on_post: Flagged"
         )
         blocks.append(outcome_block(f"{verdict} by <@{request.reviewed_by}> · {outcome_line(request, detail=False)}"))
-    return capped(blocks)
+    text = f"Break-glass {request.visible_id}: <@{request.requester}> took {request.target} for {request.duration_text}"
+    return Message(text, capped(blocks))
 
 
 def group_card(
@@ -457,10 +449,5 @@ def _part_block(part: AccessRequest, target: Target | None, approvers: Sequence[
 def request_card(request: AccessRequest, target: Target | None, approvers: Sequence[str] | None = None) -> Message:
     """A request's card as its state says now: the break-glass review card, or the approval card."""
     if request.break_glass:
-        return Message(breakglass_card_text(request), breakglass_card(request, []))
-    return Message(card_text(request), approval_card(request, target, approvers))
-
-
-def extension_message(request: AccessRequest, extension: Extension) -> Message:
-    """An extension's approval card as its state says now."""
-    return Message(extension_card_text(request, extension), extension_card(request, extension))
+        return breakglass_card(request, [])
+    return approval_card(request, target, approvers)

@@ -95,7 +95,8 @@ class Notifier:
 
     def post_card(self, request: AccessRequest, channel: str, approvers: Sequence[str] | None = None) -> str | None:
         target = self.policy.target_for(request.target)
-        return self._posted(channel, cards.card_text(request), cards.approval_card(request, target, approvers))
+        card = cards.approval_card(request, target, approvers)
+        return self._posted(channel, card.text, card.blocks)
 
     def _posted(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None) -> str | None:
         """Post a message in `channel`: its ts, or None when Slack refused it."""
@@ -150,20 +151,20 @@ class Notifier:
         self, request: AccessRequest, channel: str, approvers: list[str], again: bool
     ) -> str | None:
         """The review card of a break-glass grant, mentioning its approvers; its ts, or None when Slack refused."""
-        text = cards.breakglass_card_text(request)
-        return self._posted(channel, text, cards.breakglass_card(request, approvers, again))
+        card = cards.breakglass_card(request, approvers, again)
+        return self._posted(channel, card.text, card.blocks)
 
     def post_extension_card(self, request: AccessRequest, channel: str) -> str | None:
         if request.extension is None:
             return None
-        text = cards.extension_card_text(request, request.extension)
-        return self._posted(channel, text, cards.extension_card(request, request.extension))
+        card = cards.extension_card(request, request.extension)
+        return self._posted(channel, card.text, card.blocks)
 
     def update_extension_card(self, request: AccessRequest, extension: Extension | None) -> Message | None:
         """Edit an extension's card to its state in `request`; what it was sent, or None when it has no card."""
         if extension is None or extension.card_channel is None or extension.card_ts is None:
             return None
-        message = cards.extension_message(request, extension)
+        message = cards.extension_card(request, extension)
         self._call("chat.update", channel=extension.card_channel, ts=extension.card_ts, **asdict(message))
         return message
 

@@ -424,7 +424,7 @@ def show_extension_card(context: WorkerContext, request_id: str) -> None:
     for _ in range(CARD_EDITS):
         request = rt.store.find(request_id)
         extension = None if request is None else request.extension or (request.extensions or [None])[-1]
-        if request is None or extension is None or cards.extension_message(request, extension) == shown:
+        if request is None or extension is None or cards.extension_card(request, extension) == shown:
             return
         shown = notifier.update_extension_card(request, extension)
 

@@ -244,7 +244,7 @@ def test_post_message_refuses_invalid_blocks(standin: SlackStandin, client: WebC
 
 def test_a_valid_card_is_accepted(standin: SlackStandin, client: WebClient) -> None:
     """The approval card of a pending request, and 50 blocks of 3,000 characters, are taken."""
-    card = approval_card(pending())
+    card = approval_card(pending()).blocks
     client.chat_postMessage(channel="C0APPROVALS", text="card", blocks=card)
     client.chat_postMessage(channel="C0APPROVALS", text="full", blocks=[section("x" * 3000)] * 50)
 

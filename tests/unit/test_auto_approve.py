@@ -104,7 +104,7 @@ def test_someone_elses_entry_never_counts() -> None:
 
 
 def test_an_auto_approved_card_has_no_buttons_and_says_why() -> None:
-    card = cards.approval_card(requests.auto_approve(pending(), approval(end_with_shift=True)))
+    card = cards.approval_card(requests.auto_approve(pending(), approval(end_with_shift=True))).blocks
     assert [b for b in card if b.get("type") == "actions"] == []
     words = str(card)
     assert "Auto-approved" in words
@@ -115,7 +115,7 @@ def test_an_auto_approved_card_has_no_buttons_and_says_why() -> None:
 
 def test_a_card_that_waits_says_why_it_was_not_auto_approved() -> None:
     request = pending().model_copy(update={"not_auto_approved": "PagerDuty could not be asked (HTTP 500)"})
-    card = cards.approval_card(request)
+    card = cards.approval_card(request).blocks
     assert [b for b in card if b.get("type") == "actions"]
     assert "Not auto-approved: PagerDuty could not be asked (HTTP 500)" in str(card)
     assert block_kit_errors(card) == []

@@ -27,7 +27,7 @@ def actions_of(card: list[dict[str, object]]) -> list[dict[str, object]]:
 
 def test_pending_card_has_approve_and_deny_carrying_the_request_id() -> None:
     """A pending card has the two buttons, each with the request id as its value."""
-    card = cards.approval_card(pending())
+    card = cards.approval_card(pending()).blocks
     (actions,) = actions_of(card)
     assert [
         (button["action_id"], button["value"])
@@ -40,15 +40,15 @@ def test_pending_card_has_approve_and_deny_carrying_the_request_id() -> None:
 
 def test_pending_card_names_who_can_approve_and_how_many_are_needed() -> None:
     """Under the buttons: every approver (usergroups already expanded), and the approvals needed."""
-    card = cards.approval_card(pending(required=2), None, ["U0APPROVER1", "U0APPROVER2", "U0NET1"])
+    card = cards.approval_card(pending(required=2), None, ["U0APPROVER1", "U0APPROVER2", "U0NET1"]).blocks
     assert "Can approve (2 needed): <@U0APPROVER1>, <@U0APPROVER2>, <@U0NET1>" in str(card)
-    decided = cards.approval_card(requests.deny(pending(), "U0APPROVER2", NOW), None, ["U0APPROVER1"])
+    decided = cards.approval_card(requests.deny(pending(), "U0APPROVER2", NOW), None, ["U0APPROVER1"]).blocks
     assert "Can approve" not in str(decided)
 
 
 def test_a_card_with_nobody_to_approve_says_so() -> None:
     """An empty approver list (a usergroup Slack did not answer for) is said, not left as a silent card."""
-    assert "Nobody can approve it" in str(cards.approval_card(pending(), None, []))
+    assert "Nobody can approve it" in str(cards.approval_card(pending(), None, []).blocks)
 
 
 def test_the_request_modal_names_the_approvers_of_the_selected_target() -> None:
@@ -61,7 +61,7 @@ def test_the_request_modal_names_the_approvers_of_the_selected_target() -> None:
 
 def test_decided_card_has_no_buttons_and_says_who_decided() -> None:
     """Once denied, the card shows no buttons, the outcome and the person who decided."""
-    card = cards.approval_card(requests.deny(pending(), "U0APPROVER2", NOW))
+    card = cards.approval_card(requests.deny(pending(), "U0APPROVER2", NOW)).blocks
     assert actions_of(card) == []
     assert "Denied" in str(card)
     assert "<@U0APPROVER2>" in str(card)
@@ -112,8 +112,8 @@ def messages_of(request: AccessRequest) -> dict[str, Blocks]:
     """Every message whose blocks may show text a person typed."""
     assert request.extension is not None
     return {
-        "card": cards.approval_card(request),
-        "extension card": cards.extension_card(request, request.extension),
+        "card": cards.approval_card(request).blocks,
+        "extension card": cards.extension_card(request, request.extension).blocks,
         "summary": summaries.summary_message(request).blocks,
         "created": sentences.created_message(request, "C0APPROVALS").blocks,
         "extension requested": sentences.extension_requested_message(request).blocks,
@@ -216,7 +216,7 @@ def test_every_message_is_valid_for_extreme_reasons(reason: str) -> None:
         assert_valid(message)
     finished = ended(request, sg_rules(40), sg_rules(40), approvers=30)
     assert_valid(summaries.summary_message(finished).blocks)
-    assert_valid(cards.approval_card(finished, target()))
+    assert_valid(cards.approval_card(finished, target()).blocks)
 
 
 def target(description: str = "Production public ALB") -> Target:
@@ -281,12 +281,12 @@ def test_every_builder_is_valid_block_kit_for_any_request(request: AccessRequest
     assert request.extension is not None
     for message in messages_of(request).values():
         assert_valid(message)
-    assert_valid(cards.approval_card(request, target(description)))
+    assert_valid(cards.approval_card(request, target(description)).blocks)
     for text in [
-        cards.card_text(request),
+        cards.approval_card(request).text,
         sentences.created_message(request, "C0APPROVALS").text,
         sentences.extension_requested_message(request).text,
-        cards.extension_card_text(request, request.extension),
+        cards.extension_card(request, request.extension).text,
         summaries.summary_message(request).text,
         cards.outcome_line(request),
         sentences.granted_text(request, list(request.created_objects), verified=False),
@@ -381,7 +381,7 @@ def test_the_card_says_what_a_grant_creates_at_the_load_balancer(kind: str) -> N
     policy["targets"]["lb-prod"]["grant"] = SPECS[kind]
     target = parse_policy(policy).targets["lb-prod"]
 
-    card = cards.approval_card(pending(), target)
+    card = cards.approval_card(pending(), target).blocks
 
     [block] = [b for b in card if "*At the load balancer*" in str(b)]
     assert CREATED[kind] in block["text"]["text"]
@@ -392,10 +392,10 @@ def test_what_a_card_says_is_created_stays_within_block_kit_for_the_longest_spec
     """A security group with 200 ports and an ALB spec with five long paths and hosts: the card stays valid."""
     policy = valid()
     policy["targets"]["lb-prod"]["grant"] = {**SPECS["aws_security_group"], "ports": list(range(1000, 1200))}
-    many_ports = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"])
+    many_ports = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"]).blocks
     long = {**SPECS["aws_alb_listener_rule"], "path_patterns": ["/" + "p" * 120] * 5, "host_headers": ["h" * 120] * 5}
     policy["targets"]["lb-prod"]["grant"] = long
-    long_paths = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"])
+    long_paths = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"]).blocks
 
     assert "and 180 more" in str(many_ports)
     assert block_kit_errors(many_ports) == []
@@ -410,7 +410,7 @@ def test_an_nginx_card_names_the_allow_line_and_the_file(tmp_path: Path) -> None
     policy = valid()
     policy["targets"]["lb-prod"]["grant"] = {"kind": "nginx_allowlist", "allow_file": str(allow), "pid_file": str(pid)}
 
-    card = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"])
+    card = cards.approval_card(pending(), parse_policy(policy).targets["lb-prod"]).blocks
 
     assert f"An `allow` line for `203.0.113.7/32` in `{allow}`, then NGINX reloaded" in str(card)
     assert block_kit_errors(card) == []
