@@ -410,7 +410,11 @@ def group_card(
         {"type": "section", "fields": [mrkdwn(clip(field, MAX_FIELD_TEXT)) for field in fields]},
         *typed_blocks("Reason", first.reason),
     ]
-    blocks += [_part_block(part, targets.get(part.target), (approvers or {}).get(part.id)) for part in parts]
+    for part in parts:
+        blocks.append(_part_block(part, targets.get(part.target), (approvers or {}).get(part.id)))
+        why = _why(part) if part.status is not Status.PENDING else None
+        if why:
+            blocks.extend(typed_blocks(f"Why (`{part.target}`)", why))
     pending = [part for part in parts if part.status is Status.PENDING]
     if pending:
         blocks.append(_decision_buttons(first))
@@ -436,7 +440,7 @@ def _part_block(part: AccessRequest, target: Target | None, approvers: Sequence[
         if approvers is not None:
             lines.append(_who_approves(part, approvers))
     else:
-        lines.append(outcome_line(part))
+        lines.append(outcome_line(part, detail=False))
     on_call = on_call_line(part)
     if on_call:
         lines.append(on_call)

@@ -238,7 +238,7 @@ def _item(request: AccessRequest, state: str, buttons: Sequence[tuple[str, str, 
     """One request: who, what, its state (mrkdwn, our words), its reason as typed (plain_text), its buttons."""
     head = f"`{request.visible_id}` `{request.target}` for <@{request.requester}> ({request.duration_text}): {state}"
     elements = [
-        {"type": "button", "action_id": action, "text": _plain(label), "value": request.visible_id}
+        {"type": "button", "action_id": action, "text": _plain(label), "value": request.id}
         | ({"style": style} if style else {})
         for action, label, style in buttons
     ]

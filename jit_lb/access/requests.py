@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,6 +20,7 @@ ID_PREFIX = "jit-"
 # `-1` … `-5` (the alphabet has no '-', so a part's id never looks like another request's).
 ID_PATTERN = r"^jit-[23456789abcdefghjkmnpqrstuvwxyz]{6}(?:-[1-5])?$"
 MAX_TARGETS = 5  # targets in one request
+_PART_ID = re.compile(rf"(jit-[{_ID_ALPHABET}]{{6}})-[1-{MAX_TARGETS}]")
 
 
 class Status(StrEnum):
@@ -259,8 +261,9 @@ def part_id(group: str, index: int) -> str:
 
 
 def group_of(request_id: str) -> str:
-    """The id people see for a stored id: a part's group, or the id itself."""
-    return request_id[:10] if len(request_id) > 10 else request_id
+    """The id people see for a stored id: a part's group, or the id itself (any other id, e.g. an odd marker's)."""
+    part = _PART_ID.fullmatch(request_id)
+    return part.group(1) if part else request_id
 
 
 def audit_ids(request_id: str) -> dict[str, str]:

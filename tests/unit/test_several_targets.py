@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from devtools.slack_standin import block_kit_errors
+from devtools.slack_standin import block_kit_errors, view_errors
 from jit_lb.access import commands, requests
 from jit_lb.access.commands import RequestCommand, parse_command
 from jit_lb.access.errors import CommandError
 from jit_lb.access.policy import parse_policy
 from jit_lb.access.requests import MAX_TARGETS, AccessRequest, Status
-from slack_out import cards, summaries
+from slack_out import cards, sentences, summaries, views
 from slack_out.limits import MAX_BLOCKS, MAX_SECTION_TEXT
 from tests.helpers import NOW, valid
 
@@ -69,6 +69,43 @@ def test_a_part_id_is_a_request_id_and_maps_back_to_the_request() -> None:
     assert requests.audit_ids("jit-abcdef-3") == {"request_id": "jit-abcdef", "part": "jit-abcdef-3"}
     assert requests.audit_ids("jit-abcdef") == {"request_id": "jit-abcdef"}
     assert parse_command("revoke jit-abcdef-2") == commands.RevokeCommand("jit-abcdef-2")
+
+
+def test_an_id_that_is_not_a_part_is_not_read_as_another_requests_part() -> None:
+    """Markers at the load balancer may carry odd ids (`jit-[a-z0-9]{1,32}`): only `<request id>-1` … `-5` is a
+    part, so a sweep record never names an unrelated request as `request_id`."""
+    assert requests.audit_ids("jit-abcdefghij") == {"request_id": "jit-abcdefghij"}
+    assert requests.group_of("jit-abcdef7") == "jit-abcdef7"
+    assert requests.group_of("jit-abcdef-6") == "jit-abcdef-6"
+    assert requests.group_of("jit-abcdef-12") == "jit-abcdef-12"
+
+
+def test_five_long_targets_denied_with_the_longest_reasons_stay_valid_block_kit() -> None:
+    """Five targets with 62-character names, 300-emoji descriptions, 40 approvers each and 500-emoji reasons: the
+    card, the denied notices, the creation notice and both modals stay within Block Kit's limits."""
+    emoji = "\U0001f600"  # two UTF-16 units
+    raw = valid()
+    base = raw["targets"].pop("lb-prod")
+    raw["targets"] = {
+        f"{i}" + "x" * 62: {**base, "description": emoji * 300, "deny_reason": "optional"} for i in range(5)
+    }
+    pol = parse_policy(raw)
+    names = ",".join(pol.targets)
+    reason = emoji * 500
+    parts = commands.build_group(pol, "U0DEV1", RequestCommand(names, None, None, reason), NOW)("jit-abcdef")
+    approvers = {p.id: [f"U0APPROVER{i:03d}" for i in range(40)] for p in parts}
+    targets = {p.target: pol.targets[p.target] for p in parts}
+    assert block_kit_errors(cards.group_card(parts, targets, approvers).blocks) == []
+    denied = [requests.deny(p, "U0APPROVER1", NOW, emoji * 500) for p in parts]
+    assert block_kit_errors(cards.group_card(denied, targets, approvers).blocks) == []
+    for p in denied:
+        assert block_kit_errors(sentences.denied_message(p).blocks) == []
+        assert block_kit_errors(sentences.again_message(p, sentences.denied_message(p)).blocks) == []
+    created = sentences.created_several_message(parts, ["C0A", "C0B", "C0C", "C0D", "C0E"])
+    assert block_kit_errors(created.blocks) == []
+    assert view_errors(views.deny_modal(parts[0], True, ("C0A", "1.2"))) == []
+    form = views.request_modal(targets, names, None, None, reason)
+    assert view_errors(form) == [], view_errors(form)
 
 
 def parts_of(count: int, reason: str) -> tuple[list[AccessRequest], Any]:

@@ -1,0 +1,219 @@
+"""A review of several targets in one request: each target's App Home buttons act on that target only, a typed
+deny reason stays plain text on the card, and crafted clicks, forms, limits and lockdown treat every part alike."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jit_lb.access.requests import AccessRequest, Status
+from slack_out.home import home_of
+from slack_out.views import field_values
+from tests.service.world import World, id_in
+from workers import jobs, lockdown, notices
+
+
+async def asked(world: World, text: str, user: str = "U0DEV1") -> list[AccessRequest]:
+    group = id_in(await world.ask(user, text))
+    assert [group] == world.outbox()
+    assert notices.announce(group) == "posted"
+    return world.rt.store.parts(group)
+
+
+def click(world: World, user: str, action: str, part: AccessRequest, reason: str | None = None) -> None:
+    assert part.card_channel is not None and part.card_ts is not None
+    world.decisions.decide(user, action, part.visible_id, (part.card_channel, part.card_ts), reason)
+
+
+def home_items(world: World, user: str) -> list[tuple[str, str, str]]:
+    """(the item's head text, action_id, value) of each App Home button, as `user`'s home shows it now."""
+    view = home_of(world.rt, user, world.rt.store.open_requests())
+    found: list[tuple[str, str, str]] = []
+    head = ""
+    for block in view["blocks"]:
+        if block["type"] == "section":
+            head = block["text"]["text"]
+        if block["type"] == "actions":
+            found += [(head, e["action_id"], e["value"]) for e in block["elements"]]
+    return found
+
+
+def mrkdwn_texts(blocks: list[dict[str, Any]]) -> list[str]:
+    """Every mrkdwn text of the blocks (section text, fields, context elements)."""
+    texts: list[str] = []
+    for block in blocks:
+        for obj in [block.get("text"), *block.get("fields", []), *block.get("elements", [])]:
+            if isinstance(obj, dict) and obj.get("type") == "mrkdwn":
+                texts.append(str(obj["text"]))
+    return texts
+
+
+# --- the App Home's Approve / Deny on one target's extension act on that extension only -------------------------
+
+
+async def test_home_approve_on_an_extension_item_approves_only_that_extension(world: World) -> None:
+    """lb-prod granted and asking for 10 more minutes; lb-two still waits for its second approval. U0APPROVER2's
+    home shows two items: `lb-prod` "asks to extend by 10m" and `lb-two` "waiting". Approve on the *extension* item
+    must count for the extension of lb-prod, never grant lb-two."""
+    prod, two = await asked(world, "request lb-prod,lb-two 30m debugging 502s")
+    click(world, "U0APPROVER1", "jit_approve", prod)  # lb-prod 1 of 1 (approved), lb-two 1 of 2
+    assert jobs.grant_access(prod.id) == "granted"
+    world.rt.queue.empty()
+    assert "Asked to extend" in await world.ask("U0DEV1", f"extend {prod.group} 10m still digging")
+    world.outbox()
+    assert notices.announce(str(prod.group)) == "posted"
+
+    items = home_items(world, "U0APPROVER2")
+    extension_item = [(head, action, value) for head, action, value in items if "asks to extend" in head]
+    assert extension_item, items
+    head, _, value = next(i for i in extension_item if i[1] == "jit_approve")
+    assert "`lb-prod`" in head
+
+    world.decisions.decide("U0APPROVER2", "jit_approve", value, None)  # Approve on the lb-prod extension item
+
+    assert world.rt.store.get(two.id).status is Status.PENDING, "Approve on lb-prod's extension approved lb-two"
+    assert world.rt.store.get(prod.id).extension is None  # the extension it showed was the one approved
+
+
+async def test_home_deny_on_an_extension_item_does_not_deny_another_targets_request(world: World) -> None:
+    prod, two = await asked(world, "request lb-prod,lb-two 30m debugging 502s")
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    assert jobs.grant_access(prod.id) == "granted"
+    world.rt.queue.empty()
+    assert "Asked to extend" in await world.ask("U0DEV1", f"extend {prod.group} 10m still digging")
+    world.outbox()
+    assert notices.announce(str(prod.group)) == "posted"
+    items = home_items(world, "U0APPROVER2")
+    _, _, value = next(i for i in items if "asks to extend" in i[0] and i[1] == "jit_deny")
+
+    world.decisions.decide("U0APPROVER2", "jit_deny", value, None)  # Deny on the lb-prod extension item
+
+    assert world.rt.store.get(two.id).status is Status.PENDING, "Deny on lb-prod's extension denied lb-two's request"
+
+
+async def test_an_approver_of_one_target_can_approve_its_extension_from_the_home(world: World) -> None:
+    """U0APPROVER3 approves lb-broken only. lb-broken granted, extending; lb-prod still pending: the home's
+    Approve on lb-broken's extension counts for that extension (it was once read as a click on the pending lb-prod,
+    and refused)."""
+    world.edit_policy(lambda p: p["targets"]["lb-broken"].update(grant=p["targets"]["lb-prod"]["grant"]))
+    _, broken = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
+    click(world, "U0APPROVER3", "jit_approve", broken)
+    assert jobs.grant_access(broken.id) == "granted"
+    world.rt.queue.empty()
+    assert "Asked to extend" in await world.ask("U0DEV1", f"extend {broken.group} 10m still digging")
+    world.outbox()
+    assert notices.announce(str(broken.group)) == "posted"
+    _, _, value = next(i for i in home_items(world, "U0APPROVER3") if i[1] == "jit_approve")
+
+    world.decisions.decide("U0APPROVER3", "jit_approve", value, None)
+
+    assert world.rt.store.get(broken.id).extension is None, world.audit(str(broken.group))[-1]
+
+
+# --- the App Home's End now on one target's item ends that target only ---------------------------------------
+
+
+async def test_home_end_now_on_one_targets_item_ends_that_target_only(world: World) -> None:
+    world.edit_policy(lambda p: p["targets"]["lb-broken"].update(grant=p["targets"]["lb-prod"]["grant"]))
+    prod, broken = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    click(world, "U0APPROVER3", "jit_approve", broken)
+    assert (jobs.grant_access(prod.id), jobs.grant_access(broken.id)) == ("granted", "granted")
+    world.rt.queue.empty()
+    head, _, value = next(i for i in home_items(world, "U0DEV1") if i[1] == "jit_revoke" and "`lb-prod`" in i[0])
+
+    world.forms.home_revoke("U0DEV1", value)  # End now, on the item that names lb-prod
+
+    revoked = [args[0] for _, args in world.queued()]
+    assert revoked == [prod.id], f"End now on the `lb-prod` item ({head!r}) queued revokes of {revoked}"
+
+
+# --- a typed deny reason on the card of several targets is plain text --------------------------------------------
+
+
+async def test_a_deny_reason_on_the_group_card_is_plain_text(world: World) -> None:
+    """docs/CONTRACT §5: text a person typed can neither format nor link the card. The card of several targets
+    shows a typed deny reason as plain_text, as the card of one target does, never in the target's mrkdwn line."""
+    world.edit_policy(lambda p: p["targets"]["lb-prod"].update(deny_reason="optional"))
+    prod, _ = await asked(world, "request lb-prod,lb-two 30m debugging 502s")
+    typed = "*URGENT* ~revoked~ see https://evil.example/sso `now`"
+    click(world, "U0APPROVER1", "jit_deny", prod, reason=typed)
+    assert world.rt.store.get(prod.id).status is Status.DENIED
+    card = world.slack.message(str(prod.card_channel), str(prod.card_ts))
+    assert card is not None
+    leaked = [t for t in mrkdwn_texts(card["blocks"]) if "evil.example" in t]
+    assert leaked == [], leaked
+
+
+# --- lockdown ends every part; a part id in a crafted click, form, limit: the same rules as the request -----------
+
+
+async def test_lockdown_ends_every_part(world: World) -> None:
+    world.edit_policy(lambda p: p["targets"]["lb-broken"].update(grant=p["targets"]["lb-prod"]["grant"]))
+    world.edit_policy(lambda p: p.update(admins=["U0ADMIN"]))
+    prod, _, _ = await asked(world, "request lb-prod,lb-two,lb-broken 30m debugging 502s")
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    assert jobs.grant_access(prod.id) == "granted"
+    answer = await world.ask("U0ADMIN", "lockdown on incident 42")
+    while lockdown.enforce_lockdown():  # clearing jobs, then each grant's revoke and each pending's cancel
+        world.work()
+    states = {p.target: p.status for p in world.rt.store.parts(str(prod.group))}
+    assert states == {"lb-prod": Status.REVOKED, "lb-two": Status.CANCELLED, "lb-broken": Status.CANCELLED}, (
+        answer,
+        states,
+    )
+    assert world.rules_of(prod.id) == []
+
+
+async def test_part_ids_in_crafted_clicks_obey_the_same_rules(world: World) -> None:
+    prod, two = await asked(world, "request lb-prod,lb-two 30m debugging 502s")
+    group = str(prod.group)
+    card = (str(prod.card_channel), str(prod.card_ts))
+    world.decisions.decide("U0DEV1", "jit_approve", prod.id, card)  # the requester, by part id, on the card
+    world.decisions.decide("U0DEV1", "jit_approve", two.id, None)  # the requester, by part id, from a home
+    world.decisions.decide("U0APPROVER3", "jit_approve", prod.id, card)  # lb-broken's approver
+    world.decisions.decide("U0APPROVER3", "jit_approve", prod.id, None)
+    world.decisions.decide("U0APPROVER1", "jit_approve", two.id, ("C0APPROVALS", "1.2"))  # not its card
+    assert [p.status for p in world.rt.store.parts(group)] == [Status.PENDING, Status.PENDING]
+    assert all(p.approvals == () for p in world.rt.store.parts(group))
+    assert "revoke" in json.dumps(await world.ask("U0APPROVER3", f"revoke {prod.id}"))
+
+
+def submission(options: list[str]) -> dict[str, str]:
+    state = {
+        "values": {
+            "target": {"target": {"type": "multi_static_select", "selected_options": [{"value": v} for v in options]}},
+            "duration": {"duration": {"type": "static_select", "selected_option": {"value": "30m"}}},
+            "reason": {"reason": {"type": "plain_text_input", "value": "OPS-1 both"}},
+        }
+    }
+    return field_values(state)
+
+
+async def test_the_modal_refuses_six_duplicates_and_smuggled_commas(world: World) -> None:
+    world.edit_policy(lambda p: p["targets"].update({f"lb-x{i}": dict(p["targets"]["lb-prod"]) for i in range(5)}))
+    for options in (
+        ["lb-prod", "lb-x0", "lb-x1", "lb-x2", "lb-x3", "lb-x4"],
+        ["lb-prod", "lb-prod"],
+        ["lb-prod,lb-two", "lb-two"],
+        ["lb-prod,lb-x0,lb-x1,lb-x2,lb-x3,lb-x4"],
+        ["lb-prod,"],
+        ["lb-prod", "lb-two"],  # lb-two: U0DEV2 may not request it
+    ):
+        errors = await world.forms.submit_request("U0DEV2", submission(options))
+        assert isinstance(errors, dict) and "target" in errors, (options, errors)
+    assert world.rt.store.open_requests() == [] and world.outbox() == []
+
+
+async def test_group_creation_is_all_or_nothing_under_limits_and_lockdown(world: World) -> None:
+    world.edit_policy(lambda p: (p.setdefault("limits", {}).update(pending_per_user=1), p.update(admins=["U0ADMIN"])))
+    await asked(world, "request lb-prod,lb-two 30m first")
+    answer = await world.ask("U0DEV1", "request lb-prod,lb-two 30m second")
+    assert "pending" in answer, answer
+    assert len(world.rt.store.open_requests()) == 2 and world.outbox() == []
+    await world.ask("U0ADMIN", "lockdown on incident")
+    world.work()
+    world.edit_policy(lambda p: p.setdefault("limits", {}).update(pending_per_user=5))
+    answer = await world.ask("U0DEV1", "request lb-prod,lb-two 30m third")
+    assert "locked down" in answer, answer
+    assert [r for r in world.rt.store.open_requests() if r.status is Status.PENDING] == []
