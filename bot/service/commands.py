@@ -121,24 +121,33 @@ class CommandService:
             _several_with_mfa(build) if mfa else build, policy.limits.pending_per_user
         )
         group = parts[0].visible_id
+        recorded: list[AccessRequest] = []
         try:
             for part in parts:
                 await self.rt.audit.request_event_async(
                     "request.created", part, actor=user, pending_until=part.pending_until, mfa=mfa or None
                 )
+                recorded.append(part)
         except AuditUnavailableError:
             await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+            # A part whose request.created was written is closed in the log too, never left open there.
+            await self._cancelled(recorded, "the audit log failed part-way through the request's records; taken back")
             raise
         try:
             await store.announce_async(group)
         except StoreUnavailableError:
             await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
-            why = "no Redis replica confirmed the request; taken back, the requester was told to try again"
-            for part in parts:
-                await self.rt.audit.request_event_async("request.cancelled", part, actor="system", why=why, must=True)
+            await self._cancelled(
+                parts, "no Redis replica confirmed the request; taken back, the requester was told to try again"
+            )
             raise
         channels = sorted({policy.channel_for(policy.targets[part.target]) for part in parts})
         return Reply(sentences.submitted_several_reply(parts, channels))
+
+    async def _cancelled(self, parts: list[AccessRequest], why: str) -> None:
+        """The records closing the `request.created` of parts taken back (kept in the spool while the log fails)."""
+        for part in parts:
+            await self.rt.audit.request_event_async("request.cancelled", part, actor="system", why=why, must=True)
 
     async def _take_back(self, request: AccessRequest) -> None:
         """A request a replica did not confirm (a failover under way) is taken back, as if never stored, and
@@ -248,6 +257,13 @@ class CommandService:
             )
             for part in parts
         ]
+        # All or nothing: refused up front, before any part's extension is set, when any part already has one waiting.
+        waiting = [part for part in parts if part.extension is not None]
+        if waiting:
+            names = ", ".join(f"`{part.target}`" for part in waiting)
+            raise TransitionError(
+                f"{parsed.request_id} already has an extension waiting for approval on {names}; nothing was asked"
+            )
         asking = [target for _, target in judged if target.require_mfa]
         if asking and not mfa and self.mfa.due(user, asking[0]):
             intent = ExtendIntent(request=parsed.request_id, duration=parsed.duration, reason=parsed.reason)

@@ -38,6 +38,26 @@ def home_items(world: World, user: str) -> list[tuple[str, str, str]]:
     return found
 
 
+async def extending(world: World, part: AccessRequest) -> None:
+    """`part` granted by its job, then its request asks for 10 more minutes and the extension card is posted."""
+    assert jobs.grant_access(part.id) == "granted"
+    world.rt.queue.empty()
+    assert "Asked to extend" in await world.ask("U0DEV1", f"extend {part.group} 10m still digging")
+    world.outbox()
+    assert notices.announce(str(part.group)) == "posted"
+
+
+async def both_granted(world: World) -> list[AccessRequest]:
+    """lb-prod and lb-broken (given lb-prod's grant) requested together, each approved by its approver, granted."""
+    world.edit_policy(lambda p: p["targets"]["lb-broken"].update(grant=p["targets"]["lb-prod"]["grant"]))
+    prod, broken = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
+    click(world, "U0APPROVER1", "jit_approve", prod)
+    click(world, "U0APPROVER3", "jit_approve", broken)
+    assert (jobs.grant_access(prod.id), jobs.grant_access(broken.id)) == ("granted", "granted")
+    world.rt.queue.empty()
+    return [prod, broken]
+
+
 def mrkdwn_texts(blocks: list[dict[str, Any]]) -> list[str]:
     """Every mrkdwn text of the blocks (section text, fields, context elements)."""
     texts: list[str] = []
@@ -57,11 +77,7 @@ async def test_home_approve_on_an_extension_item_approves_only_that_extension(wo
     must count for the extension of lb-prod, never grant lb-two."""
     prod, two = await asked(world, "request lb-prod,lb-two 30m debugging 502s")
     click(world, "U0APPROVER1", "jit_approve", prod)  # lb-prod 1 of 1 (approved), lb-two 1 of 2
-    assert jobs.grant_access(prod.id) == "granted"
-    world.rt.queue.empty()
-    assert "Asked to extend" in await world.ask("U0DEV1", f"extend {prod.group} 10m still digging")
-    world.outbox()
-    assert notices.announce(str(prod.group)) == "posted"
+    await extending(world, prod)
 
     items = home_items(world, "U0APPROVER2")
     extension_item = [(head, action, value) for head, action, value in items if "asks to extend" in head]
@@ -78,11 +94,7 @@ async def test_home_approve_on_an_extension_item_approves_only_that_extension(wo
 async def test_home_deny_on_an_extension_item_does_not_deny_another_targets_request(world: World) -> None:
     prod, two = await asked(world, "request lb-prod,lb-two 30m debugging 502s")
     click(world, "U0APPROVER1", "jit_approve", prod)
-    assert jobs.grant_access(prod.id) == "granted"
-    world.rt.queue.empty()
-    assert "Asked to extend" in await world.ask("U0DEV1", f"extend {prod.group} 10m still digging")
-    world.outbox()
-    assert notices.announce(str(prod.group)) == "posted"
+    await extending(world, prod)
     items = home_items(world, "U0APPROVER2")
     _, _, value = next(i for i in items if "asks to extend" in i[0] and i[1] == "jit_deny")
 
@@ -98,11 +110,7 @@ async def test_an_approver_of_one_target_can_approve_its_extension_from_the_home
     world.edit_policy(lambda p: p["targets"]["lb-broken"].update(grant=p["targets"]["lb-prod"]["grant"]))
     _, broken = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
     click(world, "U0APPROVER3", "jit_approve", broken)
-    assert jobs.grant_access(broken.id) == "granted"
-    world.rt.queue.empty()
-    assert "Asked to extend" in await world.ask("U0DEV1", f"extend {broken.group} 10m still digging")
-    world.outbox()
-    assert notices.announce(str(broken.group)) == "posted"
+    await extending(world, broken)
     _, _, value = next(i for i in home_items(world, "U0APPROVER3") if i[1] == "jit_approve")
 
     world.decisions.decide("U0APPROVER3", "jit_approve", value, None)
@@ -114,12 +122,7 @@ async def test_an_approver_of_one_target_can_approve_its_extension_from_the_home
 
 
 async def test_home_end_now_on_one_targets_item_ends_that_target_only(world: World) -> None:
-    world.edit_policy(lambda p: p["targets"]["lb-broken"].update(grant=p["targets"]["lb-prod"]["grant"]))
-    prod, broken = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
-    click(world, "U0APPROVER1", "jit_approve", prod)
-    click(world, "U0APPROVER3", "jit_approve", broken)
-    assert (jobs.grant_access(prod.id), jobs.grant_access(broken.id)) == ("granted", "granted")
-    world.rt.queue.empty()
+    prod, _ = await both_granted(world)
     head, _, value = next(i for i in home_items(world, "U0DEV1") if i[1] == "jit_revoke" and "`lb-prod`" in i[0])
 
     world.forms.home_revoke("U0DEV1", value)  # End now, on the item that names lb-prod
@@ -143,6 +146,54 @@ async def test_a_deny_reason_on_the_group_card_is_plain_text(world: World) -> No
     assert card is not None
     leaked = [t for t in mrkdwn_texts(card["blocks"]) if "evil.example" in t]
     assert leaked == [], leaked
+
+
+# --- a group extension is all or nothing ---------------------------------------------------------------------------
+
+
+async def test_a_refused_group_extension_leaves_no_extension_behind(world: World) -> None:
+    """`/jit extend <part-2>` then `/jit extend <group>`: the second is refused (lb-broken already waits), naming
+    it, and sets nothing: lb-prod keeps no extension that no card was ever posted for."""
+    prod, broken = await both_granted(world)
+    assert "Asked to extend" in await world.ask("U0DEV1", f"extend {broken.id} 10m part two only")
+    world.outbox()
+
+    answer = await world.ask("U0DEV1", f"extend {prod.group} 10m both")
+
+    assert "already has an extension waiting" in answer and "`lb-broken`" in answer, answer
+    assert world.rt.store.get(prod.id).extension is None, "a refused extend left lb-prod's extension stored"
+
+
+# --- a request taken back when the log fails part-way leaves no open request.created -----------------------------
+
+
+async def test_a_group_whose_second_created_record_fails_leaves_no_orphan_created_record(world: World) -> None:
+    """The log fails after the first part's `request.created`: the request is taken back (nothing stored), and
+    part 1's `request.created` is closed by a `request.cancelled`, so no auditor's report shows it open."""
+    audit = world.rt.audit
+    original = audit.request_event_async
+    calls = 0
+
+    async def then_full(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            audit.destination = "/dev/full"  # the disk fills between the two records
+        await original(*args, **kwargs)
+
+    working = audit.destination
+    audit.request_event_async = then_full  # type: ignore[method-assign]
+    answer = await world.ask("U0DEV1", "request lb-prod,lb-two 30m debugging 502s")
+    audit.request_event_async = original  # type: ignore[method-assign]
+    audit.destination = working
+    assert "audit log cannot be written" in answer, answer
+    assert audit.flush()  # a must record is kept while the log fails, and written once it takes writes again
+    assert world.rt.store.open_requests() == []
+    created = [r for r in world.audit() if r["event"] == "request.created"]
+    closers = {"request.cancelled", "request.refused"}
+    closed = {r.get("part") for r in world.audit() if r["event"] in closers}
+    orphans = [r["part"] for r in created if r["part"] not in closed]
+    assert orphans == [], f"created records of parts never stored nor closed: {orphans}"
 
 
 # --- lockdown ends every part; a part id in a crafted click, form, limit: the same rules as the request -----------
