@@ -71,16 +71,25 @@ class DecisionService:
                 return
             if self.rt.store.lockdown() is not None:
                 raise ApprovalError("jit-lb is locked down: no approval counts until an admin lifts it")
-            # Every code asked for before any approval counts: one code covers the click, on every target.
-            proven = [self._stepped_up(user, part, mfa) for part in parts]
+            # One code covers the click, on every target; a target wanting a code the click has not got does not
+            # count (named to the clicker), the targets of the click that want none still do.
             refusals: list[JitError] = []
-            for part, with_mfa in zip(parts, proven, strict=True):
+            unproven: list[JitError] = []
+            proven: list[tuple[AccessRequest, bool]] = []
+            for part in parts:
+                try:
+                    proven.append((part, self._stepped_up(user, part, mfa)))
+                except ApprovalError as err:
+                    unproven.append(err)
+            for part, with_mfa in proven:
                 try:
                     (self._approve_extension if is_extension else self._approve)(user, part, with_mfa)
                 except (ApprovalError, TransitionError) as err:
                     refusals.append(err)  # another target of the click may still count
-            if len(refusals) == len(parts):
-                raise refusals[0]
+            if len(refusals) == len(proven):
+                raise (unproven or refusals)[0]
+            if unproven:
+                self._refused(user, action_id, value, unproven[0], card)
         except JitError as err:
             self._refused(user, action_id, value, err, card)
 
@@ -176,6 +185,12 @@ class DecisionService:
             return mfa
         if mfa or not self.mfa.due(user, target):
             return True
+        enrolment = self.rt.mfa.enrolment(user)
+        if enrolment is None or not enrolment.confirmed:
+            raise ApprovalError(
+                f"`{request.target}` requires a one-time code to approve, and you are not enrolled: "
+                "`/jit mfa enroll` sets it up"
+            )
         raise ApprovalError(f"`{request.target}` requires a one-time code to approve: click Approve again to enter it")
 
     def deny_form(self, user: str, value: str, card: Card | None) -> View | None:

@@ -373,3 +373,42 @@ async def test_one_code_covers_a_request_of_several_targets_and_one_approvers_cl
     world.slack.wait_for(lambda: world.rt.store.get(two.id).approvers == ["U0APPROVER1"])
     approved = [(r["target"], r["mfa"]) for r in world.audit(group) if r["event"] == "request.approved"]
     assert approved == [("lb-prod", True), ("lb-two", True)]
+
+
+# A request of several targets, lb-prod requiring MFA beside lb-two requiring none.
+
+
+async def _several_made(world: World) -> tuple[str, tuple[str, str]]:
+    enrol(world, "U0DEV1")  # proven for the window: the request is made at once, with MFA
+    answer = (await world.commands.command("U0DEV1", "request lb-prod,lb-two 30m debugging", None)).text
+    [group] = world.outbox()
+    assert notices.announce(group) == "posted", answer
+    prod, _ = world.rt.store.parts(group)
+    return group, (str(prod.card_channel), str(prod.card_ts))
+
+
+async def test_a_click_without_a_code_counts_for_no_target_needing_one(mfa_world: World) -> None:
+    """A request of lb-prod (requires MFA) and lb-two: an enrolled approver not proven now, clicking past the modal
+    (a crafted click, no code), does not approve lb-prod."""
+    world = mfa_world
+    group, card = await _several_made(world)
+    enrol(world, "U0APPROVER1")
+    world.rt.store.redis.delete("jit:mfa:proven:U0APPROVER1")
+    assert world.decisions.approve_form("U0APPROVER1", group, card) is not None
+    world.decisions.decide("U0APPROVER1", "jit_approve", group, card)  # a crafted click, no code
+    prod, _ = world.rt.store.parts(group)
+    assert prod.approvals == () and prod.status is Status.PENDING
+
+
+async def test_an_approver_without_mfa_still_approves_the_target_that_needs_none(mfa_world: World) -> None:
+    """U0APPROVER2 never enrolled: their click cannot count for lb-prod, but counts for lb-two (docs: a click
+    counts for each target its clicker may approve); they are told lb-prod wants a code, and the refusal is recorded."""
+    world = mfa_world
+    group, card = await _several_made(world)
+    assert world.decisions.approve_form("U0APPROVER2", group, card) is None  # MfaError swallowed: no modal
+    world.decisions.decide("U0APPROVER2", "jit_approve", group, card)
+    prod, two = world.rt.store.parts(group)
+    assert [a.user for a in two.approvals] == ["U0APPROVER2"], world.audit(group)[-1]["why"]
+    assert prod.approvals == () and prod.status is Status.PENDING
+    refused = [r for r in world.audit(group) if r["event"] == "approval.refused"]
+    assert [r["actor"] for r in refused] == ["U0APPROVER2"] and "`lb-prod`" in refused[0]["why"], refused
