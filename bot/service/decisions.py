@@ -231,6 +231,8 @@ class DecisionService:
         reason = values.get("reason", "").strip()
         for request in self._parts_or_none(request_id):
             target = self.rt.policy.target_for(request.target)
+            if request.status is not Status.PENDING or not self.rt.approvers.may_approve(user, target):
+                continue  # a target this denial does not reach: its rule on reasons does not apply
             if target is not None and target.deny_reason == "required" and not reason:
                 return {"reason": f"`{request.target}` asks whoever denies a request to say why"}, None
         if len(reason) > views.MAX_REASON:

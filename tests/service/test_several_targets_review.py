@@ -164,6 +164,29 @@ async def test_a_refused_group_extension_leaves_no_extension_behind(world: World
     assert world.rt.store.get(prod.id).extension is None, "a refused extend left lb-prod's extension stored"
 
 
+async def test_a_deny_needs_a_reason_only_when_a_target_it_denies_asks_for_one(world: World) -> None:
+    """lb-prod requires a reason to deny, lb-broken does not: U0APPROVER3, who approves lb-broken only, denies
+    the request without a reason, and lb-broken alone is denied; U0APPROVER1 (lb-prod) still must say why."""
+    world.edit_policy(lambda p: p["targets"]["lb-prod"].update(deny_reason="required"))
+    world.edit_policy(lambda p: p["targets"]["lb-broken"].update(deny_reason="optional"))
+    prod, broken = await asked(world, "request lb-prod,lb-broken 30m debugging 502s")
+    card = (str(broken.card_channel), str(broken.card_ts))
+    view = world.decisions.deny_form("U0APPROVER3", str(prod.group), card)
+    assert view is not None
+    errors, order = world.decisions.check_deny("U0APPROVER3", view["private_metadata"], {"reason": ""})
+    assert errors == {} and order is not None, errors
+    world.decisions.deny("U0APPROVER3", order)
+    assert (world.rt.store.get(prod.id).status, world.rt.store.get(broken.id).status) == (
+        Status.PENDING,
+        Status.DENIED,
+    )
+    card = (str(prod.card_channel), str(prod.card_ts))
+    view = world.decisions.deny_form("U0APPROVER1", str(prod.group), card)
+    assert view is not None
+    errors, _ = world.decisions.check_deny("U0APPROVER1", view["private_metadata"], {"reason": ""})
+    assert errors == {"reason": "`lb-prod` asks whoever denies a request to say why"}
+
+
 # --- a request taken back when the log fails part-way leaves no open request.created -----------------------------
 
 
