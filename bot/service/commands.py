@@ -210,7 +210,7 @@ class CommandService:
         self.rt.audit.record(
             "request.refused",
             actor=user,
-            target=_target_word(text),
+            **requests.target_fields(_target_word(text)),
             text=text[:500],
             why=str(err),
             more_counted=isinstance(err, LimitError) or None,

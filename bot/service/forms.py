@@ -23,7 +23,7 @@ from jit_lb.access.commands import BreakGlassCommand, ExtendCommand, RequestComm
 from jit_lb.access.durations import parse_duration
 from jit_lb.access.errors import CommandError, JitError, NotFoundError
 from jit_lb.access.policy import Target, host_address
-from jit_lb.access.requests import ID_PATTERN, AccessRequest, Status
+from jit_lb.access.requests import ID_PATTERN, AccessRequest, Status, target_fields
 from jit_lb.access.schedules import parse_start
 from jit_lb.access.stepup import (
     ApproveIntent,
@@ -243,7 +243,7 @@ class FormService:
         self.rt.audit.record(
             "request.refused",
             actor=user,
-            target=values.get("target", "")[:64] or None,
+            **target_fields(values.get("target", "")[:400] or None),
             via="modal",
             text=json.dumps(values)[:500],
             why="; ".join(f"{block}: {message}" for block, message in errors.items()),

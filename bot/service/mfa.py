@@ -17,6 +17,7 @@ from jit_lb.access.durations import format_duration
 from jit_lb.access.errors import CommandError, JitError, MfaError
 from jit_lb.access.mfa import SECRET_GRACE, Enrolment, matching_step, new_secret
 from jit_lb.access.policy import Target
+from jit_lb.access.requests import target_fields
 from jit_lb.access.stepup import EnrollIntent, ResetIntent, StepUpIntent, read_intent
 from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
@@ -206,7 +207,8 @@ class MfaService:
                 self.rt.audit.record("mfa.enrolled", actor=user, target=None)
                 self.rt.mfa.save(confirmed)
                 self._forget_now(user)  # the DM and the QR code have served: they go now
-            self.rt.audit.record("mfa.verified", actor=user, target=getattr(intent, "target", None), purpose=kind)
+            named = target_fields(getattr(intent, "target", None))
+            self.rt.audit.record("mfa.verified", actor=user, **named, purpose=kind)
             self.rt.mfa.prove(user, rules.window)
         except JitError as err:
             return {"code": sentences.error_reply(err, bare=True)}

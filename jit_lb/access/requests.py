@@ -273,6 +273,14 @@ def audit_ids(request_id: str) -> dict[str, str]:
     return {"request_id": visible} | ({"part": request_id} if visible != request_id else {})
 
 
+def target_fields(names: str | None) -> dict[str, Any]:
+    """How a record names targets given as typed (a command's, a form's, a step-up's): `target` for one, `targets`
+    for a comma-joined list of several (as other records of a request of several targets do)."""
+    if names and "," in names:
+        return {"target": None, "targets": [name for name in names.split(",") if name][: MAX_TARGETS + 1]}
+    return {"target": names}
+
+
 def approve(request: AccessRequest, who: str, now: datetime, mfa: bool = False) -> AccessRequest:
     """Count `who`'s approval; the request turns `approved` once enough distinct approvers agree.
 

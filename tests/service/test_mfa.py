@@ -364,6 +364,14 @@ async def test_one_code_covers_a_request_of_several_targets_and_one_approvers_cl
     assert notices.announce(group) == "posted"
     prod, two = world.rt.store.parts(group)
     assert prod.requested_with_mfa and two.requested_with_mfa
+    verified = [
+        (r.get("target"), r.get("targets"), r["purpose"]) for r in world.audit() if r["event"] == "mfa.verified"
+    ]
+    assert verified[-1] == (
+        None,
+        ["lb-prod", "lb-two"],
+        "request",
+    )  # each target named, never one comma-joined `target`
     card = (str(prod.card_channel), str(prod.card_ts))
 
     view = world.decisions.approve_form("U0APPROVER1", group, card)

@@ -187,6 +187,17 @@ async def test_a_deny_needs_a_reason_only_when_a_target_it_denies_asks_for_one(w
     assert errors == {"reason": "`lb-prod` asks whoever denies a request to say why"}
 
 
+async def test_a_refused_request_of_several_targets_names_each_target_in_its_record(world: World) -> None:
+    """A refused command and a refused form of several targets: the `request.refused` record names `targets`, a
+    list as other records of such a request carry it, never one comma-joined `target`."""
+    answer = await world.ask("U0DEV1", "request lb-prod,lb-nope 30m debugging")
+    assert "lb-nope" in answer, answer
+    errors = await world.forms.submit_request("U0DEV2", submission(["lb-prod", "lb-two"]))
+    assert isinstance(errors, dict) and "target" in errors, errors
+    refused = [(r.get("target"), r.get("targets")) for r in world.audit() if r["event"] == "request.refused"]
+    assert refused == [(None, ["lb-prod", "lb-nope"]), (None, ["lb-prod", "lb-two"])], refused
+
+
 # --- a request taken back when the log fails part-way leaves no open request.created -----------------------------
 
 
