@@ -86,8 +86,11 @@ class ReconcileLoop(threading.Thread):
         reconcile.record_refusal_summaries()
         reconcile.enqueue_due()
         if self.rt.store.take_turn("sweep", self.holder, self.rt.settings.jit_sweep_interval):
-            # The turn comes once an interval; a sweep longer than that still runs alone.
-            with self.rt.store.running("sweep") as alone:
+            # The turn comes once an interval; a sweep longer than that still runs alone. The hold lasts about an
+            # interval (2 to 10 s, renewed while the sweep runs), so a worker killed mid-sweep delays the others'
+            # next sweep by no more than that.
+            interval = self.rt.settings.jit_sweep_interval
+            with self.rt.store.running("sweep", seconds=min(10.0, max(2.0, interval))) as alone:
                 if not alone:
                     return
                 started = time.monotonic()
