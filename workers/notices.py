@@ -11,7 +11,9 @@ only the person who clicked or typed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from jit_lb.access import autoapprove, requests
@@ -381,72 +383,95 @@ def _show(context: WorkerContext, request: AccessRequest, *, extension: bool) ->
         (show_extension_card if extension else show_card)(context, request.id)
 
 
-def show_card(context: WorkerContext, request_id: str) -> None:
-    """Edit the request's card to the store's state now, and again while that state changes under the edit.
+# What a card should show now, by card, each with the edit that sends exactly that; none when there is no card.
+Wanted = dict[Any, tuple[Message, Callable[[], Message | None]]]
+
+
+def _edit_until_settled(wanted: Callable[[], Wanted]) -> None:
+    """Edit each card to the store's state now, and again while that state changes under the edit (at most
+    CARD_EDITS rounds).
 
     Another worker may be editing the same card from an older read, and its edit may land after this one;
     reading the store again after each edit and editing once more when the card would show something else
     leaves the card with the newest state, whichever edit lands last.
     """
-    rt, notifier = context.rt, context.notifier
-    shown: Message | None = None
+    shown: dict[Any, Message | None] = {}
     for _ in range(CARD_EDITS):
+        stale = [(card, edit) for card, (message, edit) in wanted().items() if shown.get(card) != message]
+        if not stale:
+            return
+        for card, edit in stale:
+            shown[card] = edit()
+
+
+def show_card(context: WorkerContext, request_id: str) -> None:
+    """Edit the request's card to the store's state now, and again while that state changes under the edit."""
+    rt, notifier = context.rt, context.notifier
+
+    def wanted() -> Wanted:
         request = rt.store.find(request_id)
         if request is None or request.card_ts is None:
-            return
+            return {}
         approvers = card_approvers(rt, request)
-        if notifier.card(request, approvers) == shown:
-            return
-        shown = notifier.update_card(request, approvers)
+        return {request.card_ts: (notifier.card(request, approvers), lambda: notifier.update_card(request, approvers))}
+
+    _edit_until_settled(wanted)
 
 
 def _show_group_cards(context: WorkerContext, group: str) -> None:
     """`show_card` for a request of several targets: every card of it (one an approver channel) edited to show every
     target's state now, again while that state changes under the edits."""
     rt, notifier = context.rt, context.notifier
-    shown: dict[tuple[str, str], Message] = {}
-    for _ in range(CARD_EDITS):
+
+    def wanted() -> Wanted:
         parts = rt.store.parts(group)
         approvers = {part.id: card_approvers(rt, part) for part in parts}
         message = notifier.card_of_several(parts, approvers)
         posted = sorted({(p.card_channel, p.card_ts) for p in parts if p.card_channel and p.card_ts})
-        stale = [card for card in posted if shown.get(card) != message]
-        if not stale:
-            return
-        for card in stale:
-            shown[card] = notifier.update_card_of_several(parts, card, approvers)
+        return {card: (message, partial(notifier.update_card_of_several, parts, card, approvers)) for card in posted}
+
+    _edit_until_settled(wanted)
 
 
 def show_extension_card(context: WorkerContext, request_id: str) -> None:
     """Edit the card of the request's pending extension (else of its last decided one) as `show_card` does."""
     rt, notifier = context.rt, context.notifier
-    shown: Message | None = None
-    for _ in range(CARD_EDITS):
+
+    def wanted() -> Wanted:
         request = rt.store.find(request_id)
         extension = None if request is None else request.extension or (request.extensions or [None])[-1]
-        if request is None or extension is None or cards.extension_card(request, extension) == shown:
-            return
-        shown = notifier.update_extension_card(request, extension)
+        if request is None or extension is None:
+            return {}
+        return {
+            "extension": (
+                cards.extension_card(request, extension),
+                lambda: notifier.update_extension_card(request, extension),
+            )
+        }
+
+    _edit_until_settled(wanted)
 
 
 def _show_extensions_of_several(context: WorkerContext, group: str) -> None:
     """`show_extension_card` for a request of several targets: each extension card edited to show the targets it
     lists as they stand now, again while that changes under the edits."""
     rt, notifier = context.rt, context.notifier
-    shown: dict[tuple[str, str], Message] = {}
-    for _ in range(CARD_EDITS):
+
+    def wanted() -> Wanted:
         by_card: dict[tuple[str, str], list[AccessRequest]] = {}
         for part in rt.store.parts(group):
             extension = cards.shown_extension(part)
             if extension is not None and extension.card_channel and extension.card_ts:
                 by_card.setdefault((extension.card_channel, extension.card_ts), []).append(part)
-        stale = {
-            card: theirs for card, theirs in by_card.items() if shown.get(card) != cards.extension_of_several(theirs)
+        return {
+            card: (
+                cards.extension_of_several(theirs),
+                partial(notifier.update_extension_of_several, theirs, card),
+            )
+            for card, theirs in by_card.items()
         }
-        if not stale:
-            return
-        for card, theirs in stale.items():
-            shown[card] = notifier.update_extension_of_several(theirs, card)
+
+    _edit_until_settled(wanted)
 
 
 def _approved(context: WorkerContext, request: AccessRequest, who: str, _: bool) -> None:
