@@ -6,6 +6,7 @@ only when every field Bolt or a listener reads from it has the type Slack gives 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -60,9 +61,11 @@ def slack_events_handler(
             log.info("slack request ignored", path=request.path)
             return web.Response(status=200)
         first = await _first(request, first_signed)
-        if first is None and kind == "command":
-            # Redis out of reach: nothing a command asks can be done, and waiting for Redis again would pass 3 s.
-            return web.json_response({"response_type": "ephemeral", "text": unavailable_text()})
+        if first is None:
+            # Whether it was taken before is unknown: nothing is done (Redis may answer the listener's calls a moment
+            # later, and a replay would then be taken), and waiting for Redis again would pass Slack's 3 s.
+            log.warning("slack request not taken: the replay check could not reach redis", kind=kind)
+            return _unavailable(app, kind, body, request.content_type)
         if first is False:
             log.warning("slack request replayed: answered without acting", kind=kind, remote=request.remote)
             if kind == "command":
@@ -74,13 +77,50 @@ def slack_events_handler(
 
 
 async def _first(request: web.Request, first_signed: FirstSigned) -> bool | None:
-    """Whether this signed request is taken for the first time; None with Redis out of reach: then nothing it asks
-    can be done (the person is told jit-lb is unavailable), and so nothing can be done twice."""
+    """Whether this signed request is taken for the first time; None with Redis out of reach (the check timed out or
+    was refused: whether it was taken before is unknown, so it is not taken now)."""
     headers = request.headers
     try:
         return await first_signed(headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"], REMEMBER_SIGNED)
     except StoreUnavailableError:
         return None
+
+
+def _unavailable(app: AsyncApp, kind: str, body: str, content_type: str) -> web.Response:
+    """The answer to a request not taken for want of Redis: a command and a form are told jit-lb is unavailable (the
+    form stays open, so it can be sent again); a clicker is told so after the answer (ephemeral under the card, or a
+    DM from the App Home); anything else is answered 200 with nothing done."""
+    if kind == "command":
+        return web.json_response({"response_type": "ephemeral", "text": unavailable_text()})
+    if kind == "interaction" and not _is_json(body, content_type):
+        payload = json.loads(urllib.parse.unquote_plus(_raw_form(body)["payload"]))
+        if payload.get("type") == "view_submission":
+            values = ((payload.get("view") or {}).get("state") or {}).get("values") or {}
+            if values:  # check_shape passed: an object of objects
+                errors = {next(iter(values)): unavailable_text()}
+                return web.json_response({"response_action": "errors", "errors": errors})
+        if payload.get("type") == "block_actions":
+            task = asyncio.get_running_loop().create_task(_tell_clicker(app, payload))
+            _TELLING.add(task)
+            task.add_done_callback(_TELLING.discard)
+    return web.Response(status=200)
+
+
+_TELLING: set[asyncio.Task[None]] = set()  # the clickers being told, kept until told (the loop holds tasks weakly)
+
+
+async def _tell_clicker(app: AsyncApp, payload: dict[str, Any]) -> None:
+    """Tell whoever clicked that nothing was done (as decisions._tell answers a click); a failure is only logged."""
+    user = str(payload["user"]["id"])
+    container = payload.get("container") or {}
+    channel = container.get("channel_id") or (payload.get("channel") or {}).get("id")
+    try:
+        if container.get("type") == "message" and channel:
+            await app.client.chat_postEphemeral(channel=str(channel), user=user, text=unavailable_text())
+        else:
+            await app.client.chat_postMessage(channel=user, text=unavailable_text())
+    except Exception as err:  # Slack refused or is out of reach: the click did nothing either way
+        log.warning("could not tell a clicker jit-lb is unavailable", user=user, error=repr(err))
 
 
 async def _admit(request: web.Request, key: bytes) -> tuple[str, str | None] | web.Response:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
@@ -30,8 +31,21 @@ from hypothesis import strategies as st
 from bot.app import healthz_handler, web_application
 from bot.http import MAX_BODY
 from devtools.ports import free_port
+from devtools.redis_proxy import HoldingProxy
 from devtools.redis_server import RedisServer
-from devtools.slack_client import click_payload, command_body, fresh_trigger_id, signed_headers
+from devtools.slack_client import (
+    click_payload,
+    command_body,
+    form_body,
+    fresh_trigger_id,
+    home_view,
+    inputs,
+    select,
+    signed_headers,
+    text_input,
+    view_click_payload,
+    view_submission_payload,
+)
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
 from devtools.stack import SIGNING_SECRET, Stack
 from jit_lb.settings import Settings
@@ -452,3 +466,78 @@ def test_a_signed_command_replayed_within_its_window_is_answered_without_acting(
         for repeat in repeats:
             assert (repeat.status, repeat.json()["response_type"]) == (200, "ephemeral")
             assert "reached jit-lb before, so it was not done again" in repeat.json()["text"]
+
+
+# --- the replay check with Redis out of reach ------------------------------------------------------
+
+
+Partitioned = tuple[Served, HoldingProxy, redis.Redis, SlackStandin]
+
+
+@pytest.fixture(name="partitioned")
+def fixture_partitioned(redis_url: str, tmp_path: Path) -> Iterator[Partitioned]:
+    """The web's app reaching its (emptied) Redis through a proxy that can hold back chosen answers."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text(yaml.safe_dump(valid()), encoding="utf-8")
+    upstream = redis.Redis.from_url(redis_url)
+    with SlackStandin() as slack, HoldingProxy(upstream.connection_pool.connection_kwargs["port"]) as proxy:
+        settings_ = Settings(
+            slack_bot_token=TEST_TOKEN,
+            slack_signing_secret=SECRET,
+            slack_api_url=slack.api_url,
+            redis_url=proxy.url,
+            jit_policy_file=str(policy),
+            jit_audit_log=str(tmp_path / "audit.jsonl"),
+        )
+        runtime, notifier = connect(settings_)
+        _, app = web_application(settings_, runtime, notifier)
+        with Served(app) as served:
+            yield served, proxy, upstream, slack
+    upstream.close()
+
+
+def test_an_interaction_replayed_while_the_replay_check_cannot_reach_redis_is_not_taken(
+    partitioned: Partitioned,
+) -> None:
+    """A signed request-form submission taken once, then sent again while the answer to the replay check (SET NX of
+    its signature) is held past the web's read timeout, as a partition that falls mid-call does; the rest of Redis
+    answers. The replay is not dispatched: one request is stored, and the repeat is told jit-lb is unavailable on
+    the form (it was taken as new, and made a second request, before)."""
+    edge, proxy, upstream, _ = partitioned
+    values = inputs(target=select("lb-prod"), duration=select("30m"), reason=text_input("replayed form"))
+    body = form_body(view_submission_payload("U0DEV1", values)).encode()
+    headers = signed(body, FORM)
+    status, answer = post(edge, body, headers)
+    assert (status, answer) == (200, b""), answer[:300]
+    assert len(upstream.smembers("jit:open")) == 1
+
+    proxy.hold(b"jit:signed:", seconds=3.0)
+    status, answer = post(edge, body, headers)
+
+    assert len(upstream.smembers("jit:open")) == 1
+    assert status == 200
+    assert "unavailable" in json.dumps(json.loads(answer)["errors"])
+
+
+def test_a_click_whose_replay_check_cannot_reach_redis_does_nothing_and_the_clicker_is_told(
+    partitioned: Partitioned,
+) -> None:
+    """An approval click whose replay check's answer is lost does not count, even though the rest of Redis answers
+    (before, the click went on to its decision, which Redis then answered: it was approved, and the approver was
+    told nothing of the check); the approver is told jit-lb is unavailable."""
+    edge, proxy, upstream, slack = partitioned
+    command = command_body("U0DEV1", "request lb-prod 30m approved through a partition").encode()
+    status, answer = post(edge, command, signed(command, FORM))
+    assert status == 200, answer[:300]
+    [request_id] = [member.decode() for member in upstream.smembers("jit:open")]
+
+    proxy.hold(b"jit:signed:", seconds=3.0)
+    payload = view_click_payload("U0APPROVER1", "jit_approve", request_id, home_view("U0APPROVER1"))
+    click = form_body(payload).encode()
+    assert post(edge, click, signed(click, FORM))[0] == 200
+
+    proxy.release()
+    time.sleep(1.0)  # what the click would have done (its decision runs after the answer) has had time to happen
+    assert json.loads(upstream.get(f"jit:req:{request_id}") or b"{}")["status"] == "pending"
+    slack.wait_for(lambda: slack.dms("U0APPROVER1"))
+    assert "jit-lb is unavailable" in slack.dms("U0APPROVER1")[-1]["text"]

@@ -1,0 +1,100 @@
+"""A loopback TCP proxy in front of Redis that can hold back the answers to chosen commands, as a partition that
+falls after a command was sent does: the command reaches Redis and is done, its answer arrives late or never.
+
+`hold(b"jit:signed:")` makes every connection whose outgoing bytes contain that string stop passing Redis's answers
+back for `seconds` (the client's read times out meanwhile); `release()` ends it for connections that hold later.
+Only for tests: one thread a direction a connection, nothing it starts outlives `with`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+
+from devtools.ports import free_port
+
+
+class HoldingProxy:
+    """Forward 127.0.0.1:`port` to Redis on 127.0.0.1:`upstream`, holding answers as `hold` asks."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._patterns: tuple[bytes, ...] = ()
+        self._seconds = 0.0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._thread = threading.Thread(target=self._accept, name="redis-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def hold(self, *patterns: bytes, seconds: float = 5.0) -> None:
+        """From now on, a connection that sends any of `patterns` gets no answer for `seconds` after it."""
+        with self._lock:
+            self._patterns, self._seconds = patterns, seconds
+
+    def release(self) -> None:
+        with self._lock:
+            self._patterns = ()
+
+    def __enter__(self) -> HoldingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stopped.set()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+        self._thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            held_until = [0.0]
+            with self._lock:
+                self._sockets += [client, server]
+            threading.Thread(target=self._out, args=(client, server, held_until), daemon=True).start()
+            threading.Thread(target=self._back, args=(server, client, held_until), daemon=True).start()
+
+    def _out(self, client: socket.socket, server: socket.socket, held_until: list[float]) -> None:
+        """Client to Redis: passed on at once; a chunk naming a held pattern holds this connection's answers."""
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                with self._lock:
+                    if any(pattern in data for pattern in self._patterns):
+                        held_until[0] = time.monotonic() + self._seconds
+                server.sendall(data)
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    def _back(self, server: socket.socket, client: socket.socket, held_until: list[float]) -> None:
+        """Redis to client: passed on unless held, and then only once the hold is over."""
+        with contextlib.suppress(OSError):
+            while True:
+                ready, _, _ = select.select([server], [], [], 0.05)
+                if self._stopped.is_set():
+                    return
+                if not ready:
+                    continue
+                while time.monotonic() < held_until[0] and not self._stopped.is_set():
+                    time.sleep(0.02)
+                data = server.recv(65536)
+                if not data:
+                    break
+                client.sendall(data)
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_WR)
