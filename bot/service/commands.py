@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
+from typing import TypeVar
 
+from bot.service.background import undo_later
 from bot.service.common import LOCKDOWN, Reply, enqueue, tell
 from bot.service.mfa import MfaService
 from jit_lb.access import commands, extensions, requests
@@ -92,7 +93,14 @@ class CommandService:
                 return await asyncio.to_thread(self._step_up_request, user, parsed, channel)
             mfa = True  # proven within the window: the request counts as made with MFA
         # Every way in (command, form, after a code) comes through here; the store refuses it in a lockdown.
-        request = await store.create_async(_with_mfa(build) if mfa else build, policy.limits.pending_per_user)
+        made: list[AccessRequest] = []
+        try:
+            request = await store.create_async(
+                _made(_with_mfa(build) if mfa else build, made), policy.limits.pending_per_user
+            )
+        except StoreUnavailableError:
+            self._undo_lost_create(made[-1:])
+            raise
         try:
             await self.rt.audit.request_event_async(
                 "request.created", request, actor=user, pending_until=request.pending_until, mfa=mfa or None
@@ -117,9 +125,14 @@ class CommandService:
             if await asyncio.to_thread(self.mfa.due, user, asking[0]):
                 return await asyncio.to_thread(self._step_up_request, user, parsed, channel)
             mfa = True
-        parts = await store.create_group_async(
-            _several_with_mfa(build) if mfa else build, policy.limits.pending_per_user
-        )
+        made: list[list[AccessRequest]] = []
+        try:
+            parts = await store.create_group_async(
+                _made(_several_with_mfa(build) if mfa else build, made), policy.limits.pending_per_user
+            )
+        except StoreUnavailableError:
+            self._undo_lost_create(made[-1] if made else [])
+            raise
         group = parts[0].visible_id
         recorded: list[AccessRequest] = []
         try:
@@ -136,7 +149,10 @@ class CommandService:
         try:
             await store.announce_async(group)
         except StoreUnavailableError:
-            await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+            try:
+                await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+            except StoreUnavailableError:
+                self._undo_lost_create(parts)  # its card may be queued: taken back once Redis answers
             await self._cancelled(
                 parts, "no Redis replica confirmed the request; taken back, the requester was told to try again"
             )
@@ -153,9 +169,20 @@ class CommandService:
         """A request a replica did not confirm (a failover under way) is taken back, as if never stored, and
         the record says so; the person is told to try again. Redis away too: it expires unannounced."""
         why = "no Redis replica confirmed the request; taken back, the requester was told to try again"
-        with contextlib.suppress(StoreUnavailableError):
+        try:
             await self.rt.store.discard_async(request.id)
+        except StoreUnavailableError:
+            self._undo_lost_create([request])  # its card may be queued (the write's answer was lost): taken back later
         await self.rt.audit.request_event_async("request.cancelled", request, actor="system", why=why, must=True)
+
+    def _undo_lost_create(self, made: list[AccessRequest]) -> None:
+        """A new request (a group's parts) whose write's answer was lost, so that the requester is told nothing was
+        requested: Redis may hold it all the same, unrecorded (its card perhaps queued), pending on approvers' App
+        Homes and approvable there. It is taken back as soon as Redis answers, until it would have expired."""
+        if not made:
+            return
+        seconds = max((made[0].pending_until - self.clock()).total_seconds(), 0.0)
+        undo_later(f"the request {made[0].visible_id}", lambda: self.rt.store.take_back(made), seconds)
 
     def _answer(self, user: str, text: str, parsed: Command, channel: str | None) -> Reply:
         try:
@@ -321,7 +348,12 @@ class CommandService:
         members = self.rt.approvers.directory.members
         build = commands.build_request(policy, user, command, self.clock(), None, members, emergency=True)
         # On a target that requires MFA this is reached only after a code (or within its window).
-        request = self.rt.store.create(_with_mfa(build) if target.require_mfa else build)
+        made: list[AccessRequest] = []
+        try:
+            request = self.rt.store.create(_made(_with_mfa(build) if target.require_mfa else build, made))
+        except StoreUnavailableError:
+            self._undo_lost_create(made[-1:])
+            raise
 
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event(
@@ -417,6 +449,19 @@ class CommandService:
     def _visible(self, user: str) -> list[AccessRequest]:
         policy, approvers = self.rt.policy, self.rt.approvers
         return [r for r in self.rt.store.open_requests() if approvers.may_see(user, r, policy.target_for(r.target))]
+
+
+T = TypeVar("T")
+
+
+def _made(build: Callable[[str], T], made: list[T]) -> Callable[[str], T]:
+    """`build`, keeping what it built last in `made` (what a write whose answer was lost may have stored)."""
+
+    def building(request_id: str) -> T:
+        made.append(build(request_id))
+        return made[-1]
+
+    return building
 
 
 def _with_mfa(build: Callable[[str], AccessRequest]) -> Callable[[str], AccessRequest]:

@@ -468,6 +468,24 @@ class RequestStore:
                 _pending_index(pipe, request.requester, request_id, pending=False)
                 pipe.execute()
 
+    def take_back(self, made: list[AccessRequest]) -> int:
+        """Take back a request (or a group's parts) this process made but cannot say it made: the answer to its write
+        was lost, so the person was told nothing was requested. What Redis holds exactly as made (nobody changed it
+        since; another request that took its id is never touched) is discarded; how many parts. Raises
+        StoreUnavailableError while Redis is out of reach."""
+        with reachable():
+            raws = self.redis.mget([_REQUEST + request.id for request in made])
+        ours = [
+            request
+            for request, raw in zip(made, raws, strict=True)
+            if raw is not None and AccessRequest.model_validate_json(raw) == request
+        ]
+        if ours and made[0].group is not None:
+            self.discard_group(made[0].group, [request.id for request in ours])
+        elif ours:
+            self.discard(ours[0].id)
+        return len(ours)
+
     async def discard_async(self, request_id: str) -> None:
         await asyncio.to_thread(self.discard, request_id)
 

@@ -158,3 +158,23 @@ def test_pending_requests_stored_by_an_older_jit_lb_still_count(redis_client: re
     store.transition(lone.id, lambda r: requests.cancel(r, "withdrawn", NOW))
     assert redis_client.hlen("jit:user-visible:U0DEV1") == 0
     assert store.create(pending, pending_limit=1)
+
+
+def test_take_back_removes_only_what_was_made_and_not_changed_since(redis_client: redis.Redis) -> None:
+    """A request (a group) whose write's answer was lost is taken back whole when Redis holds it as made; one changed
+    since (approved, say) or another request under the id is left alone."""
+    store = RequestStore(redis_client)
+    lone = store.create(pending)
+    assert store.take_back([lone]) == 1
+    assert store.find(lone.id) is None and store.open_requests() == []
+    parts = store.create_group(_group, pending_limit=1)
+    assert store.take_back(parts) == 3
+    assert store.open_requests() == [] and not store.is_group(parts[0].group or "")
+    assert store.create_group(_group, pending_limit=1)  # its slot is free again
+
+    other = store.create(pending)
+    store.transition(other.id, lambda r: requests.approve(r, "U0APPROVER1", NOW))
+    assert store.take_back([other]) == 0
+    assert store.get(other.id).status is Status.APPROVED
+    assert store.take_back([pending(other.id).model_copy(update={"reason": "another's"})]) == 0
+    assert store.find(other.id) is not None

@@ -48,6 +48,7 @@ from devtools.slack_client import (
 )
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
 from devtools.stack import SIGNING_SECRET, Stack
+from jit_lb.access import store
 from jit_lb.settings import Settings
 from slack_out.process import connect
 from tests.helpers import stack_policy, valid
@@ -541,3 +542,23 @@ def test_a_click_whose_replay_check_cannot_reach_redis_does_nothing_and_the_clic
     assert json.loads(upstream.get(f"jit:req:{request_id}") or b"{}")["status"] == "pending"
     slack.wait_for(lambda: slack.dms("U0APPROVER1"))
     assert "jit-lb is unavailable" in slack.dms("U0APPROVER1")[-1]["text"]
+
+
+def test_a_request_whose_write_timed_out_is_taken_back_once_redis_answers(partitioned: Partitioned) -> None:
+    """The answer to the script that stores a new request is lost (a partition that falls after it was sent): the
+    requester is told jit-lb is unavailable and no request.created is written, so the request Redis did store is
+    taken back once Redis answers again (it stayed pending before, on approvers' App Homes and approvable there,
+    with no record of its making)."""
+    edge, proxy, upstream, _ = partitioned
+    sha = upstream.script_load(store._CREATE)  # known to Redis, as after the first request: EVALSHA runs it
+    proxy.hold(sha.encode(), seconds=3.0)
+    command = command_body("U0DEV1", "request lb-prod 30m its answer lost").encode()
+    status, answer = post(edge, command, signed(command, FORM))
+    assert status == 200 and "jit-lb is unavailable" in json.loads(answer)["text"], answer[:300]
+    proxy.release()
+
+    deadline = time.monotonic() + 10
+    while upstream.smembers("jit:open") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert upstream.smembers("jit:open") == set()
+    assert upstream.keys("jit:req:*") == []
