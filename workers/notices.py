@@ -524,8 +524,10 @@ def refresh_homes(request_id: str) -> str:
 
 
 def show_home(user: str) -> str:
-    """Publish `user`'s App Home as the store holds it (queued by the web when they open it)."""
-    current().homes.publish(user)
+    """Publish `user`'s App Home as the store holds it (queued by the web when they open it, one at a time)."""
+    context = current()
+    context.rt.store.home_taken(user)  # taken before it is read: an open from now on queues a publish again
+    context.homes.publish(user)
     return "published"
 
 

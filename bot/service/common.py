@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import structlog
 from redis.exceptions import RedisError
 from rq import Queue
 
+from jit_lb.access.errors import JitError
 from jit_lb.access.requests import ID_PATTERN
 from jit_lb.runtime import Runtime
 
@@ -58,6 +60,8 @@ def show_home(rt: Runtime, user: str) -> None:
         rt.notices.enqueue(NOTICES + "show_home", user)
     except RedisError as err:
         log.error("could not queue an App Home; it is published at its next change", user=user, error=str(err))
+        with contextlib.suppress(JitError):
+            rt.store.home_taken(user)  # the next open queues it
 
 
 def defer_to_workers(rt: Runtime) -> Callable[[str, dict[str, Any], float], None]:

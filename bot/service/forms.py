@@ -258,8 +258,8 @@ class FormService:
         on it is published again whenever what it shows changes."""
         if event_id is not None and not self.rt.store.first_delivery(event_id):
             return  # Slack retried an event we already handled
-        self.rt.store.note_home_user(user)
-        show_home(self.rt, user)
+        if self.rt.store.home_opened(user):  # one publish queued a person at a time, however often it is opened
+            show_home(self.rt, user)
 
     def home_revoke(self, user: str, request_id: str) -> None:
         """The home's End now: `/jit revoke`, answered by DM."""

@@ -51,6 +51,8 @@ _LOCKDOWN = PREFIX + "lockdown"  # a hash while a lockdown is on: by, at, reason
 _REVIEWS = PREFIX + "reviews"  # break-glass grants whose review is due, scored by when to announce them again
 _USE = PREFIX + "use:"  # a grant's last seen use count and when it last changed (idle expiry)
 _HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes are published on changes
+_HOME_QUEUED = PREFIX + "home-queued:"  # a person whose opened home's publish is queued, not yet taken by a worker
+HOME_QUEUED_SECONDS = 60  # a queued publish lost with its worker holds that person's next ones back this long at most
 _EVENTS = PREFIX + "event:"  # Events API ids already handled (Slack retries an event not acked in 3 s)
 _DELIVERIES = PREFIX + "signed:"  # signed HTTP requests already taken (timestamp and signature), for their window
 _REFUSALS = PREFIX + "refusals"  # hash: refusals past a limit, counted per user and minute
@@ -623,9 +625,18 @@ class RequestStore:
             self.redis.expire(key, _HISTORY_SECONDS)
         return last
 
-    def note_home_user(self, user: str) -> None:
+    def home_opened(self, user: str) -> bool:
+        """Note that `user` opened their App Home; True when a publish of it is to be queued, False while one queued
+        before is not yet taken by a worker (it reads the store when it runs, so it shows this open's state too)."""
+        with reachable(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(_HOME_USERS, user)
+            pipe.set(_HOME_QUEUED + user, 1, nx=True, ex=HOME_QUEUED_SECONDS)
+            return bool(pipe.execute()[1])
+
+    def home_taken(self, user: str) -> None:
+        """A worker takes the queued publish of `user`'s home (or it could not be queued): an open queues one again."""
         with reachable():
-            self.redis.sadd(_HOME_USERS, user)
+            self.redis.delete(_HOME_QUEUED + user)
 
     def any_home_users(self) -> bool:
         with reachable():

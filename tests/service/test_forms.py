@@ -213,6 +213,24 @@ def test_a_retried_home_event_is_handled_once(world: World, forms: FormService) 
     assert len(world.slack.calls("views.publish")) == 1
 
 
+async def test_a_flood_of_home_opens_queues_one_publish_a_person_ahead_of_other_notices(
+    world: World, forms: FormService
+) -> None:
+    """A person opening their home 200 times (each a new event, as a script holding their session can make) queues
+    one publish of it until a worker takes it: the notices queued after (a decision's card and DMs) wait behind one
+    home, not 200, and the queue's jobs do not pile up in Redis. Once published, an open queues it again."""
+    request = await world.request()
+    for index in range(200):
+        forms.home_opened("U0DEV1", f"EvFlood{index}")
+    world.decisions.decide("U0APPROVER1", "jit_deny", request.id, None, reason="flooded")  # its notices run after it
+
+    assert [job.func_name for job in world.rt.notices.jobs] == []
+    assert len(world.slack.calls("views.publish")) <= 2  # the opened home, and again as the denial changed it
+    assert request.id not in json.dumps(world.slack.home("U0DEV1")["blocks"])
+    forms.home_opened("U0DEV1", "EvFloodAfter")
+    assert [job.func_name for job in world.rt.notices.jobs] == ["workers.notices.show_home"]
+
+
 def test_home_opens_while_views_publish_is_rate_limited_go_out_once_each_after_retry_after(world: World) -> None:
     """Three people open their home five times each while Slack answers views.publish with 429 (Retry-After 1 s):
     Slack is asked once during the limit, and after it each home goes out once, as the store holds it then."""
