@@ -25,6 +25,7 @@ class HoldingProxy:
         self.port = free_port()
         self._patterns: tuple[bytes, ...] = ()
         self._seconds = 0.0
+        self._once = False
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -35,10 +36,11 @@ class HoldingProxy:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def hold(self, *patterns: bytes, seconds: float = 5.0) -> None:
-        """From now on, a connection that sends any of `patterns` gets no answer for `seconds` after it."""
+    def hold(self, *patterns: bytes, seconds: float = 5.0, once: bool = False) -> None:
+        """From now on, a connection that sends any of `patterns` gets no answer for `seconds` after it (only the first
+        such connection, `once`)."""
         with self._lock:
-            self._patterns, self._seconds = patterns, seconds
+            self._patterns, self._seconds, self._once = patterns, seconds, once
 
     def release(self) -> None:
         with self._lock:
@@ -77,6 +79,8 @@ class HoldingProxy:
                 with self._lock:
                     if any(pattern in data for pattern in self._patterns):
                         held_until[0] = time.monotonic() + self._seconds
+                        if self._once:
+                            self._patterns = ()
                 server.sendall(data)
         with contextlib.suppress(OSError):
             server.shutdown(socket.SHUT_WR)

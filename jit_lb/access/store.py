@@ -718,6 +718,7 @@ class RequestStore:
         )
         with reachable(), lock, self.redis.pipeline() as pipe:
             while True:
+                written: str | None = None
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.get(key)
@@ -730,14 +731,29 @@ class RequestStore:
                     if record is not None:
                         record(before, after)
                     pipe.multi()
-                    pipe.set(key, after.model_dump_json())
+                    written = after.model_dump_json()
+                    pipe.set(key, written)
                     self._index(pipe, after)
-                    pipe.execute()
+                    try:
+                        pipe.execute()
+                    except (RedisConnectionError, RedisTimeoutError):
+                        if not self._landed(key, written):
+                            raise
                     break
                 except WatchError:
+                    # A client that retries a lost answer raises WatchError for it too: was it done all the same?
+                    if written is not None and self._landed(key, written):
+                        break
                     continue
             self.confirm(strict)
             return before, after
+
+    def _landed(self, key: str, written: str) -> bool:
+        """Whether a transaction whose answer was lost (Redis frozen or partitioned mid-call, and a timed-out wait is
+        not retried) was done: the request reads as it wrote it. Under the request's lock nobody else changed it; so
+        the caller goes on as for a change that counted, and is not told nothing changed while it stands."""
+        raw = self.redis.get(key)
+        return raw is not None and _text(raw) == written
 
     def update(self, request_id: str, **fields: Any) -> AccessRequest:
         """Change fields that are not the status (where the card is, say)."""

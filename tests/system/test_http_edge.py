@@ -49,6 +49,7 @@ from devtools.slack_client import (
 from devtools.slack_standin import TEST_TOKEN, SlackStandin
 from devtools.stack import SIGNING_SECRET, Stack
 from jit_lb.access import store
+from jit_lb.access.connections import WEB
 from jit_lb.settings import Settings
 from slack_out.process import connect
 from tests.helpers import stack_policy, valid
@@ -490,7 +491,7 @@ def fixture_partitioned(redis_url: str, tmp_path: Path) -> Iterator[Partitioned]
             jit_policy_file=str(policy),
             jit_audit_log=str(tmp_path / "audit.jsonl"),
         )
-        runtime, notifier = connect(settings_)
+        runtime, notifier = connect(settings_, WEB, wait_on_rate_limits=False)  # as the web process connects
         _, app = web_application(settings_, runtime, notifier)
         with Served(app) as served:
             yield served, proxy, upstream, slack
@@ -562,3 +563,27 @@ def test_a_request_whose_write_timed_out_is_taken_back_once_redis_answers(partit
         time.sleep(0.1)
     assert upstream.smembers("jit:open") == set()
     assert upstream.keys("jit:req:*") == []
+
+
+def test_an_approval_whose_commit_answer_was_lost_is_told_as_it_landed(partitioned: Partitioned) -> None:
+    """An App Home Approve whose transaction (MULTI … EXEC) reached Redis and was done, but whose answer was lost:
+    the web reads the request again and, finding it as the click left it, goes on as for a counted approval (its
+    grant is queued) instead of telling the approver nothing was changed while the approval stood (and the sweep
+    granted it later), as it did before."""
+    edge, proxy, upstream, slack = partitioned
+    command = command_body("U0DEV1", "request lb-prod 30m approved, the answer lost").encode()
+    status, answer = post(edge, command, signed(command, FORM))
+    assert status == 200, answer[:300]
+    [request_id] = [member.decode() for member in upstream.smembers("jit:open")]
+
+    proxy.hold(b"EXEC\r\n", seconds=3.0, once=True)
+    payload = view_click_payload("U0APPROVER1", "jit_approve", request_id, home_view("U0APPROVER1"))
+    click = form_body(payload).encode()
+    assert post(edge, click, signed(click, FORM))[0] == 200
+
+    deadline = time.monotonic() + 15
+    while not upstream.keys(f"rq:job:grant-{request_id}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert json.loads(upstream.get(f"jit:req:{request_id}") or b"{}")["status"] == "approved"
+    assert upstream.keys(f"rq:job:grant-{request_id}"), "the counted approval's grant was not queued"
+    assert not any("unavailable" in dm["text"] for dm in slack.dms("U0APPROVER1"))
