@@ -26,9 +26,12 @@ REDIS_GONE = (StoreUnavailableError, RedisConnectionError, RedisTimeoutError)
 
 
 class ReconcileLoop(threading.Thread):
-    """Every 0.1 s: queue the revokes of ended grants. Every second: requeue lost revokes, expire pending
-    requests, write spooled audit records and refusal summaries. Every JIT_SWEEP_INTERVAL across all
-    workers: one sweep. While Redis is gone: each worker sweeps by the markers alone, on the thread of
+    """Every 0.1 s: queue the revokes of ended grants. Every second, on a thread of its own (`chores`): requeue
+    lost revokes, expire pending requests, write spooled audit records and refusal summaries, end idle grants.
+    Every JIT_SWEEP_INTERVAL across all workers: one sweep, on a thread of its own too. Neither the chores (an
+    idle check asks the load balancer about every open grant) nor a sweep (seconds on many rules) can hold up
+    the 0.1 s turn that queues the revokes due next.
+    While Redis is gone: each worker sweeps by the markers alone, on the thread of
     workers/outage.py's MarkerWatch, which this loop starts.
     At start and after each SIGHUP (`reload`): read the policy and end the grants
     it no longer covers.
@@ -38,16 +41,17 @@ class ReconcileLoop(threading.Thread):
     """
 
     def __init__(self, rt: Runtime, reload_asked: threading.Event | None = None) -> None:
-        super().__init__(name="jit-sweep", daemon=True)
+        super().__init__(name="jit-reconcile", daemon=True)
         self.rt = rt
         self.holder = uuid.uuid4().hex
         self.stopping = threading.Event()
         # Set by the SIGHUP handler, which must not do the work itself: this thread reads, judges and records.
         self.reload_asked = reload_asked or threading.Event()
-        self.next_due = time.monotonic()
         self.outage = Outage(rt)
         self.markers = MarkerWatch(rt, self.outage)
         self.judged = False  # a restart reads the policy too: the open grants are judged against it at once
+        self.chores = threading.Thread(target=self.chores_every_second, name="jit-chores", daemon=True)
+        self.sweeping = threading.Thread()  # the sweep's own thread, once one has started
         # The process's audit chain begins here, before any loop or job writes a record; a checkpoint every
         # 5 minutes (run) and one at stop (RQ returns on SIGTERM, then the interpreter exits) go to Slack too.
         rt.audit.start_chain("worker", rt.settings.jit_audit_key, witness=context.current().notifier.post_checkpoint)
@@ -55,6 +59,7 @@ class ReconcileLoop(threading.Thread):
 
     def run(self) -> None:
         self.markers.start()
+        self.chores.start()
         while not self.stopping.wait(ENDED_CHECK_SECONDS):
             try:
                 self.outage.replay()  # what sweeps made while Redis was gone is recorded before anything else
@@ -66,7 +71,7 @@ class ReconcileLoop(threading.Thread):
                 log.exception("reconcile loop iteration failed; retrying next tick")
 
     def tick(self) -> None:
-        """One turn of the loop, with Redis: the revokes due now, and what is due each second or sweep interval."""
+        """One turn of the loop, with Redis: the policy read again when asked, and the revokes due now."""
         if self.reload_asked.is_set():
             self.reload_asked.clear()
             self.judged = not self.rt.reload_policy()
@@ -74,9 +79,21 @@ class ReconcileLoop(threading.Thread):
             reconcile.end_orphans()
             self.judged = True
         reconcile.enqueue_ended()
-        if time.monotonic() < self.next_due:
-            return
-        self.next_due = time.monotonic() + DUE_CHECK_SECONDS
+
+    def chores_every_second(self) -> None:
+        """The chores' thread: every second while Redis answers (the marker watch stands in while it is gone)."""
+        while not self.stopping.wait(DUE_CHECK_SECONDS):
+            if self.outage.active:
+                continue
+            try:
+                self.chore_turn()
+            except REDIS_GONE as err:
+                self.outage.noticed(err)
+            except Exception:
+                log.exception("a chore of the reconcile loop failed; retrying next second")
+
+    def chore_turn(self) -> None:
+        """What is due each second, and the sweep's turn."""
         self.rt.audit.flush()
         self.rt.audit.checkpoint_if_due()
         lockdown.enforce_lockdown()
@@ -85,11 +102,18 @@ class ReconcileLoop(threading.Thread):
         enrolments.forget_due()
         reconcile.record_refusal_summaries()
         reconcile.enqueue_due()
+        if self.sweeping.is_alive():
+            return  # this worker's last sweep still runs; the turn is left to the others meanwhile
         if self.rt.store.take_turn("sweep", self.holder, self.rt.settings.jit_sweep_interval):
-            # The turn comes once an interval; a sweep longer than that still runs alone. The hold lasts about an
-            # interval (2 to 10 s, renewed while the sweep runs), so a worker killed mid-sweep delays the others'
-            # next sweep by no more than that.
-            interval = self.rt.settings.jit_sweep_interval
+            self.sweeping = threading.Thread(target=self.sweep, name="jit-sweep", daemon=True)
+            self.sweeping.start()
+
+    def sweep(self) -> None:
+        """One sweep, alone across every worker. The turn comes once an interval; a sweep longer than that still
+        runs alone. The hold lasts about an interval (2 to 10 s, renewed while the sweep runs), so a worker killed
+        mid-sweep delays the others' next sweep by no more than that."""
+        interval = self.rt.settings.jit_sweep_interval
+        try:
             with self.rt.store.running("sweep", seconds=min(10.0, max(2.0, interval))) as alone:
                 if not alone:
                     return
@@ -100,6 +124,10 @@ class ReconcileLoop(threading.Thread):
                 if self.rt.metrics is not None:
                     self.rt.metrics.swept(took)
                 log.info("sweep done", removed=removed, seconds=round(took, 3))
+        except REDIS_GONE as err:
+            self.outage.noticed(err)  # the marker watch sweeps by the markers until a tick passes again
+        except Exception:
+            log.exception("sweep failed; the next turn sweeps again")
 
 
 class OutboxLoop(threading.Thread):

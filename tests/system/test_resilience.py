@@ -82,11 +82,24 @@ def test_a_batch_ending_together_is_gone_by_each_end_and_cut_short_by_no_more_th
         client = redis.Redis.from_url(stack.redis.url)
         jobs = {rid: Job.fetch(client.get(f"jit:revoke-job:{rid}").decode(), connection=client) for rid in asked}
         for rid in asked:
-            assert watch.first_gone[rid] <= ends[rid], f"{rid} gone {watch.first_gone[rid] - ends[rid]:.2f}s late"
+            assert watch.first_gone[rid] <= ends[rid], f"{rid} gone {watch.first_gone[rid] - ends[rid]:.2f}s late; " + (
+                revoke_story(jobs[rid], ends[rid])
+            )
             cut_short = ends[rid] - watch.last_present[rid]
             assert cut_short <= jobs[rid].meta["lead"], f"{rid} cut short by {cut_short:.2f}s"
         assert max(len(job.args[0]) for job in jobs.values()) > 1  # revoked together, not one by one
         assert all(client.exists(f"rq:job:revoke-due-{rid}") == 0 for rid in asked)
+
+
+def revoke_story(job: Job, end: float) -> str:
+    """What a late revoke's job says of itself, in seconds from the end: queued, started, ended, and its meta (the
+    lead and the costs it was queued at), so that a failure says where the time went."""
+
+    def at(moment: datetime | None) -> str:
+        return "-" if moment is None else f"{moment.replace(tzinfo=UTC).timestamp() - end:+.2f}"
+
+    times = f"queued {at(job.enqueued_at)}, started {at(job.started_at)}, ended {at(job.ended_at)}"
+    return f"job {job.id}: {times}, {job.meta}"
 
 
 @pytest.mark.parametrize("stack", [{"JIT_FAULT_PAUSE_AFTER_APPLY": "4"}], indirect=True)
