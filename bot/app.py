@@ -55,16 +55,17 @@ def build_app(settings: Settings, runtime: Runtime, notifier: Notifier) -> Async
 
 
 def healthz_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """`{"ok": true}` 200 while Redis answers, `{"ok": false}` 503 when not: why is logged here, never told."""
+    """`{"ok": true}` 200 while Redis takes a write, `{"ok": false}` 503 when not (out of reach, or answering but
+    refusing writes: out of memory, a replica, a failed save): why is logged here, never told."""
 
     async def handle_healthz(_: web.Request) -> web.Response:
         try:
-            ok = bool(await asyncio.wait_for(asyncio.to_thread(runtime.store.redis.ping), timeout=3))
-        except Exception as err:  # whatever stops the ping (refused, timed out, auth) means "not ok"
-            log.warning("health check failed: redis unreachable", error=repr(err))
+            ok = await asyncio.wait_for(asyncio.to_thread(runtime.store.takes_writes), timeout=3)
+        except Exception as err:  # whatever stops the write (refused, timed out, auth, OOM, READONLY) means "not ok"
+            log.warning("health check failed: redis unreachable or refusing writes", error=repr(err))
             return web.json_response({"ok": False}, status=503)
         if not ok:
-            log.warning("health check failed: redis did not answer PONG")
+            log.warning("health check failed: redis did not take the write")
         return web.json_response({"ok": ok}, status=200 if ok else 503)
 
     return handle_healthz

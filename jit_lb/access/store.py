@@ -18,7 +18,7 @@ import redis.asyncio
 import structlog
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jit_lb.access.connections import RedisAddress, connect_async
@@ -51,6 +51,7 @@ _LOCKDOWN = PREFIX + "lockdown"  # a hash while a lockdown is on: by, at, reason
 _REVIEWS = PREFIX + "reviews"  # break-glass grants whose review is due, scored by when to announce them again
 _USE = PREFIX + "use:"  # a grant's last seen use count and when it last changed (idle expiry)
 _HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes are published on changes
+_HEALTH = PREFIX + "health"  # written by the web's /healthz: a Redis that answers PING may take no write
 _HOME_QUEUED = PREFIX + "home-queued:"  # a person whose opened home's publish is queued, not yet taken by a worker
 HOME_QUEUED_SECONDS = 60  # a queued publish lost with its worker holds that person's next ones back this long at most
 _EVENTS = PREFIX + "event:"  # Events API ids already handled (Slack retries an event not acked in 3 s)
@@ -315,12 +316,28 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# Redis answers, but takes no write now: out of memory (maxmemory, noeviction), a replica (a master demoted by a
+# failover, behind a plain REDIS_URL), a failed RDB save, too few replicas. Nothing can be done until it is fixed.
+_NO_WRITES = ("OOM", "READONLY", "MISCONF", "NOREPLICAS", "MASTERDOWN")
+
+
+def refuses_writes(err: Exception) -> bool:
+    """Whether `err` is Redis saying it takes no write now (_NO_WRITES), however redis-py typed it."""
+    return isinstance(err, OutOfMemoryError | ReadOnlyError) or (
+        isinstance(err, ResponseError) and str(err).upper().startswith(_NO_WRITES)
+    )
+
+
 @contextlib.contextmanager
 def reachable() -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError) as err:
         raise StoreUnavailableError(f"Redis could not be reached ({err})") from err
+    except ResponseError as err:
+        if refuses_writes(err):
+            raise StoreUnavailableError(f"Redis takes no writes now ({err})") from err
+        raise
 
 
 class RequestStore:
@@ -624,6 +641,12 @@ class RequestStore:
             self.redis.hset(key, mapping=fields)  # type: ignore[arg-type]
             self.redis.expire(key, _HISTORY_SECONDS)
         return last
+
+    def takes_writes(self) -> bool:
+        """Whether Redis takes a write now (the web's /healthz): PING passes a Redis out of memory, a replica, one
+        whose RDB save failed, none of which can store a request or count a click. Raises StoreUnavailableError."""
+        with reachable():
+            return bool(self.redis.set(_HEALTH, 1, ex=60))
 
     def home_opened(self, user: str) -> bool:
         """Note that `user` opened their App Home; True when a publish of it is to be queued, False while one queued

@@ -587,3 +587,32 @@ def test_an_approval_whose_commit_answer_was_lost_is_told_as_it_landed(partition
     assert json.loads(upstream.get(f"jit:req:{request_id}") or b"{}")["status"] == "approved"
     assert upstream.keys(f"rq:job:grant-{request_id}"), "the counted approval's grant was not queued"
     assert not any("unavailable" in dm["text"] for dm in slack.dms("U0APPROVER1"))
+
+
+@pytest.mark.parametrize("refusal", ["maxmemory", "replica"])
+def test_a_redis_that_answers_but_takes_no_write_is_unavailable_not_a_500_and_healthz_says_so(
+    partitioned: Partitioned, refusal: str
+) -> None:
+    """Redis out of memory (maxmemory with noeviction) or a replica (a master a failover demoted, behind a plain
+    REDIS_URL) answers PING and refuses every write: a command is told jit-lb is unavailable and a click answered
+    200 (both were 500s: OOM and READONLY errors reached aiohttp), and /healthz answers 503 (it said ok)."""
+    edge, _, upstream, _ = partitioned
+    if refusal == "maxmemory":
+        upstream.config_set("maxmemory-policy", "noeviction")
+        upstream.config_set("maxmemory", "1")
+    else:
+        upstream.config_set("replica-read-only", "yes")
+        upstream.replicaof("127.0.0.1", str(free_port()))  # a master that is not there: it stays a replica
+    try:
+        command = command_body("U0DEV1", "request lb-prod 30m redis takes no write").encode()
+        status, answer = post(edge, command, signed(command, FORM))
+        health = edge.exchange("GET", "/healthz", [], b"")
+        payload = view_click_payload("U0APPROVER1", "jit_approve", "jit-abcdef", home_view("U0APPROVER1"))
+        click = form_body(payload).encode()
+        clicked = post(edge, click, signed(click, FORM))
+    finally:
+        upstream.config_set("maxmemory", "0")
+        upstream.replicaof("NO", "ONE")
+    assert status == 200 and "jit-lb is unavailable" in json.loads(answer)["text"], answer[:300]
+    assert health == (503, b'{"ok": false}')
+    assert clicked[0] == 200
