@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
@@ -229,6 +230,26 @@ async def test_a_flood_of_home_opens_queues_one_publish_a_person_ahead_of_other_
     assert request.id not in json.dumps(world.slack.home("U0DEV1")["blocks"])
     forms.home_opened("U0DEV1", "EvFloodAfter")
     assert [job.func_name for job in world.rt.notices.jobs] == ["workers.notices.show_home"]
+
+
+def test_a_notice_job_never_waits_for_views_publish(world: World, forms: FormService) -> None:
+    """A worker's job that publishes a home (an open's show_home; a change's refresh of its homes, up to 50 of them)
+    hands the publish to the homes' own thread: while Slack holds views.publish (slow, or a flood of opens), the
+    job ends and the worker is free for the revoke or grant queued next (the job waited for Slack before, so a
+    revoke queued behind it waited as long)."""
+    held = world.slack.hold_next("views.publish")
+    forms.home_opened("U0DEV1", "EvSlow")
+    job = threading.Thread(target=world.post_notices_only, name="notice-job")
+    job.start()
+    try:
+        assert held.arrived.wait(30)  # the publish has reached Slack, which holds it
+        job.join(10)
+        assert not job.is_alive(), "the show_home job waited for views.publish"
+    finally:
+        held.release()
+        job.join(30)
+    assert world.homes_settled()
+    assert world.slack.home("U0DEV1") is not None
 
 
 def test_home_opens_while_views_publish_is_rate_limited_go_out_once_each_after_retry_after(world: World) -> None:

@@ -70,8 +70,9 @@ def policy_of(network: Network) -> dict[str, Any]:
     }
 
 
-def post_notices(rt: Runtime) -> None:
-    """Run the queued notices in this thread, oldest first, as a worker's loop does when no grant or revoke waits.
+def post_notices(rt: Runtime, homes: bool = True) -> None:
+    """Run the queued notices in this thread, oldest first, as a worker's loop does when no grant or revoke waits;
+    then (`homes`) wait for the App Homes they handed to the homes' thread.
 
     Each is taken off the queue in one step, so two threads running this never run one twice.
     """
@@ -79,6 +80,8 @@ def post_notices(rt: Runtime) -> None:
         job = rt.notices.fetch_job(raw.decode() if isinstance(raw, bytes) else str(raw))
         if job is not None:
             job.func(*job.args, **job.kwargs)
+    if homes:
+        context.current().homes.settled()
 
 
 class DecisionsThenNotices(DecisionService):
@@ -87,11 +90,11 @@ class DecisionsThenNotices(DecisionService):
 
     def decide(self, *args: Any, **kwargs: Any) -> None:
         super().decide(*args, **kwargs)
-        post_notices(self.rt)
+        post_notices(self.rt, homes=False)  # a test reading homes waits for them (work, homes_settled)
 
     def review(self, *args: Any, **kwargs: Any) -> None:
         super().review(*args, **kwargs)
-        post_notices(self.rt)
+        post_notices(self.rt, homes=False)
 
 
 @dataclass
@@ -188,6 +191,7 @@ class World:
         finally:
             for sig, handler in saved.items():
                 signal.signal(sig, handler)
+        context.current().homes.settled()  # the App Homes the jobs handed to the homes' thread
         for queue in (self.rt.queue, self.rt.notices):
             registry = FailedJobRegistry(queue=queue)
             failed = [queue.fetch_job(job_id) for job_id in registry.get_job_ids()]
@@ -197,6 +201,10 @@ class World:
     def post_notices(self) -> None:
         """Run the queued notices (card edits, thread replies, DMs) in this thread, oldest first, as a worker does."""
         post_notices(self.rt)
+
+    def post_notices_only(self) -> None:
+        """`post_notices`, not waiting for the App Homes they hand to the homes' thread."""
+        post_notices(self.rt, homes=False)
 
     def homes_settled(self) -> bool:
         """Wait until the workers' App Homes are published (those waiting for Slack's Retry-After aside); False
