@@ -194,6 +194,12 @@ return 1
 """
 )
 _CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
+# One command counted in its minute's key, which outlives the minute: one script call, cheaper than MULTI/EXEC.
+_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return count
+"""
 _ID_ATTEMPTS = 20
 _RATE_WINDOW = 60  # seconds: limits.commands_per_minute counts commands in whole minutes
 _TRANSITION_LOCK_SECONDS = 10.0
@@ -347,19 +353,21 @@ class RequestStore:
         self.redis = client
         self._create = client.register_script(_CREATE)
         self._create_group = client.register_script(_CREATE_GROUP)
+        self._count = client.register_script(_COUNT)
         # The web process's event loop stores new requests through an asyncio client, made in that loop on first use.
         self._url = RedisAddress(address) if isinstance(address, str) else address
         self._async: redis.asyncio.Redis | None = None
         self._async_create: AsyncScript | None = None
+        self._async_count: AsyncScript | None = None
         self._replicas: tuple[float, int] = (-_REPLICAS_TTL, 0)  # (when asked, how many)
 
     # --- replication --------------------------------------------------------------------------------
 
     def replicas(self) -> int:
         """How many replicas the master streams writes to now (asked at most once a second)."""
-        asked, count = self._replicas
-        if time.monotonic() - asked < _REPLICAS_TTL:
-            return count
+        known = self._known_replicas()
+        if known is not None:
+            return known
         with reachable():
             info = self.redis.info("replication")
         # Only replicas streaming writes count: one still in its first full sync cannot confirm anything yet.
@@ -370,6 +378,11 @@ class RequestStore:
         )
         self._replicas = (time.monotonic(), count)
         return count
+
+    def _known_replicas(self) -> int | None:
+        """The count of replicas while it is still trusted (_REPLICAS_TTL), else None: then `replicas` asks."""
+        asked, count = self._replicas
+        return count if time.monotonic() - asked < _REPLICAS_TTL else None
 
     def confirm(self, strict: bool = True) -> None:
         """Every write made so far is on a replica too (WAIT), when the master has replicas.
@@ -511,14 +524,19 @@ class RequestStore:
     async def announce_async(self, request_id: str) -> None:
         """`announce_later` for an event loop, and the confirmation of the request by a replica (WAIT), when the
         master has replicas: StoreUnavailableError when none confirms, and the caller takes the request back."""
-        replicas = await asyncio.to_thread(self.replicas)
+        replicas = self._known_replicas()
+        if replicas is None:  # asked at most once a second, in a thread; every other command reads what it said
+            replicas = await asyncio.to_thread(self.replicas)
+        client = self._async_client()
         with reachable():
-            async with self._async_client().pipeline(transaction=False) as pipe:
+            if not replicas:
+                await client.lpush(_OUTBOX, request_id)
+                return
+            async with client.pipeline(transaction=False) as pipe:
                 pipe.lpush(_OUTBOX, request_id)
-                if replicas:
-                    pipe.execute_command("WAIT", 1, CONFIRM_MS)
+                pipe.execute_command("WAIT", 1, CONFIRM_MS)
                 answers = await pipe.execute()
-        if replicas and int(answers[-1]) < 1:
+        if int(answers[-1]) < 1:
             raise StoreUnavailableError(UNCONFIRMED)
 
     # --- limits -------------------------------------------------------------------------------------
@@ -526,23 +544,18 @@ class RequestStore:
     def count_command(self, user: str, now: datetime) -> int:
         """Count one command of `user` in this minute; the count so far, this one included."""
         key, _ = _rate_key(user, now)
-        with reachable(), self.redis.pipeline() as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 2 * _RATE_WINDOW)
-            count, _ = pipe.execute()
-        return int(count)
+        with reachable():
+            return int(self._count(keys=[key], args=[2 * _RATE_WINDOW]))
 
     async def count_command_async(self, user: str, now: datetime) -> int:
         """`count_command` for an event loop."""
         if self._url is None:
             return self.count_command(user, now)
         key, _ = _rate_key(user, now)
+        if self._async_count is None:
+            self._async_count = self._async_client().register_script(_COUNT)
         with reachable():
-            async with self._async_client().pipeline() as pipe:
-                pipe.incr(key)
-                pipe.expire(key, 2 * _RATE_WINDOW)
-                count, _ = await pipe.execute()
-        return int(count)
+            return int(await self._async_count(keys=[key], args=[2 * _RATE_WINDOW]))
 
     def count_refusal(self, user: str, now: datetime) -> int:
         """Count one refusal past a limit for `user` in this minute; 1 for the first, which the caller records."""
