@@ -19,6 +19,7 @@ that a tail cut before a restart shows against what Slack holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -33,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from pydantic import SecretStr
@@ -50,6 +51,8 @@ HEAD_SAVE_SECONDS = 1.0  # a chain's head is saved beside the log at most this o
 SHORT_KEY = 16  # characters; a shorter JIT_AUDIT_KEY is accepted, with a warning
 SOON_SECONDS = 3.0  # a witnessed record is checkpointed within this, and such checkpoints come at most this often
 SOON_BATCH = 0.5  # seconds a checkpoint waits after a witnessed record, so that a burst of them shares one
+
+_T = TypeVar("_T")
 
 # Posts a checkpoint record where nobody with access to the log file can edit it (the processes post to Slack).
 Witness = Callable[[dict[str, Any]], None]
@@ -205,6 +208,26 @@ class _Spooled:
     digest: str
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """A write an event loop asked of the log's thread, and where to hand its outcome."""
+
+    write: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+def _settle(outcomes: list[tuple[_Asked, bool, Any]]) -> None:
+    """On the asking loop: each caller gets what its write returned or raised (unless it stopped waiting)."""
+    for asked, ok, value in outcomes:
+        if asked.future.done():
+            continue
+        if ok:
+            asked.future.set_result(value)
+        else:
+            asked.future.set_exception(value)
+
+
 _logs: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 
 
@@ -218,6 +241,9 @@ class AuditLog:
         self._inode: tuple[int, int] | None = None
         self._spool: deque[_Spooled] = deque()
         self._executor: ThreadPoolExecutor | None = None
+        self._queue: list[_Asked] = []  # what event loops asked of the log's thread, not yet taken (_on_writer)
+        self._queue_lock = threading.Lock()
+        self._draining = False  # a job on the log's thread is taking the queue
         self._chain: _Chain | None = None
         self._witness: Witness | None = None
         self._witnesses: ThreadPoolExecutor | None = None
@@ -381,8 +407,42 @@ class AuditLog:
 
     async def request_event_async(self, event: str, request: AccessRequest, *, actor: str, **fields: Any) -> None:
         """`request_event` from an event loop: the write runs on the log's own thread, so the loop never blocks."""
-        write = functools.partial(self.request_event, event, request, actor=actor, **fields)
-        await asyncio.get_running_loop().run_in_executor(self._writer(), write)
+        await self._on_writer(functools.partial(self.request_event, event, request, actor=actor, **fields))
+
+    async def _on_writer(self, write: Callable[[], _T]) -> _T:
+        """Run `write` on the log's own thread and return what it returns (or raise what it raised) once it is done.
+
+        Group commit: what the loop asks for while that thread is busy waits in a queue, and the thread takes the
+        whole queue at once, writes each in the order asked (each record still its own write(2), failing closed on
+        its own), then wakes the loop once for all of them. Each caller resumes only after its own write returned.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        with self._queue_lock:
+            self._queue.append(_Asked(write, loop, future))
+            start, self._draining = not self._draining, True
+        if start:
+            self._writer().submit(self._write_queued)
+        return await future
+
+    def _write_queued(self) -> None:
+        """On the log's thread: write what is queued, batch after batch, until the queue is empty."""
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._draining = False
+                    return
+            done: dict[asyncio.AbstractEventLoop, list[tuple[_Asked, bool, Any]]] = {}
+            for asked in batch:
+                try:
+                    outcome: tuple[_Asked, bool, Any] = (asked, True, asked.write())
+                except Exception as err:  # handed to the caller, who sees it as if it had written itself
+                    outcome = (asked, False, err)
+                done.setdefault(asked.loop, []).append(outcome)
+            for loop, outcomes in done.items():
+                with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits for the answer
+                    loop.call_soon_threadsafe(_settle, outcomes)
 
     def flush(self) -> bool:
         """Write what the spool holds; True when nothing is left in it."""
@@ -457,8 +517,7 @@ class AuditLog:
 
     async def checkpoint_async(self, reason: str = "interval", *, background: bool = True) -> dict[str, Any] | None:
         """`checkpoint` from an event loop, on the log's own thread."""
-        write = functools.partial(self.checkpoint, reason, background=background)
-        return await asyncio.get_running_loop().run_in_executor(self._writer(), write)
+        return await self._on_writer(functools.partial(self.checkpoint, reason, background=background))
 
     async def keep_checkpoints(self) -> None:
         """For an event loop (the web): a checkpoint every CHECKPOINT_SECONDS until cancelled."""
@@ -553,6 +612,8 @@ class AuditLog:
         self._chain = None
         self._spool.clear()
         self._executor = self._witnesses = None
+        self._queue_lock = threading.Lock()
+        self._queue, self._draining = [], False
         self._soon = None  # its thread did not come along
 
 
