@@ -39,6 +39,7 @@ from jit_lb.access.errors import (
 from jit_lb.access.policy import Target
 from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.access.stepup import BreakGlassIntent, ExtendIntent, LockdownOffIntent, RequestIntent
+from jit_lb.access.store import Counting, too_many_commands
 from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
@@ -58,13 +59,19 @@ class CommandService:
         """Answer one `/jit` command; refusals are audited and change nothing.
 
         `request`, the busy one, is stored through asyncio on the web's event loop (its record is
-        written on the audit log's own thread); the rest run in a thread.
+        written on the audit log's own thread), and counted in the same round trip as it is stored; the
+        rest run in a thread. Every command is counted once, and one past the limit is refused as such
+        whatever else is wrong with it.
         """
         try:
-            await self.count(user)
-            parsed = commands.parse_command(text)
+            try:
+                parsed = commands.parse_command(text)
+            except JitError:
+                await self.count(user)
+                raise
             if isinstance(parsed, RequestCommand):
-                return await self.request(user, parsed, channel)
+                return await self.request(user, parsed, channel, counted=False)
+            await self.count(user)
         except JitError as err:
             return await asyncio.to_thread(self.failed, user, text, err)
         return await asyncio.to_thread(self._answer, user, text, parsed, channel)
@@ -73,30 +80,46 @@ class CommandService:
         """Count one command (or form) of `user` this minute; LimitError past `limits.commands_per_minute`."""
         limit = self.rt.policy.limits.commands_per_minute
         if await self.rt.store.count_command_async(user, self.clock()) > limit:
-            raise LimitError(f"you sent more than {limit} `/jit` commands this minute; wait a minute and try again")
+            raise too_many_commands(limit)
 
-    async def request(self, user: str, parsed: RequestCommand, channel: str | None, mfa: bool = False) -> Reply:
+    async def request(
+        self, user: str, parsed: RequestCommand, channel: str | None, mfa: bool = False, counted: bool = True
+    ) -> Reply:
         """Store a request, record it, then queue its card: a request whose record cannot be written is taken back.
 
         On a target that requires MFA, a person not proven within `mfa.window` gets the step-up modal
         instead (`mfa` is True when this call follows an accepted code). Its card is posted by a
         worker (workers/notices.py `announce`, from the store's outbox), and pending requests are
-        expired by every worker's loop.
+        expired by every worker's loop. Not `counted` (a typed command): the command is counted here,
+        with the store's create when it gets that far, else before the answer.
         """
         policy, store = self.rt.policy, self.rt.store
         if len(parsed.targets) > 1:
+            if not counted:
+                await self.count(user)
             return await self._request_several(user, parsed, channel, mfa)
-        build = commands.build_request(policy, user, parsed, self.clock(), channel, self.rt.approvers.directory.members)
+        try:
+            build = commands.build_request(
+                policy, user, parsed, self.clock(), channel, self.rt.approvers.directory.members
+            )
+        except JitError:
+            if not counted:
+                await self.count(user)  # past the limit, that is the refusal
+            raise
         target = policy.targets[parsed.target]
         if target.require_mfa and not mfa:
+            if not counted:
+                await self.count(user)
+                counted = True
             if await asyncio.to_thread(self.mfa.due, user, target):
                 return await asyncio.to_thread(self._step_up_request, user, parsed, channel)
             mfa = True  # proven within the window: the request counts as made with MFA
+        counting = None if counted else Counting(user, self.clock(), policy.limits.commands_per_minute)
         # Every way in (command, form, after a code) comes through here; the store refuses it in a lockdown.
         made: list[AccessRequest] = []
         try:
             request = await store.create_async(
-                _made(_with_mfa(build) if mfa else build, made), policy.limits.pending_per_user
+                _made(_with_mfa(build) if mfa else build, made), policy.limits.pending_per_user, counting
             )
         except StoreUnavailableError:
             self._undo_lost_create(made[-1:])

@@ -150,10 +150,16 @@ return 1
 
 # A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
 # on, the id is free (no request, nor a group, has it) and its requester has fewer than ARGV[5] pending requests;
-# the index forgets what history has.
+# the index forgets what history has. With KEYS[9] (the requester's minute, see _COUNT) the command that asks is
+# counted first, in the same round trip, and refused past ARGV[7] commands that minute.
 _CREATE = (
     _VISIBLE
     + """
+if KEYS[9] then
+  local sent = redis.call('INCR', KEYS[9])
+  redis.call('EXPIRE', KEYS[9], ARGV[8])
+  if sent > tonumber(ARGV[7]) then return -3 end
+end
 if redis.call('EXISTS', KEYS[6]) == 1 then return -2 end
 if counted(KEYS[5], KEYS[8]) >= tonumber(ARGV[5]) then return -1 end
 if redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
@@ -253,8 +259,24 @@ def haproxy_book_key(runtime_api: str, acl: str) -> str:
     return f"{PREFIX}haproxy:{runtime_api}:{acl}"
 
 
-def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str], list[str | float]]:
-    """KEYS and ARGV of the _CREATE script for a new (pending) request."""
+@dataclass(frozen=True)
+class Counting:
+    """The command a create is asked by, counted in the same round trip: its user, its time, the most a minute."""
+
+    user: str
+    now: datetime
+    limit: int
+
+
+def too_many_commands(limit: int) -> LimitError:
+    """The refusal of a command past `limits.commands_per_minute`."""
+    return LimitError(f"you sent more than {limit} `/jit` commands this minute; wait a minute and try again")
+
+
+def _create_call(
+    request: AccessRequest, pending_limit: int, counting: Counting | None = None
+) -> tuple[list[str], list[str | float]]:
+    """KEYS and ARGV of the _CREATE script for a new (pending) request (and the command that asks, if counted)."""
     assert request.status is Status.PENDING, "only a pending request is created"
     keys = [
         _REQUEST + request.id,
@@ -272,6 +294,9 @@ def _create_call(request: AccessRequest, pending_limit: int) -> tuple[list[str],
         pending_limit,
         request.created_at.timestamp() - _HISTORY_SECONDS,
     ]
+    if counting is not None:
+        keys.append(_rate_key(counting.user, counting.now)[0])
+        args += [counting.limit, 2 * _RATE_WINDOW]
     return keys, args
 
 
@@ -301,8 +326,10 @@ def _create_group_call(parts: list[AccessRequest], pending_limit: int) -> tuple[
     return keys, args
 
 
-def _created(answer: object, request: AccessRequest, pending_limit: int) -> bool:
+def _created(answer: object, request: AccessRequest, pending_limit: int, counting: Counting | None = None) -> bool:
     """Read the _CREATE script's answer: True when stored, False when the id was taken."""
+    if answer == -3 and counting is not None:
+        raise too_many_commands(counting.limit)
     if answer == -2:
         raise LockdownError(LOCKED)
     if answer == -1:
@@ -404,16 +431,23 @@ class RequestStore:
                 raise StoreUnavailableError(UNCONFIRMED)
             log.warning("a write was not confirmed by a replica; a failover now may lose its record")
 
-    def create(self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000) -> AccessRequest:
+    def create(
+        self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000, counting: Counting | None = None
+    ) -> AccessRequest:
         """Store a new request under a fresh id that no other request has; LimitError past `pending_limit`.
 
-        Its card is not queued here: the caller records the request first, then `announce_later`.
+        With `counting`, the command that asks is counted first, in the same round trip (as `count_command`), and
+        LimitError past its limit stores nothing. Its card is not queued here: the caller records the request
+        first, then `announce_later`.
         """
         with reachable():
             for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
-                if _created(self._create(*_create_call(request, pending_limit)), request, pending_limit):
+                if _created(
+                    self._create(*_create_call(request, pending_limit, counting)), request, pending_limit, counting
+                ):
                     return request
+                counting = None  # counted by the first try, whose id was taken
         raise StoreUnavailableError("could not find a free request id")
 
     def create_group(
@@ -454,11 +488,11 @@ class RequestStore:
             return bool(self.redis.exists(_GROUP + request_id))
 
     async def create_async(
-        self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000
+        self, build: Callable[[str], AccessRequest], pending_limit: int = 1_000_000, counting: Counting | None = None
     ) -> AccessRequest:
         """`create` for an event loop: the same script, through an asyncio client, so the loop never blocks."""
-        if self._url is None:
-            return self.create(build, pending_limit)  # a store made from a client alone has no asyncio twin
+        if self._url is None:  # a store made from a client alone has no asyncio twin
+            return self.create(build, pending_limit, counting)
         client = self._async_client()
         if self._async_create is None:
             self._async_create = client.register_script(_CREATE)
@@ -466,8 +500,10 @@ class RequestStore:
         with reachable():
             for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
-                if _created(await script(*_create_call(request, pending_limit)), request, pending_limit):
+                answer = await script(*_create_call(request, pending_limit, counting))
+                if _created(answer, request, pending_limit, counting):
                     return request
+                counting = None  # counted by the first try, whose id was taken
         raise StoreUnavailableError("could not find a free request id")
 
     def _async_client(self) -> redis.asyncio.Redis:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jit_lb.access.requests import Status
+from jit_lb.clock import utcnow
 from tests.service.world import APPROVALS, DEV1_CIDR, DEVS, World, buttons, id_in
 from workers import notices
 
@@ -44,6 +45,29 @@ async def test_announce_posts_the_card_with_buttons_naming_the_request(world: Wo
     assert "Requested by <@U0DEV1>" in first_reply["text"]
     assert notices.announce(request_id) == "nothing to post"
     assert len(world.slack.calls("chat.postMessage")) == 2
+
+
+async def test_each_command_counts_once_in_its_minute_and_one_past_the_limit_is_refused_as_such(world: World) -> None:
+    """With 6 commands a minute: a stored request (counted in the store's own create), a request the policy refuses,
+    one that does not parse, one of two targets, `list` and `help` each count once, so a 7th request is refused for
+    the limit and stores nothing, and an 8th is refused for the limit even though its target does not exist."""
+    world.edit_policy(lambda p: p.setdefault("limits", {}).update(commands_per_minute=6))
+    now = utcnow()
+    world.commands.clock = lambda: now  # one minute for every command, whenever the test runs
+    first = id_in(await world.ask("U0DEV1", "request lb-prod 30m counted in the create"))
+    assert "unknown target" in await world.ask("U0DEV1", "request lb-nope 30m refused by the policy")
+    assert "not a duration" in await world.ask("U0DEV1", "request lb-prod 30n does not parse")
+    id_in(await world.ask("U0DEV1", "request lb-prod,lb-two 30m two targets"))
+    await world.ask("U0DEV1", "list")
+    await world.ask("U0DEV1", "help")
+
+    past = await world.ask("U0DEV1", "request lb-prod 30m one past the limit")
+    unknown = await world.ask("U0DEV1", "request lb-nope 30m past the limit too")
+
+    assert "more than 6 `/jit` commands this minute" in past
+    assert "more than 6 `/jit` commands this minute" in unknown
+    assert first in world.outbox()
+    assert [first] == [r.id for r in world.rt.store.open_requests() if r.group is None]
 
 
 @pytest.mark.parametrize(
