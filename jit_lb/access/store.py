@@ -386,6 +386,9 @@ class RequestStore:
         self._async: redis.asyncio.Redis | None = None
         self._async_create: AsyncScript | None = None
         self._async_count: AsyncScript | None = None
+        # Ids announced on the event loop, not yet pushed, and the pushes under way (announce_async).
+        self._announcing: list[tuple[str, asyncio.Future[None]]] = []
+        self._announcing_tasks: set[asyncio.Task[None]] = set()
         self._replicas: tuple[float, int] = (-_REPLICAS_TTL, 0)  # (when asked, how many)
 
     # --- replication --------------------------------------------------------------------------------
@@ -559,17 +562,48 @@ class RequestStore:
 
     async def announce_async(self, request_id: str) -> None:
         """`announce_later` for an event loop, and the confirmation of the request by a replica (WAIT), when the
-        master has replicas: StoreUnavailableError when none confirms, and the caller takes the request back."""
+        master has replicas: StoreUnavailableError when none confirms, and the caller takes the request back.
+
+        The ids announced in one turn of the loop (the commands whose records one audit batch wrote resume
+        together) go in one LPUSH, in the order announced, with one WAIT for them all; each caller is told
+        what the round trip did.
+        """
+        loop = asyncio.get_running_loop()
+        announced: asyncio.Future[None] = loop.create_future()
+        self._announcing.append((request_id, announced))
+        if len(self._announcing) == 1:
+            loop.call_soon(self._announce_together)
+        await announced
+
+    def _announce_together(self) -> None:
+        batch, self._announcing = self._announcing, []
+        task = asyncio.get_running_loop().create_task(self._announce_batch(batch))
+        self._announcing_tasks.add(task)  # held until done: the loop keeps only a weak reference to a task
+        task.add_done_callback(self._announcing_tasks.discard)
+
+    async def _announce_batch(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
+        try:
+            await self._push_announced([request_id for request_id, _ in batch])
+        except Exception as err:  # each caller gets what the round trip raised (unavailable, unconfirmed, refused)
+            for _, announced in batch:
+                if not announced.done():
+                    announced.set_exception(err)
+        else:
+            for _, announced in batch:
+                if not announced.done():
+                    announced.set_result(None)
+
+    async def _push_announced(self, request_ids: list[str]) -> None:
         replicas = self._known_replicas()
         if replicas is None:  # asked at most once a second, in a thread; every other command reads what it said
             replicas = await asyncio.to_thread(self.replicas)
         client = self._async_client()
         with reachable():
             if not replicas:
-                await client.lpush(_OUTBOX, request_id)
+                await client.lpush(_OUTBOX, *request_ids)
                 return
             async with client.pipeline(transaction=False) as pipe:
-                pipe.lpush(_OUTBOX, request_id)
+                pipe.lpush(_OUTBOX, *request_ids)
                 pipe.execute_command("WAIT", 1, CONFIRM_MS)
                 answers = await pipe.execute()
         if int(answers[-1]) < 1:

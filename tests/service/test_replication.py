@@ -77,3 +77,47 @@ def test_an_unconfirmed_new_request_is_refused(pair: tuple[RedisServer, RedisSer
     with pytest.raises(StoreUnavailableError, match="no Redis replica confirmed"):
         asyncio.run(store.announce_async(request.id))
     sleeper.join()
+
+
+def announced_ids(master: RedisServer) -> list[str]:
+    """The card outbox, oldest first (the end a worker's BRPOP takes)."""
+    outbox = redis.Redis(host="127.0.0.1", port=master.port).lrange("jit:outbox", 0, -1)
+    return [raw.decode() for raw in reversed(outbox)]
+
+
+def lpush_calls(master: RedisServer) -> int:
+    stats = redis.Redis(host="127.0.0.1", port=master.port).info("commandstats")
+    return int(stats.get("cmdstat_lpush", {}).get("calls", 0))
+
+
+def test_new_requests_announced_together_share_one_push_and_one_wait(pair: tuple[RedisServer, RedisServer]) -> None:
+    """Five requests announced in one turn of the loop (as the commands one audit batch wrote are): one LPUSH, their
+    ids on the outbox in the order announced, each confirmed by the replica."""
+    master, _ = pair
+    store = RequestStore(redis.Redis(host="127.0.0.1", port=master.port), master.url)
+    ids = [store.create(pending).id for _ in range(5)]
+    before = lpush_calls(master)
+
+    async def announce_all() -> None:
+        await asyncio.gather(*(store.announce_async(request_id) for request_id in ids))
+
+    asyncio.run(announce_all())
+
+    assert ids == announced_ids(master)
+    assert lpush_calls(master) - before == 1
+
+
+def test_every_request_of_an_unconfirmed_push_is_refused(pair: tuple[RedisServer, RedisServer]) -> None:
+    """A replica that confirms nothing in time: each of the requests announced together is told, to take it back."""
+    master, replica = pair
+    store = RequestStore(redis.Redis(host="127.0.0.1", port=master.port), master.url)
+    ids = [store.create(pending).id for _ in range(3)]
+    sleeper = stalled(replica, 3)
+
+    async def announce_all() -> list[BaseException | None]:
+        return await asyncio.gather(*(store.announce_async(request_id) for request_id in ids), return_exceptions=True)
+
+    outcomes = asyncio.run(announce_all())
+    sleeper.join()
+
+    assert [StoreUnavailableError] * 3 == [type(outcome) for outcome in outcomes]
