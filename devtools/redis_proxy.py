@@ -3,6 +3,7 @@ falls after a command was sent does: the command reaches Redis and is done, its 
 
 `hold(b"jit:signed:")` makes every connection whose outgoing bytes contain that string stop passing Redis's answers
 back for `seconds` (the client's read times out meanwhile); `release()` ends it for connections that hold later.
+`cut(b"EXEC")` cuts the next connection that sends it, before Redis sees it.
 Only for tests: one thread a direction a connection, nothing it starts outlives `with`.
 """
 
@@ -26,6 +27,7 @@ class HoldingProxy:
         self._patterns: tuple[bytes, ...] = ()
         self._seconds = 0.0
         self._once = False
+        self._cut: tuple[bytes, ...] = ()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -41,6 +43,12 @@ class HoldingProxy:
         such connection, `once`)."""
         with self._lock:
             self._patterns, self._seconds, self._once = patterns, seconds, once
+
+    def cut(self, *patterns: bytes) -> None:
+        """The first connection from now on that sends any of `patterns` is cut before they reach Redis (a partition
+        that falls just as they are sent): nothing of that chunk is done."""
+        with self._lock:
+            self._cut = patterns
 
     def release(self) -> None:
         with self._lock:
@@ -77,17 +85,21 @@ class HoldingProxy:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
                 with self._lock:
+                    if any(pattern in data for pattern in self._cut):
+                        self._cut = ()
+                        break
                     if any(pattern in data for pattern in self._patterns):
                         held_until[0] = time.monotonic() + self._seconds
                         if self._once:
                             self._patterns = ()
                 server.sendall(data)
-        with contextlib.suppress(OSError):
-            server.shutdown(socket.SHUT_WR)
+        for sock in (server, client):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _back(self, server: socket.socket, client: socket.socket, held_until: list[float]) -> None:
         """Redis to client: passed on unless held, and then only once the hold is over."""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: select on a socket the other side closed
             while True:
                 ready, _, _ = select.select([server], [], [], 0.05)
                 if self._stopped.is_set():

@@ -822,6 +822,7 @@ class RequestStore:
             blocking_timeout=_TRANSITION_LOCK_SECONDS,
             sleep=0.005,  # a click that waits for another's transition (redis-py polls; its default is 0.1 s)
         )
+        recorded: bytes | str | None = None  # the state whose change is recorded already (a try cut on its way)
         with reachable(), lock, self.redis.pipeline() as pipe:
             while True:
                 written: str | None = None
@@ -834,8 +835,9 @@ class RequestStore:
                     after = change(before)
                     if after.id != before.id:
                         raise TransitionError("a transition cannot change a request's id")
-                    if record is not None:
-                        record(before, after)
+                    if record is not None and raw != recorded:
+                        record(before, after)  # once: a try that never reached Redis leaves `before` as it was
+                        recorded = raw
                     pipe.multi()
                     written = after.model_dump_json()
                     pipe.set(key, written)

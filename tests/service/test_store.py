@@ -11,7 +11,9 @@ import pytest
 import redis
 
 from devtools import faults
+from devtools.redis_proxy import HoldingProxy
 from jit_lb.access import requests
+from jit_lb.access.connections import WORKER, RedisAddress, connect
 from jit_lb.access.errors import ApprovalError, LimitError, TransitionError
 from jit_lb.access.requests import Status
 from jit_lb.access.store import RequestStore
@@ -178,3 +180,27 @@ def test_take_back_removes_only_what_was_made_and_not_changed_since(redis_client
     assert store.get(other.id).status is Status.APPROVED
     assert store.take_back([pending(other.id).model_copy(update={"reason": "another's"})]) == 0
     assert store.find(other.id) is not None
+
+
+def test_a_transaction_cut_before_redis_and_tried_again_is_recorded_once(redis_url: str) -> None:
+    """A worker's client tries a broken connection again: a transition whose MULTI … EXEC was cut on its way (not
+    done) is read and made again, and its record, written before the first try, is not written a second time (two
+    records of one change before). One whose answer alone was lost is recorded once and not made again."""
+    upstream = redis.Redis.from_url(redis_url)
+    with HoldingProxy(upstream.connection_pool.connection_kwargs["port"]) as proxy:
+        store = RequestStore(connect(RedisAddress(proxy.url), WORKER))
+        records: list[str] = []
+        made = store.create(pending)
+
+        proxy.cut(b"EXEC\r\n")
+        _, after = store.transition(
+            made.id, lambda r: requests.approve(r, "U0APPROVER1", NOW), lambda _, a: records.append(a.status)
+        )
+        assert (after.status, records) == (Status.APPROVED, [Status.APPROVED])
+        assert store.get(made.id).status is Status.APPROVED
+
+        proxy.hold(b"EXEC\r\n", seconds=4.0, once=True)  # past the worker's 3 s read: the answer is lost
+        store.transition(made.id, lambda r: r.model_copy(update={"card_ts": "9.9"}), lambda _, a: records.append("x"))
+        assert records == [Status.APPROVED, "x"]
+        assert store.get(made.id).card_ts == "9.9"
+    upstream.close()
