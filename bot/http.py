@@ -61,6 +61,8 @@ def slack_events_handler(
             log.info("slack request ignored", path=request.path)
             return web.Response(status=200)
         first = await _first(request, first_signed)
+        if first is None and _is_url_verification(body, request.content_type):
+            first = True  # Slack checking the URL: answered with its challenge, nothing done, harmless however often
         if first is None:
             # Whether it was taken before is unknown: nothing is done (Redis may answer the listener's calls a moment
             # later, and a replay would then be taken), and waiting for Redis again would pass Slack's 3 s.
@@ -84,6 +86,10 @@ async def _first(request: web.Request, first_signed: FirstSigned) -> bool | None
         return await first_signed(headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"], REMEMBER_SIGNED)
     except StoreUnavailableError:
         return None
+
+
+def _is_url_verification(body: str, content_type: str) -> bool:
+    return _is_json(body, content_type) and json.loads(body).get("type") == "url_verification"
 
 
 def _unavailable(app: AsyncApp, kind: str, body: str, content_type: str) -> web.Response:

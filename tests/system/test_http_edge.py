@@ -616,3 +616,14 @@ def test_a_redis_that_answers_but_takes_no_write_is_unavailable_not_a_500_and_he
     assert status == 200 and "jit-lb is unavailable" in json.loads(answer)["text"], answer[:300]
     assert health == (503, b'{"ok": false}')
     assert clicked[0] == 200
+
+
+def test_slacks_url_verification_is_answered_while_the_replay_check_cannot_reach_redis(
+    partitioned: Partitioned,
+) -> None:
+    """Slack checking the events URL does nothing but ask for its challenge back: answered even while the replay
+    check's answer is lost (the check not taking anything left it unanswered)."""
+    edge, proxy, _, _ = partitioned
+    proxy.hold(b"jit:signed:", seconds=3.0)
+    challenge = b'{"type": "url_verification", "challenge": "abc123", "token": "t"}'
+    assert post(edge, challenge, signed(challenge, JSON)) == (200, b'{"challenge": "abc123"}')
