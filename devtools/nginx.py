@@ -25,6 +25,7 @@ DEFAULT_BINARY = "/usr/sbin/nginx"
 STREAM_BYTES = 2_000_000  # at 20 KB/s: 100 s, longer than any test waits
 
 CONFIG = """\
+{user}
 worker_processes 1;
 pid {pid_file};
 error_log {prefix}/error.log notice;
@@ -82,7 +83,6 @@ class NginxServer(Closing):
         self.backend_port = free_port()
         self.shutdown_timeout = shutdown_timeout
         self.prefix = Path(tempfile.mkdtemp(prefix="jitlb-nginx-"))
-        # The workers run as `nobody` when the master is root: they read /stream from here.
         self.prefix.chmod(0o755)
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -130,8 +130,12 @@ class NginxServer(Closing):
 
     def write_config(self) -> None:
         shutdown = f"worker_shutdown_timeout {self.shutdown_timeout};" if self.shutdown_timeout else ""
+        # A master started as root runs its workers as `nobody`, who may not pass a private TMPDIR (mode 700, as
+        # `mktemp -d` makes it) to read /stream: 403. This throw-away NGINX's workers run as the master's user.
+        user = "user root;" if os.geteuid() == 0 else ""
         Path(self.config_file).write_text(
             CONFIG.format(
+                user=user,
                 prefix=self.prefix,
                 pid_file=self.pid_file,
                 shutdown=shutdown,
