@@ -3,7 +3,8 @@ falls after a command was sent does: the command reaches Redis and is done, its 
 
 `hold(b"jit:signed:")` makes every connection whose outgoing bytes contain that string stop passing Redis's answers
 back for `seconds` (the client's read times out meanwhile); `release()` ends it for connections that hold later.
-`cut(b"EXEC")` cuts the next connection that sends it, before Redis sees it.
+`cut(b"EXEC")` cuts the next connection that sends it, before Redis sees it; `lose(b"EVALSHA")` passes the next such
+command on to Redis and cuts its connection as Redis answers (done, but the client hears a broken connection).
 Only for tests: one thread a direction a connection, nothing it starts outlives `with`.
 """
 
@@ -28,6 +29,7 @@ class HoldingProxy:
         self._seconds = 0.0
         self._once = False
         self._cut: tuple[bytes, ...] = ()
+        self._lose: tuple[bytes, ...] = ()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -49,6 +51,12 @@ class HoldingProxy:
         that falls just as they are sent): nothing of that chunk is done."""
         with self._lock:
             self._cut = patterns
+
+    def lose(self, *patterns: bytes) -> None:
+        """The first connection from now on that sends any of `patterns` has them done by Redis, and is cut when Redis
+        answers, the answer dropped (a partition that falls after the command arrived): the client may try again."""
+        with self._lock:
+            self._lose = patterns
 
     def release(self) -> None:
         with self._lock:
@@ -74,7 +82,7 @@ class HoldingProxy:
             except OSError:
                 return
             server = socket.create_connection(("127.0.0.1", self.upstream))
-            held_until = [0.0]
+            held_until = [0.0, 0.0]  # answers held until; 1.0 in the second once the next answer is to be lost
             with self._lock:
                 self._sockets += [client, server]
             threading.Thread(target=self._out, args=(client, server, held_until), daemon=True).start()
@@ -88,6 +96,9 @@ class HoldingProxy:
                     if any(pattern in data for pattern in self._cut):
                         self._cut = ()
                         break
+                    if any(pattern in data for pattern in self._lose):
+                        self._lose = ()
+                        held_until[1] = 1.0
                     if any(pattern in data for pattern in self._patterns):
                         held_until[0] = time.monotonic() + self._seconds
                         if self._once:
@@ -109,8 +120,8 @@ class HoldingProxy:
                 while time.monotonic() < held_until[0] and not self._stopped.is_set():
                     time.sleep(0.02)
                 data = server.recv(65536)
-                if not data:
+                if not data or held_until[1]:
                     break
                 client.sendall(data)
         with contextlib.suppress(OSError):
-            client.shutdown(socket.SHUT_WR)
+            client.shutdown(socket.SHUT_RDWR if held_until[1] else socket.SHUT_WR)

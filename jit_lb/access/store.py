@@ -151,10 +151,13 @@ return 1
 # A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
 # on, the id is free (no request, nor a group, has it) and its requester has fewer than ARGV[5] pending requests;
 # the index forgets what history has. With KEYS[9] (the requester's minute, see _COUNT) the command that asks is
-# counted first, in the same round trip, and refused past ARGV[7] commands that minute.
+# counted first, in the same round trip, and refused past ARGV[7] commands that minute. A request already stored
+# as ARGV[1] says is this very create run again (the client tried again a connection cut as Redis answered): it is
+# told stored, neither counted again nor stored a second time under another id (nobody else's json is the same).
 _CREATE = (
     _VISIBLE
     + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 if KEYS[9] then
   local sent = redis.call('INCR', KEYS[9])
   redis.call('EXPIRE', KEYS[9], ARGV[8])
@@ -176,10 +179,12 @@ return 1
 # Every part of a request of several targets, or none: KEYS the index, open, pending, the requester's pending set,
 # the lockdown, the group's key, the key a lone request of the group's id would have, the requester's hash of
 # visible ids, then one key a part. ARGV: the requester's limit, the index's horizon, the group key's lifetime, the
-# parts' ids joined, then json, id, created and pending_until a part.
+# parts' ids joined, then json, id, created and pending_until a part. A first part already stored as ARGV[5] says is
+# this very create run again (see _CREATE): told stored, not stored again.
 _CREATE_GROUP = (
     _VISIBLE
     + """
+if redis.call('GET', KEYS[9]) == ARGV[5] then return 1 end
 if redis.call('EXISTS', KEYS[5]) == 1 then return -2 end
 if counted(KEYS[4], KEYS[8]) >= tonumber(ARGV[1]) then return -1 end
 if redis.call('EXISTS', KEYS[6]) == 1 or redis.call('EXISTS', KEYS[7]) == 1 then return 0 end

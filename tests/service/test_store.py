@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -16,7 +17,7 @@ from jit_lb.access import requests
 from jit_lb.access.connections import WORKER, RedisAddress, connect
 from jit_lb.access.errors import ApprovalError, LimitError, TransitionError
 from jit_lb.access.requests import Status
-from jit_lb.access.store import RequestStore
+from jit_lb.access.store import Counting, RequestStore
 from tests.helpers import NOW, pending
 
 
@@ -203,4 +204,29 @@ def test_a_transaction_cut_before_redis_and_tried_again_is_recorded_once(redis_u
         store.transition(made.id, lambda r: r.model_copy(update={"card_ts": "9.9"}), lambda _, a: records.append("x"))
         assert records == [Status.APPROVED, "x"]
         assert store.get(made.id).card_ts == "9.9"
+    upstream.close()
+
+
+def test_a_create_whose_answer_was_lost_and_tried_again_stores_and_counts_once(redis_url: str) -> None:
+    """The web's client tries a broken connection once more: a create script that Redis ran, whose answer alone was
+    lost, is run again. That second run finds its own request and is told it is stored; before, it found the id taken,
+    counted the command a second time and stored the request again under a new id, leaving the first pending,
+    unrecorded and unannounced (approvable from an App Home). The same for a request of several targets."""
+    upstream = redis.Redis.from_url(redis_url)
+    with HoldingProxy(upstream.connection_pool.connection_kwargs["port"]) as proxy:
+        store = RequestStore(connect(RedisAddress(proxy.url), WORKER), proxy.url)  # create_async: the web's client
+
+        async def create() -> tuple[set[str], set[str]]:
+            await store.create_async(pending)  # the scripts loaded and the connections made: what is lost is a create
+            await store.create_group_async(_group)
+            before = {request.id for request in store.open_requests()}
+            proxy.lose(b"EVALSHA")
+            made = await store.create_async(pending, 10, Counting("U0DEV2", NOW, 20))
+            proxy.lose(b"EVALSHA")
+            parts = await store.create_group_async(_group, 10)
+            return {request.id for request in store.open_requests()} - before, {made.id, *(part.id for part in parts)}
+
+        stored, made = asyncio.run(create())
+        assert (len(made), stored) == (4, made)
+        assert upstream.get(f"jit:rate:U0DEV2:{int(NOW.timestamp()) // 60 * 60}") == b"1"
     upstream.close()
