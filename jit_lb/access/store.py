@@ -607,12 +607,18 @@ class RequestStore:
             if not replicas:
                 await client.lpush(_OUTBOX, *request_ids)
                 return
+            # The requests are confirmed before their ids go on the outbox: a worker takes an id at once (BRPOP), so
+            # an id pushed before the WAIT could have its card posted, or be approved on call, while the web still
+            # waited to learn that it takes the request back. The counter gives this connection's WAIT a write of its
+            # own after every create (see `confirm`). The push itself is not waited for: a failover that loses it
+            # leaves a confirmed request without its card, and it expires; a refusal then could not take back a card.
             async with client.pipeline(transaction=False) as pipe:
-                pipe.lpush(_OUTBOX, *request_ids)
+                pipe.incr(_CONFIRM)
                 pipe.execute_command("WAIT", 1, CONFIRM_MS)
-                answers = await pipe.execute()
-        if int(answers[-1]) < 1:
-            raise StoreUnavailableError(UNCONFIRMED)
+                _, acked = await pipe.execute()
+            if int(acked) < 1:
+                raise StoreUnavailableError(UNCONFIRMED)
+            await client.lpush(_OUTBOX, *request_ids)
 
     # --- limits -------------------------------------------------------------------------------------
 

@@ -121,3 +121,22 @@ def test_every_request_of_an_unconfirmed_push_is_refused(pair: tuple[RedisServer
     sleeper.join()
 
     assert [StoreUnavailableError] * 3 == [type(outcome) for outcome in outcomes]
+
+
+def test_no_worker_takes_a_new_request_before_a_replica_confirmed_it(pair: tuple[RedisServer, RedisServer]) -> None:
+    """The web waits up to 800 ms for a replica; a worker's BRPOP on the outbox meanwhile must not find the request's
+    id, or it posts the card (and may approve it on call) of a request the web then refuses and takes back. Before,
+    the id went on the outbox first and the WAIT came after it, so the worker took it at once."""
+    master, replica = pair
+    store = RequestStore(redis.Redis(host="127.0.0.1", port=master.port), master.url)
+    worker = RequestStore(redis.Redis(host="127.0.0.1", port=master.port))
+    request = store.create(pending)
+    taken: list[str | None] = []
+    sleeper = stalled(replica, 3)
+    popping = threading.Thread(target=lambda: taken.append(worker.next_to_announce(timeout=2.0)))
+    popping.start()
+    with pytest.raises(StoreUnavailableError, match="no Redis replica confirmed"):
+        asyncio.run(store.announce_async(request.id))
+    popping.join()
+    sleeper.join()
+    assert (taken, announced_ids(master)) == ([None], [])
