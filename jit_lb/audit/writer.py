@@ -572,12 +572,26 @@ class AuditLog:
         try:
             written = os.write(self._fd, line)
             if written != len(line):
+                self._cut_back(written)
                 raise OSError(f"short write ({written} of {len(line)} bytes)")
             # With O_APPEND the offset is the end of this write, whatever other processes appended meanwhile.
             return os.lseek(self._fd, 0, os.SEEK_CUR) if self.destination != "-" else None
         except OSError:
             self._close()  # opened again, and checked, by the next write
             raise
+
+    def _cut_back(self, written: int) -> None:
+        """After a short write (a full disk, a file size limit): the part that was written is cut off again, so that
+        the next line does not land on the fragment's line and end unreadable with it. Only while the fragment is
+        still the end of the file: another process's line after it is never cut (the next write then fails too).
+        """
+        if not written or self.destination == "-":
+            return
+        assert self._fd is not None
+        with contextlib.suppress(OSError):
+            end = os.lseek(self._fd, 0, os.SEEK_CUR)
+            if os.fstat(self._fd).st_size == end:
+                os.ftruncate(self._fd, end - written)
 
     def _ensure_open(self) -> bool:
         """Open the file, or open it again when logrotate moved it away since the last write; True when opened."""

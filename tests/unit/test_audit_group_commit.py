@@ -183,3 +183,54 @@ def test_a_process_killed_mid_batch_leaves_no_acknowledged_record_out(path: Path
     assert [request_id for request_id in acknowledged if request_id not in written] == []
     assert len(acknowledged) >= 900
     assert verified(path)
+
+
+FULL = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from pydantic import SecretStr
+    from jit_lb.access.errors import AuditUnavailableError
+    from jit_lb.audit.writer import AuditLog
+    from tests.helpers import pending
+
+    path, key = sys.argv[1], sys.argv[2]
+    audit = AuditLog.open(path)
+    audit.start_chain("web", SecretStr(key))
+    audit.request_event("request.created", pending("jit-aaaaaa"), actor="U0DEV1")
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with open(path, "rb") as log:
+        size = len(log.read())
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))  # room for part of the next record only
+    try:
+        audit.request_event("request.created", pending("jit-bbbbbb"), actor="U0DEV1")
+    except AuditUnavailableError:
+        print("refused")
+    audit.request_event("request.expired", pending("jit-cccccc"), actor="system", must=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # room again
+    audit.request_event("request.created", pending("jit-dddddd"), actor="U0DEV1")
+    print("acknowledged")
+    audit.close()
+    """
+)
+
+
+def test_a_record_the_full_disk_cut_short_leaves_no_fragment_before_the_next(path: Path) -> None:
+    """A disk that fills up mid-record: write(2) writes what fits and returns short. The record fails closed (its
+    command refused) and no part of it stays in the file; before, the records written once there was room again were
+    appended to that fragment, on its line: an acknowledged record unreadable, and the log failed `verify`."""
+    done = subprocess.run(
+        [sys.executable, "-c", FULL, str(path), KEY],
+        capture_output=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    said = [line for line in done.stdout.decode().splitlines() if line in {"refused", "acknowledged"}]
+    assert said == ["refused", "acknowledged"]
+    assert [r["request_id"] for r in records(path) if r["event"] != "audit.checkpoint"] == [
+        "jit-aaaaaa",
+        "jit-cccccc",
+        "jit-dddddd",
+    ]
+    assert verified(path)
