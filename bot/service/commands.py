@@ -129,7 +129,10 @@ class CommandService:
                 "request.created", request, actor=user, pending_until=request.pending_until, mfa=mfa or None
             )
         except AuditUnavailableError:
-            await store.discard_async(request.id)
+            try:
+                await store.discard_async(request.id)
+            except StoreUnavailableError:
+                self._undo_lost_create([request])  # unrecorded: taken back once Redis answers, never left pending
             raise
         try:
             await store.announce_async(request.id)  # confirmed by a replica, when there are replicas
@@ -165,7 +168,10 @@ class CommandService:
                 )
                 recorded.append(part)
         except AuditUnavailableError:
-            await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+            try:
+                await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+            except StoreUnavailableError:
+                self._undo_lost_create(parts)  # unrecorded (or closed below): taken back once Redis answers
             # A part whose request.created was written is closed in the log too, never left open there.
             await self._cancelled(recorded, "the audit log failed part-way through the request's records; taken back")
             raise

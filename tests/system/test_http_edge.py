@@ -565,6 +565,32 @@ def test_a_request_whose_write_timed_out_is_taken_back_once_redis_answers(partit
     assert upstream.keys("jit:req:*") == []
 
 
+def test_a_request_whose_record_failed_while_redis_was_cut_off_is_taken_back_once_redis_answers(
+    partitioned: Partitioned, tmp_path: Path
+) -> None:
+    """The audit log fails on a new request's record (a directory where the file was) and Redis stops answering just
+    then, so the request cannot be taken back at once: it is taken back once Redis answers again, and the requester is
+    told the log failed. Before, the take-back's error went up alone: the request stayed pending, with no
+    request.created, on approvers' App Homes and approvable there."""
+    edge, proxy, upstream, _ = partitioned
+    command = command_body("U0DEV1", "request lb-prod 30m first, as usual").encode()
+    assert post(edge, command, signed(command, FORM))[0] == 200  # the scripts loaded, the connections made
+    upstream.delete("jit:open")
+    log = tmp_path / "audit.jsonl"
+    log.unlink()
+    log.mkdir()  # the next record cannot be written
+    proxy.hold(b"*2\r\n$3\r\nGET\r\n", seconds=3.0, once=True)  # the take-back reads the request first
+    command = command_body("U0DEV1", "request lb-prod 30m its record failed").encode()
+    status, answer = post(edge, command, signed(command, FORM))
+    assert status == 200 and "audit log cannot be written" in json.loads(answer)["text"], answer[:300]
+    proxy.release()
+
+    deadline = time.monotonic() + 10
+    while upstream.smembers("jit:open") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert upstream.smembers("jit:open") == set()
+
+
 def test_an_approval_whose_commit_answer_was_lost_is_told_as_it_landed(partitioned: Partitioned) -> None:
     """An App Home Approve whose transaction (MULTI … EXEC) reached Redis and was done, but whose answer was lost:
     the web reads the request again and, finding it as the click left it, goes on as for a counted approval (its
