@@ -188,8 +188,9 @@ def burst(stack: Stack, world: World, count: int) -> list[Row]:
     time.sleep(3)  # late duplicates would land within a job's run; give them a moment
     audit.poll()
     applied = [audit.first(rid, "grant.applied") for rid in ids]
-    approved = [rid for rid in ids if audit.count(rid, "request.approved")]
-    lost = sum(1 for rid in approved if not audit.count(rid, "grant.applied"))
+    # A click answered 200 and never granted is lost, whether its approval was never counted (the web refused it
+    # after answering, say "jit-lb is unavailable") or counted and never applied.
+    lost = sum(1 for rid in ids if not audit.count(rid, "grant.applied"))
     doubled = sum(1 for rid in ids if audit.count(rid, "grant.applied") > 1)
     last = max((t for t in applied if t is not None), default=all_applied)
     per_request = [ms(t - sent) for t, sent in zip(applied, clicks.sent_at, strict=True) if t is not None]
@@ -210,6 +211,6 @@ def burst(stack: Stack, world: World, count: int) -> list[Row]:
         ),
         latency_row("   burst: click sent → its grant.applied", per_request),
         Row("   burst: moto CPU", f"{sum(meter.seconds.values()):.1f} s", "", meter.text(count, "grant")),
-        Row("   burst: lost (approved, never granted)", str(lost), "0"),
+        Row("   burst: lost (clicked, never granted)", str(lost), "0"),
         Row("   burst: double grants", str(doubled), "0"),
     ]

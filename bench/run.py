@@ -205,7 +205,7 @@ def sweep_goal(rows: list[Row], measured: Measured) -> None:
 def kept_goals(rows: list[Row], measured: Measured) -> None:
     """The figures kept from before issue 19: the burst's 0 lost and 0 double."""
     found = {row.name.strip(): row.value for row in rows}
-    lost, double = found.get("burst: lost (approved, never granted)"), found.get("burst: double grants")
+    lost, double = found.get("burst: lost (clicked, never granted)"), found.get("burst: double grants")
     if lost is not None and double is not None:
         measured.goals.add("burst: 0 lost, 0 double", f"{lost} lost, {double} double", (lost, double) == ("0", "0"))
 

@@ -84,7 +84,8 @@ async def _first(request: web.Request, first_signed: FirstSigned) -> bool | None
     headers = request.headers
     try:
         return await first_signed(headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"], REMEMBER_SIGNED)
-    except StoreUnavailableError:
+    except StoreUnavailableError as err:
+        log.warning("the replay check could not reach redis", error=str(err))
         return None
 
 

@@ -53,6 +53,12 @@ class Timeouts:
 # The web answers Slack within 3 seconds whatever Redis does: one retry of a refused or broken connection (a
 # failover, a stale pooled one), none of a wait that timed out, and short waits.
 WEB = Timeouts(connect=0.5, read=1.5, retries=1, retry_timeouts=False)
+# The web's connections to Redis: at most this many, and a command beyond them waits up to WEB_POOL_WAIT seconds
+# for one to come free. Without the wait, redis-py refuses a command past its pool's size at once ("Too many
+# connections"): a burst of a few hundred clicks (an incident channel approving at once) was answered "jit-lb is
+# unavailable" for every click past the hundredth, with Redis idle.
+WEB_CONNECTIONS = 100
+WEB_POOL_WAIT = 1.0
 # Workers can wait longer (their loops try again), but not hang.
 WORKER = Timeouts(connect=2.0, read=3.0, retries=2)
 # A worker's PING that tells whether Redis answers at all: a frozen Redis accepts connections and never answers.
@@ -105,17 +111,27 @@ def connect(address: RedisAddress, timeouts: Timeouts = WORKER) -> redis.Redis:
     return client
 
 
+class _WaitingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):
+    """The master's pool found through Sentinel, waiting for a free connection as BlockingConnectionPool does (the
+    Sentinel pool overrides neither `get_connection` nor `release`, so those are the waiting pool's)."""
+
+
 def connect_async(address: RedisAddress, timeouts: Timeouts = WEB) -> redis.asyncio.Redis:
-    """`connect`'s asyncio twin, for the web process's event loop."""
+    """`connect`'s asyncio twin, for the web process's event loop: at most WEB_CONNECTIONS connections, and a command
+    beyond them waits up to WEB_POOL_WAIT for one (then fails as Redis out of reach)."""
     options = _options(timeouts)
     options["retry"] = redis.asyncio.retry.Retry(
         ExponentialBackoff(cap=0.2, base=0.05), timeouts.retries, supported_errors=_retried(timeouts)
     )
+    pool: dict[str, Any] = {"max_connections": WEB_CONNECTIONS, "timeout": WEB_POOL_WAIT}
     if not address.sentinels:
-        return redis.asyncio.Redis.from_url(address.url, **options)
+        waiting = redis.asyncio.BlockingConnectionPool.from_url(address.url, **pool, **options)
+        return redis.asyncio.Redis.from_pool(waiting)
     sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(address.sentinels),
         sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT},
     )
-    client: redis.asyncio.Redis = sentinel.master_for(address.master, **options, **_from_url(address))
+    client: redis.asyncio.Redis = sentinel.master_for(
+        address.master, connection_pool_class=_WaitingSentinelPool, **pool, **options, **_from_url(address)
+    )
     return client
