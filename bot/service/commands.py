@@ -8,6 +8,8 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import TypeVar
 
+import structlog
+
 from bot.service.background import undo_later
 from bot.service.common import LOCKDOWN, Reply, enqueue, tell
 from bot.service.mfa import MfaService
@@ -43,6 +45,8 @@ from jit_lb.access.store import Counting, too_many_commands
 from jit_lb.clock import utcnow
 from jit_lb.runtime import Runtime
 from slack_out import sentences, views
+
+log = structlog.get_logger("jit_lb.commands")
 
 LIST_LIMIT = 25  # lines of `/jit list`; the rest are counted
 
@@ -178,12 +182,14 @@ class CommandService:
         try:
             await store.announce_async(group)
         except StoreUnavailableError:
+            closed = parts
             try:
-                await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+                gone = await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+                closed = [part for part in parts if part.id in gone]  # a part decided meanwhile stands as decided
             except StoreUnavailableError:
                 self._undo_lost_create(parts)  # its card may be queued: taken back once Redis answers
             await self._cancelled(
-                parts, "no Redis replica confirmed the request; taken back, the requester was told to try again"
+                closed, "no Redis replica confirmed the request; taken back, the requester was told to try again"
             )
             raise
         channels = sorted({policy.channel_for(policy.targets[part.target]) for part in parts})
@@ -199,7 +205,9 @@ class CommandService:
         the record says so; the person is told to try again. Redis away too: it expires unannounced."""
         why = "no Redis replica confirmed the request; taken back, the requester was told to try again"
         try:
-            await self.rt.store.discard_async(request.id)
+            if not await self.rt.store.discard_async(request.id):
+                log.warning("a request not confirmed was decided meanwhile: it stands", request_id=request.id)
+                return
         except StoreUnavailableError:
             self._undo_lost_create([request])  # its card may be queued (the write's answer was lost): taken back later
         await self.rt.audit.request_event_async("request.cancelled", request, actor="system", why=why, must=True)

@@ -520,50 +520,54 @@ class RequestStore:
             self._async = connect_async(self._url)
         return self._async
 
-    def discard_group(self, group: str, part_ids: list[str]) -> None:
-        """`discard` for every part of a request of several targets, and the group itself."""
-        with reachable():
-            self.redis.lrem(_OUTBOX, 0, group)
-            for part in part_ids:
-                self.discard(part)
-            self.redis.delete(_GROUP + group)
+    def discard_group(self, group: str, part_ids: list[str], made: list[AccessRequest] | None = None) -> list[str]:
+        """`discard` for every part of a request of several targets (each exactly as in `made`, when given), and the
+        group itself once no part is left; the ids of the parts discarded."""
+        expected = {request.id: request for request in made or []}
+        gone = [part for part in part_ids if self.discard(part, expected.get(part))]
+        if len(gone) == len(part_ids):
+            with reachable():
+                self.redis.lrem(_OUTBOX, 0, group)
+                self.redis.delete(_GROUP + group)
+        return gone
 
-    def discard(self, request_id: str) -> None:
-        """Take back a request just created whose record could not be written: as if it had never been stored."""
-        with reachable():
-            raw = self.redis.get(_REQUEST + request_id)
-            if raw is None:
-                return
-            request = AccessRequest.model_validate_json(raw)
-            with self.redis.pipeline() as pipe:
+    def discard(self, request_id: str, made: AccessRequest | None = None) -> bool:
+        """Take back a request just created whose record could not be written: as if it had never been stored; True
+        when it was. Only a request still pending (and, given `made`, exactly as made) is taken back, in one
+        transaction that a change made meanwhile (an approval, a card posted) cancels: a decision is never undone."""
+        key = _REQUEST + request_id
+        with reachable(), self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                raw = pipe.get(key)
+                if raw is None:
+                    return False
+                request = AccessRequest.model_validate_json(raw)
+                if request.status is not Status.PENDING or (made is not None and request != made):
+                    return False
+                pipe.multi()
                 pipe.lrem(_OUTBOX, 0, request_id)
-                pipe.delete(_REQUEST + request_id)
+                pipe.delete(key)
                 pipe.zrem(_INDEX, request_id)
                 pipe.srem(_OPEN, request_id)
                 pipe.zrem(_PENDING, request_id)
                 _pending_index(pipe, request.requester, request_id, pending=False)
                 pipe.execute()
+            except WatchError:
+                return False
+        return True
 
     def take_back(self, made: list[AccessRequest]) -> int:
         """Take back a request (or a group's parts) this process made but cannot say it made: the answer to its write
         was lost, so the person was told nothing was requested. What Redis holds exactly as made (nobody changed it
-        since; another request that took its id is never touched) is discarded; how many parts. Raises
-        StoreUnavailableError while Redis is out of reach."""
-        with reachable():
-            raws = self.redis.mget([_REQUEST + request.id for request in made])
-        ours = [
-            request
-            for request, raw in zip(made, raws, strict=True)
-            if raw is not None and AccessRequest.model_validate_json(raw) == request
-        ]
-        if ours and made[0].group is not None:
-            self.discard_group(made[0].group, [request.id for request in ours])
-        elif ours:
-            self.discard(ours[0].id)
-        return len(ours)
+        since; another request that took its id is never touched) is discarded, each part in a transaction that a
+        change made meanwhile cancels; how many parts. Raises StoreUnavailableError while Redis is out of reach."""
+        if made and made[0].group is not None:
+            return len(self.discard_group(made[0].group, [request.id for request in made], made))
+        return sum(self.discard(request.id, request) for request in made[:1])
 
-    async def discard_async(self, request_id: str) -> None:
-        await asyncio.to_thread(self.discard, request_id)
+    async def discard_async(self, request_id: str) -> bool:
+        return await asyncio.to_thread(self.discard, request_id)
 
     async def announce_async(self, request_id: str) -> None:
         """`announce_later` for an event loop, and the confirmation of the request by a replica (WAIT), when the

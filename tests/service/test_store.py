@@ -183,6 +183,30 @@ def test_take_back_removes_only_what_was_made_and_not_changed_since(redis_client
     assert store.find(other.id) is not None
 
 
+def test_an_approval_landing_while_a_request_is_taken_back_stands(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An approver's click (from an App Home) lands after the take-back read the request as made and before it
+    deletes it: the approval stands, the request is not deleted (before, it was: gone from the open lists and the
+    index while its grant could run, its end then beyond a revoke's reach, and the log said cancelled)."""
+    store = RequestStore(redis_client)
+    orphan = store.create(pending)
+    parts = store.create_group(_group, pending_limit=5)
+    discard = store.discard
+
+    def approved_first(request_id: str, *args: object) -> bool:
+        store.transition(request_id, lambda r: requests.approve(r, "U0APPROVER1", NOW))
+        return discard(request_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "discard", approved_first)
+    assert store.take_back([orphan]) == 0
+    assert store.take_back(parts) == 0
+    for request in [orphan, *parts]:
+        assert store.get(request.id).status is Status.APPROVED
+        assert request.id in {r.id for r in store.open_requests()}
+    assert store.is_group(parts[0].group or "")
+
+
 def test_a_transaction_cut_before_redis_and_tried_again_is_recorded_once(redis_url: str) -> None:
     """A worker's client tries a broken connection again: a transition whose MULTI … EXEC was cut on its way (not
     done) is read and made again, and its record, written before the first try, is not written a second time (two
