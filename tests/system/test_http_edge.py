@@ -545,6 +545,14 @@ def test_a_click_whose_replay_check_cannot_reach_redis_does_nothing_and_the_clic
     assert "jit-lb is unavailable" in slack.dms("U0APPROVER1")[-1]["text"]
 
 
+def taken_back(upstream: redis.Redis, seconds: float = 10.0) -> set[bytes]:
+    """The open requests Redis holds once the web's take-back had `seconds` to act (none, when it did)."""
+    deadline = time.monotonic() + seconds
+    while (left := upstream.smembers("jit:open")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def test_a_request_whose_write_timed_out_is_taken_back_once_redis_answers(partitioned: Partitioned) -> None:
     """The answer to the script that stores a new request is lost (a partition that falls after it was sent): the
     requester is told jit-lb is unavailable and no request.created is written, so the request Redis did store is
@@ -558,10 +566,7 @@ def test_a_request_whose_write_timed_out_is_taken_back_once_redis_answers(partit
     assert status == 200 and "jit-lb is unavailable" in json.loads(answer)["text"], answer[:300]
     proxy.release()
 
-    deadline = time.monotonic() + 10
-    while upstream.smembers("jit:open") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert upstream.smembers("jit:open") == set()
+    assert taken_back(upstream) == set()
     assert upstream.keys("jit:req:*") == []
 
 
@@ -585,10 +590,7 @@ def test_a_request_whose_record_failed_while_redis_was_cut_off_is_taken_back_onc
     assert status == 200 and "audit log cannot be written" in json.loads(answer)["text"], answer[:300]
     proxy.release()
 
-    deadline = time.monotonic() + 10
-    while upstream.smembers("jit:open") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert upstream.smembers("jit:open") == set()
+    assert taken_back(upstream) == set()
 
 
 def test_an_approval_whose_commit_answer_was_lost_is_told_as_it_landed(partitioned: Partitioned) -> None:
