@@ -172,12 +172,14 @@ class CommandService:
                 )
                 recorded.append(part)
         except AuditUnavailableError:
+            closed = recorded
             try:
-                await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+                gone = await asyncio.to_thread(store.discard_group, group, [part.id for part in parts])
+                closed = [part for part in recorded if part.id in gone]  # a part decided meanwhile stands as decided
             except StoreUnavailableError:
                 self._undo_lost_create(parts)  # unrecorded (or closed below): taken back once Redis answers
             # A part whose request.created was written is closed in the log too, never left open there.
-            await self._cancelled(recorded, "the audit log failed part-way through the request's records; taken back")
+            await self._cancelled(closed, "the audit log failed part-way through the request's records; taken back")
             raise
         try:
             await store.announce_async(group)
