@@ -68,15 +68,23 @@ def test_a_scheduled_request_is_applied_at_its_start_and_not_before(stack: Stack
 
 
 def test_a_start_that_falls_in_a_lockdown_is_never_applied(stack: Stack) -> None:
-    """A lockdown before the start cancels the scheduled request, naming the lockdown; lifted before the start,
-    nothing is applied at it."""
+    """A lockdown turned on before the start and still on at it cancels the scheduled request, naming the lockdown:
+    nothing is applied at the start, nor once the lockdown is lifted after it (a sweep later)."""
     request_id, start = approved_ahead(stack)
-    assert "lockdown" in stack.client().command("U0ADMIN", "lockdown on incident drill").json()["text"].lower()
-    stack.wait_for(lambda: "request.cancelled" in stack.events(request_id), what="the cancellation")
-    assert "lockdown" in record(stack, request_id, "request.cancelled")["why"]
-    stack.client().command("U0ADMIN", "lockdown off")
+    try:
+        assert "lockdown" in stack.client().command("U0ADMIN", "lockdown on incident drill").json()["text"].lower()
+        stack.wait_for(lambda: "request.cancelled" in stack.events(request_id), what="the cancellation")
+        assert "lockdown" in record(stack, request_id, "request.cancelled")["why"]
 
-    after(start, 4)
+        after(start, 4)
+
+        assert "Lockdown on since" in stack.client().command("U0ADMIN", "lockdown status").json()["text"]
+        assert "grant.applied" not in stack.events(request_id)
+        assert rules_of(stack, request_id) == []
+    finally:
+        stack.client().command("U0ADMIN", "lockdown off")
+
+    time.sleep(stack.sweep_interval + 1)  # a sweep after the lift: it brings back nothing
 
     assert "grant.applied" not in stack.events(request_id)
     assert rules_of(stack, request_id) == []
