@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(module: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    base = {key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "JIT_", "REDIS_"))}
+    base = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SLACK_", "JIT_", "REDIS_", "PAGERDUTY_"))
+    }
     return subprocess.run(
         [sys.executable, "-m", module],
         env={**base, **env},
@@ -99,10 +103,39 @@ def test_mfa_without_its_key_stops_the_process(tmp_path: Path, module: str, key:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("module", ["bot", "workers"])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "PAGERDUTY_TOKEN: is required because these targets auto-approve from on-call: lb-prod"),
+        ({"PAGERDUTY_TOKEN": "t", "PAGERDUTY_API_URL": "api.pagerduty.com"}, "PAGERDUTY_API_URL: must be an http(s)"),
+    ],
+)
+def test_on_call_without_pagerduty_stops_the_process(
+    tmp_path: Path, module: str, env: dict[str, str], expected: str
+) -> None:
+    """A target that auto-approves from on-call with no PAGERDUTY_TOKEN, or a PAGERDUTY_API_URL that is not a URL,
+    stops each process at start naming the variable."""
+    data = valid()
+    data["targets"]["lb-prod"]["auto_approve"] = {"on_call": {"schedules": ["PSCHED01"]}}
+    path = tmp_path / "policy.yml"
+    path.write_text(yaml.safe_dump(data))
+    result = run(
+        module, {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "JIT_POLICY_FILE": str(path), **env}
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_healthz_is_503_without_redis(policy_file: Path) -> None:
     """/healthz says 503 when Redis cannot be reached, and the web process keeps running."""
     port = free_port()
-    base = {key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "JIT_", "REDIS_"))}
+    base = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SLACK_", "JIT_", "REDIS_", "PAGERDUTY_"))
+    }
     env = {
         **base,
         "SLACK_BOT_TOKEN": "xoxb-1",
