@@ -9,6 +9,7 @@ PagerDuty that does not answer at once simply means "ask a human".
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -53,43 +54,51 @@ def pagerduty_for(token: str | None, base_url: str, needed_by: list[str]) -> Pag
 
 
 class PagerDuty:
-    """A read-only REST API v2 client: find a user by e-mail, list their on-calls at an instant."""
+    """A read-only REST API v2 client: find a user by e-mail, list their on-calls at an instant.
 
-    def __init__(self, token: str, base_url: str, timeout: float = 1.5) -> None:
+    Each call waits at most `timeout` seconds, and one check (the user, then every page of on-calls)
+    at most `budget` in all: a card must not wait on a PagerDuty that answers slowly page after page.
+    """
+
+    def __init__(self, token: str, base_url: str, timeout: float = 1.5, budget: float = 3.0) -> None:
         self.token = token
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.budget = budget
 
     def on_call(self, email: str, schedules: list[str], max_level: int, at: datetime) -> OnCall:
         """Whether the person with `email` is on call at `at` in one of `schedules`, at `max_level` or nearer."""
+        deadline = time.monotonic() + self.budget
         try:
-            user_id = self._user_id(email)
+            user_id = self._user_id(email, deadline)
             if user_id is None:
                 return OnCall(None, f"PagerDuty knows no user with the e-mail {email}")
-            entries = self._oncalls(user_id, schedules, at)
+            entries = self._oncalls(user_id, schedules, at, deadline)
         except PagerDutyError as err:
             return OnCall(None, f"PagerDuty could not be asked ({err})")
         return judge(entries, user_id, schedules, max_level)
 
-    def _user_id(self, email: str) -> str | None:
-        for user in self._list("users", {"query": email}):
+    def _user_id(self, email: str, deadline: float) -> str | None:
+        for user in self._list("users", {"query": email}, deadline):
             if str(user.get("email", "")).lower() == email.lower():
                 return str(user["id"])
         return None
 
-    def _oncalls(self, user_id: str, schedules: list[str], at: datetime) -> list[dict[str, Any]]:
+    def _oncalls(self, user_id: str, schedules: list[str], at: datetime, deadline: float) -> list[dict[str, Any]]:
         instant = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         params: list[tuple[str, str]] = [("user_ids[]", user_id), ("since", instant), ("until", instant)]
         params += [("schedule_ids[]", schedule) for schedule in schedules]
-        return self._list("oncalls", params)
+        return self._list("oncalls", params, deadline)
 
-    def _list(self, resource: str, params: dict[str, str] | list[tuple[str, str]]) -> list[dict[str, Any]]:
+    def _list(
+        self, resource: str, params: dict[str, str] | list[tuple[str, str]], deadline: float
+    ) -> list[dict[str, Any]]:
         """Every page of `GET /<resource>` (classic pagination: limit, offset, more)."""
         found: list[dict[str, Any]] = []
         base = list(params.items()) if isinstance(params, dict) else list(params)
         for page in range(MAX_PAGES):
             query = urllib.parse.urlencode([*base, ("limit", str(PAGE)), ("offset", str(page * PAGE))])
-            body = self._get(f"/{resource}?{query}")
+            body = self._get(f"/{resource}?{query}", deadline)
             items = body.get(resource)
             if not isinstance(items, list):
                 raise PagerDutyError(f"its answer to /{resource} had no list of {resource}")
@@ -98,13 +107,16 @@ class PagerDuty:
                 return found
         raise PagerDutyError(f"/{resource} had more than {MAX_PAGES} pages")
 
-    def _get(self, path: str) -> dict[str, Any]:
+    def _get(self, path: str, deadline: float) -> dict[str, Any]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PagerDutyError("no answer within the timeout")
         request = urllib.request.Request(  # noqa: S310 - the scheme is the operator's PAGERDUTY_API_URL, checked at start
             self.base_url + path,
             headers={"Authorization": f"Token token={self.token}", "Accept": ACCEPT},
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - as above
+            with urllib.request.urlopen(request, timeout=min(self.timeout, left)) as response:  # noqa: S310 - as above
                 body = json.loads(response.read())
         except urllib.error.HTTPError as err:
             raise PagerDutyError(f"HTTP {err.code}{_message(err)}") from None

@@ -85,6 +85,18 @@ def test_a_slow_pagerduty_is_no_answer(pd: PagerDutyStandin) -> None:
     assert "no answer within the timeout" in answer.why_not
 
 
+def test_answers_each_within_the_timeout_but_slow_together_are_no_answer(pd: PagerDutyStandin) -> None:
+    """Each answer comes within a call's timeout, but finding the person and then their on-calls takes longer than
+    the whole check may: not on call as far as jit-lb knows (the card would wait on every page otherwise)."""
+    pd.put_on_call("PUSER01", "PSCHED01", start=NOW - timedelta(hours=1), end=NOW + timedelta(hours=1))
+    pd.delay = 0.6
+    answer = PagerDuty(TEST_TOKEN, pd.api_url, timeout=1.0, budget=1.0).on_call(
+        "dev1@example.com", ["PSCHED01"], 1, NOW
+    )
+    assert answer.shift is None
+    assert "no answer within the timeout" in answer.why_not
+
+
 def test_pagerduty_unreachable_is_no_answer() -> None:
     standin = PagerDutyStandin()  # never started: nothing listens on its port
     answer = client(standin).on_call("dev1@example.com", ["PSCHED01"], 1, NOW)
