@@ -188,8 +188,8 @@ def _modal(callback_id: str = "jit_request", private_metadata: str = "") -> dict
     }
 
 
-# The request modal's target is a multi_static_select; the operating contract's single static_select state is still
-# what some clients send for it, and jit-lb takes both.
+# The request modal's target is a multi_static_select; the one-target form's single static_select state is still
+# what some clients send for it, and jit-lb takes both (docs/command-and-slack.md).
 _CONTRACT_SHAPE = ("multi_static_select", "static_select")
 
 

@@ -151,9 +151,9 @@ async def test_revoke_and_cancel_by_the_request_id_act_on_every_open_target(worl
     )
 
 
-async def test_the_request_modal_takes_several_targets_and_the_contracts_single_select(world: World) -> None:
-    """A submission with the multi-select's options makes one request of both; the single static_select of the
-    operating contract still makes a request of one."""
+async def test_the_request_modal_takes_several_targets_and_the_one_target_forms_single_select(world: World) -> None:
+    """A submission with the multi-select's options makes one request of both; the single static_select the
+    one-target form sent still makes a request of one (docs/command-and-slack.md)."""
 
     def submission(target: dict[str, Any]) -> dict[str, str]:
         state = {

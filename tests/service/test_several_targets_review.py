@@ -135,7 +135,7 @@ async def test_home_end_now_on_one_targets_item_ends_that_target_only(world: Wor
 
 
 async def test_a_deny_reason_on_the_group_card_is_plain_text(world: World) -> None:
-    """docs/CONTRACT §5: text a person typed can neither format nor link the card. The card of several targets
+    """docs/command-and-slack.md: text a person typed can neither format nor link the card. The card of several targets
     shows a typed deny reason as plain_text, as the card of one target does, never in the target's mrkdwn line."""
     world.edit_policy(lambda p: p["targets"]["lb-prod"].update(deny_reason="optional"))
     prod, _ = await asked(world, "request lb-prod,lb-two 30m debugging 502s")

@@ -58,7 +58,7 @@ def test_whole_life_of_a_grant(stack: Stack) -> None:
     assert click(stack, "U0INTRUDER", "jit_approve", request_id) == 200
     stack.wait_for(lambda: stack.events(request_id).count("approval.refused") == 2)
     assert rules_of(stack, request_id) == []
-    # Refused on the card: ephemeral replies (the contract), not DMs.
+    # Refused on the card: ephemeral replies (docs/policy.md), not DMs.
     stack.wait_for(lambda: any("own request" in str(m.get("text")) for m in stack.slack.ephemerals("U0DEV1")))
     stack.wait_for(lambda: any("not an approver" in str(m.get("text")) for m in stack.slack.ephemerals("U0INTRUDER")))
 

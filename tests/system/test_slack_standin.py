@@ -131,7 +131,7 @@ def test_response_url_post_is_recorded(standin: SlackStandin) -> None:
 
 def test_dm_to_a_user_id_lands_in_dms_and_an_ephemeral_in_ephemerals(standin: SlackStandin, client: WebClient) -> None:
     """A post to a user id answers a D-channel and shows in dms(); an ephemeral to that user shows in ephemerals()
-    alone, so that a test tells the ephemeral refusal the contract asks for from a DM."""
+    alone, so that a test tells the ephemeral refusal docs/policy.md promises from a DM."""
     posted = client.chat_postMessage(channel="U0DEV1", text="approved")
     client.chat_postEphemeral(channel="C0DEVS", user="U0DEV1", text="not yours")
 

@@ -70,7 +70,7 @@ def resources_for(load_balancer_arn: str, target_groups: Iterable[str] = ()) -> 
 
 
 def policy_name(request_id: str) -> str:
-    """The request id itself: ids start with `jit-`, as the contract asks of the policy's name."""
+    """The request id itself (ids start with `jit-`), as docs/policy.md names the policy: `jit-4k7m2q`."""
     return request_id if request_id.startswith(POLICY_PREFIX) else POLICY_PREFIX + request_id
 
 
