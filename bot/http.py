@@ -23,7 +23,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from jit_lb.access.errors import MalformedError, StoreUnavailableError
-from slack_out.sentences import unavailable_text
+from slack_out.sentences import error_reply
 
 MAX_BODY = 256 * 1024  # Slack's payloads are a few kilobytes; anything near this is not from Slack
 MAX_SKEW = 60 * 5
@@ -61,13 +61,13 @@ def slack_events_handler(
             log.info("slack request ignored", path=request.path)
             return web.Response(status=200)
         first = await _first(request, first_signed)
-        if first is None and _is_url_verification(body, request.content_type):
+        if isinstance(first, StoreUnavailableError) and _is_url_verification(body, request.content_type):
             first = True  # Slack checking the URL: answered with its challenge, nothing done, harmless however often
-        if first is None:
+        if isinstance(first, StoreUnavailableError):
             # Whether it was taken before is unknown: nothing is done (Redis may answer the listener's calls a moment
             # later, and a replay would then be taken), and waiting for Redis again would pass Slack's 3 s.
             log.warning("slack request not taken: the replay check could not reach redis", kind=kind)
-            return _unavailable(app, kind, body, request.content_type)
+            return _unavailable(app, first, kind, body, request.content_type)
         if first is False:
             log.warning("slack request replayed: answered without acting", kind=kind, remote=request.remote)
             if kind == "command":
@@ -78,36 +78,36 @@ def slack_events_handler(
     return handle_slack_events
 
 
-async def _first(request: web.Request, first_signed: FirstSigned) -> bool | None:
-    """Whether this signed request is taken for the first time; None with Redis out of reach (the check timed out or
-    was refused: whether it was taken before is unknown, so it is not taken now)."""
+async def _first(request: web.Request, first_signed: FirstSigned) -> bool | StoreUnavailableError:
+    """Whether this signed request is taken for the first time; the error with Redis out of reach (the check timed
+    out or was refused: whether it was taken before is unknown, so it is not taken now)."""
     headers = request.headers
     try:
         return await first_signed(headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"], REMEMBER_SIGNED)
     except StoreUnavailableError as err:
         log.warning("the replay check could not reach redis", error=str(err))
-        return None
+        return err
 
 
 def _is_url_verification(body: str, content_type: str) -> bool:
     return _is_json(body, content_type) and json.loads(body).get("type") == "url_verification"
 
 
-def _unavailable(app: AsyncApp, kind: str, body: str, content_type: str) -> web.Response:
-    """The answer to a request not taken for want of Redis: a command and a form are told jit-lb is unavailable (the
-    form stays open, so it can be sent again); a clicker is told so after the answer (ephemeral under the card, or a
-    DM from the App Home); anything else is answered 200 with nothing done."""
+def _unavailable(app: AsyncApp, err: StoreUnavailableError, kind: str, body: str, content_type: str) -> web.Response:
+    """The answer to a request not taken for want of Redis, in error_reply's words: a command and a form are told
+    jit-lb is unavailable (the form stays open, so it can be sent again); a clicker is told so after the answer
+    (ephemeral under the card, or a DM from the App Home); anything else is answered 200 with nothing done."""
     if kind == "command":
-        return web.json_response({"response_type": "ephemeral", "text": unavailable_text()})
+        return web.json_response({"response_type": "ephemeral", "text": error_reply(err)})
     if kind == "interaction" and not _is_json(body, content_type):
         payload = json.loads(urllib.parse.unquote_plus(_raw_form(body)["payload"]))
         if payload.get("type") == "view_submission":
             values = ((payload.get("view") or {}).get("state") or {}).get("values") or {}
             if values:  # check_shape passed: an object of objects
-                errors = {next(iter(values)): unavailable_text()}
+                errors = {next(iter(values)): error_reply(err, bare=True)}
                 return web.json_response({"response_action": "errors", "errors": errors})
         if payload.get("type") == "block_actions":
-            task = asyncio.get_running_loop().create_task(_tell_clicker(app, payload))
+            task = asyncio.get_running_loop().create_task(_tell_clicker(app, payload, error_reply(err)))
             _TELLING.add(task)
             task.add_done_callback(_TELLING.discard)
     return web.Response(status=200)
@@ -116,16 +116,16 @@ def _unavailable(app: AsyncApp, kind: str, body: str, content_type: str) -> web.
 _TELLING: set[asyncio.Task[None]] = set()  # the clickers being told, kept until told (the loop holds tasks weakly)
 
 
-async def _tell_clicker(app: AsyncApp, payload: dict[str, Any]) -> None:
-    """Tell whoever clicked that nothing was done (as decisions._tell answers a click); a failure is only logged."""
+async def _tell_clicker(app: AsyncApp, payload: dict[str, Any], text: str) -> None:
+    """Tell whoever clicked `text`: nothing was done (as decisions._tell answers a click); a failure is only logged."""
     user = str(payload["user"]["id"])
     container = payload.get("container") or {}
     channel = container.get("channel_id") or (payload.get("channel") or {}).get("id")
     try:
         if container.get("type") == "message" and channel:
-            await app.client.chat_postEphemeral(channel=str(channel), user=user, text=unavailable_text())
+            await app.client.chat_postEphemeral(channel=str(channel), user=user, text=text)
         else:
-            await app.client.chat_postMessage(channel=user, text=unavailable_text())
+            await app.client.chat_postMessage(channel=user, text=text)
     except Exception as err:  # Slack refused or is out of reach: the click did nothing either way
         log.warning("could not tell a clicker jit-lb is unavailable", user=user, error=repr(err))
 

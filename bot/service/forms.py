@@ -176,7 +176,7 @@ class FormService:
         try:
             names = commands.parse_targets(values.get("target", "")).split(",")
         except CommandError as err:
-            return self._refused(user, values, {"target": str(err)}), None
+            return self._refused(user, values, {"target": sentences.error_reply(err, bare=True)}), None
         unknown = [name for name in names if name not in targets]
         if unknown:
             why = f"you may not request `{unknown[0][:64]}`; pick one of the list"
@@ -219,7 +219,7 @@ class FormService:
             try:
                 commands.check_duration(name, target, duration)
             except CommandError as err:
-                errors["duration"] = str(err)
+                errors["duration"] = sentences.error_reply(err, bare=True)
         if reason and not target.matches_reason(reason):
             hint = target.reason_hint or f"the reason must match `{target.reason_pattern}`"
             errors["reason"] = f"`{name}`: {hint}" if several else hint
@@ -235,7 +235,7 @@ class FormService:
                 start = parse_start(at, self.commands.clock(), self.rt.policy.limits.schedule_ahead)
                 commands.check_window_freeze(self.rt.policy, name, start, start + duration)
             except CommandError as err:
-                errors["start"] = str(err)
+                errors["start"] = sentences.error_reply(err, bare=True)
         return errors
 
     def _refused(self, user: str, values: dict[str, str], errors: Errors) -> Errors:
