@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 import urllib.parse
@@ -161,7 +162,12 @@ def _bolt_request(request: web.Request, body: str) -> AsyncBoltRequest:
         name: value for name, value in request.headers.items() if name.lower() != "content-type"
     }
     headers["content-type"] = content_type
-    return AsyncBoltRequest(body=_for_bolt(body, content_type), query=request.query_string, headers=headers)
+    # Bolt logs a body's several response_urls on a context whose logger it sets only later, at dispatch (a KeyError,
+    # a 500): the context starts with a logger of Bolt's own, which dispatch then replaces with the app's.
+    context = {"logger": logging.getLogger("slack_bolt.AsyncApp")}
+    return AsyncBoltRequest(
+        body=_for_bolt(body, content_type), query=request.query_string, headers=headers, context=context
+    )
 
 
 def _refused(request: web.Request, status: int, error: str) -> web.Response:

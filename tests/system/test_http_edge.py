@@ -235,6 +235,21 @@ def test_a_field_given_twice_is_refused(edge: Served) -> None:
     assert (status, json.loads(answer)["error"]) == (400, "malformed request: the form repeats the field 'payload'")
 
 
+def test_a_view_submission_with_several_response_urls_is_answered_not_a_500(edge: Served) -> None:
+    """A form sent with two `response_urls` (what a modal with two conversation selects that ask for one sends) is
+    answered below 500: Bolt logs that it takes the first from a context that had no logger yet (a KeyError)."""
+    payload = view_submission_payload(
+        "U0DEV1", {"reason": {"reason": text_input("OPS-123 debugging 502s")}}, callback_id="jit_request", check=False
+    )
+    payload["response_urls"] = [
+        {"block_id": "a", "action_id": "a", "channel_id": "C0DEVS", "response_url": "https://hooks.slack.com/1"},
+        {"block_id": "b", "action_id": "b", "channel_id": "C0DEVS", "response_url": "https://hooks.slack.com/2"},
+    ]
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    status, answer = post(edge, body, signed(body, FORM))
+    assert status < 500, (status, answer[:300])
+
+
 def test_well_formed_requests_still_reach_bolt(edge: Served) -> None:
     """A command, a url verification and Slack's certificate check are answered as before: 200."""
     command = command_body("U0DEV1", "help").encode()
