@@ -1,5 +1,6 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv by itself and first makes sure
-# the Debian packages they start privately are installed (devtools/ensure-packages.sh: installs as root, else says what to run).
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv by itself (python3-venv first) and
+# makes sure the Debian packages they start privately are installed (devtools/ensure-packages.sh: installs as root,
+# else says what to run).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,13 +9,14 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint typecheck docs check bench packages clean
 
 $(STAMP): pyproject.toml
+	@PYTHON=$(PYTHON) sh devtools/ensure-packages.sh venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 packages:
-	@sh devtools/ensure-packages.sh
+	@PYTHON=$(PYTHON) sh devtools/ensure-packages.sh
 
 demo: $(STAMP) packages
 	PATH="$$PATH:/usr/sbin" $(PY) -m devtools.demo

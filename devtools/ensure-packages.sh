@@ -1,7 +1,9 @@
 #!/bin/sh
-# The Debian packages whose programs `make demo` and `make test` start privately (on loopback, on free ports):
+# The Debian packages whose programs `make demo` and `make test` start privately (on loopback, on free ports),
+# and python3-venv, without which `$PYTHON -m venv` cannot build .venv (Debian's python3 leaves ensurepip out):
 # installs the missing ones when run as root, keeping their system services from starting; otherwise says in
-# one line what to run and fails. Used by `make demo`, `make test` and `.ci/run`.
+# one line what to run and fails. Used by `make demo`, `make test` and `.ci/run`; `ensure-packages.sh venv`
+# (before .venv is built, for every make target) asks for python3-venv alone.
 set -eu
 PATH="$PATH:/usr/sbin:/sbin"
 
@@ -9,11 +11,16 @@ missing=""
 need() {  # need PROGRAM PACKAGE
   command -v "$1" >/dev/null 2>&1 || missing="$missing $2"
 }
-need redis-server redis-server
-need redis-sentinel redis-sentinel
-need haproxy haproxy
-need nginx nginx
-need promtool prometheus  # promtool comes with prometheus
+"${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="python3-venv"
+if [ "${1:-}" = venv ]; then
+  [ -z "$missing" ] && exit 0
+else
+  need redis-server redis-server
+  need redis-sentinel redis-sentinel
+  need haproxy haproxy
+  need nginx nginx
+  need promtool prometheus  # promtool comes with prometheus
+fi
 missing="${missing# }"
 [ -z "$missing" ] && exit 0
 
