@@ -190,7 +190,7 @@ def _modal(callback_id: str = "jit_request", private_metadata: str = "") -> dict
 
 # The request modal's target is a multi_static_select; the one-target form's single static_select state is still
 # what some clients send for it, and jit-lb takes both (docs/command-and-slack.md).
-_CONTRACT_SHAPE = ("multi_static_select", "static_select")
+_ONE_TARGET = ("multi_static_select", "static_select")
 
 
 def input_errors(view: Mapping[str, Any], values: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -211,9 +211,7 @@ def input_errors(view: Mapping[str, Any], values: Mapping[str, Mapping[str, Any]
             element = elements.get((block_id, action_id))
             if element is None:
                 errors.append(f"the view has no input {block_id}/{action_id}")
-            elif (
-                element.get("type") != state.get("type") and (element.get("type"), state.get("type")) != _CONTRACT_SHAPE
-            ):
+            elif element.get("type") != state.get("type") and (element.get("type"), state.get("type")) != _ONE_TARGET:
                 errors.append(f"{block_id}/{action_id} is a {element.get('type')}, not a {state.get('type')}")
             else:
                 options = {option.get("value") for option in element.get("options", [])}
