@@ -19,7 +19,7 @@ from devtools.faults import NO_SWEEP_LOCK, SLOW_SWEEP
 from devtools.moto_server import Network
 from devtools.slack_client import app_home_opened_event, click_payload, command_payload, event_payload
 from devtools.stack import Stack
-from tests.helpers import APPROVALS, DEVS, stack_policy
+from tests.helpers import APPROVALS, DEVS, card_ts, granted, rules_of, stack_policy
 
 pytestmark = pytest.mark.slow
 
@@ -53,20 +53,7 @@ def test_burst_through_two_webs_and_two_workers(stack: Stack) -> None:
         ids = list(pool.map(submit, range(REQUESTS)))
     assert len(set(ids)) == REQUESTS
 
-    def card_ts(request_id: str) -> str:
-        card = stack.wait_for(
-            lambda: next(
-                (
-                    m
-                    for m in stack.slack.messages(APPROVALS)
-                    if request_id in m.get("text", "") and "thread_ts" not in m
-                ),
-                None,
-            )
-        )
-        return str(card["ts"])
-
-    cards = {request_id: card_ts(request_id) for request_id in ids}
+    cards = {request_id: card_ts(stack, request_id) for request_id in ids}
     barrier = threading.Barrier(2 * REQUESTS)
 
     def press(job: tuple[int, str, str]) -> int:
@@ -95,6 +82,33 @@ def test_burst_through_two_webs_and_two_workers(stack: Stack) -> None:
             lambda ts=ts: [m for m in stack.slack.thread(APPROVALS, ts) if "Summary of" in str(m)], what="summary"
         )
         assert len(summaries) == 1, request_id
+
+
+def test_one_revoke_asked_through_both_webs_at_once(stack: Stack) -> None:
+    """`/jit revoke` by the requester through one web and by an approver through the other at the same moment: the
+    grant ends once (one grant.revoked, one summary under its card), and both are answered."""
+    request_id = granted(stack, "U0DEV1", "request lb-prod 10m revoked twice at once")
+    ts = card_ts(stack, request_id)
+    barrier = threading.Barrier(2)
+
+    def revoke(job: tuple[int, str]) -> str:
+        web, user = job
+        barrier.wait()
+        answer = stack.client(web).command(user, f"revoke {request_id}")
+        assert answer.status == 200
+        return str(answer.json()["text"])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(revoke, [(0, "U0DEV1"), (1, "U0APPROVER1")]))
+    assert any(f"Revoking `{request_id}`" in text for text in answers), answers
+    stack.wait_for(lambda: not rules_of(stack, request_id), timeout=30, what=f"the rules of {request_id} gone")
+    summaries = stack.wait_for(
+        lambda: [m for m in stack.slack.thread(APPROVALS, ts) if "Summary of" in str(m)], what="the summary"
+    )
+    assert len(summaries) == 1
+    counts = Counter(stack.events(request_id))
+    assert (counts["grant.applied"], counts["grant.revoked"]) == (1, 1), counts
+    assert len([r for r in stack.audit(request_id) if r["event"] == "grant.revoked" and r["reason"] == "revoked"]) == 1
 
 
 def test_one_sweep_at_a_time(stack: Stack) -> None:
