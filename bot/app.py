@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -54,18 +55,46 @@ def build_app(settings: Settings, runtime: Runtime, notifier: Notifier) -> Async
     return app
 
 
-def healthz_handler(runtime: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """`{"ok": true}` 200 while Redis takes a write, `{"ok": false}` 503 when not (out of reach, or answering but
-    refusing writes: out of memory, a replica, a failed save): why is logged here, never told."""
+HEALTH_FRESH = 1.0  # seconds a write probe's answer serves /healthz: Redis sees at most about one write a second
 
-    async def handle_healthz(_: web.Request) -> web.Response:
+
+def healthz_handler(
+    runtime: Runtime, clock: Callable[[], float] = time.monotonic, fresh: float = HEALTH_FRESH
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`{"ok": true}` 200 while Redis takes a write, `{"ok": false}` 503 when not (out of reach, or answering but
+    refusing writes: out of memory, a replica, a failed save): why is logged here, never told.
+
+    /healthz answers anyone who reaches PORT, so a flood of hits must not become a flood of writes: hits that arrive
+    while a probe is in flight share it, and its answer stands for `fresh` seconds after it came back.
+    """
+    probing: list[asyncio.Future[bool]] = []  # the probe in flight, if any
+    answered: list[tuple[float, bool]] = []  # when the last probe came back, and what it said
+
+    async def probe() -> bool:
         try:
             ok = await asyncio.wait_for(asyncio.to_thread(runtime.store.takes_writes), timeout=3)
         except Exception as err:  # whatever stops the write (refused, timed out, auth, OOM, READONLY) means "not ok"
             log.warning("health check failed: redis unreachable or refusing writes", error=repr(err))
-            return web.json_response({"ok": False}, status=503)
+            return False
         if not ok:
             log.warning("health check failed: redis did not take the write")
+        return ok
+
+    def finished(done: asyncio.Future[bool]) -> None:
+        if done in probing:
+            probing.remove(done)
+        if not done.cancelled():
+            answered[:] = [(clock(), done.result())]
+
+    async def handle_healthz(_: web.Request) -> web.Response:
+        if answered and clock() - answered[0][0] < fresh:
+            ok = answered[0][1]
+        else:
+            if not probing:
+                task = asyncio.ensure_future(probe())
+                task.add_done_callback(finished)
+                probing.append(task)
+            ok = await asyncio.shield(probing[0])  # a hit that hangs up cancels only its own wait
         return web.json_response({"ok": ok}, status=200 if ok else 503)
 
     return handle_healthz

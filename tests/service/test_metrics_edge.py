@@ -64,3 +64,50 @@ async def test_a_flood_of_scrapes_holds_up_nothing_else(world: World) -> None:
     assert answer == (200, {"ok": True})
     assert statuses == [200] * SCRAPES
     assert held.reads <= 2  # one reading for the lot (and perhaps one begun as it ended)
+
+
+class Clock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_flood_of_health_checks_writes_redis_about_once_a_second(world: World) -> None:
+    """/healthz answers anyone who reaches the port: sixty hits at once and sixty more within the same second write
+    Redis's health key once between them (each hit wrote it), and a hit a second later probes again."""
+    redis = world.rt.store.redis
+    saved = redis.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    redis.config_set("notify-keyspace-events", "K$")  # a keyspace event for each SET
+    listener = redis.pubsub()
+    listener.psubscribe("__keyspace@*__:jit:health")
+    clock = Clock()
+    app = web.Application()
+    app.router.add_get("/healthz", healthz_handler(world.rt, clock=clock))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+
+            async def hit() -> tuple[int, object]:
+                async with session.get(server.make_url("/healthz")) as health:
+                    return health.status, await health.json()
+
+            at_once = await asyncio.gather(*(hit() for _ in range(60)))
+            after = [await hit() for _ in range(60)]
+            clock.now += 1.5
+            later = await hit()
+        writes = []
+        while (message := listener.get_message(timeout=1.0)) is not None:
+            if message["type"] == "pmessage":
+                writes.append(message["data"])
+    finally:
+        await server.close()
+        listener.close()
+        redis.config_set("notify-keyspace-events", saved)
+    assert at_once + after == [(200, {"ok": True})] * 120
+    assert later == (200, {"ok": True})
+    assert writes == [b"set", b"set"]
