@@ -101,6 +101,7 @@ class ReconcileLoop(threading.Thread):
         reconcile.announce_overdue_reviews()
         enrolments.forget_due()
         reconcile.record_refusal_summaries()
+        reconcile.close_unrecorded()
         reconcile.enqueue_due()
         if self.sweeping.is_alive():
             return  # this worker's last sweep still runs; the turn is left to the others meanwhile

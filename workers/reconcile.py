@@ -18,9 +18,11 @@ from rq import worker_registration
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from jit_lb.access.errors import ProviderError
+from jit_lb.access import requests
+from jit_lb.access.errors import NotFoundError, ProviderError, TransitionError
 from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status, audit_ids
+from jit_lb.access.store import UNRECORDED_SECONDS
 from jit_lb.clock import utcnow
 from jit_lb.policytools.diff import ended_by
 from jit_lb.runtime import Runtime
@@ -449,6 +451,44 @@ def announce_overdue_reviews(now: datetime | None = None) -> int:
         rt.store.review_due(request_id, now + (rules.review_within if rules else timedelta(hours=24)))
         rt.notices.enqueue(announce_review, request_id)
     return len(due)
+
+
+NEVER_RECORDED = (
+    "its creation was never recorded (the web stopped between storing it and writing its record): closed unannounced"
+)
+
+
+def close_unrecorded(now: datetime | None = None) -> int:
+    """Close, on the record, each new request whose `request.created` was not written within UNRECORDED_SECONDS of
+    its storing (its web was killed between the two, or its take-back was lost with it): it was never approvable
+    (bot/service/decisions.py), and `request.cancelled` is what the log says of it. How many parts were closed."""
+    rt = current().rt
+    moment = (now or utcnow()) - timedelta(seconds=UNRECORDED_SECONDS)
+    closed = 0
+    for visible in rt.store.unrecorded_before(moment):
+        if not rt.store.claim_unrecorded(visible, moment):
+            continue  # recorded meanwhile (its card is queued), or forgotten by another worker
+        try:
+            parts = rt.store.parts(visible)
+        except NotFoundError:
+            parts = []  # taken back meanwhile
+        for part in parts:
+            try:
+                _, after = rt.store.transition(part.id, _never_recorded, _record_never_recorded)
+            except (NotFoundError, TransitionError):
+                continue  # decided (denied, withdrawn, expired) or taken back meanwhile: recorded as such
+            closed += 1
+            current().homes.refresh(after)
+        rt.store.forget_unrecorded(visible)  # after the closing: a worker stopped before it leaves the claim
+    return closed
+
+
+def _never_recorded(request: AccessRequest) -> AccessRequest:
+    return requests.cancel(request, NEVER_RECORDED, utcnow())
+
+
+def _record_never_recorded(_: AccessRequest, after: AccessRequest) -> None:
+    current().rt.audit.request_event("request.cancelled", after, actor="system", why=NEVER_RECORDED, must=True)
 
 
 def record_refusal_summaries(now: datetime | None = None) -> int:

@@ -320,6 +320,10 @@ class DecisionService:
                 mfa=mfa or None,
             )
 
+        if self.rt.store.unrecorded(request):  # its mark never comes back once gone: no race with the approval below
+            raise TransitionError(
+                f"{request.visible_id} is not recorded yet, so it cannot be approved; try again in a moment"
+            )
         _, after = self.rt.store.transition(request.id, lambda r: requests.approve(r, user, self.clock(), mfa), record)
         if after.status is Status.APPROVED:
             # If this is lost, the sweep re-enqueues approved requests that were not granted in time.

@@ -51,6 +51,11 @@ _LOCKDOWN = PREFIX + "lockdown"  # a hash while a lockdown is on: by, at, reason
 _REVIEWS = PREFIX + "reviews"  # break-glass grants whose review is due, scored by when to announce them again
 _USE = PREFIX + "use:"  # a grant's last seen use count and when it last changed (idle expiry)
 _HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes are published on changes
+# The ids people see (a lone request's, a group's) of new requests whose `request.created` is not yet written, scored
+# by creation time: written with the request, removed once the web has recorded it (when it queues the card), set to
+# -1 by the worker that closes it as never recorded. Such a request is never approved (docs/auditors.md).
+_UNRECORDED = PREFIX + "unrecorded"
+UNRECORDED_SECONDS = 30.0  # a new request still unrecorded this long after it was stored is closed by a worker
 _HEALTH = PREFIX + "health"  # written by the web's /healthz: a Redis that answers PING may take no write
 _HOME_QUEUED = PREFIX + "home-queued:"  # a person whose opened home's publish is queued, not yet taken by a worker
 HOME_QUEUED_SECONDS = 60  # a queued publish lost with its worker holds that person's next ones back this long at most
@@ -150,17 +155,18 @@ return 1
 
 # A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
 # on, the id is free (no request, nor a group, has it) and its requester has fewer than ARGV[5] pending requests;
-# the index forgets what history has. With KEYS[9] (the requester's minute, see _COUNT) the command that asks is
-# counted first, in the same round trip, and refused past ARGV[7] commands that minute. A request already stored
-# as ARGV[1] says is this very create run again (the client tried again a connection cut as Redis answered): it is
-# told stored, neither counted again nor stored a second time under another id (nobody else's json is the same).
+# the index forgets what history has; KEYS[9] marks it unrecorded. With KEYS[10] (the requester's minute, see _COUNT)
+# the command that asks is counted first, in the same round trip, and refused past ARGV[7] commands that minute. A
+# request already stored as ARGV[1] says is this very create run again (the client tried again a connection cut as
+# Redis answered): it is told stored, neither counted again nor stored a second time under another id (nobody else's
+# json is the same).
 _CREATE = (
     _VISIBLE
     + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
-if KEYS[9] then
-  local sent = redis.call('INCR', KEYS[9])
-  redis.call('EXPIRE', KEYS[9], ARGV[8])
+if KEYS[10] then
+  local sent = redis.call('INCR', KEYS[10])
+  redis.call('EXPIRE', KEYS[10], ARGV[8])
   if sent > tonumber(ARGV[7]) then return -3 end
 end
 if redis.call('EXISTS', KEYS[6]) == 1 then return -2 end
@@ -171,6 +177,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
 seen(KEYS[5], KEYS[8], ARGV[2])
+redis.call('ZADD', KEYS[9], ARGV[3], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
 return 1
 """
@@ -178,33 +185,63 @@ return 1
 
 # Every part of a request of several targets, or none: KEYS the index, open, pending, the requester's pending set,
 # the lockdown, the group's key, the key a lone request of the group's id would have, the requester's hash of
-# visible ids, then one key a part. ARGV: the requester's limit, the index's horizon, the group key's lifetime, the
-# parts' ids joined, then json, id, created and pending_until a part. A first part already stored as ARGV[5] says is
-# this very create run again (see _CREATE): told stored, not stored again.
+# visible ids, the unrecorded marks, then one key a part. ARGV: the requester's limit, the index's horizon, the group
+# key's lifetime, the parts' ids joined, then json, id, created and pending_until a part, and last the group's id
+# (marked unrecorded). A first part already stored as ARGV[5] says is this very create run again (see _CREATE): told
+# stored, not stored again.
 _CREATE_GROUP = (
     _VISIBLE
     + """
-if redis.call('GET', KEYS[9]) == ARGV[5] then return 1 end
+if redis.call('GET', KEYS[10]) == ARGV[5] then return 1 end
 if redis.call('EXISTS', KEYS[5]) == 1 then return -2 end
 if counted(KEYS[4], KEYS[8]) >= tonumber(ARGV[1]) then return -1 end
 if redis.call('EXISTS', KEYS[6]) == 1 or redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
-for i = 9, #KEYS do
+for i = 10, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end
 end
 redis.call('SET', KEYS[6], ARGV[4], 'EX', ARGV[3])
-for i = 9, #KEYS do
-  local a = 5 + (i - 9) * 4
+for i = 10, #KEYS do
+  local a = 5 + (i - 10) * 4
   redis.call('SET', KEYS[i], ARGV[a])
   redis.call('ZADD', KEYS[1], ARGV[a + 2], ARGV[a + 1])
   redis.call('SADD', KEYS[2], ARGV[a + 1])
   redis.call('ZADD', KEYS[3], ARGV[a + 3], ARGV[a + 1])
   seen(KEYS[4], KEYS[8], ARGV[a + 1])
 end
+redis.call('ZADD', KEYS[9], ARGV[7], ARGV[#ARGV])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 return 1
 """
 )
 _CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
+# New requests recorded by the web, their cards queued (KEYS the outbox, the unrecorded marks; ARGV their ids people
+# see, in order): each still marked is unmarked and queued; the ids no longer marked (a worker closed them as never
+# recorded, or they were taken back) are returned, not queued.
+_ANNOUNCE = """
+local closed, queued = {}, {}
+for _, id in ipairs(ARGV) do
+  local score = redis.call('ZSCORE', KEYS[2], id)
+  if score and tonumber(score) >= 0 then
+    table.insert(queued, id)
+  else
+    table.insert(closed, id)
+  end
+end
+for i = 1, #queued, 1000 do
+  local chunk = {unpack(queued, i, math.min(i + 999, #queued))}
+  redis.call('ZREM', KEYS[2], unpack(chunk))
+  redis.call('LPUSH', KEYS[1], unpack(chunk))
+end
+return closed
+"""
+# A worker's claim on a new request left unrecorded since before ARGV[2]: its mark (KEYS[1], member ARGV[1]) set to
+# -1, so that a web that records it late no longer queues its card; 1 when claimed (or claimed before).
+_CLAIM_UNRECORDED = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], -1, ARGV[1])
+return 1
+"""
 # One command counted in its minute's key, which outlives the minute: one script call, cheaper than MULTI/EXEC.
 _COUNT = """
 local count = redis.call('INCR', KEYS[1])
@@ -216,6 +253,7 @@ _RATE_WINDOW = 60  # seconds: limits.commands_per_minute counts commands in whol
 _TRANSITION_LOCK_SECONDS = 10.0
 CONFIRM_MS = 800  # how long a write waits for a replica's confirmation (WAIT) before it counts as not done
 _REPLICAS_TTL = 1.0  # seconds the master's count of connected replicas is trusted before it is asked again
+CLOSED_UNRECORDED = "the request was recorded too late: it had been closed as never recorded, so it does not count"
 UNCONFIRMED = "no Redis replica confirmed the write in time (a failover may be under way), so it does not count"
 
 # Refusal summaries whose minute is over, taken (read and removed) in one step so that two workers never both
@@ -290,6 +328,7 @@ def _create_call(
         _LOCKDOWN,
         _GROUP + request.id,
         _USER_VISIBLE + request.requester,
+        _UNRECORDED,
     ]
     args: list[str | float] = [
         request.model_dump_json(),
@@ -317,6 +356,7 @@ def _create_group_call(parts: list[AccessRequest], pending_limit: int) -> tuple[
         _GROUP + first.group,
         _REQUEST + first.group,
         _USER_VISIBLE + first.requester,
+        _UNRECORDED,
         *(_REQUEST + part.id for part in parts),
     ]
     ids = ",".join(part.id for part in parts)
@@ -328,6 +368,7 @@ def _create_group_call(parts: list[AccessRequest], pending_limit: int) -> tuple[
     ]
     for part in parts:
         args += [part.model_dump_json(), part.id, part.created_at.timestamp(), part.pending_until.timestamp()]
+    args.append(first.group)
     return keys, args
 
 
@@ -391,6 +432,8 @@ class RequestStore:
         self._async: redis.asyncio.Redis | None = None
         self._async_create: AsyncScript | None = None
         self._async_count: AsyncScript | None = None
+        self._async_announce: AsyncScript | None = None
+        self._claim_unrecorded = client.register_script(_CLAIM_UNRECORDED)
         # Ids announced on the event loop, not yet pushed, and the pushes under way (announce_async).
         self._announcing: list[tuple[str, asyncio.Future[None]]] = []
         self._announcing_tasks: set[asyncio.Task[None]] = set()
@@ -529,6 +572,7 @@ class RequestStore:
             with reachable():
                 self.redis.lrem(_OUTBOX, 0, group)
                 self.redis.delete(_GROUP + group)
+                self.redis.zrem(_UNRECORDED, group)
         return gone
 
     def discard(self, request_id: str, made: AccessRequest | None = None) -> bool:
@@ -551,6 +595,8 @@ class RequestStore:
                 pipe.zrem(_INDEX, request_id)
                 pipe.srem(_OPEN, request_id)
                 pipe.zrem(_PENDING, request_id)
+                if request.group is None:
+                    pipe.zrem(_UNRECORDED, request_id)
                 _pending_index(pipe, request.requester, request_id, pending=False)
                 pipe.execute()
             except WatchError:
@@ -570,8 +616,10 @@ class RequestStore:
         return await asyncio.to_thread(self.discard, request_id)
 
     async def announce_async(self, request_id: str) -> None:
-        """`announce_later` for an event loop, and the confirmation of the request by a replica (WAIT), when the
-        master has replicas: StoreUnavailableError when none confirms, and the caller takes the request back.
+        """`announce_later` for an event loop, once the new request's `request.created` is written: its mark of
+        unrecorded goes as its card is queued, in one step. StoreUnavailableError when it is no longer marked (a
+        worker closed it as never recorded, the web being too slow), or when the master has replicas and none
+        confirms the request (WAIT); the caller takes the request back.
 
         The ids announced in one turn of the loop (the commands whose records one audit batch wrote resume
         together) go in one LPUSH, in the order announced, with one WAIT for them all; each caller is told
@@ -592,25 +640,31 @@ class RequestStore:
 
     async def _announce_batch(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
         try:
-            await self._push_announced([request_id for request_id, _ in batch])
+            closed = await self._push_announced([request_id for request_id, _ in batch])
         except Exception as err:  # each caller gets what the round trip raised (unavailable, unconfirmed, refused)
             for _, announced in batch:
                 if not announced.done():
                     announced.set_exception(err)
         else:
-            for _, announced in batch:
-                if not announced.done():
+            for request_id, announced in batch:
+                if announced.done():
+                    continue
+                if request_id in closed:
+                    announced.set_exception(StoreUnavailableError(CLOSED_UNRECORDED))
+                else:
                     announced.set_result(None)
 
-    async def _push_announced(self, request_ids: list[str]) -> None:
+    async def _push_announced(self, request_ids: list[str]) -> set[str]:
         replicas = self._known_replicas()
         if replicas is None:  # asked at most once a second, in a thread; every other command reads what it said
             replicas = await asyncio.to_thread(self.replicas)
         client = self._async_client()
+        if self._async_announce is None:
+            self._async_announce = client.register_script(_ANNOUNCE)
+        announce = self._async_announce
         with reachable():
             if not replicas:
-                await client.lpush(_OUTBOX, *request_ids)
-                return
+                return await self._queue_cards(announce, request_ids)
             # The requests are confirmed before their ids go on the outbox: a worker takes an id at once (BRPOP), so
             # an id pushed before the WAIT could have its card posted, or be approved on call, while the web still
             # waited to learn that it takes the request back. The counter gives this connection's WAIT a write of its
@@ -622,7 +676,39 @@ class RequestStore:
                 _, acked = await pipe.execute()
             if int(acked) < 1:
                 raise StoreUnavailableError(UNCONFIRMED)
-            await client.lpush(_OUTBOX, *request_ids)
+            return await self._queue_cards(announce, request_ids)
+
+    @staticmethod
+    async def _queue_cards(announce: AsyncScript, request_ids: list[str]) -> set[str]:
+        """Queue the cards of requests still marked unrecorded, unmarking them; the ids no longer marked."""
+        return {_text(request_id) for request_id in await announce(keys=[_OUTBOX, _UNRECORDED], args=request_ids)}
+
+    def recorded(self, request_id: str) -> None:
+        """The `request.created` of a new request not announced through `announce_async` (a break-glass one) is
+        written: it is no longer closed as never recorded."""
+        with reachable():
+            self.redis.zrem(_UNRECORDED, request_id)
+
+    def unrecorded(self, request: AccessRequest) -> bool:
+        """Whether the new request's `request.created` may not be written yet (nor ever: its web stopped first)."""
+        with reachable():
+            return self.redis.zscore(_UNRECORDED, request.group or request.id) is not None
+
+    def unrecorded_before(self, moment: datetime) -> list[str]:
+        """The ids people see of new requests stored before `moment` and still unrecorded (or being closed)."""
+        with reachable():
+            return [_text(m) for m in self.redis.zrangebyscore(_UNRECORDED, "-inf", moment.timestamp())]
+
+    def claim_unrecorded(self, request_id: str, moment: datetime) -> bool:
+        """Claim a new request unrecorded since before `moment`, for closing: a web recording it late then finds it
+        claimed and does not queue its card. False when it was recorded (or forgotten) meanwhile."""
+        with reachable():
+            return bool(self._claim_unrecorded(keys=[_UNRECORDED], args=[request_id, moment.timestamp()]))
+
+    def forget_unrecorded(self, request_id: str) -> None:
+        """A claimed request is closed (or was decided already): its mark goes."""
+        with reachable():
+            self.redis.zrem(_UNRECORDED, request_id)
 
     # --- limits -------------------------------------------------------------------------------------
 

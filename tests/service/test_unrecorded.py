@@ -1,0 +1,66 @@
+"""A request stored by a web that stopped before its `request.created` was written is never approved, and a worker
+closes it on the record (a security review's finding: approvable from an App Home, granted with no record)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from jit_lb.access import commands
+from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.clock import utcnow
+from tests.service.world import DEVS, World
+from workers import reconcile
+
+
+def stored_unrecorded(world: World, text: str = "request lb-prod 30m debugging 502s") -> list[AccessRequest]:
+    """What the web's first step stores for `/jit <text>` of U0DEV1 before it writes the record: the web is killed
+    right after Redis answered, so neither the record, nor the take-back, nor the card ever comes."""
+    parsed = commands.parse_command(text)
+    assert isinstance(parsed, commands.RequestCommand)
+    members = world.rt.approvers.directory.members
+    if len(parsed.targets) > 1:
+        group = commands.build_group(world.rt.policy, "U0DEV1", parsed, utcnow(), DEVS, members)
+        return world.rt.store.create_group(group)
+    return [world.rt.store.create(commands.build_request(world.rt.policy, "U0DEV1", parsed, utcnow(), DEVS, members))]
+
+
+async def test_an_unrecorded_request_is_never_approved_and_a_worker_closes_it_on_the_record(world: World) -> None:
+    """An approver's App Home click on a request whose creation was never recorded is refused, on the record (it was
+    approved, and its grant queued); a worker later closes it, recording request.cancelled."""
+    [request] = stored_unrecorded(world)
+    world.decisions.decide("U0APPROVER1", "jit_approve", request.id, None)  # from the App Home: no card
+    assert world.rt.store.get(request.id).status is Status.PENDING
+    assert world.rt.queue.job_ids == []
+    assert "not recorded" in world.slack.dms("U0APPROVER1")[-1]["text"]
+
+    assert reconcile.close_unrecorded(utcnow()) == 0  # a web still writing it has time to
+    assert world.rt.store.get(request.id).status is Status.PENDING
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 1
+    closed = world.rt.store.get(request.id)
+    assert closed.status is Status.CANCELLED
+    assert world.events(request.id) == ["approval.refused", "request.cancelled"]  # nothing else was done
+    assert "never recorded" in world.record("request.cancelled", request.id)["why"]
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=2)) == 0  # once
+
+
+async def test_every_part_of_an_unrecorded_request_of_several_targets_is_closed(world: World) -> None:
+    """A request of several targets stored, its web killed before the records: no part may be approved, and each
+    is closed on the record."""
+    parts = stored_unrecorded(world, "request lb-prod,lb-two 30m debugging 502s")
+    world.decisions.decide("U0APPROVER1", "jit_approve", parts[0].visible_id, None)
+    assert [world.rt.store.get(part.id).status for part in parts] == [Status.PENDING] * len(parts)
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == len(parts)
+    assert [world.rt.store.get(part.id).status for part in parts] == [Status.CANCELLED] * len(parts)
+    closed = [record for record in world.audit(parts[0].visible_id) if record["event"] == "request.cancelled"]
+    assert sorted(record["part"] for record in closed) == sorted(part.id for part in parts)
+    assert "request.approved" not in world.events(parts[0].visible_id)
+
+
+async def test_a_recorded_request_is_approved_from_the_app_home_and_never_closed(world: World) -> None:
+    """The ordinary path: recorded, then announced; approvable from the App Home, and the worker leaves it be."""
+    await world.ask("U0DEV1", "request lb-prod 30m debugging 502s")
+    [request_id] = world.outbox()
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 0
+    world.decisions.decide("U0APPROVER1", "jit_approve", request_id, None)
+    assert world.rt.store.get(request_id).status is Status.APPROVED
+    assert world.events(request_id) == ["request.created", "request.approved"]
