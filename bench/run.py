@@ -257,15 +257,17 @@ def main(argv: list[str]) -> int:
     kept_goals(rows, measured)
     mode = "quick" if args.quick else "full"
     moto = "stock moto" if args.stock_moto else "moto with bench/moto_view.py speed-ups"
+    stack = "1 web, 3 workers" if main_figures else "each figure's own processes (see its rows)"
     title = (
-        f"jit-lb benchmarks ({mode} counts) on {os.cpu_count()} cores; 1 web, 3 workers, {moto}; "
+        f"jit-lb benchmarks ({mode} counts) on {os.cpu_count()} cores; {stack}, {moto}; "
         f"wall time {time.monotonic() - started:.0f} s; load average {load_before:.2f} before it started, "
         f"{os.getloadavg()[0]:.2f} at the end"
     )
     print()
     print(render(title, rows))
-    print()
-    print(measured.goals.render())
+    if measured.goals.goals:  # a run of figures with no goal (--only ha, say) prints no empty heading
+        print()
+        print(measured.goals.render())
     for path in measured.plots.write(Path(args.plots)):
         print(f"picture: {path}")
     empty = empty_rows(rows)
