@@ -461,7 +461,9 @@ NEVER_RECORDED = (
 def close_unrecorded(now: datetime | None = None) -> int:
     """Close, on the record, each new request whose `request.created` was not written within UNRECORDED_SECONDS of
     its storing (its web was killed between the two, or its take-back was lost with it): it was never approvable
-    (bot/service/decisions.py), and `request.cancelled` is what the log says of it. How many parts were closed."""
+    (bot/service/decisions.py), and `request.cancelled` is what the log says of it. A break-glass grant found still
+    marked was recorded, its web stopped before queuing its announcement and review: they are queued instead. How
+    many parts were closed."""
     rt = current().rt
     moment = (now or utcnow()) - timedelta(seconds=UNRECORDED_SECONDS)
     closed = 0
@@ -473,6 +475,12 @@ def close_unrecorded(now: datetime | None = None) -> int:
         except NotFoundError:
             parts = []  # taken back meanwhile
         for part in parts:
+            if part.break_glass and part.status is not Status.PENDING:
+                # Its web stopped after the grant was recorded, before queuing its announcement and review.
+                rules = rt.policy.break_glass
+                review_at = (part.decided_at or utcnow()) + (rules.review_within if rules else timedelta(hours=24))
+                rt.store.breakglass_granted(part.id, review_at)
+                continue
             try:
                 _, after = rt.store.transition(part.id, _never_recorded, _record_never_recorded)
             except (NotFoundError, TransitionError):

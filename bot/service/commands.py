@@ -410,9 +410,8 @@ class CommandService:
             # Nothing half-done: a break-glass request that skipped the normal checks never stays pending.
             self.rt.store.discard(request.id)
             raise
-        self.rt.store.recorded(after.id)  # granted: recorded, never closed as unrecorded
-        self.rt.store.review_due(after.id, self.clock() + rules.review_within)
-        self.rt.store.announce_later(after.id)
+        # Announced, reviewed and unmarked in one step: a web stopped before it leaves the mark, and a worker does it.
+        self.rt.store.breakglass_granted(after.id, self.clock() + rules.review_within)
         enqueue(self.rt.queue, "grant_access", after.id, job_id=f"grant-{after.id}")
         return Reply(sentences.breakglass_reply(after))
 

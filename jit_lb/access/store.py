@@ -56,6 +56,7 @@ _HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes
 # -1 by the worker that closes it as never recorded. Such a request is never approved (docs/auditors.md).
 _UNRECORDED = PREFIX + "unrecorded"
 UNRECORDED_SECONDS = 30.0  # a new request still unrecorded this long after it was stored is closed by a worker
+_ANNOUNCED = PREFIX + "announced:"  # one card queuing's answer, kept a minute for the same call tried again
 _HEALTH = PREFIX + "health"  # written by the web's /healthz: a Redis that answers PING may take no write
 _HOME_QUEUED = PREFIX + "home-queued:"  # a person whose opened home's publish is queued, not yet taken by a worker
 HOME_QUEUED_SECONDS = 60  # a queued publish lost with its worker holds that person's next ones back this long at most
@@ -214,10 +215,14 @@ return 1
 """
 )
 _CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
-# New requests recorded by the web, their cards queued (KEYS the outbox, the unrecorded marks; ARGV their ids people
-# see, in order): each still marked is unmarked and queued; the ids no longer marked (a worker closed them as never
-# recorded, or they were taken back) are returned, not queued.
+# New requests recorded by the web, their cards queued (KEYS the outbox, the unrecorded marks, this call's answer;
+# ARGV their ids people see, in order): each still marked is unmarked and queued; the ids no longer marked (a worker
+# closed them as never recorded, or they were taken back) are returned, not queued. The answer is kept a minute under
+# KEYS[3], a key of this call's own: the same call run again (the client tried again a connection cut as Redis
+# answered) is told what the first run did, rather than finding its own unmarking and calling the requests closed.
 _ANNOUNCE = """
+local done = redis.call('GET', KEYS[3])
+if done then return cjson.decode(done) end
 local closed, queued = {}, {}
 for _, id in ipairs(ARGV) do
   local score = redis.call('ZSCORE', KEYS[2], id)
@@ -232,6 +237,7 @@ for i = 1, #queued, 1000 do
   redis.call('ZREM', KEYS[2], unpack(chunk))
   redis.call('LPUSH', KEYS[1], unpack(chunk))
 end
+redis.call('SET', KEYS[3], #closed > 0 and cjson.encode(closed) or '[]', 'EX', 60)
 return closed
 """
 # A worker's claim on a new request left unrecorded since before ARGV[2]: its mark (KEYS[1], member ARGV[1]) set to
@@ -681,13 +687,19 @@ class RequestStore:
     @staticmethod
     async def _queue_cards(announce: AsyncScript, request_ids: list[str]) -> set[str]:
         """Queue the cards of requests still marked unrecorded, unmarking them; the ids no longer marked."""
-        return {_text(request_id) for request_id in await announce(keys=[_OUTBOX, _UNRECORDED], args=request_ids)}
+        answer = _ANNOUNCED + uuid.uuid4().hex  # this call's own: a retry of it finds what it did
+        closed = await announce(keys=[_OUTBOX, _UNRECORDED, answer], args=request_ids)
+        return {_text(request_id) for request_id in closed}
 
-    def recorded(self, request_id: str) -> None:
-        """The `request.created` of a new request not announced through `announce_async` (a break-glass one) is
-        written: it is no longer closed as never recorded."""
-        with reachable():
-            self.redis.zrem(_UNRECORDED, request_id)
+    def breakglass_granted(self, request_id: str, review_at: datetime) -> None:
+        """A break-glass request turned approved, on the record: its announcement queued, its review due at
+        `review_at`, and its mark of unrecorded gone, in one step. Until this is done it stays marked, and the worker
+        that closes unrecorded requests finds it approved and does it instead (a web stopped just before)."""
+        with reachable(), self.redis.pipeline() as pipe:
+            pipe.zadd(_REVIEWS, {request_id: review_at.timestamp()})
+            pipe.lpush(_OUTBOX, request_id)
+            pipe.zrem(_UNRECORDED, request_id)
+            pipe.execute()
 
     def unrecorded(self, request: AccessRequest) -> bool:
         """Whether the new request's `request.created` may not be written yet (nor ever: its web stopped first)."""

@@ -3,11 +3,18 @@ closes it on the record (a security review's finding: approvable from an App Hom
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
-from jit_lb.access import commands
+import redis
+
+from devtools.redis_proxy import HoldingProxy
+from jit_lb.access import commands, requests
+from jit_lb.access.connections import WORKER, RedisAddress, connect
 from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.access.store import RequestStore
 from jit_lb.clock import utcnow
+from tests.helpers import pending
 from tests.service.world import DEVS, World
 from workers import reconcile
 
@@ -64,3 +71,54 @@ async def test_a_recorded_request_is_approved_from_the_app_home_and_never_closed
     world.decisions.decide("U0APPROVER1", "jit_approve", request_id, None)
     assert world.rt.store.get(request_id).status is Status.APPROVED
     assert world.events(request_id) == ["request.created", "request.approved"]
+
+
+def test_a_card_queuing_whose_answer_was_lost_and_tried_again_keeps_the_request(redis_url: str) -> None:
+    """The web's client tries a broken connection once more: the script that unmarked a recorded request and queued
+    its card ran, its answer alone lost, and is run again. That second run is told what the first did: the request
+    stands, its card queued once (before, the second run found it no longer marked, the web took the recorded request
+    back as closed, a card perhaps already posted, and told the person to try again)."""
+    upstream = redis.Redis.from_url(redis_url)
+    with HoldingProxy(upstream.connection_pool.connection_kwargs["port"]) as proxy:
+        store = RequestStore(connect(RedisAddress(proxy.url), WORKER), proxy.url)  # the web's client
+
+        async def announce() -> str:
+            warm = await store.create_async(pending)
+            await store.announce_async(warm.id)  # the scripts loaded and the connections made
+            made = await store.create_async(pending)
+            proxy.lose(b"EVALSHA")
+            await store.announce_async(made.id)
+            return made.id
+
+        request_id = asyncio.run(announce())
+        assert store.get(request_id).status is Status.PENDING
+        assert upstream.lrange("jit:outbox", 0, -1).count(request_id.encode()) == 1
+        assert not store.unrecorded(store.get(request_id))
+    upstream.close()
+
+
+async def test_a_break_glass_grant_whose_web_stopped_before_announcing_it_is_announced_and_reviewed(
+    world: World,
+) -> None:
+    """The web is killed (or Redis drops it) right after a break-glass request turned approved and was recorded, before
+    its announcement and review were queued: a worker finds it still marked, and queues both (before, it only dropped
+    the mark; the sweep granted it later, and the approvers were never told nor asked to review it)."""
+    world.edit_policy(lambda policy: policy.update(break_glass={"users": ["U0DEV2"], "targets": ["lb-prod"]}))
+    parsed = commands.RequestCommand("lb-prod", timedelta(minutes=30), None, "prod is down, INC-9")
+    members = world.rt.approvers.directory.members
+    build = commands.build_request(world.rt.policy, "U0DEV2", parsed, utcnow(), None, members, emergency=True)
+    request = world.rt.store.create(build)
+    world.rt.audit.request_event("request.created", request, actor="U0DEV2", break_glass=True)
+    world.rt.store.transition(
+        request.id,
+        lambda r: requests.break_glass(r, "U0DEV2", utcnow()),
+        lambda _, after: world.rt.audit.request_event("grant.breakglass", after, actor="U0DEV2"),
+    )  # the web stops here
+
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 0  # nothing to close: it stands
+    assert world.rt.store.get(request.id).status is Status.APPROVED
+    assert world.outbox() == [request.id]
+    assert world.rt.store.reviews_due(utcnow() + timedelta(days=2)) == [request.id]
+    assert not world.rt.store.unrecorded(request)
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=2)) == 0
+    assert world.outbox() == []  # once
