@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 import redis
 
 from devtools.redis_proxy import HoldingProxy
@@ -122,3 +123,25 @@ async def test_a_break_glass_grant_whose_web_stopped_before_announcing_it_is_ann
     assert not world.rt.store.unrecorded(request)
     assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=2)) == 0
     assert world.outbox() == []  # once
+
+
+async def test_a_web_recording_a_request_after_a_worker_closed_it_queues_no_card_and_leaves_it_closed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit log is slow: a worker closes the request as never recorded while the web still writes its
+    request.created. The web then queues no card, the request stays closed (never approvable), the person is told
+    it does not count, and the log closes it once."""
+    write = world.rt.audit.request_event_async
+
+    async def slow(event: str, request: AccessRequest, **fields: object) -> None:
+        if event == "request.created":
+            assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 1  # 30 s went by meanwhile
+        await write(event, request, **fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(world.rt.audit, "request_event_async", slow)
+    answer = await world.ask("U0DEV1", "request lb-prod 30m debugging 502s")
+    [request_id] = [record["request_id"] for record in world.audit() if record["event"] == "request.created"]
+    assert world.outbox() == []
+    assert world.rt.store.get(request_id).status is Status.CANCELLED
+    assert "nothing was requested" in answer
+    assert sorted(world.events(request_id)) == ["request.cancelled", "request.created"]
