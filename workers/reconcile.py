@@ -465,11 +465,12 @@ def close_unrecorded(now: datetime | None = None) -> int:
     marked was recorded, its web stopped before queuing its announcement and review: they are queued instead. How
     many parts were closed."""
     rt = current().rt
-    moment = (now or utcnow()) - timedelta(seconds=UNRECORDED_SECONDS)
+    now = now or utcnow()
+    moment = now - timedelta(seconds=UNRECORDED_SECONDS)
     closed = 0
     for visible in rt.store.unrecorded_before(moment):
-        if not rt.store.claim_unrecorded(visible, moment):
-            continue  # recorded meanwhile (its card is queued), or forgotten by another worker
+        if not rt.store.claim_unrecorded(visible, moment, now):
+            continue  # recorded meanwhile (its card is queued), or another worker's to close
         try:
             parts = rt.store.parts(visible)
         except NotFoundError:

@@ -53,7 +53,8 @@ _USE = PREFIX + "use:"  # a grant's last seen use count and when it last changed
 _HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes are published on changes
 # The ids people see (a lone request's, a group's) of new requests whose `request.created` is not yet written, scored
 # by creation time: written with the request, removed once the web has recorded it (when it queues the card), set to
-# -1 by the worker that closes it as never recorded. Such a request is never approved (docs/auditors.md).
+# minus the moment a worker claimed it for closing as never recorded (another worker may take over a claim as old as
+# a mark: its worker died). Such a request is never approved (docs/auditors.md).
 _UNRECORDED = PREFIX + "unrecorded"
 UNRECORDED_SECONDS = 30.0  # a new request still unrecorded this long after it was stored is closed by a worker
 _ANNOUNCED = PREFIX + "announced:"  # one card queuing's answer, kept a minute for the same call tried again
@@ -241,11 +242,15 @@ redis.call('SET', KEYS[3], #closed > 0 and cjson.encode(closed) or '[]', 'EX', 6
 return closed
 """
 # A worker's claim on a new request left unrecorded since before ARGV[2]: its mark (KEYS[1], member ARGV[1]) set to
-# -1, so that a web that records it late no longer queues its card; 1 when claimed (or claimed before).
+# minus now (ARGV[3]), so that a web that records it late no longer queues its card, nor another worker closes it
+# too; 1 when claimed. A claim made before ARGV[2] is taken over (its worker died before closing it).
 _CLAIM_UNRECORDED = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], -1, ARGV[1])
+if not score then return 0 end
+score = tonumber(score)
+local since = score >= 0 and score or -score
+if since >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], -tonumber(ARGV[3]), ARGV[1])
 return 1
 """
 # One command counted in its minute's key, which outlives the minute: one script call, cheaper than MULTI/EXEC.
@@ -711,11 +716,13 @@ class RequestStore:
         with reachable():
             return [_text(m) for m in self.redis.zrangebyscore(_UNRECORDED, "-inf", moment.timestamp())]
 
-    def claim_unrecorded(self, request_id: str, moment: datetime) -> bool:
-        """Claim a new request unrecorded since before `moment`, for closing: a web recording it late then finds it
-        claimed and does not queue its card. False when it was recorded (or forgotten) meanwhile."""
+    def claim_unrecorded(self, request_id: str, moment: datetime, now: datetime) -> bool:
+        """Claim, `now`, a new request unrecorded since before `moment`, for closing: a web recording it late then
+        finds it claimed and does not queue its card, and another worker leaves it be unless the claim was made before
+        `moment` too (its worker died). False when it was recorded, claimed by another or forgotten meanwhile."""
         with reachable():
-            return bool(self._claim_unrecorded(keys=[_UNRECORDED], args=[request_id, moment.timestamp()]))
+            args: list[str | float] = [request_id, moment.timestamp(), now.timestamp()]
+            return bool(self._claim_unrecorded(keys=[_UNRECORDED], args=args))
 
     def forget_unrecorded(self, request_id: str) -> None:
         """A claimed request is closed (or was decided already): its mark goes."""

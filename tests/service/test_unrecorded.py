@@ -145,3 +145,20 @@ async def test_a_web_recording_a_request_after_a_worker_closed_it_queues_no_card
     assert world.rt.store.get(request_id).status is Status.CANCELLED
     assert "nothing was requested" in answer
     assert sorted(world.events(request_id)) == ["request.cancelled", "request.created"]
+
+
+async def test_a_request_one_worker_is_closing_is_left_to_it_and_taken_over_when_that_worker_died(
+    world: World,
+) -> None:
+    """Every worker looks each second: one that finds a request another worker claimed a moment ago leaves it to that
+    worker (before, both closed it at once, and a break-glass grant's announcement was queued twice); a claim that
+    was never finished (its worker died between claim and close) is taken over once it is as old as a mark."""
+    [request] = stored_unrecorded(world)
+    later = utcnow() + timedelta(minutes=1)
+    assert world.rt.store.claim_unrecorded(request.id, later - timedelta(seconds=30), later)  # a worker, then gone
+    assert reconcile.close_unrecorded(later) == 0  # another, the same second
+    assert world.rt.store.get(request.id).status is Status.PENDING
+    assert world.rt.store.unrecorded(request)  # still never approvable meanwhile
+    assert reconcile.close_unrecorded(later + timedelta(minutes=1)) == 1
+    assert world.rt.store.get(request.id).status is Status.CANCELLED
+    assert world.events(request.id) == ["request.cancelled"]
