@@ -65,7 +65,8 @@ def healthz_handler(
     refusing writes: out of memory, a replica, a failed save): why is logged here, never told.
 
     /healthz answers anyone who reaches PORT, so a flood of hits must not become a flood of writes: hits that arrive
-    while a probe is in flight share it, and its answer stands for `fresh` seconds after it came back.
+    while a probe is in flight share it, and its answer stands for `fresh` seconds after it came back; meanwhile each
+    hit only PINGs (no write), so that a Redis killed since is 503 at once.
     """
     probing: list[asyncio.Future[bool]] = []  # the probe in flight, if any
     answered: list[tuple[float, bool]] = []  # when the last probe came back, and what it said
@@ -86,9 +87,17 @@ def healthz_handler(
         if not done.cancelled():
             answered[:] = [(clock(), done.result())]
 
+    async def answers() -> bool:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(runtime.store.answers), timeout=3)
+        except Exception as err:  # out of reach since the last write probe: not ok at once, not a second later
+            log.warning("health check failed: redis unreachable", error=repr(err))
+            return False
+
     async def handle_healthz(_: web.Request) -> web.Response:
         if answered and clock() - answered[0][0] < fresh:
-            ok = answered[0][1]
+            # The write probe's answer stands, but a Redis gone since is told at once: a PING, which writes nothing.
+            ok = answered[0][1] and await answers()
         else:
             if not probing:
                 task = asyncio.ensure_future(probe())

@@ -845,6 +845,11 @@ class RequestStore:
             self.redis.expire(key, _HISTORY_SECONDS)
         return last
 
+    def answers(self) -> bool:
+        """Whether Redis answers PING now (between the write probes of /healthz). Raises StoreUnavailableError."""
+        with reachable():
+            return bool(self.redis.ping())
+
     def takes_writes(self) -> bool:
         """Whether Redis takes a write now (the web's /healthz): PING passes a Redis out of memory, a replica, one
         whose RDB save failed, none of which can store a request or count a click. Raises StoreUnavailableError."""
