@@ -184,6 +184,19 @@ def cancelled_text(request: AccessRequest) -> str:
     return f":wastebasket: <@{request.decided_by}> withdrew `{request.visible_id}` (`{request.target}`)."
 
 
+def never_recorded_message(parts: list[AccessRequest]) -> Message:
+    """The requester's DM of a new request a worker closed because its creation was never recorded (its web stopped,
+    or a Redis failover lost its recording): its id and every target, nothing granted, and how to ask again (the
+    caller adds Request again under it)."""
+    first = parts[0]
+    names = ", ".join(f"`{part.target}`" for part in parts)
+    text = (
+        f":warning: Your request `{first.visible_id}` for {names} ({first.duration_text}) was closed: jit-lb could not "
+        "record its creation, so it was never shown to approvers and nothing was granted. Request it again."
+    )
+    return Message(clip(text, MAX_TEXT), [section(mrkdwn(clip(text, MAX_SECTION_TEXT)))])
+
+
 def expired_text(request: AccessRequest) -> str:
     if request.failure:
         why = escape(clip(request.failure, MAX_LINE))

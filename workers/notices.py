@@ -38,6 +38,7 @@ class Notice(StrEnum):
     REVOKE_FAILED = "revoke_failed"
     CANCELLED = "cancelled"  # withdrawn by its requester (the web recorded it)
     EXTENSION_REFUSED = "extension_refused"  # approved, then refused when judged again at the load balancer
+    NEVER_RECORDED = "never_recorded"  # a new request closed by a worker: its creation was never recorded
     # Decisions the web recorded; `who` made them.
     APPROVED = "approved"
     DENIED = "denied"
@@ -322,6 +323,8 @@ def tell(
     if request is None:
         return "unknown request"
     kind = Notice(notice)
+    if kind is Notice.NEVER_RECORDED:
+        return _tell_never_recorded(context, request)
     if kind is Notice.REVOKE_FAILED:
         # For the approvers, in the thread: the requester has nothing to do about it.
         approvers = sorted(rt.approvers.of(rt.policy.target_for(request.target)))
@@ -353,6 +356,18 @@ def tell(
     if request.group is not None:
         _sum_up(context, request.group)
     context.homes.refresh(request)
+    return "told"
+
+
+def _tell_never_recorded(context: WorkerContext, request: AccessRequest) -> str:
+    """The requester's DM of a new request closed as never recorded (no card, no thread: nobody else saw it), once a
+    request people see, with Request again; none when its web recorded it late and told them to try again itself."""
+    rt = context.rt
+    if not rt.store.tell_closed(request.visible_id, utcnow()):
+        return "told already"
+    parts = rt.store.parts(request.visible_id)
+    mine = sentences.again_message(parts[0], sentences.never_recorded_message(parts))
+    context.notifier.dm(request.requester, mine.text, mine.blocks)
     return "told"
 
 

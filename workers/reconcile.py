@@ -30,7 +30,7 @@ from workers import activity
 from workers.context import current
 from workers.jobs import expire_request, extend_access, finish_revoke, grant_access, revoke_access, revoke_expired
 from workers.judge import GRACE, applied_spec, lease_verdict, longest_grant
-from workers.notices import announce_review
+from workers.notices import Notice, announce_review, queue_notice
 from workers.orders import record_removed
 from workers.providers.base import ManagedObject, Provider
 from workers.providers.registry import provider_for, specs_of
@@ -462,8 +462,9 @@ def close_unrecorded(now: datetime | None = None) -> int:
     """Close, on the record, each new request whose `request.created` was not written within UNRECORDED_SECONDS of
     its storing (its web was killed between the two, or its take-back was lost with it): it was never approvable
     (bot/service/decisions.py), and `request.cancelled` is what the log says of it. A break-glass grant found still
-    marked was recorded, its web stopped before queuing its announcement and review: they are queued instead. How
-    many parts were closed."""
+    marked was recorded, its web stopped before queuing its announcement and review: they are queued instead. The
+    requester is told, once a request people see (a notice: Slack never holds this thread up), unless every part was
+    decided otherwise meanwhile. How many parts were closed."""
     rt = current().rt
     now = now or utcnow()
     moment = now - timedelta(seconds=UNRECORDED_SECONDS)
@@ -475,6 +476,7 @@ def close_unrecorded(now: datetime | None = None) -> int:
             parts = rt.store.parts(visible)
         except NotFoundError:
             parts = []  # taken back meanwhile
+        ours: list[AccessRequest] = []  # closed as never recorded: by this worker, or by one that died before telling
         for part in parts:
             if part.break_glass and part.status is not Status.PENDING:
                 # Its web stopped after the grant was recorded, before queuing its announcement and review.
@@ -485,9 +487,14 @@ def close_unrecorded(now: datetime | None = None) -> int:
             try:
                 _, after = rt.store.transition(part.id, _never_recorded, _record_never_recorded)
             except (NotFoundError, TransitionError):
+                if part.status is Status.CANCELLED and part.failure == NEVER_RECORDED:
+                    ours.append(part)  # a claim taken over: its worker closed it and may have died before telling
                 continue  # decided (denied, withdrawn, expired) or taken back meanwhile: recorded as such
             closed += 1
+            ours.append(after)
             current().homes.refresh(after)
+        if ours:  # the notice tells the person once however often it is queued (store.tell_closed)
+            queue_notice(rt, ours[0], Notice.NEVER_RECORDED)
         rt.store.forget_unrecorded(visible)  # after the closing: a worker stopped before it leaves the claim
     return closed
 

@@ -57,6 +57,10 @@ _HOME_USERS = PREFIX + "home-users"  # who opened the App Home: only their homes
 # a mark: its worker died). Such a request is never approved (docs/auditors.md).
 _UNRECORDED = PREFIX + "unrecorded"
 UNRECORDED_SECONDS = 30.0  # a new request still unrecorded this long after it was stored is closed by a worker
+# The ids people see of requests closed as never recorded whose person is being told so, scored by when: the web
+# that records one late tells its person itself (CLOSED_UNRECORDED) and adds it, so a worker's DM then is not sent.
+_CLOSED_TOLD = PREFIX + "closed-told"
+CLOSED_TOLD_SECONDS = 86400  # how long an entry of _CLOSED_TOLD is kept: far longer than a notice waits in its queue
 _ANNOUNCED = PREFIX + "announced:"  # one card queuing's answer, kept a minute for the same call tried again
 _HEALTH = PREFIX + "health"  # written by the web's /healthz: a Redis that answers PING may take no write
 _HOME_QUEUED = PREFIX + "home-queued:"  # a person whose opened home's publish is queued, not yet taken by a worker
@@ -216,11 +220,13 @@ return 1
 """
 )
 _CREATE_KEYS = (_INDEX, _OPEN, _PENDING)
-# New requests recorded by the web, their cards queued (KEYS the outbox, the unrecorded marks, this call's answer;
-# ARGV their ids people see, in order): each still marked is unmarked and queued; the ids no longer marked (a worker
-# closed them as never recorded, or they were taken back) are returned, not queued. The answer is kept a minute under
-# KEYS[3], a key of this call's own: the same call run again (the client tried again a connection cut as Redis
-# answered) is told what the first run did, rather than finding its own unmarking and calling the requests closed.
+# New requests recorded by the web, their cards queued (KEYS the outbox, the unrecorded marks, this call's answer,
+# the closed requests whose person is told; ARGV their ids people see, in order): each still marked is unmarked and
+# queued; the ids no longer marked (a worker closed them as never recorded, or they were taken back) are returned, not
+# queued, and noted in KEYS[4] (this web tells their person to try again, so a worker's DM is not sent too). The
+# answer is kept a minute under KEYS[3], a key of this call's own: the same call run again (the client tried again a
+# connection cut as Redis answered) is told what the first run did, rather than finding its own unmarking and calling
+# the requests closed.
 _ANNOUNCE = """
 local done = redis.call('GET', KEYS[3])
 if done then return cjson.decode(done) end
@@ -231,6 +237,7 @@ for _, id in ipairs(ARGV) do
     table.insert(queued, id)
   else
     table.insert(closed, id)
+    redis.call('ZADD', KEYS[4], 'NX', redis.call('TIME')[1], id)
   end
 end
 for i = 1, #queued, 1000 do
@@ -693,7 +700,7 @@ class RequestStore:
     async def _queue_cards(announce: AsyncScript, request_ids: list[str]) -> set[str]:
         """Queue the cards of requests still marked unrecorded, unmarking them; the ids no longer marked."""
         answer = _ANNOUNCED + uuid.uuid4().hex  # this call's own: a retry of it finds what it did
-        closed = await announce(keys=[_OUTBOX, _UNRECORDED, answer], args=request_ids)
+        closed = await announce(keys=[_OUTBOX, _UNRECORDED, answer, _CLOSED_TOLD], args=request_ids)
         return {_text(request_id) for request_id in closed}
 
     def breakglass_granted(self, request_id: str, review_at: datetime) -> None:
@@ -728,6 +735,14 @@ class RequestStore:
         """A claimed request is closed (or was decided already): its mark goes."""
         with reachable():
             self.redis.zrem(_UNRECORDED, request_id)
+
+    def tell_closed(self, request_id: str, now: datetime) -> bool:
+        """Take the telling of the person whose request (the id people see) was closed as never recorded: False when
+        its web recorded it late and told them itself, or another worker's notice already did."""
+        with reachable(), self.redis.pipeline() as pipe:
+            pipe.zremrangebyscore(_CLOSED_TOLD, "-inf", now.timestamp() - CLOSED_TOLD_SECONDS)
+            pipe.zadd(_CLOSED_TOLD, {request_id: now.timestamp()}, nx=True)
+            return bool(pipe.execute()[1])
 
     # --- limits -------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -16,8 +17,14 @@ from jit_lb.access.requests import AccessRequest, Status
 from jit_lb.access.store import RequestStore
 from jit_lb.clock import utcnow
 from tests.helpers import pending
-from tests.service.world import DEVS, World
+from tests.service.world import DEVS, World, buttons
 from workers import reconcile
+
+
+def closed_dms(world: World, user: str = "U0DEV1") -> list[dict[str, Any]]:
+    """The DMs telling `user` a request of theirs was closed as never recorded, once the workers ran the notices."""
+    world.post_notices()
+    return [dm for dm in world.slack.dms(user) if "could not record" in str(dm.get("text"))]
 
 
 def stored_unrecorded(world: World, text: str = "request lb-prod 30m debugging 502s") -> list[AccessRequest]:
@@ -51,6 +58,36 @@ async def test_an_unrecorded_request_is_never_approved_and_a_worker_closes_it_on
     assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=2)) == 0  # once
 
 
+async def test_the_requester_of_a_request_closed_as_never_recorded_is_told_with_request_again(
+    world: World,
+) -> None:
+    """The person who asked (told "submitted", or nothing, as their web stopped) learns by DM that the request was
+    closed because its creation could not be recorded, nothing granted, with Request again filling the form in
+    (before, the request silently disappeared); told once."""
+    [request] = stored_unrecorded(world)
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 1
+
+    [dm] = closed_dms(world)
+    assert request.id in dm["text"] and "`lb-prod`" in dm["text"] and "nothing was granted" in dm["text"]
+    assert [("jit_rerequest", request.id)] == [(b["action_id"], b["value"]) for b in buttons(dm["blocks"])]
+    view = world.forms.rerequest_view("U0DEV1", request.id)
+    assert view is not None
+    target = next(block for block in view["blocks"] if block.get("block_id") == "target")
+    assert [option["value"] for option in target["element"]["initial_options"]] == ["lb-prod"]
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=2)) == 0
+    assert len(closed_dms(world)) == 1
+
+
+async def test_a_request_decided_before_the_worker_closes_it_is_not_told_as_never_recorded(world: World) -> None:
+    """A request its requester withdrew (on the record) before the worker came is left as decided: no DM saying it
+    was closed as never recorded."""
+    [request] = stored_unrecorded(world)
+    world.rt.store.transition(request.id, lambda r: requests.cancel(r, "withdrawn", utcnow(), by="U0DEV1"))
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 0
+    assert world.rt.store.get(request.id).status is Status.CANCELLED
+    assert closed_dms(world) == []
+
+
 async def test_every_part_of_an_unrecorded_request_of_several_targets_is_closed(world: World) -> None:
     """A request of several targets stored, its web killed before the records: no part may be approved, and each
     is closed on the record."""
@@ -62,6 +99,9 @@ async def test_every_part_of_an_unrecorded_request_of_several_targets_is_closed(
     closed = [record for record in world.audit(parts[0].visible_id) if record["event"] == "request.cancelled"]
     assert sorted(record["part"] for record in closed) == sorted(part.id for part in parts)
     assert "request.approved" not in world.events(parts[0].visible_id)
+    [dm] = closed_dms(world)  # one for the request people see, not one a target
+    assert parts[0].visible_id in dm["text"] and "`lb-prod`, `lb-two`" in dm["text"]
+    assert [("jit_rerequest", parts[0].visible_id)] == [(b["action_id"], b["value"]) for b in buttons(dm["blocks"])]
 
 
 async def test_a_recorded_request_is_approved_from_the_app_home_and_never_closed(world: World) -> None:
@@ -145,6 +185,7 @@ async def test_a_web_recording_a_request_after_a_worker_closed_it_queues_no_card
     assert world.rt.store.get(request_id).status is Status.CANCELLED
     assert "nothing was requested" in answer
     assert sorted(world.events(request_id)) == ["request.cancelled", "request.created"]
+    assert closed_dms(world) == []  # told by its web's answer; not told twice
 
 
 async def test_a_request_one_worker_is_closing_is_left_to_it_and_taken_over_when_that_worker_died(
@@ -162,3 +203,18 @@ async def test_a_request_one_worker_is_closing_is_left_to_it_and_taken_over_when
     assert reconcile.close_unrecorded(later + timedelta(minutes=1)) == 1
     assert world.rt.store.get(request.id).status is Status.CANCELLED
     assert world.events(request.id) == ["request.cancelled"]
+    assert len(closed_dms(world)) == 1
+
+
+async def test_a_worker_that_died_after_closing_and_before_telling_is_taken_over_and_the_person_told(
+    world: World,
+) -> None:
+    """A worker closed the request on the record and died before queuing the requester's DM (its claim left): the
+    worker that takes the claim over finds it closed as never recorded and tells the person, once."""
+    [request] = stored_unrecorded(world)
+    later = utcnow() + timedelta(minutes=1)
+    assert world.rt.store.claim_unrecorded(request.id, later - timedelta(seconds=30), later)
+    world.rt.store.transition(request.id, reconcile._never_recorded, reconcile._record_never_recorded)  # then died
+    assert reconcile.close_unrecorded(later + timedelta(minutes=1)) == 0  # nothing left to close
+    assert world.events(request.id) == ["request.cancelled"]
+    assert len(closed_dms(world)) == 1
