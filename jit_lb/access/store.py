@@ -31,6 +31,7 @@ from jit_lb.access.errors import (
     TransitionError,
 )
 from jit_lb.access.requests import AccessRequest, Status, new_request_id
+from jit_lb.access.turns import OneTurn
 
 log = structlog.get_logger("jit_lb.store")
 
@@ -452,9 +453,10 @@ class RequestStore:
         self._async_count: AsyncScript | None = None
         self._async_announce: AsyncScript | None = None
         self._claim_unrecorded = client.register_script(_CLAIM_UNRECORDED)
-        # Ids announced on the event loop, not yet pushed, and the pushes under way (announce_async).
-        self._announcing: list[tuple[str, asyncio.Future[None]]] = []
-        self._announcing_tasks: set[asyncio.Task[None]] = set()
+        # What the event loop asks in one turn goes to Redis in one round trip: the ids announced (announce_async),
+        # and the replay checks of signed requests (first_signed_async).
+        self._announce_turn: OneTurn[str, None] = OneTurn(self._announce_batch)
+        self._replay_turn: OneTurn[tuple[str, int], bool] = OneTurn(self._first_signed_batch)
         self._replicas: tuple[float, int] = (-_REPLICAS_TTL, 0)  # (when asked, how many)
 
     # --- replication --------------------------------------------------------------------------------
@@ -643,34 +645,11 @@ class RequestStore:
         together) go in one LPUSH, in the order announced, with one WAIT for them all; each caller is told
         what the round trip did.
         """
-        loop = asyncio.get_running_loop()
-        announced: asyncio.Future[None] = loop.create_future()
-        self._announcing.append((request_id, announced))
-        if len(self._announcing) == 1:
-            loop.call_soon(self._announce_together)
-        await announced
+        await self._announce_turn(request_id)
 
-    def _announce_together(self) -> None:
-        batch, self._announcing = self._announcing, []
-        task = asyncio.get_running_loop().create_task(self._announce_batch(batch))
-        self._announcing_tasks.add(task)  # held until done: the loop keeps only a weak reference to a task
-        task.add_done_callback(self._announcing_tasks.discard)
-
-    async def _announce_batch(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
-        try:
-            closed = await self._push_announced([request_id for request_id, _ in batch])
-        except Exception as err:  # each caller gets what the round trip raised (unavailable, unconfirmed, refused)
-            for _, announced in batch:
-                if not announced.done():
-                    announced.set_exception(err)
-        else:
-            for request_id, announced in batch:
-                if announced.done():
-                    continue
-                if request_id in closed:
-                    announced.set_exception(StoreUnavailableError(CLOSED_UNRECORDED))
-                else:
-                    announced.set_result(None)
+    async def _announce_batch(self, request_ids: list[str]) -> list[Exception | None]:
+        closed = await self._push_announced(request_ids)
+        return [StoreUnavailableError(CLOSED_UNRECORDED) if rid in closed else None for rid in request_ids]
 
     async def _push_announced(self, request_ids: list[str]) -> set[str]:
         replicas = self._known_replicas()
@@ -899,8 +878,17 @@ class RequestStore:
         if self._url is None:
             with reachable():
                 return bool(self.redis.set(key, 1, nx=True, ex=seconds))
+        return await self._replay_turn((key, seconds))
+
+    async def _first_signed_batch(self, checks: list[tuple[str, int]]) -> list[bool | Exception]:
+        """The replay checks asked in one turn of the loop, in one pipeline: a burst of clicks (an incident channel
+        approving at once) takes one connection a turn, not one a click, so none waits past the pool's wait for a
+        connection that the saturated loop has not yet given back. The same signature twice is first once."""
         with reachable():
-            return bool(await self._async_client().set(key, 1, nx=True, ex=seconds))
+            async with self._async_client().pipeline(transaction=False) as pipe:
+                for key, seconds in checks:
+                    pipe.set(key, 1, nx=True, ex=seconds)
+                return [bool(first) for first in await pipe.execute()]
 
     def first_delivery(self, event_id: str, seconds: int = 3600) -> bool:
         """True the first time an Events API event id is seen: a retried delivery is handled once."""
