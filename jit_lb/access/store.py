@@ -249,6 +249,27 @@ end
 redis.call('SET', KEYS[3], #closed > 0 and cjson.encode(closed) or '[]', 'EX', 60)
 return closed
 """
+# The replay checks of signed requests asked in one turn of the web's loop (KEYS their keys; ARGV this call's token,
+# then each key's lifetime): 1 for a key taken now, or taken by this very call run before (the client tried again a
+# connection cut as Redis answered: the key holds its token), 0 for one held by another call, or named twice here.
+_FIRST_SIGNED = """
+local first, seen = {}, {}
+for i, key in ipairs(KEYS) do
+  local held = redis.call('GET', key)
+  if seen[key] then
+    first[i] = 0
+  elseif not held then
+    redis.call('SET', key, ARGV[1], 'EX', ARGV[i + 1])
+    first[i] = 1
+  elseif held == ARGV[1] then
+    first[i] = 1
+  else
+    first[i] = 0
+  end
+  seen[key] = true
+end
+return first
+"""
 # A worker's claim on a new request left unrecorded since before ARGV[2]: its mark (KEYS[1], member ARGV[1]) set to
 # minus now (ARGV[3]), so that a web that records it late no longer queues its card, nor another worker closes it
 # too; 1 when claimed. A claim made before ARGV[2] is taken over (its worker died before closing it).
@@ -452,6 +473,7 @@ class RequestStore:
         self._async_create: AsyncScript | None = None
         self._async_count: AsyncScript | None = None
         self._async_announce: AsyncScript | None = None
+        self._async_first_signed: AsyncScript | None = None
         self._claim_unrecorded = client.register_script(_CLAIM_UNRECORDED)
         # What the event loop asks in one turn goes to Redis in one round trip: the ids announced (announce_async),
         # and the replay checks of signed requests (first_signed_async).
@@ -881,14 +903,21 @@ class RequestStore:
         return await self._replay_turn((key, seconds))
 
     async def _first_signed_batch(self, checks: list[tuple[str, int]]) -> list[bool | Exception]:
-        """The replay checks asked in one turn of the loop, in one pipeline: a burst of clicks (an incident channel
+        """The replay checks asked in one turn of the loop, in one script call: a burst of clicks (an incident channel
         approving at once) takes one connection a turn, not one a click, so none waits past the pool's wait for a
-        connection that the saturated loop has not yet given back. The same signature twice is first once."""
+        connection that the saturated loop has not yet given back. The same signature twice is first once. The keys
+        hold this call's own token, so that the client's retry of a call whose answer a broken connection lost is
+        told what the first run did, rather than finding its own keys and calling every request of the turn a
+        replay (nothing done, nobody told)."""
+        client = self._async_client()
+        if self._async_first_signed is None:
+            self._async_first_signed = client.register_script(_FIRST_SIGNED)
+        token = uuid.uuid4().hex
         with reachable():
-            async with self._async_client().pipeline(transaction=False) as pipe:
-                for key, seconds in checks:
-                    pipe.set(key, 1, nx=True, ex=seconds)
-                return [bool(first) for first in await pipe.execute()]
+            answers = await self._async_first_signed(
+                keys=[key for key, _ in checks], args=[token, *(seconds for _, seconds in checks)]
+            )
+        return [bool(first) for first in answers]
 
     def first_delivery(self, event_id: str, seconds: int = 3600) -> bool:
         """True the first time an Events API event id is seen: a retried delivery is handled once."""

@@ -42,13 +42,20 @@ class OneTurn(Generic[T, R]):
     async def _answer(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         answers: list[R | Exception]
         try:
-            answers = await self._run([item for item, _ in batch])
-        except Exception as err:  # each caller gets what the round trip raised (unavailable, unconfirmed, refused)
-            answers = [err] * len(batch)
-        for (_, waiting), answer in zip(batch, answers, strict=True):
-            if waiting.done():
-                continue
-            if isinstance(answer, Exception):
-                waiting.set_exception(answer)
-            else:
-                waiting.set_result(answer)
+            try:
+                answers = await self._run([item for item, _ in batch])
+            except Exception as err:  # each caller gets what the round trip raised (unavailable, unconfirmed, refused)
+                answers = [err] * len(batch)
+            if len(answers) != len(batch):
+                answers = [RuntimeError(f"{len(answers)} answers for {len(batch)} calls")] * len(batch)
+            for (_, waiting), answer in zip(batch, answers, strict=True):
+                if waiting.done():
+                    continue
+                if isinstance(answer, Exception):
+                    waiting.set_exception(answer)
+                else:
+                    waiting.set_result(answer)
+        finally:  # cancelled (the process stopping): no caller waits for ever
+            for _, waiting in batch:
+                if not waiting.done():
+                    waiting.cancel()

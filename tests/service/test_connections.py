@@ -7,8 +7,9 @@ import asyncio
 import pytest
 import redis
 
+from devtools.redis_proxy import HoldingProxy
 from devtools.sentinel import MASTER_NAME, SentinelTopology
-from jit_lb.access.connections import WEB_CONNECTIONS, RedisAddress, connect, parse_sentinels
+from jit_lb.access.connections import WEB_CONNECTIONS, WORKER, RedisAddress, connect, parse_sentinels
 from jit_lb.access.store import RequestStore
 
 BURST = 3 * WEB_CONNECTIONS  # an incident channel approving at once: clicks enough to take every connection thrice
@@ -54,3 +55,26 @@ async def test_a_burst_of_replay_checks_takes_a_few_connections_not_one_each(red
     same = "v0=" + "f" * 64
     twice = await asyncio.gather(*(store.first_signed_async("1700000001", same, 300) for _ in range(2)))
     assert sorted(twice) == [False, True], "the same signature twice in one turn is taken once"
+
+
+def test_replay_checks_whose_answer_was_lost_and_tried_again_are_first(redis_url: str) -> None:
+    """The web's client tries a broken connection once more: a turn's replay checks ran in Redis, their answer alone
+    lost, and are run again. The second run is told what the first did: each request is first, and a later copy of
+    one is a replay (before, the second run found the keys its first run had set and called every request of the
+    turn a replay: nothing done, nobody told)."""
+    upstream = redis.Redis.from_url(redis_url)
+    with HoldingProxy(upstream.connection_pool.connection_kwargs["port"]) as proxy:
+        store = RequestStore(connect(RedisAddress(proxy.url), WORKER), proxy.url)  # the web's asyncio client
+
+        async def checks() -> tuple[list[bool], bool]:
+            assert await store.first_signed_async("1700000002", "v0=" + "a" * 64, 300)  # connected, script loaded
+            proxy.lose(b"EVALSHA", b"SET")
+            turn = await asyncio.gather(
+                *(store.first_signed_async("1700000002", f"v0={n:064x}", 300) for n in range(5))
+            )
+            return list(turn), await store.first_signed_async("1700000002", f"v0={1:064x}", 300)
+
+        turn, copy = asyncio.run(checks())
+    upstream.close()
+    assert turn == [True] * 5
+    assert copy is False
