@@ -192,7 +192,7 @@ def never_recorded_message(parts: list[AccessRequest]) -> Message:
     names = ", ".join(f"`{part.target}`" for part in parts)
     text = (
         f":warning: Your request `{first.visible_id}` for {names} ({first.duration_text}) was closed: jit-lb could not "
-        "record its creation, so it was never shown to approvers and nothing was granted. Request it again."
+        "record its creation, so it could never be approved and nothing was granted. Request it again."
     )
     return Message(clip(text, MAX_TEXT), [section(mrkdwn(clip(text, MAX_SECTION_TEXT)))])
 
