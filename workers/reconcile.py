@@ -20,7 +20,7 @@ from rq.job import Job, JobStatus
 
 from jit_lb.access import requests
 from jit_lb.access.errors import NotFoundError, ProviderError, TransitionError
-from jit_lb.access.policy import GrantSpec, parse_grant_spec, spec_record
+from jit_lb.access.policy import BreakGlass, GrantSpec, parse_grant_spec, spec_record
 from jit_lb.access.requests import AccessRequest, EndReason, Status, audit_ids
 from jit_lb.access.store import UNRECORDED_SECONDS
 from jit_lb.clock import utcnow
@@ -441,14 +441,20 @@ def end_idle(now: datetime | None = None) -> int:
     return ended
 
 
+def review_within(rt: Runtime) -> timedelta:
+    """How long a break-glass grant waits for its review: the policy's, or its default when the policy no longer
+    allows break-glass (a grant made before the edit is still reviewed)."""
+    rules = rt.policy.break_glass
+    return rules.review_within if rules else BreakGlass.model_fields["review_within"].default
+
+
 def announce_overdue_reviews(now: datetime | None = None) -> int:
     """Announce again, once a `review_within`, each break-glass grant nobody has reviewed."""
     rt = current().rt
     now = now or utcnow()
     due = rt.store.reviews_due(now)
-    rules = rt.policy.break_glass
     for request_id in due:
-        rt.store.review_due(request_id, now + (rules.review_within if rules else timedelta(hours=24)))
+        rt.store.review_due(request_id, now + review_within(rt))
         rt.notices.enqueue(announce_review, request_id)
     return len(due)
 
@@ -480,9 +486,7 @@ def close_unrecorded(now: datetime | None = None) -> int:
         for part in parts:
             if part.break_glass and part.status is not Status.PENDING:
                 # Its web stopped after the grant was recorded, before queuing its announcement and review.
-                rules = rt.policy.break_glass
-                review_at = (part.decided_at or utcnow()) + (rules.review_within if rules else timedelta(hours=24))
-                rt.store.breakglass_granted(part.id, review_at)
+                rt.store.breakglass_granted(part.id, (part.decided_at or utcnow()) + review_within(rt))
                 continue
             try:
                 _, after = rt.store.transition(part.id, _never_recorded, _record_never_recorded)
