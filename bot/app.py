@@ -65,10 +65,10 @@ def healthz_handler(
     refusing writes: out of memory, a replica, a failed save): why is logged here, never told.
 
     /healthz answers anyone who reaches PORT, so a flood of hits must not become a flood of writes: hits that arrive
-    while a probe is in flight share it, and its answer stands for `fresh` seconds after it came back; meanwhile each
-    hit only PINGs (no write), so that a Redis killed since is 503 at once.
+    while a probe is in flight share it, and its answer stands for `fresh` seconds after it came back; meanwhile hits
+    only PING (no write; hits that arrive while a PING is in flight share it), so that a Redis killed since is 503 at
+    once.
     """
-    probing: list[asyncio.Future[bool]] = []  # the probe in flight, if any
     answered: list[tuple[float, bool]] = []  # when the last probe came back, and what it said
 
     async def probe() -> bool:
@@ -76,16 +76,12 @@ def healthz_handler(
             ok = await asyncio.wait_for(asyncio.to_thread(runtime.store.takes_writes), timeout=3)
         except Exception as err:  # whatever stops the write (refused, timed out, auth, OOM, READONLY) means "not ok"
             log.warning("health check failed: redis unreachable or refusing writes", error=repr(err))
-            return False
-        if not ok:
-            log.warning("health check failed: redis did not take the write")
+            ok = False
+        else:
+            if not ok:
+                log.warning("health check failed: redis did not take the write")
+        answered[:] = [(clock(), ok)]
         return ok
-
-    def finished(done: asyncio.Future[bool]) -> None:
-        if done in probing:
-            probing.remove(done)
-        if not done.cancelled():
-            answered[:] = [(clock(), done.result())]
 
     async def answers() -> bool:
         try:
@@ -94,19 +90,33 @@ def healthz_handler(
             log.warning("health check failed: redis unreachable", error=repr(err))
             return False
 
+    write_probe, ping = _shared(probe), _shared(answers)
+
     async def handle_healthz(_: web.Request) -> web.Response:
         if answered and clock() - answered[0][0] < fresh:
             # The write probe's answer stands, but a Redis gone since is told at once: a PING, which writes nothing.
-            ok = answered[0][1] and await answers()
+            ok = answered[0][1] and await ping()
         else:
-            if not probing:
-                task = asyncio.ensure_future(probe())
-                task.add_done_callback(finished)
-                probing.append(task)
-            ok = await asyncio.shield(probing[0])  # a hit that hangs up cancels only its own wait
+            ok = await write_probe()
         return web.json_response({"ok": ok}, status=200 if ok else 503)
 
     return handle_healthz
+
+
+def _shared(check: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+    """`check` with one call in flight at a time, its answer given to every caller that asked meanwhile: a flood of
+    hits costs Redis one round trip and the web one thread at a time, not one each. A caller that hangs up cancels
+    only its own wait."""
+    flight: list[asyncio.Future[bool]] = []
+
+    async def ask() -> bool:
+        if not flight:
+            task = asyncio.ensure_future(check())
+            task.add_done_callback(flight.remove)
+            flight.append(task)
+        return await asyncio.shield(flight[0])
+
+    return ask
 
 
 def web_application(settings: Settings, runtime: Runtime, notifier: Notifier) -> tuple[AsyncApp, web.Application]:

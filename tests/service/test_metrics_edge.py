@@ -111,3 +111,29 @@ async def test_a_flood_of_health_checks_writes_redis_about_once_a_second(world: 
     assert at_once + after == [(200, {"ok": True})] * 120
     assert later == (200, {"ok": True})
     assert writes == [b"set", b"set"]
+
+
+async def test_a_flood_of_health_checks_between_write_probes_shares_its_pings(world: World) -> None:
+    """Between write probes each hit PINGs Redis, so that a Redis killed since is 503 at once: sixty hits at once
+    share the PING in flight rather than sending sixty (each took a thread of the pool the commands' listeners use)."""
+    redis = world.rt.store.redis
+    clock = Clock()
+    app = web.Application()
+    app.router.add_get("/healthz", healthz_handler(world.rt, clock=clock))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+
+            async def hit() -> int:
+                async with session.get(server.make_url("/healthz")) as health:
+                    return health.status
+
+            assert await hit() == 200  # the write probe; its answer stands for a second
+            before = int(redis.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+            at_once = await asyncio.gather(*(hit() for _ in range(60)))
+            pings = int(redis.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)) - before
+    finally:
+        await server.close()
+    assert at_once == [200] * 60
+    assert 1 <= pings <= 10, f"{pings} PINGs for 60 hits at once"  # a few other PINGs may fall in too
