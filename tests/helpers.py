@@ -230,8 +230,13 @@ def lease_end(stack: Stack, request_id: str) -> datetime:
 class GoneWatch:
     """When each request's security-group rules were last seen at moto and first seen gone (epoch seconds).
 
-    One EC2 client polled as fast as moto answers: the rules went between `last_present` and `first_gone`.
+    One EC2 client polled every POLL seconds: the rules went between `last_present` and `first_gone`, so a
+    check of `first_gone` against an end errs towards late, of `last_present` towards cut short. Not as fast as
+    moto answers: moto and the Slack stand-in serve from the test's own process, and a watcher that never
+    sleeps holds the GIL they need, slowing the very AWS calls whose timing it watches.
     """
+
+    POLL = 0.02
 
     def __init__(self, stack: Stack, request_ids: list[str]) -> None:
         assert stack.network is not None
@@ -261,3 +266,4 @@ class GoneWatch:
                     self.last_present[request_id] = before  # the answer reflects moto at or after `before`
                 elif request_id not in self.first_gone:
                     self.first_gone[request_id] = time.time()
+            time.sleep(self.POLL)

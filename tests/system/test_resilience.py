@@ -69,8 +69,14 @@ def many_pending(network: Network) -> dict[str, Any]:
 
 def test_a_batch_ending_together_is_gone_by_each_end_and_cut_short_by_no_more_than_its_lead() -> None:
     """Ten grants approved at once end together: each is gone at moto by its own end, and none went earlier than
-    the lead its revoke job was queued at (JIT_REVOKE_LEAD + the grants ending at or before it / the rate)."""
-    with Stack(policy=many_pending, sweep_interval=SWEEP, workers=2) as stack:
+    the lead its revoke job was queued at (JIT_REVOKE_LEAD + the grants ending at or before it / the rate).
+
+    The margin is 2 s here, not the default 1 s (which the normal-path test holds to): moto, the Slack stand-in
+    and the watcher share this process's GIL, so one job's AWS calls can take several times what the job before
+    took (CI once saw 1.33 s against a measured 0.18 s, and the grant gone 0.22 s late at the default). What
+    this test checks is the batching and each grant's own lead, not how far the test process's load goes."""
+    margin = {"JIT_REVOKE_LEAD": "2"}
+    with Stack(policy=many_pending, sweep_interval=SWEEP, workers=2, extra_env=margin) as stack:
         asked = [ask(stack, "U0DEV1", f"request lb-prod 10s --ip 9.9.9.{n} batch {n}")[0] for n in range(1, 11)]
         with ThreadPoolExecutor(len(asked)) as pool:
             assert set(pool.map(lambda rid: click(stack, "U0APPROVER1", "jit_approve", rid), asked)) == {200}
