@@ -466,11 +466,12 @@ NEVER_RECORDED = (
 
 def close_unrecorded(now: datetime | None = None) -> int:
     """Close, on the record, each new request whose `request.created` was not written within UNRECORDED_SECONDS of
-    its storing (its web was killed between the two, or its take-back was lost with it): it was never approvable
-    (bot/service/decisions.py), and `request.cancelled` is what the log says of it. A break-glass grant found still
-    marked was recorded, its web stopped before queuing its announcement and review: they are queued instead. The
-    requester is told, once a request people see (a notice: Slack never holds this thread up), unless every part was
-    decided otherwise meanwhile. How many parts were closed."""
+    its storing (its web was killed between the two, or its take-back was lost with it): it was never approved,
+    denied nor withdrawn (bot/service/decisions.py, bot/service/commands.py), and `request.cancelled` is what the
+    log says of it. A break-glass grant found still marked was recorded, its web stopped before queuing its
+    announcement and review: they are queued instead. The requester is told, once a request people see (a notice:
+    Slack never holds this thread up), unless every part was closed otherwise meanwhile. How many parts were
+    closed."""
     rt = current().rt
     now = now or utcnow()
     moment = now - timedelta(seconds=UNRECORDED_SECONDS)
@@ -493,7 +494,7 @@ def close_unrecorded(now: datetime | None = None) -> int:
             except (NotFoundError, TransitionError):
                 if part.status is Status.CANCELLED and part.failure == NEVER_RECORDED:
                     ours.append(part)  # a claim taken over: its worker closed it and may have died before telling
-                continue  # decided (denied, withdrawn, expired) or taken back meanwhile: recorded as such
+                continue  # closed otherwise (a lockdown, an expiry) or taken back meanwhile: recorded as such
             closed += 1
             ours.append(after)
             current().homes.refresh(after)

@@ -472,6 +472,8 @@ class CommandService:
             if not open_:
                 raise CommandError(f"{request_id} is {_states(parts)}: nothing is left to cancel")
             parts = open_
+        if self.rt.store.unrecorded(parts[0]):  # as an approval or a denial is: nothing recorded before its creation
+            raise CommandError(f"{request_id} is not recorded yet, so it cannot be cancelled; try again in a moment")
 
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event("request.cancelled", after, actor=user, why="withdrawn by the requester")

@@ -320,10 +320,7 @@ class DecisionService:
                 mfa=mfa or None,
             )
 
-        if self.rt.store.unrecorded(request):  # its mark never comes back once gone: no race with the approval below
-            raise TransitionError(
-                f"{request.visible_id} is not recorded yet, so it cannot be approved; try again in a moment"
-            )
+        self._recorded_before(request, "approved")
         _, after = self.rt.store.transition(request.id, lambda r: requests.approve(r, user, self.clock(), mfa), record)
         if after.status is Status.APPROVED:
             # If this is lost, the sweep re-enqueues approved requests that were not granted in time.
@@ -334,8 +331,18 @@ class DecisionService:
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event("request.denied", after, actor=user, deny_reason=reason)
 
+        self._recorded_before(request, "denied")
         _, after = self.rt.store.transition(request.id, lambda r: requests.deny(r, user, self.clock(), reason), record)
         tell(self.rt, after.id, "denied", who=user)
+
+    def _recorded_before(self, request: AccessRequest, decided: str) -> None:
+        """TransitionError while the request's `request.created` may not be written yet (its web is still writing it,
+        or stopped first and a worker will close it on the record): no decision is recorded before its creation.
+        Its mark never comes back once gone, so a decision that passes this cannot race it."""
+        if self.rt.store.unrecorded(request):
+            raise TransitionError(
+                f"{request.visible_id} is not recorded yet, so it cannot be {decided}; try again in a moment"
+            )
 
     def _approve_extension(self, user: str, request: AccessRequest, mfa: bool) -> None:
         pending = request.extension

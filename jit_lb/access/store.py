@@ -724,6 +724,11 @@ class RequestStore:
         with reachable():
             return [_text(m) for m in self.redis.zrangebyscore(_UNRECORDED, "-inf", moment.timestamp())]
 
+    def unrecorded_ids(self) -> set[str]:
+        """The ids people see of every new request still marked unrecorded (or being closed as such)."""
+        with reachable():
+            return {_text(m) for m in self.redis.zrange(_UNRECORDED, 0, -1)}
+
     def claim_unrecorded(self, request_id: str, moment: datetime, now: datetime) -> bool:
         """Claim, `now`, a new request unrecorded since before `moment`, for closing: a web recording it late then
         finds it claimed and does not queue its card, and another worker leaves it be unless the claim was made before

@@ -18,7 +18,7 @@ from jit_lb.access.store import RequestStore
 from jit_lb.clock import utcnow
 from tests.helpers import pending
 from tests.service.world import DEVS, World, buttons
-from workers import reconcile
+from workers import lockdown, reconcile
 
 
 def closed_dms(world: World, user: str = "U0DEV1") -> list[dict[str, Any]]:
@@ -58,6 +58,53 @@ async def test_an_unrecorded_request_is_never_approved_and_a_worker_closes_it_on
     assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=2)) == 0  # once
 
 
+async def test_an_unrecorded_request_is_neither_denied_nor_withdrawn_until_recorded(world: World) -> None:
+    """A denial from an approver's App Home and the requester's `/jit cancel` of a request whose creation is not
+    recorded are refused, as an approval is, and change nothing: the log never shows a request decided before it was
+    created (before, either went through, and a web stopped meanwhile left a denial or a withdrawal with no
+    request.created); the worker closes it, the one decision recorded."""
+    [request] = stored_unrecorded(world)
+    world.decisions.decide("U0APPROVER1", "jit_deny", request.id, None, reason="not now")
+    assert "not recorded yet, so it cannot be denied" in world.slack.dms("U0APPROVER1")[-1]["text"]
+    answer = await world.ask("U0DEV1", f"cancel {request.id}")
+    assert "not recorded yet, so it cannot be cancelled" in answer
+    assert world.rt.store.get(request.id).status is Status.PENDING
+
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 1
+    assert world.rt.store.get(request.id).status is Status.CANCELLED
+    assert [event for event in world.events(request.id) if event.startswith("request.")] == ["request.cancelled"]
+    assert "never recorded" in world.record("request.cancelled", request.id)["why"]
+
+
+async def test_a_lockdown_cancels_a_new_request_only_once_its_creation_is_recorded(world: World) -> None:
+    """A lockdown's pass a second finds a request whose web has stored it but not yet written its request.created: it
+    leaves it (before, it recorded request.cancelled first, and request.created came after it); the first pass
+    after the web records and announces it cancels it, so its log reads created, then cancelled."""
+    [request] = stored_unrecorded(world)
+    world.rt.store.start_lockdown("U0ADMIN", utcnow(), "suspected credential leak")
+    lockdown.enforce_lockdown()
+    assert world.rt.store.get(request.id).status is Status.PENDING
+    assert world.events(request.id) == []
+
+    world.rt.audit.request_event("request.created", request, actor="U0DEV1")  # the web carries on
+    await world.rt.store.announce_async(request.id)
+    lockdown.enforce_lockdown()
+    assert world.rt.store.get(request.id).status is Status.CANCELLED
+    assert world.events(request.id) == ["request.created", "request.cancelled"]
+    assert world.record("request.cancelled", request.id)["why"] == "cancelled by the lockdown"
+
+
+async def test_a_recorded_request_is_denied_and_withdrawn_as_ever(world: World) -> None:
+    """Once recorded (the ordinary path), a denial and a withdrawal go through at once."""
+    await world.ask("U0DEV1", "request lb-prod 30m first")
+    await world.ask("U0DEV1", "request lb-prod 30m second")
+    first, second = world.outbox()
+    world.decisions.decide("U0APPROVER1", "jit_deny", first, None, reason="not now")
+    assert "withdrew" in await world.ask("U0DEV1", f"cancel {second}")
+    assert world.events(first) == ["request.created", "request.denied"]
+    assert world.events(second) == ["request.created", "request.cancelled"]
+
+
 async def test_the_requester_of_a_request_closed_as_never_recorded_is_told_with_request_again(
     world: World,
 ) -> None:
@@ -78,11 +125,13 @@ async def test_the_requester_of_a_request_closed_as_never_recorded_is_told_with_
     assert len(closed_dms(world)) == 1
 
 
-async def test_a_request_decided_before_the_worker_closes_it_is_not_told_as_never_recorded(world: World) -> None:
-    """A request its requester withdrew (on the record) before the worker came is left as decided: no DM saying it
-    was closed as never recorded."""
+async def test_a_request_closed_otherwise_before_the_worker_closes_it_is_not_told_as_never_recorded(
+    world: World,
+) -> None:
+    """A request closed otherwise (a lockdown's worker cancelled it) before the worker came is left as it is: no DM
+    saying it was closed as never recorded."""
     [request] = stored_unrecorded(world)
-    world.rt.store.transition(request.id, lambda r: requests.cancel(r, "withdrawn", utcnow(), by="U0DEV1"))
+    world.rt.store.transition(request.id, lambda r: requests.cancel(r, "cancelled by the lockdown", utcnow()))
     assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 0
     assert world.rt.store.get(request.id).status is Status.CANCELLED
     assert closed_dms(world) == []
