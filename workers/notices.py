@@ -90,6 +90,8 @@ def _judge_on_call(context: WorkerContext, request: AccessRequest) -> AccessRequ
     if request.starts_at is not None:
         why = "a scheduled window waits for approvers: on call now says nothing of on call at its start"
         return rt.store.update(request.id, not_auto_approved=why)
+    if rt.store.lockdown() is not None:  # as a click's approval: none counts; the lockdown's next pass cancels it
+        return rt.store.update(request.id, not_auto_approved="jit-lb is locked down: no approval counts")
     principal = rt.policy.principals.get(request.requester)
     email = principal.email if principal is not None and principal.email else None
     if email is None and rt.pagerduty is not None:

@@ -21,7 +21,7 @@ from rq.job import Job, JobStatus
 from jit_lb.access import requests
 from jit_lb.access.errors import NotFoundError, ProviderError, TransitionError
 from jit_lb.access.policy import BreakGlass, GrantSpec, parse_grant_spec, spec_record
-from jit_lb.access.requests import AccessRequest, EndReason, Status, audit_ids
+from jit_lb.access.requests import AccessRequest, EndReason, Status, audit_ids, group_of
 from jit_lb.access.store import UNRECORDED_SECONDS
 from jit_lb.clock import utcnow
 from jit_lb.policytools.diff import ended_by
@@ -215,7 +215,8 @@ def _enqueue_revokes(rt: Runtime, won: list[tuple[str, int]], keys: dict[str, st
 
 def enqueue_due(now: datetime | None = None) -> int:
     """Enqueue revokes for grants past their end plus GRACE whose revoke is not queued or running (it was lost,
-    or failed and waits for a retry), and expire pending requests nobody decided; run every second."""
+    or failed and waits for a retry), and expire pending requests nobody decided (once their creation is recorded);
+    run every second."""
     rt = current().rt
     now = now or utcnow()
     due = rt.store.granted_until(now - GRACE)
@@ -223,7 +224,11 @@ def enqueue_due(now: datetime | None = None) -> int:
         if _waiting_in_queue(rt, rt.store.revoke_job(request_id) or f"revoke-{request_id}"):
             continue  # its scheduled revoke is in the queue already, only behind others
         enqueue_once(rt, f"revoke-due-{request_id}", revoke_access, request_id, EndReason.EXPIRED.value, "system")
-    for request_id in rt.store.pending_until(now):
+    expiring = rt.store.pending_until(now)
+    marked = rt.store.unrecorded_ids() if expiring else set()
+    for request_id in expiring:
+        if group_of(request_id) in marked:
+            continue  # its request.created is not written yet: no record goes before it (close_unrecorded, else)
         enqueue_once(rt, f"expire-due-{request_id}", expire_request, request_id)
     return len(due)
 
@@ -494,7 +499,7 @@ def close_unrecorded(now: datetime | None = None) -> int:
             except (NotFoundError, TransitionError):
                 if part.status is Status.CANCELLED and part.failure == NEVER_RECORDED:
                     ours.append(part)  # a claim taken over: its worker closed it and may have died before telling
-                continue  # closed otherwise (a lockdown, an expiry) or taken back meanwhile: recorded as such
+                continue  # taken back, or closed otherwise meanwhile (no path does so while it is marked): as recorded
             closed += 1
             ours.append(after)
             current().homes.refresh(after)

@@ -201,6 +201,8 @@ class DecisionService:
             parts = self._decidable(user, clicked, is_extension)
         except JitError:
             return None  # `decide` refuses it, with the same words, and records why
+        if not is_extension and self.rt.store.unrecorded(parts[0]):
+            return None  # not recorded yet: `decide` refuses it at once, rather than after a reason is typed
         targets = [self.rt.policy.target_for(part.target) for part in parts]
         asks = [target for target in targets if target is not None and target.deny_reason != "none"]
         if is_extension or not asks:

@@ -12,7 +12,7 @@ from devtools.pagerduty_standin import TEST_TOKEN, PagerDutyStandin
 from jit_lb.access.oncall import PagerDuty
 from jit_lb.access.requests import Status
 from tests.service.world import World
-from workers import jobs, notices
+from workers import jobs, lockdown, notices
 
 
 def freeze_now(reason: str = "incident freeze") -> dict[str, str]:
@@ -108,3 +108,25 @@ async def test_an_auto_approval_older_than_pending_ttl_is_not_applied(world: Wor
 
     assert world.rules_of(request_id) == []
     assert "too long ago" in world.record("grant.failed", request.id)["error"]
+
+
+async def test_a_request_announced_during_a_lockdown_is_not_approved_on_call(
+    world: World, pd: PagerDutyStandin
+) -> None:
+    """The lockdown begins after the request was made, before its card: the requester on call does not approve it (a
+    click's approval counts for nothing during a lockdown, nor does PagerDuty's); the lockdown's pass cancels it."""
+    auto_approving(world, pd)
+    now = datetime.now(UTC)
+    pd.put_on_call("PUSER01", "PSCHED01", level=1, start=now - timedelta(hours=1), end=now + timedelta(hours=2))
+    await world.ask("U0DEV1", "request lb-prod 30m paged for 502s")
+    [request_id] = world.outbox()
+    world.rt.store.start_lockdown("U0ADMIN", now, "suspected credential leak")
+
+    assert notices.announce(request_id) == "posted"
+
+    request = world.rt.store.get(request_id)
+    assert request.status is Status.PENDING and request.auto_approval is None
+    assert "locked down" in (request.not_auto_approved or "")
+    assert "request.approved" not in world.events(request_id)
+    lockdown.enforce_lockdown()
+    assert world.rt.store.get(request_id).status is Status.CANCELLED

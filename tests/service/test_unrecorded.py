@@ -63,12 +63,18 @@ async def test_an_unrecorded_request_is_neither_denied_nor_withdrawn_until_recor
     recorded are refused, as an approval is, and change nothing: the log never shows a request decided before it was
     created (before, either went through, and a web stopped meanwhile left a denial or a withdrawal with no
     request.created); the worker closes it, the one decision recorded."""
+    world.edit_policy(lambda policy: policy["targets"]["lb-prod"].update(deny_reason="required"))
     [request] = stored_unrecorded(world)
     world.decisions.decide("U0APPROVER1", "jit_deny", request.id, None, reason="not now")
     assert "not recorded yet, so it cannot be denied" in world.slack.dms("U0APPROVER1")[-1]["text"]
+    assert world.decisions.deny_form("U0APPROVER1", request.id, None) is None  # refused at once, no reason asked
     answer = await world.ask("U0DEV1", f"cancel {request.id}")
     assert "not recorded yet, so it cannot be cancelled" in answer
     assert world.rt.store.get(request.id).status is Status.PENDING
+    [refused] = [record for record in world.audit() if record["event"] == "approval.refused"]
+    assert (refused["request_id"], refused["action"], refused["actor"]) == (request.id, "jit_deny", "U0APPROVER1")
+    assert "not recorded yet" in refused["why"]
+    assert "not recorded yet" in [r for r in world.audit() if r["event"] == "request.refused"][-1]["why"]
 
     assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 1
     assert world.rt.store.get(request.id).status is Status.CANCELLED
@@ -92,6 +98,40 @@ async def test_a_lockdown_cancels_a_new_request_only_once_its_creation_is_record
     assert world.rt.store.get(request.id).status is Status.CANCELLED
     assert world.events(request.id) == ["request.created", "request.cancelled"]
     assert world.record("request.cancelled", request.id)["why"] == "cancelled by the lockdown"
+
+
+async def test_a_request_of_several_targets_waits_for_its_record_to_be_denied_expired_or_cancelled(
+    world: World,
+) -> None:
+    """The group's mark holds for every part: a denial and a withdrawal are refused, its expiry (its approval window
+    closed) and a lockdown's pass leave every part pending; a worker closes each part as never recorded."""
+    parts = stored_unrecorded(world, "request lb-prod,lb-two 30m debugging 502s")
+    group = parts[0].visible_id
+    world.decisions.decide("U0APPROVER1", "jit_deny", group, None, reason="not now")
+    assert "not recorded yet" in await world.ask("U0DEV1", f"cancel {group}")
+    reconcile.enqueue_due(parts[0].pending_until + timedelta(seconds=1))
+    assert world.rt.queue.job_ids == []  # no expiry queued
+    world.rt.store.start_lockdown("U0ADMIN", utcnow(), "suspected credential leak")
+    lockdown.enforce_lockdown()
+    assert [world.rt.store.get(part.id).status for part in parts] == [Status.PENDING] * len(parts)
+    assert [e for e in world.events(group) if e.startswith("request.")] == []
+
+    assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == len(parts)
+    assert [world.rt.store.get(part.id).status for part in parts] == [Status.CANCELLED] * len(parts)
+    assert [e for e in world.events(group) if e.startswith("request.")] == ["request.cancelled"] * len(parts)
+
+
+async def test_expiry_waits_for_the_record(world: World) -> None:
+    """A request whose approval window closes before its web wrote request.created is not expired before it (before,
+    request.expired came first, or alone when the web had stopped); once recorded, its expiry is queued."""
+    [request] = stored_unrecorded(world)
+    later = request.pending_until + timedelta(seconds=1)
+    reconcile.enqueue_due(later)
+    assert world.rt.queue.job_ids == []
+    world.rt.audit.request_event("request.created", request, actor="U0DEV1")  # the web carries on
+    await world.rt.store.announce_async(request.id)
+    reconcile.enqueue_due(later)
+    assert world.rt.queue.job_ids == [f"expire-due-{request.id}"]
 
 
 async def test_a_recorded_request_is_denied_and_withdrawn_as_ever(world: World) -> None:
@@ -128,8 +168,9 @@ async def test_the_requester_of_a_request_closed_as_never_recorded_is_told_with_
 async def test_a_request_closed_otherwise_before_the_worker_closes_it_is_not_told_as_never_recorded(
     world: World,
 ) -> None:
-    """A request closed otherwise (a lockdown's worker cancelled it) before the worker came is left as it is: no DM
-    saying it was closed as never recorded."""
+    """Should anything close a marked request otherwise before the worker comes (no path does now: approval, denial,
+    withdrawal, expiry and a lockdown wait for its record), the worker leaves it as it is: no DM saying it was
+    closed as never recorded."""
     [request] = stored_unrecorded(world)
     world.rt.store.transition(request.id, lambda r: requests.cancel(r, "cancelled by the lockdown", utcnow()))
     assert reconcile.close_unrecorded(utcnow() + timedelta(minutes=1)) == 0
