@@ -51,6 +51,7 @@ CARD_EDITS = 5  # edits of one card a notice makes at most, while other processe
 
 
 GRANT_JOB = "workers.jobs.grant_access"
+LOCKED_DOWN = "jit-lb is locked down: no approval counts"  # why an on-call approval did not count
 
 
 # --- cards --------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def _judge_on_call(context: WorkerContext, request: AccessRequest) -> AccessRequ
         why = "a scheduled window waits for approvers: on call now says nothing of on call at its start"
         return rt.store.update(request.id, not_auto_approved=why)
     if rt.store.lockdown() is not None:  # as a click's approval: none counts; the lockdown's next pass cancels it
-        return rt.store.update(request.id, not_auto_approved="jit-lb is locked down: no approval counts")
+        return rt.store.update(request.id, not_auto_approved=LOCKED_DOWN)
     principal = rt.policy.principals.get(request.requester)
     email = principal.email if principal is not None and principal.email else None
     if email is None and rt.pagerduty is not None:
@@ -99,6 +100,8 @@ def _judge_on_call(context: WorkerContext, request: AccessRequest) -> AccessRequ
     verdict = autoapprove.judge_on_call(request, target, email, rt.pagerduty, utcnow())
     if verdict.approval is None:
         return rt.store.update(request.id, not_auto_approved=verdict.why_not or None)
+    if rt.store.lockdown() is not None:  # begun while PagerDuty was asked (up to its 3 s): again, none counts
+        return rt.store.update(request.id, not_auto_approved=LOCKED_DOWN)
     approval = verdict.approval
 
     def record(_: AccessRequest, after: AccessRequest) -> None:

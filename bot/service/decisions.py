@@ -66,6 +66,8 @@ class DecisionService:
             if action_id not in {ActionId.APPROVE, ActionId.DENY}:
                 raise ApprovalError(f"unknown action `{action_id[:40]}`")
             if action_id == ActionId.DENY:
+                if not is_extension and not reason:
+                    self._check_reason_needless(parts)
                 for part in parts:
                     (self._deny_extension(user, part) if is_extension else self._deny(user, part, reason))
                 return
@@ -336,6 +338,14 @@ class DecisionService:
         self._recorded_before(request, "denied")
         _, after = self.rt.store.transition(request.id, lambda r: requests.deny(r, user, self.clock(), reason), record)
         tell(self.rt, after.id, "denied", who=user)
+
+    def _check_reason_needless(self, parts: list[AccessRequest]) -> None:
+        """ApprovalError when a target denied asks whoever denies to say why (its form asks; a click that reaches
+        here without the form, as when the form was not opened for a request not yet recorded, must not skip it)."""
+        for part in parts:
+            target = self.rt.policy.target_for(part.target)
+            if target is not None and target.deny_reason == "required":
+                raise ApprovalError(f"`{part.target}` asks whoever denies a request to say why: click Deny again")
 
     def _recorded_before(self, request: AccessRequest, decided: str) -> None:
         """TransitionError while the request's `request.created` may not be written yet (its web is still writing it,

@@ -688,7 +688,8 @@ class RequestStore:
             # an id pushed before the WAIT could have its card posted, or be approved on call, while the web still
             # waited to learn that it takes the request back. The counter gives this connection's WAIT a write of its
             # own after every create (see `confirm`). The push itself is not waited for: a failover that loses it
-            # leaves a confirmed request without its card, and it expires; a refusal then could not take back a card.
+            # loses the unmarking with it (one script), and a worker closes the confirmed request as never recorded and
+            # tells its requester; a refusal then could not take back a card.
             async with client.pipeline(transaction=False) as pipe:
                 pipe.incr(_CONFIRM)
                 pipe.execute_command("WAIT", 1, CONFIRM_MS)

@@ -193,3 +193,16 @@ async def test_the_card_ends_showing_the_newest_state_when_a_worker_edits_it_dur
     assert card is not None
     assert ":unlock: Granted by <@U0APPROVER1>" in str(card["blocks"])
     assert ":unlock: Granted" in card["text"]
+
+
+async def test_a_click_on_deny_that_skips_the_form_of_a_target_asking_why_is_refused(world: World) -> None:
+    """A target asks whoever denies to say why: a deny that reaches the decision without the form's reason (the form
+    is not opened for a request not yet recorded, and the web may record it a moment later) is refused, not
+    recorded without one."""
+    world.edit_policy(lambda policy: policy["targets"]["lb-prod"].update(deny_reason="required"))
+    request = await world.request()
+    world.decisions.decide("U0APPROVER1", "jit_deny", request.id, None)
+    assert world.rt.store.get(request.id).status is Status.PENDING
+    assert "asks whoever denies a request to say why" in world.slack.dms("U0APPROVER1")[-1]["text"]
+    world.decisions.decide("U0APPROVER1", "jit_deny", request.id, None, reason="not during the freeze")
+    assert world.record("request.denied", request.id)["deny_reason"] == "not during the freeze"

@@ -3,6 +3,7 @@ declared since the request was made, and an on-call auto-approval whose shift ha
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -130,3 +131,27 @@ async def test_a_request_announced_during_a_lockdown_is_not_approved_on_call(
     assert "request.approved" not in world.events(request_id)
     lockdown.enforce_lockdown()
     assert world.rt.store.get(request_id).status is Status.CANCELLED
+
+
+async def test_a_lockdown_begun_while_pagerduty_is_asked_stops_the_on_call_approval(
+    world: World, pd: PagerDutyStandin
+) -> None:
+    """PagerDuty takes its time (0.5 s an answer) and a lockdown begins meanwhile: the answer "on call" no longer
+    approves (before, the lockdown was looked at only before asking, seconds before the approval was recorded)."""
+    auto_approving(world, pd)
+    now = datetime.now(UTC)
+    pd.put_on_call("PUSER01", "PSCHED01", level=1, start=now - timedelta(hours=1), end=now + timedelta(hours=2))
+    await world.ask("U0DEV1", "request lb-prod 30m paged for 502s")
+    [request_id] = world.outbox()
+    pd.delay = 0.5
+    locking = threading.Timer(0.2, world.rt.store.start_lockdown, ("U0ADMIN", now, "suspected credential leak"))
+    locking.start()
+
+    assert notices.announce(request_id) == "posted"
+
+    locking.join()
+    assert pd.calls("/oncalls"), "PagerDuty was asked"
+    request = world.rt.store.get(request_id)
+    assert request.status is Status.PENDING and request.auto_approval is None
+    assert "locked down" in (request.not_auto_approved or "")
+    assert "request.approved" not in world.events(request_id)
