@@ -93,16 +93,27 @@ class ReconcileLoop(threading.Thread):
                 log.exception("a chore of the reconcile loop failed; retrying next second")
 
     def chore_turn(self) -> None:
-        """What is due each second, and the sweep's turn."""
-        self.rt.audit.flush()
-        self.rt.audit.checkpoint_if_due()
-        lockdown.enforce_lockdown()
-        reconcile.end_idle()
-        reconcile.announce_overdue_reviews()
-        enrolments.forget_due()
-        reconcile.record_refusal_summaries()
-        reconcile.close_unrecorded()
-        reconcile.enqueue_due()
+        """What is due each second, and the sweep's turn. Each chore on its own: one that fails every turn (a record
+        its data cannot make, say) is logged and holds up none of the others, the sweep least of all; Redis gone
+        ends the turn (the marker watch takes over)."""
+        chores = (
+            self.rt.audit.flush,
+            self.rt.audit.checkpoint_if_due,
+            lockdown.enforce_lockdown,
+            reconcile.end_idle,
+            reconcile.announce_overdue_reviews,
+            enrolments.forget_due,
+            reconcile.record_refusal_summaries,
+            reconcile.close_unrecorded,
+            reconcile.enqueue_due,
+        )
+        for chore in chores:
+            try:
+                chore()
+            except REDIS_GONE:
+                raise
+            except Exception:
+                log.exception("a chore of the reconcile loop failed; the others go on", chore=chore.__name__)
         if self.sweeping.is_alive():
             return  # this worker's last sweep still runs; the turn is left to the others meanwhile
         if self.rt.store.take_turn("sweep", self.holder, self.rt.settings.jit_sweep_interval):

@@ -4,6 +4,7 @@ closes it on the record (a security review's finding: approvable from an App Hom
 from __future__ import annotations
 
 import asyncio
+import atexit
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from jit_lb.clock import utcnow
 from tests.helpers import pending
 from tests.service.world import DEVS, World, buttons
 from workers import lockdown, reconcile
+from workers.loops import ReconcileLoop
 
 
 def closed_dms(world: World, user: str = "U0DEV1") -> list[dict[str, Any]]:
@@ -308,3 +310,24 @@ async def test_a_worker_that_died_after_closing_and_before_telling_is_taken_over
     assert reconcile.close_unrecorded(later + timedelta(minutes=1)) == 0  # nothing left to close
     assert world.events(request.id) == ["request.cancelled"]
     assert len(closed_dms(world)) == 1
+
+
+async def test_a_chore_that_fails_every_second_holds_up_no_other(world: World) -> None:
+    """A request marked unrecorded whose stored data cannot be read makes closing it fail every turn: the chores after
+    it still run, the expiry of another request and the sweep among them (before, the first chore to fail ended the
+    turn, and with it every second's expiries, lost revokes and the sweep that ends access at the load balancer)."""
+    [broken] = stored_unrecorded(world)
+    client = world.rt.store.redis
+    client.set(f"jit:req:{broken.id}", "{not a request")
+    client.zadd("jit:unrecorded", {broken.id: (utcnow() - timedelta(minutes=1)).timestamp()})
+    await world.ask("U0DEV1", "request lb-prod 30m another")
+    [waiting] = world.outbox()
+    client.zadd("jit:pending", {waiting: (utcnow() - timedelta(seconds=1)).timestamp()})  # its window closed
+
+    loop = ReconcileLoop(world.rt)
+    atexit.unregister(world.rt.audit.checkpoint)  # the worker's checkpoint at stop: this world is gone by then
+    loop.chore_turn()
+    loop.sweeping.join(timeout=30)
+
+    assert f"expire-due-{waiting}" in world.rt.queue.job_ids
+    assert loop.sweeping.ident is not None  # the sweep's turn came, and it ran
