@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +78,7 @@ class PagerDutyStandin(LoopbackServer):
         self.token = token
         super().__init__(port)
         self.delay = 0.0
+        self.while_asked: Callable[[], object] | None = None  # run as each call arrives (a test's race, made certain)
         self._lock = threading.Lock()
         self._users: dict[str, dict[str, Any]] = {}
         self._shifts: list[Shift] = []
@@ -123,6 +125,7 @@ class PagerDutyStandin(LoopbackServer):
             self._shifts.clear()
             self._faults.clear()
             self.delay = 0.0
+            self.while_asked = None
 
     def fail_next(self, status: int = 500, times: int = 1) -> None:
         """The next `times` requests answer HTTP `status` (429 carries Retry-After, as PagerDuty's does)."""
@@ -137,6 +140,8 @@ class PagerDutyStandin(LoopbackServer):
 
     async def _gate(self, request: web.Request) -> web.Response | None:
         """Delay, faults and authentication, in PagerDuty's order; None when the request may go on."""
+        if self.while_asked is not None:
+            self.while_asked()
         if self.delay:
             await asyncio.sleep(self.delay)
         with self._lock:

@@ -66,10 +66,7 @@ class DecisionService:
             if action_id not in {ActionId.APPROVE, ActionId.DENY}:
                 raise ApprovalError(f"unknown action `{action_id[:40]}`")
             if action_id == ActionId.DENY:
-                if not is_extension and not reason:
-                    self._check_reason_needless(parts)
-                for part in parts:
-                    (self._deny_extension(user, part) if is_extension else self._deny(user, part, reason))
+                self._deny_all(user, parts, is_extension, reason)
                 return
             if self.rt.store.lockdown() is not None:
                 raise ApprovalError("jit-lb is locked down: no approval counts until an admin lifts it")
@@ -335,9 +332,21 @@ class DecisionService:
         def record(_: AccessRequest, after: AccessRequest) -> None:
             self.rt.audit.request_event("request.denied", after, actor=user, deny_reason=reason)
 
-        self._recorded_before(request, "denied")
         _, after = self.rt.store.transition(request.id, lambda r: requests.deny(r, user, self.clock(), reason), record)
         tell(self.rt, after.id, "denied", who=user)
+
+    def _deny_all(self, user: str, parts: list[AccessRequest], is_extension: bool, reason: str | None) -> None:
+        """Deny each target of the click (or its pending extension): once the request is recorded, and with a reason
+        where a target still waiting for a decision asks for one."""
+        if is_extension:
+            for part in parts:
+                self._deny_extension(user, part)
+            return
+        self._recorded_before(parts[0], "denied")  # a request's parts share its mark
+        if not reason:
+            self._check_reason_needless([part for part in parts if part.status is Status.PENDING])
+        for part in parts:
+            self._deny(user, part, reason)
 
     def _check_reason_needless(self, parts: list[AccessRequest]) -> None:
         """ApprovalError when a target denied asks whoever denies to say why (its form asks; a click that reaches

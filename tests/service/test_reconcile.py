@@ -10,8 +10,8 @@ import pytest
 
 from jit_lb.access import requests
 from jit_lb.access.requests import EndReason, Status
-from tests.service.world import APPROVALS, MISSING_GROUP, World
-from workers import jobs, reconcile
+from tests.service.world import APPROVALS, MISSING_GROUP, World, id_in
+from workers import jobs, lockdown, reconcile
 from workers.judge import GRACE
 from workers.loops import ENDED_CHECK_SECONDS
 
@@ -226,3 +226,28 @@ async def test_an_early_revoke_stands_down_when_the_grant_was_extended(world: Wo
     assert jobs.revoke_access(request.id, "expired", "system", old_end) == "extended since"
     assert world.rt.store.get(request.id).status is Status.GRANTED
     assert jobs.revoke_access(request.id, "expired", "system", int(request.ends_at.timestamp())) == "revoked"
+
+
+async def test_a_stored_request_that_cannot_be_read_blinds_neither_the_sweep_nor_a_lockdown(world: World) -> None:
+    """One open request's stored data cannot be read (a bad write, a record of a newer version): the sweep still ends a
+    grant past its end, and a lockdown still ends a live one (before, reading the open requests raised, and with it
+    every sweep and every lockdown pass, every second, for as long as that record stayed)."""
+    ended = await world.granted()
+    assert ended.ends_at is not None
+    unreadable = id_in(await world.ask("U0DEV2", "request lb-prod 30m unreadable"))
+    assert world.outbox() == [unreadable]  # its card is not the subject
+    world.rt.store.redis.set(f"jit:req:{unreadable}", "{not a request")
+
+    assert reconcile.sweep(now=ended.ends_at + GRACE + timedelta(seconds=1)) == 2
+    assert world.ingress() == []
+    assert world.rt.store.get(ended.id).status is Status.REVOKED
+
+    live = await world.granted(text="request lb-prod 30m after the first")
+    assert world.ingress() != []
+    world.rt.store.start_lockdown("U0ADMIN", datetime.now(UTC), "suspected credential leak")
+    lockdown.enforce_lockdown()
+    world.work()
+    lockdown.enforce_lockdown()  # the clearing jobs have run: the grant's own revoke records its end
+    world.work()
+    assert world.ingress() == []
+    assert world.record("grant.revoked", live.id)["reason"] == EndReason.LOCKDOWN.value

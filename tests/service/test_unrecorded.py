@@ -14,7 +14,7 @@ import redis
 from devtools.redis_proxy import HoldingProxy
 from jit_lb.access import commands, requests
 from jit_lb.access.connections import WORKER, RedisAddress, connect
-from jit_lb.access.requests import AccessRequest, Status
+from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.access.store import RequestStore
 from jit_lb.clock import utcnow
 from tests.helpers import pending
@@ -314,8 +314,11 @@ async def test_a_worker_that_died_after_closing_and_before_telling_is_taken_over
 
 async def test_a_chore_that_fails_every_second_holds_up_no_other(world: World) -> None:
     """A request marked unrecorded whose stored data cannot be read makes closing it fail every turn: the chores after
-    it still run, the expiry of another request and the sweep among them (before, the first chore to fail ended the
-    turn, and with it every second's expiries, lost revokes and the sweep that ends access at the load balancer)."""
+    it still run, the expiry of another request and the sweep among them, which removes a closed request's leftover
+    rules (before, the first chore to fail ended the turn, and with it every second's expiries, lost revokes and the
+    sweep that ends access at the load balancer)."""
+    leftover = await world.granted()
+    world.rt.store.transition(leftover.id, lambda r: requests.end(r, utcnow(), EndReason.REVOKED, "U0DEV1", [], False))
     [broken] = stored_unrecorded(world)
     client = world.rt.store.redis
     client.set(f"jit:req:{broken.id}", "{not a request")
@@ -330,4 +333,4 @@ async def test_a_chore_that_fails_every_second_holds_up_no_other(world: World) -
     loop.sweeping.join(timeout=30)
 
     assert f"expire-due-{waiting}" in world.rt.queue.job_ids
-    assert loop.sweeping.ident is not None  # the sweep's turn came, and it ran
+    assert world.ingress() == []  # the sweep's turn came, and it removed the leftover
