@@ -57,6 +57,18 @@ END_OFFSET_BUCKETS = (
     60.0,
     300.0,
 )
+# The per-second chores of a worker's reconcile loop (workers/loops.py, by function name): a series each from the start.
+CHORES = (
+    "flush",
+    "checkpoint_if_due",
+    "enforce_lockdown",
+    "end_idle",
+    "announce_overdue_reviews",
+    "forget_due",
+    "record_refusal_summaries",
+    "close_unrecorded",
+    "enqueue_due",
+)
 SWEEP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 # What each audit event says became of a request (request.approved counts once, when the request is approved).
@@ -108,6 +120,12 @@ class Metrics:
             "Audit records that could not be written when first tried.",
             registry=self.registry,
         )
+        self.chore_failures = Counter(
+            "jit_chore_failures",
+            "A worker's per-second chores that raised (each turn counts; the other chores go on).",
+            ["chore"],
+            registry=self.registry,
+        )
         interval = Gauge(
             "jit_sweep_interval_seconds", "JIT_SWEEP_INTERVAL: a sweep is due this often.", registry=self.registry
         )
@@ -121,6 +139,8 @@ class Metrics:
             self.revoke_failures.labels(kind)
             self.grant_seconds.labels(kind)
             self.end_offset.labels(kind)
+        for chore in CHORES:
+            self.chore_failures.labels(chore)
         for name in policy().targets:
             for outcome in OUTCOMES:
                 self.requests.labels(name, outcome)
@@ -154,6 +174,9 @@ class Metrics:
 
     def revoke_failed(self, kind: str) -> None:
         self.revoke_failures.labels(_kind(kind)).inc()
+
+    def chore_failed(self, chore: str) -> None:
+        self.chore_failures.labels(chore).inc()
 
     def swept(self, seconds: float) -> None:
         self.sweep_seconds.observe(seconds)

@@ -6,6 +6,7 @@ import atexit
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -92,11 +93,9 @@ class ReconcileLoop(threading.Thread):
             except Exception:
                 log.exception("a chore of the reconcile loop failed; retrying next second")
 
-    def chore_turn(self) -> None:
-        """What is due each second, and the sweep's turn. Each chore on its own: one that fails every turn (a record
-        its data cannot make, say) is logged and holds up none of the others, the sweep least of all; Redis gone
-        ends the turn (the marker watch takes over)."""
-        chores = (
+    def due_each_second(self) -> tuple[Callable[[], object], ...]:
+        """What is due each second, in order (jit_lb.metrics.CHORES names them for jit_chore_failures_total)."""
+        return (
             self.rt.audit.flush,
             self.rt.audit.checkpoint_if_due,
             lockdown.enforce_lockdown,
@@ -107,13 +106,20 @@ class ReconcileLoop(threading.Thread):
             reconcile.close_unrecorded,
             reconcile.enqueue_due,
         )
-        for chore in chores:
+
+    def chore_turn(self) -> None:
+        """What is due each second, and the sweep's turn. Each chore on its own: one that fails every turn (a record
+        its data cannot make, say) is logged and holds up none of the others, the sweep least of all; Redis gone
+        ends the turn (the marker watch takes over)."""
+        for chore in self.due_each_second():
             try:
                 chore()
             except REDIS_GONE:
                 raise
             except Exception:
                 log.exception("a chore of the reconcile loop failed; the others go on", chore=chore.__name__)
+                if self.rt.metrics is not None:
+                    self.rt.metrics.chore_failed(chore.__name__)
         if self.sweeping.is_alive():
             return  # this worker's last sweep still runs; the turn is left to the others meanwhile
         if self.rt.store.take_turn("sweep", self.holder, self.rt.settings.jit_sweep_interval):

@@ -17,6 +17,7 @@ from jit_lb.access.connections import WORKER, RedisAddress, connect
 from jit_lb.access.requests import AccessRequest, EndReason, Status
 from jit_lb.access.store import RequestStore
 from jit_lb.clock import utcnow
+from jit_lb.metrics import CHORES
 from tests.helpers import pending
 from tests.service.world import DEVS, World, buttons
 from workers import lockdown, reconcile
@@ -334,3 +335,14 @@ async def test_a_chore_that_fails_every_second_holds_up_no_other(world: World) -
 
     assert f"expire-due-{waiting}" in world.rt.queue.job_ids
     assert world.ingress() == []  # the sweep's turn came, and it removed the leftover
+    assert world.rt.metrics is not None  # the failure is counted, by chore, for JitChoreFailing
+    failures = world.rt.metrics.registry.get_sample_value("jit_chore_failures_total", {"chore": "close_unrecorded"})
+    assert failures == 1
+
+
+def test_every_chore_of_the_loop_has_its_failure_series_from_the_start(world: World) -> None:
+    """jit_chore_failures_total has a series for each chore the loop runs before any fails (JitChoreFailing's
+    increase() then sees the first failure), named as the loop names them."""
+    loop = ReconcileLoop(world.rt)
+    atexit.unregister(world.rt.audit.checkpoint)
+    assert tuple(chore.__name__ for chore in loop.due_each_second()) == CHORES
