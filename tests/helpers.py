@@ -230,8 +230,10 @@ def lease_end(stack: Stack, request_id: str) -> datetime:
 class GoneWatch:
     """When each request's security-group rules were last seen at moto and first seen gone (epoch seconds).
 
-    One EC2 client polled every POLL seconds: the rules went between `last_present` and `first_gone`, so a
-    check of `first_gone` against an end errs towards late, of `last_present` towards cut short. Not as fast as
+    One EC2 client polled every POLL seconds: the rules went between `last_present` and `first_gone`. A check
+    that fails only on what was seen asks `last_present < end` (seen after its end: certainly late) and
+    `first_gone >= end - lead` (seen gone before it: certainly early); the other two ends of the interval add
+    the watcher's own slowness to the figure (a poll takes longer on a loaded machine). Not as fast as
     moto answers: moto and the Slack stand-in serve from the test's own process, and a watcher that never
     sleeps holds the GIL they need, slowing the very AWS calls whose timing it watches.
     """
