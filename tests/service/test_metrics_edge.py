@@ -4,8 +4,9 @@ people: a flood of scrapes shares one rendering, on a thread of its own (a secur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
@@ -76,15 +77,9 @@ class Clock:
         return self.now
 
 
-async def test_a_flood_of_health_checks_writes_redis_about_once_a_second(world: World) -> None:
-    """/healthz answers anyone who reaches the port: sixty hits at once and sixty more within the same second write
-    Redis's health key once between them (each hit wrote it), and a hit a second later probes again."""
-    redis = world.rt.store.redis
-    saved = redis.config_get("notify-keyspace-events")["notify-keyspace-events"]
-    redis.config_set("notify-keyspace-events", "K$")  # a keyspace event for each SET
-    listener = redis.pubsub()
-    listener.psubscribe("__keyspace@*__:jit:health")
-    clock = Clock()
+@contextlib.asynccontextmanager
+async def healthz(world: World, clock: Clock) -> AsyncIterator[Callable[[], Awaitable[tuple[int, object]]]]:
+    """/healthz served on loopback by the web's own handler (on `clock`), and a hit on it: its status and body."""
     app = web.Application()
     app.router.add_get("/healthz", healthz_handler(world.rt, clock=clock))
     server = TestServer(app, host="127.0.0.1")
@@ -96,6 +91,22 @@ async def test_a_flood_of_health_checks_writes_redis_about_once_a_second(world: 
                 async with session.get(server.make_url("/healthz")) as health:
                     return health.status, await health.json()
 
+            yield hit
+    finally:
+        await server.close()
+
+
+async def test_a_flood_of_health_checks_writes_redis_about_once_a_second(world: World) -> None:
+    """/healthz answers anyone who reaches the port: sixty hits at once and sixty more within the same second write
+    Redis's health key once between them (each hit wrote it), and a hit a second later probes again."""
+    redis = world.rt.store.redis
+    saved = redis.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    redis.config_set("notify-keyspace-events", "K$")  # a keyspace event for each SET
+    listener = redis.pubsub()
+    listener.psubscribe("__keyspace@*__:jit:health")
+    clock = Clock()
+    try:
+        async with healthz(world, clock) as hit:
             at_once = await asyncio.gather(*(hit() for _ in range(60)))
             after = [await hit() for _ in range(60)]
             clock.now += 1.5
@@ -105,7 +116,6 @@ async def test_a_flood_of_health_checks_writes_redis_about_once_a_second(world: 
             if message["type"] == "pmessage":
                 writes.append(message["data"])
     finally:
-        await server.close()
         listener.close()
         redis.config_set("notify-keyspace-events", saved)
     assert at_once + after == [(200, {"ok": True})] * 120
@@ -117,23 +127,10 @@ async def test_a_flood_of_health_checks_between_write_probes_shares_its_pings(wo
     """Between write probes each hit PINGs Redis, so that a Redis killed since is 503 at once: sixty hits at once
     share the PING in flight rather than sending sixty (each took a thread of the pool the commands' listeners use)."""
     redis = world.rt.store.redis
-    clock = Clock()
-    app = web.Application()
-    app.router.add_get("/healthz", healthz_handler(world.rt, clock=clock))
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with ClientSession() as session:
-
-            async def hit() -> int:
-                async with session.get(server.make_url("/healthz")) as health:
-                    return health.status
-
-            assert await hit() == 200  # the write probe; its answer stands for a second
-            before = int(redis.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
-            at_once = await asyncio.gather(*(hit() for _ in range(60)))
-            pings = int(redis.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)) - before
-    finally:
-        await server.close()
-    assert at_once == [200] * 60
+    async with healthz(world, Clock()) as hit:
+        assert await hit() == (200, {"ok": True})  # the write probe; its answer stands for a second
+        before = int(redis.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+        at_once = await asyncio.gather(*(hit() for _ in range(60)))
+        pings = int(redis.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)) - before
+    assert [status for status, _ in at_once] == [200] * 60
     assert 1 <= pings <= 10, f"{pings} PINGs for 60 hits at once"  # a few other PINGs may fall in too
