@@ -68,7 +68,7 @@ def enforce_lockdown(now: datetime | None = None) -> int:
     acted = enqueue_many_once(rt, clears, LOCKDOWN_HOLD)
     marked = rt.store.unrecorded_ids()
     for request in open_requests:
-        if request.status is Status.PENDING and (request.group or request.id) in marked:
+        if request.status is Status.PENDING and request.visible_id in marked:
             # Its request.created is not written yet: no record goes before it. A pass once it is cancels it (it
             # cannot be approved meanwhile), or a worker closes it as never recorded.
             continue
