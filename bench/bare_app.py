@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -36,17 +37,25 @@ def build_bare_app(signing_secret: str, token: str, api_url: str, process_before
     return app
 
 
+@dataclass(frozen=True)
+class BareApp:
+    """The bare app serving: its /slack/events URL, and its process id (for its CPU time)."""
+
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
-def bare_app_process(signing_secret: str, token: str, api_url: str, fair: bool = True) -> Iterator[str]:
-    """Run the bare app in a subprocess on a free loopback port; yield its /slack/events URL.
+def bare_app_process(signing_secret: str, token: str, api_url: str, fair: bool = True) -> Iterator[BareApp]:
+    """Run the bare app in a subprocess on a free loopback port; yield where it serves and its process id.
 
     `fair`: with `process_before_response=True`, as jit-lb's web; False: Bolt's default (acks polled every 10 ms).
     """
     port = free_port()
     command = [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--secret", signing_secret]
     command += ["--token", token, "--api-url", api_url] + ([] if fair else ["--polled-ack"])
-    with serving(command, port):
-        yield f"http://127.0.0.1:{port}/slack/events"
+    with serving(command, port) as process:
+        yield BareApp(f"http://127.0.0.1:{port}/slack/events", process.pid)
 
 
 def main(argv: list[str]) -> int:

@@ -29,13 +29,18 @@ class LoadResult:
 
 def run_load(url: str, secret: str, bodies: list[str], concurrency: int, timeout: float = 300.0) -> LoadResult:
     """Post `bodies` to `url` (each signed just before it is sent), at most `concurrency` at once."""
-    job = json.dumps({"url": url, "secret": secret, "bodies": bodies, "concurrency": concurrency})
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.load"], input=job.encode(), capture_output=True, timeout=timeout, check=False
-    )
+    job = {"url": url, "secret": secret, "bodies": bodies, "concurrency": concurrency}
+    return LoadResult(**in_own_process("bench.load", job, timeout))
+
+
+def in_own_process(module: str, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run `python -m module` with `job` as JSON on its standard input; what it printed, read as JSON."""
+    command = [sys.executable, "-m", module]
+    done = subprocess.run(command, input=json.dumps(job).encode(), capture_output=True, timeout=timeout, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr.decode()[-2000:]}")
-    return LoadResult(**json.loads(done.stdout))
+        raise RuntimeError(f"{module} failed: {done.stderr.decode()[-2000:]}")
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
 
 
 async def _post_all(url: str, secret: str, bodies: list[str], concurrency: int) -> dict[str, Any]:

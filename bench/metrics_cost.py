@@ -12,14 +12,12 @@ barely moves; the latencies are shown beside it, as the median of the rounds' pa
 
 from __future__ import annotations
 
-import os
 import threading
 import urllib.request
-from pathlib import Path
 
 from bench.load import LoadResult
-from bench.slash import WARM_UP, measured, workers_paused
-from bench.stats import Row, latency_row, summarize
+from bench.slash import WARM_UP, measured, process_id, workers_paused
+from bench.stats import Row, cpu_seconds, latency_row, summarize
 from bench.world import SECOND_REQUESTER, World
 from devtools.ports import free_port
 from devtools.slack_client import command_body
@@ -37,7 +35,7 @@ def metrics_cost(stack: Stack, world: World, count: int, concurrency: int, round
     for port in ports.values():
         stack.wait_healthy(port)
     urls = {side: f"http://127.0.0.1:{port}/slack/events" for side, port in ports.items()}
-    pids = {side: _pid(stack, f"web.metrics-{side}") for side in ports}
+    pids = {side: process_id(stack, f"web.metrics-{side}") for side in ports}
     cpu = {"on": 0.0, "off": 0.0}
     target = world.targets["sl"][0][0]
     bodies = [
@@ -54,9 +52,9 @@ def metrics_cost(stack: Stack, world: World, count: int, concurrency: int, round
         with workers_paused(stack):
             for index in range(rounds):
                 for side in ("on", "off") if index % 2 == 0 else ("off", "on"):
-                    before = _cpu_seconds(pids[side])
+                    before = cpu_seconds(pids[side])
                     results[side].append(measured(urls[side], chunks.pop(), concurrency))
-                    cpu[side] += _cpu_seconds(pids[side]) - before
+                    cpu[side] += cpu_seconds(pids[side]) - before
     finally:
         stop.set()
         scraper.join(timeout=10)
@@ -93,18 +91,6 @@ def metrics_cost(stack: Stack, world: World, count: int, concurrency: int, round
             + ", ".join(f"{value:+.1%}" for value in p50s),
         ),
     ]
-
-
-def _pid(stack: Stack, name: str) -> int:
-    [process] = [process for process in stack.processes if process.name == name]
-    assert process.popen is not None
-    return process.popen.pid
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _p(result: LoadResult, quantile: float) -> float:

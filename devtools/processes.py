@@ -46,12 +46,12 @@ def poll(predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> 
 
 
 @contextmanager
-def serving(command: list[str], port: int) -> Iterator[None]:
+def serving(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
     """`command` run in a subprocess for the block, entered once something answers on `port`; stopped at its end."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port)
-        yield
+        yield process
     finally:
         stop_process(process)
         if process.stderr is not None:
