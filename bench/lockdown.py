@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -19,7 +18,7 @@ from bench.grants import log, ms
 from bench.latency_proxy import latency_proxy
 from bench.memory import children
 from bench.moto_view import MotoMeter, MotoView, listener_rule_arns
-from bench.stats import Row, latency_row
+from bench.stats import Row, cpu_seconds, latency_row
 from bench.world import (
     AuditTail,
     JobTimes,
@@ -109,15 +108,6 @@ class LockdownWorld:
             document["targets"]["edge"] = base | {"grant": grant, "description": "bench HAProxy"}
             self.world.targets["hap"] = [("edge", self.acl)]
         return document
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (utime + stime from /proc/<pid>/stat); 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuClock:

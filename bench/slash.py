@@ -134,7 +134,7 @@ def slash_commands(stack: Stack, world: World, count: int, concurrency: int, rou
             "<= 1.5x",
             f"median of {rounds} rounds: {every}",
         ),
-        *cpu_rows(alone_round.cpu_ms, bare_round.cpu_ms, round_trip_us, count),
+        *cpu_rows(alone_round, bare_round, round_trip_us, concurrency),
         latency_row(
             "   /jit answered while 3 workers post cards",
             live.latencies_ms,
@@ -152,25 +152,42 @@ def slash_commands(stack: Stack, world: World, count: int, concurrency: int, rou
     return SlashResult(rows, ratio, live_ratio)
 
 
-def cpu_rows(web_ms: float, floor_ms: float, round_trip_us: float, count: int) -> list[Row]:
-    """Why the p99s stand as they do: at concurrency 20 each app is one process bound by its one core, so its answer
-    times follow its CPU a command; and how much of the CPU the goal leaves jit-lb one Redis round trip takes."""
-    budget_us = (1.5 - 1) * floor_ms * 1000
+def cpu_rows(web: Measured, floor: Measured, round_trip_us: float, concurrency: int) -> list[Row]:
+    """What the p99s rest on: each server's CPU a command and how much of a core it used, one Redis round trip's CPU
+    through the web's client, and what a p99 within 1.5x of the floor's would take of jit-lb's rate and CPU."""
+    web_rate, floor_rate = _rate(web.load), _rate(floor.load)
+    # Little's law for a closed loop: the mean answer is concurrency / rate. Keeping jit-lb's tail (p99 / mean) as it
+    # is, a p99 of 1.5x the floor's needs this rate, and, on the same share of its core, this CPU a command.
+    tail = summarize(web.load.latencies_ms).p99 / (1000 * concurrency / web_rate)
+    target_ms = 1.5 * summarize(floor.load.latencies_ms).p99
+    rate_needed = 1000 * concurrency * tail / target_ms
     return [
         Row(
             "   CPU a command: jit-lb web (paused) / fair floor",
-            f"{web_ms:.3f} / {floor_ms:.3f} ms: {web_ms / floor_ms:.2f}x",
+            f"{web.cpu_ms:.3f} / {floor.cpu_ms:.3f} ms: {web.cpu_ms / floor.cpu_ms:.2f}x",
             "",
-            f"user + system of each server process over the median round's {count} timed posts, from /proc",
+            f"user + system of each server process over the median round's timed posts, from /proc; "
+            f"{web.cpu_ms * web_rate / 1000:.2f} and {floor.cpu_ms * floor_rate / 1000:.2f} of a core",
         ),
         Row(
             "   one Redis round trip through the web's client (PING)",
             f"{round_trip_us:.0f} µs CPU",
             "",
-            f"the goal leaves jit-lb {budget_us:.0f} µs a command over the floor's {floor_ms * 1000:.0f}; a command "
-            "makes up to 3 round trips (replay check, create, card outbox), and writes its audit record",
+            "the least a call carries; a command makes one of its own (the create script) and shares two with the "
+            "commands of its turn of the loop (the replay check, the card push)",
+        ),
+        Row(
+            "   what 1.5x would take of jit-lb, its tail as now",
+            f">= {rate_needed:.0f} req/s, <= {web.cpu_ms * web_rate / rate_needed:.2f} ms CPU a command",
+            "",
+            f"mean answer = {concurrency} / rate (Little's law); jit-lb's p99 {tail:.2f}x its mean; "
+            f"the floor's p99 x 1.5 = {target_ms:.1f} ms",
         ),
     ]
+
+
+def _rate(load: LoadResult) -> float:
+    return len(load.latencies_ms) / load.wall_s
 
 
 def cards(stack: Stack) -> int:
