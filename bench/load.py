@@ -26,6 +26,11 @@ class LoadResult:
     answered_at: list[float]
     wall_s: float
 
+    @property
+    def rate(self) -> float:
+        """Posts answered a second, over the whole run."""
+        return len(self.latencies_ms) / self.wall_s
+
 
 def run_load(url: str, secret: str, bodies: list[str], concurrency: int, timeout: float = 300.0) -> LoadResult:
     """Post `bodies` to `url` (each signed just before it is sent), at most `concurrency` at once."""

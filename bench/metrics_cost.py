@@ -61,7 +61,7 @@ def metrics_cost(stack: Stack, world: World, count: int, concurrency: int, round
     pairs = list(zip(results["on"], results["off"], strict=True))
     p50s = sorted(_p(a, 0.5) / _p(b, 0.5) - 1 for a, b in pairs)
     p99s = sorted(_p(a, 0.99) / _p(b, 0.99) - 1 for a, b in pairs)
-    fewer = sorted(_rate(b) / _rate(a) - 1 for a, b in pairs)
+    fewer = sorted(b.rate / a.rate - 1 for a, b in pairs)
     on = [ms for result in results["on"] for ms in result.latencies_ms]
     off = [ms for result in results["off"] for ms in result.latencies_ms]
     served = rounds * (count + WARM_UP)  # the warm-up's requests too: the CPU is read around both
@@ -96,10 +96,6 @@ def metrics_cost(stack: Stack, world: World, count: int, concurrency: int, round
 def _p(result: LoadResult, quantile: float) -> float:
     summary = summarize(result.latencies_ms)
     return summary.p50 if quantile == 0.5 else summary.p99
-
-
-def _rate(result: LoadResult) -> float:
-    return len(result.latencies_ms) / result.wall_s
 
 
 def _median(values: list[float]) -> float:

@@ -155,7 +155,7 @@ def slash_commands(stack: Stack, world: World, count: int, concurrency: int, rou
 def cpu_rows(web: Measured, floor: Measured, round_trip_us: float, concurrency: int) -> list[Row]:
     """What the p99s rest on: each server's CPU a command and how much of a core it used, one Redis round trip's CPU
     through the web's client, and what a p99 within 1.5x of the floor's would take of jit-lb's rate and CPU."""
-    web_rate, floor_rate = _rate(web.load), _rate(floor.load)
+    web_rate, floor_rate = web.load.rate, floor.load.rate
     # Little's law for a closed loop: the mean answer is concurrency / rate. Keeping jit-lb's tail (p99 / mean) as it
     # is, a p99 of 1.5x the floor's needs this rate, and, on the same share of its core, this CPU a command.
     tail = summarize(web.load.latencies_ms).p99 / (1000 * concurrency / web_rate)
@@ -184,10 +184,6 @@ def cpu_rows(web: Measured, floor: Measured, round_trip_us: float, concurrency: 
             f"the floor's p99 x 1.5 = {target_ms:.1f} ms",
         ),
     ]
-
-
-def _rate(load: LoadResult) -> float:
-    return len(load.latencies_ms) / load.wall_s
 
 
 def cards(stack: Stack) -> int:
