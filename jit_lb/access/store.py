@@ -32,7 +32,7 @@ from jit_lb.access.errors import (
     TransitionError,
 )
 from jit_lb.access.requests import AccessRequest, Status, new_request_id
-from jit_lb.access.turns import OneTurn
+from jit_lb.access.turns import OneTurn, TurnScripts
 
 log = structlog.get_logger("jit_lb.store")
 
@@ -250,26 +250,16 @@ end
 redis.call('SET', KEYS[3], #closed > 0 and cjson.encode(closed) or '[]', 'EX', 60)
 return closed
 """
-# The replay checks of signed requests asked in one turn of the web's loop (KEYS their keys; ARGV this call's token,
-# then each key's lifetime): 1 for a key taken now, or taken by this very call run before (the client tried again a
-# connection cut as Redis answered: the key holds its token), 0 for one held by another call, or named twice here.
+# The replay check of a signed request (KEYS[1] its key; ARGV its call's token, then the key's lifetime): 1 for a key
+# taken now, or taken by this very call run before (the client tried again a pipeline whose answer a broken connection
+# lost: the key holds its token), 0 for one held by another call (two of one turn are told apart by their tokens).
 _FIRST_SIGNED = """
-local first, seen = {}, {}
-for i, key in ipairs(KEYS) do
-  local held = redis.call('GET', key)
-  if seen[key] then
-    first[i] = 0
-  elseif not held then
-    redis.call('SET', key, ARGV[1], 'EX', ARGV[i + 1])
-    first[i] = 1
-  elseif held == ARGV[1] then
-    first[i] = 1
-  else
-    first[i] = 0
-  end
-  seen[key] = true
+local held = redis.call('GET', KEYS[1])
+if not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
 end
-return first
+return held == ARGV[1] and 1 or 0
 """
 # A worker's claim on a new request left unrecorded since before ARGV[2]: its mark (KEYS[1], member ARGV[1]) set to
 # minus now (ARGV[3]), so that a web that records it late no longer queues its card, nor another worker closes it
@@ -477,9 +467,9 @@ class RequestStore:
         self._async_first_signed: AsyncScript | None = None
         self._claim_unrecorded = client.register_script(_CLAIM_UNRECORDED)
         # What the event loop asks in one turn goes to Redis in one round trip: the ids announced (announce_async),
-        # and the replay checks of signed requests (first_signed_async).
+        # and the replay checks and creates of signed requests (first_signed_async, create_async) in one pipeline.
         self._announce_turn: OneTurn[str, None] = OneTurn(self._announce_batch)
-        self._replay_turn: OneTurn[tuple[str, int], bool] = OneTurn(self._first_signed_batch)
+        self._turn_scripts = TurnScripts(self._async_client)
         self._replicas: tuple[float, int] = (-_REPLICAS_TTL, 0)  # (when asked, how many)
 
     # --- replication --------------------------------------------------------------------------------
@@ -587,14 +577,13 @@ class RequestStore:
         """`create` for an event loop: the same script, through an asyncio client, so the loop never blocks."""
         if self._url is None:  # a store made from a client alone has no asyncio twin
             return self.create(build, pending_limit, counting)
-        client = self._async_client()
         if self._async_create is None:
-            self._async_create = client.register_script(_CREATE)
+            self._async_create = self._async_client().register_script(_CREATE)
         script = self._async_create
         with reachable():
             for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
-                answer = await script(*_create_call(request, pending_limit, counting))
+                answer = await self._turn_scripts(script, *_create_call(request, pending_limit, counting))
                 if _created(answer, request, pending_limit, counting):
                     return request
                 counting = None  # counted by the first try, whose id was taken
@@ -907,24 +896,13 @@ class RequestStore:
         if self._url is None:
             with reachable():
                 return bool(self.redis.set(key, 1, nx=True, ex=seconds))
-        return await self._replay_turn((key, seconds))
-
-    async def _first_signed_batch(self, checks: list[tuple[str, int]]) -> list[bool | Exception]:
-        """The replay checks asked in one turn of the loop, in one script call: a burst of clicks (an incident channel
-        approving at once) takes one connection a turn, not one a click, so none waits past the pool's wait for a
-        connection that the saturated loop has not yet given back. The same signature twice is first once. The keys
-        hold this call's own token, so that the client's retry of a call whose answer a broken connection lost is
-        told what the first run did, rather than finding its own keys and calling every request of the turn a
-        replay (nothing done, nobody told)."""
-        client = self._async_client()
         if self._async_first_signed is None:
-            self._async_first_signed = client.register_script(_FIRST_SIGNED)
-        token = uuid.uuid4().hex
+            self._async_first_signed = self._async_client().register_script(_FIRST_SIGNED)
+        # The key holds this call's own token: the client's retry of a pipeline whose answer a broken connection lost
+        # is told what the first run did, rather than finding its own key and calling the request a replay.
         with reachable():
-            answers = await self._async_first_signed(
-                keys=[key for key, _ in checks], args=[token, *(seconds for _, seconds in checks)]
-            )
-        return [bool(first) for first in answers]
+            answer = await self._turn_scripts(self._async_first_signed, [key], [uuid.uuid4().hex, seconds])
+        return bool(answer)
 
     def first_delivery(self, event_id: str, seconds: int = 3600) -> bool:
         """True the first time an Events API event id is seen: a retried delivery is handled once."""

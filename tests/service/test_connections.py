@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 import redis
+from redis.exceptions import ResponseError
 
 from devtools.redis_proxy import HoldingProxy
 from devtools.sentinel import MASTER_NAME, SentinelTopology
 from jit_lb.access.connections import WEB_CONNECTIONS, WORKER, RedisAddress, connect, parse_sentinels
+from jit_lb.access.requests import AccessRequest
 from jit_lb.access.store import RequestStore
+from tests.helpers import pending
 
 BURST = 3 * WEB_CONNECTIONS  # an incident channel approving at once: clicks enough to take every connection thrice
 
@@ -55,6 +59,51 @@ async def test_a_burst_of_replay_checks_takes_a_few_connections_not_one_each(red
     same = "v0=" + "f" * 64
     twice = await asyncio.gather(*(store.first_signed_async("1700000001", same, 300) for _ in range(2)))
     assert sorted(twice) == [False, True], "the same signature twice in one turn is taken once"
+
+
+def requester(user: str) -> Callable[[str], AccessRequest]:
+    """A builder of `user`'s pending request, as `/jit request` hands the store one."""
+    return lambda request_id: pending(request_id).model_copy(update={"requester": user})
+
+
+async def test_a_burst_of_requests_is_stored_in_a_few_round_trips(redis_url: str) -> None:
+    """`/jit request` from a whole channel at once: each request stored under its own id, through a handful of the
+    web's connections, not one a command (the creates of one turn of the loop share a pipeline)."""
+    address = RedisAddress(redis_url)
+    store = RequestStore(connect(address), address)
+    counter = redis.Redis.from_url(redis_url)
+    before = int(counter.info("stats")["total_connections_received"])
+    made = await asyncio.gather(*(store.create_async(requester(f"U0DEV{n}")) for n in range(BURST)))
+    opened = int(counter.info("stats")["total_connections_received"]) - before
+    assert {request.id for request in store.open_requests()} == {request.id for request in made}
+    assert len(made) == BURST
+    assert opened <= 3, f"{opened} connections opened for {BURST} requests"
+
+
+async def test_a_create_that_redis_refuses_fails_alone_in_its_turn(redis_url: str) -> None:
+    """One request of a turn that Redis refuses (its requester's pending set is not a set) is that command's error;
+    the others of the same pipeline are stored."""
+    address = RedisAddress(redis_url)
+    store = RequestStore(connect(address), address)
+    redis.Redis.from_url(redis_url).set("jit:user-pending:U0BROKEN", "not a set")
+    users = ["U0DEV1", "U0BROKEN", "U0DEV2"]
+    made = await asyncio.gather(*(store.create_async(requester(user)) for user in users), return_exceptions=True)
+    assert isinstance(made[1], ResponseError) and "WRONGTYPE" in str(made[1])
+    stored = {request.requester for request in store.open_requests()}
+    assert stored == {"U0DEV1", "U0DEV2"}
+
+
+async def test_requests_are_stored_after_redis_forgot_the_scripts(redis_url: str) -> None:
+    """A Redis restarted or failed over knows none of the web's scripts: each call of the next turn loads its script
+    and is stored (the pipeline calls them by SHA, so Redis answers NOSCRIPT first)."""
+    address = RedisAddress(redis_url)
+    store = RequestStore(connect(address), address)
+    await store.create_async(requester("U0DEV1"))
+    redis.Redis.from_url(redis_url).script_flush()
+    made = await asyncio.gather(*(store.create_async(requester(f"U0DEV{n}")) for n in range(2, 6)))
+    checks = await replay_checks(store, 3)
+    assert {request.id for request in made} <= {request.id for request in store.open_requests()}
+    assert checks == [True] * 3
 
 
 def test_replay_checks_whose_answer_was_lost_and_tried_again_are_first(redis_url: str) -> None:
