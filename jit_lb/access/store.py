@@ -64,6 +64,7 @@ UNRECORDED_SECONDS = 30.0  # a new request still unrecorded this long after it w
 _CLOSED_TOLD = PREFIX + "closed-told"
 CLOSED_TOLD_SECONDS = 86400  # how long an entry of _CLOSED_TOLD is kept: far longer than a notice waits in its queue
 _ANNOUNCED = PREFIX + "announced:"  # one card queuing's answer, kept a minute for the same call tried again
+_REFUSED = PREFIX + "refused:"  # one create's refusal, kept a minute for the same call tried again
 _HEALTH = PREFIX + "health"  # written by the web's /healthz: a Redis that answers PING may take no write
 _HOME_QUEUED = PREFIX + "home-queued:"  # a person whose opened home's publish is queued, not yet taken by a worker
 HOME_QUEUED_SECONDS = 60  # a queued publish lost with its worker holds that person's next ones back this long at most
@@ -163,24 +164,31 @@ return 1
 
 # A new request and its indexes (what _index writes for a pending one), in one round trip, only if no lockdown is
 # on, the id is free (no request, nor a group, has it) and its requester has fewer than ARGV[5] pending requests;
-# the index forgets what history has; KEYS[9] marks it unrecorded. With KEYS[10] (the requester's minute, see _COUNT)
-# the command that asks is counted first, in the same round trip, and refused past ARGV[7] commands that minute. A
-# request already stored as ARGV[1] says is this very create run again (the client tried again a connection cut as
-# Redis answered): it is told stored, neither counted again nor stored a second time under another id (nobody else's
-# json is the same).
+# the index forgets what history has; KEYS[9] marks it unrecorded. With KEYS[11] (the requester's minute, see _COUNT)
+# the command that asks is counted first, in the same round trip, and refused past ARGV[7] commands that minute.
+# The same create run again (the client tried again a connection cut as Redis answered) is told what its first run
+# did, and does nothing more: a request already stored as ARGV[1] says is told stored, neither counted again nor
+# stored a second time under another id (nobody else's json is the same); a refusal is kept a minute under KEYS[10],
+# a key of this id's own, and told again, not counted again.
 _CREATE = (
     _VISIBLE
     + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
-if KEYS[10] then
-  local sent = redis.call('INCR', KEYS[10])
-  redis.call('EXPIRE', KEYS[10], ARGV[8])
-  if sent > tonumber(ARGV[7]) then return -3 end
+local told = redis.call('GET', KEYS[10])
+if told then return tonumber(told) end
+local function refuse(answer)
+  redis.call('SET', KEYS[10], answer, 'EX', 60)
+  return answer
 end
-if redis.call('EXISTS', KEYS[6]) == 1 then return -2 end
-if counted(KEYS[5], KEYS[8]) >= tonumber(ARGV[5]) then return -1 end
-if redis.call('EXISTS', KEYS[7]) == 1 then return 0 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+if KEYS[11] then
+  local sent = redis.call('INCR', KEYS[11])
+  redis.call('EXPIRE', KEYS[11], ARGV[8])
+  if sent > tonumber(ARGV[7]) then return refuse(-3) end
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then return refuse(-2) end
+if counted(KEYS[5], KEYS[8]) >= tonumber(ARGV[5]) then return refuse(-1) end
+if redis.call('EXISTS', KEYS[7]) == 1 then return refuse(0) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return refuse(0) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
@@ -360,6 +368,7 @@ def _create_call(
         _GROUP + request.id,
         _USER_VISIBLE + request.requester,
         _UNRECORDED,
+        _REFUSED + request.id,
     ]
     args: list[str | float] = [
         request.model_dump_json(),
@@ -461,10 +470,7 @@ class RequestStore:
         # The web process's event loop stores new requests through an asyncio client, made in that loop on first use.
         self._url = RedisAddress(address) if isinstance(address, str) else address
         self._async: redis.asyncio.Redis | None = None
-        self._async_create: AsyncScript | None = None
-        self._async_count: AsyncScript | None = None
-        self._async_announce: AsyncScript | None = None
-        self._async_first_signed: AsyncScript | None = None
+        self._async_scripts: dict[str, AsyncScript] = {}  # the asyncio client's scripts, by their source
         self._claim_unrecorded = client.register_script(_CLAIM_UNRECORDED)
         # What the event loop asks in one turn goes to Redis in one round trip: the ids announced (announce_async),
         # and the replay checks and creates of signed requests (first_signed_async, create_async) in one pipeline.
@@ -577,13 +583,10 @@ class RequestStore:
         """`create` for an event loop: the same script, through an asyncio client, so the loop never blocks."""
         if self._url is None:  # a store made from a client alone has no asyncio twin
             return self.create(build, pending_limit, counting)
-        if self._async_create is None:
-            self._async_create = self._async_client().register_script(_CREATE)
-        script = self._async_create
         with reachable():
             for _ in range(_ID_ATTEMPTS):
                 request = build(new_request_id())
-                answer = await self._turn_scripts(script, *_create_call(request, pending_limit, counting))
+                answer = await self._turn_scripts(_CREATE, *_create_call(request, pending_limit, counting))
                 if _created(answer, request, pending_limit, counting):
                     return request
                 counting = None  # counted by the first try, whose id was taken
@@ -594,6 +597,13 @@ class RequestStore:
             assert self._url is not None
             self._async = connect_async(self._url)
         return self._async
+
+    def _async_script(self, source: str) -> AsyncScript:
+        """The asyncio client's script of `source`, registered on first use."""
+        script = self._async_scripts.get(source)
+        if script is None:
+            script = self._async_scripts[source] = self._async_client().register_script(source)
+        return script
 
     def discard_group(self, group: str, part_ids: list[str], made: list[AccessRequest] | None = None) -> list[str]:
         """`discard` for every part of a request of several targets (each exactly as in `made`, when given), and the
@@ -668,9 +678,7 @@ class RequestStore:
         if replicas is None:  # asked at most once a second, in a thread; every other command reads what it said
             replicas = await asyncio.to_thread(self.replicas)
         client = self._async_client()
-        if self._async_announce is None:
-            self._async_announce = client.register_script(_ANNOUNCE)
-        announce = self._async_announce
+        announce = self._async_script(_ANNOUNCE)
         with reachable():
             if not replicas:
                 return await self._queue_cards(announce, request_ids)
@@ -754,10 +762,8 @@ class RequestStore:
         if self._url is None:
             return self.count_command(user, now)
         key, _ = _rate_key(user, now)
-        if self._async_count is None:
-            self._async_count = self._async_client().register_script(_COUNT)
         with reachable():
-            return int(await self._async_count(keys=[key], args=[2 * _RATE_WINDOW]))
+            return int(await self._async_script(_COUNT)(keys=[key], args=[2 * _RATE_WINDOW]))
 
     def count_refusal(self, user: str, now: datetime) -> int:
         """Count one refusal past a limit for `user` in this minute; 1 for the first, which the caller records."""
@@ -896,12 +902,8 @@ class RequestStore:
         if self._url is None:
             with reachable():
                 return bool(self.redis.set(key, 1, nx=True, ex=seconds))
-        if self._async_first_signed is None:
-            self._async_first_signed = self._async_client().register_script(_FIRST_SIGNED)
-        # The key holds this call's own token: the client's retry of a pipeline whose answer a broken connection lost
-        # is told what the first run did, rather than finding its own key and calling the request a replay.
         with reachable():
-            answer = await self._turn_scripts(self._async_first_signed, [key], [uuid.uuid4().hex, seconds])
+            answer = await self._turn_scripts(_FIRST_SIGNED, [key], [uuid.uuid4().hex, seconds])
         return bool(answer)
 
     def first_delivery(self, event_id: str, seconds: int = 3600) -> bool:

@@ -6,11 +6,12 @@ pipeline."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 T = TypeVar("T")
@@ -66,35 +67,82 @@ class OneTurn(Generic[T, R]):
                     waiting.cancel()
 
 
+_Call = tuple[str, list[str], list[str | float]]  # a script's source, its KEYS and its ARGV
+
+
 class TurnScripts:
-    """`await scripts(script, keys, args)`: a Lua script's call, sent with every other made in the same turn of the
+    """`await scripts(source, keys, args)`: a Lua script's call, sent with every other made in the same turn of the
     loop in one pipeline (not a transaction), so a burst of commands costs the loop one connection, one write and one
     read a turn, not one each.
 
     Each caller gets its own script's answer, or its own error (Redis refusing that call); a broken connection is every
     caller's, as redis-py's retry of the whole pipeline after it. Every script sent this way must be safe to run
     twice: the retry may run a call whose answer the broken connection lost. The scripts are called by their SHA, not
-    loaded on every pipeline as redis-py's pipeline would; a Redis that does not know one yet (restarted, failed over)
-    has it loaded by that call alone.
+    loaded on every pipeline as redis-py's pipeline would. A Redis that does not know some (restarted, failed over)
+    answers NOSCRIPT to their calls alone: the turn's other callers are answered at once, and the forgotten calls are
+    sent again in one more pipeline that loads each of their scripts once.
     """
 
     def __init__(self, client: Callable[[], redis.asyncio.Redis]) -> None:
         self._client = client
-        self._turn: OneTurn[tuple[AsyncScript, list[str], list[str | float]], Any] = OneTurn(self._run)
+        self._turn: OneTurn[_Call, Any] = OneTurn(self._run)
+        self._shas: dict[str, str] = {}
+        self._resending: set[asyncio.Task[list[Any]]] = set()  # held until done: the loop keeps a weak reference
 
-    async def __call__(self, script: AsyncScript, keys: list[str], args: list[str | float]) -> Any:
-        return await self._turn((script, keys, args))
+    async def __call__(self, source: str, keys: list[str], args: list[str | float]) -> Any:
+        answer = await self._turn((source, keys, args))
+        if isinstance(answer, _Resent):
+            answer = (await asyncio.shield(answer.answers))[answer.index]  # shielded: one caller gone stops no other
+            if isinstance(answer, Exception):
+                raise answer
+        return answer
 
-    async def _run(self, calls: list[tuple[AsyncScript, list[str], list[str | float]]]) -> list[Any]:
+    def _sha(self, source: str) -> str:
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()  # its name
+        return sha
+
+    async def _run(self, calls: list[_Call]) -> list[Any]:
         async with self._client().pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            for source, keys, args in calls:
+                pipe.evalsha(self._sha(source), len(keys), *keys, *args)
             answers: list[Any] = await pipe.execute(raise_on_error=False)
-        for index, answer in enumerate(answers):
-            if isinstance(answer, NoScriptError):
-                script, keys, args = calls[index]
-                try:
-                    answers[index] = await script(keys=keys, args=args)  # loads it, then calls it again
-                except Exception as err:  # that caller's alone, as if its call had failed in the pipeline
-                    answers[index] = err
+        forgotten = [index for index, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+        if forgotten:
+            resend = asyncio.get_running_loop().create_task(self._resend([calls[index] for index in forgotten]))
+            self._resending.add(resend)
+            resend.add_done_callback(_settled(self._resending))
+            for position, index in enumerate(forgotten):
+                answers[index] = _Resent(resend, position)
         return answers
+
+    async def _resend(self, calls: list[_Call]) -> list[Any]:
+        """The calls Redis answered NOSCRIPT, in one pipeline: each distinct script loaded once, then every call."""
+        sources = list(dict.fromkeys(source for source, _, _ in calls))
+        async with self._client().pipeline(transaction=False) as pipe:
+            for source in sources:
+                pipe.script_load(source)
+            for source, keys, args in calls:
+                pipe.evalsha(self._sha(source), len(keys), *keys, *args)
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
+        return answers[len(sources) :]
+
+
+@dataclass(frozen=True)
+class _Resent:
+    """A call sent again (Redis had forgotten its script): its answer is `answers`' at `index`, once it is done."""
+
+    answers: asyncio.Task[list[Any]]
+    index: int
+
+
+def _settled(running: set[asyncio.Task[list[Any]]]) -> Callable[[asyncio.Task[list[Any]]], None]:
+    """A done callback that lets `running` drop a task, its error read (every caller waiting for it has it already)."""
+
+    def drop(task: asyncio.Task[list[Any]]) -> None:
+        running.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return drop

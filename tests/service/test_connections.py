@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -12,8 +13,9 @@ from redis.exceptions import ResponseError
 from devtools.redis_proxy import HoldingProxy
 from devtools.sentinel import MASTER_NAME, SentinelTopology
 from jit_lb.access.connections import WEB_CONNECTIONS, WORKER, RedisAddress, connect, parse_sentinels
+from jit_lb.access.errors import LimitError
 from jit_lb.access.requests import AccessRequest
-from jit_lb.access.store import RequestStore
+from jit_lb.access.store import Counting, RequestStore
 from tests.helpers import pending
 
 BURST = 3 * WEB_CONNECTIONS  # an incident channel approving at once: clicks enough to take every connection thrice
@@ -94,16 +96,72 @@ async def test_a_create_that_redis_refuses_fails_alone_in_its_turn(redis_url: st
 
 
 async def test_requests_are_stored_after_redis_forgot_the_scripts(redis_url: str) -> None:
-    """A Redis restarted or failed over knows none of the web's scripts: each call of the next turn loads its script
-    and is stored (the pipeline calls them by SHA, so Redis answers NOSCRIPT first)."""
+    """A Redis restarted or failed over knows none of the web's scripts: the next turn's creates and replay checks
+    are answered NOSCRIPT, sent again, and done, each script loaded once for the whole turn."""
     address = RedisAddress(redis_url)
     store = RequestStore(connect(address), address)
     await store.create_async(requester("U0DEV1"))
-    redis.Redis.from_url(redis_url).script_flush()
-    made = await asyncio.gather(*(store.create_async(requester(f"U0DEV{n}")) for n in range(2, 6)))
-    checks = await replay_checks(store, 3)
+    admin = redis.Redis.from_url(redis_url)
+    admin.script_flush()
+    admin.config_resetstat()
+    creates = [store.create_async(requester(f"U0DEV{n}")) for n in range(2, 6)]
+    checks = [store.first_signed_async("1700000000", f"v0={n:064x}", 300) for n in range(3)]
+    *made, first, second, third = await asyncio.gather(*creates, *checks)
     assert {request.id for request in made} <= {request.id for request in store.open_requests()}
-    assert checks == [True] * 3
+    assert [first, second, third] == [True] * 3
+    loads = admin.info("commandstats").get("cmdstat_script|load", {}).get("calls", 0)
+    assert loads == 2, f"{loads} SCRIPT LOADs for the turn's two scripts"
+
+
+def test_a_turn_is_answered_while_a_forgotten_script_is_loaded(redis_url: str) -> None:
+    """The first turn after a failover: the replay checks whose script Redis knows are answered at once, not held
+    while the creates' forgotten script is loaded and their calls sent again (before, every caller of the turn waited
+    for each reload in turn, up to the read timeout each with Redis slow); the creates are stored once it is."""
+    upstream = redis.Redis.from_url(redis_url)
+    with HoldingProxy(upstream.connection_pool.connection_kwargs["port"]) as proxy:
+        store = RequestStore(connect(RedisAddress(proxy.url), WORKER), proxy.url)
+
+        async def turn() -> tuple[int, int, list[AccessRequest]]:
+            upstream.script_flush()
+            assert await store.first_signed_async("1700000003", "v0=" + "b" * 64, 300)  # its script loaded again
+            proxy.hold(b"SCRIPT", seconds=1.0, once=True)
+            checks = [
+                asyncio.ensure_future(store.first_signed_async("1700000003", f"v0={n:064x}", 300)) for n in range(3)
+            ]
+            creates = [asyncio.ensure_future(store.create_async(requester(f"U0DEV{n}"))) for n in range(2)]
+            done, _ = await asyncio.wait([*checks, *creates], timeout=0.6)
+            answered = sum(check in done and check.result() for check in checks)
+            stored_early = sum(create in done for create in creates)
+            return answered, stored_early, list(await asyncio.gather(*creates))
+
+        answered, stored_early, made = asyncio.run(turn())
+    assert (answered, stored_early) == (3, 0)
+    assert {request.id for request in made} == {request.id for request in RequestStore(upstream).open_requests()}
+    upstream.close()
+
+
+def test_a_refused_create_whose_answer_was_lost_is_counted_once(redis_url: str) -> None:
+    """A `/jit request` refused (its requester is at the pending limit) whose answer a broken connection lost is run
+    again by the client: the second run is told the refusal, and the command counts once against the commands a
+    minute (before, twice: the requester lost a command they never sent)."""
+    upstream = redis.Redis.from_url(redis_url)
+    with HoldingProxy(upstream.connection_pool.connection_kwargs["port"]) as proxy:
+        store = RequestStore(connect(RedisAddress(proxy.url), WORKER), proxy.url)
+
+        def counting() -> Counting:
+            return Counting("U0DEV1", datetime.now(UTC), limit=3)
+
+        async def commands() -> tuple[str, AccessRequest]:
+            await store.create_async(requester("U0DEV1"), pending_limit=1, counting=counting())  # the 1st command
+            proxy.lose(b"EVALSHA")
+            with pytest.raises(LimitError) as refused:  # the 2nd, its answer lost and the call run again
+                await store.create_async(requester("U0DEV1"), pending_limit=1, counting=counting())
+            return str(refused.value), await store.create_async(requester("U0DEV1"), counting=counting())  # the 3rd
+
+        refusal, third = asyncio.run(commands())
+    assert "pending request" in refusal
+    assert third.id in {request.id for request in RequestStore(upstream).open_requests()}
+    upstream.close()
 
 
 def test_replay_checks_whose_answer_was_lost_and_tried_again_are_first(redis_url: str) -> None:
