@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -258,8 +259,10 @@ class CommandService:
         view = self.mfa.step_up(user, intent, f"`{parsed.target}` asks for a one-time code before a request counts.")
         return Reply(f"`{parsed.target}` requires a one-time code: enter it in the form that opened.", view=view)
 
-    def failed(self, user: str, text: str, err: JitError) -> Reply:
-        """The answer to a command that changed nothing (sentences.error_reply); a refusal is recorded too.
+    def failed(self, user: str, text: str, err: JitError, request_id: str | None = None) -> Reply:
+        """The answer to a command that changed nothing (sentences.error_reply); a refusal is recorded too, under the
+        request it was about (`request_id`, or the one a `cancel`, `revoke` or `extend` named), so that an auditor
+        finds it with that request's other records.
 
         Refusals past a limit are recorded once a minute and user; the rest of that minute's are
         counted, and a worker records their number when the minute is over.
@@ -276,7 +279,8 @@ class CommandService:
         self.rt.audit.record(
             "request.refused",
             actor=user,
-            **requests.target_fields(_target_word(text)),
+            request_id=request_id or _request_word(text),
+            **requests.target_fields(None if request_id else _target_word(text)),
             text=text[:500],
             why=str(err),
             more_counted=isinstance(err, LimitError) or None,
@@ -533,3 +537,10 @@ def _several_with_mfa(build: Callable[[str], list[AccessRequest]]) -> Callable[[
 def _target_word(text: str) -> str | None:
     words = text.split()
     return words[1].lower()[:64] if len(words) > 1 and words[0].lower() == "request" else None
+
+
+def _request_word(text: str) -> str | None:
+    """The request a refused `cancel`, `revoke` or `extend` named, when it names one by a well-formed id."""
+    words = text.lower().split()
+    named = words[1] if len(words) > 1 and words[0] in ("cancel", "revoke", "extend") else ""
+    return named if re.fullmatch(requests.ID_PATTERN, named) else None

@@ -83,7 +83,9 @@ class FormService:
         elif gone:
             why = f"you may no longer request `{gone[0]}`"
         if request is None or why is not None:
-            refused = self.commands.failed(user, f"request again {request_id[:20]}", CommandError(why or ""))
+            about = request.visible_id if request is not None else None  # another's request: named in the record
+            text = f"request again {request_id[:20]}"
+            refused = self.commands.failed(user, text, CommandError(why or ""), request_id=about)
             self.notifier.dm(user, refused.text)
             return None
         added = sum(e.duration_seconds for e in request.extensions if e.outcome == "approved")

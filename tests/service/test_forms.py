@@ -110,11 +110,14 @@ async def test_the_requester_cancels_a_pending_request(world: World) -> None:
 
 
 async def test_only_the_requester_may_cancel(world: World) -> None:
-    """Someone else's `/jit cancel` is refused and recorded; the request stays pending."""
+    """Someone else's `/jit cancel` is refused and recorded under the request it named, so an auditor reading that
+    request's records sees the attempt; the request stays pending."""
     request = await world.request()
     answer = await world.ask("U0APPROVER1", f"cancel {request.id}")
     assert "only <@U0DEV1>" in answer
     assert world.rt.store.get(request.id).status is Status.PENDING
+    refused = world.record("request.refused", request.id)
+    assert (refused["actor"], refused["text"]) == ("U0APPROVER1", f"cancel {request.id}")
 
 
 # --- deny with a reason --------------------------------------------------------------------------------
@@ -326,3 +329,5 @@ async def test_an_ended_grants_dm_carries_request_again_which_fills_the_form(wor
     assert blocks["reason"]["element"]["initial_value"] == "debugging 502s"
     assert forms.rerequest_view("U0DEV2", request.id) is None
     assert "no request of yours" in world.texts(world.slack.dms("U0DEV2"))
+    refused = world.record("request.refused", request.id)  # someone else's click, with the request's records
+    assert (refused["actor"], refused.get("target")) == ("U0DEV2", None)
