@@ -120,6 +120,11 @@ class Metrics:
             "Audit records that could not be written when first tried.",
             registry=self.registry,
         )
+        self.unreadable = Counter(
+            "jit_unreadable_requests",
+            "Reads of a stored request that could not be read (each read counts: a chore retries every second).",
+            registry=self.registry,
+        )
         self.chore_failures = Counter(
             "jit_chore_failures",
             "A worker's per-second chores that raised (each turn counts; the other chores go on).",
@@ -177,6 +182,11 @@ class Metrics:
 
     def chore_failed(self, chore: str) -> None:
         self.chore_failures.labels(chore).inc()
+
+    # --- the store's observer -------------------------------------------------------------------------
+
+    def unreadable_request(self) -> None:
+        self.unreadable.inc()
 
     def swept(self, seconds: float) -> None:
         self.sweep_seconds.observe(seconds)

@@ -91,6 +91,7 @@ def build_runtime(settings: Settings, directory: GroupDirectory, timeouts: Timeo
         runtime.metrics = Metrics(lambda: runtime.policy, settings.jit_sweep_interval)
         runtime.metrics.read_state_from(runtime.store)
         runtime.audit.observer = runtime.metrics
+        runtime.store.observer = runtime.metrics
     return runtime
 
 

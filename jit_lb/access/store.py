@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio
@@ -459,11 +459,18 @@ def reachable() -> Iterator[None]:
         raise
 
 
+class StoreObserver(Protocol):
+    """Who hears of each stored request that could not be read (the process's metrics, jit_lb/metrics.py)."""
+
+    def unreadable_request(self) -> None: ...
+
+
 class RequestStore:
     """Persistence of AccessRequests; every status change goes through `transition`."""
 
     def __init__(self, client: redis.Redis, address: RedisAddress | str | None = None) -> None:
         self.redis = client
+        self.observer: StoreObserver | None = None
         self._create = client.register_script(_CREATE)
         self._create_group = client.register_script(_CREATE_GROUP)
         self._count = client.register_script(_COUNT)
@@ -628,7 +635,7 @@ class RequestStore:
                 raw = pipe.get(key)
                 if raw is None:
                     return False
-                request = AccessRequest.model_validate_json(raw)
+                request = self._read(request_id, raw)
                 if request.status is not Status.PENDING or (made is not None and request != made):
                     return False
                 pipe.multi()
@@ -931,7 +938,18 @@ class RequestStore:
             raw = self.redis.get(_REQUEST + request_id)
         if raw is None:
             raise NotFoundError(f"there is no request {request_id}")
-        return AccessRequest.model_validate_json(raw)
+        return self._read(request_id, raw)
+
+    def _read(self, request_id: str, raw: bytes | str) -> AccessRequest:
+        """A stored request; a ValidationError, logged and counted, when it cannot be read (a bad write by hand, a
+        record of a newer version, corruption: no Slack user can make one)."""
+        try:
+            return AccessRequest.model_validate_json(raw)
+        except ValidationError as err:
+            log.error("a stored request cannot be read", request_id=request_id, error=str(err)[:300])
+            if self.observer is not None:
+                self.observer.unreadable_request()
+            raise
 
     def find(self, request_id: str) -> AccessRequest | None:
         try:
@@ -953,10 +971,8 @@ class RequestStore:
         for request_id, raw in zip(ordered, raws, strict=True):
             if not raw:
                 continue
-            try:
-                found[request_id] = AccessRequest.model_validate_json(raw)
-            except ValidationError as err:
-                log.error("a stored request cannot be read: left out", request_id=request_id, error=str(err)[:300])
+            with contextlib.suppress(ValidationError):  # logged and counted, and left out
+                found[request_id] = self._read(request_id, raw)
         return found
 
     def transition(
@@ -986,7 +1002,7 @@ class RequestStore:
                     raw = pipe.get(key)
                     if raw is None:
                         raise NotFoundError(f"there is no request {request_id}")
-                    before = AccessRequest.model_validate_json(raw)
+                    before = self._read(request_id, raw)
                     after = change(before)
                     if after.id != before.id:
                         raise TransitionError("a transition cannot change a request's id")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
-from tests.service.world import World
+from tests.service.world import World, id_in
 from workers import jobs
 
 
@@ -81,6 +83,19 @@ async def test_an_audit_write_that_fails_is_counted(world: World) -> None:
     world.rt.audit.destination = working
     assert value(world, "jit_audit_write_failures_total") == 1
     assert value(world, "jit_requests_total", target="lb-prod", outcome="created") == 0
+
+
+async def test_a_stored_request_that_cannot_be_read_is_counted_each_time_it_is_read(world: World) -> None:
+    """A stored request that cannot be read is left out of the open requests a sweep or a lockdown reads, and its own
+    revoke fails: jit_unreadable_requests_total counts each read, so an alert tells the on-call engineer (before, a
+    log line alone did)."""
+    assert value(world, "jit_unreadable_requests_total") == 0
+    request_id = id_in(await world.ask("U0DEV1", "request lb-prod 30m debugging"))
+    world.rt.store.redis.set(f"jit:req:{request_id}", "{not a request")
+    assert world.rt.store.find_many({request_id}) == {}
+    with pytest.raises(ValidationError):
+        world.rt.store.get(request_id)
+    assert value(world, "jit_unreadable_requests_total") == 2
 
 
 async def test_redis_unreachable_says_redis_down_and_nothing_it_holds(world: World) -> None:
