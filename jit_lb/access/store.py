@@ -19,7 +19,7 @@ import structlog
 from pydantic import ValidationError
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError, WatchError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jit_lb.access.connections import RedisAddress, connect_async
@@ -64,7 +64,7 @@ UNRECORDED_SECONDS = 30.0  # a new request still unrecorded this long after it w
 _CLOSED_TOLD = PREFIX + "closed-told"
 CLOSED_TOLD_SECONDS = 86400  # how long an entry of _CLOSED_TOLD is kept: far longer than a notice waits in its queue
 _ANNOUNCED = PREFIX + "announced:"  # one card queuing's answer, kept a minute for the same call tried again
-_REFUSED = PREFIX + "refused:"  # one create's refusal, kept a minute for the same call tried again
+_REFUSED = PREFIX + "refused:"  # one counted create's refusal, kept a minute for the same call tried again
 _HEALTH = PREFIX + "health"  # written by the web's /healthz: a Redis that answers PING may take no write
 _HOME_QUEUED = PREFIX + "home-queued:"  # a person whose opened home's publish is queued, not yet taken by a worker
 HOME_QUEUED_SECONDS = 60  # a queued publish lost with its worker holds that person's next ones back this long at most
@@ -168,8 +168,9 @@ return 1
 # the command that asks is counted first, in the same round trip, and refused past ARGV[7] commands that minute.
 # The same create run again (the client tried again a connection cut as Redis answered) is told what its first run
 # did, and does nothing more: a request already stored as ARGV[1] says is told stored, neither counted again nor
-# stored a second time under another id (nobody else's json is the same); a refusal is kept a minute under KEYS[10],
-# a key of this id's own, and told again, not counted again.
+# stored a second time under another id (nobody else's json is the same); a counted command's refusal is kept a
+# minute under KEYS[10], a key of this call's own, and told again, not counted again (an uncounted refusal writes
+# nothing, so that a Redis that takes no writes still says why a request is refused).
 _CREATE = (
     _VISIBLE
     + """
@@ -177,7 +178,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 local told = redis.call('GET', KEYS[10])
 if told then return tonumber(told) end
 local function refuse(answer)
-  redis.call('SET', KEYS[10], answer, 'EX', 60)
+  if KEYS[11] then redis.call('SET', KEYS[10], answer, 'EX', 60) end
   return answer
 end
 if KEYS[11] then
@@ -368,7 +369,7 @@ def _create_call(
         _GROUP + request.id,
         _USER_VISIBLE + request.requester,
         _UNRECORDED,
-        _REFUSED + request.id,
+        _REFUSED + uuid.uuid4().hex,  # this call's own: another create drawing the same id is not told its answer
     ]
     args: list[str | float] = [
         request.model_dump_json(),
@@ -423,7 +424,7 @@ def _created(answer: object, request: AccessRequest, pending_limit: int, countin
             f"you already have {pending_limit} pending request(s), the most the policy allows; wait for a decision, "
             "or withdraw one"
         )
-    return bool(answer)
+    return answer == 1
 
 
 def _rate_key(user: str, now: datetime) -> tuple[str, int]:
@@ -453,6 +454,8 @@ def reachable() -> Iterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError) as err:
         raise StoreUnavailableError(f"Redis could not be reached ({err})") from err
+    except NoScriptError as err:  # flushed again as it was loaded: nothing ran
+        raise StoreUnavailableError(f"Redis forgot jit-lb's scripts as they were loaded ({err})") from err
     except ResponseError as err:
         if refuses_writes(err):
             raise StoreUnavailableError(f"Redis takes no writes now ({err})") from err

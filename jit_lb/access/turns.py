@@ -126,7 +126,11 @@ class TurnScripts:
             for source, keys, args in calls:
                 pipe.evalsha(self._sha(source), len(keys), *keys, *args)
             answers: list[Any] = await pipe.execute(raise_on_error=False)
-        return answers[len(sources) :]
+        loaded = dict(zip(sources, answers, strict=False))  # a script Redis would not load: its error is each call's
+        return [
+            loaded[source] if isinstance(loaded[source], Exception) else answer
+            for (source, _, _), answer in zip(calls, answers[len(sources) :], strict=True)
+        ]
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+import redis.asyncio.client
 from redis.exceptions import ResponseError
 
 from devtools.redis_proxy import HoldingProxy
 from devtools.sentinel import MASTER_NAME, SentinelTopology
 from jit_lb.access.connections import WEB_CONNECTIONS, WORKER, RedisAddress, connect, parse_sentinels
-from jit_lb.access.errors import LimitError
+from jit_lb.access.errors import LimitError, StoreUnavailableError
 from jit_lb.access.requests import AccessRequest
 from jit_lb.access.store import Counting, RequestStore
 from tests.helpers import pending
@@ -113,6 +114,22 @@ async def test_requests_are_stored_after_redis_forgot_the_scripts(redis_url: str
     assert loads == 2, f"{loads} SCRIPT LOADs for the turn's two scripts"
 
 
+async def test_a_script_flushed_again_as_it_is_loaded_is_redis_unavailable(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis forgets the scripts again between their load and their call (flushed twice in a row): the command is told
+    jit-lb is unavailable, nothing stored (before, a bare NOSCRIPT error reached Slack as a 500)."""
+    address = RedisAddress(redis_url)
+    store = RequestStore(connect(address), address)
+    redis.Redis.from_url(redis_url).script_flush()
+    monkeypatch.setattr(
+        redis.asyncio.client.Pipeline, "script_load", lambda pipe, _: pipe.execute_command("SCRIPT", "FLUSH")
+    )
+    with pytest.raises(StoreUnavailableError, match="forgot"):
+        await store.create_async(requester("U0DEV1"))
+    assert store.open_requests() == []
+
+
 def test_a_turn_is_answered_while_a_forgotten_script_is_loaded(redis_url: str) -> None:
     """The first turn after a failover: the replay checks whose script Redis knows are answered at once, not held
     while the creates' forgotten script is loaded and their calls sent again (before, every caller of the turn waited
@@ -124,12 +141,12 @@ def test_a_turn_is_answered_while_a_forgotten_script_is_loaded(redis_url: str) -
         async def turn() -> tuple[int, int, list[AccessRequest]]:
             upstream.script_flush()
             assert await store.first_signed_async("1700000003", "v0=" + "b" * 64, 300)  # its script loaded again
-            proxy.hold(b"SCRIPT", seconds=1.0, once=True)
+            proxy.hold(b"SCRIPT", seconds=1.2, once=True)  # less than the web's read timeout (1.5 s)
             checks = [
                 asyncio.ensure_future(store.first_signed_async("1700000003", f"v0={n:064x}", 300)) for n in range(3)
             ]
             creates = [asyncio.ensure_future(store.create_async(requester(f"U0DEV{n}"))) for n in range(2)]
-            done, _ = await asyncio.wait([*checks, *creates], timeout=0.6)
+            done, _ = await asyncio.wait([*checks, *creates], timeout=0.9)
             answered = sum(check in done and check.result() for check in checks)
             stored_early = sum(create in done for create in creates)
             return answered, stored_early, list(await asyncio.gather(*creates))

@@ -15,7 +15,7 @@ from devtools import faults
 from devtools.redis_proxy import HoldingProxy
 from jit_lb.access import requests
 from jit_lb.access.connections import WORKER, RedisAddress, connect
-from jit_lb.access.errors import ApprovalError, LimitError, TransitionError
+from jit_lb.access.errors import ApprovalError, LimitError, LockdownError, TransitionError
 from jit_lb.access.requests import Status
 from jit_lb.access.store import Counting, RequestStore
 from tests.helpers import NOW, pending
@@ -254,3 +254,38 @@ def test_a_create_whose_answer_was_lost_and_tried_again_stores_and_counts_once(r
         assert (len(made), stored) == (4, made)
         assert upstream.get(f"jit:rate:U0DEV2:{int(NOW.timestamp()) // 60 * 60}") == b"1"
     upstream.close()
+
+
+def test_a_refusal_is_told_only_to_the_call_it_answered(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A counted create refused is kept for its own call tried again, not for its request's id: another person's
+    create that draws the same id a moment later is judged on its own and stored (before, it was told the first one's
+    refusal, "you already have 1 pending request(s)", or, uncounted, told stored with nothing stored)."""
+    store = RequestStore(redis_client)
+    monkeypatch.setattr("jit_lb.access.store.new_request_id", itertools.repeat("jit-zzzzzz").__next__)
+    first = store.create(pending)  # U0DEV1's
+    monkeypatch.setattr("jit_lb.access.store.new_request_id", itertools.repeat("jit-yyyyyy").__next__)
+    with pytest.raises(LimitError, match="pending request"):
+        store.create(pending, 1, Counting("U0DEV1", NOW, 20))
+    for limit, counting in ((1, Counting("U0DEV2", NOW, 20)), (1_000_000, None)):
+        made = store.create(
+            lambda request_id: pending(request_id).model_copy(update={"requester": "U0DEV2"}), limit, counting
+        )
+        assert store.get(made.id) == made
+        store.discard(made.id)
+    assert store.get(first.id) == first
+
+
+def test_a_lockdown_refusal_is_said_by_a_redis_that_takes_no_writes(redis_client: redis.Redis) -> None:
+    """Break-glass during a lockdown, its create not counted, on a Redis out of memory: the refusal is the lockdown's,
+    as it writes nothing (only a counted command's refusal is kept for its call tried again, after its count)."""
+    store = RequestStore(redis_client)
+    store.start_lockdown("U0ADMIN", NOW, "drill")
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(LockdownError):
+            store.create(pending)
+    finally:
+        redis_client.config_set("maxmemory", "0")
