@@ -260,9 +260,10 @@ class CommandService:
         return Reply(f"`{parsed.target}` requires a one-time code: enter it in the form that opened.", view=view)
 
     def failed(self, user: str, text: str, err: JitError, request_id: str | None = None) -> Reply:
-        """The answer to a command that changed nothing (sentences.error_reply); a refusal is recorded too, under the
-        request it was about (`request_id`, or the one a `cancel`, `revoke` or `extend` named), so that an auditor
-        finds it with that request's other records.
+        """The answer to a command that changed nothing (sentences.error_reply); a refusal is recorded too, naming the
+        request it was about (`request_id`, or the one a `cancel`, `revoke` or `extend` named) as `named_request`, so
+        that an auditor finds someone's attempts on a request. Not as the record's own `request_id`: a refusal is no
+        event of that request's life (reports and the OCSF export would read it as one), and anyone can name any id.
 
         Refusals past a limit are recorded once a minute and user; the rest of that minute's are
         counted, and a worker records their number when the minute is over.
@@ -279,7 +280,7 @@ class CommandService:
         self.rt.audit.record(
             "request.refused",
             actor=user,
-            request_id=request_id or _request_word(text),
+            named_request=request_id or _request_word(text),
             **requests.target_fields(None if request_id else _target_word(text)),
             text=text[:500],
             why=str(err),

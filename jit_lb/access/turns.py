@@ -126,9 +126,10 @@ class TurnScripts:
             for source, keys, args in calls:
                 pipe.evalsha(self._sha(source), len(keys), *keys, *args)
             answers: list[Any] = await pipe.execute(raise_on_error=False)
-        loaded = dict(zip(sources, answers, strict=False))  # a script Redis would not load: its error is each call's
+        # A script Redis would not load: its error is the answer of each of its calls that found no script.
+        loaded = dict(zip(sources, answers, strict=False))
         return [
-            loaded[source] if isinstance(loaded[source], Exception) else answer
+            loaded[source] if isinstance(answer, NoScriptError) and isinstance(loaded[source], Exception) else answer
             for (source, _, _), answer in zip(calls, answers[len(sources) :], strict=True)
         ]
 

@@ -116,8 +116,13 @@ async def test_only_the_requester_may_cancel(world: World) -> None:
     answer = await world.ask("U0APPROVER1", f"cancel {request.id}")
     assert "only <@U0DEV1>" in answer
     assert world.rt.store.get(request.id).status is Status.PENDING
-    refused = world.record("request.refused", request.id)
-    assert (refused["actor"], refused["text"]) == ("U0APPROVER1", f"cancel {request.id}")
+    [refused] = [r for r in world.audit() if r["event"] == "request.refused"]
+    assert (refused["actor"], refused["text"], refused["named_request"]) == (
+        "U0APPROVER1",
+        f"cancel {request.id}",
+        request.id,
+    )
+    assert refused["request_id"] is None  # no event of the request's own life
 
 
 # --- deny with a reason --------------------------------------------------------------------------------
@@ -329,5 +334,5 @@ async def test_an_ended_grants_dm_carries_request_again_which_fills_the_form(wor
     assert blocks["reason"]["element"]["initial_value"] == "debugging 502s"
     assert forms.rerequest_view("U0DEV2", request.id) is None
     assert "no request of yours" in world.texts(world.slack.dms("U0DEV2"))
-    refused = world.record("request.refused", request.id)  # someone else's click, with the request's records
-    assert (refused["actor"], refused.get("target")) == ("U0DEV2", None)
+    [refused] = [r for r in world.audit() if r["event"] == "request.refused"]  # someone else's click
+    assert (refused["actor"], refused["named_request"], refused.get("target")) == ("U0DEV2", request.id, None)
