@@ -94,7 +94,7 @@ def _options(timeouts: Timeouts) -> dict[str, Any]:
 
 def _from_url(address: RedisAddress) -> dict[str, Any]:
     """What of REDIS_URL applies beside Sentinel: the database, user and password (and TLS)."""
-    parsed = parse_url(address.url)  # type: ignore[no-untyped-call]
+    parsed = parse_url(address.url)  # type: ignore[no-untyped-call, unused-ignore]
     return {key: parsed[key] for key in ("db", "username", "password") if parsed.get(key) is not None}
 
 
@@ -103,11 +103,11 @@ def connect(address: RedisAddress, timeouts: Timeouts = WORKER) -> redis.Redis:
     options = _options(timeouts)
     if not address.sentinels:
         return redis.Redis.from_url(address.url, **options)
-    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(address.sentinels),
         sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT},
     )
-    client: redis.Redis = sentinel.master_for(address.master, **options, **_from_url(address))  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(address.master, **options, **_from_url(address))  # type: ignore[no-untyped-call, unused-ignore]
     return client
 
 
@@ -127,7 +127,7 @@ def connect_async(address: RedisAddress, timeouts: Timeouts = WEB) -> redis.asyn
     if not address.sentinels:
         waiting = redis.asyncio.BlockingConnectionPool.from_url(address.url, **pool, **options)
         return redis.asyncio.Redis.from_pool(waiting)
-    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(address.sentinels),
         sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT},
     )
