@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from bench import deadline, grants, ha, home_storm, lockdown, memory, metrics_cost, nginx, slash, sweep
+from bench import deadline, grants, ha, home_storm, iam_drop, lockdown, memory, metrics_cost, nginx, slash, sweep
 from bench.goals import Goals
 from bench.latency_proxy import latency_proxy
 from bench.lockdown import Mix
@@ -40,6 +40,7 @@ class Plan:
     deadline_grants: int = 200
     deadline_seconds: tuple[int, int] = (30, 50)  # the shortest and longest grant; all end within a few seconds
     lockdown_mix: Mix = field(default_factory=lambda: Mix(sg=600, alb=200, haproxy=200))
+    lockdown_iam: int = 100  # IAM policies one drop_all removes (bench/iam_drop.py)
     nginx_rounds: tuple[int, int, int] = (30, 10, 3)  # provider apply+drop, through the product, drop while busy
     home_storm_rounds: int = 3  # approvals while 50 Home opens meet a rate-limited views.publish
     metrics_requests: int = 400  # a round, on each web; 8 alternating rounds (9,600 requests: under the pending limit)
@@ -56,6 +57,7 @@ QUICK = Plan(
     deadline_grants=30,
     deadline_seconds=(10, 20),
     lockdown_mix=Mix(sg=60, alb=20, haproxy=20),
+    lockdown_iam=20,
     nginx_rounds=(10, 3, 1),
     home_storm_rounds=1,
     metrics_requests=200,
@@ -191,6 +193,11 @@ def lockdown_runs(plan: Plan, latency_ms: float, measured: Measured) -> list[Row
         measured.goals.add(f"lockdown of {plan.lockdown_mix.total:,} grants, {label}: last gone <= 3 s", last, met)
         twice = next(row.value for row in result.rows if row.name.strip() == "lockdown jobs run twice")
         measured.goals.add(f"lockdown, {label}: no job run twice", twice, twice.startswith("0 of"))
+        rows += timed(
+            f"lockdown's IAM work, {label}",
+            lambda d=delay_ms, named=label: iam_drop.iam_drops(plan.lockdown_iam, d / 1000, named),
+        )
+        reset_moto()
     return rows
 
 

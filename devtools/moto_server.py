@@ -38,13 +38,15 @@ class MotoServer:
             "AWS_DEFAULT_REGION": REGION,
         }
 
-    def client(self, service: str, region: str = REGION) -> Any:
+    def client(self, service: str, region: str = REGION, *, via: str | None = None, config: Any = None) -> Any:
+        """A boto3 client of this moto's, or of a proxy in front of it (`via`, bench/latency_proxy.py)."""
         return boto3.client(
             service,
             region_name=region,
-            endpoint_url=self.endpoint,
+            endpoint_url=via or self.endpoint,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
+            config=config,
         )
 
     def start(self) -> MotoServer:

@@ -26,6 +26,7 @@ from workers.context import current
 from workers.jobs import revoke_access
 from workers.notices import Notice, queue_notice
 from workers.orders import record_removed
+from workers.providers.base import PartialDropError
 from workers.providers.registry import provider_for
 from workers.reconcile import enqueue_many_once, specs_to_sweep
 
@@ -162,9 +163,16 @@ def clear_spec(spec: str) -> str:
     try:
         # No scope locks: nothing is granted during a lockdown, and a revoke job that races this finds the object gone.
         removed = provider.drop_all(ours)
+    except PartialDropError as err:
+        for obj, why in err.failed:
+            log.error("lockdown could not remove an object; its revoke jobs try again", object=obj.ref, error=str(why))
+        gone = err.removed
+        outcome = f"{len(gone)} removed, {len(err.failed)} failed"
     except ProviderError as err:
         log.error("lockdown could not remove objects; their revoke jobs try again", error=str(err))
         return "failed"
-    for obj in ours:
+    else:
+        gone, outcome = ours, f"{removed} removed"
+    for obj in gone:
         record_removed(rt, grant_spec.kind, obj, sorted(obj.request_ids()), "lockdown", True)
-    return f"{removed} removed"
+    return outcome

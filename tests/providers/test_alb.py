@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,13 +12,14 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer
 from devtools.ports import free_port
 from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import ListenerRuleGrant
 from workers.providers.aws_alb import ListenerRuleProvider
-from workers.providers.base import GrantOrder, Lease, ManagedObject, objects_of
+from workers.providers.base import GrantOrder, Lease, ManagedObject, PartialDropError, objects_of
 from workers.providers.markers import format_time
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -332,3 +334,29 @@ def test_drop_all_deletes_every_listed_rule(moto: MotoServer, alb: Alb, spec: Li
     moto.client("elbv2").delete_rule(RuleArn=objects[0].ref)
     assert provider.drop_all(objects) == 3
     assert provider.list_managed() == []
+
+
+def test_drop_all_deletes_the_others_when_one_delete_is_refused(
+    moto: MotoServer, alb: Alb, spec: ListenerRuleGrant
+) -> None:
+    """One DeleteRule refused (throttled past botocore's retries, say) names its rule and stops none of the others:
+    a lockdown leaves only that rule, for its revoke job to try again."""
+    provider = ListenerRuleProvider(spec)
+    for index in range(20):
+        provider.apply(order(spec, f"jit-ccccc{index % 10}{'ab'[index // 10]}", cidr=f"203.0.113.{10 + index}/32"))
+    objects = provider.list_managed()
+    refused = objects[0].ref
+
+    def refuse_one(params: dict[str, Any], **_: Any) -> None:
+        if params["RuleArn"] == refused:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "DeleteRule")
+        time.sleep(0.3)  # the others still in flight when the refusal is seen, and four of them not yet started
+
+    provider.elbv2 = moto.client("elbv2")  # a client of this test's own: the provider's is shared by the process
+    provider.elbv2.meta.events.register("before-parameter-build.elastic-load-balancing-v2.DeleteRule", refuse_one)
+    with pytest.raises(
+        PartialDropError, match=r"1 of 20 objects not removed; the first: Throttling .* Rate exceeded"
+    ) as err:
+        provider.drop_all(objects)
+    assert [obj.ref for obj in provider.list_managed()] == [refused]
+    assert ([obj.ref for obj, _ in err.value.failed], len(err.value.removed)) == ([refused], 19)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer
 from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import ELB_DESCRIBE_ACTIONS, ELB_SCOPED_ACTIONS, IamPolicyGrant
 from workers.providers.aws_iam import IamPolicyProvider, resources_for
-from workers.providers.base import GrantOrder, Lease
+from workers.providers.base import GrantOrder, Lease, PartialDropError
 from workers.providers.markers import UNREADABLE_END
 
 END = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
@@ -400,3 +402,57 @@ def test_a_describe_only_grant_is_not_listed_by_a_target_whose_grants_name_a_loa
     changing = grant(seed_load_balancer(moto), actions=["elasticloadbalancing:ModifyListener"])
     assert IamPolicyProvider(changing, role_names=[role]).list_managed() == []
     assert [obj.anomaly for obj in IamPolicyProvider(looking, role_names=[role]).list_managed()] == [""]
+
+
+def test_drop_all_deletes_every_listed_policy(moto: MotoServer, alb: Alb, role: str) -> None:
+    """A lockdown's delete removes every policy listed, on each role; one deleted meanwhile is no error."""
+    other = f"dev-{uuid.uuid4().hex[:12]}"
+    moto.client("iam").create_role(RoleName=other, AssumeRolePolicyDocument=TRUST)
+    spec = grant(alb)
+    provider = IamPolicyProvider(spec, role_names=[role, other])
+    for index in range(12):
+        provider.apply(order(spec, (role, other)[index % 2], request_id=f"jit-aaaa{index:02d}"))
+    objects = provider.list_managed()
+    assert len(objects) == 12
+    moto.client("iam").delete_role_policy(RoleName=role, PolicyName="jit-aaaa00")
+    assert provider.drop_all(objects) == 12
+    assert provider.list_managed() == []
+    assert inline_policies(moto, role) == inline_policies(moto, other) == {}
+
+
+def test_drop_all_deletes_side_by_side(moto: MotoServer, alb: Alb, role: str) -> None:
+    """At a real region's ~50 ms a call, a lockdown's policies cannot go one call after another: four
+    DeleteRolePolicy calls are in flight at once (each waits, in botocore's own hook, for the other three)."""
+    spec = grant(alb)
+    provider = IamPolicyProvider(spec, role_names=[role])
+    for index in range(4):
+        provider.apply(order(spec, role, request_id=f"jit-bbbb{index:02d}"))
+    together = threading.Barrier(4, timeout=5)
+
+    def wait_for_the_others(**_: Any) -> None:  # a hook that returned a value would stand for AWS's answer
+        together.wait()
+
+    provider.iam = moto.client("iam")  # a client of this test's own: the provider's is shared by the process
+    provider.iam.meta.events.register("before-call.iam.DeleteRolePolicy", wait_for_the_others)
+    assert provider.drop_all(provider.list_managed()) == 4
+    assert inline_policies(moto, role) == {}
+
+
+def test_drop_all_removes_the_others_when_one_delete_is_refused(moto: MotoServer, alb: Alb, role: str) -> None:
+    """One DeleteRolePolicy refused names its policy; the others are gone, and listed as removed."""
+    spec = grant(alb)
+    provider = IamPolicyProvider(spec, role_names=[role])
+    for index in range(10):
+        provider.apply(order(spec, role, request_id=f"jit-cccc{index:02d}"))
+
+    def refuse_one(params: dict[str, Any], **_: Any) -> None:
+        if params["PolicyName"] == "jit-cccc04":
+            raise ClientError({"Error": {"Code": "ServiceFailure", "Message": "try again"}}, "DeleteRolePolicy")
+
+    provider.iam = moto.client("iam")  # a client of this test's own: the provider's is shared by the process
+    provider.iam.meta.events.register("before-parameter-build.iam.DeleteRolePolicy", refuse_one)
+    with pytest.raises(PartialDropError, match="1 of 10 objects not removed; the first: ServiceFailure") as err:
+        provider.drop_all(provider.list_managed())
+    assert list(inline_policies(moto, role)) == ["jit-cccc04"]
+    assert [obj.ref for obj, _ in err.value.failed] == [f"{role}/jit-cccc04"]
+    assert len(err.value.removed) == 9

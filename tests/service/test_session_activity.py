@@ -14,14 +14,17 @@ from typing import Any
 
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 
 from devtools.haproxy import HaproxyServer, http_status
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer, seed_role
 from devtools.slack_standin import block_kit_errors
+from jit_lb.access.policy import spec_record
 from jit_lb.access.requests import AccessRequest, Snapshot, Use
 from slack_out import summaries
 from tests.service.world import APPROVALS, World
-from workers import activity, reconcile
+from workers import activity, lockdown, reconcile
+from workers.providers import aws
 from workers.providers.haproxy import RuntimeApi
 
 LOOPBACK = "127.0.0.7"
@@ -449,3 +452,40 @@ async def test_a_use_count_that_falls_is_not_use_and_the_idle_grant_ends(world: 
 
     world.work()
     assert world.record("grant.revoked", request.id)["reason"] == "idle"
+
+
+async def test_a_lockdown_records_the_policies_it_removed_when_another_is_refused(
+    world: World, moto: MotoServer, alb: Alb, role: str
+) -> None:
+    """A lockdown's clearing job on an IAM target whose one DeleteRolePolicy AWS refuses removes the others and writes
+    their `sweep.removed` records (before: none, as if nothing had gone); the refused one waits for its revoke job."""
+    other = seed_role(moto, f"dev-{uuid.uuid4().hex[:10]}")
+    add_to_policy(
+        world,
+        {"lb-iam": {"kind": "aws_iam_policy", "load_balancer_arn": alb.load_balancer_arn}},
+        principals={"U0DEV1": {"aws_role_name": role}, "U0DEV2": {"aws_role_name": other}},
+    )
+    kept = await world.granted(text="request lb-iam 30m rotate the certificate")
+    gone = await world.granted(user="U0DEV2", text="request lb-iam 30m rotate it too")
+    iam = aws.client("iam", alb.load_balancer_arn.split(":")[3])  # the workers' own client, shared by the process
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if params["PolicyName"] == kept.id:
+            raise ClientError({"Error": {"Code": "ServiceFailure", "Message": "try again"}}, "DeleteRolePolicy")
+
+    iam.meta.events.register("before-parameter-build.iam.DeleteRolePolicy", refuse)
+    try:
+        world.rt.store.start_lockdown("U0ADMIN", datetime.now(UTC), "a leaked key")
+        spec = json.dumps(spec_record(world.rt.policy.targets["lb-iam"].grant), sort_keys=True)
+        assert lockdown.clear_spec(spec) == "1 removed, 1 failed"
+    finally:
+        iam.meta.events.unregister("before-parameter-build.iam.DeleteRolePolicy", refuse)
+    iam_at_moto = moto.client("iam")
+    assert iam_at_moto.list_role_policies(RoleName=role)["PolicyNames"] == [kept.id]
+    assert iam_at_moto.list_role_policies(RoleName=other)["PolicyNames"] == []
+    removed = world.record("sweep.removed")
+    assert (removed["object"], removed["leases_dropped"], removed["why"]) == (
+        f"{other}/{gone.id}",
+        [gone.id],
+        "lockdown",
+    )

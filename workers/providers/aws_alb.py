@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +14,7 @@ from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import ListenerRuleGrant
 from jit_lb.access.requests import Use
 from workers.providers import aws, markers
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, drop_side_by_side, in_parallel
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -167,13 +166,7 @@ class ListenerRuleProvider:
             with self._errors("elasticloadbalancing:DeleteRule", passing=_GONE):
                 self.elbv2.delete_rule(RuleArn=obj.ref)
 
-        if len(objects) <= 1:
-            for obj in objects:
-                delete(obj)
-        else:
-            with ThreadPoolExecutor(min(DELETE_THREADS, len(objects))) as pool:
-                list(pool.map(delete, objects))  # list(): the first error raises here
-        return len(objects)
+        return drop_side_by_side(delete, objects, DELETE_THREADS)
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         rule = self._rule(obj.ref)
@@ -322,13 +315,8 @@ class ListenerRuleProvider:
         is left out."""
         batches = [arns[start : start + TAGS_BATCH] for start in range(0, len(arns), TAGS_BATCH)]
         found: dict[str, dict[str, str]] = {}
-        if len(batches) <= 1:
-            for batch in batches:
-                found.update(self._tags_of(batch))
-            return found
-        with ThreadPoolExecutor(min(DELETE_THREADS, len(batches))) as pool:
-            for tags in pool.map(self._tags_of, batches):  # the first error raises here
-                found.update(tags)
+        for tags in in_parallel(self._tags_of, batches, DELETE_THREADS):
+            found.update(tags)
         return found
 
     def _tags_of(self, batch: Sequence[str]) -> dict[str, dict[str, str]]:

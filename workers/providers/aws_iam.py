@@ -27,7 +27,7 @@ from jit_lb.access.policy import IamPolicyGrant, iam_actions
 from jit_lb.access.requests import Use
 from workers.providers import aws, markers
 from workers.providers.aws_alb import balancer_entries
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, drop_each
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, drop_side_by_side, in_parallel
 
 if TYPE_CHECKING:
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -51,6 +51,10 @@ _BALANCER_OF = re.compile(
 _KNOWN_KEYS = frozenset({"Sid", "Effect", "Action", "Resource", "Condition"})
 # A snapshot reads at most this many inline policies' documents (one call each); the rest it names unread.
 SNAPSHOT_DOCUMENTS = 20
+# GetRolePolicy calls in flight at once in a listing, DeleteRolePolicy calls in drop_all: at a real region's ~50 ms a
+# call, a lockdown's 100 policies take 5 s to read and 5 s to delete one after another. Fewer than ELBv2's 16: IAM's
+# control plane takes fewer requests a second, and botocore's standard retries take a throttled call again.
+CALL_THREADS = 8
 
 
 def split_actions(actions: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -137,6 +141,7 @@ class IamPolicyProvider:
     def __init__(self, spec: IamPolicyGrant, role_names: Iterable[str] = ()) -> None:
         self.spec = spec
         self.role_names = tuple(sorted(set(role_names)))
+        self.threads = CALL_THREADS  # calls in flight at once in a listing and in drop_all
         # IAM is global; the load balancer's region only picks the partition's endpoint.
         region = spec.load_balancer_arn.split(":")[3]
         self.iam: IAMClient = aws.client("iam", region)
@@ -189,13 +194,10 @@ class IamPolicyProvider:
         return [managed]
 
     def list_managed(self) -> list[ManagedObject]:
-        found: list[ManagedObject] = []
-        for role in self.role_names:
-            for name in self._policy_names(role):
-                managed = self._read(role, name)
-                if managed is not None:
-                    found.append(managed)
-        return found
+        """Each role's policies named like a request, read CALL_THREADS at a time (IAM reads one policy a call)."""
+        named = [(role, name) for role in self.role_names for name in self._policy_names(role)]
+        read = in_parallel(lambda policy: self._read(*policy), named, self.threads)
+        return [managed for managed in read if managed is not None]
 
     def read(self, ref: str) -> ManagedObject | None:
         role, _, name = ref.partition("/")
@@ -249,16 +251,20 @@ class IamPolicyProvider:
         return None
 
     def drop_all(self, objects: list[ManagedObject]) -> int:
-        return drop_each(self, objects)
+        """Delete each policy (IAM deletes one a call), CALL_THREADS at a time."""
+        return drop_side_by_side(self._delete, objects, self.threads)
 
     def drop(self, obj: ManagedObject, request_ids: set[str], fresh: bool = False) -> bool:
         if obj.request_ids() - request_ids:
             # One policy serves one request: another request's lease keeps it.
             return False
+        self._delete(obj)
+        return True
+
+    def _delete(self, obj: ManagedObject) -> None:
         role, _, name = obj.ref.partition("/")
         with self._errors("iam:DeleteRolePolicy", role, passing={"NoSuchEntity"}):
             self.iam.delete_role_policy(RoleName=role, PolicyName=name)
-        return True
 
     def judge(self, role: str, name: str, raw_document: object) -> ManagedObject | None:
         """One inline policy as this provider sees it; None when it is not a grant on this load balancer.

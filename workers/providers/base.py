@@ -9,12 +9,18 @@ that the sweep can judge it without Redis.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import GrantSpec
 from jit_lb.access.requests import Use
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 # What a provider reads around a target (docs/policy.md): what (a rule, an attribute, a server), in words, to its
 # state, in words. Bounded by the provider in how much it reads, and by workers/activity.py in what is kept.
@@ -160,6 +166,59 @@ def objects_of(provider: Provider, request_id: str) -> list[ManagedObject]:
     return [obj for obj in provider.list_managed() if request_id in obj.request_ids()]
 
 
-def drop_each(provider: Provider, objects: list[ManagedObject]) -> int:
-    """`drop_all` for a load balancer that removes one object a call."""
-    return sum(provider.drop(obj, obj.request_ids(), fresh=True) for obj in objects)
+@dataclass(frozen=True)
+class Outcome(Generic[_T, _R]):
+    """What one call of `each_of` came to: its value, or the ProviderError it raised."""
+
+    item: _T
+    value: _R | None = None
+    error: ProviderError | None = None
+
+
+def each_of(call: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[Outcome[_T, _R]]:
+    """`call` on every item, at most `threads` at once, each outcome in the order given: a ProviderError is its item's
+    outcome and the others go on; any other exception (a bug, a job's timeout) raises, once the calls started have
+    ended. At a real region's ~50 ms a call, 100 calls one after another take 5 s, and 16 at a time 0.35 s."""
+    if threads <= 1 or len(items) <= 1:
+        return [_outcome(call, item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="jit-provider") as pool:
+        # Not pool.map: its first failure cancels the calls not yet started.
+        futures = [pool.submit(_outcome, call, item) for item in items]
+    return [future.result() for future in futures]
+
+
+def _outcome(call: Callable[[_T], _R], item: _T) -> Outcome[_T, _R]:
+    try:
+        return Outcome(item, call(item))
+    except ProviderError as err:
+        return Outcome(item, error=err)
+
+
+def in_parallel(call: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[_R]:
+    """`each_of`'s values; the first ProviderError (in the order given) raises once every item has been tried."""
+    outcomes = each_of(call, items, threads)
+    for outcome in outcomes:
+        if outcome.error is not None:
+            raise outcome.error
+    return [outcome.value for outcome in outcomes]  # type: ignore[misc]  # no error: each call returned its value
+
+
+class PartialDropError(ProviderError):
+    """Some of a `drop_all`'s objects could not be removed; the others are gone (`removed`), and each failure is in
+    `failed` with its error. The message names how many and the first error."""
+
+    def __init__(self, removed: list[ManagedObject], failed: list[tuple[ManagedObject, ProviderError]]) -> None:
+        first = failed[0][1]
+        super().__init__(f"{len(failed)} of {len(removed) + len(failed)} objects not removed; the first: {first}")
+        self.removed = removed
+        self.failed = failed
+
+
+def drop_side_by_side(delete: Callable[[ManagedObject], object], objects: Sequence[ManagedObject], threads: int) -> int:
+    """`drop_all` for a load balancer that removes one object a call: `delete` each, `threads` at a time; how many are
+    gone, or PartialDropError naming the ones that are and the ones that are not."""
+    outcomes = each_of(delete, objects, threads)
+    failed = [(outcome.item, outcome.error) for outcome in outcomes if outcome.error is not None]
+    if failed:
+        raise PartialDropError([outcome.item for outcome in outcomes if outcome.error is None], failed)
+    return len(objects)
