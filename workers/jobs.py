@@ -362,8 +362,12 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
     gone = time.time()
     times = []  # when each grant's record was done
     seen: activity.Seen = {}  # the surroundings at the end, read once for the batch (with the first record)
+    refused = {rid: "; ".join(result.refused) for rid, result in released.items() if result.refused}
     for order in orders:
         result = released[order.request_id]
+        if order.request_id in refused:
+            _revoke_failed(rt, batch[order.request_id], refused[order.request_id])
+            continue
         finish_revoke(
             rt,
             order.request_id,
@@ -375,7 +379,11 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
             dropped_leases=result.dropped or None,
         )
         times.append(time.time())
-    rt.store.note_revoke_work(RevokeSpan(waited, started, gone, times[0], times[-1], len(orders)))
+    if times:
+        rt.store.note_revoke_work(RevokeSpan(waited, started, gone, times[0], times[-1], len(times)))
+    if refused:
+        # Tried again by RQ's retry: the grants ended here are no longer granted, and stand down.
+        raise ProviderError(f"{len(refused)} of {len(batch)} grants not revoked: {next(iter(refused.values()))}")
     return f"{len(batch)} revoked"
 
 

@@ -13,7 +13,7 @@ from jit_lb.access.policy import GrantSpec
 from jit_lb.access.requests import AccessRequest
 from jit_lb.runtime import Runtime
 from workers.judge import lease_verdict, longest_grant
-from workers.providers.base import GrantOrder, ManagedObject, Provider, objects_of
+from workers.providers.base import GrantOrder, ManagedObject, PartialDropError, Provider, objects_of
 
 log = structlog.get_logger("jit_lb.jobs")
 
@@ -84,6 +84,7 @@ class Released:
     removed: list[str] = field(default_factory=list)
     verified: bool = False
     dropped: dict[str, str] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)  # why the load balancer would not remove some object of it
 
 
 def release_many(
@@ -113,10 +114,7 @@ def release_many(
         partial: list[tuple[ManagedObject, set[str]]] = []
         for obj, over in _leases_over(rt, held, ids, orders[0].spec, now, released):
             (whole if over >= obj.request_ids() else partial).append((obj, over))
-        provider.drop_all([obj for obj, _ in whole])
-        for obj, over in whole:
-            for request_id in over & ids:
-                released[request_id].removed.append(obj.description)
+        _drop_whole(provider, whole, ids, released)
         for obj, over in partial:
             deleted = provider.drop(obj, over, fresh=True)
             for request_id in over & ids:
@@ -130,6 +128,23 @@ def release_many(
             ref not in after or request_id not in after[ref].request_ids() for ref in refs
         )
     return released
+
+
+def _drop_whole(
+    provider: Provider, whole: list[tuple[ManagedObject, set[str]]], ids: set[str], released: dict[str, Released]
+) -> None:
+    """Remove the objects no live grant holds, together; each grant is told the ones gone and why any was refused."""
+    refused: dict[str, str] = {}
+    try:
+        provider.drop_all([obj for obj, _ in whole])
+    except PartialDropError as err:  # the others are gone, and are recorded as such
+        refused = {obj.ref: str(why) for obj, why in err.failed}
+    for obj, over in whole:
+        for request_id in over & ids:
+            if obj.ref in refused:
+                released[request_id].refused.append(refused[obj.ref])
+            else:
+                released[request_id].removed.append(obj.description)
 
 
 def _leases_over(

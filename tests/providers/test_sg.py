@@ -6,12 +6,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from devtools.moto_server import MotoServer, seed_security_group
 from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import SecurityGroupGrant
+from workers.providers import aws_sg
 from workers.providers.aws_sg import SecurityGroupProvider
-from workers.providers.base import GrantOrder, ManagedObject, objects_of
+from workers.providers.base import GrantOrder, ManagedObject, PartialDropError, objects_of
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CIDR = "203.0.113.7/32"
@@ -301,3 +303,28 @@ def test_a_batch_with_a_rule_gone_already_is_revoked_again_together(moto: MotoSe
         provider.ec2.meta.events.unregister(event, count)
     assert ingress(moto, spec) == []
     assert calls == ["revoke", "revoke"]
+
+
+def test_drop_all_tries_every_batch_when_aws_refuses_one(
+    moto: MotoServer, spec: SecurityGroupGrant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused RevokeSecurityGroupIngress stops none of the other batches: their rules are gone and named as removed,
+    the refused batch's rules named as not (before: the first refusal left every later batch in place, unrecorded)."""
+    monkeypatch.setattr(aws_sg, "REVOKE_BATCH", 4)
+    provider = SecurityGroupProvider(spec)
+    for index in range(6):
+        provider.apply(order(spec, f"jit-ddddd{index}", cidr=f"203.0.113.{30 + index}/32"))
+    objects = provider.list_managed()
+    first = {obj.ref for obj in objects[:4]}
+
+    def refuse_first(params: dict[str, Any], **_: Any) -> None:
+        if first & set(params.get("SecurityGroupRuleIds", [])):
+            raise ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}, "Revoke")
+
+    provider.ec2 = moto.client("ec2")  # a client of this test's own: the provider's is shared by the process
+    provider.ec2.meta.events.register("before-parameter-build.ec2.RevokeSecurityGroupIngress", refuse_first)
+    with pytest.raises(PartialDropError, match="4 of 12 objects not removed; the first: RequestLimitExceeded") as err:
+        provider.drop_all(objects)
+    assert {rule["SecurityGroupRuleId"] for rule in ingress(moto, spec)} == first
+    assert {obj.ref for obj, _ in err.value.failed} == first
+    assert len(err.value.removed) == 8

@@ -6,8 +6,10 @@ through the worker's jobs, and reads the `grant.activity` record and the closing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,12 @@ from botocore.exceptions import ClientError
 from devtools.haproxy import HaproxyServer, http_status
 from devtools.moto_server import Alb, MotoServer, seed_load_balancer, seed_role
 from devtools.slack_standin import block_kit_errors
+from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import spec_record
 from jit_lb.access.requests import AccessRequest, Snapshot, Use
 from slack_out import summaries
 from tests.service.world import APPROVALS, World
-from workers import activity, lockdown, reconcile
+from workers import activity, jobs, lockdown, reconcile
 from workers.providers import aws
 from workers.providers.haproxy import RuntimeApi
 
@@ -454,11 +457,8 @@ async def test_a_use_count_that_falls_is_not_use_and_the_idle_grant_ends(world: 
     assert world.record("grant.revoked", request.id)["reason"] == "idle"
 
 
-async def test_a_lockdown_records_the_policies_it_removed_when_another_is_refused(
-    world: World, moto: MotoServer, alb: Alb, role: str
-) -> None:
-    """A lockdown's clearing job on an IAM target whose one DeleteRolePolicy AWS refuses removes the others and writes
-    their `sweep.removed` records (before: none, as if nothing had gone); the refused one waits for its revoke job."""
+async def two_iam_grants(world: World, moto: MotoServer, alb: Alb, role: str) -> tuple[AccessRequest, AccessRequest]:
+    """An IAM target, and a grant on it for each of U0DEV1 (on `role`) and U0DEV2 (on a role of its own)."""
     other = seed_role(moto, f"dev-{uuid.uuid4().hex[:10]}")
     add_to_policy(
         world,
@@ -467,25 +467,67 @@ async def test_a_lockdown_records_the_policies_it_removed_when_another_is_refuse
     )
     kept = await world.granted(text="request lb-iam 30m rotate the certificate")
     gone = await world.granted(user="U0DEV2", text="request lb-iam 30m rotate it too")
-    iam = aws.client("iam", alb.load_balancer_arn.split(":")[3])  # the workers' own client, shared by the process
+    return kept, gone
+
+
+@contextlib.contextmanager
+def iam_refusing(region: str, policy_name: str) -> Iterator[None]:
+    """The workers' own IAM client (shared by the process) refuses to delete that one policy, as AWS may."""
+    iam = aws.client("iam", region)
 
     def refuse(params: dict[str, Any], **_: Any) -> None:
-        if params["PolicyName"] == kept.id:
+        if params["PolicyName"] == policy_name:
             raise ClientError({"Error": {"Code": "ServiceFailure", "Message": "try again"}}, "DeleteRolePolicy")
 
     iam.meta.events.register("before-parameter-build.iam.DeleteRolePolicy", refuse)
     try:
+        yield
+    finally:
+        iam.meta.events.unregister("before-parameter-build.iam.DeleteRolePolicy", refuse)
+
+
+def policies_at(moto: MotoServer, request: AccessRequest) -> list[str]:
+    role = request.role_name
+    assert role is not None
+    return list(moto.client("iam").list_role_policies(RoleName=role)["PolicyNames"])
+
+
+async def test_a_lockdown_records_the_policies_it_removed_when_another_is_refused(
+    world: World, moto: MotoServer, alb: Alb, role: str
+) -> None:
+    """A lockdown's clearing job on an IAM target whose one DeleteRolePolicy AWS refuses removes the others and writes
+    their `sweep.removed` records (before: none, as if nothing had gone); the refused one waits for its revoke job."""
+    kept, gone = await two_iam_grants(world, moto, alb, role)
+    with iam_refusing(alb.load_balancer_arn.split(":")[3], kept.id):
         world.rt.store.start_lockdown("U0ADMIN", datetime.now(UTC), "a leaked key")
         spec = json.dumps(spec_record(world.rt.policy.targets["lb-iam"].grant), sort_keys=True)
         assert lockdown.clear_spec(spec) == "1 removed, 1 failed"
-    finally:
-        iam.meta.events.unregister("before-parameter-build.iam.DeleteRolePolicy", refuse)
-    iam_at_moto = moto.client("iam")
-    assert iam_at_moto.list_role_policies(RoleName=role)["PolicyNames"] == [kept.id]
-    assert iam_at_moto.list_role_policies(RoleName=other)["PolicyNames"] == []
+    assert (policies_at(moto, kept), policies_at(moto, gone)) == ([kept.id], [])
     removed = world.record("sweep.removed")
-    assert (removed["object"], removed["leases_dropped"], removed["why"]) == (
-        f"{other}/{gone.id}",
-        [gone.id],
-        "lockdown",
-    )
+    assert (removed["object"], removed["leases_dropped"]) == (f"{gone.role_name}/{gone.id}", [gone.id])
+    assert removed["why"] == "lockdown"
+
+
+async def test_a_batch_revoke_records_each_grant_as_it_went_when_one_delete_is_refused(
+    world: World, moto: MotoServer, alb: Alb, role: str
+) -> None:
+    """Two grants ending together, one policy's delete refused: the other grant is recorded revoked with its policy
+    removed, the refused one `grant.revoke_failed` (before: both failed, and the retry recorded the gone one's end
+    with nothing removed); the job's retry then ends the refused one, and the ended one stands down."""
+    kept, gone = await two_iam_grants(world, moto, alb, role)
+    ids = [kept.id, gone.id]
+    ends = [int(request.ends_at.timestamp()) for request in (kept, gone) if request.ends_at is not None]
+    with iam_refusing(alb.load_balancer_arn.split(":")[3], kept.id), pytest.raises(ProviderError, match="1 of 2"):
+        jobs.revoke_expired(ids, ends)
+    assert (policies_at(moto, kept), policies_at(moto, gone)) == ([kept.id], [])
+    revoked = world.record("grant.revoked", gone.id)
+    [description] = revoked["removed"]
+    assert description.startswith(f"policy {gone.id} on IAM role {gone.role_name}: ")
+    assert revoked["verified"] is True
+    assert "ServiceFailure" in world.record("grant.revoke_failed", kept.id)["error"]
+    assert "grant.revoke_failed" not in world.events(gone.id)
+
+    assert jobs.revoke_expired(ids, ends) == "1 revoked"
+    assert policies_at(moto, kept) == []
+    assert world.record("grant.revoked", kept.id)["verified"] is True
+    assert world.events(gone.id).count("grant.revoked") == 1
