@@ -23,7 +23,7 @@ from workers import activity
 from workers.context import current
 from workers.judge import GRACE, applied_spec
 from workers.notices import Notice, queue_notice, warn_expiry
-from workers.orders import holds_lease, order_of, release, release_many, roll_back
+from workers.orders import Released, holds_lease, order_of, release, release_many, roll_back
 from workers.providers.registry import provider_for
 
 log = structlog.get_logger("jit_lb.jobs")
@@ -362,7 +362,7 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
     gone = time.time()
     times = []  # when each grant's record was done
     seen: activity.Seen = {}  # the surroundings at the end, read once for the batch (with the first record)
-    refused = {rid: "; ".join(result.refused) for rid, result in released.items() if result.refused}
+    refused = {rid: _refused_text(result) for rid, result in released.items() if result.refused}
     for order in orders:
         result = released[order.request_id]
         if order.request_id in refused:
@@ -385,6 +385,12 @@ def revoke_expired(request_ids: list[str], ends: list[int]) -> str:
         # Tried again by RQ's retry: the grants ended here are no longer granted, and stand down.
         raise ProviderError(f"{len(refused)} of {len(batch)} grants not revoked: {next(iter(refused.values()))}")
     return f"{len(batch)} revoked"
+
+
+def _refused_text(result: Released) -> str:
+    """Why a grant of a batch was not revoked, and what of it did go (its revoke_failed record is all that says so)."""
+    text = "; ".join(result.refused)
+    return f"{text} (removed meanwhile: {', '.join(result.removed)})" if result.removed else text
 
 
 def finish_revoke(

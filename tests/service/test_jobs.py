@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from bot.service.commands import CommandService
 from jit_lb.access.errors import ProviderError
@@ -15,6 +17,7 @@ from tests.service.world import APPROVALS, DEV1_CIDR, DEVS, MISSING_GROUP, World
 from workers import jobs, notices
 from workers.judge import applied_spec
 from workers.orders import order_of
+from workers.providers import aws, aws_sg
 from workers.providers.registry import provider_for
 
 
@@ -261,3 +264,36 @@ async def test_a_revoke_racing_an_approved_extension_leaves_no_rule(world: World
 
         assert world.rules_of(request.id) == [], f"round {round_}: the extension put the rule back after the revoke"
         assert world.rt.store.get(request.id).status is Status.REVOKED
+
+
+async def test_a_batch_revoke_refused_in_part_says_what_of_the_grant_went(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant of two rules whose one revoke AWS refuses: its `grant.revoke_failed` names the refusal and the rule
+    that did go (no later record would: the retry finds it gone), and the retry ends the grant with the other."""
+    monkeypatch.setattr(aws_sg, "REVOKE_BATCH", 1)
+    request = await world.granted()
+    first, second = world.rules_of(request.id)
+    assert request.ends_at is not None
+    end = int(request.ends_at.timestamp())
+    ec2 = aws.client("ec2", "us-east-1")  # the workers' own client, shared by the process
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if first["SecurityGroupRuleId"] in params.get("SecurityGroupRuleIds", []):
+            raise ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}, "Revoke")
+
+    ec2.meta.events.register("before-parameter-build.ec2.RevokeSecurityGroupIngress", refuse)
+    try:
+        with pytest.raises(ProviderError, match="1 of 1 grants not revoked"):
+            jobs.revoke_expired([request.id], [end])
+    finally:
+        ec2.meta.events.unregister("before-parameter-build.ec2.RevokeSecurityGroupIngress", refuse)
+    assert [rule["SecurityGroupRuleId"] for rule in world.rules_of(request.id)] == [first["SecurityGroupRuleId"]]
+    failed = world.record("grant.revoke_failed", request.id)["error"]
+    assert "RequestLimitExceeded" in failed
+    assert f"removed meanwhile: {second['SecurityGroupRuleId']}" in failed
+    assert world.rt.store.get(request.id).status is Status.GRANTED
+
+    assert jobs.revoke_expired([request.id], [end]) == "1 revoked"
+    assert world.rules_of(request.id) == []
+    assert world.record("grant.revoked", request.id)["verified"] is True
