@@ -222,10 +222,10 @@ GRACE_S = 30  # what Kubernetes and Heroku give a process between SIGTERM and SI
 
 
 def test_workers_stop_on_sigterm_within_a_supervisors_grace() -> None:
-    """Three workers that granted and revoked, sent SIGTERM at once, each exit 0 within the grace a supervisor gives
-    before SIGKILL, with their stop checkpoints written: a worker killed instead leaves its chain without one, and
-    the next start says so. (With redis-py 8.2, RQ's listener thread held the exit up to 60 s: a race, lost by about one
-    run of this test in three.)"""
+    """Three workers, after a grant and its revoke, sent SIGTERM at once: each exits 0 within the grace a supervisor
+    gives before SIGKILL, with its stop checkpoint written (a worker killed instead leaves its chain without one, and
+    the next start says so). With redis-py 8.2, RQ's listener thread held the exit up to 60 s: a race, lost by about
+    one run of this test in three."""
     with Stack(policy=stack_policy, sweep_interval=SWEEP, workers=3) as stack:
         request_id = approve(stack, "request lb-prod 5s then the workers stop")
         stack.wait_for(lambda: "grant.revoked" in stack.events(request_id), timeout=30, what="the revoke")
