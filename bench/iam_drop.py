@@ -35,7 +35,7 @@ def iam_drops(count: int, latency: float, label: str) -> list[Row]:
             rows = []
             for threads in (CALL_THREADS, 1):
                 provider.threads = threads
-                listed, dropped = _timed_lockdown(provider, roles, count)
+                listed, dropped = _timed_lockdown(provider, count)
                 how = f"{threads} calls at a time" if threads > 1 else "one call at a time (before)"
                 rows.append(
                     Row(
@@ -47,11 +47,12 @@ def iam_drops(count: int, latency: float, label: str) -> list[Row]:
     return rows
 
 
-def _timed_lockdown(provider: IamPolicyProvider, roles: list[str], count: int) -> tuple[float, float]:
+def _timed_lockdown(provider: IamPolicyProvider, count: int) -> tuple[float, float]:
     """Seconds to list the `count` policies applied, and to delete them all."""
     ends_at = datetime(2100, 1, 1, tzinfo=UTC)
+    roles = provider.role_names
     for index in range(count):
-        order = GrantOrder(f"jit-b{index:05d}", "lb-bench", provider.spec, ends_at, role_name=roles[index % ROLES])
+        order = GrantOrder(f"jit-b{index:05d}", "lb-bench", provider.spec, ends_at, role_name=roles[index % len(roles)])
         provider.apply(order)
     started = time.monotonic()
     objects = provider.list_managed()

@@ -9,7 +9,7 @@ from jit_lb.access.errors import ProviderError
 from jit_lb.access.policy import SecurityGroupGrant
 from jit_lb.access.requests import Use
 from workers.providers import aws, markers
-from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, PartialDropError, each_of
+from workers.providers.base import Entries, GrantOrder, Lease, ManagedObject, drop_in_batches
 
 KIND = "aws_security_group"
 # A rule already gone counts as deleted.
@@ -108,13 +108,7 @@ class SecurityGroupProvider:
         """Delete many rules of the group in one RevokeSecurityGroupIngress a hundred (a lockdown: 50 rules in ~16 ms,
         where one call a rule takes ~19 ms each)."""
         batches = [objects[start : start + REVOKE_BATCH] for start in range(0, len(objects), REVOKE_BATCH)]
-        outcomes = each_of(lambda batch: self._revoke_batch([obj.ref for obj in batch]), batches, 1)
-        failed = [(obj, outcome.error) for outcome in outcomes if outcome.error is not None for obj in outcome.item]
-        if failed:  # every batch tried; those AWS took are gone, and recorded as such
-            raise PartialDropError(
-                [obj for outcome in outcomes if outcome.error is None for obj in outcome.item], failed
-            )
-        return len(objects)
+        return drop_in_batches(lambda batch: self._revoke_batch([obj.ref for obj in batch]), batches, 1)
 
     def _revoke_batch(self, batch: list[str]) -> None:
         """One call for the batch. AWS refuses the whole call when one rule is gone already (a grant's own revoke took

@@ -221,11 +221,18 @@ class PartialDropError(ProviderError):
         self.failed = failed
 
 
-def drop_side_by_side(delete: Callable[[ManagedObject], object], objects: Sequence[ManagedObject], threads: int) -> int:
-    """`drop_all` for a load balancer that removes one object a call: `delete` each, `threads` at a time; how many are
-    gone, or PartialDropError naming the ones that are and the ones that are not."""
-    outcomes = each_of(delete, objects, threads)
-    failed = [(outcome.item, outcome.error) for outcome in outcomes if outcome.error is not None]
+def drop_in_batches(
+    delete: Callable[[Sequence[ManagedObject]], object], batches: Sequence[Sequence[ManagedObject]], threads: int
+) -> int:
+    """`drop_all` for a load balancer that removes objects a batch a call: `delete` each batch, `threads` at a time,
+    every batch tried; how many are gone, or PartialDropError naming the ones that are and the ones that are not."""
+    outcomes = each_of(delete, batches, threads)
+    failed = [(obj, outcome.error) for outcome in outcomes if outcome.error is not None for obj in outcome.item]
     if failed:
-        raise PartialDropError([outcome.item for outcome in outcomes if outcome.error is None], failed)
-    return len(objects)
+        raise PartialDropError([obj for outcome in outcomes if outcome.error is None for obj in outcome.item], failed)
+    return sum(len(batch) for batch in batches)
+
+
+def drop_side_by_side(delete: Callable[[ManagedObject], object], objects: Sequence[ManagedObject], threads: int) -> int:
+    """`drop_in_batches` for a load balancer that removes one object a call."""
+    return drop_in_batches(lambda batch: delete(batch[0]), [[obj] for obj in objects], threads)
